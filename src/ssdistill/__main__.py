@@ -1,0 +1,4 @@
+from ssdistill.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""Python API: ``distill`` (train + evaluate a student) and ``evaluate`` (k-NN of a run or a teacher).
+
+    import ssdistill
+    results = ssdistill.distill("configs/demo/feature.yaml", trainer={"epochs": 5})
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from ssdistill.cache.signals import OnlineSignal, TableSignal, TeacherSignal
+from ssdistill.config import DistillConfig, TeacherConfig, build_config, parse_overrides
+from ssdistill.data.datasets import ImageSource, IndexedViews, open_images, seeded_subset
+from ssdistill.data.views import original_view
+from ssdistill.engine.rundir import RUN_DIR_ENV, atomic_write_text, existing_run_dir, new_run_dir
+from ssdistill.engine.trainer import build_trainer
+from ssdistill.errors import ConfigError, DataError, ModelError
+from ssdistill.eval.compare import Candidate, knn_side_by_side
+from ssdistill.eval.features import extract_features
+from ssdistill.methods import METHODS
+from ssdistill.models.students import Student
+from ssdistill.models.teachers import FrozenTeacher, build_teacher
+
+RESULTS_VERSION = 1
+
+
+def _compute_device(accelerator: str) -> torch.device:
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _open(cfg: DistillConfig, spec: str) -> ImageSource:
+    data = cfg.data
+    return open_images(spec, data.root, data.download, data.skip_corrupt)
+
+
+def _student_view(cfg: DistillConfig):
+    return original_view(cfg.student.resolution)
+
+
+def _teacher_view(teacher: FrozenTeacher):
+    pre = teacher.preprocess
+    return original_view(pre.resolution, pre.crop_pct, pre.interpolation)
+
+
+def build_student(cfg: DistillConfig) -> Student:
+    torch.manual_seed(cfg.trainer.seed)
+    s = cfg.student
+    return Student(s.arch, s.mean, s.std, s.channels_last)
+
+
+def distill(
+    config: str | Path | dict | DistillConfig | None = None,
+    *,
+    overrides: list[str] | dict[str, Any] | None = None,
+    resume: str | Path | None = None,
+    callbacks: list | tuple = (),
+    quiet: bool = False,
+    **sections: Any,
+) -> dict[str, Any]:
+    """Distil a teacher into a student and evaluate it; returns the results record (also in ``results.json``).
+
+    ``config`` is a YAML path, dict or ``DistillConfig``; ``overrides`` are ``key=value`` strings or a nested
+    dict; keyword sections (``trainer={"epochs": 5}``) are merged last. ``resume=RUN_DIR`` continues a
+    killed run from ``RUN_DIR/checkpoints/last.ckpt`` with its saved config (overrides still apply)."""
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    merged_overrides = {**(overrides or {}), **sections}
+    if resume is not None:
+        run_dir = existing_run_dir(resume)
+        cfg = build_config(run_dir / "config.yaml", merged_overrides)
+    else:
+        cfg = build_config(config, merged_overrides)
+        run_dir = new_run_dir(cfg.run.dir, cfg.run.name, cfg.method.name)
+    if int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))) == 0:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP worker processes re-run this script and must join this run
+    try:
+        return _distill(cfg, run_dir, resume is not None, callbacks, quiet)
+    finally:
+        if os.environ.get("LOCAL_RANK") is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+
+
+def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet: bool) -> dict[str, Any]:
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    method_class = METHODS[cfg.method.name]
+    device = _compute_device(cfg.trainer.accelerator)
+    train_source = seeded_subset(_open(cfg, cfg.data.train), cfg.data.train_subset, cfg.trainer.seed)
+    if len(train_source) < cfg.data.batch_size:
+        raise DataError(f"{cfg.data.train} has {len(train_source)} images, fewer than data.batch_size={cfg.data.batch_size}; lower the batch size")
+
+    timing: dict[str, float] = {}
+    teacher = build_teacher(cfg.teacher) if method_class.uses_teacher else None
+    student = build_student(cfg)
+    initial_state = copy.deepcopy(student.state_dict())
+
+    kind = method_class.teacher_signal(cfg)
+    if kind == "table" and not cfg.teacher.precompute:
+        kind = "online"
+    signal: TeacherSignal | None = None
+    teacher_train_features = None
+    if kind == "table":
+        start = time.perf_counter()
+        teacher_train_features, timing["teacher_images_per_s"] = extract_features(
+            teacher, train_source, _teacher_view(teacher), cfg.data.eval_batch_size, cfg.data.num_workers, device, "teacher signal"
+        )  # images/s of the whole pass, data loading included
+        timing["teacher_signal_seconds"] = time.perf_counter() - start
+        signal = TableSignal(teacher_train_features, teacher.fingerprint)
+    elif kind == "online":
+        signal = OnlineSignal(teacher)
+
+    module = method_class(cfg, student, signal)
+    dataset = IndexedViews(train_source, method_class.train_views(cfg, teacher))
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=cfg.data.num_workers,
+        persistent_workers=cfg.data.num_workers > 0,
+        pin_memory=device.type == "cuda",
+    )
+    trainer = build_trainer(cfg, run_dir, callbacks)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resuming and not last.is_file():
+        raise ConfigError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (the run stopped before its first checkpoint)")
+    start = time.perf_counter()
+    trainer.fit(module, loader, ckpt_path=str(last) if resuming else None)
+    timing["train_seconds"] = time.perf_counter() - start
+    steps_run = trainer.global_step
+    timing["train_images_per_s"] = steps_run * cfg.data.batch_size * trainer.world_size / max(timing["train_seconds"], 1e-9)
+    if not trainer.is_global_zero:
+        return {}
+
+    start = time.perf_counter()
+    knn, note = _evaluate(cfg, student.cpu(), initial_state, teacher, train_source, teacher_train_features, device)
+    timing["eval_seconds"] = time.perf_counter() - start
+    results = _results_record(cfg, run_dir, student, teacher, train_source, knn, note, timing, steps_run)
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+    if not quiet:
+        print(format_summary(results))
+    return results
+
+
+def _evaluate(cfg, student, initial_state, teacher, train_source, teacher_train_features, device):
+    if not cfg.data.val:
+        return None, "no data.val given: set data.val to a labelled split to get k-NN numbers"
+    memory = _open(cfg, cfg.data.knn_train) if cfg.data.knn_train else train_source
+    if memory.labels is None:
+        return None, "data.train has no class folders: set data.knn_train to a labelled split to get k-NN numbers"
+    query = _open(cfg, cfg.data.val)
+    if query.labels is None:
+        return None, f"data.val ({cfg.data.val}) has no class folders, so k-NN cannot be scored"
+    candidates = []
+    if teacher is not None and cfg.eval.teacher:
+        reuse = teacher_train_features if memory is train_source and teacher.output == "pooled" else None
+        if teacher.output != "pooled":  # k-NN is defined on pooled features (METHODS 7.1)
+            teacher = build_teacher(cfg.teacher.model_copy(update={"output": "pooled"}))
+        candidates.append(Candidate("teacher", teacher, _teacher_view(teacher), teacher.preprocess.resolution, reuse))
+    if cfg.eval.random_init:
+        random_student = build_student(cfg)
+        random_student.load_state_dict(initial_state)
+        candidates.append(Candidate("random_init", random_student, _student_view(cfg), cfg.student.resolution))
+    candidates.append(Candidate("student", student, _student_view(cfg), cfg.student.resolution))
+    knn = knn_side_by_side(
+        candidates, memory, query, cfg.eval.knn_k, cfg.eval.knn_t, cfg.data.eval_batch_size, cfg.data.num_workers, device
+    )
+    return knn, None
+
+
+def _versions() -> dict[str, str]:
+    import lightning
+    import timm
+    import torchvision
+
+    from ssdistill import __version__
+
+    return {
+        "ssdistill": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "lightning": lightning.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _results_record(cfg, run_dir, student, teacher, train_source, knn, note, timing, steps_run) -> dict[str, Any]:
+    retained = None
+    if knn and "teacher" in knn and knn["teacher"]["top1"] > 0:
+        retained = 100.0 * knn["student"]["top1"] / knn["teacher"]["top1"]
+    return {
+        "results_version": RESULTS_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": str(run_dir),
+        "method": cfg.method.name,
+        "seed": cfg.trainer.seed,
+        "epochs": cfg.trainer.epochs,
+        "steps": steps_run,
+        "student": {"arch": cfg.student.arch, "resolution": cfg.student.resolution, "dim": student.dim},
+        "teacher": None
+        if teacher is None
+        else {
+            "name": teacher.name,
+            "fingerprint": teacher.fingerprint,
+            "output": teacher.output,
+            "preprocess": teacher.preprocess.__dict__,
+        },
+        "data": {
+            "train": cfg.data.train,
+            "train_size": len(train_source),
+            "train_fingerprint": train_source.fingerprint(),
+            "knn_train": cfg.data.knn_train or cfg.data.train,
+            "val": cfg.data.val,
+        },
+        "protocol": {"knn": {"k": cfg.eval.knn_k, "temperature": cfg.eval.knn_t, "tap": "pooled", "view": "original"}},
+        "knn": knn,
+        "knn_note": note,
+        "retained_pct": retained,
+        "timing": timing,
+        "approximations": [],
+        "machine": {"cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "versions": _versions(),
+        "config": cfg.to_dict(),
+    }
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """Plain-text table: teacher, random-init student, distilled student (k-NN top-1), and the times."""
+    lines = []
+    knn = results.get("knn")
+    student_arch = results["student"]["arch"]
+    names = {
+        "teacher": f"teacher {results['teacher']['name']}" if results.get("teacher") else "teacher",
+        "random_init": f"random-init {student_arch}",
+        "student": f"distilled {student_arch} ({results['method']})",
+    }
+    k = results["protocol"]["knn"]["k"]
+    if knn:
+        width = max(len(n) for n in names.values()) + 2
+        lines.append(f"{'model':<{width}}{'k-NN top-1':>11}{'top-5':>8}{'params (M)':>12}{'images/s':>10}")
+        for key in ("teacher", "random_init", "student"):
+            if key in knn:
+                row = knn[key]
+                lines.append(
+                    f"{names[key]:<{width}}{row['top1']:>10.1f}%{row.get('top5', float('nan')):>7.1f}%"
+                    f"{row['params_m']:>12.2f}{row['images_per_s']:>10.0f}"
+                )
+        extra = f"; {results['retained_pct']:.1f}% of the teacher's k-NN retained" if results.get("retained_pct") else ""
+        lines.append(f"(weighted k-NN, k={k}, on {results['data']['val']}{extra})")
+    else:
+        lines.append(f"no k-NN numbers: {results.get('knn_note')}")
+    t = results["timing"]
+    parts = []
+    if "teacher_signal_seconds" in t:
+        parts.append(f"teacher signal {t['teacher_signal_seconds']:.0f} s")
+    parts.append(f"training {t['train_seconds']:.0f} s ({t['train_images_per_s']:.0f} images/s)")
+    if "eval_seconds" in t:
+        parts.append(f"evaluation {t['eval_seconds']:.0f} s")
+    lines.append("time: " + ", ".join(parts))
+    lines.append(f"run directory: {results['run_dir']}")
+    return "\n".join(lines)
+
+
+def load_student_from_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> tuple[DistillConfig, Student]:
+    """Rebuild a run's student and load its weights from ``checkpoint`` (default ``checkpoints/last.ckpt``)."""
+    run = existing_run_dir(run_dir)
+    cfg = build_config(run / "config.yaml")
+    path = Path(checkpoint) if checkpoint else run / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} not found; has the run finished an epoch?")
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    student = build_student(cfg)
+    weights = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+    student.load_state_dict(weights)
+    return cfg, student
+
+
+def evaluate(
+    run: str | Path | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    teacher: str | None = None,
+    weights: str | None = None,
+    train: str | None = None,
+    val: str | None = None,
+    k: int = 20,
+    temperature: float = 0.07,
+    batch_size: int = 256,
+    num_workers: int = 2,
+    root: str = "~/.cache/ssdistill/datasets",
+) -> dict[str, dict[str, float]]:
+    """k-NN of a run's student (with its teacher and random-init reference) or of a teacher / timm model alone."""
+    if run is None and checkpoint is not None:
+        run = Path(checkpoint).resolve().parent.parent
+    device = _compute_device("auto")
+    if run is not None:
+        cfg, student = load_student_from_run(run, checkpoint)
+        updates = {"data": {"knn_train": train or cfg.data.knn_train, "val": val or cfg.data.val}, "eval": {"knn_k": k, "knn_t": temperature}}
+        cfg = build_config(cfg, updates)
+        train_source = seeded_subset(_open(cfg, cfg.data.train), cfg.data.train_subset, cfg.trainer.seed)
+        initial = build_student(cfg).state_dict()
+        teacher_model = build_teacher(cfg.teacher) if METHODS[cfg.method.name].uses_teacher else None
+        knn, note = _evaluate(cfg, student, initial, teacher_model, train_source, None, device)
+        if knn is None:
+            raise DataError(note)
+        return knn
+    if teacher is None:
+        raise ConfigError("ssdistill eval needs a run directory, --checkpoint, or --teacher NAME")
+    if not train or not val:
+        raise ConfigError("evaluating a model alone needs --train and --val (labelled image folders)")
+    model = build_teacher(TeacherConfig(name=teacher, weights=weights))
+    memory, query = open_images(train, root), open_images(val, root)
+    return knn_side_by_side([Candidate(teacher, model, _teacher_view(model), model.preprocess.resolution)], memory, query, k, temperature, batch_size, num_workers, device)

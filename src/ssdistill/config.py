@@ -1,0 +1,289 @@
+"""Typed run configuration: YAML recipe + ``key=value`` overrides, unknown keys rejected.
+
+A config is a tree of small pydantic models. The ``method`` section is validated by the config
+class of the method it names (``method.name``), so every method owns its own fields. Errors are
+one line: the dotted key, what is wrong, and for unknown keys the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ssdistill.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are re-checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class DataConfig(Section):
+    train: str = Field(
+        "", description="training images: an image folder (class sub-folders optional) or a torchvision name such as cifar10:train"
+    )
+    val: str | None = Field(None, description="labelled evaluation split (ImageFolder or torchvision name such as cifar10:test)")
+    knn_train: str | None = Field(
+        None, description="labelled memory set for k-NN; default: data.train when it has class folders"
+    )
+    root: str = Field("~/.cache/ssdistill/datasets", description="where torchvision datasets live / are downloaded")
+    download: bool = Field(False, description="download torchvision datasets when missing (needs network)")
+    train_subset: int | None = Field(None, description="use a fixed seeded subset of this many training images")
+    batch_size: int = Field(128, gt=0, description="images per step per device")
+    eval_batch_size: int = Field(256, gt=0, description="images per batch for feature extraction")
+    num_workers: int = Field(2, ge=0, description="data-loading worker processes per device")
+    skip_corrupt: bool = Field(
+        False, description="decode every image once up front and skip unreadable ones (counted) instead of failing"
+    )
+
+
+class StudentConfig(Section):
+    arch: str = Field("mobilenetv3_small_100", description="any timm architecture name (random init, classifier removed)")
+    resolution: int = Field(96, gt=0, description="input side in pixels")
+    mean: tuple[float, float, float] | None = Field(None, description="normalisation mean; default: timm pretrained_cfg")
+    std: tuple[float, float, float] | None = Field(None, description="normalisation std; default: timm pretrained_cfg")
+    channels_last: bool = Field(False, description="channels_last memory format (faster on GPUs with AMP)")
+
+
+class TeacherConfig(Section):
+    name: str = Field(
+        "efficientnet_lite0",
+        description="built-in teacher (see `ssdistill list`) or any timm architecture name",
+    )
+    weights: str | None = Field(None, description="local weights file (.safetensors/.pth/.th); for timm names loaded strictly")
+    source: Literal["auto", "builtin", "hub", "file"] = Field(
+        "auto", description="auto = builtin if the name is built in, file if weights is set, else the timm hub"
+    )
+    key_map: dict[str, str] = Field(
+        default_factory=lambda: {"module.": ""}, description="checkpoint key prefix -> replacement, applied before strict loading"
+    )
+    output: Literal["pooled", "logits"] = Field("pooled", description="teacher output tap used as its signal")
+    resolution: int | None = Field(None, description="input side; default: from the teacher's pretrained_cfg")
+    crop_pct: float | None = Field(None, description="centre-crop fraction of the original view; default: pretrained_cfg")
+    interpolation: Literal["bilinear", "bicubic"] | None = Field(None, description="resize filter; default: pretrained_cfg")
+    mean: tuple[float, float, float] | None = Field(None, description="normalisation mean; default: pretrained_cfg")
+    std: tuple[float, float, float] | None = Field(None, description="normalisation std; default: pretrained_cfg")
+    channels_last: bool = Field(True, description="channels_last memory format (about 2.5x faster on CPU for EfficientNet)")
+    precompute: bool = Field(
+        True, description="compute the teacher signal of the original view once before training instead of every step"
+    )
+
+
+class AugConfig(Section):
+    recipe: Literal["moco_v2", "none"] = Field("moco_v2", description="student view augmentation")
+    crop_scale_min: float = Field(0.2, gt=0, le=1, description="RandomResizedCrop minimum area fraction")
+    color_jitter: float = Field(0.4, ge=0, description="brightness/contrast/saturation jitter strength (hue = strength/4)")
+    color_jitter_p: float = Field(0.8, ge=0, le=1, description="probability of colour jitter")
+    grayscale_p: float = Field(0.2, ge=0, le=1, description="probability of grayscale")
+    blur_p: float = Field(0.5, ge=0, le=1, description="probability of Gaussian blur (sigma in [0.1, 2])")
+    flip_p: float = Field(0.5, ge=0, le=1, description="probability of horizontal flip")
+
+
+class OptimConfig(Section):
+    optimizer: Literal["sgd", "adamw", "adam"] = Field("sgd", description="optimiser")
+    lr: float = Field(0.05, gt=0, description="peak learning rate (after warm-up)")
+    weight_decay: float = Field(1e-4, ge=0, description="weight decay (not applied to norms and biases)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up length in epochs (stepped per optimiser step)")
+    min_lr: float = Field(0.0, ge=0, description="learning rate at the end of the cosine schedule")
+    grad_clip: float | None = Field(None, gt=0, description="clip gradient norm to this value")
+
+
+class TrainerConfig(Section):
+    epochs: int = Field(20, gt=0, description="training epochs")
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field("auto", description="Lightning accelerator")
+    devices: Union[int, Literal["auto"]] = Field(1, description="devices per node (processes); >1 uses DDP")
+    num_nodes: int = Field(1, gt=0, description="nodes (DDP via torchrun/SLURM)")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="training precision")
+    seed: int = Field(0, description="seed for weights, data order and augmentations")
+    progress_bar: bool = Field(True, description="show a progress bar")
+    log_every_n_steps: int = Field(10, gt=0, description="metrics logging interval")
+    checkpoint_every_n_steps: int | None = Field(
+        None, gt=0, description="also write last.ckpt every N steps (mid-epoch resume); epochs always checkpoint"
+    )
+    keep_checkpoints: int = Field(3, ge=1, description="per-epoch checkpoints kept (besides last.ckpt)")
+    loggers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list, description="extra loggers; CSV is always on")
+    limit_train_batches: int | None = Field(None, gt=0, description="cap steps per epoch (debugging)")
+
+
+class EvalConfig(Section):
+    knn_k: int = Field(20, gt=0, description="neighbours of the weighted k-NN")
+    knn_t: float = Field(0.07, gt=0, description="temperature of the weighted k-NN")
+    teacher: bool = Field(True, description="also evaluate the teacher (same data, its own preprocessing)")
+    random_init: bool = Field(True, description="also evaluate a random-init student (the student's initial weights)")
+
+
+class RunConfig(Section):
+    dir: str = Field("runs", description="parent folder of run directories")
+    name: str | None = Field(None, description="run directory name; default: <method>-<timestamp>; an existing name gets a suffix")
+
+
+class MethodConfig(Section):
+    """Base of every method's config; ``name`` selects the method."""
+
+    name: str = Field("feature", description="distillation method (see `ssdistill list`)")
+
+
+class DistillConfig(Section):
+    method: MethodConfig = Field(default_factory=MethodConfig, validate_default=True)
+    data: DataConfig = Field(default_factory=DataConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    aug: AugConfig = Field(default_factory=AugConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_by_name(cls, value: Any) -> MethodConfig:
+        if isinstance(value, MethodConfig) and type(value) is not MethodConfig:
+            return value
+        if isinstance(value, MethodConfig):
+            value = value.model_dump()
+        if value is None:
+            value = {}
+        if isinstance(value, str):
+            value = {"name": value}
+        config_class = method_config_class(value.get("name", "feature"))
+        return config_class.model_validate(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", serialize_as_any=True)
+
+
+def method_config_class(name: str) -> type[MethodConfig]:
+    from ssdistill.methods import METHODS
+
+    if name not in METHODS:
+        raise ConfigError(f"unknown method '{name}'{_did_you_mean(name, METHODS)}; `ssdistill list` shows the methods")
+    return METHODS[name].config_class
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _check_keys(raw: dict[str, Any], model: type[BaseModel], prefix: str = "") -> None:
+    """Reject unknown keys anywhere in ``raw`` with the closest valid key in the message."""
+    for key, value in raw.items():
+        fields = model.model_fields
+        if key not in fields:
+            valid = [f"{prefix}{f}" for f in fields]
+            raise ConfigError(f"unknown config key '{prefix}{key}'{_did_you_mean(prefix + key, valid)}")
+        annotation = fields[key].annotation
+        if key == "method" and model is DistillConfig:
+            if isinstance(value, dict):
+                _check_keys(value, method_config_class(value.get("name", "feature")), "method.")
+        elif isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, Section):
+            _check_keys(value, annotation, f"{prefix}{key}.")
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``["trainer.epochs=5", "data.train=/x"]`` into a nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (for example trainer.epochs=5)")
+        key, text = item.split("=", 1)
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override '{item}' has an empty key part")
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' sets a key inside a value that is not a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass --config PATH to a YAML recipe (see configs/)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
+    return raw
+
+
+def build_config(
+    base: str | Path | dict[str, Any] | DistillConfig | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> DistillConfig:
+    """Resolve a config from a YAML path / dict / config plus overrides (dotted ``key=value`` strings or a nested dict)."""
+    if isinstance(base, DistillConfig):
+        raw = base.to_dict()
+    elif isinstance(base, (str, Path)):
+        raw = load_yaml(base)
+    else:
+        raw = dict(base or {})
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    raw = _merge(raw, overrides or {})
+    if isinstance(raw.get("method"), str):
+        raw["method"] = {"name": raw["method"]}
+    _check_keys(raw, DistillConfig)
+    try:
+        return DistillConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+    value = error.get("input")
+    return f"invalid value for '{key}': {error['msg']} (got {value!r})"
+
+
+def describe_options() -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every option, method sections included, for --help."""
+    from ssdistill.methods import METHODS
+
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, Section) and annotation is not MethodConfig:
+                walk(annotation, f"{prefix}{name}.")
+                continue
+            if annotation is MethodConfig:
+                rows.append(("method.name", "feature", f"one of: {', '.join(METHODS)}"))
+                for method_name, method in METHODS.items():
+                    for key, sub in method.config_class.model_fields.items():
+                        if key != "name":
+                            default = sub.get_default(call_default_factory=True)
+                            rows.append((f"method.{key}", repr(default), f"[{method_name}] {sub.description or ''}"))
+                continue
+            default = field.get_default(call_default_factory=True)
+            rows.append((f"{prefix}{name}", repr(default), field.description or ""))
+
+    walk(DistillConfig, "")
+    return rows

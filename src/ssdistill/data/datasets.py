@@ -1,0 +1,178 @@
+"""Datasets that return the sample index with the views.
+
+An *image source* gives ``len``, ``load(i) -> PIL image``, ``labels`` (None when unlabelled),
+``classes`` and a ``fingerprint`` that changes when its content changes. ``IndexedViews`` wraps a
+source and a dict of view recipes and yields ``{"index", "label", "views": {name: tensor}}``, so
+per-sample teacher signals can be looked up by index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ssdistill.data.images import is_image_file, keep_readable, load_rgb
+from ssdistill.errors import DataError
+
+TORCHVISION_SPLITS = {
+    "cifar10": ("train", "test"),
+    "cifar100": ("train", "test"),
+    "stl10": ("train", "test", "unlabeled", "train+unlabeled"),
+}
+
+
+class ImageSource(Protocol):
+    labels: list[int] | None
+    classes: list[str]
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> Image.Image: ...
+
+    def fingerprint(self) -> str: ...
+
+
+class FolderImages:
+    """Images under a folder. With class sub-folders (``root/<class>/*.jpg``) it is labelled like
+    torchvision's ImageFolder; a flat or nested folder without that structure is unlabelled."""
+
+    def __init__(self, root: str | Path, skip_corrupt: bool = False) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.exists():
+            raise DataError(f"data path {self.root} not found; point data.train / data.val at an image folder")
+        if not self.root.is_dir():
+            raise DataError(f"data path {self.root} is not a folder; point it at a folder of images")
+        class_dirs = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        loose = [p for p in self.root.iterdir() if p.is_file() and is_image_file(p)]
+        labelled = bool(class_dirs) and not loose and all(
+            any(is_image_file(p) for p in d.rglob("*")) for d in class_dirs
+        )
+        if labelled:
+            self.classes = [d.name for d in class_dirs]
+            pairs = [(p, c) for c, d in enumerate(class_dirs) for p in sorted(d.rglob("*")) if is_image_file(p)]
+            self.paths = [p for p, _ in pairs]
+            self.labels: list[int] | None = [c for _, c in pairs]
+        else:
+            self.classes = []
+            self.paths = sorted(p for p in self.root.rglob("*") if p.is_file() and is_image_file(p))
+            self.labels = None
+        if not self.paths:
+            raise DataError(f"no images found under {self.root} (looked for {', '.join(('jpg', 'png', 'webp', '...'))})")
+        self.skipped: list[Path] = []
+        if skip_corrupt:
+            good, self.skipped = keep_readable(self.paths)
+            self.paths = [self.paths[i] for i in good]
+            if self.labels is not None:
+                self.labels = [self.labels[i] for i in good]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> Image.Image:
+        return load_rgb(self.paths[index])
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha1()
+        for path in self.paths:
+            digest.update(f"{path.relative_to(self.root)}:{path.stat().st_size}\n".encode())
+        return digest.hexdigest()[:16]
+
+
+class TorchvisionImages:
+    """CIFAR-10/100 and STL-10 by name (``cifar10:train``); downloads only when asked to."""
+
+    def __init__(self, name: str, split: str, root: str | Path, download: bool) -> None:
+        import torchvision.datasets as tvd
+
+        root = Path(root).expanduser()
+        self.name, self.split = name, split
+        try:
+            if name == "stl10":
+                self.dataset = tvd.STL10(str(root), split=split, download=download)
+                targets = [int(t) for t in self.dataset.labels]
+            else:
+                cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+                self.dataset = cls(str(root), train=split == "train", download=download)
+                targets = list(self.dataset.targets)
+        except RuntimeError as exc:
+            raise DataError(
+                f"{name}:{split} not found under {root} ({str(exc).splitlines()[0]}); set data.download=true when online "
+                f"or data.root to a folder that holds it"
+            ) from None
+        self.classes = list(self.dataset.classes)
+        self.labels = None if all(t < 0 for t in targets) else targets
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def load(self, index: int) -> Image.Image:
+        return self.dataset[index][0].convert("RGB")
+
+    def fingerprint(self) -> str:
+        return hashlib.sha1(f"{self.name}:{self.split}:{len(self)}".encode()).hexdigest()[:16]
+
+
+class SubsetImages:
+    """A fixed subset of another source; positions are re-numbered 0 … n-1."""
+
+    def __init__(self, source: ImageSource, positions: list[int]) -> None:
+        self.source, self.positions = source, positions
+        self.classes = source.classes
+        self.labels = None if source.labels is None else [source.labels[i] for i in positions]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def load(self, index: int) -> Image.Image:
+        return self.source.load(self.positions[index])
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha1(self.source.fingerprint().encode())
+        digest.update(",".join(map(str, self.positions)).encode())
+        return digest.hexdigest()[:16]
+
+
+def open_images(spec: str, root: str = "~/.cache/ssdistill/datasets", download: bool = False, skip_corrupt: bool = False) -> ImageSource:
+    """A folder path, or ``cifar10:train`` / ``cifar100:test`` / ``stl10:unlabeled`` style names."""
+    if not spec:
+        raise DataError("no data given; set data.train to an image folder (for example data.train=data/imagenette_mini/train)")
+    name, _, split = spec.partition(":")
+    if name.lower() in TORCHVISION_SPLITS and not Path(spec).exists():
+        split = split or "train"
+        if split not in TORCHVISION_SPLITS[name.lower()]:
+            raise DataError(f"unknown split '{split}' for {name}; choose one of {', '.join(TORCHVISION_SPLITS[name.lower()])}")
+        return TorchvisionImages(name.lower(), split, root, download)
+    return FolderImages(spec, skip_corrupt=skip_corrupt)
+
+
+def seeded_subset(source: ImageSource, size: int | None, seed: int) -> ImageSource:
+    if size is None or size >= len(source):
+        return source
+    positions = sorted(random.Random(seed).sample(range(len(source)), size))
+    return SubsetImages(source, positions)
+
+
+View = Callable[[Image.Image], torch.Tensor]
+
+
+class IndexedViews(Dataset):
+    """Yields ``{"index": i, "label": y or -1, "views": {name: view(image)}}`` for every image of a source."""
+
+    def __init__(self, source: ImageSource, views: dict[str, View]) -> None:
+        if not views:
+            raise ValueError("IndexedViews needs at least one view recipe")
+        self.source, self.views = source, views
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.source.load(index)
+        label = -1 if self.source.labels is None else self.source.labels[index]
+        return {"index": index, "label": label, "views": {name: view(image) for name, view in self.views.items()}}

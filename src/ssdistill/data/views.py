@@ -1,0 +1,56 @@
+"""View recipes. Every recipe maps a PIL image to an un-normalised float tensor in [0, 1];
+each model normalises (and if needed resizes) for itself, so the same crop can feed a teacher and
+a student with different statistics."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2
+
+from ssdistill.config import AugConfig
+
+_INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
+_TO_FLOAT = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+
+# Images this small (CIFAR, STL-10) are never centre-cropped: they are resized straight to the model's side.
+NATIVE_MAX_SIDE = 96
+
+
+def original_view(resolution: int, crop_pct: float = 0.875, interpolation: str = "bicubic") -> Callable[[Image.Image], torch.Tensor]:
+    """Deterministic view: resize the shorter side to resolution / crop_pct and centre-crop (METHODS 1.12)."""
+    mode = _INTERPOLATION[interpolation]
+    direct = v2.Compose([v2.Resize((resolution, resolution), interpolation=mode, antialias=True), *_TO_FLOAT])
+    cropped = v2.Compose(
+        [
+            v2.Resize(int(round(resolution / crop_pct)), interpolation=mode, antialias=True),
+            v2.CenterCrop(resolution),
+            *_TO_FLOAT,
+        ]
+    )
+
+    def view(image: Image.Image) -> torch.Tensor:
+        return direct(image) if max(image.size) <= NATIVE_MAX_SIDE else cropped(image)
+
+    return view
+
+
+def augmented_view(resolution: int, aug: AugConfig, interpolation: str = "bilinear") -> Callable[[Image.Image], torch.Tensor]:
+    """MoCo-v2 style view: random resized crop, colour jitter, grayscale, blur, flip (strengths from ``aug``)."""
+    if aug.recipe == "none":
+        return original_view(resolution, interpolation=interpolation)
+    strength = aug.color_jitter
+    kernel = max(3, 2 * int(0.05 * resolution) + 1)
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(resolution, scale=(aug.crop_scale_min, 1.0), interpolation=_INTERPOLATION[interpolation], antialias=True),
+            v2.RandomApply([v2.ColorJitter(strength, strength, strength, strength / 4)], p=aug.color_jitter_p),
+            v2.RandomGrayscale(p=aug.grayscale_p),
+            v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=aug.blur_p),
+            v2.RandomHorizontalFlip(p=aug.flip_p),
+            *_TO_FLOAT,
+        ]
+    )

@@ -1,0 +1,57 @@
+"""Run directories: one per run, never overwritten; files written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from ssdistill.errors import ConfigError
+
+RUN_DIR_ENV = "SSDISTILL_RUN_DIR"  # set for DDP worker processes so they join the parent's run
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename over ``path`` (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def new_run_dir(parent: str | Path, name: str | None, method: str) -> Path:
+    """Create ``parent/name`` (default ``<method>-<timestamp>``); if it exists, add -2, -3, ... instead of reusing it."""
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    parent = Path(parent).expanduser()
+    base = name or f"{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    if int(os.environ.get("RANK", "0")) > 0:  # launched by torchrun/SLURM: rank 0 creates, the others join
+        if not name:
+            raise ConfigError("multi-process launches need run.name so every process writes to the same run directory")
+        return parent / base
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        candidate = parent / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        if attempt > 1:
+            print(f"run directory {parent / base} exists; writing to {candidate}")
+        return candidate
+    raise ConfigError(f"too many runs named {base} under {parent}; choose another run.name")
+
+
+def existing_run_dir(path: str | Path) -> Path:
+    run = Path(path).expanduser()
+    if not (run / "config.yaml").is_file():
+        raise ConfigError(f"{run} is not a run directory (no config.yaml); pass the folder a previous `ssdistill distill` created")
+    return run

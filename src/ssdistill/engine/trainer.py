@@ -1,0 +1,64 @@
+"""Lightning trainer factory: devices, DDP, precision, checkpoints every epoch + last.ckpt, CSV logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from ssdistill.config import DistillConfig
+from ssdistill.errors import ConfigError
+
+
+def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = ()) -> L.Trainer:
+    t = cfg.trainer
+    checkpoints = run_dir / "checkpoints"
+    every_epoch = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename="epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+        every_n_epochs=1,
+        save_top_k=t.keep_checkpoints,
+        monitor="epoch",
+        mode="max",
+        save_last=True,
+    )
+    all_callbacks = [every_epoch, *callbacks]
+    if t.checkpoint_every_n_steps:
+        all_callbacks.append(
+            ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=0, save_last=True)
+        )
+    if t.progress_bar:
+        all_callbacks.append(TQDMProgressBar(refresh_rate=1))
+    loggers = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    for name in t.loggers:
+        if name == "tensorboard":
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+        else:
+            from lightning.pytorch.loggers import WandbLogger
+
+            loggers.append(WandbLogger(save_dir=str(run_dir), name=run_dir.name))
+    processes = (t.devices if isinstance(t.devices, int) else 1) * t.num_nodes
+    if isinstance(t.devices, int) and t.devices < 1:
+        raise ConfigError(f"trainer.devices must be at least 1 (or auto), got {t.devices}")
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy="ddp" if processes > 1 else "auto",
+        precision=t.precision,
+        max_epochs=t.epochs,
+        callbacks=all_callbacks,
+        logger=loggers,
+        enable_progress_bar=t.progress_bar,
+        log_every_n_steps=t.log_every_n_steps,
+        gradient_clip_val=cfg.optim.grad_clip,
+        limit_train_batches=t.limit_train_batches,
+        default_root_dir=str(run_dir),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )

@@ -1,0 +1,53 @@
+"""Frozen-feature extraction: model in eval mode, no gradient, one pass in dataset order."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ssdistill.data.datasets import ImageSource, IndexedViews
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    source: ImageSource,
+    view: Callable,
+    batch_size: int = 256,
+    num_workers: int = 2,
+    device: torch.device | str = "cpu",
+    desc: str = "features",
+) -> tuple[torch.Tensor, float]:
+    """Return fp32 features [N, D] (row i = sample i) and the images/s of the whole pass (loading included)."""
+    loader = DataLoader(IndexedViews(source, {"x": view}), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    was_training = model.training
+    model.eval().to(device)
+    rows: list[torch.Tensor] = []
+    start = time.perf_counter()
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
+        rows.append(model(batch["views"]["x"].to(device, non_blocking=True)).float().cpu())
+    seconds = time.perf_counter() - start
+    model.train(was_training)
+    return torch.cat(rows), len(source) / max(seconds, 1e-9)
+
+
+@torch.no_grad()
+def model_throughput(model: nn.Module, resolution: int, batch_size: int = 64, repeats: int = 3, device: torch.device | str = "cpu") -> float:
+    """Images/s of the bare forward pass on an in-memory batch (after one warm-up pass)."""
+    was_training = model.training
+    model.eval().to(device)
+    images = torch.rand(batch_size, 3, resolution, resolution, device=device)
+    model(images)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = model(images)
+    if out.is_cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    model.train(was_training)
+    return batch_size * repeats / seconds

