@@ -24,6 +24,7 @@ from ssdistill.cache.signals import OnlineSignal, TableSignal, TeacherSignal
 from ssdistill.config import DistillConfig, TeacherConfig, build_config, parse_overrides
 from ssdistill.data.datasets import ImageSource, IndexedViews, open_images, seeded_subset
 from ssdistill.data.views import original_view
+from ssdistill.engine import metrics_csv
 from ssdistill.engine.rundir import RUN_DIR_ENV, atomic_write_text, existing_run_dir, new_run_dir
 from ssdistill.engine.trainer import build_trainer
 from ssdistill.errors import ConfigError, DataError, ModelError
@@ -138,10 +139,14 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
     last = run_dir / "checkpoints" / "last.ckpt"
     if resuming and not last.is_file():
         raise ConfigError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (the run stopped before its first checkpoint)")
+    previous_metrics = metrics_csv.set_aside(run_dir) if resuming and trainer.is_global_zero else None
+    resumed_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"] if resuming else 0
     start = time.perf_counter()
     trainer.fit(module, loader, ckpt_path=str(last) if resuming else None)
     timing["train_seconds"] = time.perf_counter() - start
-    steps_run = trainer.global_step
+    if previous_metrics is not None:
+        metrics_csv.merge(run_dir, previous_metrics, upto_step=resumed_step)
+    steps_run = trainer.global_step - resumed_step
     timing["train_images_per_s"] = steps_run * cfg.data.batch_size * trainer.world_size / max(timing["train_seconds"], 1e-9)
     if not trainer.is_global_zero:
         return {}
@@ -149,7 +154,7 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
     start = time.perf_counter()
     knn, note = _evaluate(cfg, student.cpu(), initial_state, teacher, train_source, teacher_train_features, device)
     timing["eval_seconds"] = time.perf_counter() - start
-    results = _results_record(cfg, run_dir, student, teacher, train_source, knn, note, timing, steps_run)
+    results = _results_record(cfg, run_dir, student, teacher, train_source, knn, note, timing, trainer.global_step)
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     if not quiet:
         print(format_summary(results))

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from ssdistill.losses.regression import feature_regression_loss, standardize_batch
+from ssdistill.losses.regression import center_batch, feature_regression_loss, standardize_batch
 
 
 def test_cosine_loss_hand_computed():
@@ -43,3 +43,8 @@ def test_standardize_batch():
     z = standardize_batch(x)
     assert torch.allclose(z.mean(0), torch.zeros(5), atol=1e-5)
     assert torch.allclose(z.std(0, unbiased=False), torch.ones(5), atol=1e-3)
+
+
+def test_center_batch():
+    x = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
+    assert torch.equal(center_batch(x), torch.tensor([[-1.0, -2.0], [1.0, 2.0]]))

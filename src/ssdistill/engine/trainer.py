@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -13,6 +14,8 @@ from ssdistill.errors import ConfigError
 
 
 def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = ()) -> L.Trainer:
+    # the run directory always holds config.yaml already; resumes keep metrics.csv (engine/metrics_csv.py)
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     t = cfg.trainer
     checkpoints = run_dir / "checkpoints"
     every_epoch = ModelCheckpoint(

@@ -31,6 +31,12 @@ def feature_regression_loss(
     raise ValueError(f"unknown regression loss '{kind}' (cosine, mse, smooth_l1)")
 
 
+def center_batch(features: torch.Tensor) -> torch.Tensor:
+    """Subtract the batch mean (keeps the teacher's variance spectrum, removes its shared mean direction)."""
+    features = features.float()
+    return features - features.mean(0, keepdim=True)
+
+
 def standardize_batch(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Per-dimension (x - batch mean) / batch std, like a BatchNorm without affine parameters.
 

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from ssdistill.config import DistillConfig, MethodConfig
 from ssdistill.data.views import augmented_view, original_view
 from ssdistill.engine.module import DistillMethod
-from ssdistill.losses.regression import feature_regression_loss, standardize_batch
+from ssdistill.losses.regression import center_batch, feature_regression_loss, standardize_batch
 from ssdistill.models.heads import mlp
 
 
@@ -28,8 +28,9 @@ class FeatureConfig(MethodConfig):
     projector_hidden: list[int] = Field(
         default_factory=lambda: [2048], description="hidden widths of the student projector ([] = one linear layer)"
     )
-    target_norm: Literal["batch", "none"] = Field(
-        "batch", description="standardise teacher targets per dimension over the batch before the loss (none = raw)"
+    target_norm: Literal["center", "batch", "none"] = Field(
+        "batch",
+        description="teacher targets before the loss: center = minus batch mean, batch = per-dimension standardised, none = raw",
     )
     teacher_view: Literal["original", "same"] = Field(
         "original", description="teacher target from the original view (cacheable) or the student's own augmented crop (online)"
@@ -70,6 +71,8 @@ class FeatureDistillation(DistillMethod):
         target = self.signal(index, teacher_images)
         if self.cfg.method.target_norm == "batch":
             target = standardize_batch(target)
+        elif self.cfg.method.target_norm == "center":
+            target = center_batch(target)
         prediction = self.projector(self.student(student_images))
         loss = feature_regression_loss(prediction, target, self.cfg.method.loss)
         return self.log_loss(loss)

@@ -1,0 +1,31 @@
+# The README's two commands: `make demo` and `make test`. Each creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ssdistill-installed
+# torch/torchvision are pinned to the builds these machines serve from local disk
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test data clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e '.[teachers,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ssdistill distill --config configs/demo/feature.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+# unpack the full benchmark datasets from ../shared/data into .data/ (needed by configs/q1, configs/q2)
+data:
+	mkdir -p .data/imagenette2_224 .data/cifar10
+	test -d .data/imagenette2_224/train || tar xzf ../shared/data/imagenette2_224_jpeg.tar.gz -C .data/imagenette2_224
+	test -d .data/cifar10/train || tar xzf ../shared/data/cifar10_jpeg.tar.gz -C .data/cifar10
+
+clean:
+	rm -rf runs .pytest_cache

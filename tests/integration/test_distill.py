@@ -1,0 +1,136 @@
+"""End-to-end runs on real images: learning happens, resume works, errors are clear."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import lightning as L
+import torch
+
+from conftest import REPO
+from integration.common import tiny_config
+from ssdistill import distill
+from ssdistill.api import load_student_from_run
+
+
+def _epoch_losses(run_dir):
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    return {int(r["epoch"]): float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")}
+
+
+def test_smoke_distillation_learns_on_real_images(tmp_path, demo_data):
+    """EfficientNet-Lite0 -> MobileNetV3-Small at 96 px on 500 real Imagenette images (no labels used in training)."""
+    results = distill(
+        "configs/demo/feature.yaml" if (REPO / "configs/demo/feature.yaml").exists() else None,
+        data={"train_subset": 500},
+        trainer={"epochs": 12, "progress_bar": False},
+        eval={"teacher": False},
+        run={"dir": str(tmp_path), "name": "smoke"},
+        quiet=True,
+    )
+    losses = _epoch_losses(tmp_path / "smoke")
+    assert losses[max(losses)] < losses[0] - 0.05
+    knn = results["knn"]
+    # fixed seeds; measured margin is about +15 points, so +7 leaves room for platform noise
+    assert knn["student"]["top1"] >= knn["random_init"]["top1"] + 7.0, knn
+    saved = json.loads((tmp_path / "smoke" / "results.json").read_text())
+    assert saved["knn"]["student"]["top1"] == knn["student"]["top1"]
+    assert saved["data"]["train_size"] == 500 and saved["teacher"]["fingerprint"]
+
+
+class Interrupt(L.Callback):
+    """Simulates a killed run: fails at the start of epoch ``at`` (after that epoch's predecessor was checkpointed)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == self.at:
+            raise RuntimeError("simulated kill")
+
+
+def test_resume_continues_an_interrupted_run(tmp_path):
+    config = tiny_config(tmp_path)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        distill(config, callbacks=[Interrupt(at=2)], quiet=True)
+    run_dir = tmp_path / "runs" / "tiny"
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 8
+    assert not (run_dir / "results.json").exists()
+    _, at_kill = load_student_from_run(run_dir)
+
+    seen_start = {}
+
+    class FirstStep(L.Callback):
+        def on_train_start(self, trainer, module):
+            seen_start["epoch"], seen_start["step"] = trainer.current_epoch, trainer.global_step
+            seen_start["weights"] = {k: v.clone() for k, v in module.student.state_dict().items()}
+
+    results = distill(resume=run_dir, callbacks=[FirstStep()], quiet=True)
+    assert seen_start["epoch"] == 2 and seen_start["step"] == 8
+    assert all(torch.equal(v, at_kill.state_dict()[k]) for k, v in seen_start["weights"].items())
+    assert results["steps"] == 12
+    assert set(_epoch_losses(run_dir)) == {0, 1, 2}  # the first attempt's metrics were kept
+    assert (run_dir / "results.json").exists()
+    assert not list((tmp_path / "runs").glob("tiny-*"))  # resumed in place, no new run dir
+
+
+def test_a_finished_run_is_never_overwritten(tmp_path):
+    config = tiny_config(tmp_path, trainer={"epochs": 1})
+    first = distill(config, quiet=True)
+    second = distill(config, quiet=True)
+    assert first["run_dir"] != second["run_dir"] and second["run_dir"].endswith("tiny-2")
+
+
+def test_corrupt_image_during_training_names_the_file(tmp_path):
+    import shutil
+
+    from conftest import DEMO_DATA
+
+    data = tmp_path / "data"
+    shutil.copytree(DEMO_DATA / "train" / "n01440764", data / "n01440764")
+    bad = data / "n01440764" / "zz_broken.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    config = tiny_config(tmp_path, data={"train": str(data), "train_subset": None, "val": None})
+    from ssdistill.errors import DataError
+
+    with pytest.raises(DataError, match="zz_broken.jpg"):
+        distill(config, quiet=True)
+    skipped = distill(tiny_config(tmp_path, data={"train": str(data), "train_subset": None, "val": None, "skip_corrupt": True},
+                                  trainer={"epochs": 1}), quiet=True)
+    assert skipped["data"]["train_size"] == 100 and skipped["knn"] is None and "data.val" in skipped["knn_note"]
+
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "ssdistill", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_cli_errors_are_one_line_and_exit_2(tmp_path):
+    unknown = _cli("distill", "--config", "configs/demo/feature.yaml", "trainer.epoch=1")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == "error: unknown config key 'trainer.epoch'; did you mean 'trainer.epochs'?"
+    missing = _cli("distill", f"data.train={tmp_path / 'nowhere'}", f"run.dir={tmp_path}")
+    assert missing.returncode == 2 and "not found" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    listing = _cli("list")
+    assert listing.returncode == 0 and "feature" in listing.stdout and "efficientnet_lite0" in listing.stdout
+    helptext = _cli("distill", "--help")
+    assert "trainer.epochs" in helptext.stdout and "method.loss" in helptext.stdout
+
+
+def test_cli_distill_and_eval_of_the_run(tmp_path):
+    import yaml
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_config(tmp_path, trainer={"epochs": 1}, eval={"random_init": True})))
+    done = _cli("distill", "--config", str(recipe))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "random-init test_resnet" in done.stdout and "distilled test_resnet" in done.stdout
+    run_dir = tmp_path / "runs" / "tiny"
+    evaluated = _cli("eval", str(run_dir), "--json", "--num-workers", "0")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    knn = json.loads(evaluated.stdout)
+    record = json.loads((run_dir / "results.json").read_text())["knn"]
+    assert set(knn) == {"random_init", "student"}
+    assert knn["student"]["top1"] == pytest.approx(record["student"]["top1"])
