@@ -21,11 +21,11 @@ def _epoch_losses(run_dir):
 
 
 def test_smoke_distillation_learns_on_real_images(tmp_path, demo_data):
-    """EfficientNet-Lite0 -> MobileNetV3-Small at 96 px on 500 real Imagenette images (no labels used in training)."""
+    """The demo recipe: EfficientNet-Lite0 -> MobileNetV3-Small at 96 px on 1,000 real Imagenette images
+    (no labels used in training), 20 epochs."""
     results = distill(
-        "configs/demo/feature.yaml" if (REPO / "configs/demo/feature.yaml").exists() else None,
-        data={"train_subset": 500},
-        trainer={"epochs": 12, "progress_bar": False},
+        REPO / "configs" / "demo" / "feature.yaml",
+        trainer={"progress_bar": False},
         eval={"teacher": False},
         run={"dir": str(tmp_path), "name": "smoke"},
         quiet=True,
@@ -33,11 +33,11 @@ def test_smoke_distillation_learns_on_real_images(tmp_path, demo_data):
     losses = _epoch_losses(tmp_path / "smoke")
     assert losses[max(losses)] < losses[0] - 0.05
     knn = results["knn"]
-    # fixed seeds; measured margin is about +15 points, so +7 leaves room for platform noise
-    assert knn["student"]["top1"] >= knn["random_init"]["top1"] + 7.0, knn
+    # fixed seeds; measured 21.0 -> 40.4 on a 2-core CPU (the demo's acceptance asks for at least +10 points)
+    assert knn["student"]["top1"] >= knn["random_init"]["top1"] + 10.0, knn
     saved = json.loads((tmp_path / "smoke" / "results.json").read_text())
     assert saved["knn"]["student"]["top1"] == knn["student"]["top1"]
-    assert saved["data"]["train_size"] == 500 and saved["teacher"]["fingerprint"]
+    assert saved["data"]["train_size"] == 1000 and saved["teacher"]["fingerprint"]
 
 
 class Interrupt(L.Callback):

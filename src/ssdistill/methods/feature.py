@@ -29,7 +29,7 @@ class FeatureConfig(MethodConfig):
         default_factory=lambda: [2048], description="hidden widths of the student projector ([] = one linear layer)"
     )
     target_norm: Literal["center", "batch", "none"] = Field(
-        "batch",
+        "center",
         description="teacher targets before the loss: center = minus batch mean, batch = per-dimension standardised, none = raw",
     )
     teacher_view: Literal["original", "same"] = Field(
