@@ -12,6 +12,13 @@ SHARED = REPO.parent / "shared"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here: fail fast instead of waiting on the network
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_teacher_cache(tmp_path_factory):
+    """Every test session gets its own teacher cache (shared by its tests, never by later sessions)."""
+    os.environ["SSDISTILL_CACHE_DIR"] = str(tmp_path_factory.mktemp("teacher-cache"))
+    yield
+
+
 def write_images(folder: Path, count: int, size: int = 40, seed: int = 0, prefix: str = "img") -> list[Path]:
     """Random RGB JPEGs (hand-made test images)."""
     rng = np.random.default_rng(seed)

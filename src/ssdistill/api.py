@@ -20,6 +20,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from ssdistill.cache.fill import cached_teacher_features
 from ssdistill.cache.signals import OnlineSignal, TableSignal, TeacherSignal
 from ssdistill.config import DistillConfig, TeacherConfig, build_config, parse_overrides
 from ssdistill.data.datasets import ImageSource, IndexedViews, open_images, seeded_subset
@@ -116,14 +117,15 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
     teacher_train_features = None
     if kind == "table":
         start = time.perf_counter()
-        teacher_train_features, timing["teacher_images_per_s"] = extract_features(
-            teacher, train_source, _teacher_view(teacher), cfg.data.eval_batch_size, cfg.data.num_workers, device, "teacher signal"
-        )  # images/s of the whole pass, data loading included
+        teacher_train_features = _teacher_table(cfg, teacher, train_source, cfg.data.train, device)
         timing["teacher_signal_seconds"] = time.perf_counter() - start
         signal = TableSignal(teacher_train_features, teacher.fingerprint)
     elif kind == "online":
         signal = OnlineSignal(teacher)
 
+    # re-seed so heads, data order and augmentations do not depend on how the teacher signal was obtained
+    # (a cold cache fill draws random numbers, a warm cache does not)
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     module = method_class(cfg, student, signal)
     dataset = IndexedViews(train_source, method_class.train_views(cfg, teacher))
     loader = DataLoader(
@@ -161,6 +163,16 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
     return results
 
 
+def _teacher_table(cfg: DistillConfig, teacher: FrozenTeacher, source: ImageSource, name: str, device) -> torch.Tensor:
+    """Teacher outputs of the original view for every sample: from the disk cache (filled on first use), or computed."""
+    if cfg.cache.enabled:
+        return cached_teacher_features(
+            teacher, source, name, cfg.data.eval_batch_size, cfg.data.num_workers, device, cfg.cache.dir, cfg.cache.dtype
+        )
+    features, _ = extract_features(teacher, source, _teacher_view(teacher), cfg.data.eval_batch_size, cfg.data.num_workers, device, "teacher")
+    return features
+
+
 def _evaluate(cfg, student, initial_state, teacher, train_source, teacher_train_features, device):
     if not cfg.data.val:
         return None, "no data.val given: set data.val to a labelled split to get k-NN numbers"
@@ -175,7 +187,10 @@ def _evaluate(cfg, student, initial_state, teacher, train_source, teacher_train_
         reuse = teacher_train_features if memory is train_source and teacher.output == "pooled" else None
         if teacher.output != "pooled":  # k-NN is defined on pooled features (METHODS 7.1)
             teacher = build_teacher(cfg.teacher.model_copy(update={"output": "pooled"}))
-        candidates.append(Candidate("teacher", teacher, _teacher_view(teacher), teacher.preprocess.resolution, reuse))
+        memory_name = cfg.data.knn_train or cfg.data.train
+        bank = reuse if reuse is not None else _teacher_table(cfg, teacher, memory, memory_name, device)
+        queries = _teacher_table(cfg, teacher, query, cfg.data.val, device) if cfg.cache.enabled else None
+        candidates.append(Candidate("teacher", teacher, _teacher_view(teacher), teacher.preprocess.resolution, bank, queries))
     if cfg.eval.random_init:
         random_student = build_student(cfg)
         random_student.load_state_dict(initial_state)
@@ -229,6 +244,7 @@ def _results_record(cfg, run_dir, student, teacher, train_source, knn, note, tim
             "train": cfg.data.train,
             "train_size": len(train_source),
             "train_fingerprint": train_source.fingerprint(),
+            "skipped_unreadable": [str(p) for p in train_source.skipped],
             "knn_train": cfg.data.knn_train or cfg.data.train,
             "val": cfg.data.val,
         },
@@ -238,6 +254,7 @@ def _results_record(cfg, run_dir, student, teacher, train_source, knn, note, tim
         "retained_pct": retained,
         "timing": timing,
         "approximations": [],
+        "teacher_cache": cfg.cache.enabled,
         "machine": {"cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "versions": _versions(),
         "config": cfg.to_dict(),
@@ -331,3 +348,28 @@ def evaluate(
     model = build_teacher(TeacherConfig(name=teacher, weights=weights))
     memory, query = open_images(train, root), open_images(val, root)
     return knn_side_by_side([Candidate(teacher, model, _teacher_view(model), model.preprocess.resolution)], memory, query, k, temperature, batch_size, num_workers, device)
+
+
+def fill_cache(
+    teacher: str,
+    data: list[str],
+    *,
+    weights: str | None = None,
+    output: str = "pooled",
+    batch_size: int = 256,
+    num_workers: int = 2,
+    cache_dir: str | None = None,
+    dtype: str = "float16",
+    root: str = "~/.cache/ssdistill/datasets",
+) -> list[dict[str, Any]]:
+    """Fill (or check) the teacher cache for each dataset; returns shape, seconds and images/s per dataset."""
+    model = build_teacher(TeacherConfig(name=teacher, weights=weights, output=output))
+    device = _compute_device("auto")
+    done = []
+    for spec in data:
+        source = open_images(spec, root)
+        start = time.perf_counter()
+        table = cached_teacher_features(model, source, spec, batch_size, num_workers, device, cache_dir, dtype)
+        seconds = time.perf_counter() - start
+        done.append({"data": spec, "shape": list(table.shape), "seconds": seconds, "images_per_s": len(source) / max(seconds, 1e-9)})
+    return done

@@ -55,6 +55,23 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-workers", type=int, default=2, help="data-loading workers (default: 2)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    cache = commands.add_parser(
+        "cache",
+        help="fill, list or remove teacher embedding cache entries",
+        description="Fill the teacher cache (`ssdistill cache --teacher NAME --data DIR [--data DIR2]`), "
+        "list entries (`ssdistill cache ls`) or remove them (`ssdistill cache rm NAME|all`).",
+    )
+    cache.add_argument("action", nargs="?", choices=("fill", "ls", "rm"), default="fill", help="what to do (default: fill)")
+    cache.add_argument("names", nargs="*", help="entries to remove (name or unique prefix, or all)")
+    cache.add_argument("--teacher", help="built-in teacher or timm name")
+    cache.add_argument("--weights", help="local weights file for --teacher")
+    cache.add_argument("--output", choices=("pooled", "logits"), default="pooled", help="teacher tap (default: pooled)")
+    cache.add_argument("--data", action="append", default=[], help="image folder or torchvision name; repeat for several")
+    cache.add_argument("--batch-size", type=int, default=256, help="teacher batch (default: 256)")
+    cache.add_argument("--num-workers", type=int, default=2, help="data-loading workers (default: 2)")
+    cache.add_argument("--dir", help="cache folder (default: $SSDISTILL_CACHE_DIR or ~/.cache/ssdistill/teacher-cache)")
+    cache.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="storage precision (default: float16)")
+
     commands.add_parser("list", help="list methods and built-in teachers")
     return parser
 
@@ -71,6 +88,37 @@ def _print_list() -> None:
         print(f"  {name:<20} {teacher.description}")
 
 
+def _cache(args: argparse.Namespace) -> None:
+    from ssdistill.cache.store import cache_root, list_entries, remove_entries
+
+    if args.action == "ls":
+        entries = list_entries(args.dir)
+        print(f"cache: {cache_root(args.dir)}")
+        for e in entries:
+            shape = "x".join(map(str, e.get("shape", []))) or "?"
+            what = f"{e.get('teacher', '?')} {e.get('tap', '')} on {e.get('dataset', '?')}" if e["state"] == "complete" else ""
+            print(f"  {e['name']:<48} {e['state']:<9} {shape:>12} {e['bytes'] / 2**20:>9.1f} MB  {what}")
+        print(f"{len(entries)} entries, {sum(e['bytes'] for e in entries) / 2**20:.1f} MB")
+        return
+    if args.action == "rm":
+        if not args.names:
+            raise SsdistillError("ssdistill cache rm needs entry names (see `ssdistill cache ls`) or `all`")
+        removed = remove_entries(args.names, args.dir)
+        if not removed:
+            raise SsdistillError(f"no cache entry matches {' '.join(args.names)}; `ssdistill cache ls` lists them")
+        print("removed " + ", ".join(removed))
+        return
+    if not args.teacher or not args.data:
+        raise SsdistillError("ssdistill cache needs --teacher NAME and at least one --data PATH (or the ls / rm action)")
+    from ssdistill.api import fill_cache
+
+    for row in fill_cache(
+        args.teacher, args.data, weights=args.weights, output=args.output, batch_size=args.batch_size,
+        num_workers=args.num_workers, cache_dir=args.dir, dtype=args.dtype,
+    ):
+        print(f"{row['data']}: {row['shape'][0]} x {row['shape'][1]} in {row['seconds']:.1f} s ({row['images_per_s']:.0f} images/s)")
+
+
 def main(argv: list[str] | None = None) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
@@ -79,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "list":
             _print_list()
+        elif args.command == "cache":
+            _cache(args)
         elif args.command == "distill":
             from ssdistill.api import distill
 

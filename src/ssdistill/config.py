@@ -74,6 +74,12 @@ class TeacherConfig(Section):
     )
 
 
+class CacheConfig(Section):
+    enabled: bool = Field(True, description="store teacher signals of deterministic views on disk and reuse them across runs")
+    dir: str | None = Field(None, description="cache folder; default $SSDISTILL_CACHE_DIR or ~/.cache/ssdistill/teacher-cache")
+    dtype: Literal["float16", "float32"] = Field("float16", description="storage precision of cached teacher outputs")
+
+
 class AugConfig(Section):
     recipe: Literal["moco_v2", "none"] = Field("moco_v2", description="student view augmentation")
     crop_scale_min: float = Field(0.2, gt=0, le=1, description="RandomResizedCrop minimum area fraction")
@@ -135,6 +141,7 @@ class DistillConfig(Section):
     student: StudentConfig = Field(default_factory=StudentConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     aug: AugConfig = Field(default_factory=AugConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import lightning as L
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ssdistill import distill  # noqa: E402
+from ssdistill import distill
 
 
 class RecordIndices(L.Callback):

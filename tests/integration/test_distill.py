@@ -100,6 +100,7 @@ def test_corrupt_image_during_training_names_the_file(tmp_path):
         distill(config, quiet=True)
     skipped = distill(tiny_config(tmp_path, data={"train": str(data), "train_subset": None, "val": None, "skip_corrupt": True},
                                   trainer={"epochs": 1}), quiet=True)
+    assert skipped["data"]["skipped_unreadable"] == [str(bad)]
     assert skipped["data"]["train_size"] == 100 and skipped["knn"] is None and "data.val" in skipped["knn_note"]
 
 

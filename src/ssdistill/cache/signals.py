@@ -47,7 +47,7 @@ class TableSignal(TeacherSignal):
     def __call__(self, index: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         if int(index.max()) >= len(self.table) or int(index.min()) < 0:
             raise IndexError(f"sample index out of range for a teacher table of {len(self.table)} rows")
-        return self.table[index.to(self.table.device)].float()
+        return self.table[index.to(self.table.device)].to(index.device).float()
 
     def to(self, device: torch.device | str) -> "TableSignal":
         self.table = self.table.to(device)

@@ -30,6 +30,7 @@ TORCHVISION_SPLITS = {
 class ImageSource(Protocol):
     labels: list[int] | None
     classes: list[str]
+    skipped: list  # unreadable files left out (data.skip_corrupt=true)
 
     def __len__(self) -> int: ...
 
@@ -107,6 +108,7 @@ class TorchvisionImages:
             ) from None
         self.classes = list(self.dataset.classes)
         self.labels = None if all(t < 0 for t in targets) else targets
+        self.skipped: list = []
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -124,6 +126,7 @@ class SubsetImages:
     def __init__(self, source: ImageSource, positions: list[int]) -> None:
         self.source, self.positions = source, positions
         self.classes = source.classes
+        self.skipped = getattr(source, "skipped", [])
         self.labels = None if source.labels is None else [source.labels[i] for i in positions]
 
     def __len__(self) -> int:

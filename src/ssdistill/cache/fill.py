@@ -1,0 +1,78 @@
+"""Running a frozen teacher over dataset rows for the embedding store, and the cache key of a teacher signal."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from ssdistill.cache.store import Entry, EntryKey, cache_root, open_or_fill
+from ssdistill.data.datasets import ImageSource, IndexedViews
+from ssdistill.data.views import original_view
+from ssdistill.models.teachers import FrozenTeacher
+
+
+def original_view_spec(teacher: FrozenTeacher) -> str:
+    pre = teacher.preprocess
+    return f"original:{pre.resolution}:{pre.crop_pct}:{pre.interpolation}"
+
+
+def teacher_rows(
+    teacher: FrozenTeacher,
+    source: ImageSource,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device | str,
+    desc: str = "teacher cache",
+) -> Callable[[list[int]], Iterator[torch.Tensor]]:
+    """A ``compute(rows)`` for ``Entry.fill``: teacher outputs of the original view, batch by batch, in row order."""
+    pre = teacher.preprocess
+    dataset = IndexedViews(source, {"x": original_view(pre.resolution, pre.crop_pct, pre.interpolation)})
+
+    def compute(rows: list[int]) -> Iterator[torch.Tensor]:
+        loader = DataLoader(Subset(dataset, rows), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        teacher.to(device)
+        with tqdm(total=len(rows), desc=desc, unit="img", dynamic_ncols=True, disable=None) as bar:
+            for batch in loader:
+                yield teacher(batch["views"]["x"].to(device, non_blocking=True))
+                bar.update(len(batch["index"]))
+
+    return compute
+
+
+def launch_rank_world() -> tuple[int, int]:
+    """Rank and world size of a torchrun / SLURM launch (0, 1 otherwise)."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"])
+    if "SLURM_NTASKS" in os.environ:
+        return int(os.environ.get("SLURM_PROCID", "0")), int(os.environ["SLURM_NTASKS"])
+    return 0, 1
+
+
+def cached_teacher_features(
+    teacher: FrozenTeacher,
+    source: ImageSource,
+    dataset_name: str,
+    batch_size: int = 256,
+    num_workers: int = 2,
+    device: torch.device | str = "cpu",
+    root: str | None = None,
+    dtype: str = "float16",
+) -> torch.Tensor:
+    """Teacher outputs of the original view for every sample of ``source``: read from the cache, filled on first use."""
+    key = EntryKey(
+        teacher=teacher.name,
+        teacher_fingerprint=teacher.fingerprint,
+        tap=teacher.output,
+        view=original_view_spec(teacher),
+        dataset_fingerprint=source.fingerprint(),
+        n=len(source),
+        dtype=dtype,
+    )
+    chunk_rows = batch_size * max(1, 4096 // batch_size)
+    entry = Entry(cache_root(root), key, teacher.dim, chunk_rows, label=dataset_name)
+    rank, world = launch_rank_world()
+    return open_or_fill(entry, teacher_rows(teacher, source, batch_size, num_workers, device, f"teacher cache {dataset_name}"), rank, world)

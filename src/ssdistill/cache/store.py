@@ -1,0 +1,269 @@
+"""On-disk teacher embedding store: compute each teacher signal once, reuse it in every later run.
+
+An *entry* holds N vectors (fp16 by default) of one teacher output for one dataset and one
+deterministic view, in a raw memory-mapped file. Its key is everything that changes the content:
+teacher fingerprint (weights, preprocessing, output tap), view spec, dataset fingerprint (its files'
+relative paths and sizes, so the same data under another path is a hit), N and dtype.
+A changed key is a different entry, so nothing stale is ever read.
+
+Filling goes chunk by chunk (``chunk_rows`` rows, a multiple of the batch size so batch boundaries never
+move). After a chunk's rows are flushed to disk its checksum is written atomically to ``chunks/NNNNNN``;
+a killed fill therefore resumes at the first chunk without a checksum file and produces the same bytes
+as an uninterrupted fill. Ranks of a multi-process launch fill disjoint chunks (chunk % world == rank)
+and wait for each other through those files. ``manifest.json`` is written last and marks the entry
+complete; opening an entry re-checks size and checksums and refills any chunk that does not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ssdistill.engine.rundir import atomic_write_text
+
+FORMAT_VERSION = 1
+DEFAULT_ROOT = "~/.cache/ssdistill/teacher-cache"
+ROOT_ENV = "SSDISTILL_CACHE_DIR"
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+log = logging.getLogger(__name__)
+
+
+def cache_root(path: str | Path | None = None) -> Path:
+    return Path(path or os.environ.get(ROOT_ENV) or DEFAULT_ROOT).expanduser()
+
+
+@dataclass(frozen=True)
+class EntryKey:
+    """Everything that determines an entry's content."""
+
+    teacher: str
+    teacher_fingerprint: str
+    tap: str
+    view: str
+    dataset_fingerprint: str
+    n: int
+    dtype: str = "float16"
+
+    def digest(self) -> str:
+        payload = json.dumps({**asdict(self), "format": FORMAT_VERSION}, sort_keys=True)
+        return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+    def folder_name(self) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.teacher)
+        return f"{safe}-{self.tap}-{self.digest()}"
+
+
+def _sha1(array: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+class Entry:
+    """One cache entry on disk (see the module docstring for the layout)."""
+
+    def __init__(self, root: Path, key: EntryKey, dim: int, chunk_rows: int = 4096, label: str = "") -> None:
+        if key.dtype not in DTYPES:
+            raise ValueError(f"cache dtype must be one of {sorted(DTYPES)}, got {key.dtype}")
+        self.key, self.dim, self.chunk_rows = key, int(dim), int(chunk_rows)
+        self.label = label  # where the data came from, for people; not part of the key
+        self.dir = root / key.folder_name()
+        self.data_path = self.dir / "embeddings.bin"
+        self.chunk_dir = self.dir / "chunks"
+        self.manifest_path = self.dir / "manifest.json"
+        self.np_dtype = DTYPES[key.dtype]
+
+    # ----- layout -----------------------------------------------------------------------------------
+    @property
+    def num_chunks(self) -> int:
+        return (self.key.n + self.chunk_rows - 1) // self.chunk_rows
+
+    def rows_of(self, chunk: int) -> range:
+        return range(chunk * self.chunk_rows, min(self.key.n, (chunk + 1) * self.chunk_rows))
+
+    @property
+    def nbytes(self) -> int:
+        return self.key.n * self.dim * np.dtype(self.np_dtype).itemsize
+
+    def _memmap(self, mode: str) -> np.memmap:
+        return np.memmap(self.data_path, dtype=self.np_dtype, mode=mode, shape=(self.key.n, self.dim))
+
+    def _chunk_file(self, chunk: int) -> Path:
+        return self.chunk_dir / f"{chunk:06d}"
+
+    def done_chunks(self) -> set[int]:
+        if not self.chunk_dir.is_dir():
+            return set()
+        return {int(p.name) for p in self.chunk_dir.iterdir() if p.name.isdigit()}
+
+    def is_complete(self) -> bool:
+        return self.manifest_path.is_file()
+
+    # ----- checking ---------------------------------------------------------------------------------
+    def damaged_chunks(self) -> list[int]:
+        """Chunks whose bytes on disk do not match their recorded checksum (all chunks if the file is the wrong size)."""
+        if not self.data_path.is_file() or self.data_path.stat().st_size != self.nbytes:
+            return list(range(self.num_chunks))
+        data = self._memmap("r")
+        damaged = []
+        for chunk in sorted(self.done_chunks()):
+            rows = self.rows_of(chunk)
+            if self._chunk_file(chunk).read_text().strip() != _sha1(data[rows.start : rows.stop]):
+                damaged.append(chunk)
+        return damaged
+
+    def _forget(self, chunks: list[int]) -> None:
+        for chunk in chunks:
+            self._chunk_file(chunk).unlink(missing_ok=True)
+        if chunks:
+            self.manifest_path.unlink(missing_ok=True)
+
+    # ----- filling ----------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        self.chunk_dir.mkdir(parents=True, exist_ok=True)
+        if self.data_path.is_file() and self.data_path.stat().st_size != self.nbytes:
+            log.warning("cache %s: data file has the wrong size (truncated?); rebuilding it", self.dir)
+            self._forget(list(range(self.num_chunks)))
+            self.data_path.unlink()
+        if not self.data_path.is_file():
+            tmp = self.data_path.with_suffix(".tmp")
+            with open(tmp, "wb") as handle:
+                handle.truncate(self.nbytes)
+            os.replace(tmp, self.data_path)
+        damaged = [c for c in self.damaged_chunks() if c in self.done_chunks()]
+        if damaged:
+            log.warning("cache %s: %d chunk(s) fail their checksum; recomputing them", self.dir, len(damaged))
+            self._forget(damaged)
+
+    def fill(
+        self,
+        compute: Callable[[list[int]], Iterator[torch.Tensor]],
+        rank: int = 0,
+        world: int = 1,
+        wait_seconds: float = 24 * 3600,
+        poll_seconds: float = 0.5,
+    ) -> None:
+        """Compute the missing chunks of this rank (chunk % world == rank), then wait until all are present.
+
+        ``compute(rows)`` yields consecutive output blocks [b, dim] for the given dataset rows, in order."""
+        if rank == 0:
+            self._prepare()
+        else:
+            self._wait_for(lambda: self.data_path.is_file() and self.chunk_dir.is_dir(), wait_seconds, poll_seconds)
+        done = self.done_chunks()
+        mine = [c for c in range(self.num_chunks) if c % world == rank and c not in done]
+        if mine:
+            data = self._memmap("r+")
+            rows = [r for c in mine for r in self.rows_of(c)]
+            position = 0
+            pending = np.empty((0, self.dim), dtype=self.np_dtype)
+            chunk_iter = iter(mine)
+            chunk = next(chunk_iter)
+            for block in compute(rows):
+                pending = np.concatenate([pending, block.detach().cpu().float().numpy().astype(self.np_dtype)])
+                while chunk is not None and len(pending) >= len(self.rows_of(chunk)):
+                    span = self.rows_of(chunk)
+                    data[span.start : span.stop] = pending[: len(span)]
+                    data.flush()
+                    atomic_write_text(self._chunk_file(chunk), _sha1(data[span.start : span.stop]))
+                    pending = pending[len(span) :]
+                    position += len(span)
+                    chunk = next(chunk_iter, None)
+            if chunk is not None or len(pending):
+                raise RuntimeError(f"cache fill produced {position + len(pending)} rows, expected {len(rows)}")
+            del data
+        self._wait_for(lambda: len(self.done_chunks()) == self.num_chunks, wait_seconds, poll_seconds)
+        if rank == 0 and not self.is_complete():
+            self._write_manifest()
+
+    def _wait_for(self, condition: Callable[[], bool], wait_seconds: float, poll_seconds: float) -> None:
+        deadline = time.monotonic() + wait_seconds
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cache {self.dir}: other ranks did not finish their part of the fill")
+            time.sleep(poll_seconds)
+
+    def _write_manifest(self) -> None:
+        from ssdistill import __version__
+
+        manifest = {
+            "format": FORMAT_VERSION,
+            "key": asdict(self.key),
+            "dataset": self.label,
+            "digest": self.key.digest(),
+            "shape": [self.key.n, self.dim],
+            "dtype": self.key.dtype,
+            "chunk_rows": self.chunk_rows,
+            "chunks": [self._chunk_file(c).read_text().strip() for c in range(self.num_chunks)],
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "ssdistill": __version__,
+        }
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
+
+    # ----- reading ----------------------------------------------------------------------------------
+    def read(self, verify: bool = True) -> torch.Tensor:
+        """The whole table [N, dim] as a tensor backed by the memory-mapped file (read-only)."""
+        if not self.is_complete():
+            raise RuntimeError(f"cache entry {self.dir} is not complete; fill it first")
+        manifest = json.loads(self.manifest_path.read_text())
+        if manifest["shape"] != [self.key.n, self.dim] or manifest["digest"] != self.key.digest():
+            raise RuntimeError(f"cache entry {self.dir}: manifest does not match its key")
+        if verify and self.damaged_chunks():
+            raise RuntimeError(f"cache entry {self.dir} is damaged")
+        # copy-on-write mapping: pages load lazily and the file can never be modified through the tensor
+        return torch.from_numpy(self._memmap("c"))
+
+
+def open_or_fill(
+    entry: Entry,
+    compute: Callable[[list[int]], Iterator[torch.Tensor]],
+    rank: int = 0,
+    world: int = 1,
+) -> torch.Tensor:
+    """Read a complete, intact entry; otherwise fill (or repair) it first. Returns [N, dim] (stored dtype)."""
+    if entry.is_complete():
+        damaged = entry.damaged_chunks()
+        if not damaged:
+            return entry.read(verify=False)
+        log.warning("cache %s: %d chunk(s) damaged on disk; recomputing them", entry.dir, len(damaged))
+    entry.fill(compute, rank=rank, world=world)
+    return entry.read(verify=False)
+
+
+def list_entries(root: str | Path | None = None) -> list[dict]:
+    """Entries under the cache root with their key, shape, size and state."""
+    base = cache_root(root)
+    rows = []
+    for folder in sorted(base.iterdir() if base.is_dir() else []):
+        if not folder.is_dir():
+            continue
+        manifest_path = folder / "manifest.json"
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        if manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text())
+            rows.append(
+                {"name": folder.name, "state": "complete", "bytes": size, **manifest["key"], "dataset": manifest.get("dataset", ""), "shape": manifest["shape"]}
+            )
+        else:
+            rows.append({"name": folder.name, "state": "partial", "bytes": size})
+    return rows
+
+
+def remove_entries(names: list[str], root: str | Path | None = None) -> list[str]:
+    """Delete entries by folder name or unique prefix; ``all`` removes every entry. Returns what was removed."""
+    base = cache_root(root)
+    existing = [e["name"] for e in list_entries(base)]
+    chosen = existing if names == ["all"] else [n for n in existing if any(n == q or n.startswith(q) for q in names)]
+    for name in chosen:
+        shutil.rmtree(base / name)
+    return chosen

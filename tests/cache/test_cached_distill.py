@@ -1,0 +1,31 @@
+"""The cache is invisible: a run that reads teacher signals from it trains like one that runs the teacher online."""
+
+import os
+
+import torch
+
+from integration.common import tiny_config
+from ssdistill import distill
+from ssdistill.api import load_student_from_run
+from ssdistill.cache.store import list_entries
+
+
+def test_cached_run_equals_online_teacher_run_on_the_original_view(tmp_path):
+    cache_dir = str(tmp_path / "cache")
+    common = {"aug": {"recipe": "none"}, "trainer": {"epochs": 2}}
+    cached = distill(tiny_config(tmp_path, cache={"dir": cache_dir, "dtype": "float32"}, run={"name": "cached"}, **common), quiet=True)
+    online = distill(tiny_config(tmp_path, teacher={"precompute": False}, run={"name": "online"}, **common), quiet=True)
+    assert cached["steps"] == online["steps"] == 8
+    _, a = load_student_from_run(cached["run_dir"])
+    _, b = load_student_from_run(online["run_dir"])
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(x.float(), y.float(), atol=1e-4, rtol=1e-3), name
+    assert [e["state"] for e in list_entries(cache_dir)] == ["complete"]
+
+
+def test_second_run_reuses_the_entry(tmp_path):
+    first = distill(tiny_config(tmp_path, trainer={"epochs": 1}, run={"name": "a"}), quiet=True)
+    entries = list_entries(os.environ["SSDISTILL_CACHE_DIR"])
+    second = distill(tiny_config(tmp_path, trainer={"epochs": 1}, run={"name": "b"}), quiet=True)
+    assert list_entries(os.environ["SSDISTILL_CACHE_DIR"]) == entries
+    assert second["timing"]["teacher_signal_seconds"] < first["timing"]["teacher_signal_seconds"]
