@@ -20,6 +20,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from ssdistill.cache.bank import BankViews, cached_teacher_bank
 from ssdistill.cache.fill import cached_teacher_features
 from ssdistill.cache.signals import OnlineSignal, TableSignal, TeacherSignal
 from ssdistill.config import DistillConfig, TeacherConfig, build_config, parse_overrides
@@ -122,12 +123,28 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
         signal = TableSignal(teacher_train_features, teacher.fingerprint)
     elif kind == "online":
         signal = OnlineSignal(teacher)
+    approximations: list[str] = []
+    dataset = None
+    if kind == "bank":
+        if not cfg.cache.enabled:
+            raise ConfigError("method.teacher_view=bank reads the teacher cache: set cache.enabled=true")
+        start = time.perf_counter()
+        repeats = cfg.method.bank_repeats
+        table, params = cached_teacher_bank(
+            teacher, train_source, cfg.data.train, cfg.aug, repeats, cfg.trainer.seed,
+            cfg.data.eval_batch_size, cfg.data.num_workers, device, cfg.cache.dir, cfg.cache.dtype,
+        )
+        timing["teacher_signal_seconds"] = time.perf_counter() - start
+        signal = TableSignal(table, teacher.fingerprint)
+        dataset = BankViews(train_source, params, repeats, cfg.student.resolution)
+        approximations.append(f"teacher_bank({repeats})")
 
     # re-seed so heads, data order and augmentations do not depend on how the teacher signal was obtained
     # (a cold cache fill draws random numbers, a warm cache does not)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     module = method_class(cfg, student, signal)
-    dataset = IndexedViews(train_source, method_class.train_views(cfg, teacher))
+    if dataset is None:
+        dataset = IndexedViews(train_source, method_class.train_views(cfg, teacher))
     loader = DataLoader(
         dataset,
         batch_size=cfg.data.batch_size,
@@ -156,7 +173,7 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
     start = time.perf_counter()
     knn, note = _evaluate(cfg, student.cpu(), initial_state, teacher, train_source, teacher_train_features, device)
     timing["eval_seconds"] = time.perf_counter() - start
-    results = _results_record(cfg, run_dir, student, teacher, train_source, knn, note, timing, trainer.global_step)
+    results = _results_record(cfg, run_dir, student, teacher, train_source, knn, note, timing, trainer.global_step, approximations)
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     if not quiet:
         print(format_summary(results))
@@ -219,7 +236,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _results_record(cfg, run_dir, student, teacher, train_source, knn, note, timing, steps_run) -> dict[str, Any]:
+def _results_record(cfg, run_dir, student, teacher, train_source, knn, note, timing, steps_run, approximations) -> dict[str, Any]:
     retained = None
     if knn and "teacher" in knn and knn["teacher"]["top1"] > 0:
         retained = 100.0 * knn["student"]["top1"] / knn["teacher"]["top1"]
@@ -253,7 +270,7 @@ def _results_record(cfg, run_dir, student, teacher, train_source, knn, note, tim
         "knn_note": note,
         "retained_pct": retained,
         "timing": timing,
-        "approximations": [],
+        "approximations": approximations,
         "teacher_cache": cfg.cache.enabled,
         "machine": {"cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "versions": _versions(),

@@ -36,6 +36,8 @@ class ImageSource(Protocol):
 
     def load(self, index: int) -> Image.Image: ...
 
+    def size(self, index: int) -> tuple[int, int]: ...
+
     def fingerprint(self) -> str: ...
 
 
@@ -78,6 +80,14 @@ class FolderImages:
     def load(self, index: int) -> Image.Image:
         return load_rgb(self.paths[index])
 
+    def size(self, index: int) -> tuple[int, int]:
+        """(width, height) from the file header, without decoding the pixels."""
+        try:
+            with Image.open(self.paths[index]) as image:
+                return image.size
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read image {self.paths[index]} ({exc}); replace or delete it") from None
+
     def fingerprint(self) -> str:
         digest = hashlib.sha1()
         for path in self.paths:
@@ -116,6 +126,9 @@ class TorchvisionImages:
     def load(self, index: int) -> Image.Image:
         return self.dataset[index][0].convert("RGB")
 
+    def size(self, index: int) -> tuple[int, int]:
+        return self.load(index).size
+
     def fingerprint(self) -> str:
         return hashlib.sha1(f"{self.name}:{self.split}:{len(self)}".encode()).hexdigest()[:16]
 
@@ -134,6 +147,9 @@ class SubsetImages:
 
     def load(self, index: int) -> Image.Image:
         return self.source.load(self.positions[index])
+
+    def size(self, index: int) -> tuple[int, int]:
+        return self.source.size(self.positions[index])
 
     def fingerprint(self) -> str:
         digest = hashlib.sha1(self.source.fingerprint().encode())

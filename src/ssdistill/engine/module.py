@@ -36,9 +36,10 @@ class DistillMethod(L.LightningModule):
         raise NotImplementedError
 
     @classmethod
-    def teacher_signal(cls, cfg: DistillConfig) -> Literal["table", "online", "none"]:
+    def teacher_signal(cls, cfg: DistillConfig) -> Literal["table", "online", "bank", "none"]:
         """``table``: the signal is a pure function of the original view and may be computed once;
-        ``online``: the teacher must see the batch's own views; ``none``: no teacher."""
+        ``online``: the teacher must see the batch's own views; ``bank``: teacher outputs of a cached
+        augmentation bank, looked up by ``batch["bank_row"]``; ``none``: no teacher."""
         raise NotImplementedError
 
     # ----- shared machinery ------------------------------------------------------------------------

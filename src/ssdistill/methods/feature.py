@@ -5,6 +5,8 @@ embedding of the same image.
 embedding of the non-augmented original view, a pure function of the image, so it is computed once.
 ``teacher_view: same``: the teacher runs online on the very crop the student sees (rendered at the
 teacher's resolution and downsampled for the student), which is costlier but matches views exactly.
+``teacher_view: bank``: the same pairing, read from a cached bank of ``bank_repeats`` augmented views per
+image (each replayed for the student at its own resolution); cheap, but only R augmentations per image.
 """
 
 from __future__ import annotations
@@ -32,9 +34,12 @@ class FeatureConfig(MethodConfig):
         "center",
         description="teacher targets before the loss: center = minus batch mean, batch = per-dimension standardised, none = raw",
     )
-    teacher_view: Literal["original", "same"] = Field(
-        "original", description="teacher target from the original view (cacheable) or the student's own augmented crop (online)"
+    teacher_view: Literal["original", "same", "bank"] = Field(
+        "original",
+        description="teacher target from the original view (cacheable), the student's own augmented crop (online), "
+        "or a cached augmentation bank of bank_repeats crops per image (approximation)",
     )
+    bank_repeats: int = Field(8, gt=0, description="augmented views per image in the teacher bank (teacher_view=bank)")
 
 
 class FeatureDistillation(DistillMethod):
@@ -48,11 +53,13 @@ class FeatureDistillation(DistillMethod):
 
     @classmethod
     def teacher_signal(cls, cfg: DistillConfig) -> str:
-        return "table" if cfg.method.teacher_view == "original" else "online"
+        return {"original": "table", "same": "online", "bank": "bank"}[cfg.method.teacher_view]
 
     @classmethod
     def train_views(cls, cfg: DistillConfig, teacher) -> dict:
         pre = teacher.preprocess
+        if cfg.method.teacher_view == "bank":
+            return {}  # the bank's own dataset renders the student's views (cache/bank.py)
         if cfg.method.teacher_view == "same":
             return {"shared": augmented_view(pre.resolution, cfg.aug, pre.interpolation)}
         views = {"student": augmented_view(cfg.student.resolution, cfg.aug)}
@@ -68,7 +75,7 @@ class FeatureDistillation(DistillMethod):
             student_images = F.interpolate(teacher_images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         else:
             student_images, teacher_images = views["student"], views.get("teacher")
-        target = self.signal(index, teacher_images)
+        target = self.signal(batch.get("bank_row", index), teacher_images)
         if self.cfg.method.target_norm == "batch":
             target = standardize_batch(target)
         elif self.cfg.method.target_norm == "center":

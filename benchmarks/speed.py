@@ -1,0 +1,211 @@
+"""Speed benchmarks (BENCHMARKS.md, section P): each figure a ratio of two timings taken side by side.
+
+    python -m benchmarks.speed --tier cpu              # P1, P3, P4 on this machine
+    python -m benchmarks.speed --tier smoke --only P4  # seconds, for CI
+
+Writes benchmarks/results/speed-<tier>.json (every timing, the machine, versions) and speed-<tier>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+IMAGENETTE = REPO / ".data" / "imagenette2_224"
+DEMO = REPO / "data" / "imagenette_mini"
+
+TIERS = {
+    # images for P1 (cache fill), images per epoch for P3, (train, query) feature counts for P4
+    "smoke": {"p1_images": 64, "p3_images": 128, "p4_sizes": [(2_000, 500)]},
+    "cpu": {"p1_images": 1024, "p3_images": 1024, "p4_sizes": [(10_000, 5_000), (50_000, 5_000)]},
+    "gpu": {"p1_images": 9469, "p3_images": 9469, "p4_sizes": [(10_000, 10_000), (50_000, 10_000), (1_000_000, 10_000)]},
+}
+
+
+def _train_folder() -> Path:
+    """Q1 data (Imagenette 224 px, `make data`) when unpacked, else the small set shipped in data/."""
+    return IMAGENETTE / "train" if (IMAGENETTE / "train").is_dir() else DEMO / "train"
+
+
+def p1_cache_fill(images: int, batch_size: int = 64, num_workers: int = 2) -> dict:
+    """Images/s of a cache fill over real JPEGs / images/s of the bare teacher forward on an in-memory batch."""
+    from ssdistill.cache.fill import cached_teacher_features
+    from ssdistill.config import TeacherConfig
+    from ssdistill.data.datasets import open_images, seeded_subset
+    from ssdistill.eval.features import model_throughput
+    from ssdistill.models.teachers import build_teacher
+
+    teacher = build_teacher(TeacherConfig(name="efficientnet_lite0"))
+    source = seeded_subset(open_images(str(_train_folder())), images, seed=0)
+    bare = model_throughput(teacher, teacher.preprocess.resolution, batch_size=batch_size, repeats=max(2, images // batch_size // 4))
+    with tempfile.TemporaryDirectory() as cache_dir:
+        start = time.perf_counter()
+        cached_teacher_features(teacher, source, "p1", batch_size, num_workers, "cpu", cache_dir)
+        fill = len(source) / (time.perf_counter() - start)
+        start = time.perf_counter()
+        cached_teacher_features(teacher, source, "p1", batch_size, num_workers, "cpu", cache_dir)
+        reread_seconds = time.perf_counter() - start
+    return {
+        "figure": "P1 cache fill / bare teacher forward",
+        "ratio": fill / bare,
+        "goal": ">= 0.9",
+        "fill_images_per_s": fill,
+        "bare_forward_images_per_s": bare,
+        "second_open_seconds": reread_seconds,
+        "images": len(source),
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "data": str(_train_folder().relative_to(REPO)),
+    }
+
+
+def p3_cache_speedup(images: int) -> dict:
+    """Epoch time with the teacher online / epoch time reading the (warm) cache, Q1 recipe, one epoch."""
+    from ssdistill import distill
+
+    with tempfile.TemporaryDirectory() as scratch:
+        common = {
+            "data": {"train": str(_train_folder()), "val": None, "train_subset": images},
+            "trainer": {"epochs": 1, "progress_bar": False},
+            "run": {"dir": scratch},
+            "cache": {"dir": str(Path(scratch) / "cache")},
+        }
+        recipe = REPO / "configs" / "q1" / "feature.yaml"
+        distill(recipe, run={"dir": scratch, "name": "fill"}, **{k: v for k, v in common.items() if k != "run"}, quiet=True)
+        cached = distill(recipe, run={"dir": scratch, "name": "cached"}, **{k: v for k, v in common.items() if k != "run"}, quiet=True)
+        online = distill(
+            recipe,
+            run={"dir": scratch, "name": "online"},
+            teacher={"precompute": False},
+            **{k: v for k, v in common.items() if k != "run"},
+            quiet=True,
+        )
+    return {
+        "figure": "P3 epoch with the teacher online / epoch with the cache",
+        "ratio": online["timing"]["train_seconds"] / cached["timing"]["train_seconds"],
+        "goal": "large (report)",
+        "online_epoch_seconds": online["timing"]["train_seconds"],
+        "cached_epoch_seconds": cached["timing"]["train_seconds"],
+        "images": images,
+        "recipe": "configs/q1/feature.yaml (EfficientNet-Lite0 224 -> mobilenetv3_small_100 96)",
+        "data": str(_train_folder().relative_to(REPO)),
+    }
+
+
+def _clustered_features(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim)).astype(np.float32)
+    labels = rng.integers(0, classes, n)
+    return (centres[labels] + 2.0 * rng.normal(size=(n, dim))).astype(np.float32), labels
+
+
+def p4_knn(train: int, query: int, dim: int = 512, classes: int = 10, k: int = 20, temperature: float = 0.07) -> dict:
+    """ssdistill's weighted k-NN / scikit-learn's brute-force cosine k-NN with the same weighting, same features."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from ssdistill.eval.knn import knn_scores
+
+    bank, bank_labels = _clustered_features(train, dim, classes, 0)
+    queries, _ = _clustered_features(query, dim, classes, 1)
+    start = time.perf_counter()
+    ours = knn_scores(torch.from_numpy(bank), torch.from_numpy(bank_labels), torch.from_numpy(queries), classes, k, temperature).argmax(1).numpy()
+    ours_seconds = time.perf_counter() - start
+    sklearn = KNeighborsClassifier(
+        n_neighbors=k, algorithm="brute", metric="cosine", weights=lambda d: np.exp((1.0 - d) / temperature), n_jobs=-1
+    )
+    start = time.perf_counter()
+    theirs = sklearn.fit(bank, bank_labels).predict(queries)
+    sklearn_seconds = time.perf_counter() - start
+    return {
+        "figure": f"P4 k-NN time, ssdistill / scikit-learn, N={train}",
+        "ratio": ours_seconds / sklearn_seconds,
+        "goal": "< 1 (report)",
+        "ssdistill_seconds": ours_seconds,
+        "sklearn_seconds": sklearn_seconds,
+        "prediction_agreement": float((ours == theirs).mean()),
+        "train": train,
+        "query": query,
+        "dim": dim,
+        "k": k,
+        "temperature": temperature,
+    }
+
+
+def _machine() -> dict:
+    import lightning
+    import timm
+
+    return {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "lightning": lightning.__version__,
+    }
+
+
+def _markdown(record: dict) -> str:
+    lines = [
+        f"Speed, tier `{record['tier']}`, {record['date']}, {record['machine']['cpus']} CPU cores, "
+        f"GPU: {record['machine']['gpu'] or 'none'}, torch {record['machine']['torch']}; `{record['command']}`",
+        "",
+        "| figure | ratio | goal | measured |",
+        "| --- | ---: | --- | --- |",
+    ]
+    for row in record["rows"]:
+        if row["figure"].startswith("P1"):
+            detail = f"fill {row['fill_images_per_s']:.1f} img/s vs bare forward {row['bare_forward_images_per_s']:.1f} img/s ({row['images']} images); second open {row['second_open_seconds']:.2f} s"
+        elif row["figure"].startswith("P3"):
+            detail = f"online {row['online_epoch_seconds']:.1f} s vs cached {row['cached_epoch_seconds']:.1f} s per epoch of {row['images']} images"
+        else:
+            detail = f"{row['ssdistill_seconds']:.2f} s vs {row['sklearn_seconds']:.2f} s, {row['query']} queries x {row['dim']}-d, predictions agree {100 * row['prediction_agreement']:.2f} %"
+        lines.append(f"| {row['figure']} | {row['ratio']:.2f} | {row['goal']} | {detail} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="ssdistill speed benchmarks (ratios measured side by side).")
+    parser.add_argument("--tier", choices=sorted(TIERS), default="cpu")
+    parser.add_argument("--only", nargs="*", choices=("P1", "P3", "P4"), default=["P1", "P3", "P4"])
+    args = parser.parse_args()
+    tier = TIERS[args.tier]
+    rows = []
+    if "P1" in args.only:
+        rows.append(p1_cache_fill(tier["p1_images"]))
+        print(rows[-1])
+    if "P3" in args.only:
+        rows.append(p3_cache_speedup(tier["p3_images"]))
+        print(rows[-1])
+    if "P4" in args.only:
+        for train, query in tier["p4_sizes"]:
+            rows.append(p4_knn(train, query))
+            print(rows[-1])
+    record = {
+        "tier": args.tier,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "command": f"python -m benchmarks.speed --tier {args.tier}" + (f" --only {' '.join(args.only)}" if args.only != ["P1", "P3", "P4"] else ""),
+        "machine": _machine(),
+        "rows": rows,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"speed-{args.tier}.json").write_text(json.dumps(record, indent=2))
+    (RESULTS / f"speed-{args.tier}.md").write_text(_markdown(record))
+    print(_markdown(record))
+
+
+if __name__ == "__main__":
+    main()
