@@ -15,10 +15,9 @@ import random
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
-from ssdistill.cache.fill import launch_rank_world
+from ssdistill.cache.fill import launch_rank_world, teacher_compute
 from ssdistill.cache.store import Entry, EntryKey, cache_root, open_or_fill
 from ssdistill.config import AugConfig
 from ssdistill.data.datasets import ImageSource
@@ -109,14 +108,6 @@ def cached_teacher_bank(
         tmp.replace(params_path)
         atomic_write_text(entry.dir / "params-columns.txt", "top left height width flip jitter brightness contrast saturation hue grayscale blur_sigma jitter_order0 jitter_order1 jitter_order2 jitter_order3\n")
     views = _TeacherBankViews(source, params, repeats, pre.resolution, pre.interpolation)
-
-    def compute(rows: list[int]):
-        loader = DataLoader(Subset(views, rows), batch_size=batch_size, shuffle=False, num_workers=num_workers)
-        teacher.to(device)
-        with tqdm(total=len(rows), desc=f"teacher bank {dataset_name}", unit="view", disable=None) as bar:
-            for images in loader:
-                yield teacher(images.to(device))
-                bar.update(len(images))
-
+    compute = teacher_compute(teacher, views, batch_size, num_workers, device, f"teacher bank {dataset_name}")
     rank, world = launch_rank_world()
     return open_or_fill(entry, compute, rank, world), params

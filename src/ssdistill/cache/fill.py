@@ -6,11 +6,11 @@ import os
 from typing import Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ssdistill.cache.store import Entry, EntryKey, cache_root, open_or_fill
-from ssdistill.data.datasets import ImageSource, IndexedViews
+from ssdistill.data.datasets import ImageSource
 from ssdistill.data.views import original_view
 from ssdistill.models.teachers import FrozenTeacher
 
@@ -20,27 +20,33 @@ def original_view_spec(teacher: FrozenTeacher) -> str:
     return f"original:{pre.resolution}:{pre.crop_pct}:{pre.interpolation}"
 
 
-def teacher_rows(
-    teacher: FrozenTeacher,
-    source: ImageSource,
-    batch_size: int,
-    num_workers: int,
-    device: torch.device | str,
-    desc: str = "teacher cache",
+def teacher_compute(
+    teacher: FrozenTeacher, images: Dataset, batch_size: int, num_workers: int, device: torch.device | str, desc: str
 ) -> Callable[[list[int]], Iterator[torch.Tensor]]:
-    """A ``compute(rows)`` for ``Entry.fill``: teacher outputs of the original view, batch by batch, in row order."""
-    pre = teacher.preprocess
-    dataset = IndexedViews(source, {"x": original_view(pre.resolution, pre.crop_pct, pre.interpolation)})
+    """A ``compute(rows)`` for ``Entry.fill``: the teacher on ``images[row]`` (tensors), batch by batch, in row order,
+    with a progress bar showing images/s and the time left."""
 
     def compute(rows: list[int]) -> Iterator[torch.Tensor]:
-        loader = DataLoader(Subset(dataset, rows), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        loader = DataLoader(Subset(images, rows), batch_size=batch_size, shuffle=False, num_workers=num_workers)
         teacher.to(device)
         with tqdm(total=len(rows), desc=desc, unit="img", dynamic_ncols=True, disable=None) as bar:
             for batch in loader:
-                yield teacher(batch["views"]["x"].to(device, non_blocking=True))
-                bar.update(len(batch["index"]))
+                yield teacher(batch.to(device, non_blocking=True))
+                bar.update(len(batch))
 
     return compute
+
+
+class _OriginalViews(Dataset):
+    def __init__(self, source: ImageSource, teacher: FrozenTeacher) -> None:
+        pre = teacher.preprocess
+        self.source, self.view = source, original_view(pre.resolution, pre.crop_pct, pre.interpolation)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.view(self.source.load(index))
 
 
 def launch_rank_world() -> tuple[int, int]:
@@ -75,4 +81,5 @@ def cached_teacher_features(
     chunk_rows = batch_size * max(1, 4096 // batch_size)
     entry = Entry(cache_root(root), key, teacher.dim, chunk_rows, label=dataset_name)
     rank, world = launch_rank_world()
-    return open_or_fill(entry, teacher_rows(teacher, source, batch_size, num_workers, device, f"teacher cache {dataset_name}"), rank, world)
+    compute = teacher_compute(teacher, _OriginalViews(source, teacher), batch_size, num_workers, device, f"teacher cache {dataset_name}")
+    return open_or_fill(entry, compute, rank, world)
