@@ -68,3 +68,12 @@ def test_bags_and_labels_are_stored_with_the_entry(tmp_path, monkeypatch):
     labels, _ = cached_kmeans(entry, 3, seed=0)
     stored = np.load(entry.dir / "kmeans-k3-seed0.npz")
     assert np.array_equal(stored["labels"], labels.numpy())
+
+
+def test_faiss_backend_gives_the_same_bags_without_ties():
+    pytest.importorskip("faiss", reason="faiss-cpu is in the dev extra; without it the backend is optional")
+    g = torch.Generator().manual_seed(4)
+    features = torch.randn(211, 12, generator=g)
+    assert torch.equal(topk_neighbours(features, 6, block=50, backend="faiss"), brute_force(features, 6))
+    with pytest.raises(ValueError, match="unknown neighbour backend"):
+        topk_neighbours(features, 6, backend="annoy")

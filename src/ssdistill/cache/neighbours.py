@@ -23,14 +23,21 @@ def _normalised(features: torch.Tensor, start: int, stop: int, device: torch.dev
 
 
 @torch.no_grad()
-def topk_neighbours(features: torch.Tensor, k: int, block: int = 4096, device: torch.device | str = "cpu") -> torch.Tensor:
+def topk_neighbours(
+    features: torch.Tensor, k: int, block: int = 4096, device: torch.device | str = "cpu", backend: str = "torch"
+) -> torch.Tensor:
     """Ids [N, k] of each row's k most cosine-similar other rows, most similar first.
 
     A row never lists itself (excluded by id, so duplicate images still count as neighbours);
-    equal similarities go to the lower id."""
+    equal similarities go to the lower id. ``backend="faiss"`` uses faiss's exact inner-product index
+    instead (same bags up to the order of ties; needs ``pip install faiss-cpu`` or ``faiss-gpu``)."""
     n = len(features)
     if not 0 < k < n:
         raise ValueError(f"k must be between 1 and N-1 = {n - 1}, got {k}")
+    if backend == "faiss":
+        return _faiss_neighbours(features, k, block)
+    if backend != "torch":
+        raise ValueError(f"unknown neighbour backend '{backend}' (torch, faiss)")
     result = torch.empty(n, k, dtype=torch.long)
     for row_start in range(0, n, block):
         row_stop = min(n, row_start + block)
@@ -51,6 +58,25 @@ def topk_neighbours(features: torch.Tensor, k: int, block: int = 4096, device: t
             values, order = values.sort(dim=1, descending=True, stable=True)
             best_values, best_ids = values[:, :k], ids.gather(1, order[:, :k])
         result[row_start:row_stop] = best_ids.cpu()
+    return result
+
+
+def _faiss_neighbours(features: torch.Tensor, k: int, block: int) -> torch.Tensor:
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError("the faiss neighbour backend needs faiss: pip install faiss-cpu (or use backend='torch')") from None
+    n = len(features)
+    index = faiss.IndexFlatIP(features.shape[1])
+    for start in range(0, n, block):
+        index.add(_normalised(features, start, min(n, start + block), "cpu").numpy())
+    result = torch.empty(n, k, dtype=torch.long)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        _, found = index.search(_normalised(features, start, stop, "cpu").numpy(), k + 1)
+        for offset, ids in enumerate(found):
+            others = [int(i) for i in ids if i != start + offset]  # drop the row itself, wherever it ranked
+            result[start + offset] = torch.tensor(others[:k])
     return result
 
 
