@@ -107,11 +107,11 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
         raise DataError(f"{cfg.data.train} has {len(train_source)} images, fewer than data.batch_size={cfg.data.batch_size}; lower the batch size")
 
     timing: dict[str, float] = {}
-    teacher = build_teacher(cfg.teacher) if method_class.uses_teacher else None
+    kind = method_class.teacher_signal(cfg)
+    teacher = build_teacher(cfg.teacher) if kind != "none" else None
     student = build_student(cfg)
     initial_state = copy.deepcopy(student.state_dict())
 
-    kind = method_class.teacher_signal(cfg)
     if kind == "table" and not cfg.teacher.precompute:
         kind = "online"
     signal: TeacherSignal | None = None
@@ -123,7 +123,7 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
         signal = TableSignal(teacher_train_features, teacher.fingerprint)
     elif kind == "online":
         signal = OnlineSignal(teacher)
-    approximations: list[str] = []
+    approximations: list[str] = list(method_class.deviations(cfg))
     dataset = None
     if kind == "bank":
         if not cfg.cache.enabled:
@@ -353,7 +353,7 @@ def evaluate(
         cfg = build_config(cfg, updates)
         train_source = seeded_subset(_open(cfg, cfg.data.train), cfg.data.train_subset, cfg.trainer.seed)
         initial = build_student(cfg).state_dict()
-        teacher_model = build_teacher(cfg.teacher) if METHODS[cfg.method.name].uses_teacher else None
+        teacher_model = build_teacher(cfg.teacher) if METHODS[cfg.method.name].teacher_signal(cfg) != "none" else None
         knn, note = _evaluate(cfg, student, initial, teacher_model, train_source, None, device)
         if knn is None:
             raise DataError(note)

@@ -42,15 +42,23 @@ def augmented_view(resolution: int, aug: AugConfig, interpolation: str = "biline
     """MoCo-v2 style view: random resized crop, colour jitter, grayscale, blur, flip (strengths from ``aug``)."""
     if aug.recipe == "none":
         return original_view(resolution, interpolation=interpolation)
+    return v2.Compose([*_augmentations(resolution, aug, interpolation), *_TO_FLOAT])
+
+
+def tensor_augmentation(resolution: int, aug: AugConfig, interpolation: str = "bilinear") -> Callable[[torch.Tensor], torch.Tensor]:
+    """The same augmentation for an image that is already a float tensor [3, H, W] in [0, 1]."""
+    if aug.recipe == "none":
+        return v2.Resize((resolution, resolution), interpolation=_INTERPOLATION[interpolation], antialias=True)
+    return v2.Compose(_augmentations(resolution, aug, interpolation))
+
+
+def _augmentations(resolution: int, aug: AugConfig, interpolation: str) -> list:
     strength = aug.color_jitter
     kernel = max(3, 2 * int(0.05 * resolution) + 1)
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(resolution, scale=(aug.crop_scale_min, 1.0), interpolation=_INTERPOLATION[interpolation], antialias=True),
-            v2.RandomApply([v2.ColorJitter(strength, strength, strength, strength / 4)], p=aug.color_jitter_p),
-            v2.RandomGrayscale(p=aug.grayscale_p),
-            v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=aug.blur_p),
-            v2.RandomHorizontalFlip(p=aug.flip_p),
-            *_TO_FLOAT,
-        ]
-    )
+    return [
+        v2.RandomResizedCrop(resolution, scale=(aug.crop_scale_min, 1.0), interpolation=_INTERPOLATION[interpolation], antialias=True),
+        v2.RandomApply([v2.ColorJitter(strength, strength, strength, strength / 4)], p=aug.color_jitter_p),
+        v2.RandomGrayscale(p=aug.grayscale_p),
+        v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=aug.blur_p),
+        v2.RandomHorizontalFlip(p=aug.flip_p),
+    ]

@@ -22,7 +22,6 @@ class DistillMethod(L.LightningModule):
     name: str = ""
     config_class: type[MethodConfig] = MethodConfig
     description: str = ""
-    uses_teacher: bool = True
 
     def __init__(self, cfg: DistillConfig, student: Student, signal: TeacherSignal | None) -> None:
         super().__init__()
@@ -41,6 +40,11 @@ class DistillMethod(L.LightningModule):
         ``online``: the teacher must see the batch's own views; ``bank``: teacher outputs of a cached
         augmentation bank, looked up by ``batch["bank_row"]``; ``none``: no teacher."""
         raise NotImplementedError
+
+    @classmethod
+    def deviations(cls, cfg: DistillConfig) -> list[str]:
+        """Deviations from the paper that this config asks for (recorded under ``approximations``)."""
+        return []
 
     # ----- shared machinery ------------------------------------------------------------------------
     def on_fit_start(self) -> None:

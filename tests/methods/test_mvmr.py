@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from integration.common import tiny_config
+from ssdistill.config import build_config
+from ssdistill.errors import ConfigError
+from ssdistill.methods.mvmr import MVMR
+from ssdistill.models.students import Student
+
+
+def _method(mode: str, **method):
+    cfg = build_config({"method": {"name": "mvmr", "mode": mode, "projector": [16, 8], **method}, "student": {"arch": "test_resnet", "resolution": 32}})
+    student = Student("test_resnet")
+
+    class Table:
+        dim = 5
+
+        def __call__(self, index, images=None):
+            return torch.randn(len(index), 5, generator=torch.Generator().manual_seed(int(index.sum())), requires_grad=True)
+
+    return MVMR(cfg, student, Table() if mode == "kd" else None), cfg
+
+
+def test_config_defaults_and_unknown_terms():
+    ssl = build_config({"method": {"name": "mvmr", "mode": "ssl"}}).method
+    assert ssl.chosen_representations() == ["raw", "hog", "local_std"] and ssl.handcrafted_sign == "paper"
+    assert build_config({"method": {"name": "mvmr"}}).method.chosen_representations() == []
+    with pytest.raises(ConfigError, match="unknown loss term"):
+        build_config({"method": {"name": "mvmr", "weights": {"techer": 2}}})
+    assert MVMR.teacher_signal(build_config({"method": {"name": "mvmr", "mode": "ssl"}})) == "none"
+
+
+def test_gradients_reach_the_student_only():
+    method, _ = _method("kd", representations=["raw", "hog"])
+    method.log_loss = lambda loss, **terms: (setattr(method, "terms", terms), loss)[1]
+    batch = {"index": torch.arange(6), "views": {"aug": torch.rand(6, 3, 32, 32), "original": torch.rand(6, 3, 32, 32, requires_grad=True)}}
+    loss = method.training_step(batch, 0)
+    loss.backward()
+    assert set(method.terms) == {"mse", "std", "views", "raw", "hog", "teacher"}
+    assert all(p.grad is not None for p in method.projector.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.parameters())
+    # the images reach the loss only through the student: hand-crafted features and the teacher carry no gradient
+    raw_only = method.representations["raw"](batch["views"]["original"])
+    assert not raw_only.requires_grad
+
+
+def test_sign_switch():
+    paper, _ = _method("ssl", representations=["raw"])
+    released, _ = _method("ssl", representations=["raw"], handcrafted_sign="released")
+    for m in (paper, released):
+        m.log_loss = lambda loss, m=m, **terms: (setattr(m, "terms", terms), loss)[1]
+    torch.manual_seed(0)
+    batch = {"index": torch.arange(6), "views": {"aug": torch.rand(6, 3, 32, 32), "original": torch.rand(6, 3, 32, 32)}}
+    released.load_state_dict(paper.state_dict())
+    paper.training_step(batch, 0)
+    released.training_step(batch, 0)
+    assert paper.terms["raw"].item() == pytest.approx(1 - released.terms["raw"].item(), abs=1e-5)
+    assert MVMR.deviations(released.cfg) == ["handcrafted_sign: released"]
