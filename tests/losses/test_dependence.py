@@ -95,3 +95,30 @@ def test_std_hinge_hand_computed():
     # unbiased variances 2 and 0.02: relu(1 - sqrt(2.0001)) = 0, relu(1 - sqrt(0.0201)) = 0.85823
     assert std_hinge(z).item() == pytest.approx((0.0 + 1 - np.sqrt(0.0201)) / 2, abs=1e-6)
     assert std_hinge(z, eps=0.0).item() == pytest.approx((1 - np.sqrt(0.02)) / 2, abs=1e-6)
+
+
+def textbook_unbiased_dcor2(x: np.ndarray, y: np.ndarray) -> float:
+    """Bias-corrected squared distance correlation with explicit U-centring loops (Székely & Rizzo 2014)."""
+    def u_centred(m):
+        d = cdist(m, m)
+        n = len(d)
+        out = np.zeros_like(d)
+        for i in range(n):
+            for j in range(n):
+                if i != j:
+                    out[i, j] = d[i, j] - d[i].sum() / (n - 2) - d[:, j].sum() / (n - 2) + d.sum() / ((n - 1) * (n - 2))
+        return out
+
+    a, b = u_centred(x), u_centred(y)
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+def test_unbiased_estimator_matches_its_reference_and_is_not_inflated_by_width():
+    x, y = _pair(n=30, seed=7)
+    got = distance_correlation(torch.tensor(x), torch.tensor(y), clamp=1e-12, estimator="unbiased").item()
+    assert got == pytest.approx(textbook_unbiased_dcor2(x, y), abs=1e-4)
+    g = torch.Generator().manual_seed(8)
+    wide_a, wide_b = torch.randn(64, 1280, generator=g), torch.randn(64, 1024, generator=g)
+    assert distance_correlation(wide_a, wide_b).item() > 0.95  # the biased V-statistic saturates
+    assert abs(distance_correlation(wide_a, wide_b, estimator="unbiased").item()) < 0.05
+    assert distance_correlation(wide_a, wide_a, estimator="unbiased").item() == pytest.approx(1.0, abs=1e-5)

@@ -43,6 +43,9 @@ class MVMRConfig(MethodConfig):
         "paper", description="paper: maximise dCor with hand-crafted terms (1 - dCor); released: official code (+dCor)"
     )
     dcor_clamp: float = Field(1e-4, gt=0, description="clamp on squared pairwise distances inside dCor")
+    dcor_estimator: Literal["biased", "unbiased"] = Field(
+        "biased", description="biased = paper's V-statistic dCor; unbiased = bias-corrected dCor² (ours, for wide embeddings / small batches)"
+    )
     std_gamma: float = Field(1.0, gt=0, description="std hinge margin γ")
     std_eps: float = Field(1e-4, ge=0, description="std hinge ε (official code: 0)")
     hog_binning: Literal["fractional", "released"] = Field("fractional", description="HOG vote split (released = official)")
@@ -91,6 +94,8 @@ class MVMR(DistillMethod):
             notes.append("handcrafted_sign: released")
         if m.hog_binning == "released" and "hog" in m.chosen_representations():
             notes.append("hog_binning: released")
+        if m.dcor_estimator == "unbiased":
+            notes.append("dcor_estimator: unbiased")
         return notes
 
     def _weight(self, term: str) -> float:
@@ -101,7 +106,7 @@ class MVMR(DistillMethod):
         augmented, original = batch["views"]["aug"], batch["views"]["original"]
         z_aug = self.projector(self.student(augmented))  # two passes: separate BatchNorm statistics per view
         z_orig = self.projector(self.student(original))
-        dcor = lambda a, b: distance_correlation(a, b, clamp=m.dcor_clamp)  # noqa: E731
+        dcor = lambda a, b: distance_correlation(a, b, clamp=m.dcor_clamp, estimator=m.dcor_estimator)  # noqa: E731
         terms = {
             "mse": F.mse_loss(z_orig.float(), z_aug.float()),
             "std": std_hinge(z_aug, m.std_gamma, m.std_eps) + std_hinge(z_orig, m.std_gamma, m.std_eps),
