@@ -1,6 +1,6 @@
 """Speed benchmarks (BENCHMARKS.md, section P): each figure a ratio of two timings taken side by side.
 
-    python -m benchmarks.speed --tier cpu              # P1, P3, P4 on this machine
+    python -m benchmarks.speed --tier cpu              # P1, P2, P3, P4 on this machine
     python -m benchmarks.speed --tier smoke --only P4  # seconds, for CI
 
 Writes benchmarks/results/speed-<tier>.json (every timing, the machine, versions) and speed-<tier>.md.
@@ -103,6 +103,55 @@ def p3_cache_speedup(images: int) -> dict:
     }
 
 
+def p2_step_overhead(method: str, batch_size: int = 64, repeats: int = 10) -> dict:
+    """One training step with cached teacher signals (forward, loss, backward) / the bare student forward+backward
+    on the same views, both measured here on the same batch (BENCHMARKS.md P2; goal <= 1.15)."""
+    from ssdistill.cache.signals import TableSignal
+    from ssdistill.config import build_config
+    from ssdistill.methods import METHODS
+    from ssdistill.models.students import Student
+
+    recipe = {"feature": "configs/demo/feature.yaml", "mvmr": "configs/demo/mvmr_kd.yaml"}[method]
+    cfg = build_config(REPO / recipe)
+    torch.manual_seed(0)
+    student = Student(cfg.student.arch)
+    table = TableSignal(torch.randn(batch_size, 1280).half(), "random")
+    module = METHODS[method](cfg, student, table)
+    module.log_loss = lambda loss, **terms: loss  # no Lightning trainer here: skip logging
+    size = cfg.student.resolution
+    views = {"student": torch.rand(batch_size, 3, size, size)} if method == "feature" else {
+        "aug": torch.rand(batch_size, 3, size, size), "original": torch.rand(batch_size, 3, size, size)}
+    batch = {"index": torch.arange(batch_size), "views": views}
+    passes = list(views.values())
+
+    def bare() -> None:
+        sum(student(x).float().mean() for x in passes).backward()
+
+    def full() -> None:
+        module.training_step(batch, 0).backward()
+
+    timings = {}
+    for name, step in [("bare", bare), ("full", full)] * 5:  # interleaved rounds, minimum taken: robust to CPU noise
+        module.zero_grad(set_to_none=True)
+        step()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            module.zero_grad(set_to_none=True)
+            step()
+        timings.setdefault(name, []).append((time.perf_counter() - start) / repeats)
+    bare_s, full_s = min(timings["bare"]), min(timings["full"])
+    return {
+        "figure": f"P2 step overhead, {method}",
+        "ratio": full_s / bare_s,
+        "goal": "<= 1.15",
+        "step_seconds": full_s,
+        "bare_seconds": bare_s,
+        "batch_size": batch_size,
+        "views": len(passes),
+        "recipe": recipe,
+    }
+
+
 def _clustered_features(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(classes, dim)).astype(np.float32)
@@ -167,7 +216,9 @@ def _markdown(record: dict) -> str:
         "| --- | ---: | --- | --- |",
     ]
     for row in record["rows"]:
-        if row["figure"].startswith("P1"):
+        if row["figure"].startswith("P2"):
+            detail = f"{row['step_seconds'] * 1000:.0f} ms vs bare student {row['bare_seconds'] * 1000:.0f} ms ({row['views']} view(s) of {row['batch_size']}, `{row['recipe']}`)"
+        elif row["figure"].startswith("P1"):
             detail = f"fill {row['fill_images_per_s']:.1f} img/s vs bare forward {row['bare_forward_images_per_s']:.1f} img/s ({row['images']} images); second open {row['second_open_seconds']:.2f} s"
         elif row["figure"].startswith("P3"):
             detail = f"online {row['online_epoch_seconds']:.1f} s vs cached {row['cached_epoch_seconds']:.1f} s per epoch of {row['images']} images"
@@ -180,13 +231,17 @@ def _markdown(record: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="ssdistill speed benchmarks (ratios measured side by side).")
     parser.add_argument("--tier", choices=sorted(TIERS), default="cpu")
-    parser.add_argument("--only", nargs="*", choices=("P1", "P3", "P4"), default=["P1", "P3", "P4"])
+    parser.add_argument("--only", nargs="*", choices=("P1", "P2", "P3", "P4"), default=["P1", "P2", "P3", "P4"])
     args = parser.parse_args()
     tier = TIERS[args.tier]
     rows = []
     if "P1" in args.only:
         rows.append(p1_cache_fill(tier["p1_images"]))
         print(rows[-1])
+    if "P2" in args.only:
+        for method in ("feature", "mvmr"):
+            rows.append(p2_step_overhead(method))
+            print(rows[-1])
     if "P3" in args.only:
         rows.append(p3_cache_speedup(tier["p3_images"]))
         print(rows[-1])
@@ -197,12 +252,20 @@ def main() -> None:
     record = {
         "tier": args.tier,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "command": f"python -m benchmarks.speed --tier {args.tier}" + (f" --only {' '.join(args.only)}" if args.only != ["P1", "P3", "P4"] else ""),
+        "command": f"python -m benchmarks.speed --tier {args.tier}" + (f" --only {' '.join(args.only)}" if args.only != ["P1", "P2", "P3", "P4"] else ""),
         "machine": _machine(),
         "rows": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"speed-{args.tier}.json").write_text(json.dumps(record, indent=2))
+    path = RESULTS / f"speed-{args.tier}.json"
+    if path.is_file():  # keep the rows this run did not measure (e.g. with --only); each row keeps its own date
+        measured = {row["figure"] for row in rows}
+        kept = [row for row in json.loads(path.read_text())["rows"] if row["figure"] not in measured]
+        record["rows"] = sorted(kept + rows, key=lambda row: row["figure"])
+        record["command"] = f"python -m benchmarks.speed --tier {args.tier}"
+    for row in rows:
+        row["date"] = record["date"]
+    path.write_text(json.dumps(record, indent=2))
     (RESULTS / f"speed-{args.tier}.md").write_text(_markdown(record))
     print(_markdown(record))
 
