@@ -78,17 +78,16 @@ def p3_cache_speedup(images: int) -> dict:
         common = {
             "data": {"train": str(_train_folder()), "val": None, "train_subset": images},
             "trainer": {"epochs": 1, "progress_bar": False},
-            "run": {"dir": scratch},
             "cache": {"dir": str(Path(scratch) / "cache")},
         }
         recipe = REPO / "configs" / "q1" / "feature.yaml"
-        distill(recipe, run={"dir": scratch, "name": "fill"}, **{k: v for k, v in common.items() if k != "run"}, quiet=True)
-        cached = distill(recipe, run={"dir": scratch, "name": "cached"}, **{k: v for k, v in common.items() if k != "run"}, quiet=True)
+        distill(recipe, run={"dir": scratch, "name": "fill"}, **common, quiet=True)
+        cached = distill(recipe, run={"dir": scratch, "name": "cached"}, **common, quiet=True)
         online = distill(
             recipe,
             run={"dir": scratch, "name": "online"},
             teacher={"precompute": False},
-            **{k: v for k, v in common.items() if k != "run"},
+            **common,
             quiet=True,
         )
     return {

@@ -60,3 +60,21 @@ def test_help_lists_every_option_with_a_default():
         if section != "method":
             flat |= {f"{section}.{f}" for f in model.annotation.model_fields}
     assert flat <= keys
+
+
+
+def test_distill_merges_overrides_and_keyword_sections_deeply(tmp_path):
+    import yaml
+
+    from ssdistill import distill
+    from ssdistill.errors import DataError
+
+    with pytest.raises(DataError):  # stops at the missing data, after writing the resolved config
+        distill(
+            overrides={"trainer": {"epochs": 2}},
+            trainer={"seed": 5},
+            data={"train": str(tmp_path / "missing")},
+            run={"dir": str(tmp_path), "name": "merge"},
+        )
+    saved = yaml.safe_load((tmp_path / "merge" / "config.yaml").read_text())
+    assert saved["trainer"]["epochs"] == 2 and saved["trainer"]["seed"] == 5

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from ssdistill.cache.bank import BankViews, cached_teacher_bank
 from ssdistill.cache.fill import cached_teacher_features
 from ssdistill.cache.signals import OnlineSignal, TableSignal, TeacherSignal
-from ssdistill.config import DistillConfig, TeacherConfig, build_config, parse_overrides
+from ssdistill.config import DistillConfig, TeacherConfig, build_config, merge_nested, parse_overrides
 from ssdistill.data.datasets import ImageSource, IndexedViews, open_images, seeded_subset
 from ssdistill.data.views import original_view
 from ssdistill.engine import metrics_csv
@@ -81,7 +81,7 @@ def distill(
     killed run from ``RUN_DIR/checkpoints/last.ckpt`` with its saved config (overrides still apply)."""
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
-    merged_overrides = {**(overrides or {}), **sections}
+    merged_overrides = merge_nested(overrides or {}, sections)
     if resume is not None:
         run_dir = existing_run_dir(resume)
         cfg = build_config(run_dir / "config.yaml", merged_overrides)
@@ -186,8 +186,7 @@ def _teacher_table(cfg: DistillConfig, teacher: FrozenTeacher, source: ImageSour
         return cached_teacher_features(
             teacher, source, name, cfg.data.eval_batch_size, cfg.data.num_workers, device, cfg.cache.dir, cfg.cache.dtype
         )
-    features, _ = extract_features(teacher, source, _teacher_view(teacher), cfg.data.eval_batch_size, cfg.data.num_workers, device, "teacher")
-    return features
+    return extract_features(teacher, source, _teacher_view(teacher), cfg.data.eval_batch_size, cfg.data.num_workers, device, "teacher")
 
 
 def _evaluate(cfg, student, initial_state, teacher, train_source, teacher_train_features, device):

@@ -193,11 +193,11 @@ def _check_keys(raw: dict[str, Any], model: type[BaseModel], prefix: str = "") -
             _check_keys(value, annotation, f"{prefix}{key}.")
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_nested(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_nested(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -252,7 +252,7 @@ def build_config(
         raw = dict(base or {})
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
-    raw = _merge(raw, overrides or {})
+    raw = merge_nested(raw, overrides or {})
     if isinstance(raw.get("method"), str):
         raw["method"] = {"name": raw["method"]}
     _check_keys(raw, DistillConfig)

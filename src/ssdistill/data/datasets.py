@@ -67,6 +67,7 @@ class FolderImages:
             self.labels = None
         if not self.paths:
             raise DataError(f"no images found under {self.root} (looked for {', '.join(('jpg', 'png', 'webp', '...'))})")
+        self._fingerprint: str | None = None
         self.skipped: list[Path] = []
         if skip_corrupt:
             good, self.skipped = keep_readable(self.paths)
@@ -89,10 +90,13 @@ class FolderImages:
             raise DataError(f"cannot read image {self.paths[index]} ({exc}); replace or delete it") from None
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha1()
-        for path in self.paths:
-            digest.update(f"{path.relative_to(self.root)}:{path.stat().st_size}\n".encode())
-        return digest.hexdigest()[:16]
+        """Relative paths and sizes of the files (one stat per file, done once per source)."""
+        if self._fingerprint is None:
+            digest = hashlib.sha1()
+            for path in self.paths:
+                digest.update(f"{path.relative_to(self.root)}:{path.stat().st_size}\n".encode())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
 
 
 class TorchvisionImages:

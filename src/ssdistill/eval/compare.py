@@ -44,10 +44,10 @@ def knn_side_by_side(
     for candidate in candidates:
         bank = candidate.memory_features
         if bank is None:
-            bank, _ = extract_features(candidate.model, memory, candidate.view, batch_size, num_workers, device, f"{candidate.label} train")
+            bank = extract_features(candidate.model, memory, candidate.view, batch_size, num_workers, device, f"{candidate.label} train")
         queries = candidate.query_features
         if queries is None:
-            queries, _ = extract_features(candidate.model, query, candidate.view, batch_size, num_workers, device, f"{candidate.label} val")
+            queries = extract_features(candidate.model, query, candidate.view, batch_size, num_workers, device, f"{candidate.label} val")
         scores = knn_accuracy(bank, memory_labels, queries, query_labels, k, temperature)
         scores["images_per_s"] = model_throughput(candidate.model, candidate.resolution, device=device)
         scores["params_m"] = sum(p.numel() for p in candidate.model.parameters()) / 1e6

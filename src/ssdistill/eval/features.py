@@ -22,18 +22,16 @@ def extract_features(
     num_workers: int = 2,
     device: torch.device | str = "cpu",
     desc: str = "features",
-) -> tuple[torch.Tensor, float]:
-    """Return fp32 features [N, D] (row i = sample i) and the images/s of the whole pass (loading included)."""
+) -> torch.Tensor:
+    """fp32 features [N, D], row i = sample i."""
     loader = DataLoader(IndexedViews(source, {"x": view}), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
     model.eval().to(device)
     rows: list[torch.Tensor] = []
-    start = time.perf_counter()
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
         rows.append(model(batch["views"]["x"].to(device, non_blocking=True)).float().cpu())
-    seconds = time.perf_counter() - start
     model.train(was_training)
-    return torch.cat(rows), len(source) / max(seconds, 1e-9)
+    return torch.cat(rows)
 
 
 @torch.no_grad()
