@@ -57,9 +57,23 @@ def test_help_lists_every_option_with_a_default():
     assert {"trainer.epochs", "data.train", "teacher.name", "method.loss", "eval.knn_k", "run.dir"} <= keys
     flat = set()
     for section, model in DistillConfig.model_fields.items():
-        if section != "method":
+        if section == "teachers":
+            assert "teachers" in keys
+        elif section != "method":
             flat |= {f"{section}.{f}" for f in model.annotation.model_fields}
     assert flat <= keys
+
+
+def test_further_teachers_are_checked_like_the_teacher_section():
+    cfg = build_config({"method": "mvmr", "teachers": [{"name": "cifar_resnet56", "weights": "w.th"}]})
+    assert cfg.teachers[0].name == "cifar_resnet56" and cfg.teachers[0].output == "pooled"
+    with pytest.raises(ConfigError, match=r"unknown config key 'teachers\[0\].wieghts'; did you mean 'teachers\[0\].weights'"):
+        build_config({"method": "mvmr", "teachers": [{"name": "x", "wieghts": "w.th"}]})
+    with pytest.raises(ConfigError, match="must be a list"):
+        build_config({"teachers": {"name": "x"}})
+    with pytest.raises(ConfigError, match="unknown loss term"):
+        build_config({"method": {"name": "mvmr", "weights": {"teacherx": 1}}})
+    assert build_config({"method": {"name": "mvmr", "weights": {"teacher2": 0.5}}}).method.weights == {"teacher2": 0.5}
 
 
 

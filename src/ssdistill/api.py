@@ -114,13 +114,20 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
 
     if kind == "table" and not cfg.teacher.precompute:
         kind = "online"
+    if cfg.teachers and not (method_class.multi_teacher and kind == "table"):
+        raise ConfigError(
+            f"method '{cfg.method.name}' uses one teacher; remove the 'teachers' list (multi-teacher methods: "
+            f"{', '.join(n for n, m in METHODS.items() if m.multi_teacher) or 'none'}; MV-MR needs mode=kd and teacher.precompute=true)"
+        )
     signal: TeacherSignal | None = None
+    extra_signals: list[TeacherSignal] = []
     teacher_train_features = None
     if kind == "table":
         start = time.perf_counter()
         teacher_train_features = _teacher_table(cfg, teacher, train_source, cfg.data.train, device)
-        timing["teacher_signal_seconds"] = time.perf_counter() - start
         signal = TableSignal(teacher_train_features, teacher.fingerprint)
+        extra_signals = [_extra_teacher_signal(cfg, extra, train_source, device) for extra in cfg.teachers]
+        timing["teacher_signal_seconds"] = time.perf_counter() - start
     elif kind == "online":
         signal = OnlineSignal(teacher)
     approximations: list[str] = list(method_class.deviations(cfg))
@@ -142,7 +149,7 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
     # re-seed so heads, data order and augmentations do not depend on how the teacher signal was obtained
     # (a cold cache fill draws random numbers, a warm cache does not)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    module = method_class(cfg, student, signal)
+    module = method_class(cfg, student, signal, extra_signals)
     if dataset is None:
         dataset = IndexedViews(train_source, method_class.train_views(cfg, teacher))
     loader = DataLoader(
@@ -171,13 +178,20 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
         return {}
 
     start = time.perf_counter()
-    knn, note = _evaluate(cfg, student.cpu(), initial_state, teacher, train_source, teacher_train_features, device)
+    reference = teacher if teacher is not None or not cfg.eval.teacher else build_teacher(cfg.teacher)
+    knn, note = _evaluate(cfg, student.cpu(), initial_state, reference, train_source, teacher_train_features, device)
     timing["eval_seconds"] = time.perf_counter() - start
-    results = _results_record(cfg, run_dir, student, teacher, train_source, knn, note, timing, trainer.global_step, approximations)
+    results = _results_record(cfg, run_dir, student, reference, train_source, knn, note, timing, trainer.global_step, approximations)
+    results["teacher_in_training"] = teacher is not None
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     if not quiet:
         print(format_summary(results))
     return results
+
+
+def _extra_teacher_signal(cfg: DistillConfig, teacher_cfg: TeacherConfig, source: ImageSource, device) -> TableSignal:
+    teacher = build_teacher(teacher_cfg)
+    return TableSignal(_teacher_table(cfg, teacher, source, cfg.data.train, device), teacher.fingerprint)
 
 
 def _teacher_table(cfg: DistillConfig, teacher: FrozenTeacher, source: ImageSource, name: str, device) -> torch.Tensor:
@@ -256,6 +270,7 @@ def _results_record(cfg, run_dir, student, teacher, train_source, knn, note, tim
             "output": teacher.output,
             "preprocess": teacher.preprocess.__dict__,
         },
+        "extra_teachers": [{"name": t.name, "weights": t.weights, "output": t.output} for t in cfg.teachers],
         "data": {
             "train": cfg.data.train,
             "train_size": len(train_source),
@@ -283,9 +298,10 @@ def format_summary(results: dict[str, Any]) -> str:
     knn = results.get("knn")
     student_arch = results["student"]["arch"]
     names = {
-        "teacher": f"teacher {results['teacher']['name']}" if results.get("teacher") else "teacher",
+        "teacher": (f"teacher {results['teacher']['name']}" if results.get("teacher") else "teacher")
+        + (" (reference, unused in training)" if results.get("teacher_in_training") is False else ""),
         "random_init": f"random-init {student_arch}",
-        "student": f"distilled {student_arch} ({results['method']})",
+        "student": f"{'distilled' if results.get('teacher_in_training', True) else 'trained'} {student_arch} ({results['method']})",
     }
     k = results["protocol"]["knn"]["k"]
     if knn:
@@ -352,7 +368,7 @@ def evaluate(
         cfg = build_config(cfg, updates)
         train_source = seeded_subset(_open(cfg, cfg.data.train), cfg.data.train_subset, cfg.trainer.seed)
         initial = build_student(cfg).state_dict()
-        teacher_model = build_teacher(cfg.teacher) if METHODS[cfg.method.name].teacher_signal(cfg) != "none" else None
+        teacher_model = build_teacher(cfg.teacher) if cfg.eval.teacher else None
         knn, note = _evaluate(cfg, student, initial, teacher_model, train_source, None, device)
         if knn is None:
             raise DataError(note)

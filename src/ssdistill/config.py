@@ -140,6 +140,10 @@ class DistillConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    teachers: list[TeacherConfig] = Field(
+        default_factory=list,
+        description="further frozen teachers for multi-teacher methods (MV-MR: one dCor term each); same keys as teacher",
+    )
     aug: AugConfig = Field(default_factory=AugConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -191,6 +195,13 @@ def _check_keys(raw: dict[str, Any], model: type[BaseModel], prefix: str = "") -
                 _check_keys(value, method_config_class(value.get("name", "feature")), "method.")
         elif isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, Section):
             _check_keys(value, annotation, f"{prefix}{key}.")
+        elif key == "teachers" and model is DistillConfig:
+            if not isinstance(value, list):
+                raise ConfigError(f"'teachers' must be a list of teacher sections, got {type(value).__name__}")
+            for position, item in enumerate(value):
+                if not isinstance(item, dict):
+                    raise ConfigError(f"teachers[{position}] must be a teacher section (name, weights, ...), got {item!r}")
+                _check_keys(item, TeacherConfig, f"teachers[{position}].")
 
 
 def merge_nested(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -8,17 +8,21 @@ from ssdistill.methods.mvmr import MVMR
 from ssdistill.models.students import Student
 
 
-def _method(mode: str, **method):
+class Table:
+    """A stand-in teacher table whose rows ask for gradient, to prove the loss never sends any back."""
+
+    def __init__(self, dim: int = 5) -> None:
+        self.dim = dim
+
+    def __call__(self, index, images=None):
+        return torch.randn(len(index), self.dim, generator=torch.Generator().manual_seed(int(index.sum())), requires_grad=True)
+
+
+def _method(mode: str, extra_teachers: int = 0, **method):
     cfg = build_config({"method": {"name": "mvmr", "mode": mode, "projector": [16, 8], **method}, "student": {"arch": "test_resnet", "resolution": 32}})
     student = Student("test_resnet")
-
-    class Table:
-        dim = 5
-
-        def __call__(self, index, images=None):
-            return torch.randn(len(index), 5, generator=torch.Generator().manual_seed(int(index.sum())), requires_grad=True)
-
-    return MVMR(cfg, student, Table() if mode == "kd" else None), cfg
+    extra = [Table(3 + i) for i in range(extra_teachers)]
+    return MVMR(cfg, student, Table() if mode == "kd" else None, extra), cfg
 
 
 def test_config_defaults_and_unknown_terms():
@@ -55,4 +59,17 @@ def test_sign_switch():
     paper.training_step(batch, 0)
     released.training_step(batch, 0)
     assert paper.terms["raw"].item() == pytest.approx(1 - released.terms["raw"].item(), abs=1e-5)
-    assert MVMR.deviations(released.cfg) == ["handcrafted_sign: released"]
+    assert MVMR.deviations(released.cfg)[0] == "handcrafted_sign: released"
+
+
+def test_every_teacher_gets_its_own_weighted_term():
+    method, _ = _method("kd", extra_teachers=2, weights={"teacher3": 0.0, "mse": 0.0, "std": 0.0, "views": 0.0})
+    method.log_loss = lambda loss, **terms: (setattr(method, "terms", terms), loss)[1]
+    batch = {"index": torch.arange(8), "views": {"aug": torch.rand(8, 3, 32, 32), "original": torch.rand(8, 3, 32, 32)}}
+    loss = method.training_step(batch, 0)
+    terms = method.terms
+    assert {"teacher", "teacher2", "teacher3"} <= set(terms)
+    # teacher3 is weighted 0, the SSL terms too: the loss is the sum of the first two teacher terms
+    assert loss.item() == pytest.approx((terms["teacher"] + terms["teacher2"]).item(), abs=1e-6)
+    with pytest.raises(ConfigError, match="weights.teacher4 names no teacher: this run has 3"):
+        _method("kd", extra_teachers=2, weights={"teacher4": 1.0})

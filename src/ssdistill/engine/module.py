@@ -22,12 +22,17 @@ class DistillMethod(L.LightningModule):
     name: str = ""
     config_class: type[MethodConfig] = MethodConfig
     description: str = ""
+    multi_teacher: bool = False  # whether the method reads the further teachers of the ``teachers`` config list
 
-    def __init__(self, cfg: DistillConfig, student: Student, signal: TeacherSignal | None) -> None:
+    def __init__(
+        self, cfg: DistillConfig, student: Student, signal: TeacherSignal | None, extra_signals: list[TeacherSignal] | None = None
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.student = student
-        self.signal = signal  # a plain object, not a submodule: the teacher is never in DDP or the checkpoint
+        # plain objects, not submodules: teachers are never in DDP or the checkpoint
+        self.signal = signal
+        self.extra_signals = list(extra_signals or [])
 
     # ----- what a method declares -----------------------------------------------------------------
     @classmethod
@@ -48,8 +53,9 @@ class DistillMethod(L.LightningModule):
 
     # ----- shared machinery ------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        if self.signal is not None:
-            self.signal.to(self.device)
+        for signal in [self.signal, *self.extra_signals]:
+            if signal is not None:
+                signal.to(self.device)
 
     def log_loss(self, loss: torch.Tensor, **terms: torch.Tensor) -> torch.Tensor:
         if not torch.isfinite(loss):

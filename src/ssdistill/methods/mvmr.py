@@ -9,6 +9,7 @@ the teacher cache (distillation mode, ``mode: kd``).
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import torch
@@ -18,12 +19,14 @@ from torch.nn import functional as F
 from ssdistill.config import DistillConfig, MethodConfig
 from ssdistill.data.views import augmented_view, original_view
 from ssdistill.engine.module import DistillMethod
+from ssdistill.errors import ConfigError
 from ssdistill.losses.dependence import distance_correlation
 from ssdistill.losses.regularisers import std_hinge
 from ssdistill.models.handcrafted import HANDCRAFTED, build_representations
 from ssdistill.models.heads import mlp
 
 TERMS = ("mse", "std", "views", "teacher", *HANDCRAFTED)
+EXTRA_TEACHER = re.compile(r"teacher(\d+)$")  # teacher2, teacher3, ...: the further teachers of the ``teachers`` list
 
 
 class MVMRConfig(MethodConfig):
@@ -37,14 +40,17 @@ class MVMRConfig(MethodConfig):
         None, description="hand-crafted representations of the original view; default: ssl [raw, hog, local_std], kd none"
     )
     weights: dict[str, float] = Field(
-        default_factory=dict, description=f"per-term weights (default 1): {', '.join(TERMS)}"
+        default_factory=dict,
+        description=f"per-term weights (default 1): {', '.join(TERMS)}, and teacher2, teacher3, ... for the 'teachers' list",
     )
     handcrafted_sign: Literal["paper", "released"] = Field(
         "paper", description="paper: maximise dCor with hand-crafted terms (1 - dCor); released: official code (+dCor)"
     )
     dcor_clamp: float = Field(1e-4, gt=0, description="clamp on squared pairwise distances inside dCor")
     dcor_estimator: Literal["biased", "unbiased"] = Field(
-        "biased", description="biased = paper's V-statistic dCor; unbiased = bias-corrected dCor² (ours, for wide embeddings / small batches)"
+        "unbiased",
+        description="unbiased = bias-corrected dCor² (default; the paper's V-statistic saturates near 1 for wide "
+        "embeddings and small batches, and we measured it teaching nothing at CPU scale); biased = the paper's dCor",
     )
     std_gamma: float = Field(1.0, gt=0, description="std hinge margin γ")
     std_eps: float = Field(1e-4, ge=0, description="std hinge ε (official code: 0)")
@@ -53,7 +59,7 @@ class MVMRConfig(MethodConfig):
     @field_validator("weights")
     @classmethod
     def _known_terms(cls, weights: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(weights) - set(TERMS))
+        unknown = sorted(k for k in weights if k not in TERMS and not EXTRA_TEACHER.match(k))
         if unknown:
             raise ValueError(f"unknown loss term(s) {unknown}; terms are {', '.join(TERMS)}")
         return weights
@@ -67,11 +73,17 @@ class MVMRConfig(MethodConfig):
 class MVMR(DistillMethod):
     name = "mvmr"
     config_class = MVMRConfig
-    description = "MV-MR: dCor between views and non-learnable representations (hand-crafted and/or teacher)"
+    description = "MV-MR: dCor between views and non-learnable representations (hand-crafted and/or teachers)"
+    multi_teacher = True
 
-    def __init__(self, cfg, student, signal) -> None:
-        super().__init__(cfg, student, signal)
+    def __init__(self, cfg, student, signal, extra_signals=None) -> None:
+        super().__init__(cfg, student, signal, extra_signals)
         m = cfg.method
+        teachers = 0 if signal is None else 1 + len(self.extra_signals)
+        for key in m.weights:
+            number = EXTRA_TEACHER.match(key)
+            if number and not 2 <= int(number.group(1)) <= teachers:
+                raise ConfigError(f"method.weights.{key} names no teacher: this run has {teachers} teacher(s) (teacher, teacher2, ...)")
         self.projector = mlp([student.dim, *m.projector], bn="hidden", bias=False)
         self.representations = build_representations(
             m.chosen_representations(), cfg.student.resolution, student.normalize, cfg.aug, m.hog_binning
@@ -95,7 +107,7 @@ class MVMR(DistillMethod):
         if m.hog_binning == "released" and "hog" in m.chosen_representations():
             notes.append("hog_binning: released")
         if m.dcor_estimator == "unbiased":
-            notes.append("dcor_estimator: unbiased")
+            notes.append("dcor_estimator: unbiased (bias-corrected dCor², not the paper's V-statistic)")
         return notes
 
     def _weight(self, term: str) -> float:
@@ -115,7 +127,9 @@ class MVMR(DistillMethod):
         for name, represent in self.representations.items():
             dependence = dcor(represent(original), z_aug)
             terms[name] = (1 - dependence) if m.handcrafted_sign == "paper" else dependence
-        if self.signal is not None:
-            terms["teacher"] = 1 - dcor(self.signal(batch["index"]).detach(), z_aug)
+        teachers = [self.signal, *self.extra_signals] if self.signal is not None else []
+        for position, signal in enumerate(teachers):  # teacher terms are always maximised (1 - dCor)
+            name = "teacher" if position == 0 else f"teacher{position + 1}"
+            terms[name] = 1 - dcor(signal(batch["index"]).detach(), z_aug)
         loss = sum(self._weight(name) * value for name, value in terms.items())
         return self.log_loss(loss, **terms)
