@@ -92,3 +92,13 @@ def test_distill_merges_overrides_and_keyword_sections_deeply(tmp_path):
         )
     saved = yaml.safe_load((tmp_path / "merge" / "config.yaml").read_text())
     assert saved["trainer"]["epochs"] == 2 and saved["trainer"]["seed"] == 5
+
+
+def test_every_shipped_recipe_is_a_valid_config():
+    from conftest import REPO
+
+    recipes = sorted((REPO / "configs").rglob("*.yaml"))
+    assert len(recipes) >= 6
+    for recipe in recipes:
+        cfg = build_config(recipe)
+        assert cfg.run.name, recipe
