@@ -15,7 +15,8 @@ class Table:
         self.dim = dim
 
     def __call__(self, index, images=None):
-        return torch.randn(len(index), self.dim, generator=torch.Generator().manual_seed(int(index.sum())), requires_grad=True)
+        self.last = torch.randn(len(index), self.dim, generator=torch.Generator().manual_seed(int(index.sum())), requires_grad=True)
+        return self.last
 
 
 def _method(mode: str, extra_teachers: int = 0, **method):
@@ -46,6 +47,20 @@ def test_gradients_reach_the_student_only():
     # the images reach the loss only through the student: hand-crafted features and the teacher carry no gradient
     raw_only = method.representations["raw"](batch["views"]["original"])
     assert not raw_only.requires_grad
+    assert method.signal.last.grad is None  # the teacher's rows asked for gradient and received none
+
+
+def test_each_term_reaches_only_its_own_pass():
+    """Per-term gradients: representation and teacher terms see the augmented pass only (z̃), the view terms both."""
+    method, _ = _method("kd", representations=["hog"])
+    method.log_loss = lambda loss, **terms: (setattr(method, "terms", terms), loss)[1]
+    aug = torch.rand(6, 3, 32, 32, requires_grad=True)
+    original = torch.rand(6, 3, 32, 32, requires_grad=True)
+    method.training_step({"index": torch.arange(6), "views": {"aug": aug, "original": original}}, 0)
+    for name, reaches_original in [("teacher", False), ("hog", False), ("views", True), ("mse", True)]:
+        grads = torch.autograd.grad(method.terms[name], [aug, original], retain_graph=True, allow_unused=True)
+        assert grads[0] is not None and grads[0].abs().sum() > 0, name
+        assert (grads[1] is not None and grads[1].abs().sum() > 0) == reaches_original, name
 
 
 def test_sign_switch():
