@@ -1,0 +1,86 @@
+"""InfoNCE in the two forms the contrastive methods need (METHODS 1.6), log-sum-exp in float32.
+
+* ``info_nce``: the general multi-positive form over any contrast set with positive weights W, an
+  exclusion mask E and per-anchor weights; rows without a positive are skipped, never NaN.
+* ``queue_nce``: the MoCo / BINGO / DisCo special case, one positive key per row in column 0 followed by
+  a queue of negatives, computed as logits ``[<u, k>, u Qᵀ] / τ`` without building W.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch.nn import functional as F
+
+
+class NCEResult(NamedTuple):
+    loss: torch.Tensor
+    skipped_rows: int  # anchors without any positive (left out of the mean)
+
+
+def info_nce(
+    anchors: torch.Tensor,
+    contrast: torch.Tensor,
+    positive_weights: torch.Tensor,
+    temperature: float,
+    exclude: torch.Tensor | None = None,
+    anchor_weights: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> NCEResult:
+    """ℓ_i = -Σ_j W_ij (s_ij - log Σ_{k not excluded} exp s_ik) / Σ_j W_ij with s = u vᵀ / τ.
+
+    ``reduction="mean"`` averages ω_i ℓ_i over the rows that have a positive; ``"weighted"`` divides by B."""
+    if anchors.ndim != 2 or contrast.ndim != 2 or anchors.shape[1] != contrast.shape[1]:
+        raise ValueError(f"anchors [B, D] and contrast [C, D] must share D, got {tuple(anchors.shape)} and {tuple(contrast.shape)}")
+    expected = (len(anchors), len(contrast))
+    if tuple(positive_weights.shape) != expected or (exclude is not None and tuple(exclude.shape) != expected):
+        raise ValueError(f"positive weights and exclusion mask must be [B, C] = {list(expected)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if reduction not in ("mean", "weighted"):
+        raise ValueError(f"unknown reduction '{reduction}' (mean, weighted)")
+    with torch.autocast(device_type=anchors.device.type, enabled=False):
+        logits = anchors.float() @ contrast.float().T / temperature
+        weights = positive_weights.float()
+        if exclude is not None:
+            logits = logits.masked_fill(exclude.bool(), float("-inf"))
+            weights = weights.masked_fill(exclude.bool(), 0.0)
+        log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+        log_prob = torch.where(weights > 0, log_prob, torch.zeros_like(log_prob))  # excluded -inf never meets a weight
+        totals = weights.sum(1)
+        valid = totals > 0
+        per_row = -(weights * log_prob).sum(1) / totals.clamp_min(1e-12)
+        if anchor_weights is not None:
+            per_row = per_row * anchor_weights.float()
+        per_row = per_row.masked_fill(~valid, 0.0)
+        denominator = valid.sum().clamp_min(1) if reduction == "mean" else torch.tensor(len(anchors))
+        return NCEResult(per_row.sum() / denominator, int((~valid).sum()))
+
+
+def queue_nce(query: torch.Tensor, positive_key: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """mean_i CE([<q_i, k_i>, q_i Qᵀ] / τ, 0): one positive per row, the queue rows as negatives.
+    Inputs are expected L2-normalised; ``positive_key`` and ``queue`` carry no gradient here."""
+    if query.shape != positive_key.shape or query.shape[1] != queue.shape[1]:
+        raise ValueError(f"query {tuple(query.shape)}, keys {tuple(positive_key.shape)} and queue {tuple(queue.shape)} disagree")
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        q = query.float()
+        positive = (q * positive_key.detach().float()).sum(1, keepdim=True)
+        negatives = q @ queue.detach().float().T
+        logits = torch.cat([positive, negatives], dim=1) / temperature
+        return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+
+
+def similarity_distribution_loss(
+    student: torch.Tensor, teacher: torch.Tensor, queue: torch.Tensor, student_temperature: float, teacher_temperature: float
+) -> torch.Tensor:
+    """SEED: soft cross-entropy H(p_t, softmax(ℓ_s)) between the teacher's and the student's similarity
+    distributions over [own teacher embedding, queue] (METHODS 3.9). Gradient reaches ``student`` only."""
+    if student.shape != teacher.shape or student.shape[1] != queue.shape[1]:
+        raise ValueError(f"student {tuple(student.shape)}, teacher {tuple(teacher.shape)} and queue {tuple(queue.shape)} disagree")
+    with torch.autocast(device_type=student.device.type, enabled=False):
+        s, t, bank = student.float(), teacher.detach().float(), queue.detach().float()
+        student_logits = torch.cat([(s * t).sum(1, keepdim=True), s @ bank.T], dim=1) / student_temperature
+        teacher_logits = torch.cat([(t * t).sum(1, keepdim=True), t @ bank.T], dim=1) / teacher_temperature
+        target = teacher_logits.softmax(dim=1)
+        return -(target * student_logits.log_softmax(dim=1)).sum(1).mean()

@@ -1,0 +1,49 @@
+"""FIFO queue of L2-normalised keys with their sample ids (METHODS 1.7), shared by MoCo-v2, SEED, DisCo and BINGO.
+
+Keys are all-gathered across DDP ranks before they are written, so every rank holds the same queue; the write
+wraps around the end (no divisibility requirement). The queue is a buffer: it is saved in checkpoints and a
+resumed run continues with the same negatives.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ssdistill.engine.distributed import all_gather_nograd
+
+
+def capped_queue_size(requested: int, dataset_size: int) -> int:
+    """A queue never holds more keys than there are images (older copies of the same image would repeat)."""
+    return max(1, min(requested, dataset_size))
+
+
+class KeyQueue(nn.Module):
+    def __init__(self, size: int, dim: int, seed: int = 0) -> None:
+        super().__init__()
+        if size < 1 or dim < 1:
+            raise ValueError(f"a queue needs a positive size and dimension, got {size} x {dim}")
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("keys", F.normalize(torch.randn(size, dim, generator=generator), dim=1))  # random unit keys, as MoCo
+        self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))  # -1: never written
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+
+    @property
+    def size(self) -> int:
+        return len(self.keys)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
+        keys, ids = all_gather_nograd(keys.detach()), all_gather_nograd(ids.detach())
+        if keys.ndim != 2 or keys.shape[1] != self.keys.shape[1]:
+            raise ValueError(f"queue keys are {self.keys.shape[1]}-d, got a batch of shape {tuple(keys.shape)}")
+        if len(keys) > self.size:
+            raise ValueError(
+                f"the queue holds {self.size} keys but one step enqueues {len(keys)} (the global batch); "
+                f"raise method.queue_size or lower data.batch_size"
+            )
+        positions = (self.pointer + torch.arange(len(keys), device=self.keys.device)) % self.size
+        self.keys[positions] = keys.to(self.keys.dtype)
+        self.ids[positions] = ids.to(self.ids.device)
+        self.pointer.copy_((self.pointer + len(keys)) % self.size)

@@ -1,0 +1,78 @@
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from ssdistill.losses.infonce import info_nce, queue_nce, similarity_distribution_loss
+from ssdistill.losses.queue import KeyQueue, capped_queue_size
+
+
+def test_info_nce_single_positive_by_hand():
+    u = torch.tensor([[1.0, 0.0]])
+    v = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    w = torch.tensor([[1.0, 0.0, 0.0]])
+    # s = [2, 0, -2] at tau 0.5: loss = -(2 - log(e^2 + 1 + e^-2))
+    expected = -(2.0 - math.log(math.exp(2) + 1 + math.exp(-2)))
+    assert info_nce(u, v, w, 0.5).loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_info_nce_multi_positive_exclusion_and_skipped_rows():
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    v = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    w = torch.tensor([[1.0, 0.0, 3.0], [0.0, 0.0, 0.0]])  # row 1 has no positive: skipped, not NaN
+    e = torch.tensor([[False, True, False], [False, False, False]])  # column 1 leaves row 0's denominator
+    result = info_nce(u, v, w, 1.0, exclude=e)
+    log_z = math.log(math.exp(1.0) + math.exp(0.6))
+    expected = -(1 * (1.0 - log_z) + 3 * (0.6 - log_z)) / 4
+    assert result.loss.item() == pytest.approx(expected, rel=1e-6) and result.skipped_rows == 1
+    weighted = info_nce(u, v, w, 1.0, exclude=e, anchor_weights=torch.tensor([2.0, 1.0]), reduction="weighted")
+    assert weighted.loss.item() == pytest.approx(2 * expected / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="share D"):
+        info_nce(u, torch.zeros(3, 5), w, 1.0)
+
+
+def test_queue_nce_equals_the_general_form_and_cross_entropy():
+    torch.manual_seed(0)
+    q, k, queue = (F.normalize(torch.randn(n, 8), dim=1) for n in (4, 4, 10))
+    fast = queue_nce(q, k, queue, 0.2)
+    contrast = torch.cat([k, queue])
+    weights = torch.zeros(4, 14)
+    weights[torch.arange(4), torch.arange(4)] = 1
+    exclude = torch.zeros(4, 14, dtype=torch.bool)
+    exclude[:, :4] = True
+    exclude[torch.arange(4), torch.arange(4)] = False  # each row sees its own key and the queue only
+    assert fast.item() == pytest.approx(info_nce(q, contrast, weights, 0.2, exclude=exclude).loss.item(), rel=1e-5)
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], 1) / 0.2
+    assert fast.item() == pytest.approx(F.cross_entropy(logits, torch.zeros(4, dtype=torch.long)).item(), rel=1e-6)
+
+
+def test_seed_loss_by_hand_and_gradient_to_the_student_only():
+    s = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    t = torch.tensor([[0.0, 1.0]], requires_grad=True)
+    queue = torch.tensor([[1.0, 0.0]])
+    # student logits [<s,t>, <s,q>] / 0.5 = [0, 2]; teacher [<t,t>, <t,q>] / 1 = [1, 0]
+    p_t = torch.tensor([math.e, 1.0]) / (math.e + 1)
+    log_p_s = torch.tensor([0.0, 2.0]) - math.log(1 + math.exp(2))
+    expected = -(p_t * log_p_s).sum().item()
+    loss = similarity_distribution_loss(s, t, queue, 0.5, 1.0)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert s.grad is not None and t.grad is None
+
+
+def test_queue_is_fifo_and_wraps_around():
+    queue = KeyQueue(size=5, dim=2)
+    assert (queue.ids == -1).all() and torch.allclose(queue.keys.norm(dim=1), torch.ones(5))
+    first = F.normalize(torch.arange(1, 7, dtype=torch.float).view(3, 2), dim=1)
+    queue.enqueue(first, torch.tensor([10, 11, 12]))
+    assert queue.ids.tolist() == [10, 11, 12, -1, -1] and int(queue.pointer) == 3
+    queue.enqueue(first[:3], torch.tensor([13, 14, 15]))  # wraps: 13, 14 at the end, 15 over the oldest
+    assert queue.ids.tolist() == [15, 11, 12, 13, 14] and int(queue.pointer) == 1
+    assert torch.equal(queue.keys[0], first[2])
+    with pytest.raises(ValueError, match="one step enqueues 6"):
+        queue.enqueue(torch.zeros(6, 2), torch.arange(6))
+    with pytest.raises(ValueError, match="2-d"):
+        queue.enqueue(torch.zeros(2, 3), torch.arange(2))
+    assert capped_queue_size(65536, 1000) == 1000 and capped_queue_size(128, 1000) == 128
+    assert set(queue.state_dict()) == {"keys", "ids", "pointer"}  # saved with checkpoints
