@@ -47,8 +47,8 @@ class FeatureDistillation(DistillMethod):
     config_class = FeatureConfig
     description = "feature regression: student + projector regresses the teacher embedding (cosine / MSE / smooth-L1)"
 
-    def __init__(self, cfg, student, signal) -> None:
-        super().__init__(cfg, student, signal)
+    def __init__(self, cfg, student, signal, extra_signals=None) -> None:
+        super().__init__(cfg, student, signal, extra_signals)
         self.projector = mlp([student.dim, *cfg.method.projector_hidden, signal.dim], bn="hidden")
 
     @classmethod
