@@ -145,11 +145,12 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
         signal = TableSignal(table, teacher.fingerprint)
         dataset = BankViews(train_source, params, repeats, cfg.student.resolution)
         approximations.append(f"teacher_bank({repeats})")
+    dataset = method_class.train_dataset(cfg, teacher, train_source, device) or dataset
 
     # re-seed so heads, data order and augmentations do not depend on how the teacher signal was obtained
     # (a cold cache fill draws random numbers, a warm cache does not)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    module = method_class(cfg, student, signal, extra_signals)
+    module = method_class(cfg, student, signal, extra_signals=extra_signals, dataset_size=len(train_source))
     if dataset is None:
         dataset = IndexedViews(train_source, method_class.train_views(cfg, teacher))
     loader = DataLoader(

@@ -23,7 +23,7 @@ def _method(mode: str, extra_teachers: int = 0, **method):
     cfg = build_config({"method": {"name": "mvmr", "mode": mode, "projector": [16, 8], **method}, "student": {"arch": "test_resnet", "resolution": 32}})
     student = Student("test_resnet")
     extra = [Table(3 + i) for i in range(extra_teachers)]
-    return MVMR(cfg, student, Table() if mode == "kd" else None, extra), cfg
+    return MVMR(cfg, student, Table() if mode == "kd" else None, extra_signals=extra), cfg
 
 
 def test_config_defaults_and_unknown_terms():

@@ -69,6 +69,22 @@ def cached_teacher_features(
     dtype: str = "float16",
 ) -> torch.Tensor:
     """Teacher outputs of the original view for every sample of ``source``: read from the cache, filled on first use."""
+    entry = filled_teacher_entry(teacher, source, dataset_name, batch_size, num_workers, device, root, dtype)
+    return entry.read(verify=False)  # open_or_fill has just checked it
+
+
+def filled_teacher_entry(
+    teacher: FrozenTeacher,
+    source: ImageSource,
+    dataset_name: str,
+    batch_size: int = 256,
+    num_workers: int = 2,
+    device: torch.device | str = "cpu",
+    root: str | None = None,
+    dtype: str = "float16",
+) -> Entry:
+    """The complete cache entry of the teacher's original-view outputs over ``source`` (filled on first use);
+    neighbour bags and k-means labels are stored beside it."""
     key = EntryKey(
         teacher=teacher.name,
         teacher_fingerprint=teacher.fingerprint,
@@ -82,4 +98,5 @@ def cached_teacher_features(
     entry = Entry(cache_root(root), key, teacher.dim, chunk_rows, label=dataset_name)
     rank, world = launch_rank_world()
     compute = teacher_compute(teacher, _OriginalViews(source, teacher), batch_size, num_workers, device, f"teacher cache {dataset_name}")
-    return open_or_fill(entry, compute, rank, world)
+    open_or_fill(entry, compute, rank, world)
+    return entry

@@ -25,11 +25,17 @@ class DistillMethod(L.LightningModule):
     multi_teacher: bool = False  # whether the method reads the further teachers of the ``teachers`` config list
 
     def __init__(
-        self, cfg: DistillConfig, student: Student, signal: TeacherSignal | None, extra_signals: list[TeacherSignal] | None = None
+        self,
+        cfg: DistillConfig,
+        student: Student,
+        signal: TeacherSignal | None,
+        extra_signals: list[TeacherSignal] | None = None,
+        dataset_size: int | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.student = student
+        self.dataset_size = dataset_size  # training images (queues are capped to it)
         # plain objects, not submodules: teachers are never in DDP or the checkpoint
         self.signal = signal
         self.extra_signals = list(extra_signals or [])
@@ -45,6 +51,11 @@ class DistillMethod(L.LightningModule):
         ``online``: the teacher must see the batch's own views; ``bank``: teacher outputs of a cached
         augmentation bank, looked up by ``batch["bank_row"]``; ``none``: no teacher."""
         raise NotImplementedError
+
+    @classmethod
+    def train_dataset(cls, cfg: DistillConfig, teacher: FrozenTeacher | None, source, device) -> "torch.utils.data.Dataset | None":
+        """A method-specific training dataset (for example neighbour pairs); None = the views of ``train_views``."""
+        return None
 
     @classmethod
     def deviations(cls, cfg: DistillConfig) -> list[str]:

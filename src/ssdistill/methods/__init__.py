@@ -1,8 +1,12 @@
 """Registry of distillation methods: name -> method class (a ``DistillMethod``)."""
 
+from ssdistill.methods.bingo import BINGO
+from ssdistill.methods.disco import DisCo
 from ssdistill.methods.feature import FeatureDistillation
+from ssdistill.methods.moco import MoCoV2
 from ssdistill.methods.mvmr import MVMR
+from ssdistill.methods.seed import SEED
 
-METHODS = {cls.name: cls for cls in (FeatureDistillation, MVMR)}
+METHODS = {cls.name: cls for cls in (FeatureDistillation, MVMR, MoCoV2, SEED, DisCo, BINGO)}
 
 __all__ = ["METHODS"]

@@ -76,8 +76,8 @@ class MVMR(DistillMethod):
     description = "MV-MR: dCor between views and non-learnable representations (hand-crafted and/or teachers)"
     multi_teacher = True
 
-    def __init__(self, cfg, student, signal, extra_signals=None) -> None:
-        super().__init__(cfg, student, signal, extra_signals)
+    def __init__(self, cfg, student, signal, **context) -> None:
+        super().__init__(cfg, student, signal, **context)
         m = cfg.method
         teachers = 0 if signal is None else 1 + len(self.extra_signals)
         for key in m.weights:

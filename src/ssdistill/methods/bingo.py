@@ -1,0 +1,118 @@
+"""BINGO (METHODS 3): bags of the teacher's K nearest neighbours, contrastive against teacher keys and a queue.
+
+Bags come once from the teacher cache (exact top-K cosine neighbours of the original-view embeddings, self
+excluded). Each item returns student views of its anchor (q_a) and of a random bag member (q_p); the teacher's keys
+t_a, t_p of further augmented views are computed online (default) or read from a cached augmentation bank
+(``teacher_keys: bank``, an approximation). With NCE(u, v) = CE([<u, v>, u Qᵀ] / τ, 0):
+
+official form (default): (w_o, w_c) = (1, 0) for the first ``warm_epochs`` epochs, then (0.5, 0.5);
+  L = [w_o NCE(s_a, t_a) + w_c NCE(s_a, t_p) + w_o NCE(s_p, t_p) + w_c NCE(s_p, t_a) + λ NCE(s_m, t_a) + (1 - λ) NCE(s_m, t_p)] / 3
+  with s_m the student's embedding of the batch CutMix of q_a and q_p (λ = share of anchor pixels);
+paper form: L = NCE(s_a, t_a) + NCE(s_p, t_a).
+Only t_a enters the queue.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch.nn import functional as F
+
+from ssdistill.cache.fill import filled_teacher_entry
+from ssdistill.cache.neighbours import cached_neighbours
+from ssdistill.config import DistillConfig, MethodConfig
+from ssdistill.data.mixing import batch_cutmix
+from ssdistill.data.pairs import NeighbourPairViews
+from ssdistill.data.views import augmented_view
+from ssdistill.engine.module import DistillMethod
+from ssdistill.errors import ConfigError
+from ssdistill.losses.infonce import queue_nce
+from ssdistill.losses.queue import KeyQueue, capped_queue_size
+from ssdistill.models.heads import mlp
+
+
+class BINGOConfig(MethodConfig):
+    name: Literal["bingo"] = "bingo"
+    bag_size: int = Field(5, gt=0, description="K teacher nearest neighbours per image")
+    head_hidden: list[int] = Field(default_factory=lambda: [2048], description="hidden widths of the student head")
+    queue_size: int = Field(65536, gt=0, description="teacher keys kept in the queue (capped at the number of training images)")
+    temperature: float = Field(0.2, gt=0, description="InfoNCE temperature τ")
+    loss_form: Literal["official", "paper"] = Field("official", description="official code (intra/inter, warm-up, CutMix, /3) or the paper's L_intra + L_inter")
+    warm_epochs: int = Field(10, ge=0, description="official form: epochs with intra terms only")
+    teacher_keys: Literal["online", "bank"] = Field("online", description="teacher keys of augmented views: online, or a cached augmentation bank")
+    bank_repeats: int = Field(8, gt=0, description="augmented views per image in the teacher bank (teacher_keys=bank)")
+
+
+class BINGO(DistillMethod):
+    name = "bingo"
+    config_class = BINGOConfig
+    description = "BINGO: bags of teacher nearest neighbours, InfoNCE against teacher keys and a queue"
+
+    def __init__(self, cfg, student, signal, **context) -> None:
+        super().__init__(cfg, student, signal, **context)
+        m = cfg.method
+        self.head = mlp([student.dim, *m.head_hidden, signal.dim], bn="none")
+        self.queue = KeyQueue(capped_queue_size(m.queue_size, self.dataset_size or m.queue_size), signal.dim, seed=cfg.trainer.seed)
+
+    @classmethod
+    def teacher_signal(cls, cfg: DistillConfig) -> str:
+        return "bank" if cfg.method.teacher_keys == "bank" else "online"
+
+    @classmethod
+    def train_views(cls, cfg: DistillConfig, teacher) -> dict:
+        views = {"q": augmented_view(cfg.student.resolution, cfg.aug)}
+        if cfg.method.teacher_keys == "online":
+            views["k"] = augmented_view(teacher.preprocess.resolution, cfg.aug, teacher.preprocess.interpolation)
+        return views
+
+    @classmethod
+    def train_dataset(cls, cfg: DistillConfig, teacher, source, device):
+        if not cfg.cache.enabled:
+            raise ConfigError("BINGO's neighbour bags are computed from the teacher cache: set cache.enabled=true")
+        if cfg.method.bag_size >= len(source):
+            raise ConfigError(f"method.bag_size={cfg.method.bag_size} needs more than {len(source)} training images")
+        entry = filled_teacher_entry(
+            teacher, source, cfg.data.train, cfg.data.eval_batch_size, cfg.data.num_workers, device, cfg.cache.dir, cfg.cache.dtype
+        )
+        bags = cached_neighbours(entry, cfg.method.bag_size, device=device).cpu()
+        repeats = cfg.method.bank_repeats if cfg.method.teacher_keys == "bank" else None
+        return NeighbourPairViews(source, bags, cls.train_views(cfg, teacher), repeats)
+
+    @classmethod
+    def deviations(cls, cfg: DistillConfig) -> list[str]:
+        return ["loss_form: paper"] if cfg.method.loss_form == "paper" else []
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.student(images)), dim=1)
+
+    def _teacher_keys(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        views = batch["views"]
+        if "bank_row" in batch:
+            anchor, neighbour = self.signal(batch["bank_row"]), self.signal(batch["bank_row_neighbour"])
+        else:
+            anchor, neighbour = self.signal(batch["index"], views["ka"]), self.signal(batch["neighbour"], views["kp"])
+        return F.normalize(anchor.detach().float(), dim=1), F.normalize(neighbour.detach().float(), dim=1)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        m = self.cfg.method
+        qa, qp = batch["views"]["qa"], batch["views"]["qp"]
+        ta, tp = self._teacher_keys(batch)
+        queue = self.queue.keys.clone()
+        nce = lambda u, v: queue_nce(u, v, queue, m.temperature)  # noqa: E731
+        sa, sp = self._embed(qa), self._embed(qp)
+        if m.loss_form == "paper":
+            intra, inter = nce(sa, ta), nce(sp, ta)
+            loss, terms = intra + inter, {"intra": intra, "inter": inter}
+        else:
+            own, cross = (1.0, 0.0) if self.current_epoch < m.warm_epochs else (0.5, 0.5)
+            mixed, lam = batch_cutmix(qa, qp)
+            sm = self._embed(mixed)
+            intra = nce(sa, ta) + nce(sp, tp)
+            inter = nce(sa, tp) + nce(sp, ta)
+            cutmix = lam * nce(sm, ta) + (1 - lam) * nce(sm, tp)
+            loss = (own * intra + cross * inter + cutmix) / 3
+            terms = {"intra": intra, "inter": inter, "cutmix": cutmix}
+        self.queue.enqueue(ta, batch["index"])
+        return self.log_loss(loss, **{k: v.detach() for k, v in terms.items()})

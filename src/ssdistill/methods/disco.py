@@ -1,0 +1,77 @@
+"""DisCo (METHODS 3.9): the student is a full MoCo-v2 learner (methods/moco.py) whose final embeddings of both
+views are also pulled to the teacher's: L = InfoNCE + w‖n(q₁) - n(t₁)‖² + w‖n(q₂) - n(t₂)‖², averaged over the
+batch; w = 32 reproduces the official code's sum over a 32-image GPU batch.
+
+The embedding is as wide as the teacher's output (DisCo compares them directly; the official teachers have a
+128-d MoCo head). ``teacher_view: same`` runs the teacher online on the two student views (as the paper);
+``original`` uses the cached teacher embedding of the non-augmented image for both terms (cheap; recorded as
+an approximation).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch.nn import functional as F
+
+from ssdistill.config import DistillConfig
+from ssdistill.data.views import augmented_view, original_view
+from ssdistill.methods.moco import MoCoConfig, MoCoV2
+
+
+class DisCoConfig(MoCoConfig):
+    name: Literal["disco"] = "disco"
+    head_hidden: list[int] | None = Field(
+        default_factory=lambda: [2048], description="hidden widths of the head (DisCo widens it to 2048 against the bottleneck)"
+    )
+    distill_weight: float = Field(32.0, ge=0, description="weight w of each view's squared distance to the teacher")
+    teacher_view: Literal["same", "original"] = Field(
+        "same", description="same: teacher online on both student views (paper); original: cached embedding of the original view"
+    )
+
+
+class DisCo(MoCoV2):
+    name = "disco"
+    config_class = DisCoConfig
+    description = "DisCo: MoCo-v2 student + squared distance of its final embeddings to the teacher's"
+
+    def embedding_dim(self) -> int:
+        return self.signal.dim
+
+    @classmethod
+    def teacher_signal(cls, cfg: DistillConfig) -> str:
+        return "online" if cfg.method.teacher_view == "same" else "table"
+
+    @classmethod
+    def train_views(cls, cfg: DistillConfig, teacher) -> dict:
+        if cfg.method.teacher_view == "original":
+            views = super().train_views(cfg, teacher)
+            if not cfg.teacher.precompute:  # the teacher then runs on the original view in the loop
+                views["teacher"] = original_view(teacher.preprocess.resolution, teacher.preprocess.crop_pct, teacher.preprocess.interpolation)
+            return views
+        pre = teacher.preprocess  # both views rendered at the teacher's resolution, downsampled for the student
+        view = augmented_view(pre.resolution, cfg.aug, pre.interpolation)
+        return {"query": view, "key": view}
+
+    @classmethod
+    def deviations(cls, cfg: DistillConfig) -> list[str]:
+        return ["teacher_view: original (teacher embedding of the non-augmented image)"] if cfg.method.teacher_view == "original" else []
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        views, index = batch["views"], batch["index"]
+        online = self.cfg.method.teacher_view == "same"
+        teacher_images = {name: views[name] for name in ("query", "key")}
+        if online:
+            size = (self.cfg.student.resolution,) * 2
+            batch = {**batch, "views": {n: F.interpolate(v, size=size, mode="bilinear", antialias=True) for n, v in views.items()}}
+        contrastive, q1, k = self.contrastive_step(batch)
+        q2 = self.query(batch["views"]["key"])
+        distances = []
+        for name, q in (("query", q1), ("key", q2)):
+            target = self.signal(index, teacher_images[name] if online else views.get("teacher")).detach()
+            distances.append((q - F.normalize(target.float(), dim=1)).pow(2).sum(1).mean())
+        distill = self.cfg.method.distill_weight * (distances[0] + distances[1])
+        self.queue.enqueue(k, index)
+        return self.log_loss(contrastive + distill, contrastive=contrastive.detach(), distill=distill.detach())

@@ -1,0 +1,93 @@
+"""MoCo-v2 on the student alone: the no-teacher baseline of BINGO's tables (METHODS 3.9).
+
+A query encoder (student + MLP head) and its momentum copy (the key encoder) see two augmented views of each
+image; the query must pick its own key out of a queue of earlier keys: CE([<q, k>, q Qᵀ] / τ, 0). The key batch
+goes through BatchNorm in ``bn_groups`` random sub-batches (a single-process stand-in for shuffle-BN, so batch
+statistics cannot leak which key belongs to which query). DisCo (methods/disco.py) extends this class.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from ssdistill.config import DistillConfig, MethodConfig
+from ssdistill.data.views import augmented_view
+from ssdistill.engine.module import DistillMethod
+from ssdistill.losses.infonce import queue_nce
+from ssdistill.losses.queue import KeyQueue, capped_queue_size
+from ssdistill.models.heads import mlp
+from ssdistill.models.momentum import momentum_copy, momentum_update
+
+
+class MoCoConfig(MethodConfig):
+    name: Literal["moco"] = "moco"
+    head_hidden: list[int] | None = Field(None, description="hidden widths of the head (default: one layer as wide as the backbone)")
+    out_dim: int = Field(128, gt=0, description="embedding width (queue width)")
+    queue_size: int = Field(65536, gt=0, description="negatives kept in the queue (capped at the number of training images)")
+    temperature: float = Field(0.2, gt=0, description="InfoNCE temperature τ")
+    momentum: float = Field(0.999, ge=0, le=1, description="key-encoder EMA momentum")
+    bn_groups: int = Field(4, ge=1, description="key batch split into this many sub-batches for BatchNorm (shuffle-BN stand-in)")
+
+
+class Query(nn.Module):
+    def __init__(self, student: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.student, self.head = student, head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.student(images)), dim=1)
+
+
+class MoCoV2(DistillMethod):
+    name = "moco"
+    config_class = MoCoConfig
+    description = "MoCo-v2 on the student, no teacher (baseline): momentum key encoder + queue + InfoNCE"
+
+    def __init__(self, cfg, student, signal, **context) -> None:
+        super().__init__(cfg, student, signal, **context)
+        m = cfg.method
+        hidden = m.head_hidden if m.head_hidden is not None else [student.dim]
+        self.head = mlp([student.dim, *hidden, self.embedding_dim()], bn="none")
+        self.query = Query(self.student, self.head)
+        self.key_encoder = momentum_copy(self.query)
+        size = capped_queue_size(m.queue_size, self.dataset_size or m.queue_size)
+        self.queue = KeyQueue(size, self.embedding_dim(), seed=cfg.trainer.seed)
+
+    def embedding_dim(self) -> int:
+        return self.cfg.method.out_dim
+
+    @classmethod
+    def teacher_signal(cls, cfg: DistillConfig) -> str:
+        return "none"
+
+    @classmethod
+    def train_views(cls, cfg: DistillConfig, teacher) -> dict:
+        view = augmented_view(cfg.student.resolution, cfg.aug)
+        return {"query": view, "key": view}
+
+    @torch.no_grad()
+    def keys(self, images: torch.Tensor) -> torch.Tensor:
+        """Key-encoder embeddings, BatchNorm statistics taken over ``bn_groups`` random sub-batches."""
+        groups = min(self.cfg.method.bn_groups, len(images) // 2) or 1
+        order = torch.randperm(len(images), device=images.device)
+        keys = torch.cat([self.key_encoder(chunk) for chunk in images[order].chunk(groups)])
+        return keys[torch.argsort(order)]
+
+    def contrastive_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(queue InfoNCE loss, query embeddings, keys); the keys enter the queue after the loss."""
+        views = batch["views"]
+        momentum_update(self.key_encoder, self.query, self.cfg.method.momentum)
+        q = self.query(views["query"])
+        k = self.keys(views["key"])
+        loss = queue_nce(q, k, self.queue.keys.clone(), self.cfg.method.temperature)
+        return loss, q, k
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _, k = self.contrastive_step(batch)
+        self.queue.enqueue(k, batch["index"])
+        return self.log_loss(loss)

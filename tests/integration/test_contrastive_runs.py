@@ -1,0 +1,32 @@
+"""MoCo-v2, SEED and DisCo end to end on a tiny teacher and student (real images, a few steps)."""
+
+import pytest
+import torch
+
+from integration.common import tiny_config
+from ssdistill import distill
+from ssdistill.api import load_student_from_run
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"name": "moco", "out_dim": 16, "momentum": 0.99},
+        {"name": "seed", "teacher_view": "same"},
+        {"name": "seed", "teacher_view": "bank", "bank_repeats": 2},
+        {"name": "disco", "teacher_view": "same", "head_hidden": [32]},
+        {"name": "disco", "teacher_view": "original", "head_hidden": [32]},
+    ],
+    ids=["moco", "seed-online", "seed-bank", "disco-online", "disco-cached"],
+)
+def test_contrastive_methods_run_and_checkpoint_their_queue(tmp_path, method):
+    config = tiny_config(tmp_path, method={**method})
+    config["method"].pop("projector_hidden")
+    results = distill(config, quiet=True)
+    assert results["steps"] == 12 and results["teacher_in_training"] == (method["name"] != "moco")
+    checkpoint = torch.load(tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt", weights_only=False)
+    state = checkpoint["state_dict"]
+    assert int(state["queue.pointer"]) == (12 * 16) % 64  # 12 steps of 16 keys into a queue capped at 64 images
+    assert not any(k.startswith("teacher") for k in state)
+    _, student = load_student_from_run(tmp_path / "runs" / "tiny")
+    assert student.dim > 0

@@ -1,0 +1,80 @@
+"""BINGO: neighbour pairs, loss forms, warm-up and queue behaviour on tiny models."""
+
+import pytest
+import torch
+
+from conftest import write_images
+from ssdistill.config import build_config
+from ssdistill.data.datasets import FolderImages
+from ssdistill.data.pairs import NeighbourPairViews
+from ssdistill.losses.infonce import queue_nce
+from ssdistill.methods import METHODS
+from ssdistill.models.students import Student
+
+
+class Keys:
+    """Teacher keys standing in for the online teacher: one fixed random vector per sample id."""
+
+    dim = 6
+
+    def __call__(self, index, images=None):
+        return torch.stack([torch.randn(6, generator=torch.Generator().manual_seed(int(i))) for i in index])
+
+
+def test_neighbour_pairs_draw_bag_members_only(tmp_path):
+    write_images(tmp_path / "imgs", 6, size=16)
+    source = FolderImages(tmp_path / "imgs")
+    bags = torch.tensor([[1, 2], [0, 2], [3, 4], [4, 5], [5, 0], [0, 1]])
+    pairs = NeighbourPairViews(source, bags, {"q": lambda image: torch.zeros(3, 4, 4)}, bank_repeats=3)
+    torch.manual_seed(0)
+    seen = {i: set() for i in range(6)}
+    for _ in range(30):
+        for i in range(6):
+            item = pairs[i]
+            assert item["neighbour"] != i and item["neighbour"] in bags[i].tolist()
+            assert set(item["views"]) == {"qa", "qp"}
+            assert item["bank_row"] // 3 == i and item["bank_row_neighbour"] // 3 == item["neighbour"]
+            seen[i].add(item["neighbour"])
+    assert all(seen[i] == set(bags[i].tolist()) for i in range(6))  # every member of a K=2 bag gets drawn
+    with pytest.raises(ValueError, match="bags must be"):
+        NeighbourPairViews(source, bags[:3], {})
+
+
+def _module(**method):
+    cfg = build_config({"method": {"name": "bingo", "head_hidden": [16], "queue_size": 32, **method}, "student": {"arch": "test_resnet", "resolution": 32}})
+    torch.manual_seed(0)
+    module = METHODS["bingo"](cfg, Student("test_resnet"), Keys(), dataset_size=100)
+    module.log_loss = lambda loss, **terms: (setattr(module, "terms", terms), loss)[1]
+    return module
+
+
+def _batch(n=8):
+    views = {name: torch.rand(n, 3, 32, 32) for name in ("qa", "qp", "ka", "kp")}
+    return {"index": torch.arange(n), "neighbour": torch.arange(n) + 50, "views": views}
+
+
+def test_official_form_warms_up_on_intra_terms_then_mixes_in_inter_terms(monkeypatch):
+    module = _module(warm_epochs=2)
+    batch = _batch()
+    warm = module.training_step(batch, 0)
+    terms = module.terms
+    assert set(terms) == {"intra", "inter", "cutmix"}
+    assert warm.item() == pytest.approx((terms["intra"] + terms["cutmix"]).item() / 3, rel=1e-5)
+    module.queue = type(module.queue)(32, 6)  # same queue as the first step
+    monkeypatch.setattr(type(module), "current_epoch", property(lambda self: 2))
+    after = module.training_step(batch, 0)
+    t = module.terms
+    assert after.item() == pytest.approx((0.5 * t["intra"] + 0.5 * t["inter"] + t["cutmix"]).item() / 3, rel=1e-4)
+
+
+def test_paper_form_and_only_anchor_keys_enter_the_queue():
+    module = _module(loss_form="paper")
+    batch = _batch()
+    queue_before = module.queue.keys.clone()
+    loss = module.training_step(batch, 0)
+    ta = torch.nn.functional.normalize(Keys()(batch["index"]), dim=1)
+    sa = module._embed(batch["views"]["qa"])
+    assert module.terms["intra"].item() == pytest.approx(queue_nce(sa, ta, queue_before, 0.2).item(), rel=1e-4)
+    assert loss.item() == pytest.approx((module.terms["intra"] + module.terms["inter"]).item(), rel=1e-6)
+    assert torch.allclose(module.queue.keys[:8], ta, atol=1e-6) and module.queue.ids[:8].tolist() == list(range(8))
+    assert METHODS["bingo"].deviations(module.cfg) == ["loss_form: paper"]

@@ -1,0 +1,85 @@
+"""MoCo-v2, SEED and DisCo training steps on tiny models: losses, gradients, queue and momentum behaviour."""
+
+import pytest
+import torch
+
+from ssdistill.config import build_config
+from ssdistill.errors import ConfigError
+from ssdistill.methods import METHODS
+from ssdistill.models.students import Student
+
+
+class Table:
+    def __init__(self, dim=6):
+        self.dim = dim
+
+    def __call__(self, index, images=None):
+        return torch.randn(len(index), self.dim, generator=torch.Generator().manual_seed(int(index.sum())))
+
+
+def _build(name, dataset_size=100, **method):
+    cfg = build_config({"method": {"name": name, **method}, "student": {"arch": "test_resnet", "resolution": 32}})
+    torch.manual_seed(0)
+    module = METHODS[name](cfg, Student("test_resnet"), None if name == "moco" else Table(), dataset_size=dataset_size)
+    module.log_loss = lambda loss, **terms: (setattr(module, "terms", terms), loss)[1]
+    return module
+
+
+def _two_view_batch(n=8):
+    return {"index": torch.arange(n), "views": {"query": torch.rand(n, 3, 32, 32), "key": torch.rand(n, 3, 32, 32)}}
+
+
+def test_moco_step_trains_the_query_encoder_only_and_fills_the_queue():
+    module = _build("moco", out_dim=16, queue_size=1000, momentum=0.5)
+    assert module.queue.size == 100  # capped at the dataset size
+    before = [p.clone() for p in module.key_encoder.parameters()]
+    loss = module.training_step(_two_view_batch(), 0)
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+    assert all(p.grad is None for p in module.key_encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.student.parameters())
+    assert module.queue.ids[:8].tolist() == list(range(8)) and int(module.queue.pointer) == 8
+    # the key encoder moved halfway towards the query encoder (momentum 0.5); both started equal
+    assert all(torch.allclose(b, p) for b, p in zip(before, module.key_encoder.parameters()))
+    with torch.no_grad():
+        for p in module.query.parameters():
+            p.add_(1.0)
+    module.training_step(_two_view_batch(), 1)
+    assert all(torch.allclose(k, b + 0.5) for k, b in zip(module.key_encoder.parameters(), before))
+    optimised = {id(p) for p in module.parameters() if p.requires_grad}
+    assert not any(id(p) in optimised for p in module.key_encoder.parameters())
+
+
+def test_moco_loss_is_log_of_queue_plus_one_for_uninformative_embeddings():
+    module = _build("moco", out_dim=4, queue_size=50)
+    q = torch.nn.functional.normalize(torch.ones(8, 4), dim=1)
+    module.query.forward = lambda images: q
+    module.keys = lambda images: q
+    module.queue.keys.copy_(q[:1].expand(50, 4))
+    loss = module.training_step(_two_view_batch(), 0)
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(51.0)).item(), rel=1e-5)  # every logit equal
+
+
+def test_seed_step_has_a_teacher_wide_head_and_enqueues_teacher_embeddings():
+    module = _build("seed", teacher_view="original", queue_size=64)
+    batch = {"index": torch.arange(8), "views": {"student": torch.rand(8, 3, 32, 32)}}
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    assert module.head[-1].out_features == 6 and torch.isfinite(loss)
+    expected = torch.nn.functional.normalize(Table()(torch.arange(8)), dim=1)
+    assert torch.allclose(module.queue.keys[:8], expected, atol=1e-6)
+    assert "teacher_view: original (teacher embedding of the non-augmented image)" in METHODS["seed"].deviations(module.cfg)
+
+
+def test_disco_adds_the_weighted_teacher_distance_to_the_contrastive_loss():
+    module = _build("disco", teacher_view="original", queue_size=64, distill_weight=2.0)
+    loss = module.training_step(_two_view_batch(), 0)
+    terms = module.terms
+    assert loss.item() == pytest.approx((terms["contrastive"] + terms["distill"]).item(), rel=1e-6)
+    assert 0 < terms["distill"].item() <= 2.0 * 2 * 4  # two squared distances of unit vectors, weight 2
+    assert module.queue.keys.shape == (64, 6)
+
+
+def test_unknown_method_options_are_rejected():
+    with pytest.raises(ConfigError, match="unknown config key 'method.temprature'"):
+        build_config({"method": {"name": "moco", "temprature": 0.1}})
