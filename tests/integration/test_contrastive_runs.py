@@ -16,8 +16,10 @@ from ssdistill.api import load_student_from_run
         {"name": "seed", "teacher_view": "bank", "bank_repeats": 2},
         {"name": "disco", "teacher_view": "same", "head_hidden": [32]},
         {"name": "disco", "teacher_view": "original", "head_hidden": [32]},
+        {"name": "bingo", "bag_size": 3, "head_hidden": [32], "warm_epochs": 1},
+        {"name": "bingo", "bag_size": 3, "head_hidden": [32], "teacher_keys": "bank", "bank_repeats": 2, "loss_form": "paper"},
     ],
-    ids=["moco", "seed-online", "seed-bank", "disco-online", "disco-cached"],
+    ids=["moco", "seed-online", "seed-bank", "disco-online", "disco-cached", "bingo-online", "bingo-bank"],
 )
 def test_contrastive_methods_run_and_checkpoint_their_queue(tmp_path, method):
     config = tiny_config(tmp_path, method={**method})
