@@ -34,3 +34,25 @@ def test_single_teacher_methods_refuse_a_teachers_list(tmp_path):
     config["teachers"] = [_second_teacher(tmp_path)]
     with pytest.raises(ConfigError, match="remove the 'teachers' list"):
         distill(config, quiet=True)
+
+
+def test_mvmr_teacher_term_teaches_the_student_on_real_images(tmp_path, demo_data):
+    """MV-MR's distillation term alone (view terms weighted 0), the demo setting: EfficientNet-Lite0 ->
+    MobileNetV3-Small at 96 px on 1,000 unlabelled Imagenette images, 20 epochs, bias-corrected dCor."""
+    from conftest import REPO
+
+    results = distill(
+        REPO / "configs" / "demo" / "mvmr_kd.yaml",
+        method={"weights": {"mse": 0.0, "std": 0.0, "views": 0.0}},
+        optim={"lr": 0.002},
+        trainer={"progress_bar": False},
+        eval={"teacher": False},
+        run={"dir": str(tmp_path), "name": "smoke"},
+        quiet=True,
+    )
+    rows = [r for r in csv.DictReader((tmp_path / "smoke" / "metrics.csv").open()) if r.get("train/teacher_epoch")]
+    first, last = float(rows[0]["train/teacher_epoch"]), float(rows[-1]["train/teacher_epoch"])
+    assert last < first - 0.1  # 1 - dCor² with the teacher falls (measured 0.97 -> 0.81)
+    knn = results["knn"]
+    # fixed seeds; measured 21.0 -> 28.8 on a 2-core CPU
+    assert knn["student"]["top1"] >= knn["random_init"]["top1"] + 5.0, knn

@@ -83,3 +83,8 @@ def test_disco_adds_the_weighted_teacher_distance_to_the_contrastive_loss():
 def test_unknown_method_options_are_rejected():
     with pytest.raises(ConfigError, match="unknown config key 'method.temprature'"):
         build_config({"method": {"name": "moco", "temprature": 0.1}})
+
+
+def test_disco_embedding_must_match_the_teacher_width():
+    with pytest.raises(ConfigError, match="differs from the teacher's 6-d output"):
+        _build("disco", teacher_view="original", out_dim=128)

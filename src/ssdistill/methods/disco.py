@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from ssdistill.config import DistillConfig
 from ssdistill.data.views import augmented_view, original_view
+from ssdistill.errors import ConfigError
 from ssdistill.methods.moco import MoCoConfig, MoCoV2
 
 
@@ -26,6 +27,7 @@ class DisCoConfig(MoCoConfig):
     head_hidden: list[int] | None = Field(
         default_factory=lambda: [2048], description="hidden widths of the head (DisCo widens it to 2048 against the bottleneck)"
     )
+    out_dim: int | None = Field(None, description="embedding width; must be the teacher's width (default), which DisCo compares it with")
     distill_weight: float = Field(32.0, ge=0, description="weight w of each view's squared distance to the teacher")
     teacher_view: Literal["same", "original"] = Field(
         "same", description="same: teacher online on both student views (paper); original: cached embedding of the original view"
@@ -38,6 +40,9 @@ class DisCo(MoCoV2):
     description = "DisCo: MoCo-v2 student + squared distance of its final embeddings to the teacher's"
 
     def embedding_dim(self) -> int:
+        wanted = self.cfg.method.out_dim
+        if wanted is not None and wanted != self.signal.dim:
+            raise ConfigError(f"method.out_dim={wanted} differs from the teacher's {self.signal.dim}-d output; DisCo compares the two, leave out_dim unset")
         return self.signal.dim
 
     @classmethod
