@@ -145,7 +145,9 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
         signal = TableSignal(table, teacher.fingerprint)
         dataset = BankViews(train_source, params, repeats, cfg.student.resolution)
         approximations.append(f"teacher_bank({repeats})")
-    dataset = method_class.train_dataset(cfg, teacher, train_source, device) or dataset
+    own_dataset = method_class.train_dataset(cfg, teacher, train_source, device)
+    if own_dataset is not None:
+        dataset = own_dataset
 
     # re-seed so heads, data order and augmentations do not depend on how the teacher signal was obtained
     # (a cold cache fill draws random numbers, a warm cache does not)

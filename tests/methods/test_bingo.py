@@ -60,7 +60,6 @@ def test_official_form_warms_up_on_intra_terms_then_mixes_in_inter_terms(monkeyp
     terms = module.terms
     assert set(terms) == {"intra", "inter", "cutmix"}
     assert warm.item() == pytest.approx((terms["intra"] + terms["cutmix"]).item() / 3, rel=1e-5)
-    module.queue = type(module.queue)(32, 6)  # same queue as the first step
     monkeypatch.setattr(type(module), "current_epoch", property(lambda self: 2))
     after = module.training_step(batch, 0)
     t = module.terms
@@ -76,5 +75,7 @@ def test_paper_form_and_only_anchor_keys_enter_the_queue():
     sa = module._embed(batch["views"]["qa"])
     assert module.terms["intra"].item() == pytest.approx(queue_nce(sa, ta, queue_before, 0.2).item(), rel=1e-4)
     assert loss.item() == pytest.approx((module.terms["intra"] + module.terms["inter"]).item(), rel=1e-6)
+    assert torch.equal(module.queue.keys, queue_before)  # staged until the step is over
+    module.commit_queues()
     assert torch.allclose(module.queue.keys[:8], ta, atol=1e-6) and module.queue.ids[:8].tolist() == list(range(8))
     assert METHODS["bingo"].deviations(module.cfg) == ["loss_form: paper"]

@@ -13,6 +13,7 @@ import torch
 from ssdistill.cache.signals import TeacherSignal
 from ssdistill.config import DistillConfig, MethodConfig
 from ssdistill.engine.schedule import warmup_cosine
+from ssdistill.losses.queue import KeyQueue
 from ssdistill.errors import TrainingError
 from ssdistill.models.students import Student
 from ssdistill.models.teachers import FrozenTeacher
@@ -100,5 +101,12 @@ class DistillMethod(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.commit_queues()
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def commit_queues(self) -> None:
+        """Keys staged by the step enter their queues after the optimiser step."""
+        for module in self.modules():
+            if isinstance(module, KeyQueue):
+                module.commit()
 

@@ -3,6 +3,10 @@
 Keys are all-gathered across DDP ranks before they are written, so every rank holds the same queue; the write
 wraps around the end (no divisibility requirement). The queue is a buffer: it is saved in checkpoints and a
 resumed run continues with the same negatives.
+
+A training step ``stage``s its keys; the engine ``commit``s them after the optimiser step
+(``DistillMethod.on_train_batch_end``), so the step's loss never sees its own keys and the queue it read is
+not overwritten while autograd still needs it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ssdistill.engine.distributed import all_gather_nograd
+from ssdistill.distributed import all_gather_nograd
 
 
 def capped_queue_size(requested: int, dataset_size: int) -> int:
@@ -28,6 +32,16 @@ class KeyQueue(nn.Module):
         self.register_buffer("keys", F.normalize(torch.randn(size, dim, generator=generator), dim=1))  # random unit keys, as MoCo
         self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))  # -1: never written
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+        self._staged: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def stage(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
+        """Keys and ids to enqueue at ``commit`` (after the step's backward pass)."""
+        self._staged = (keys.detach(), ids.detach())
+
+    def commit(self) -> None:
+        if self._staged is not None:
+            staged, self._staged = self._staged, None
+            self.enqueue(*staged)
 
     @property
     def size(self) -> int:

@@ -99,7 +99,7 @@ class BINGO(DistillMethod):
         m = self.cfg.method
         qa, qp = batch["views"]["qa"], batch["views"]["qp"]
         ta, tp = self._teacher_keys(batch)
-        queue = self.queue.keys.clone()
+        queue = self.queue.keys
         nce = lambda u, v: queue_nce(u, v, queue, m.temperature)  # noqa: E731
         sa, sp = self._embed(qa), self._embed(qp)
         if m.loss_form == "paper":
@@ -114,5 +114,5 @@ class BINGO(DistillMethod):
             cutmix = lam * nce(sm, ta) + (1 - lam) * nce(sm, tp)
             loss = (own * intra + cross * inter + cutmix) / 3
             terms = {"intra": intra, "inter": inter, "cutmix": cutmix}
-        self.queue.enqueue(ta, batch["index"])
+        self.queue.stage(ta, batch["index"])
         return self.log_loss(loss, **{k: v.detach() for k, v in terms.items()})

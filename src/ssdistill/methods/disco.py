@@ -78,5 +78,5 @@ class DisCo(MoCoV2):
             target = self.signal(index, teacher_images[name] if online else views.get("teacher")).detach()
             distances.append((q - F.normalize(target.float(), dim=1)).pow(2).sum(1).mean())
         distill = self.cfg.method.distill_weight * (distances[0] + distances[1])
-        self.queue.enqueue(k, index)
+        self.queue.stage(k, index)
         return self.log_loss(contrastive + distill, contrastive=contrastive.detach(), distill=distill.detach())

@@ -79,15 +79,15 @@ class MoCoV2(DistillMethod):
         return keys[torch.argsort(order)]
 
     def contrastive_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(queue InfoNCE loss, query embeddings, keys); the keys enter the queue after the loss."""
+        """(queue InfoNCE loss, query embeddings, keys); the caller stages the keys for the queue."""
         views = batch["views"]
         momentum_update(self.key_encoder, self.query, self.cfg.method.momentum)
         q = self.query(views["query"])
         k = self.keys(views["key"])
-        loss = queue_nce(q, k, self.queue.keys.clone(), self.cfg.method.temperature)
+        loss = queue_nce(q, k, self.queue.keys, self.cfg.method.temperature)
         return loss, q, k
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, _, k = self.contrastive_step(batch)
-        self.queue.enqueue(k, batch["index"])
+        self.queue.stage(k, batch["index"])
         return self.log_loss(loss)
