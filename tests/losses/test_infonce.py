@@ -76,3 +76,36 @@ def test_queue_is_fifo_and_wraps_around():
         queue.enqueue(torch.zeros(2, 3), torch.arange(2))
     assert capped_queue_size(65536, 1000) == 1000 and capped_queue_size(128, 1000) == 128
     assert set(queue.state_dict()) == {"keys", "ids", "pointer"}  # saved with checkpoints
+
+
+def test_excluded_queue_entries_leave_the_denominator():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    k = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    queue = torch.tensor([[1.0, 0.0], [0.0, -1.0]])
+    exclude = torch.tensor([[True, False], [False, False]])  # row 0's older own key (queue row 0) is no negative
+    # row 0: logits [1, (1), 0] -> -(1 - log(e + 1)); row 1: [1, 0, -1] -> -(1 - log(e + 1 + e^-1))
+    expected = (-(1 - math.log(math.e + 1)) - (1 - math.log(math.e + 1 + math.exp(-1)))) / 2
+    assert queue_nce(q, k, queue, 1.0, exclude=exclude).item() == pytest.approx(expected, rel=1e-6)
+    assert queue_nce(q, k, queue, 1.0).item() > expected  # the own older key counted as a negative costs more
+    with pytest.raises(ValueError, match=r"exclusion mask must be \[B, queue\] = \[2, 2\]"):
+        queue_nce(q, k, queue, 1.0, exclude=torch.zeros(2, 3, dtype=torch.bool))
+
+
+def test_seed_loss_without_the_excluded_entries_matches_the_shorter_queue():
+    torch.manual_seed(1)
+    s, t, queue = (F.normalize(torch.randn(n, 6), dim=1) for n in (3, 3, 5))
+    exclude = torch.zeros(3, 5, dtype=torch.bool)
+    exclude[:, 2] = True
+    masked = similarity_distribution_loss(s, t, queue, 0.2, 0.05, exclude=exclude)
+    shorter = similarity_distribution_loss(s, t, queue[[0, 1, 3, 4]], 0.2, 0.05)
+    assert torch.isfinite(masked) and masked.item() == pytest.approx(shorter.item(), rel=1e-6)
+    sharp = similarity_distribution_loss(s.requires_grad_(), t, queue, 0.2, 1e-4, exclude=exclude)  # underflowing target
+    sharp.backward()
+    assert torch.isfinite(sharp) and torch.isfinite(s.grad).all()
+
+
+def test_same_image_marks_the_older_keys_of_each_id():
+    queue = KeyQueue(size=4, dim=2)
+    queue.enqueue(F.normalize(torch.ones(3, 2), dim=1), torch.tensor([7, 8, 9]))
+    mask = queue.same_image(torch.tensor([8, 5, 7]))
+    assert mask.tolist() == [[False, True, False, False], [False] * 4, [True, False, False, False]]

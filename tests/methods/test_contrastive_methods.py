@@ -91,3 +91,14 @@ def test_unknown_method_options_are_rejected():
 def test_disco_embedding_must_match_the_teacher_width():
     with pytest.raises(ConfigError, match="differs from the teacher's 6-d output"):
         _build("disco", teacher_view="original", out_dim=128)
+
+
+def test_moco_does_not_count_the_older_key_of_the_same_image_as_a_negative():
+    module = _build("moco", out_dim=4, queue_size=50)
+    q = torch.nn.functional.normalize(torch.ones(8, 4), dim=1)
+    module.query.forward = lambda images: q
+    module.keys = lambda images: q
+    module.queue.keys.copy_(q[:1].expand(50, 4))
+    module.queue.ids[:8] = torch.arange(8)  # every query's own image already has a (identical) key in the queue
+    loss = module.training_step(_two_view_batch(), 0)
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(50.0)).item(), rel=1e-5)  # 49 negatives + the positive

@@ -58,29 +58,52 @@ def info_nce(
         return NCEResult(per_row.sum() / denominator, int((~valid).sum()))
 
 
-def queue_nce(query: torch.Tensor, positive_key: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
-    """mean_i CE([<q_i, k_i>, q_i Qᵀ] / τ, 0): one positive per row, the queue rows as negatives.
+def _check_exclude(exclude: torch.Tensor | None, rows: int, queue: torch.Tensor) -> None:
+    if exclude is not None and tuple(exclude.shape) != (rows, len(queue)):
+        raise ValueError(f"the exclusion mask must be [B, queue] = [{rows}, {len(queue)}], got {tuple(exclude.shape)}")
+
+
+def queue_nce(
+    query: torch.Tensor, positive_key: torch.Tensor, queue: torch.Tensor, temperature: float, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
+    """mean_i CE([<q_i, k_i>, q_i Qᵀ] / τ, 0): one positive per row, the queue rows as negatives except
+    those marked in ``exclude`` [B, Q] (e.g. older keys of the query's own image, which are not negatives).
     Inputs are expected L2-normalised; ``positive_key`` and ``queue`` carry no gradient here."""
     if query.shape != positive_key.shape or query.shape[1] != queue.shape[1]:
         raise ValueError(f"query {tuple(query.shape)}, keys {tuple(positive_key.shape)} and queue {tuple(queue.shape)} disagree")
+    _check_exclude(exclude, len(query), queue)
     with torch.autocast(device_type=query.device.type, enabled=False):
         q = query.float()
         positive = (q * positive_key.detach().float()).sum(1, keepdim=True)
         negatives = q @ queue.detach().float().T
+        if exclude is not None:
+            negatives = negatives.masked_fill(exclude.bool(), float("-inf"))
         logits = torch.cat([positive, negatives], dim=1) / temperature
         return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 
 
 def similarity_distribution_loss(
-    student: torch.Tensor, teacher: torch.Tensor, queue: torch.Tensor, student_temperature: float, teacher_temperature: float
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    queue: torch.Tensor,
+    student_temperature: float,
+    teacher_temperature: float,
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SEED: soft cross-entropy H(p_t, softmax(ℓ_s)) between the teacher's and the student's similarity
-    distributions over [own teacher embedding, queue] (METHODS 3.9). Gradient reaches ``student`` only."""
+    distributions over [own teacher embedding, queue minus the ``exclude``d entries] (METHODS 3.9).
+    Gradient reaches ``student`` only."""
     if student.shape != teacher.shape or student.shape[1] != queue.shape[1]:
         raise ValueError(f"student {tuple(student.shape)}, teacher {tuple(teacher.shape)} and queue {tuple(queue.shape)} disagree")
+    _check_exclude(exclude, len(student), queue)
     with torch.autocast(device_type=student.device.type, enabled=False):
         s, t, bank = student.float(), teacher.detach().float(), queue.detach().float()
         student_logits = torch.cat([(s * t).sum(1, keepdim=True), s @ bank.T], dim=1) / student_temperature
         teacher_logits = torch.cat([(t * t).sum(1, keepdim=True), t @ bank.T], dim=1) / teacher_temperature
+        if exclude is not None:
+            dropped = torch.cat([torch.zeros_like(exclude[:, :1]), exclude], dim=1).bool()
+            student_logits = student_logits.masked_fill(dropped, float("-inf"))
+            teacher_logits = teacher_logits.masked_fill(dropped, float("-inf"))
         target = teacher_logits.softmax(dim=1)
-        return -(target * student_logits.log_softmax(dim=1)).sum(1).mean()
+        log_prob = student_logits.log_softmax(dim=1).masked_fill(target == 0, 0.0)  # excluded: 0 · -inf would be NaN
+        return -(target * log_prob).sum(1).mean()

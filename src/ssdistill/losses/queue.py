@@ -19,7 +19,8 @@ from ssdistill.distributed import all_gather_nograd
 
 
 def capped_queue_size(requested: int, dataset_size: int) -> int:
-    """A queue never holds more keys than there are images (older copies of the same image would repeat)."""
+    """A queue never holds more keys than there are images (older copies of the same image would repeat);
+    even at that size it holds one older key of every image, which the losses exclude (``same_image``)."""
     return max(1, min(requested, dataset_size))
 
 
@@ -42,6 +43,11 @@ class KeyQueue(nn.Module):
         if self._staged is not None:
             staged, self._staged = self._staged, None
             self.enqueue(*staged)
+
+    def same_image(self, ids: torch.Tensor) -> torch.Tensor:
+        """[B, size] mask of the queue entries written for each of ``ids``: older keys of a query's own image,
+        which a contrastive loss must not count as negatives (the queue is as large as the dataset on small data)."""
+        return self.ids.unsqueeze(0) == ids.to(self.ids.device).unsqueeze(1)
 
     @property
     def size(self) -> int:

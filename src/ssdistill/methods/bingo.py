@@ -9,7 +9,7 @@ official form (default): (w_o, w_c) = (1, 0) for the first ``warm_epochs`` epoch
   L = [w_o NCE(s_a, t_a) + w_c NCE(s_a, t_p) + w_o NCE(s_p, t_p) + w_c NCE(s_p, t_a) + λ NCE(s_m, t_a) + (1 - λ) NCE(s_m, t_p)] / 3
   with s_m the student's embedding of the batch CutMix of q_a and q_p (λ = share of anchor pixels);
 paper form: L = NCE(s_a, t_a) + NCE(s_p, t_a).
-Only t_a enters the queue.
+Only t_a enters the queue; older queue keys of the anchor and of the drawn neighbour are not negatives.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ class BINGO(DistillMethod):
         qa, qp = batch["views"]["qa"], batch["views"]["qp"]
         ta, tp = self._teacher_keys(batch)
         queue = self.queue.keys
-        nce = lambda u, v: queue_nce(u, v, queue, m.temperature)  # noqa: E731
+        bag_pair = self.queue.same_image(batch["index"]) | self.queue.same_image(batch["neighbour"])  # not negatives
+        nce = lambda u, v: queue_nce(u, v, queue, m.temperature, exclude=bag_pair)  # noqa: E731
         sa, sp = self._embed(qa), self._embed(qp)
         if m.loss_form == "paper":
             intra, inter = nce(sa, ta), nce(sp, ta)

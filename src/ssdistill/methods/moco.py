@@ -84,10 +84,16 @@ class MoCoV2(DistillMethod):
         momentum_update(self.key_encoder, self.query, self.cfg.method.momentum)
         q = self.query(views["query"])
         k = self.keys(views["key"])
-        loss = queue_nce(q, k, self.queue.keys, self.cfg.method.temperature)
+        own = self.queue.same_image(batch["index"])  # older keys of the same image are not negatives
+        loss = queue_nce(q, k, self.queue.keys, self.cfg.method.temperature, exclude=own)
         return loss, q, k
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, _, k = self.contrastive_step(batch)
+        loss, q, k = self.contrastive_step(batch)
         self.queue.stage(k, batch["index"])
-        return self.log_loss(loss)
+        return self.log_loss(loss, **self.key_agreement(q, k))
+
+    @torch.no_grad()
+    def key_agreement(self, q: torch.Tensor, k: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Monitoring: mean cosine of each query with its own key, and with the queue's keys."""
+        return {"positive_cos": (q * k).sum(1).mean(), "queue_cos": (q @ self.queue.keys.T).mean()}

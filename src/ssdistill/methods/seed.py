@@ -61,6 +61,7 @@ class SEED(DistillMethod):
         images, target = student_images_and_target(batch, self.signal, self.cfg.student.resolution)
         s = F.normalize(self.head(self.student(images)), dim=1)
         t = F.normalize(target.float(), dim=1)
-        loss = similarity_distribution_loss(s, t, self.queue.keys, m.student_temperature, m.teacher_temperature)
+        own = self.queue.same_image(batch["index"])  # older entries of the same image are left out of both distributions
+        loss = similarity_distribution_loss(s, t, self.queue.keys, m.student_temperature, m.teacher_temperature, exclude=own)
         self.queue.stage(t, batch["index"])
         return self.log_loss(loss)
