@@ -6,6 +6,7 @@ import torch
 from conftest import write_images
 from ssdistill.config import build_config
 from ssdistill.data.datasets import FolderImages
+from ssdistill.errors import ConfigError
 from ssdistill.data.pairs import NeighbourPairViews
 from ssdistill.losses.infonce import queue_nce
 from ssdistill.methods import METHODS
@@ -79,3 +80,24 @@ def test_paper_form_and_only_anchor_keys_enter_the_queue():
     module.commit_queues()
     assert torch.allclose(module.queue.keys[:8], ta, atol=1e-6) and module.queue.ids[:8].tolist() == list(range(8))
     assert METHODS["bingo"].deviations(module.cfg) == ["loss_form: paper"]
+
+
+def test_teacher_batch_statistics_need_online_keys_and_reach_the_signal():
+    from ssdistill.cache.signals import OnlineSignal
+
+    with pytest.raises(ConfigError, match="teacher_bn=train needs method.teacher_keys=online"):
+        build_config({"method": {"name": "bingo", "teacher_bn": "train", "teacher_keys": "bank"}})
+
+    class Teacher:
+        dim, fingerprint = 6, "t"
+
+        def __call__(self, images, bn_groups=None):
+            self.groups = bn_groups
+            return torch.randn(len(images), 6)
+
+    cfg = build_config({"method": {"name": "bingo", "teacher_bn": "train", "teacher_bn_groups": 3}, "student": {"arch": "test_resnet", "resolution": 32}})
+    teacher = Teacher()
+    module = METHODS["bingo"](cfg, Student("test_resnet"), OnlineSignal(teacher), dataset_size=100)
+    module.log_loss = lambda loss, **terms: loss
+    module.training_step(_batch(), 0)
+    assert teacher.groups == 3

@@ -115,3 +115,15 @@ def test_logits_need_a_classifier(tmp_path):
     with pytest.raises(ModelError, match="no classifier"):
         build_teacher(TeacherConfig(name="test_resnet", weights=str(tmp_path / "headless.pth"), output="logits"))
     assert build_teacher(TeacherConfig(name="test_resnet", weights=str(tmp_path / "headless.pth"))).dim == 96
+
+
+def test_teacher_keys_with_batch_statistics_leave_the_eval_teacher_unchanged(demo_data):
+    teacher = build_teacher(TeacherConfig(name="efficientnet_lite0", channels_last=False))
+    images = torch.stack([original_view(224)(open_images(str(demo_data / "val")).load(i)) for i in range(8)])
+    before = teacher(images)
+    torch.manual_seed(0)
+    batch_mode = teacher(images, bn_groups=2)
+    assert batch_mode.shape == before.shape and not torch.allclose(batch_mode, before, atol=1e-3)
+    torch.manual_seed(0)
+    assert torch.allclose(teacher(images, bn_groups=2), batch_mode, atol=1e-5)  # same sub-batches, same keys
+    assert torch.equal(teacher(images), before)  # running statistics untouched

@@ -23,13 +23,17 @@ class TeacherSignal:
 class OnlineSignal(TeacherSignal):
     """Runs the frozen teacher on the images of the batch (needed when the teacher sees augmented views)."""
 
-    def __init__(self, teacher: FrozenTeacher) -> None:
+    def __init__(self, teacher: FrozenTeacher, bn_groups: int | None = None) -> None:
         self.teacher, self.dim, self.fingerprint = teacher, teacher.dim, teacher.fingerprint
+        self.bn_groups = bn_groups  # None: running BatchNorm statistics (eval mode); n: statistics of n random sub-batches
+
+    def with_batch_statistics(self, groups: int) -> "OnlineSignal":
+        return OnlineSignal(self.teacher, bn_groups=groups)
 
     def __call__(self, index: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         if images is None:
             raise ValueError("an online teacher signal needs the images of the batch")
-        return self.teacher(images)
+        return self.teacher(images, bn_groups=self.bn_groups)
 
     def to(self, device: torch.device | str) -> "OnlineSignal":
         self.teacher.to(device)

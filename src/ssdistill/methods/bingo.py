@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch.nn import functional as F
 
 from ssdistill.cache.fill import filled_teacher_entry
@@ -43,6 +43,16 @@ class BINGOConfig(MethodConfig):
     warm_epochs: int = Field(10, ge=0, description="official form: epochs with intra terms only")
     teacher_keys: Literal["online", "bank"] = Field("online", description="teacher keys of augmented views: online, or a cached augmentation bank")
     bank_repeats: int = Field(8, gt=0, description="augmented views per image in the teacher bank (teacher_keys=bank)")
+    teacher_bn: Literal["eval", "train"] = Field(
+        "eval", description="eval: running BatchNorm statistics; train: batch statistics as the official code (needs teacher_keys=online)"
+    )
+    teacher_bn_groups: int = Field(4, gt=0, description="teacher_bn=train: random sub-batches the statistics are taken over (shuffle-BN stand-in)")
+
+    @model_validator(mode="after")
+    def _batch_statistics_need_an_online_teacher(self) -> "BINGOConfig":
+        if self.teacher_bn == "train" and self.teacher_keys != "online":
+            raise ValueError("method.teacher_bn=train needs method.teacher_keys=online (cached keys were computed in eval mode)")
+        return self
 
 
 class BINGO(DistillMethod):
@@ -55,6 +65,8 @@ class BINGO(DistillMethod):
         m = cfg.method
         self.head = mlp([student.dim, *m.head_hidden, signal.dim], bn="none")
         self.queue = KeyQueue(capped_queue_size(m.queue_size, self.dataset_size or m.queue_size), signal.dim, seed=cfg.trainer.seed)
+        if m.teacher_bn == "train":
+            self.signal = signal.with_batch_statistics(m.teacher_bn_groups)
 
     @classmethod
     def teacher_signal(cls, cfg: DistillConfig) -> str:
@@ -82,7 +94,7 @@ class BINGO(DistillMethod):
 
     @classmethod
     def deviations(cls, cfg: DistillConfig) -> list[str]:
-        return ["loss_form: paper"] if cfg.method.loss_form == "paper" else []
+        return ["loss_form: paper"] if cfg.method.loss_form == "paper" else []  # teacher_keys=bank is recorded by the engine
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.student(images)), dim=1)

@@ -20,6 +20,7 @@ from ssdistill.data.views import augmented_view
 from ssdistill.engine.module import DistillMethod
 from ssdistill.losses.infonce import queue_nce
 from ssdistill.losses.queue import KeyQueue, capped_queue_size
+from ssdistill.models.batchnorm import grouped_forward
 from ssdistill.models.heads import mlp
 from ssdistill.models.momentum import momentum_copy, momentum_update
 
@@ -73,10 +74,7 @@ class MoCoV2(DistillMethod):
     @torch.no_grad()
     def keys(self, images: torch.Tensor) -> torch.Tensor:
         """Key-encoder embeddings, BatchNorm statistics taken over ``bn_groups`` random sub-batches."""
-        groups = min(self.cfg.method.bn_groups, len(images) // 2) or 1
-        order = torch.randperm(len(images), device=images.device)
-        keys = torch.cat([self.key_encoder(chunk) for chunk in images[order].chunk(groups)])
-        return keys[torch.argsort(order)]
+        return grouped_forward(self.key_encoder, images, self.cfg.method.bn_groups)
 
     def contrastive_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(queue InfoNCE loss, query embeddings, keys); the caller stages the keys for the queue."""

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from ssdistill.config import TeacherConfig
 from ssdistill.errors import ModelError
 from ssdistill.models.checkpoints import load_strict, read_state_dict, remap_keys, state_hash
+from ssdistill.models.batchnorm import batch_statistics, grouped_forward
 from ssdistill.models.cifar_resnet import CifarResNet
 from ssdistill.models.students import Normalize, create_timm
 
@@ -58,16 +59,23 @@ class FrozenTeacher(nn.Module):
         return super().train(False)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, bn_groups: int | None = None) -> torch.Tensor:
+        """``bn_groups``: BatchNorm uses the statistics of that many random sub-batches instead of its running
+        statistics (BINGO's official teacher; the running statistics are left untouched)."""
         size = self.preprocess.resolution
         if images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode=self.preprocess.interpolation, antialias=True, align_corners=False)
         x = self.normalize(images)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if bn_groups is None:
+            return self._embed(x)
+        with batch_statistics(self.model):
+            return grouped_forward(self._embed, x, bn_groups)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
         features = self.model.forward_features(x)
-        out = self.model.forward_head(features, pre_logits=self.output == "pooled")
-        return out.float()
+        return self.model.forward_head(features, pre_logits=self.output == "pooled").float()
 
 
 # ---------------------------------------------------------------------------------------------
