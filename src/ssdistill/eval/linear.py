@@ -1,0 +1,136 @@
+"""Linear probe and few-shot evaluation on frozen features (METHODS 1.16, BENCHMARKS Q1).
+
+A multinomial logistic regression, fitted full-batch with L-BFGS on standardised features. Its L2 strength is
+chosen on a seeded, class-stratified hold-out part of the *training* split, then the probe is refitted on the
+whole training split with that strength and scored once on the evaluation split. ``choose_weight_decay`` never
+receives evaluation features: hyperparameter selection cannot see the evaluation split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+WEIGHT_DECAY_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+
+@dataclass
+class LinearProbe:
+    weight: torch.Tensor  # [D, C], acting on standardised features
+    bias: torch.Tensor  # [C]
+    mean: torch.Tensor  # [D] training-feature mean
+    std: torch.Tensor  # [D] training-feature std
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return ((features.float() - self.mean) / self.std) @ self.weight + self.bias
+
+
+def fit_logistic(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int = 300
+) -> LinearProbe:
+    """argmin_W,b mean CE(x W + b, y) + weight_decay/2 ‖W‖² on standardised x (the bias is not penalised)."""
+    if len(features) != len(labels):
+        raise ValueError(f"{len(features)} features but {len(labels)} labels")
+    x = features.float()
+    mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
+    x = (x - mean) / std
+    y = labels.long()
+    weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)
+    bias = torch.zeros(num_classes, requires_grad=True)
+    optimiser = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-6, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = F.cross_entropy(x @ weight + bias, y) + 0.5 * weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimiser.step(closure)
+    return LinearProbe(weight.detach(), bias.detach(), mean, std)
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    ranked = logits.argsort(dim=1, descending=True)
+    truth = labels.long().view(-1, 1)
+    result = {"top1": 100.0 * (ranked[:, :1] == truth).any(1).float().mean().item()}
+    if logits.shape[1] >= 5:
+        result["top5"] = 100.0 * (ranked[:, :5] == truth).any(1).float().mean().item()
+    return result
+
+
+def stratified_split(labels: torch.Tensor, held_out: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit rows, held-out rows): ``held_out`` of every class (at least one, never all) held out, seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    fit, hold = [], []
+    for label in labels.unique():
+        rows = (labels == label).nonzero().flatten()
+        rows = rows[torch.randperm(len(rows), generator=generator)]
+        count = min(len(rows) - 1, max(1, round(held_out * len(rows)))) if len(rows) > 1 else 0
+        hold.append(rows[:count])
+        fit.append(rows[count:])
+    return torch.cat(fit).sort().values, torch.cat(hold).sort().values
+
+
+def choose_weight_decay(
+    train_features: torch.Tensor, train_labels: torch.Tensor, num_classes: int, grid=WEIGHT_DECAY_GRID, held_out: float = 0.2, seed: int = 0
+) -> tuple[float, dict[float, float]]:
+    """The grid value with the best top-1 on a stratified hold-out of the training split (ties: stronger decay)."""
+    fit, hold = stratified_split(train_labels, held_out, seed)
+    if len(hold) == 0:
+        raise ValueError("the training split is too small to hold out a validation part (one image per class)")
+    scores = {}
+    for weight_decay in grid:
+        probe = fit_logistic(train_features[fit], train_labels[fit], num_classes, weight_decay)
+        scores[weight_decay] = topk_accuracy(probe.logits(train_features[hold]), train_labels[hold])["top1"]
+    best = max(sorted(grid, reverse=True), key=lambda wd: scores[wd])
+    return best, scores
+
+
+def linear_probe(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    eval_features: torch.Tensor,
+    eval_labels: torch.Tensor,
+    grid=WEIGHT_DECAY_GRID,
+    held_out: float = 0.2,
+    seed: int = 0,
+) -> dict:
+    """Top-1/top-5 on the evaluation split of a probe whose L2 strength was chosen on the training split only."""
+    num_classes = int(max(train_labels.max(), eval_labels.max())) + 1
+    best, scores = choose_weight_decay(train_features, train_labels, num_classes, grid, held_out, seed)
+    probe = fit_logistic(train_features, train_labels, num_classes, best)
+    result = topk_accuracy(probe.logits(eval_features), eval_labels)
+    result.update(weight_decay=best, selection={str(k): v for k, v in scores.items()}, selected_on=f"{held_out:.0%} of train")
+    return result
+
+
+def class_balanced_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Rows of a seeded subset with ``fraction`` of every class's images (at least two per class)."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label in labels.unique():
+        rows = (labels == label).nonzero().flatten()
+        count = min(len(rows), max(2, round(fraction * len(rows))))
+        chosen.append(rows[torch.randperm(len(rows), generator=generator)[:count]])
+    return torch.cat(chosen).sort().values
+
+
+def few_shot(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    eval_features: torch.Tensor,
+    eval_labels: torch.Tensor,
+    fractions=(0.01, 0.1),
+    seed: int = 0,
+) -> dict[str, dict]:
+    """Linear probes trained on 1 % and 10 % of the labels (fixed, seeded, class-balanced subsets of train)."""
+    results = {}
+    for fraction in fractions:
+        rows = class_balanced_subset(train_labels, fraction, seed)
+        result = linear_probe(train_features[rows], train_labels[rows], eval_features, eval_labels, held_out=0.5, seed=seed)
+        result["labelled_images"] = len(rows)
+        results[f"{fraction:g}"] = result
+    return results
