@@ -31,6 +31,8 @@ from ssdistill.engine.rundir import RUN_DIR_ENV, atomic_write_text, existing_run
 from ssdistill.engine.trainer import build_trainer
 from ssdistill.errors import ConfigError, DataError, ModelError
 from ssdistill.eval.compare import Candidate, knn_side_by_side
+from ssdistill.eval.monitor import KNNMonitor
+from ssdistill.eval.suite import KNN_PROTOCOLS, SuiteOptions, evaluate_suite
 from ssdistill.eval.features import extract_features
 from ssdistill.methods import METHODS
 from ssdistill.models.students import Student
@@ -164,7 +166,7 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
         persistent_workers=cfg.data.num_workers > 0,
         pin_memory=device.type == "cuda",
     )
-    trainer = build_trainer(cfg, run_dir, callbacks)
+    trainer = build_trainer(cfg, run_dir, [*callbacks, *_monitors(cfg, train_source)])
     last = run_dir / "checkpoints" / "last.ckpt"
     if resuming and not last.is_file():
         raise ConfigError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (the run stopped before its first checkpoint)")
@@ -182,14 +184,29 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
 
     start = time.perf_counter()
     reference = teacher if teacher is not None or not cfg.eval.teacher else build_teacher(cfg.teacher)
-    knn, note = _evaluate(cfg, student.cpu(), initial_state, reference, train_source, teacher_train_features, device)
+    knn, suite, note = _evaluate(cfg, student.cpu(), initial_state, reference, train_source, teacher_train_features, device, run_dir)
     timing["eval_seconds"] = time.perf_counter() - start
     results = _results_record(cfg, run_dir, student, reference, train_source, knn, note, timing, trainer.global_step, approximations)
+    results["evaluation"] = suite
     results["teacher_in_training"] = teacher is not None
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     if not quiet:
         print(format_summary(results))
     return results
+
+
+def _monitors(cfg: DistillConfig, train_source: ImageSource) -> list:
+    """The k-NN monitoring callback when ``eval.monitor_every`` asks for it (labelled memory and val needed)."""
+    if not cfg.eval.monitor_every:
+        return []
+    memory = _open(cfg, cfg.data.knn_train) if cfg.data.knn_train else train_source
+    if not cfg.data.val or memory.labels is None:
+        raise ConfigError("eval.monitor_every needs labelled data: a class-folder data.train (or data.knn_train) and data.val")
+    memory = seeded_subset(memory, min(cfg.eval.monitor_images, len(memory)), cfg.trainer.seed)
+    return [
+        KNNMonitor(memory, _open(cfg, cfg.data.val), _student_view(cfg), cfg.eval.monitor_every, cfg.eval.knn_k, cfg.eval.knn_t,
+                   cfg.data.eval_batch_size, cfg.data.num_workers)
+    ]
 
 
 def _extra_teacher_signal(cfg: DistillConfig, teacher_cfg: TeacherConfig, source: ImageSource, device) -> TableSignal:
@@ -206,7 +223,8 @@ def _teacher_table(cfg: DistillConfig, teacher: FrozenTeacher, source: ImageSour
     return extract_features(teacher, source, _teacher_view(teacher), cfg.data.eval_batch_size, cfg.data.num_workers, device, "teacher")
 
 
-def _evaluate(cfg, student, initial_state, teacher, train_source, teacher_train_features, device):
+def _candidates(cfg, student, initial_state, teacher, train_source, teacher_train_features, device):
+    """(candidates, memory split, evaluation split) for the side-by-side evaluation, or a note saying why there is none."""
     if not cfg.data.val:
         return None, "no data.val given: set data.val to a labelled split to get k-NN numbers"
     memory = _open(cfg, cfg.data.knn_train) if cfg.data.knn_train else train_source
@@ -229,10 +247,24 @@ def _evaluate(cfg, student, initial_state, teacher, train_source, teacher_train_
         random_student.load_state_dict(initial_state)
         candidates.append(Candidate("random_init", random_student, _student_view(cfg), cfg.student.resolution))
     candidates.append(Candidate("student", student, _student_view(cfg), cfg.student.resolution))
+    return (candidates, memory, query), None
+
+
+def _evaluate(cfg, student, initial_state, teacher, train_source, teacher_train_features, device, run_dir=None):
+    """(k-NN side by side, full evaluation or None, note): the full suite when ``eval.suite`` is full."""
+    found, note = _candidates(cfg, student, initial_state, teacher, train_source, teacher_train_features, device)
+    if found is None:
+        return None, None, note
+    candidates, memory, query = found
     knn = knn_side_by_side(
         candidates, memory, query, cfg.eval.knn_k, cfg.eval.knn_t, cfg.data.eval_batch_size, cfg.data.num_workers, device
     )
-    return knn, None
+    suite = None
+    if cfg.eval.suite == "full":
+        options = SuiteOptions(knn=tuple(dict.fromkeys([(cfg.eval.knn_k, cfg.eval.knn_t), *KNN_PROTOCOLS])), seed=cfg.trainer.seed)
+        feature_dir = None if run_dir is None else Path(run_dir) / "features"
+        suite = evaluate_suite(candidates, memory, query, options, cfg.data.eval_batch_size, cfg.data.num_workers, device, feature_dir)
+    return knn, suite, None
 
 
 def _versions() -> dict[str, str]:
@@ -357,25 +389,41 @@ def evaluate(
     val: str | None = None,
     k: int = 20,
     temperature: float = 0.07,
+    full: bool = True,
     batch_size: int = 256,
     num_workers: int = 2,
     root: str = "~/.cache/ssdistill/datasets",
-) -> dict[str, dict[str, float]]:
-    """k-NN of a run's student (with its teacher and random-init reference) or of a teacher / timm model alone."""
+) -> dict[str, Any]:
+    """Evaluate a run's student next to its teacher and a random-init student, or a teacher / timm model alone.
+
+    For a run: ``{"knn": side-by-side k-NN (k, temperature), "evaluation": the full suite or None}``, also written
+    to ``RUN/evaluation.json`` (features kept under ``RUN/features``). For a model alone: its k-NN row."""
     if run is None and checkpoint is not None:
         run = Path(checkpoint).resolve().parent.parent
     device = _compute_device("auto")
     if run is not None:
         cfg, student = load_student_from_run(run, checkpoint)
-        updates = {"data": {"knn_train": train or cfg.data.knn_train, "val": val or cfg.data.val}, "eval": {"knn_k": k, "knn_t": temperature}}
+        updates = {
+            "data": {"knn_train": train or cfg.data.knn_train, "val": val or cfg.data.val},
+            "eval": {"knn_k": k, "knn_t": temperature, "suite": "full" if full else "knn"},
+        }
         cfg = build_config(cfg, updates)
         train_source = seeded_subset(_open(cfg, cfg.data.train), cfg.data.train_subset, cfg.trainer.seed)
         initial = build_student(cfg).state_dict()
         teacher_model = build_teacher(cfg.teacher) if cfg.eval.teacher else None
-        knn, note = _evaluate(cfg, student, initial, teacher_model, train_source, None, device)
+        knn, suite, note = _evaluate(cfg, student, initial, teacher_model, train_source, None, device, existing_run_dir(run))
         if knn is None:
             raise DataError(note)
-        return knn
+        record = {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "run_dir": str(run),
+            "checkpoint": str(checkpoint or Path(run) / "checkpoints" / "last.ckpt"),
+            "data": {"train": cfg.data.knn_train or cfg.data.train, "val": cfg.data.val},
+            "knn": knn,
+            "evaluation": suite,
+        }
+        atomic_write_text(existing_run_dir(run) / "evaluation.json", json.dumps(record, indent=2))
+        return record
     if teacher is None:
         raise ConfigError("ssdistill eval needs a run directory, --checkpoint, or --teacher NAME")
     if not train or not val:

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from ssdistill.errors import SsdistillError
 
@@ -39,9 +40,10 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "eval",
-        help="k-NN of a run's student (next to teacher and random init) or of a teacher/timm model",
-        description="k-NN top-1/top-5 of a distillation run or checkpoint (with its teacher and a random-init student), "
-        "or of a teacher / timm model alone (--teacher with --train/--val).",
+        help="evaluate a run's student next to its teacher and random init (k-NN, linear probe, few-shot, clustering)",
+        description="Full evaluation of a distillation run or checkpoint next to its teacher and a random-init student "
+        "(both k-NN protocols, linear probe, 1 %%/10 %% few-shot, k-means clustering, params, FLOPs, images/s; written to "
+        "RUN/evaluation.json), or k-NN of a teacher / timm model alone (--teacher with --train/--val).",
     )
     evaluate.add_argument("run", nargs="?", help="run directory made by `ssdistill distill`")
     evaluate.add_argument("--checkpoint", help="a checkpoint of a run (default: RUN/checkpoints/last.ckpt)")
@@ -53,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--t", type=float, default=0.07, help="k-NN temperature (default: 0.07)")
     evaluate.add_argument("--batch-size", type=int, default=256, help="feature-extraction batch (default: 256)")
     evaluate.add_argument("--num-workers", type=int, default=2, help="data-loading workers (default: 2)")
+    evaluate.add_argument("--knn-only", action="store_true", help="a run: only k-NN (skip linear probe, few-shot, clustering)")
+    evaluate.add_argument("--markdown", action="store_true", help="print the table as markdown (for a README)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     cache = commands.add_parser(
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "eval":
             from ssdistill.api import evaluate
 
-            knn = evaluate(
+            found = evaluate(
                 args.run,
                 checkpoint=args.checkpoint,
                 teacher=args.teacher,
@@ -147,14 +151,21 @@ def main(argv: list[str] | None = None) -> None:
                 val=args.val,
                 k=args.k,
                 temperature=args.t,
+                full=not args.knn_only,
                 batch_size=args.batch_size,
                 num_workers=args.num_workers,
             )
             if args.json:
-                print(json.dumps(knn, indent=2))
+                print(json.dumps(found, indent=2))
+            elif args.run or args.checkpoint:
+                from ssdistill.eval.tables import markdown_table, model_rows, text_table
+
+                header, rows = model_rows(found)
+                print((markdown_table if args.markdown else text_table)(header, rows))
+                print(f"(evaluated on {found['data']['val']}; written to {Path(found['run_dir']) / 'evaluation.json'})")
             else:
                 print(f"{'model':<24}{'k-NN top-1':>11}{'top-5':>8}{'images/s':>10}")
-                for name, row in knn.items():
+                for name, row in found.items():
                     print(f"{name:<24}{row['top1']:>10.1f}%{row.get('top5', float('nan')):>7.1f}%{row['images_per_s']:>10.0f}")
     except SsdistillError as exc:
         print(f"error: {exc}", file=sys.stderr)

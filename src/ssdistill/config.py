@@ -122,6 +122,11 @@ class EvalConfig(Section):
     knn_t: float = Field(0.07, gt=0, description="temperature of the weighted k-NN")
     teacher: bool = Field(True, description="also evaluate the teacher (same data, its own preprocessing)")
     random_init: bool = Field(True, description="also evaluate a random-init student (the student's initial weights)")
+    suite: Literal["knn", "full"] = Field(
+        "knn", description="after training: knn (k-NN only) or full (both k-NN protocols, linear probe, few-shot, clustering)"
+    )
+    monitor_every: int = Field(0, ge=0, description="k-NN of the student every N epochs during training, logged with the losses (0: off)")
+    monitor_images: int = Field(5000, gt=0, description="at most this many labelled training images as the monitoring k-NN memory")
 
 
 class RunConfig(Section):

@@ -35,6 +35,7 @@ def original_view(resolution: int, crop_pct: float = 0.875, interpolation: str =
     def view(image: Image.Image) -> torch.Tensor:
         return direct(image) if max(image.size) <= NATIVE_MAX_SIDE else cropped(image)
 
+    view.description = f"original_view({resolution}, {crop_pct}, {interpolation})"  # stable key for cached features
     return view
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ssdistill.data.datasets import ImageSource
-from ssdistill.eval.features import extract_features, model_throughput
+from ssdistill.eval.features import extract_features, model_flops, model_throughput
 from ssdistill.eval.knn import knn_accuracy
 
 
@@ -48,8 +48,9 @@ def knn_side_by_side(
         queries = candidate.query_features
         if queries is None:
             queries = extract_features(candidate.model, query, candidate.view, batch_size, num_workers, device, f"{candidate.label} val")
-        scores = knn_accuracy(bank, memory_labels, queries, query_labels, k, temperature)
+        scores = knn_accuracy(bank, memory_labels, queries, query_labels, k, temperature, device=device)
         scores["images_per_s"] = model_throughput(candidate.model, candidate.resolution, device=device)
+        scores["gflops"] = model_flops(candidate.model.to(device), candidate.resolution)
         scores["params_m"] = sum(p.numel() for p in candidate.model.parameters()) / 1e6
         results[candidate.label] = scores
     return results

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from ssdistill.data.datasets import ImageSource, IndexedViews
@@ -49,3 +50,16 @@ def model_throughput(model: nn.Module, resolution: int, batch_size: int = 64, re
     seconds = time.perf_counter() - start
     model.train(was_training)
     return batch_size * repeats / seconds
+
+
+@torch.no_grad()
+def model_flops(model: nn.Module, resolution: int) -> float:
+    """GFLOPs (2 x multiply-adds) of one forward pass on one image at ``resolution``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.rand(1, 3, resolution, resolution, device=device))
+    model.train(was_training)
+    return counter.get_total_flops() / 1e9

@@ -44,9 +44,13 @@ def knn_accuracy(
     query_labels: torch.Tensor,
     k: int = 20,
     temperature: float = 0.07,
+    device: torch.device | str | None = None,
 ) -> dict[str, float]:
-    """Top-1 (and top-5 when there are at least 5 classes) accuracy in percent."""
+    """Top-1 (and top-5 when there are at least 5 classes) accuracy in percent; ``device``: where the
+    similarities are computed (a GPU when available; queries stream through it in chunks)."""
     num_classes = int(max(train_labels.max(), query_labels.max())) + 1
+    if device is not None:
+        train_features = train_features.to(device)
     scores = knn_scores(train_features, train_labels, query_features, num_classes, k, temperature)
     ranked = scores.argsort(dim=1, descending=True)
     truth = query_labels.to(ranked.device).view(-1, 1)
