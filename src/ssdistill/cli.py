@@ -76,6 +76,18 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("--dir", help="cache folder (default: $SSDISTILL_CACHE_DIR or ~/.cache/ssdistill/teacher-cache)")
     cache.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="storage precision (default: float16)")
 
+    export = commands.add_parser(
+        "export",
+        help="write a run's student as student.safetensors + config.json that plain timm loads (optionally ONNX)",
+        description="Export the student of RUN_DIR: RUN_DIR/export/student.safetensors and config.json, loadable with "
+        "timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=...), num_classes=0); "
+        "--onnx also writes student.onnx (normalisation included, checked against PyTorch with onnxruntime).",
+    )
+    export.add_argument("run", help="run directory made by `ssdistill distill`")
+    export.add_argument("--checkpoint", help="a checkpoint of the run (default: RUN/checkpoints/last.ckpt)")
+    export.add_argument("--output", help="output folder (default: RUN/export)")
+    export.add_argument("--onnx", action="store_true", help="also write student.onnx")
+
     commands.add_parser("list", help="list methods and built-in teachers")
     return parser
 
@@ -133,6 +145,17 @@ def main(argv: list[str] | None = None) -> None:
             _print_list()
         elif args.command == "cache":
             _cache(args)
+        elif args.command == "export":
+            from ssdistill.export import export_run
+
+            written = export_run(args.run, args.checkpoint, args.output, args.onnx)
+            for what, path in written.items():
+                print(f"{what}: {path}")
+            config = json.loads(written["config"].read_text())
+            print(
+                f"load it with: timm.create_model('{config['architecture']}', pretrained=True, "
+                f"pretrained_cfg_overlay=dict(file='{written['weights']}'), num_classes=0)"
+            )
         elif args.command == "distill":
             from ssdistill.api import distill
 

@@ -1,0 +1,124 @@
+"""Ship a distilled student: ``student.safetensors`` (the timm backbone's own state dict, classifier removed) and a
+``config.json`` that plain timm understands, optionally ``student.onnx`` checked against PyTorch with onnxruntime.
+
+    timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=".../student.safetensors"), num_classes=0)
+
+gives the student's features for images normalised with the mean / std recorded in config.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from ssdistill.engine.rundir import atomic_write_text, existing_run_dir
+from ssdistill.errors import ModelError
+from ssdistill.models.students import Student
+
+
+def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def student_config(cfg, student: Student, results: dict | None, evaluation: dict | None, checkpoint: Path) -> dict[str, Any]:
+    """config.json: what timm needs (architecture, features, preprocessing) and where the student came from."""
+    from ssdistill import __version__
+
+    resolution = cfg.student.resolution
+    numbers: dict[str, Any] = {}
+    if results and results.get("knn"):
+        numbers["knn"] = {k: {m: v for m, v in row.items() if m in ("top1", "top5")} for k, row in results["knn"].items()}
+        numbers["knn_protocol"] = results["protocol"]["knn"]
+        numbers["retained_pct"] = results.get("retained_pct")
+        numbers["val"] = results["data"]["val"]
+    if evaluation and evaluation.get("evaluation"):
+        from ssdistill.eval.suite import headline_metrics
+
+        numbers["suite"] = {k: headline_metrics(row) for k, row in evaluation["evaluation"]["models"].items()}
+        numbers["suite_retained_pct"] = evaluation["evaluation"]["retained_pct"]
+    teacher = cfg.teacher
+    return {
+        "architecture": cfg.student.arch,
+        "num_classes": 0,
+        "num_features": student.dim,
+        "pretrained_cfg": {
+            "input_size": [3, resolution, resolution],
+            "interpolation": "bicubic",
+            "crop_pct": 0.875,
+            "mean": list(student.mean),
+            "std": list(student.std),
+            "num_classes": 0,
+        },
+        "ssdistill": {
+            "version": __version__,
+            "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "checkpoint": str(checkpoint),
+            "method": cfg.method.name,
+            "teacher": {"name": teacher.name, "weights": teacher.weights, "output": teacher.output},
+            "extra_teachers": [t.name for t in cfg.teachers],
+            "train_data": cfg.data.train,
+            "epochs": cfg.trainer.epochs,
+            "seed": cfg.trainer.seed,
+            "evaluation": numbers,
+        },
+    }
+
+
+def export_run(run: str | Path, checkpoint: str | Path | None = None, output: str | Path | None = None, onnx: bool = False) -> dict[str, Path]:
+    """Write student.safetensors + config.json (and student.onnx) for a finished run; returns the written paths."""
+    from ssdistill.api import load_student_from_run
+
+    run_dir = existing_run_dir(run)
+    cfg, student = load_student_from_run(run_dir, checkpoint)
+    student.eval()
+    out = Path(output) if output else run_dir / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous().clone() for k, v in student.backbone.state_dict().items()}
+    _atomic_save_safetensors(weights, out / "student.safetensors", {"format": "pt", "architecture": cfg.student.arch})
+    read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None  # noqa: E731
+    config = student_config(cfg, student, read("results.json"), read("evaluation.json"), Path(checkpoint or run_dir / "checkpoints" / "last.ckpt"))
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2))
+    written = {"weights": out / "student.safetensors", "config": out / "config.json"}
+    if onnx:
+        written["onnx"] = export_onnx(student, cfg.student.resolution, out / "student.onnx")
+    return written
+
+
+def export_onnx(student: Student, resolution: int, path: Path, tolerance: float = 1e-4) -> Path:
+    """ONNX of the whole student (normalisation included: input images in [0, 1]), dynamic batch, checked with
+    onnxruntime against PyTorch on random images."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ModelError("--onnx needs onnx and onnxruntime: pip install 'ssdistill[onnx]'") from exc
+    images = torch.rand(2, 3, resolution, resolution)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.onnx.export(
+        student, (images,), str(tmp), input_names=["images"], output_names=["features"],
+        dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, dynamo=False,
+    )
+    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    check = torch.rand(3, 3, resolution, resolution)
+    with torch.no_grad():
+        expected = student(check).numpy()
+    got = session.run(None, {"images": check.numpy()})[0]
+    error = float(abs(got - expected).max())
+    if error > tolerance * max(1.0, float(abs(expected).max())):
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"the ONNX export differs from PyTorch by {error:.2e}; please report this architecture")
+    os.replace(tmp, path)
+    return path
