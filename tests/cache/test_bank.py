@@ -31,3 +31,24 @@ def test_a_bank_run_trains_and_is_flagged_as_an_approximation(tmp_path):
     assert results["approximations"] == ["teacher_bank(2)"] and results["steps"] == 4
     saved = json.loads((tmp_path / "runs" / "tiny" / "results.json").read_text())
     assert saved["approximations"] == ["teacher_bank(2)"]
+
+
+def test_a_teacher_giving_nan_stops_the_fill_with_the_rows_named():
+    import pytest as _pytest
+
+    from ssdistill.cache.fill import teacher_compute
+    from ssdistill.errors import DataError
+
+    class NaNTeacher:
+        def to(self, device):
+            return self
+
+        def __call__(self, images):
+            out = torch.ones(len(images), 2)
+            out[images[:, 0, 0, 0] > 0.5] = float("nan")
+            return out
+
+    images = [torch.zeros(3, 2, 2), torch.ones(3, 2, 2), torch.zeros(3, 2, 2)]
+    compute = teacher_compute(NaNTeacher(), images, batch_size=2, num_workers=0, device="cpu", desc="toy")
+    with _pytest.raises(DataError, match=r"non-finite outputs for rows \[1\] of toy"):
+        list(compute([0, 1, 2]))

@@ -43,3 +43,14 @@ def test_the_same_params_give_the_same_view_at_two_resolutions():
         big, small = render(image, params, 128), render(image, params, 32)
         shrunk = F.interpolate(big[None], size=(32, 32), mode="bilinear", antialias=True, align_corners=False)[0]
         assert (shrunk - small).abs().mean() < 0.03, seed
+
+
+def test_hue_after_a_bicubic_overshoot_stays_finite():
+    """Bicubic resizing overshoots below 0 next to a hard edge. Where the brightest channel is exactly 0 and another
+    one is negative (black next to green), the hue adjustment divides by that 0 and used to give NaN."""
+    image = Image.new("RGB", (40, 40), (0, 0, 0))
+    image.paste((0, 255, 0), (20, 0, 40, 40))
+    params = AugParams(top=0.0, left=0.0, height=1.0, width=1.0, flip=0, jitter=1, brightness=1.2, contrast=1.3,
+                       saturation=1.2, hue=-0.09, grayscale=0, blur_sigma=0.0, jitter_order=(3, 0, 1, 2))
+    x = render(image, params, 224, "bicubic")
+    assert torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1

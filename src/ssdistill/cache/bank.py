@@ -90,7 +90,7 @@ def cached_teacher_bank(
         teacher=teacher.name,
         teacher_fingerprint=teacher.fingerprint,
         tap=teacher.output,
-        view=f"bank:R={repeats}:seed={seed}:aug={aug_spec}:{pre.resolution}:{pre.interpolation}",
+        view=f"bank:R={repeats}:seed={seed}:aug={aug_spec}:{pre.resolution}:{pre.interpolation}:render2",  # render2: crop clamped
         dataset_fingerprint=source.fingerprint(),
         n=len(source) * repeats,
         dtype=dtype,

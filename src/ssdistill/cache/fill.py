@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from ssdistill.cache.store import Entry, EntryKey, cache_root, open_or_fill
 from ssdistill.data.datasets import ImageSource
 from ssdistill.data.views import original_view
+from ssdistill.errors import DataError
 from ssdistill.models.teachers import FrozenTeacher
 
 
@@ -30,8 +31,15 @@ def teacher_compute(
         loader = DataLoader(Subset(images, rows), batch_size=batch_size, shuffle=False, num_workers=num_workers)
         teacher.to(device)
         with tqdm(total=len(rows), desc=desc, unit="img", dynamic_ncols=True, disable=None) as bar:
+            done = 0
             for batch in loader:
-                yield teacher(batch.to(device, non_blocking=True))
+                out = teacher(batch.to(device, non_blocking=True))
+                finite = torch.isfinite(out).all(1)
+                if not finite.all():  # never store NaN rows: a training step would fail on them much later
+                    bad = [rows[done + int(i)] for i in (~finite).nonzero().flatten()[:5]]
+                    raise DataError(f"the teacher gave non-finite outputs for rows {bad} of {desc}; check those images and the teacher weights")
+                yield out
+                done += len(batch)
                 bar.update(len(batch))
 
     return compute

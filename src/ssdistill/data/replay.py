@@ -88,6 +88,7 @@ def render(image: Image.Image, params: AugParams, resolution: int, interpolation
     h, w = max(1, int(round(params.height * height))), max(1, int(round(params.width * width)))
     x = TF.to_tensor(image)
     x = TF.resized_crop(x, top, left, h, w, [resolution, resolution], interpolation=_INTERPOLATION[interpolation], antialias=True)
+    x = x.clamp(0, 1)  # bicubic overshoot: the hue adjustment of values outside [0, 1] gives NaN
     if params.jitter:
         adjust = [
             lambda t: TF.adjust_brightness(t, params.brightness),
