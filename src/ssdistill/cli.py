@@ -88,6 +88,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--output", help="output folder (default: RUN/export)")
     export.add_argument("--onnx", action="store_true", help="also write student.onnx")
 
+    report = commands.add_parser(
+        "report",
+        help="one self-contained HTML page (tables, curves, feature maps, config) for one or several runs",
+        description="Write an HTML report of one run (RUN/report.html) or a comparison of several (./report.html): results "
+        "table, loss / learning-rate / k-NN curves, 2-D feature maps of student and teacher, resolved config. "
+        "`ssdistill eval RUN` first gives the full table and the feature maps.",
+    )
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories made by `ssdistill distill`")
+    report.add_argument("--output", help="HTML file to write")
+    report.add_argument("--markdown", action="store_true", help="print a markdown table instead (for a README)")
+
     commands.add_parser("list", help="list methods and built-in teachers")
     return parser
 
@@ -145,6 +156,13 @@ def main(argv: list[str] | None = None) -> None:
             _print_list()
         elif args.command == "cache":
             _cache(args)
+        elif args.command == "report":
+            from ssdistill.report.html import build_report, markdown_report
+
+            if args.markdown:
+                print(markdown_report(args.runs))
+            else:
+                print(f"report: {build_report(args.runs, args.output)}")
         elif args.command == "export":
             from ssdistill.export import export_run
 

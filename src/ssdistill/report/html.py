@@ -1,0 +1,192 @@
+"""``ssdistill report RUN_DIR [RUN_DIR ...]``: one self-contained HTML page (inline SVG, no server, nothing fetched)
+with the results table, loss and learning-rate curves, k-NN during training, a 2-D map of student and teacher
+features coloured by class, and the resolved config; several runs give a comparison table and overlaid curves.
+Also a markdown table for READMEs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+
+from ssdistill.engine.rundir import atomic_write_text, existing_run_dir
+from ssdistill.errors import ConfigError
+from ssdistill.eval.tables import comparison_rows, markdown_table, model_rows
+from ssdistill.report.svg import line_chart, scatter_chart
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1180px; color: #222; }
+table { border-collapse: collapse; margin: 8px 0 20px; font-size: 14px; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f3f3f3; }
+.charts { display: flex; flex-wrap: wrap; gap: 12px; }
+pre { background: #f7f7f7; padding: 10px; overflow-x: auto; font-size: 12px; }
+.note { color: #666; font-size: 13px; }
+"""
+
+# Marks every chart with the size it was drawn at, so a headless browser can confirm the plots rendered.
+RENDER_CHECK = """
+window.addEventListener('load', () => {
+  const charts = [...document.querySelectorAll('svg.chart')].map(svg => {
+    const box = svg.getBoundingClientRect();
+    const drawn = [...svg.querySelectorAll('.series')].filter(el => { const b = el.getBBox(); return b.width > 0 || b.height > 0; });
+    return {id: svg.id, width: Math.round(box.width), height: Math.round(box.height), series: drawn.length};
+  });
+  document.body.setAttribute('data-rendered', JSON.stringify(charts));
+});
+"""
+
+
+def _number(value: str | None) -> float:
+    try:
+        return float(value) if value not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def load_run(path: str | Path) -> dict:
+    """A run's results, full evaluation (evaluation.json, else the one made after training), metrics and config."""
+    run = existing_run_dir(path)
+    results_path = run / "results.json"
+    if not results_path.is_file():
+        raise ConfigError(f"{run} has no results.json: the run has not finished (resume it with `ssdistill distill --resume {run}`)")
+    results = json.loads(results_path.read_text())
+    record = {"knn": results.get("knn"), "evaluation": results.get("evaluation"), "data": results["data"]}
+    if (run / "evaluation.json").is_file():
+        evaluated = json.loads((run / "evaluation.json").read_text())
+        record.update(knn=evaluated["knn"], evaluation=evaluated.get("evaluation") or record["evaluation"])
+    metrics_path = run / "metrics.csv"
+    metrics = list(csv.DictReader(metrics_path.open())) if metrics_path.is_file() else []
+    return {
+        "name": run.name,
+        "dir": run,
+        "method": results["method"],
+        "results": results,
+        "record": {**record, "method": results["method"], "name": run.name, "run_dir": str(run)},
+        "metrics": metrics,
+        "config": (run / "config.yaml").read_text(),
+    }
+
+
+def _series(metrics: list[dict], x_key: str, y_key: str) -> tuple[list[float], list[float]]:
+    points = [(_number(r.get(x_key)), _number(r.get(y_key))) for r in metrics if r.get(y_key) not in (None, "")]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _class_names(results: dict) -> list[str] | None:
+    val = results.get("data", {}).get("val")
+    folder = Path(val) if val else None
+    if folder and folder.is_dir():
+        names = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        return names or None
+    return None
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _run_charts(run: dict) -> list[str]:
+    metrics, name = run["metrics"], run["name"]
+    steps = _series(metrics, "step", "train/loss_step")
+    if len(steps[0]) >= 2:
+        charts = [line_chart([("loss", *steps)], f"training loss ({name})", "step", "loss", f"loss-{name}")]
+    else:  # short runs log no step values (trainer.log_every_n_steps): per-epoch means instead
+        charts = [line_chart([("loss", *_series(metrics, "epoch", "train/loss_epoch"))], f"training loss ({name})", "epoch", "loss", f"loss-{name}")]
+    terms = sorted({k[len("train/"):-len("_epoch")] for r in metrics[:1] for k in r if k.startswith("train/") and k.endswith("_epoch")} - {"loss"})
+    if terms:
+        series = [(term, *_series(metrics, "epoch", f"train/{term}_epoch")) for term in terms]
+        charts.append(line_chart(series, f"loss terms per epoch ({name})", "epoch", "value", f"terms-{name}"))
+    charts.append(line_chart([("lr", *_series(metrics, "step", "train/lr"))], f"learning rate ({name})", "step", "lr", f"lr-{name}"))
+    monitor = _series(metrics, "epoch", "monitor/knn_top1")
+    if monitor[0]:
+        charts.append(line_chart([("student", [x + 1 for x in monitor[0]], monitor[1])], f"k-NN top-1 during training ({name})", "epoch", "%", f"knn-{name}"))
+    return charts
+
+
+def _embedding_charts(runs: list[dict]) -> list[str]:
+    charts, teacher_drawn = [], False
+    for run in runs:
+        evaluation = run["record"].get("evaluation") or {}
+        models = evaluation.get("models", {})
+        names = _class_names(run["results"])
+        for key, title in (("student", f"student ({run['name']})"), ("teacher", "teacher")):
+            embedding = models.get(key, {}).get("embedding")
+            if embedding is None or (key == "teacher" and teacher_drawn):
+                continue
+            teacher_drawn |= key == "teacher"
+            charts.append(scatter_chart(embedding["x"], embedding["y"], embedding["label"], f"{title}: 2-D PCA of val features", f"map-{key}-{run['name']}", names))
+    return charts
+
+
+def _label_names(run: dict) -> dict[str, str]:
+    results = run["results"]
+    teacher = results.get("teacher") or {}
+    trained = "distilled" if results.get("teacher_in_training", True) else "trained"
+    return {
+        "teacher": f"teacher {teacher.get('name', '')}".strip(),
+        "random_init": f"random-init {results['student']['arch']}",
+        "student": f"{trained} {results['student']['arch']} ({results['method']})",
+    }
+
+
+def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -> Path:
+    """Write the HTML report (default: RUN/report.html for one run, ./report.html for several); returns its path."""
+    if not run_dirs:
+        raise ConfigError("ssdistill report needs at least one run directory")
+    runs = [load_run(r) for r in run_dirs]
+    if len(runs) == 1:
+        header, rows = model_rows(runs[0]["record"], _label_names(runs[0]))
+        title = f"ssdistill report: {runs[0]['name']}"
+    else:
+        header, rows = comparison_rows([r["record"] for r in runs])
+        title = f"ssdistill report: {len(runs)} runs"
+    sections = [f"<h1>{escape(title)}</h1>", f'<p class="note">written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>']
+    first = runs[0]["results"]
+    protocol = first["protocol"]["knn"]
+    sections.append("<h2>Results</h2>" + _html_table(header, rows))
+    sections.append(
+        f'<p class="note">Evaluated on {escape(str(first["data"]["val"]))}; k-NN memory {escape(str(first["data"]["knn_train"]))}; '
+        f"weighted k-NN k={protocol['k']}, T={protocol['temperature']} unless the column says otherwise; linear and few-shot probes "
+        "choose their L2 strength on a held-out part of train, never on the evaluation split.</p>"
+    )
+    if len(runs) > 1:
+        losses = [(r["name"], *_series(r["metrics"], "epoch", "train/loss_epoch")) for r in runs]
+        overlaid = [line_chart(losses, "training loss per epoch", "epoch", "loss", "loss-all")]
+        monitors = [(r["name"], *_series(r["metrics"], "epoch", "monitor/knn_top1")) for r in runs]
+        if any(xs for _, xs, _ in monitors):
+            overlaid.append(line_chart(monitors, "k-NN top-1 during training", "epoch", "%", "knn-all"))
+        sections.append("<h2>Curves</h2><div class='charts'>" + "".join(c for c in overlaid if c) + "</div>")
+    for run in runs:
+        charts = [c for c in _run_charts(run) if c]
+        if charts:
+            sections.append(f"<h2>Training: {escape(run['name'])}</h2><div class='charts'>" + "".join(charts) + "</div>")
+    maps = [c for c in _embedding_charts(runs) if c]
+    if maps:
+        sections.append("<h2>Feature maps</h2><div class='charts'>" + "".join(maps) + "</div>")
+    else:
+        sections.append('<p class="note">No feature maps: run <code>ssdistill eval RUN</code> first for the full evaluation.</p>')
+    for run in runs:
+        approximations = run["results"].get("approximations") or []
+        note = f"<p class='note'>Approximations: {escape(', '.join(approximations))}</p>" if approximations else ""
+        sections.append(f"<h2>Config: {escape(run['name'])}</h2>{note}<pre>{escape(run['config'])}</pre>")
+    page = (
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{STYLE}</style><script>{RENDER_CHECK}</script></head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
+    )
+    path = Path(output) if output else (runs[0]["dir"] / "report.html" if len(runs) == 1 else Path("report.html"))
+    atomic_write_text(path, page)
+    return path
+
+
+def markdown_report(run_dirs: list[str | Path]) -> str:
+    runs = [load_run(r) for r in run_dirs]
+    if len(runs) == 1:
+        return markdown_table(*model_rows(runs[0]["record"], _label_names(runs[0])))
+    return markdown_table(*comparison_rows([r["record"] for r in runs]))
