@@ -63,6 +63,13 @@ def _features(candidate: Candidate, source: ImageSource, split: str, feature_dir
     return features
 
 
+def attach_features(candidates: list[Candidate], memory: ImageSource, query: ImageSource, batch_size: int, num_workers: int, device, feature_dir=None) -> None:
+    """Fill every candidate's train / evaluation features (from disk when kept there), so each is extracted once."""
+    for candidate in candidates:
+        candidate.memory_features = _features(candidate, memory, "train", feature_dir, batch_size, num_workers, device)
+        candidate.query_features = _features(candidate, query, "val", feature_dir, batch_size, num_workers, device)
+
+
 def pca_map(features: torch.Tensor, labels: torch.Tensor, points: int, seed: int) -> dict:
     """2-D PCA of L2-normalised features on a seeded subset: {"x": [...], "y": [...], "label": [...]}."""
     generator = torch.Generator().manual_seed(seed)
