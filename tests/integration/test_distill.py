@@ -131,7 +131,8 @@ def test_cli_distill_and_eval_of_the_run(tmp_path):
     run_dir = tmp_path / "runs" / "tiny"
     evaluated = _cli("eval", str(run_dir), "--json", "--num-workers", "0")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    knn = json.loads(evaluated.stdout)
+    printed = json.loads(evaluated.stdout)
+    knn = printed["knn"]
     record = json.loads((run_dir / "results.json").read_text())["knn"]
-    assert set(knn) == {"random_init", "student"}
+    assert set(knn) == {"random_init", "student"} and set(printed["evaluation"]["models"]) == {"random_init", "student"}
     assert knn["student"]["top1"] == pytest.approx(record["student"]["top1"])
