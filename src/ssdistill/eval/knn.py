@@ -6,6 +6,9 @@ import torch
 from torch.nn import functional as F
 
 
+SIMILARITY_BLOCK = 1 << 27
+
+
 @torch.no_grad()
 def knn_scores(
     train_features: torch.Tensor,
@@ -25,6 +28,7 @@ def knn_scores(
         raise ValueError(f"{len(train_features)} train features but {len(train_labels)} labels")
     k = min(k, len(train_features))
     bank = F.normalize(train_features.float(), dim=1)
+    chunk = max(1, min(chunk, SIMILARITY_BLOCK // len(bank)))  # a block of similarities stays ≤ 128M floats (1M memory: 128 queries)
     labels = train_labels.to(bank.device).long()
     scores = []
     for start in range(0, len(query_features), chunk):
