@@ -43,3 +43,14 @@ def test_accuracy_on_separable_clusters_and_k_larger_than_bank():
     wrong = knn_accuracy(bank, (labels + 1) % 5, query, truth, k=20)
     assert wrong["top1"] == 0.0
     assert knn_accuracy(bank[:3], labels[:3], query[:2], truth[:2], k=50)["top1"] == 100.0
+
+
+def test_small_similarity_blocks_give_the_same_scores(monkeypatch):
+    import ssdistill.eval.knn as knn_module
+
+    g = torch.Generator().manual_seed(0)
+    bank, queries = torch.randn(300, 8, generator=g), torch.randn(50, 8, generator=g)
+    labels = torch.randint(0, 4, (300,), generator=g)
+    whole = knn_module.knn_scores(bank, labels, queries, 4, k=7)
+    monkeypatch.setattr(knn_module, "SIMILARITY_BLOCK", 300 * 3)  # three queries per block
+    assert torch.allclose(knn_module.knn_scores(bank, labels, queries, 4, k=7), whole)
