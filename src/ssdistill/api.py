@@ -32,7 +32,7 @@ from ssdistill.engine.trainer import build_trainer
 from ssdistill.errors import ConfigError, DataError, ModelError
 from ssdistill.eval.compare import Candidate, knn_side_by_side
 from ssdistill.eval.monitor import KNNMonitor
-from ssdistill.eval.suite import KNN_PROTOCOLS, SuiteOptions, attach_features, evaluate_suite
+from ssdistill.eval.suite import KNN_PROTOCOLS, SuiteOptions, evaluate_suite, protocol_name
 from ssdistill.eval.features import extract_features
 from ssdistill.methods import METHODS
 from ssdistill.models.students import Student
@@ -256,17 +256,18 @@ def _evaluate(cfg, student, initial_state, teacher, train_source, teacher_train_
     if found is None:
         return None, None, note
     candidates, memory, query = found
-    full = cfg.eval.suite == "full"
-    if full:  # extract (or read back) every model's features once; the k-NN table and the suite share them
-        feature_dir = None if run_dir is None else Path(run_dir) / "features"
-        attach_features(candidates, memory, query, cfg.data.eval_batch_size, cfg.data.num_workers, device, feature_dir)
-    knn = knn_side_by_side(
-        candidates, memory, query, cfg.eval.knn_k, cfg.eval.knn_t, cfg.data.eval_batch_size, cfg.data.num_workers, device
-    )
-    suite = None
-    if full:
-        options = SuiteOptions(knn=tuple(dict.fromkeys([(cfg.eval.knn_k, cfg.eval.knn_t), *KNN_PROTOCOLS])), seed=cfg.trainer.seed)
-        suite = evaluate_suite(candidates, memory, query, options, cfg.data.eval_batch_size, cfg.data.num_workers, device)
+    args = (cfg.data.eval_batch_size, cfg.data.num_workers, device)
+    if cfg.eval.suite != "full":
+        return knn_side_by_side(candidates, memory, query, cfg.eval.knn_k, cfg.eval.knn_t, *args), None, None
+    primary = (cfg.eval.knn_k, cfg.eval.knn_t)
+    options = SuiteOptions(knn=tuple(dict.fromkeys([primary, *KNN_PROTOCOLS])), seed=cfg.trainer.seed)
+    feature_dir = None if run_dir is None else Path(run_dir) / "features"
+    suite = evaluate_suite(candidates, memory, query, options, *args, feature_dir=feature_dir)
+    # the k-NN table is the suite's primary protocol: features, FLOPs and images/s are measured once
+    knn = {
+        label: {**row["knn"][protocol_name(*primary)], **{k: row[k] for k in ("images_per_s", "params_m", "gflops")}}
+        for label, row in suite["models"].items()
+    }
     return knn, suite, None
 
 

@@ -9,8 +9,6 @@ gives the student's features for images normalised with the mean / std recorded 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,20 +16,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from ssdistill.engine.rundir import atomic_write_text, existing_run_dir
+from ssdistill.engine.rundir import atomic_output, atomic_write_text, existing_run_dir
 from ssdistill.errors import ModelError
 from ssdistill.models.students import Student
-
-
-def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def student_config(cfg, student: Student, results: dict | None, evaluation: dict | None, checkpoint: Path) -> dict[str, Any]:
@@ -88,7 +75,8 @@ def export_run(run: str | Path, checkpoint: str | Path | None = None, output: st
     out = Path(output) if output else run_dir / "export"
     out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous().clone() for k, v in student.backbone.state_dict().items()}
-    _atomic_save_safetensors(weights, out / "student.safetensors", {"format": "pt", "architecture": cfg.student.arch})
+    with atomic_output(out / "student.safetensors") as tmp:
+        save_file(weights, str(tmp), metadata={"format": "pt", "architecture": cfg.student.arch})
     read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None  # noqa: E731
     config = student_config(cfg, student, read("results.json"), read("evaluation.json"), Path(checkpoint or run_dir / "checkpoints" / "last.ckpt"))
     atomic_write_text(out / "config.json", json.dumps(config, indent=2))
@@ -106,19 +94,17 @@ def export_onnx(student: Student, resolution: int, path: Path, tolerance: float 
     except ImportError as exc:
         raise ModelError("--onnx needs onnx and onnxruntime: pip install 'ssdistill[onnx]'") from exc
     images = torch.rand(2, 3, resolution, resolution)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.onnx.export(
-        student, (images,), str(tmp), input_names=["images"], output_names=["features"],
-        dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, dynamo=False,
-    )
-    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    check = torch.rand(3, 3, resolution, resolution)
-    with torch.no_grad():
-        expected = student(check).numpy()
-    got = session.run(None, {"images": check.numpy()})[0]
-    error = float(abs(got - expected).max())
-    if error > tolerance * max(1.0, float(abs(expected).max())):
-        tmp.unlink(missing_ok=True)
-        raise ModelError(f"the ONNX export differs from PyTorch by {error:.2e}; please report this architecture")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:  # kept only if it passes the check
+        torch.onnx.export(
+            student, (images,), str(tmp), input_names=["images"], output_names=["features"],
+            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, dynamo=False,
+        )
+        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        check = torch.rand(3, 3, resolution, resolution)
+        with torch.no_grad():
+            expected = student(check).numpy()
+        got = session.run(None, {"images": check.numpy()})[0]
+        error = float(abs(got - expected).max())
+        if error > tolerance * max(1.0, float(abs(expected).max())):
+            raise ModelError(f"the ONNX export differs from PyTorch by {error:.2e}; please report this architecture")
     return path

@@ -102,3 +102,12 @@ def test_moco_does_not_count_the_older_key_of_the_same_image_as_a_negative():
     module.queue.ids[:8] = torch.arange(8)  # every query's own image already has a (identical) key in the queue
     loss = module.training_step(_two_view_batch(), 0)
     assert loss.item() == pytest.approx(torch.log(torch.tensor(50.0)).item(), rel=1e-5)  # 49 negatives + the positive
+
+
+def test_moco_monitoring_cosines_equal_their_definitions():
+    module = _build("moco", out_dim=8, queue_size=40)
+    q = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    k = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    cosines = module.key_agreement(q, k)
+    assert torch.allclose(cosines["queue_cos"], (q @ module.queue.keys.T).mean(), atol=1e-6)
+    assert torch.allclose(cosines["positive_cos"], (q * k).sum(1).mean())

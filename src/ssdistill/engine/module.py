@@ -13,7 +13,7 @@ import torch
 from ssdistill.cache.signals import TeacherSignal
 from ssdistill.config import DistillConfig, MethodConfig
 from ssdistill.engine.schedule import warmup_cosine
-from ssdistill.losses.queue import KeyQueue
+from ssdistill.losses.queue import KeyQueue, capped_queue_size
 from ssdistill.errors import TrainingError
 from ssdistill.models.students import Student
 from ssdistill.models.teachers import FrozenTeacher
@@ -103,6 +103,11 @@ class DistillMethod(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.commit_queues()
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def key_queue(self, dim: int) -> KeyQueue:
+        """A queue of ``method.queue_size`` keys, capped at the number of training images."""
+        requested = self.cfg.method.queue_size
+        return KeyQueue(capped_queue_size(requested, self.dataset_size or requested), dim, seed=self.cfg.trainer.seed)
 
     def commit_queues(self) -> None:
         """Keys staged by the step enter their queues after the optimiser step."""

@@ -17,6 +17,7 @@ from torch import nn
 
 from ssdistill.data.datasets import ImageSource
 from ssdistill.eval.clustering import kmeans_clustering
+from ssdistill.engine.rundir import atomic_output
 from ssdistill.eval.compare import Candidate
 from ssdistill.eval.features import extract_features, model_flops, model_throughput
 from ssdistill.eval.knn import knn_accuracy
@@ -56,18 +57,9 @@ def _features(candidate: Candidate, source: ImageSource, split: str, feature_dir
             return torch.load(path, weights_only=True)
     features = extract_features(candidate.model, source, candidate.view, batch_size, num_workers, device, f"{candidate.label} {split}")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(features, tmp)
-        tmp.replace(path)
+        with atomic_output(path) as tmp:
+            torch.save(features, tmp)
     return features
-
-
-def attach_features(candidates: list[Candidate], memory: ImageSource, query: ImageSource, batch_size: int, num_workers: int, device, feature_dir=None) -> None:
-    """Fill every candidate's train / evaluation features (from disk when kept there), so each is extracted once."""
-    for candidate in candidates:
-        candidate.memory_features = _features(candidate, memory, "train", feature_dir, batch_size, num_workers, device)
-        candidate.query_features = _features(candidate, query, "val", feature_dir, batch_size, num_workers, device)
 
 
 def pca_map(features: torch.Tensor, labels: torch.Tensor, points: int, seed: int) -> dict:

@@ -29,7 +29,6 @@ from ssdistill.data.views import augmented_view
 from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
 from ssdistill.losses.infonce import queue_nce
-from ssdistill.losses.queue import KeyQueue, capped_queue_size
 from ssdistill.models.heads import mlp
 
 
@@ -64,7 +63,7 @@ class BINGO(DistillMethod):
         super().__init__(cfg, student, signal, **context)
         m = cfg.method
         self.head = mlp([student.dim, *m.head_hidden, signal.dim], bn="none")
-        self.queue = KeyQueue(capped_queue_size(m.queue_size, self.dataset_size or m.queue_size), signal.dim, seed=cfg.trainer.seed)
+        self.queue = self.key_queue(signal.dim)
         if m.teacher_bn == "train":
             self.signal = signal.with_batch_statistics(m.teacher_bn_groups)
 

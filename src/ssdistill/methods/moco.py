@@ -19,7 +19,6 @@ from ssdistill.config import DistillConfig, MethodConfig
 from ssdistill.data.views import augmented_view
 from ssdistill.engine.module import DistillMethod
 from ssdistill.losses.infonce import queue_nce
-from ssdistill.losses.queue import KeyQueue, capped_queue_size
 from ssdistill.models.batchnorm import grouped_forward
 from ssdistill.models.heads import mlp
 from ssdistill.models.momentum import momentum_copy, momentum_update
@@ -56,8 +55,7 @@ class MoCoV2(DistillMethod):
         self.head = mlp([student.dim, *hidden, self.embedding_dim()], bn="none")
         self.query = Query(self.student, self.head)
         self.key_encoder = momentum_copy(self.query)
-        size = capped_queue_size(m.queue_size, self.dataset_size or m.queue_size)
-        self.queue = KeyQueue(size, self.embedding_dim(), seed=cfg.trainer.seed)
+        self.queue = self.key_queue(self.embedding_dim())
 
     def embedding_dim(self) -> int:
         return self.cfg.method.out_dim
@@ -93,5 +91,6 @@ class MoCoV2(DistillMethod):
 
     @torch.no_grad()
     def key_agreement(self, q: torch.Tensor, k: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Monitoring: mean cosine of each query with its own key, and with the queue's keys."""
-        return {"positive_cos": (q * k).sum(1).mean(), "queue_cos": (q @ self.queue.keys.T).mean()}
+        """Monitoring: mean cosine of each query with its own key, and with the queue's keys
+        (mean_ij <q_i, Q_j> = <mean q, mean Q>: no second B x queue product in the step)."""
+        return {"positive_cos": (q * k).sum(1).mean(), "queue_cos": q.mean(0) @ self.queue.keys.mean(0)}

@@ -16,7 +16,6 @@ from torch.nn import functional as F
 from ssdistill.config import DistillConfig
 from ssdistill.engine.module import DistillMethod
 from ssdistill.losses.infonce import similarity_distribution_loss
-from ssdistill.losses.queue import KeyQueue, capped_queue_size
 from ssdistill.methods.paired import PairedViewConfig, TeacherView, paired_views, signal_kind, student_images_and_target
 from ssdistill.models.heads import mlp
 
@@ -42,7 +41,7 @@ class SEED(DistillMethod):
         m = cfg.method
         hidden = m.head_hidden if m.head_hidden is not None else [student.dim]
         self.head = mlp([student.dim, *hidden, signal.dim], bn="none")
-        self.queue = KeyQueue(capped_queue_size(m.queue_size, self.dataset_size or m.queue_size), signal.dim, seed=cfg.trainer.seed)
+        self.queue = self.key_queue(signal.dim)
 
     @classmethod
     def teacher_signal(cls, cfg: DistillConfig) -> str:
