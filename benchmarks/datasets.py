@@ -1,0 +1,48 @@
+"""Benchmark datasets, unpacked from ../shared/data on first use (BENCHMARKS.md).
+
+The smoke tier uses a fixed, class-balanced CIFAR-10 slice (the first N images of every class of the JPEG copy),
+extracted straight from the archive: seconds, no full unpack.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+CIFAR10_ARCHIVE = SHARED_DATA / "cifar10_jpeg.tar.gz"
+
+
+def cifar10_slice(per_class: dict[str, int], dest: Path | None = None, archive: Path = CIFAR10_ARCHIVE) -> Path:
+    """Folder with ``split/<class>/NNNN.jpg`` for the first ``per_class[split]`` images of each class.
+
+    The folder is written once (into a temporary sibling, then renamed) and reused afterwards.
+    """
+    name = "cifar10-" + "-".join(f"{split}{n}" for split, n in sorted(per_class.items()))
+    dest = Path(dest) if dest is not None else REPO / ".data" / "smoke" / name
+    if dest.is_dir():
+        return dest
+    if not archive.is_file():
+        raise FileNotFoundError(f"{archive} not found: the benchmarks need ../shared/data next to the repository")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                if not member.isfile() or len(parts) != 3 or parts[0] not in per_class:
+                    continue
+                stem = Path(parts[2]).stem
+                if stem.isdigit() and int(stem) < per_class[parts[0]]:
+                    target = staging.joinpath(*parts)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with tar.extractfile(member) as source, target.open("wb") as out:
+                        shutil.copyfileobj(source, out)
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest

@@ -1,0 +1,361 @@
+"""Quality benchmarks (BENCHMARKS.md, section Q): one row per method and benchmark, one command per tier.
+
+    python -m benchmarks.quality --tier cpu --bench q1               # every Q1 row (10-60 min each on 2 cores)
+    python -m benchmarks.quality --tier cpu --bench q2 --only seed bingo
+    python -m benchmarks.quality --tier smoke                         # CIFAR-10 slice, about a minute per method
+    python -m benchmarks.quality --tier gpu --bench q1                # resnet18 at 224, on a machine with one GPU
+    python -m benchmarks.quality --tier cpu --bench q1 --table-only --readme
+
+A row is the recipe ``configs/<bench>/<method>.yaml`` with the tier's overrides. Each finished row is written to
+``benchmarks/results/<bench>/<method>-<tier>.json`` as soon as it completes and is not recomputed unless
+``--force``; an interrupted row resumes from its run's last checkpoint. After every row the markdown table
+``benchmarks/results/<bench>-<tier>.md`` is regenerated from the JSON files (``--readme`` also replaces the README
+block between ``<!-- bench:<bench>-<tier> -->`` and ``<!-- /bench:<bench>-<tier> -->``).
+
+The smoke tier checks that learning happens and exits non-zero when a row fails its check (``check_row``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+README = REPO / "README.md"
+SHARED_WEIGHTS = REPO.parent / "shared" / "weights"
+
+METHODS = ("feature", "moco", "seed", "disco", "mvmr_kd", "mvmr_ssl", "bingo")
+LABELS = {
+    "feature": "feature regression",
+    "moco": "MoCo-v2 (no teacher)",
+    "seed": "SEED",
+    "disco": "DisCo",
+    "mvmr_kd": "MV-MR (distillation)",
+    "mvmr_ssl": "MV-MR (self-supervised, no teacher)",
+    "bingo": "BINGO",
+}
+NO_TEACHER = frozenset({"moco", "mvmr_ssl"})
+
+# Smoke tier: the first 60 (train) and 50 (test) images of every CIFAR-10 class, 20 epochs, resnet18 at 32 px
+# (at this budget it learns fastest of the cheap students: k-NN +13 points for feature regression in ~45 s).
+SMOKE_IMAGES = {"train": 60, "test": 50}
+SMOKE_EPOCHS = 20
+# distillation rows must lift the student's k-NN this far above the random-init student's (same images, seeds):
+# 15 of the 500 test images; measured lifts on 2 CPU cores were 5.6 (BINGO) to 12.8 points (feature regression)
+SMOKE_KNN_MARGIN = 3.0
+# no-teacher rows cannot be expected to lift k-NN from 600 images in a minute (MoCo needs long schedules);
+# MV-MR's loss must still fall by this fraction, MoCo's losses must stay finite
+SMOKE_LOSS_DROP = 0.10
+
+
+def _smoke_overrides(bench: str, method: str) -> dict:
+    from benchmarks.datasets import cifar10_slice
+
+    data = cifar10_slice(SMOKE_IMAGES)
+    overrides = {
+        "data": {"train": str(data / "train"), "val": str(data / "test"), "train_subset": None, "batch_size": 64, "num_workers": 0},
+        "student": {"arch": "resnet18", "resolution": 32},
+        "teacher": {"weights": str(SHARED_WEIGHTS / "resnet56-4bfd9763.th")},  # the recipe's path is relative to the repository
+        "trainer": {"epochs": SMOKE_EPOCHS},
+        "eval": {"suite": "knn"},
+    }
+    if method.startswith("mvmr"):
+        overrides["method"] = {"projector": [512, 512, 512]}
+    if method == "bingo":
+        overrides["method"] = {"warm_epochs": 1}  # intra-only warm-up scaled as published: 10 of 200 epochs -> 1 of 20
+    return overrides
+
+
+def _cpu_overrides(bench: str, method: str) -> dict:
+    return {"eval": {"suite": "full"}}
+
+
+def _gpu_overrides(bench: str, method: str) -> dict:
+    overrides = {
+        "student": {"arch": "resnet18", "resolution": 224, "channels_last": True},
+        "data": {"batch_size": 256, "num_workers": 8},
+        "trainer": {"epochs": 100, "precision": "bf16-mixed", "accelerator": "gpu"},
+        "eval": {"suite": "full"},
+    }
+    # with a GPU the teacher is cheap enough to run online on every augmented view, as the papers do
+    online = {"seed": {"teacher_view": "same"}, "disco": {"teacher_view": "same"}, "bingo": {"teacher_keys": "online"}}
+    if method in online:
+        overrides["method"] = online[method]
+    return overrides
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    benches: tuple[str, ...]
+    overrides: Callable[[str, str], dict]
+    description: str
+
+
+TIERS = {
+    "smoke": Tier("smoke", ("q2",), _smoke_overrides, "Q2 recipes on 600 CIFAR-10 images (60 per class), 20 epochs, resnet18 at 32 px; k-NN on 500 test images"),
+    "cpu": Tier("cpu", ("q1", "q2"), _cpu_overrides, "the recipes as written, full evaluation"),
+    "gpu": Tier("gpu", ("q1",), _gpu_overrides, "Q1 recipes with resnet18 at 224, batch 256, 100 epochs, bf16, teacher online"),
+}
+
+
+def recipe_path(bench: str, method: str) -> Path:
+    path = REPO / "configs" / bench / f"{method}.yaml"
+    if not path.is_file():
+        raise SystemExit(f"no recipe {path.relative_to(REPO)}: benchmark {bench} has no row for {method}")
+    return path
+
+
+def row_path(results_dir: Path, bench: str, method: str, tier: str) -> Path:
+    return Path(results_dir) / bench / f"{method}-{tier}.json"
+
+
+def _run_dir_and_overrides(tier: Tier, bench: str, method: str, runs_dir: Path | None) -> tuple[Path, dict]:
+    from ssdistill.config import build_config
+
+    overrides = tier.overrides(bench, method)
+    recipe = build_config(recipe_path(bench, method), overrides)
+    name = recipe.run.name if tier.name == "cpu" else f"{recipe.run.name}-{tier.name}"
+    parent = Path(runs_dir) if runs_dir is not None else REPO / recipe.run.dir
+    overrides["run"] = {"dir": str(parent), "name": name}
+    overrides.setdefault("trainer", {})["progress_bar"] = False
+    return parent / name, overrides
+
+
+def _full_evaluation(run_dir: Path) -> dict | None:
+    """The run's full evaluation: read back from RUN/evaluation.json, else computed now (student features only;
+    the teacher's come from its cache)."""
+    from ssdistill.api import evaluate
+
+    saved = run_dir / "evaluation.json"
+    record = json.loads(saved.read_text()) if saved.is_file() else evaluate(run_dir, full=True)
+    return record.get("evaluation")
+
+
+def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESULTS, runs_dir: Path | None = None,
+            force: bool = False, quiet: bool = True) -> dict:
+    """Measure one row (or read it back when finished) and write its JSON; returns the row record."""
+    from ssdistill import distill
+
+    tier = TIERS[tier_name]
+    out = row_path(results_dir, bench, method, tier_name)
+    run_dir, overrides = _run_dir_and_overrides(tier, bench, method, runs_dir)
+    if out.is_file() and not force:
+        record = json.loads(out.read_text())
+    else:
+        if force and run_dir.exists():
+            shutil.rmtree(run_dir)
+        if (run_dir / "results.json").is_file():  # finished before its row was written
+            record = json.loads((run_dir / "results.json").read_text())
+        elif (run_dir / "checkpoints" / "last.ckpt").is_file():
+            record = distill(resume=run_dir, quiet=quiet, trainer={"progress_bar": False})
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)  # never got to its first checkpoint
+            record = distill(recipe_path(bench, method), overrides=overrides, quiet=quiet)
+    if overrides.get("eval", {}).get("suite") == "full" and not record.get("evaluation"):
+        record["evaluation"] = _full_evaluation(Path(record["run_dir"]))
+    record["benchmark"] = {
+        "bench": bench,
+        "tier": tier_name,
+        "method": method,
+        "recipe": str(recipe_path(bench, method).relative_to(REPO)),
+        "overrides": {k: v for k, v in overrides.items() if k != "run"},
+        "command": f"python -m benchmarks.quality --tier {tier_name} --bench {bench} --only {method}",
+    }
+    record["epoch_losses"] = epoch_losses(Path(record["run_dir"]))
+    _write_json(out, record)
+    return record
+
+
+def _write_json(path: Path, record: dict) -> None:
+    from ssdistill.engine.rundir import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    embedding_free = json.loads(json.dumps(record))
+    for row in ((embedding_free.get("evaluation") or {}).get("models") or {}).values():
+        row.pop("embedding", None)  # 2-D map coordinates stay in the run directory
+    atomic_write_text(path, json.dumps(embedding_free, indent=2))
+
+
+def epoch_losses(run_dir: Path) -> list[float]:
+    """Mean training loss of every epoch, from the run's metrics.csv (empty when the run directory is gone)."""
+    metrics = run_dir / "metrics.csv"
+    if not metrics.is_file():
+        return []
+    by_epoch = {}
+    for row in csv.DictReader(metrics.open()):
+        if row.get("train/loss_epoch"):
+            by_epoch[int(row["epoch"])] = float(row["train/loss_epoch"])
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def check_row(method: str, record: dict) -> list[str]:
+    """Smoke-tier learning check of one row: what failed (empty when it passed)."""
+    losses = record.get("epoch_losses") or []
+    if not losses or any(loss != loss or abs(loss) == float("inf") for loss in losses):
+        return [f"{method}: losses missing or not finite: {losses}"]
+    knn = record.get("knn") or {}
+    if "student" not in knn or "random_init" not in knn:
+        return [f"{method}: no k-NN of the student next to the random-init student"]
+    student, random_init = knn["student"]["top1"], knn["random_init"]["top1"]
+    failures = []
+    if method == "mvmr_ssl" and not losses[-1] <= (1 - SMOKE_LOSS_DROP) * losses[0]:
+        failures.append(f"{method}: loss fell from {losses[0]:.3f} to {losses[-1]:.3f}, less than {SMOKE_LOSS_DROP:.0%}")
+    if method not in NO_TEACHER:
+        if not student >= random_init + SMOKE_KNN_MARGIN:
+            failures.append(f"{method}: student k-NN {student:.1f} % is not {SMOKE_KNN_MARGIN} points above random init {random_init:.1f} %")
+        if not losses[-1] < losses[0]:
+            failures.append(f"{method}: loss did not fall ({losses[0]:.3f} -> {losses[-1]:.3f})")
+    return failures
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _cell(value, digits: int = 1, suffix: str = "") -> str:
+    return "–" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def _metrics(record: dict, label: str) -> dict:
+    """k20 and k200 k-NN, linear probe top-1 of one model in a row record (None where not measured)."""
+    knn = (record.get("knn") or {}).get(label) or {}
+    model = ((record.get("evaluation") or {}).get("models") or {}).get(label) or {}
+    protocols = model.get("knn", {})
+    k200 = next((v["top1"] for name, v in protocols.items() if name.startswith("k200_")), None)
+    return {"k20": knn.get("top1"), "k200": k200, "linear": (model.get("linear") or {}).get("top1")}
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds:.0f} s" if seconds < 600 else f"{seconds / 60:.0f} min"
+
+
+def _notes(method: str, record: dict) -> str:
+    notes = []
+    if method in NO_TEACHER:
+        notes.append("no teacher")
+    notes += [str(a) for a in record.get("approximations") or []]
+    return "; ".join(notes)
+
+
+def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
+    """Markdown table of every finished row of one benchmark and tier (teacher and random init first)."""
+    rows = {m: json.loads(p.read_text()) for m in METHODS if (p := row_path(results_dir, bench, m, tier)).is_file()}
+    if not rows:
+        return f"No {bench} rows of tier {tier} yet: run `python -m benchmarks.quality --tier {tier} --bench {bench}`.\n"
+    reference = next((r for r in rows.values() if r.get("evaluation")), next(iter(rows.values())))
+    teacher, random_init = _metrics(reference, "teacher"), _metrics(reference, "random_init")
+    dates = sorted(r["created"][:10] for r in rows.values())
+    machine = reference.get("machine") or {}
+    gpu = machine.get("gpu") or "no GPU"
+    versions = reference.get("versions") or {}
+    lines = [
+        f"{bench.upper()}, tier `{tier}` ({TIERS[tier].description}); student {reference['student']['arch']} at "
+        f"{reference['student']['resolution']} px, teacher {(reference.get('teacher') or {}).get('name', '–')}; "
+        f"rows from {dates[0]} to {dates[-1]} on {machine.get('cpus', '?')} CPU cores, {gpu}, torch {versions.get('torch', '?')}; "
+        f"`python -m benchmarks.quality --tier {tier} --bench {bench}`",
+        "",
+        "| model | k-NN k20 | k-NN k200 | linear | % of teacher (k-NN) | % of teacher (linear) | train time | train img/s | notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+
+    def pct(value, ref):
+        return None if value is None or not ref else 100.0 * value / ref
+
+    def line(label, metrics, seconds=None, speed=None, notes=""):
+        lines.append(
+            f"| {label} | {_cell(metrics['k20'])} | {_cell(metrics['k200'])} | {_cell(metrics['linear'])} | "
+            f"{_cell(pct(metrics['k20'], teacher['k20']), 0)} | {_cell(pct(metrics['linear'], teacher['linear']), 0)} | "
+            f"{_duration(seconds)} | {_cell(speed, 0)} | {notes} |"
+        )
+
+    line(f"teacher ({(reference.get('teacher') or {}).get('name', '?')})", teacher)
+    line("random-init student", random_init)
+    for method, record in rows.items():
+        timing = record.get("timing") or {}
+        line(LABELS[method], _metrics(record, "student"), timing.get("train_seconds"), timing.get("train_images_per_s"), _notes(method, record))
+    return "\n".join(lines) + "\n"
+
+
+def write_table(bench: str, tier: str, results_dir: Path = RESULTS, readme: Path | None = None) -> str:
+    from ssdistill.engine.rundir import atomic_write_text
+
+    markdown = table(bench, tier, results_dir)
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(results_dir) / f"{bench}-{tier}.md", markdown)
+    if readme is not None:
+        replace_block(readme, f"bench:{bench}-{tier}", markdown)
+    return markdown
+
+
+def replace_block(path: Path, marker: str, content: str) -> None:
+    """Replace the text between ``<!-- marker -->`` and ``<!-- /marker -->`` in ``path``."""
+    from ssdistill.engine.rundir import atomic_write_text
+
+    text = path.read_text()
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{path.name} has no {start} ... {end} block: add both markers where the table belongs")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(path, f"{head}{start}\n{content}{end}{tail}")
+
+
+# ---------------------------------------------------------------- command line
+
+
+def run_tier(tier: str, benches=None, methods=None, *, results_dir: Path = RESULTS, runs_dir: Path | None = None,
+             force: bool = False, quiet: bool = True, readme: Path | None = None, log=print) -> dict[tuple[str, str], dict]:
+    """Every requested row of a tier, each written as it completes; tables regenerated after each row."""
+    done = {}
+    for bench in benches or TIERS[tier].benches:
+        for method in methods or METHODS:
+            if not (REPO / "configs" / bench / f"{method}.yaml").is_file():
+                log(f"{bench} {method}: no recipe, skipped")
+                continue
+            record = run_row(tier, bench, method, results_dir=results_dir, runs_dir=runs_dir, force=force, quiet=quiet)
+            done[(bench, method)] = record
+            student = _metrics(record, "student")["k20"]
+            log(f"{bench} {method} ({tier}): student k-NN {_cell(student)} %, random init {_cell(_metrics(record, 'random_init')['k20'])} %")
+            write_table(bench, tier, results_dir, readme)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tier", choices=sorted(TIERS), required=True)
+    parser.add_argument("--bench", nargs="+", choices=["q1", "q2"], help="default: every benchmark of the tier")
+    parser.add_argument("--only", nargs="+", choices=METHODS, metavar="METHOD", help=f"rows to run, of {', '.join(METHODS)}")
+    parser.add_argument("--force", action="store_true", help="recompute finished rows (their run directories are deleted)")
+    parser.add_argument("--table-only", action="store_true", help="only regenerate the markdown tables from the JSON files")
+    parser.add_argument("--readme", action="store_true", help="also replace the tables' blocks in README.md")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the row JSON files and tables")
+    parser.add_argument("--runs", type=Path, help="parent of the run directories (default: the recipe's run.dir)")
+    args = parser.parse_args(argv)
+    benches = args.bench or TIERS[args.tier].benches
+    readme = README if args.readme else None
+    if args.table_only:
+        for bench in benches:
+            print(write_table(bench, args.tier, args.results, readme))
+        return 0
+    done = run_tier(args.tier, benches, args.only, results_dir=args.results, runs_dir=args.runs, force=args.force, quiet=False, readme=readme)
+    for bench in benches:
+        print(table(bench, args.tier, args.results))
+    if args.tier != "smoke":
+        return 0
+    failures = [f for (bench, method), record in done.items() for f in check_row(method, record)]
+    for failure in failures:
+        print(f"smoke check failed: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

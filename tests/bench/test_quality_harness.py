@@ -1,0 +1,143 @@
+"""The quality benchmark harness: rows are resumable, tables come from the JSON files, the smoke check can fail."""
+
+import io
+import json
+import math
+import tarfile
+
+import pytest
+
+from benchmarks import quality
+from benchmarks.datasets import cifar10_slice
+
+
+def _row(student, random_init=20.0, teacher=80.0, losses=(3.0, 2.0), method="seed", **extra):
+    return {
+        "created": "2026-11-24T10:00:00+00:00",
+        "run_dir": "/nonexistent",
+        "student": {"arch": "resnet18", "resolution": 32},
+        "teacher": {"name": "cifar_resnet56"},
+        "machine": {"cpus": 2, "gpu": None},
+        "versions": {"torch": "2.x"},
+        "knn": {"teacher": {"top1": teacher}, "random_init": {"top1": random_init}, "student": {"top1": student}},
+        "timing": {"train_seconds": 90.0, "train_images_per_s": 250.0},
+        "approximations": [],
+        "epoch_losses": list(losses),
+        **extra,
+    }
+
+
+def test_smoke_check_accepts_learning_and_names_each_failure():
+    assert quality.check_row("seed", _row(student=30.0)) == []
+    [failure] = quality.check_row("seed", _row(student=22.9))
+    assert "22.9 % is not 3.0 points above random init 20.0 %" in failure
+    [failure] = quality.check_row("feature", _row(student=30.0, losses=(2.0, 2.5)))
+    assert "loss did not fall" in failure
+    assert "not finite" in quality.check_row("bingo", _row(student=30.0, losses=(2.0, math.nan)))[0]
+    assert "missing" in quality.check_row("disco", _row(student=30.0, losses=()))[0]
+    # no-teacher rows: k-NN is not required to rise, MV-MR's loss must fall by 10 %
+    assert quality.check_row("moco", _row(student=18.0, losses=(5.0, 6.0))) == []
+    assert quality.check_row("mvmr_ssl", _row(student=18.0, losses=(4.0, 3.5))) == []
+    [failure] = quality.check_row("mvmr_ssl", _row(student=18.0, losses=(4.0, 3.8)))
+    assert "less than 10%" in failure
+
+
+def test_table_is_built_from_the_row_files(tmp_path):
+    evaluation = {
+        "models": {
+            label: {"knn": {"k20_t0.07": {"top1": k20}, "k200_t0.1": {"top1": k20 - 1}}, "linear": {"top1": k20 + 1}}
+            for label, k20 in (("teacher", 80.0), ("random_init", 20.0), ("student", 40.0))
+        }
+    }
+    rows = {"feature": _row(40.0, evaluation=evaluation), "moco": _row(21.0, approximations=["something approximated"])}
+    for method, record in rows.items():
+        path = quality.row_path(tmp_path, "q2", method, "cpu")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+    markdown = quality.table("q2", "cpu", tmp_path)
+    lines = markdown.splitlines()
+    assert "`python -m benchmarks.quality --tier cpu --bench q2`" in lines[0] and "2 CPU cores, no GPU" in lines[0]
+    teacher, random_init, feature, moco = lines[4:8]
+    assert teacher.startswith("| teacher (cifar_resnet56) | 80.0 | 79.0 | 81.0 | 100 | 100 |")
+    assert random_init.startswith("| random-init student | 20.0 | 19.0 | 21.0 | 25 | 26 |")
+    # 40 / 80 = 50 % of the teacher's k-NN, 41 / 81 = 51 % of its linear probe; 90 s of training at 250 img/s
+    assert feature == "| feature regression | 40.0 | 39.0 | 41.0 | 50 | 51 | 90 s | 250 |  |"
+    assert moco == "| MoCo-v2 (no teacher) | 21.0 | – | – | 26 | – | 90 s | 250 | no teacher; something approximated |"
+    assert "no q1 rows" in quality.table("q1", "cpu", tmp_path).lower()
+
+
+def test_readme_block_is_replaced_between_its_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:q1-cpu -->\nold table\n<!-- /bench:q1-cpu -->\nafter\n")
+    quality.replace_block(readme, "bench:q1-cpu", "| new |\n")
+    assert readme.read_text() == "intro\n<!-- bench:q1-cpu -->\n| new |\n<!-- /bench:q1-cpu -->\nafter\n"
+    with pytest.raises(SystemExit, match="no <!-- bench:q2-cpu --> ... <!-- /bench:q2-cpu --> block"):
+        quality.replace_block(readme, "bench:q2-cpu", "x")
+
+
+def test_finished_rows_are_read_back_and_recomputed_only_when_forced(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_distill(config=None, *, overrides=None, resume=None, quiet=False, **sections):
+        calls.append((config, resume))
+        run_dir = tmp_path / "runs" / overrides["run"]["name"]
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.csv").write_text("epoch,train/loss_epoch\n0,2.0\n1,1.5\n")
+        return _row(30.0, run_dir=str(run_dir))
+
+    monkeypatch.setattr("ssdistill.distill", fake_distill)
+    monkeypatch.setattr(quality, "_smoke_overrides", lambda bench, method: {"eval": {"suite": "knn"}})
+    monkeypatch.setitem(quality.TIERS, "smoke", quality.Tier("smoke", ("q2",), quality._smoke_overrides, "test"))
+    args = dict(results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    first = quality.run_row("smoke", "q2", "feature", **args)
+    assert len(calls) == 1 and first["epoch_losses"] == [2.0, 1.5]
+    assert first["benchmark"]["command"] == "python -m benchmarks.quality --tier smoke --bench q2 --only feature"
+    saved = json.loads(quality.row_path(tmp_path / "results", "q2", "feature", "smoke").read_text())
+    assert saved["knn"]["student"]["top1"] == 30.0
+    quality.run_row("smoke", "q2", "feature", **args)
+    assert len(calls) == 1  # finished row: read back
+    quality.run_row("smoke", "q2", "feature", force=True, **args)
+    assert len(calls) == 2  # --force: the run directory was deleted and the row measured again
+
+
+def test_a_run_interrupted_after_a_checkpoint_is_resumed(tmp_path, monkeypatch):
+    resumed = []
+    run_dir = tmp_path / "runs" / "q2-seed-smoke"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"checkpoint")
+
+    def fake_distill(config=None, *, overrides=None, resume=None, quiet=False, **sections):
+        resumed.append(resume)
+        return _row(30.0, run_dir=str(resume))
+
+    monkeypatch.setattr("ssdistill.distill", fake_distill)
+    monkeypatch.setitem(quality.TIERS, "smoke", quality.Tier("smoke", ("q2",), lambda b, m: {}, "test"))
+    quality.run_row("smoke", "q2", "seed", results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    assert resumed == [run_dir]
+
+
+def test_unknown_recipe_is_a_clear_error():
+    with pytest.raises(SystemExit, match="no recipe configs/q2/nothing.yaml"):
+        quality.recipe_path("q2", "nothing")
+
+
+def test_cifar_slice_takes_the_first_images_of_every_class(tmp_path):
+    archive = tmp_path / "cifar.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for split, count in (("train", 5), ("test", 3)):
+            for cls in ("cat", "dog"):
+                for i in range(count):
+                    data = f"{split}/{cls}/{i}".encode()
+                    info = tarfile.TarInfo(f"{split}/{cls}/{i:04d}.jpg")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    dest = cifar10_slice({"train": 2, "test": 1}, dest=tmp_path / "slice", archive=archive)
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*.jpg"))
+    assert files == ["test/cat/0000.jpg", "test/dog/0000.jpg", "train/cat/0000.jpg", "train/cat/0001.jpg",
+                     "train/dog/0000.jpg", "train/dog/0001.jpg"]
+    assert (dest / "train" / "dog" / "0001.jpg").read_bytes() == b"train/dog/1"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+    archive.unlink()
+    assert cifar10_slice({"train": 2, "test": 1}, dest=tmp_path / "slice", archive=archive) == dest  # reused
+    with pytest.raises(FileNotFoundError, match="need ../shared/data next to the repository"):
+        cifar10_slice({"train": 2}, dest=tmp_path / "other", archive=archive)
