@@ -1,6 +1,6 @@
 """Speed benchmarks (BENCHMARKS.md, section P): each figure a ratio of two timings taken side by side.
 
-    python -m benchmarks.speed --tier cpu              # P1, P2, P3, P4 on this machine
+    python -m benchmarks.speed --tier cpu              # P1-P5 on this machine (P5: peak memory of Q1 runs)
     python -m benchmarks.speed --tier smoke --only P4  # seconds, for CI
 
 Writes benchmarks/results/speed-<tier>.json (every timing, the machine, versions) and speed-<tier>.md.
@@ -12,6 +12,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -27,10 +29,13 @@ DEMO = REPO / "data" / "imagenette_mini"
 
 TIERS = {
     # images for P1 (cache fill), images per epoch for P3, (train, query) feature counts for P4
-    "smoke": {"p1_images": 64, "p3_images": 128, "p4_sizes": [(2_000, 500)]},
-    "cpu": {"p1_images": 1024, "p3_images": 1024, "p4_sizes": [(10_000, 5_000), (50_000, 5_000)]},
-    "gpu": {"p1_images": 9469, "p3_images": 9469, "p4_sizes": [(10_000, 10_000), (50_000, 10_000), (1_000_000, 10_000)]},
+    "smoke": {"p1_images": 64, "p3_images": 128, "p4_sizes": [(2_000, 500)], "p5_methods": ["feature"], "p5_steps": 2},
+    "cpu": {"p1_images": 1024, "p3_images": 1024, "p4_sizes": [(10_000, 5_000), (50_000, 5_000)],
+            "p5_methods": ["feature", "mvmr_kd", "moco"], "p5_steps": 30},
+    "gpu": {"p1_images": 9469, "p3_images": 9469, "p4_sizes": [(10_000, 10_000), (50_000, 10_000), (1_000_000, 10_000)],
+            "p5_methods": ["feature", "mvmr_kd", "moco"], "p5_steps": 74},
 }
+FIGURES = ("P1", "P2", "P3", "P4", "P5")
 
 
 def _train_folder() -> Path:
@@ -151,6 +156,35 @@ def p2_step_overhead(method: str, batch_size: int = 64, repeats: int = 10) -> di
     }
 
 
+def p5_peak_memory(method: str, steps: int) -> dict:
+    """Peak resident memory of a Q1 cpu-tier run (``configs/q1/<method>.yaml``: one epoch capped at ``steps`` steps,
+    then the k-NN evaluation of teacher, random init and student), run in a fresh process."""
+    recipe = REPO / "configs" / "q1" / f"{method}.yaml"
+    total_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    with tempfile.TemporaryDirectory() as scratch:
+        command = [sys.executable, "-m", "ssdistill", "distill", "--config", str(recipe), f"run.dir={scratch}", "run.name=p5",
+                   "trainer.epochs=1", f"trainer.limit_train_batches={steps}", "trainer.progress_bar=false"]
+        if not (IMAGENETTE / "train").is_dir():
+            command += [f"data.train={DEMO / 'train'}", f"data.val={DEMO / 'val'}"]
+        start = time.perf_counter()
+        subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - start
+        results = json.loads((Path(scratch) / "p5" / "results.json").read_text())
+    peak = results["timing"]["peak_rss_mb"]
+    return {
+        "figure": f"P5 peak memory of a Q1 run, {method} (share of the machine's RAM)",
+        "ratio": peak / total_mib,
+        "goal": "report",
+        "peak_rss_mib": peak,
+        "machine_ram_mib": total_mib,
+        "steps": steps,
+        "batch_size": results["config"]["data"]["batch_size"],
+        "num_workers": results["config"]["data"]["num_workers"],
+        "seconds": seconds,
+        "recipe": str(recipe.relative_to(REPO)),
+    }
+
+
 def _clustered_features(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(classes, dim)).astype(np.float32)
@@ -219,6 +253,8 @@ def _markdown(record: dict) -> str:
             detail = f"{row['step_seconds'] * 1000:.0f} ms vs bare student {row['bare_seconds'] * 1000:.0f} ms ({row['views']} view(s) of {row['batch_size']}, `{row['recipe']}`)"
         elif row["figure"].startswith("P1"):
             detail = f"fill {row['fill_images_per_s']:.1f} img/s vs bare forward {row['bare_forward_images_per_s']:.1f} img/s ({row['images']} images); second open {row['second_open_seconds']:.2f} s"
+        elif row["figure"].startswith("P5"):
+            detail = f"{row['peak_rss_mib'] / 1024:.2f} GiB of {row['machine_ram_mib'] / 1024:.0f} GiB (largest process; batch {row['batch_size']}, {row['num_workers']} data workers, {row['steps']} steps then k-NN evaluation, `{row['recipe']}`)"
         elif row["figure"].startswith("P3"):
             detail = f"online {row['online_epoch_seconds']:.1f} s vs cached {row['cached_epoch_seconds']:.1f} s per epoch of {row['images']} images"
         else:
@@ -230,7 +266,7 @@ def _markdown(record: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="ssdistill speed benchmarks (ratios measured side by side).")
     parser.add_argument("--tier", choices=sorted(TIERS), default="cpu")
-    parser.add_argument("--only", nargs="*", choices=("P1", "P2", "P3", "P4"), default=["P1", "P2", "P3", "P4"])
+    parser.add_argument("--only", nargs="*", choices=FIGURES, default=list(FIGURES))
     args = parser.parse_args()
     tier = TIERS[args.tier]
     rows = []
@@ -248,10 +284,14 @@ def main() -> None:
         for train, query in tier["p4_sizes"]:
             rows.append(p4_knn(train, query))
             print(rows[-1])
+    if "P5" in args.only:
+        for method in tier["p5_methods"]:
+            rows.append(p5_peak_memory(method, tier["p5_steps"]))
+            print(rows[-1])
     record = {
         "tier": args.tier,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        "command": f"python -m benchmarks.speed --tier {args.tier}" + (f" --only {' '.join(args.only)}" if args.only != ["P1", "P2", "P3", "P4"] else ""),
+        "command": f"python -m benchmarks.speed --tier {args.tier}" + (f" --only {' '.join(args.only)}" if args.only != list(FIGURES) else ""),
         "machine": _machine(),
         "rows": rows,
     }

@@ -179,6 +179,7 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
         metrics_csv.merge(run_dir, previous_metrics, upto_step=resumed_step)
     steps_run = trainer.global_step - resumed_step
     timing["train_images_per_s"] = steps_run * cfg.data.batch_size * trainer.world_size / max(timing["train_seconds"], 1e-9)
+    timing["peak_rss_mb"] = peak_rss_mb()
     if not trainer.is_global_zero:
         return {}
 
@@ -269,6 +270,16 @@ def _evaluate(cfg, student, initial_state, teacher, train_source, teacher_train_
         for label, row in suite["models"].items()
     }
     return knn, suite, None
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory (MiB) of this process so far, or of its largest finished child (data workers) if larger."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return peak_kib / (1024 * 1024) if platform.system() == "Darwin" else peak_kib / 1024  # bytes on macOS, KiB on Linux
 
 
 def _versions() -> dict[str, str]:

@@ -29,3 +29,12 @@ def test_second_run_reuses_the_entry(tmp_path):
     second = distill(tiny_config(tmp_path, trainer={"epochs": 1}, run={"name": "b"}), quiet=True)
     assert list_entries(os.environ["SSDISTILL_CACHE_DIR"]) == entries
     assert second["timing"]["teacher_signal_seconds"] < first["timing"]["teacher_signal_seconds"]
+
+
+def test_results_record_the_peak_memory_of_the_run(tmp_path):
+    import resource
+
+    results = distill(tiny_config(tmp_path, trainer={"epochs": 1}), quiet=True)
+    peak = results["timing"]["peak_rss_mb"]
+    now_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB; the process only grows its peak
+    assert 100 < peak <= now_kib / 1024 + 1e-6  # torch alone is well above 100 MiB
