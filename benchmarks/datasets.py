@@ -46,3 +46,30 @@ def cifar10_slice(per_class: dict[str, int], dest: Path | None = None, archive: 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dest
+
+
+FULL_DATASETS = {  # benchmark -> (archive under ../shared/data, folder under .data/ that the recipes read)
+    "q1": ("imagenette2_224_jpeg.tar.gz", "imagenette2_224"),
+    "q2": ("cifar10_jpeg.tar.gz", "cifar10"),
+}
+
+
+def unpack_benchmark_data(bench: str, data_root: Path = REPO / ".data", shared_data: Path = SHARED_DATA) -> Path:
+    """The benchmark's full dataset under ``data_root`` (what ``make data`` does), unpacked once, atomically."""
+    archive_name, folder = FULL_DATASETS[bench]
+    dest = Path(data_root) / folder
+    if dest.is_dir():
+        return dest
+    archive = Path(shared_data) / archive_name
+    if not archive.is_file():
+        raise FileNotFoundError(f"{archive} not found: the {bench} benchmark needs ../shared/data next to the repository")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder}-", dir=dest.parent))
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(staging, filter="data")
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest

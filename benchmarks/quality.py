@@ -145,6 +145,10 @@ def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESU
     from ssdistill import distill
 
     tier = TIERS[tier_name]
+    if tier_name != "smoke":
+        from benchmarks.datasets import unpack_benchmark_data
+
+        unpack_benchmark_data(bench)  # `make data`, when it was not run
     out = row_path(results_dir, bench, method, tier_name)
     run_dir, overrides = _run_dir_and_overrides(tier, bench, method, runs_dir)
     if out.is_file() and not force:

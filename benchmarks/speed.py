@@ -267,7 +267,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="ssdistill speed benchmarks (ratios measured side by side).")
     parser.add_argument("--tier", choices=sorted(TIERS), default="cpu")
     parser.add_argument("--only", nargs="*", choices=FIGURES, default=list(FIGURES))
+    parser.add_argument("--readme", action="store_true", help="also replace the README block between <!-- bench:speed-<tier> --> markers")
+    parser.add_argument("--table-only", action="store_true", help="only regenerate the markdown from the JSON file")
     args = parser.parse_args()
+    if args.table_only:
+        _write_table(args.tier, json.loads((RESULTS / f"speed-{args.tier}.json").read_text()), args.readme)
+        return
     tier = TIERS[args.tier]
     rows = []
     if "P1" in args.only:
@@ -305,8 +310,17 @@ def main() -> None:
     for row in rows:
         row["date"] = record["date"]
     path.write_text(json.dumps(record, indent=2))
-    (RESULTS / f"speed-{args.tier}.md").write_text(_markdown(record))
-    print(_markdown(record))
+    _write_table(args.tier, record, args.readme)
+
+
+def _write_table(tier: str, record: dict, readme: bool) -> None:
+    from benchmarks.quality import README, replace_block
+
+    markdown = _markdown(record)
+    (RESULTS / f"speed-{tier}.md").write_text(markdown)
+    if readme:
+        replace_block(README, f"bench:speed-{tier}", markdown)
+    print(markdown)
 
 
 if __name__ == "__main__":

@@ -141,3 +141,20 @@ def test_cifar_slice_takes_the_first_images_of_every_class(tmp_path):
     assert cifar10_slice({"train": 2, "test": 1}, dest=tmp_path / "slice", archive=archive) == dest  # reused
     with pytest.raises(FileNotFoundError, match="need ../shared/data next to the repository"):
         cifar10_slice({"train": 2}, dest=tmp_path / "other", archive=archive)
+
+
+def test_full_benchmark_data_is_unpacked_once(tmp_path):
+    from benchmarks.datasets import unpack_benchmark_data
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    with tarfile.open(shared / "cifar10_jpeg.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("train/cat/0000.jpg")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"jpg"))
+    dest = unpack_benchmark_data("q2", tmp_path / "data", shared)
+    assert dest == tmp_path / "data" / "cifar10" and (dest / "train" / "cat" / "0000.jpg").read_bytes() == b"jpg"
+    (shared / "cifar10_jpeg.tar.gz").unlink()
+    assert unpack_benchmark_data("q2", tmp_path / "data", shared) == dest  # already there: the archive is not read
+    with pytest.raises(FileNotFoundError, match="the q1 benchmark needs ../shared/data"):
+        unpack_benchmark_data("q1", tmp_path / "data", shared)
