@@ -28,7 +28,7 @@ from ssdistill.data.datasets import ImageSource, IndexedViews, open_images, seed
 from ssdistill.data.views import original_view
 from ssdistill.engine import metrics_csv
 from ssdistill.engine.rundir import RUN_DIR_ENV, atomic_write_text, existing_run_dir, new_run_dir
-from ssdistill.engine.trainer import build_trainer
+from ssdistill.engine.trainer import TrainingClock, build_trainer
 from ssdistill.errors import ConfigError, DataError, ModelError
 from ssdistill.eval.compare import Candidate, knn_side_by_side
 from ssdistill.eval.monitor import KNNMonitor
@@ -172,13 +172,14 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
         raise ConfigError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (the run stopped before its first checkpoint)")
     previous_metrics = metrics_csv.set_aside(run_dir) if resuming and trainer.is_global_zero else None
     resumed_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"] if resuming else 0
-    start = time.perf_counter()
     trainer.fit(module, loader, ckpt_path=str(last) if resuming else None)
-    timing["train_seconds"] = time.perf_counter() - start
+    clock = next(c for c in trainer.callbacks if isinstance(c, TrainingClock))
+    timing["train_seconds"] = clock.total()  # every attempt of a resumed run
+    timing["train_seconds_this_attempt"] = clock.this_attempt()
     if previous_metrics is not None:
         metrics_csv.merge(run_dir, previous_metrics, upto_step=resumed_step)
     steps_run = trainer.global_step - resumed_step
-    timing["train_images_per_s"] = steps_run * cfg.data.batch_size * trainer.world_size / max(timing["train_seconds"], 1e-9)
+    timing["train_images_per_s"] = steps_run * cfg.data.batch_size * trainer.world_size / max(clock.this_attempt(), 1e-9)
     timing["peak_rss_mb"] = peak_rss_mb()
     if not trainer.is_global_zero:
         return {}

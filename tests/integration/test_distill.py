@@ -58,6 +58,8 @@ def test_resume_continues_an_interrupted_run(tmp_path):
     run_dir = tmp_path / "runs" / "tiny"
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 8
+    seconds_before_kill = checkpoint["callbacks"]["TrainingClock"]["seconds"]
+    assert seconds_before_kill > 0
     assert not (run_dir / "results.json").exists()
     _, at_kill = load_student_from_run(run_dir)
 
@@ -72,6 +74,8 @@ def test_resume_continues_an_interrupted_run(tmp_path):
     assert seen_start["epoch"] == 2 and seen_start["step"] == 8
     assert all(torch.equal(v, at_kill.state_dict()[k]) for k, v in seen_start["weights"].items())
     assert results["steps"] == 12
+    timing = results["timing"]  # training time of both attempts (up to the checkpoint resumed from) is reported
+    assert timing["train_seconds"] == pytest.approx(seconds_before_kill + timing["train_seconds_this_attempt"])
     assert set(_epoch_losses(run_dir)) == {0, 1, 2}  # the first attempt's metrics were kept
     assert (run_dir / "results.json").exists()
     assert not list((tmp_path / "runs").glob("tiny-*"))  # resumed in place, no new run dir

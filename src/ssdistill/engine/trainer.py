@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -11,6 +12,30 @@ from lightning.pytorch.loggers import CSVLogger
 
 from ssdistill.config import DistillConfig
 from ssdistill.errors import ConfigError
+
+
+class TrainingClock(L.Callback):
+    """Training seconds summed over every attempt of a run: the total so far travels in each checkpoint, so a resumed
+    run reports the time of all its epochs (work lost between the last checkpoint and a kill is not counted)."""
+
+    def __init__(self) -> None:
+        self.before = 0.0  # seconds of earlier attempts, up to the checkpoint this attempt resumed from
+        self.started: float | None = None
+
+    def on_train_start(self, trainer, module) -> None:
+        self.started = time.perf_counter()
+
+    def this_attempt(self) -> float:
+        return 0.0 if self.started is None else time.perf_counter() - self.started
+
+    def total(self) -> float:
+        return self.before + self.this_attempt()
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.total()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.before = float(state["seconds"])
 
 
 def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = ()) -> L.Trainer:
@@ -28,7 +53,7 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
         mode="max",
         save_last=True,
     )
-    all_callbacks = [every_epoch, *callbacks]
+    all_callbacks = [TrainingClock(), every_epoch, *callbacks]
     if t.checkpoint_every_n_steps:
         all_callbacks.append(
             ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=0, save_last=True)
