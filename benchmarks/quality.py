@@ -31,7 +31,7 @@ RESULTS = REPO / "benchmarks" / "results"
 README = REPO / "README.md"
 SHARED_WEIGHTS = REPO.parent / "shared" / "weights"
 
-METHODS = ("feature", "moco", "seed", "disco", "mvmr_kd", "mvmr_ssl", "bingo")
+METHODS = ("moco", "feature", "seed", "disco", "bingo", "mvmr_kd", "mvmr_ssl")  # baselines, then the published methods
 LABELS = {
     "feature": "feature regression",
     "moco": "MoCo-v2 (no teacher)",
