@@ -9,11 +9,25 @@ from __future__ import annotations
 import shutil
 import tarfile
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CIFAR10_ARCHIVE = SHARED_DATA / "cifar10_jpeg.tar.gz"
+
+
+@contextmanager
+def _staged_folder(dest: Path):
+    """Yields a temporary sibling of ``dest``, renamed to ``dest`` when the block finishes, deleted when it fails."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        yield staging
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def cifar10_slice(per_class: dict[str, int], dest: Path | None = None, archive: Path = CIFAR10_ARCHIVE) -> Path:
@@ -27,24 +41,17 @@ def cifar10_slice(per_class: dict[str, int], dest: Path | None = None, archive: 
         return dest
     if not archive.is_file():
         raise FileNotFoundError(f"{archive} not found: the benchmarks need ../shared/data next to the repository")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
-                parts = Path(member.name).parts
-                if not member.isfile() or len(parts) != 3 or parts[0] not in per_class:
-                    continue
-                stem = Path(parts[2]).stem
-                if stem.isdigit() and int(stem) < per_class[parts[0]]:
-                    target = staging.joinpath(*parts)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with tar.extractfile(member) as source, target.open("wb") as out:
-                        shutil.copyfileobj(source, out)
-        staging.rename(dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with _staged_folder(dest) as staging, tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) != 3 or parts[0] not in per_class:
+                continue
+            stem = Path(parts[2]).stem
+            if stem.isdigit() and int(stem) < per_class[parts[0]]:
+                target = staging.joinpath(*parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(member) as source, target.open("wb") as out:
+                    shutil.copyfileobj(source, out)
     return dest
 
 
@@ -63,13 +70,6 @@ def unpack_benchmark_data(bench: str, data_root: Path = REPO / ".data", shared_d
     archive = Path(shared_data) / archive_name
     if not archive.is_file():
         raise FileNotFoundError(f"{archive} not found: the {bench} benchmark needs ../shared/data next to the repository")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder}-", dir=dest.parent))
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(staging, filter="data")
-        staging.rename(dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with _staged_folder(dest) as staging, tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(staging, filter="data")
     return dest
