@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 IMAGENETTE = REPO / ".data" / "imagenette2_224"
 DEMO = REPO / "data" / "imagenette_mini"
+Q1_TRAIN_IMAGES = 9469
 
 TIERS = {
     # images for P1 (cache fill), images per epoch for P3, (train, query) feature counts for P4
@@ -115,15 +116,18 @@ def p2_step_overhead(method: str, batch_size: int = 64, repeats: int = 10) -> di
     from ssdistill.methods import METHODS
     from ssdistill.models.students import Student
 
-    recipe = {"feature": "configs/demo/feature.yaml", "mvmr": "configs/demo/mvmr_kd.yaml"}[method]
-    cfg = build_config(REPO / recipe)
+    recipe = {"feature": "configs/demo/feature.yaml", "mvmr": "configs/demo/mvmr_kd.yaml", "seed": "configs/q1/seed.yaml"}[method]
+    # SEED reads its teacher embeddings from a table (bank or original view: the same step) and keeps a queue as
+    # large as Q1's training split
+    cfg = build_config(REPO / recipe, {"method": {"teacher_view": "original"}, "data": {"batch_size": batch_size}} if method == "seed" else None)
     torch.manual_seed(0)
     student = Student(cfg.student.arch)
     table = TableSignal(torch.randn(batch_size, 1280).half(), "random")
-    module = METHODS[method](cfg, student, table)
+    module = METHODS[method](cfg, student, table, dataset_size=Q1_TRAIN_IMAGES)
+    queue = getattr(module, "queue", None)  # full from the start (random unit keys), as after the first epoch
     module.log_loss = lambda loss, **terms: loss  # no Lightning trainer here: skip logging
     size = cfg.student.resolution
-    views = {"student": torch.rand(batch_size, 3, size, size)} if method == "feature" else {
+    views = {"student": torch.rand(batch_size, 3, size, size)} if method != "mvmr" else {
         "aug": torch.rand(batch_size, 3, size, size), "original": torch.rand(batch_size, 3, size, size)}
     batch = {"index": torch.arange(batch_size), "views": views}
     passes = list(views.values())
@@ -153,6 +157,7 @@ def p2_step_overhead(method: str, batch_size: int = 64, repeats: int = 10) -> di
         "batch_size": batch_size,
         "views": len(passes),
         "recipe": recipe,
+        "queue": None if queue is None else len(queue.keys),
     }
 
 
@@ -279,7 +284,7 @@ def main() -> None:
         rows.append(p1_cache_fill(tier["p1_images"]))
         print(rows[-1])
     if "P2" in args.only:
-        for method in ("feature", "mvmr"):
+        for method in ("feature", "mvmr", "seed"):
             rows.append(p2_step_overhead(method))
             print(rows[-1])
     if "P3" in args.only:
