@@ -174,12 +174,13 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
     resumed_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"] if resuming else 0
     trainer.fit(module, loader, ckpt_path=str(last) if resuming else None)
     clock = next(c for c in trainer.callbacks if isinstance(c, TrainingClock))
-    timing["train_seconds"] = clock.total()  # every attempt of a resumed run
-    timing["train_seconds_this_attempt"] = clock.this_attempt()
+    this_attempt = clock.this_attempt()
+    timing["train_seconds"] = clock.before + this_attempt  # every attempt of a resumed run
+    timing["train_seconds_this_attempt"] = this_attempt
     if previous_metrics is not None:
         metrics_csv.merge(run_dir, previous_metrics, upto_step=resumed_step)
     steps_run = trainer.global_step - resumed_step
-    timing["train_images_per_s"] = steps_run * cfg.data.batch_size * trainer.world_size / max(clock.this_attempt(), 1e-9)
+    timing["train_images_per_s"] = steps_run * cfg.data.batch_size * trainer.world_size / max(this_attempt, 1e-9)
     timing["peak_rss_mb"] = peak_rss_mb()
     if not trainer.is_global_zero:
         return {}
