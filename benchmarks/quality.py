@@ -173,7 +173,8 @@ def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESU
         "overrides": {k: v for k, v in overrides.items() if k != "run"},
         "command": f"python -m benchmarks.quality --tier {tier_name} --bench {bench} --only {method}",
     }
-    record["epoch_losses"] = epoch_losses(Path(record["run_dir"]))
+    if not record.get("epoch_losses"):  # a row read back keeps its losses: its run directory may be gone
+        record["epoch_losses"] = epoch_losses(Path(record["run_dir"]))
     _write_json(out, record)
     return record
 

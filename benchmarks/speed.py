@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssdistill.engine.rundir import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 IMAGENETTE = REPO / ".data" / "imagenette2_224"
@@ -314,7 +316,7 @@ def main() -> None:
         record["command"] = f"python -m benchmarks.speed --tier {args.tier}"
     for row in rows:
         row["date"] = record["date"]
-    path.write_text(json.dumps(record, indent=2))
+    atomic_write_text(path, json.dumps(record, indent=2))
     _write_table(args.tier, record, args.readme)
 
 
@@ -322,7 +324,7 @@ def _write_table(tier: str, record: dict, readme: bool) -> None:
     from benchmarks.quality import README, replace_block
 
     markdown = _markdown(record)
-    (RESULTS / f"speed-{tier}.md").write_text(markdown)
+    atomic_write_text(RESULTS / f"speed-{tier}.md", markdown)
     if readme:
         replace_block(README, f"bench:speed-{tier}", markdown)
     print(markdown)

@@ -278,7 +278,7 @@ def peak_rss_mb() -> float | None:
     """Peak resident memory (MiB) of this process so far, or of its largest finished child (data workers) if larger."""
     try:
         import resource
-    except ImportError:  # not on Windows
+    except ImportError:  # Windows has no resource module
         return None
     peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     return peak_kib / (1024 * 1024) if platform.system() == "Darwin" else peak_kib / 1024  # bytes on macOS, KiB on Linux
