@@ -247,8 +247,22 @@ def _notes(method: str, record: dict) -> str:
     notes = []
     if method in NO_TEACHER:
         notes.append("no teacher")
+    method_config = (record.get("config") or {}).get("method") or {}
+    if method_config.get("name") == "mvmr":
+        notes.append(_mvmr_terms(method_config))
     notes += [str(a) for a in record.get("approximations") or []]
     return "; ".join(notes)
+
+
+def _mvmr_terms(method_config: dict) -> str:
+    """Which non-learnable representations (and which sign for the hand-crafted ones) produced an MV-MR row."""
+    from ssdistill.methods.mvmr import MVMRConfig
+
+    config = MVMRConfig(**method_config)
+    handcrafted = config.chosen_representations()
+    terms = (["teacher"] if config.mode == "kd" else []) + handcrafted
+    sign = f", {config.handcrafted_sign} sign" if handcrafted else ""
+    return f"representations: {', '.join(terms) or 'none'}{sign}"
 
 
 def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:

@@ -66,6 +66,16 @@ def test_table_is_built_from_the_row_files(tmp_path):
     assert "no q1 rows" in quality.table("q1", "cpu", tmp_path).lower()
 
 
+def test_mvmr_rows_name_their_representations_and_sign():
+    kd = _row(30.0, config={"method": {"name": "mvmr", "mode": "kd"}})
+    ssl = _row(25.0, config={"method": {"name": "mvmr", "mode": "ssl", "handcrafted_sign": "released"}})
+    both = _row(31.0, config={"method": {"name": "mvmr", "mode": "kd", "representations": ["hog"]}})
+    assert quality._notes("mvmr_kd", kd) == "representations: teacher"
+    assert quality._notes("mvmr_ssl", ssl) == "no teacher; representations: raw, hog, local_std, released sign"
+    assert quality._notes("mvmr_kd", both) == "representations: teacher, hog, paper sign"
+    assert quality._notes("feature", _row(40.0, config={"method": {"name": "feature"}})) == ""
+
+
 def test_readme_block_is_replaced_between_its_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- bench:q1-cpu -->\nold table\n<!-- /bench:q1-cpu -->\nafter\n")
