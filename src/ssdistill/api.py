@@ -275,13 +275,32 @@ def _evaluate(cfg, student, initial_state, teacher, train_source, teacher_train_
 
 
 def peak_rss_mb() -> float | None:
-    """Peak resident memory (MiB) of this process so far, or of its largest finished child (data workers) if larger."""
+    """Peak resident memory (MiB) of this process so far, or of its largest finished child (data workers) if larger.
+
+    On Linux the process's own peak is VmHWM of its address space: ``ru_maxrss`` of a process started by exec also
+    carries the peak of whatever spawned it (the kernel keeps the old address space's high-water mark), so a run
+    launched from a large parent would report the parent's memory."""
     try:
         import resource
     except ImportError:  # Windows has no resource module
         return None
-    peak_kib = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    own_kib = _address_space_peak_kib()
+    if own_kib is None:
+        own_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = max(own_kib, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     return peak_kib / (1024 * 1024) if platform.system() == "Darwin" else peak_kib / 1024  # bytes on macOS, KiB on Linux
+
+
+def _address_space_peak_kib() -> int | None:
+    """VmHWM from /proc/self/status (KiB), None where there is no such file (macOS)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return None
 
 
 def _versions() -> dict[str, str]:

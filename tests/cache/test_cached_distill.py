@@ -1,7 +1,9 @@
 """The cache is invisible: a run that reads teacher signals from it trains like one that runs the teacher online."""
 
 import os
+import platform
 
+import pytest
 import torch
 
 from integration.common import tiny_config
@@ -38,3 +40,18 @@ def test_results_record_the_peak_memory_of_the_run(tmp_path):
     peak = results["timing"]["peak_rss_mb"]
     now_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB; the process only grows its peak
     assert 100 < peak <= now_kib / 1024 + 1e-6  # torch alone is well above 100 MiB
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="the exec'd high-water mark and /proc/self/status are Linux behaviour")
+def test_peak_memory_of_a_run_started_by_a_large_process_is_its_own():
+    """ru_maxrss of an exec'd process carries its spawner's high-water mark; the recorded peak must not."""
+    import subprocess
+    import sys
+
+    ballast = bytearray(3 * 1024**3)
+    ballast[:: 4096] = b"x" * len(ballast[:: 4096])  # touch every page: the spawner's resident set is now > 3 GiB
+    code = "import resource; from ssdistill.api import peak_rss_mb; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, peak_rss_mb())"
+    inherited, peak = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    del ballast
+    assert inherited > 3 * 1024  # the kernel's figure includes this test process's 3 GiB
+    assert 100 < peak < 2 * 1024  # importing torch, Lightning and timm takes well under 2 GiB
