@@ -5,6 +5,7 @@
     python -m benchmarks.quality --tier smoke                         # CIFAR-10 slice, about a minute per method
     python -m benchmarks.quality --tier gpu --bench q1                # resnet18 at 224, on a machine with one GPU
     python -m benchmarks.quality --tier cpu --bench q1 --table-only --readme
+    python -m benchmarks.quality --tier cpu --bench q1 --alignment --readme   # CKA / dCor² with the teacher, old rows
 
 A row is the recipe ``configs/<bench>/<method>.yaml`` with the tier's overrides. Each finished row is written to
 ``benchmarks/results/<bench>/<method>-<tier>.json`` as soon as it completes and is not recomputed unless
@@ -139,6 +140,34 @@ def _full_evaluation(run_dir: Path) -> dict | None:
     return record.get("evaluation")
 
 
+def add_teacher_alignment(record: dict) -> bool:
+    """Fill ``teacher_alignment`` (linear CKA, dCor² on val) into a finished row's evaluation from the features its
+    run kept on disk (``RUN/features/<model>-val-*.pt``) and the teacher's cached val features; rows evaluated
+    before the suite computed it. Returns whether anything was added; a row whose run directory is gone is left."""
+    from ssdistill.api import _open, _teacher_table
+    from ssdistill.config import build_config
+    from ssdistill.eval.alignment import teacher_alignment
+    from ssdistill.models.teachers import build_teacher
+
+    models = ((record.get("evaluation") or {}).get("models")) or {}
+    missing = [label for label in ("student", "random_init") if label in models and "teacher_alignment" not in models[label]]
+    run_dir = Path(record.get("run_dir", ""))
+    run_dir = run_dir if run_dir.is_absolute() else REPO / run_dir
+    if not missing or not (run_dir / "config.yaml").is_file():
+        return False
+    import torch
+
+    cfg = build_config(run_dir / "config.yaml")
+    teacher_cfg = cfg.teacher if cfg.teacher.output == "pooled" else cfg.teacher.model_copy(update={"output": "pooled"})
+    teacher = _teacher_table(cfg, build_teacher(teacher_cfg), _open(cfg, cfg.data.val), cfg.data.val, "cpu")
+    for label in missing:
+        found = sorted((run_dir / "features").glob(f"{label}-val-*.pt"))
+        if len(found) != 1:
+            raise SystemExit(f"{run_dir}/features holds {len(found)} {label} val feature files, expected one: re-run its evaluation")
+        models[label]["teacher_alignment"] = teacher_alignment(torch.load(found[0], weights_only=True), teacher, seed=cfg.trainer.seed)
+    return True
+
+
 def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESULTS, runs_dir: Path | None = None,
             force: bool = False, quiet: bool = True) -> dict:
     """Measure one row (or read it back when finished) and write its JSON; returns the row record."""
@@ -234,7 +263,9 @@ def _metrics(record: dict, label: str) -> dict:
     model = ((record.get("evaluation") or {}).get("models") or {}).get(label) or {}
     protocols = model.get("knn", {})
     k200 = next((v["top1"] for name, v in protocols.items() if name.startswith("k200_")), None)
-    return {"k20": knn.get("top1"), "k200": k200, "linear": (model.get("linear") or {}).get("top1")}
+    alignment = model.get("teacher_alignment") or {}
+    return {"k20": knn.get("top1"), "k200": k200, "linear": (model.get("linear") or {}).get("top1"),
+            "cka": alignment.get("linear_cka"), "dcor2": alignment.get("dcor2")}
 
 
 def _duration(seconds) -> str:
@@ -282,8 +313,8 @@ def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
         f"rows from {dates[0]} to {dates[-1]} on {machine.get('cpus', '?')} CPU cores, {gpu}, torch {versions.get('torch', '?')}; "
         f"`python -m benchmarks.quality --tier {tier} --bench {bench}`",
         "",
-        "| model | k-NN k20 | k-NN k200 | linear | % of teacher (k-NN) | % of teacher (linear) | train time | train img/s | notes |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| model | k-NN k20 | k-NN k200 | linear | % of teacher (k-NN) | % of teacher (linear) | CKA with teacher | dCor² with teacher | train time | train img/s | notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
 
     def pct(value, ref):
@@ -293,7 +324,7 @@ def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
         lines.append(
             f"| {label} | {_cell(metrics['k20'])} | {_cell(metrics['k200'])} | {_cell(metrics['linear'])} | "
             f"{_cell(pct(metrics['k20'], teacher['k20']), 0)} | {_cell(pct(metrics['linear'], teacher['linear']), 0)} | "
-            f"{_duration(seconds)} | {_cell(speed, 0)} | {notes} |"
+            f"{_cell(metrics['cka'], 2)} | {_cell(metrics['dcor2'], 2)} | {_duration(seconds)} | {_cell(speed, 0)} | {notes} |"
         )
 
     line(f"teacher ({(reference.get('teacher') or {}).get('name', '?')})", teacher)
@@ -355,13 +386,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=METHODS, metavar="METHOD", help=f"rows to run, of {', '.join(METHODS)}")
     parser.add_argument("--force", action="store_true", help="recompute finished rows (their run directories are deleted)")
     parser.add_argument("--table-only", action="store_true", help="only regenerate the markdown tables from the JSON files")
+    parser.add_argument("--alignment", action="store_true",
+                        help="fill teacher alignment (CKA, dCor² on val) into finished rows that lack it, then regenerate the tables")
     parser.add_argument("--readme", action="store_true", help="also replace the tables' blocks in README.md")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the row JSON files and tables")
     parser.add_argument("--runs", type=Path, help="parent of the run directories (default: the recipe's run.dir)")
     args = parser.parse_args(argv)
     benches = args.bench or TIERS[args.tier].benches
     readme = README if args.readme else None
-    if args.table_only:
+    if args.alignment:
+        for bench in benches:
+            for method in METHODS:
+                path = row_path(args.results, bench, method, args.tier)
+                if path.is_file() and add_teacher_alignment(record := json.loads(path.read_text())):
+                    _write_json(path, record)
+                    print(f"{bench} {method}: teacher alignment added")
+    if args.table_only or args.alignment:
         for bench in benches:
             print(write_table(bench, args.tier, args.results, readme))
         return 0

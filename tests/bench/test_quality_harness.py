@@ -49,6 +49,7 @@ def test_table_is_built_from_the_row_files(tmp_path):
             for label, k20 in (("teacher", 80.0), ("random_init", 20.0), ("student", 40.0))
         }
     }
+    evaluation["models"]["student"]["teacher_alignment"] = {"linear_cka": 0.612, "dcor2": 0.5849, "samples": 2048}
     rows = {"feature": _row(40.0, evaluation=evaluation), "moco": _row(21.0, approximations=["something approximated"])}
     for method, record in rows.items():
         path = quality.row_path(tmp_path, "q2", method, "cpu")
@@ -61,9 +62,36 @@ def test_table_is_built_from_the_row_files(tmp_path):
     assert teacher.startswith("| teacher (cifar_resnet56) | 80.0 | 79.0 | 81.0 | 100 | 100 |")
     assert random_init.startswith("| random-init student | 20.0 | 19.0 | 21.0 | 25 | 26 |")
     # 40 / 80 = 50 % of the teacher's k-NN, 41 / 81 = 51 % of its linear probe; 90 s of training at 250 img/s
-    assert feature == "| feature regression | 40.0 | 39.0 | 41.0 | 50 | 51 | 90 s | 250 |  |"
-    assert moco == "| MoCo-v2 (no teacher) | 21.0 | – | – | 26 | – | 90 s | 250 | no teacher; something approximated |"
+    assert feature == "| feature regression | 40.0 | 39.0 | 41.0 | 50 | 51 | 0.61 | 0.58 | 90 s | 250 |  |"
+    assert moco == "| MoCo-v2 (no teacher) | 21.0 | – | – | 26 | – | – | – | 90 s | 250 | no teacher; something approximated |"
     assert "no q1 rows" in quality.table("q1", "cpu", tmp_path).lower()
+
+
+def test_teacher_alignment_is_filled_into_old_rows_from_the_features_their_run_kept(tmp_path, monkeypatch):
+    import torch
+
+    import ssdistill.api
+    import ssdistill.models.teachers
+
+    run_dir = tmp_path / "q1-feature"
+    (run_dir / "features").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("method: {name: feature}\ndata: {train: tr, val: va}\nteacher: {name: efficientnet_lite0}\n")
+    teacher = torch.randn(50, 6, generator=torch.Generator().manual_seed(0))
+    torch.save(2 * teacher, run_dir / "features" / "student-val-abc.pt")  # the teacher's geometry, rescaled
+    torch.save(torch.randn(50, 4, generator=torch.Generator().manual_seed(1)), run_dir / "features" / "random_init-val-abc.pt")
+    monkeypatch.setattr(ssdistill.models.teachers, "build_teacher", lambda cfg: None)
+    monkeypatch.setattr(ssdistill.api, "_open", lambda cfg, spec: spec)
+    monkeypatch.setattr(ssdistill.api, "_teacher_table", lambda cfg, model, source, name, device: teacher)
+    record = {"run_dir": str(run_dir), "evaluation": {"models": {"teacher": {}, "student": {}, "random_init": {}}}}
+    assert quality.add_teacher_alignment(record)
+    models = record["evaluation"]["models"]
+    assert models["student"]["teacher_alignment"]["linear_cka"] == pytest.approx(1.0, abs=1e-5)
+    assert models["random_init"]["teacher_alignment"]["dcor2"] < 0.5 and "teacher_alignment" not in models["teacher"]
+    assert not quality.add_teacher_alignment(record)  # nothing left to fill
+    torch.save(teacher, run_dir / "features" / "student-val-def.pt")
+    del models["student"]["teacher_alignment"]
+    with pytest.raises(SystemExit, match="2 student val feature files"):
+        quality.add_teacher_alignment(record)
 
 
 def test_mvmr_rows_name_their_representations_and_sign():

@@ -21,6 +21,10 @@ def test_full_suite_after_training_and_knn_monitoring_during_it(tmp_path):
         assert set(row["few_shot"]) == {"0.01", "0.1"} and row["gflops"] > 0
         assert len(row["embedding"]["x"]) == 500 and 0 <= row["clustering"]["accuracy"] <= 100
     assert evaluation["models"]["student"]["knn"]["k20_t0.07"]["top1"] == results["knn"]["student"]["top1"]
+    for label in ("student", "random_init"):  # label-free alignment with the teacher's val features; none for the teacher
+        alignment = evaluation["models"][label]["teacher_alignment"]
+        assert -0.1 <= alignment["dcor2"] <= 1 and 0 <= alignment["linear_cka"] <= 1 and alignment["samples"] > 4
+    assert "teacher_alignment" not in evaluation["models"]["teacher"]
     kept = evaluation["retained_pct"]["linear"]
     linear = {k: evaluation["models"][k]["linear"]["top1"] for k in ("student", "teacher")}
     assert abs(kept - 100 * linear["student"] / linear["teacher"]) < 1e-6

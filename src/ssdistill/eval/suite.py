@@ -1,6 +1,6 @@
 """The full evaluation of several models side by side on one labelled train split (memory / probe training) and
 one evaluation split: weighted k-NN under each protocol, linear probe, few-shot probes, k-means clustering,
-parameters, FLOPs and images/s, plus a 2-D PCA map of the evaluation features for the report.
+parameters, FLOPs and images/s, alignment with the teacher's features (linear CKA, dCor²), plus a 2-D PCA map of the evaluation features for the report.
 
 Each model's features are extracted once per split (and kept on disk under ``feature_dir`` when given, keyed by
 the weights, the view and the images), then every metric reads them.
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ssdistill.data.datasets import ImageSource
+from ssdistill.eval.alignment import teacher_alignment
 from ssdistill.eval.clustering import kmeans_clustering
 from ssdistill.engine.rundir import atomic_output
 from ssdistill.eval.compare import Candidate
@@ -90,6 +91,7 @@ def evaluate_suite(
         raise ValueError("evaluation needs labelled train and evaluation splits (class sub-folders)")
     train_labels, eval_labels = torch.tensor(memory.labels), torch.tensor(query.labels)
     models: dict[str, dict] = {}
+    evaluation_features: dict[str, torch.Tensor] = {}
     for candidate in candidates:
         train = _features(candidate, memory, "train", feature_dir, batch_size, num_workers, device)
         evaluation = _features(candidate, query, "val", feature_dir, batch_size, num_workers, device)
@@ -111,6 +113,11 @@ def evaluate_suite(
         row["resolution"] = candidate.resolution
         row["feature_dim"] = int(train.shape[1])
         models[candidate.label] = row
+        evaluation_features[candidate.label] = evaluation
+    if "teacher" in evaluation_features:  # label-free: how much of the teacher's geometry each model holds
+        for label, features in evaluation_features.items():
+            if label != "teacher":
+                models[label]["teacher_alignment"] = teacher_alignment(features, evaluation_features["teacher"], seed=options.seed)
     return {
         "protocols": {"knn": [protocol_name(k, t) for k, t in options.knn], "linear": "L-BFGS logistic regression, L2 chosen on 20% of train"},
         "models": models,
@@ -127,6 +134,9 @@ def headline_metrics(row: dict) -> dict[str, float]:
         flat[f"few_shot_{fraction}"] = scores["top1"]
     for name, value in row.get("clustering", {}).items():
         flat[f"cluster_{name}"] = value
+    if "teacher_alignment" in row:
+        flat["teacher_cka"] = row["teacher_alignment"]["linear_cka"]
+        flat["teacher_dcor2"] = row["teacher_alignment"]["dcor2"]
     return flat
 
 

@@ -19,7 +19,13 @@ def evaluation_columns(evaluation: dict) -> list[tuple[str, str]]:
         columns.append((f"few_shot_{fraction}", f"{float(fraction):.0%} labels"))
     if "clustering" in any_row:
         columns += [("cluster_accuracy", "cluster acc"), ("cluster_nmi", "NMI"), ("cluster_ari", "ARI")]
+    if any("teacher_alignment" in row for row in evaluation["models"].values()):
+        columns += [("teacher_cka", "CKA with teacher"), ("teacher_dcor2", "dCor² with teacher")]
     return columns
+
+
+def _digits(column: str) -> int:
+    return 2 if column.startswith("teacher_") else 1  # alignment scores are fractions in [0, 1]
 
 
 def model_rows(record: dict, label_names: dict[str, str] | None = None) -> tuple[list[str], list[list[str]]]:
@@ -44,7 +50,7 @@ def model_rows(record: dict, label_names: dict[str, str] | None = None) -> tuple
         row = evaluation["models"].get(key)
         if row:
             flat = headline_metrics(row)
-            rows.append([names.get(key, key), *[_cell(flat.get(c)) for c, _ in columns],
+            rows.append([names.get(key, key), *[_cell(flat.get(c), _digits(c)) for c, _ in columns],
                          _cell(row["params_m"], 2), _cell(row["gflops"], 3), _cell(row["images_per_s"], 0)])
     kept = evaluation.get("retained_pct") or {}
     if kept:
@@ -82,12 +88,12 @@ def comparison_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
         for record in records:
             found = metrics(record, key)
             if found:
-                rows.append([key.replace("_", " "), "", *[_cell(found.get(c)) for c, _ in columns], _cell(found["_row"]["params_m"], 2), _cell(found["_row"]["images_per_s"], 0)])
+                rows.append([key.replace("_", " "), "", *[_cell(found.get(c), _digits(c)) for c, _ in columns], _cell(found["_row"]["params_m"], 2), _cell(found["_row"]["images_per_s"], 0)])
                 break
     for record in records:
         found = metrics(record, "student")
         if found:
             label = f"{record.get('method', '?')}"
-            rows.append([record.get("name", record.get("run_dir", "?")), label, *[_cell(found.get(c)) for c, _ in columns],
+            rows.append([record.get("name", record.get("run_dir", "?")), label, *[_cell(found.get(c), _digits(c)) for c, _ in columns],
                          _cell(found["_row"]["params_m"], 2), _cell(found["_row"]["images_per_s"], 0)])
     return header, rows
