@@ -144,10 +144,9 @@ def add_teacher_alignment(record: dict) -> bool:
     """Fill ``teacher_alignment`` (linear CKA, dCor² on val) into a finished row's evaluation from the features its
     run kept on disk (``RUN/features/<model>-val-*.pt``) and the teacher's cached val features; rows evaluated
     before the suite computed it. Returns whether anything was added; a row whose run directory is gone is left."""
-    from ssdistill.api import _open, _teacher_table
+    from ssdistill.api import teacher_split_features
     from ssdistill.config import build_config
     from ssdistill.eval.alignment import teacher_alignment
-    from ssdistill.models.teachers import build_teacher
 
     models = ((record.get("evaluation") or {}).get("models")) or {}
     missing = [label for label in ("student", "random_init") if label in models and "teacher_alignment" not in models[label]]
@@ -158,8 +157,7 @@ def add_teacher_alignment(record: dict) -> bool:
     import torch
 
     cfg = build_config(run_dir / "config.yaml")
-    teacher_cfg = cfg.teacher if cfg.teacher.output == "pooled" else cfg.teacher.model_copy(update={"output": "pooled"})
-    teacher = _teacher_table(cfg, build_teacher(teacher_cfg), _open(cfg, cfg.data.val), cfg.data.val, "cpu")
+    teacher = teacher_split_features(cfg, cfg.data.val)
     for label in missing:
         found = sorted((run_dir / "features").glob(f"{label}-val-*.pt"))
         if len(found) != 1:
@@ -258,14 +256,16 @@ def _cell(value, digits: int = 1, suffix: str = "") -> str:
 
 
 def _metrics(record: dict, label: str) -> dict:
-    """k20 and k200 k-NN, linear probe top-1 of one model in a row record (None where not measured)."""
+    """k20 and k200 k-NN, linear probe top-1 and teacher alignment of one model in a row record (None where not
+    measured)."""
+    from ssdistill.eval.suite import headline_metrics
+
     knn = (record.get("knn") or {}).get(label) or {}
     model = ((record.get("evaluation") or {}).get("models") or {}).get(label) or {}
     protocols = model.get("knn", {})
     k200 = next((v["top1"] for name, v in protocols.items() if name.startswith("k200_")), None)
-    alignment = model.get("teacher_alignment") or {}
-    return {"k20": knn.get("top1"), "k200": k200, "linear": (model.get("linear") or {}).get("top1"),
-            "cka": alignment.get("linear_cka"), "dcor2": alignment.get("dcor2")}
+    flat = headline_metrics(model)
+    return {"k20": knn.get("top1"), "k200": k200, "linear": flat.get("linear"), "cka": flat.get("teacher_cka"), "dcor2": flat.get("teacher_dcor2")}
 
 
 def _duration(seconds) -> str:

@@ -226,6 +226,19 @@ def _teacher_table(cfg: DistillConfig, teacher: FrozenTeacher, source: ImageSour
     return extract_features(teacher, source, _teacher_view(teacher), cfg.data.eval_batch_size, cfg.data.num_workers, device, "teacher")
 
 
+def _pooled_teacher(cfg: DistillConfig, teacher: FrozenTeacher | None = None) -> FrozenTeacher:
+    """The teacher with its ``pooled`` output, the tap every evaluation reads (METHODS 7.1); built when not given."""
+    if teacher is not None and teacher.output == "pooled":
+        return teacher
+    return build_teacher(cfg.teacher.model_copy(update={"output": "pooled"}))
+
+
+def teacher_split_features(cfg: DistillConfig, spec: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The teacher's pooled features [N, d] of every image of the split ``spec`` (original view), in dataset order;
+    read from the teacher cache when it is on (filled on first use), else computed."""
+    return _teacher_table(cfg, _pooled_teacher(cfg), _open(cfg, spec), spec, device)
+
+
 def _candidates(cfg, student, initial_state, teacher, train_source, teacher_train_features, device):
     """(candidates, memory split, evaluation split) for the side-by-side evaluation, or a note saying why there is none."""
     if not cfg.data.val:
@@ -239,8 +252,7 @@ def _candidates(cfg, student, initial_state, teacher, train_source, teacher_trai
     candidates = []
     if teacher is not None and cfg.eval.teacher:
         reuse = teacher_train_features if memory is train_source and teacher.output == "pooled" else None
-        if teacher.output != "pooled":  # k-NN is defined on pooled features (METHODS 7.1)
-            teacher = build_teacher(cfg.teacher.model_copy(update={"output": "pooled"}))
+        teacher = _pooled_teacher(cfg, teacher)
         memory_name = cfg.data.knn_train or cfg.data.train
         bank = reuse if reuse is not None else _teacher_table(cfg, teacher, memory, memory_name, device)
         queries = _teacher_table(cfg, teacher, query, cfg.data.val, device) if cfg.cache.enabled else None

@@ -71,7 +71,6 @@ def test_teacher_alignment_is_filled_into_old_rows_from_the_features_their_run_k
     import torch
 
     import ssdistill.api
-    import ssdistill.models.teachers
 
     run_dir = tmp_path / "q1-feature"
     (run_dir / "features").mkdir(parents=True)
@@ -79,9 +78,7 @@ def test_teacher_alignment_is_filled_into_old_rows_from_the_features_their_run_k
     teacher = torch.randn(50, 6, generator=torch.Generator().manual_seed(0))
     torch.save(2 * teacher, run_dir / "features" / "student-val-abc.pt")  # the teacher's geometry, rescaled
     torch.save(torch.randn(50, 4, generator=torch.Generator().manual_seed(1)), run_dir / "features" / "random_init-val-abc.pt")
-    monkeypatch.setattr(ssdistill.models.teachers, "build_teacher", lambda cfg: None)
-    monkeypatch.setattr(ssdistill.api, "_open", lambda cfg, spec: spec)
-    monkeypatch.setattr(ssdistill.api, "_teacher_table", lambda cfg, model, source, name, device: teacher)
+    monkeypatch.setattr(ssdistill.api, "teacher_split_features", lambda cfg, spec: teacher if spec == "va" else None)
     record = {"run_dir": str(run_dir), "evaluation": {"models": {"teacher": {}, "student": {}, "random_init": {}}}}
     assert quality.add_teacher_alignment(record)
     models = record["evaluation"]["models"]

@@ -1,6 +1,7 @@
 """The full evaluation of several models side by side on one labelled train split (memory / probe training) and
 one evaluation split: weighted k-NN under each protocol, linear probe, few-shot probes, k-means clustering,
-parameters, FLOPs and images/s, alignment with the teacher's features (linear CKA, dCor²), plus a 2-D PCA map of the evaluation features for the report.
+parameters, FLOPs and images/s, alignment with the teacher's features (linear CKA, dCor²), plus a 2-D PCA map of
+the evaluation features for the report.
 
 Each model's features are extracted once per split (and kept on disk under ``feature_dir`` when given, keyed by
 the weights, the view and the images), then every metric reads them.
