@@ -32,17 +32,20 @@ RESULTS = REPO / "benchmarks" / "results"
 README = REPO / "README.md"
 SHARED_WEIGHTS = REPO.parent / "shared" / "weights"
 
-METHODS = ("moco", "feature", "seed", "disco", "bingo", "mvmr_kd", "mvmr_ssl")  # baselines, then the published methods
+# baselines, then the published methods (MV-MR also under its official preset)
+METHODS = ("moco", "feature", "seed", "disco", "bingo", "mvmr_kd", "mvmr_kd_official", "mvmr_ssl", "mvmr_ssl_official")
 LABELS = {
     "feature": "feature regression",
     "moco": "MoCo-v2 (no teacher)",
     "seed": "SEED",
     "disco": "DisCo",
     "mvmr_kd": "MV-MR (distillation)",
+    "mvmr_kd_official": "MV-MR (distillation), official preset",
     "mvmr_ssl": "MV-MR (self-supervised, no teacher)",
+    "mvmr_ssl_official": "MV-MR (self-supervised, no teacher), official preset",
     "bingo": "BINGO",
 }
-NO_TEACHER = frozenset({"moco", "mvmr_ssl"})
+NO_TEACHER = frozenset({"moco", "mvmr_ssl", "mvmr_ssl_official"})
 
 # Smoke tier: the first 60 (train) and 50 (test) images of every CIFAR-10 class, 20 epochs, resnet18 at 32 px
 # (at this budget it learns fastest of the cheap students: k-NN +13 points for feature regression in ~45 s).
@@ -70,7 +73,7 @@ def _smoke_overrides(bench: str, method: str) -> dict:
     if method.startswith("mvmr"):
         overrides["method"] = {"projector": [512, 512, 512]}
     if method == "bingo":
-        overrides["method"] = {"warm_epochs": 1}  # intra-only warm-up scaled as published: 10 of 200 epochs -> 1 of 20
+        overrides["method"] = {"warm_epochs": 0}  # intra-only warm-up scaled from the official 11 of 200 epochs to 1 of 20 (epoch 0)
     return overrides
 
 
@@ -281,7 +284,7 @@ def _notes(method: str, record: dict) -> str:
     method_config = (record.get("config") or {}).get("method") or {}
     if method_config.get("name") == "mvmr":
         notes.append(_mvmr_terms(method_config))
-    notes += [str(a) for a in record.get("approximations") or []]
+    notes += [str(a) for a in [*(record.get("approximations") or []), *(record.get("deviations") or [])]]
     return "; ".join(notes)
 
 

@@ -132,7 +132,7 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
         timing["teacher_signal_seconds"] = time.perf_counter() - start
     elif kind == "online":
         signal = OnlineSignal(teacher)
-    approximations: list[str] = list(method_class.deviations(cfg))
+    approximations: list[str] = []  # how the teacher signal was obtained, where it only approximates the method
     dataset = None
     if kind == "bank":
         if not cfg.cache.enabled:
@@ -190,6 +190,7 @@ def _distill(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks, quiet
     knn, suite, note = _evaluate(cfg, student.cpu(), initial_state, reference, train_source, teacher_train_features, device, run_dir)
     timing["eval_seconds"] = time.perf_counter() - start
     results = _results_record(cfg, run_dir, student, reference, train_source, knn, note, timing, trainer.global_step, approximations)
+    results["deviations"] = method_class.deviations(cfg)
     results["evaluation"] = suite
     results["teacher_in_training"] = teacher is not None
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
@@ -315,6 +316,31 @@ def _address_space_peak_kib() -> int | None:
     return None
 
 
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "asimd", "sve", "sve2")  # also every avx512* and amx*
+
+
+def machine() -> dict[str, Any]:
+    """Where a run ran: CPU count, model and vector extensions (figures move between CPUs: different kernel paths
+    round differently and a training trajectory follows), the instruction set torch dispatches to, and the GPU."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():  # Linux; the first processor's entries
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    model = fields.get("model name") or fields.get("Model") or platform.processor() or platform.machine()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    vector = sorted(f for f in flags if f in VECTOR_FLAGS or f.startswith(("avx512", "amx")))
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "cpu_vector_extensions": vector,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
 def _versions() -> dict[str, str]:
     import lightning
     import timm
@@ -369,7 +395,7 @@ def _results_record(cfg, run_dir, student, teacher, train_source, knn, note, tim
         "timing": timing,
         "approximations": approximations,
         "teacher_cache": cfg.cache.enabled,
-        "machine": {"cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": machine(),
         "versions": _versions(),
         "config": cfg.to_dict(),
     }

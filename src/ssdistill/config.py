@@ -7,12 +7,13 @@ one line: the dotted key, what is wrong, and for unknown keys the closest valid 
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ssdistill.errors import ConfigError
 
@@ -134,10 +135,94 @@ class RunConfig(Section):
     name: str | None = Field(None, description="run directory name; default: <method>-<timestamp>; an existing name gets a suffix")
 
 
+def official(value: Any) -> dict[str, Any]:
+    """``json_schema_extra`` of a method field whose behaviour the method's official code fixes at ``value``:
+    ``preset: official`` sets it there, and any other value is listed by ``MethodConfig.deviations``."""
+    return {"official": value}
+
+
+SELECTS = {"selects": True}  # ``json_schema_extra`` of a field that chooses what to run (a mode), never a deviation
+
+
 class MethodConfig(Section):
-    """Base of every method's config; ``name`` selects the method."""
+    """Base of every method's config; ``name`` selects the method.
+
+    Every other field is a switch or hyperparameter with a reference value: the official code's (declared with
+    ``json_schema_extra=official(value)``) or, for knobs the official code has no counterpart of, ssdistill's
+    default. ``deviations()`` lists each field that is in effect and differs from its reference, so the run record
+    shows every departure from the official behaviour. ``preset: official`` sets every declared field to its
+    official value; what a recipe sets explicitly wins (and is listed)."""
 
     name: str = Field("feature", description="distillation method (see `ssdistill list`)")
+    preset: Literal["ssdistill", "official"] = Field(
+        "ssdistill",
+        description="official: every switch as the method's official code has it (explicit settings still win and are "
+        "recorded as deviations); ssdistill: our defaults",
+        json_schema_extra=SELECTS,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") == "official" and cls is not MethodConfig:
+            values = cls.official_values(data)
+            if not values:
+                raise ValueError(f"method '{data.get('name')}' has no official code to reproduce; remove method.preset=official")
+            data = {**copy.deepcopy(values), **data}
+        return data
+
+    @classmethod
+    def official_values(cls, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """field -> official value; ``data`` (the raw section) for methods whose official values depend on a mode."""
+        return {
+            name: extra["official"]
+            for name, field in cls.model_fields.items()
+            if isinstance(extra := field.json_schema_extra, dict) and "official" in extra
+        }
+
+    def inactive(self) -> set[str]:
+        """Fields that have no effect under this config (never listed as deviations)."""
+        return set()
+
+    def effective(self, field: str) -> Any:
+        """The value a field takes in effect (a method may resolve ``None`` defaults here)."""
+        return getattr(self, field)
+
+    def deviations(self) -> list[str]:
+        """``field: value (official: v)`` for every field in effect that differs from the official code, and
+        ``field: value (ssdistill default: d)`` for knobs without an official counterpart set away from our default."""
+        official_values = type(self).official_values(self.model_dump())
+        if not official_values:
+            return []  # a method without official code (a baseline of ours) has nothing to deviate from
+        notes = []
+        for name, field in type(self).model_fields.items():
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            if name == "name" or extra.get("selects") or name in self.inactive():
+                continue
+            value = self.effective(name)
+            if name in official_values:
+                reference, label = official_values[name], "official"
+            else:
+                reference, label = field.get_default(call_default_factory=True), "ssdistill default"
+            if not _same(value, reference):
+                notes.append(f"{name}: {_show(value)} ({label}: {_show(reference)})")
+        return notes
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-12 * max(abs(a), abs(b), 1.0)
+    return a == b
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+    return "none" if value is None else str(value)
 
 
 class DistillConfig(Section):

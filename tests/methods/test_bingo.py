@@ -54,17 +54,41 @@ def _batch(n=8):
     return {"index": torch.arange(n), "neighbour": torch.arange(n) + 50, "views": views}
 
 
-def test_official_form_warms_up_on_intra_terms_then_mixes_in_inter_terms(monkeypatch):
-    module = _module(warm_epochs=2)
+@pytest.mark.parametrize("warm_epochs", [0, 2, 10])
+def test_official_form_is_intra_only_while_epoch_is_at_most_warm_epochs(monkeypatch, warm_epochs):
+    """The official code mixes in the inter terms when ``epoch > 10`` (epochs from 0): epochs 0..E_w are intra-only."""
+    module = _module(warm_epochs=warm_epochs)
     batch = _batch()
-    warm = module.training_step(batch, 0)
-    terms = module.terms
-    assert set(terms) == {"intra", "inter", "cutmix"}
-    assert warm.item() == pytest.approx((terms["intra"] + terms["cutmix"]).item() / 3, rel=1e-5)
-    monkeypatch.setattr(type(module), "current_epoch", property(lambda self: 2))
-    after = module.training_step(batch, 0)
-    t = module.terms
-    assert after.item() == pytest.approx((0.5 * t["intra"] + 0.5 * t["inter"] + t["cutmix"]).item() / 3, rel=1e-4)
+    for epoch, warm in [(0, True), (warm_epochs, True), (warm_epochs + 1, False)]:
+        monkeypatch.setattr(type(module), "current_epoch", property(lambda self, e=epoch: e))
+        torch.manual_seed(1)  # the same CutMix box every time
+        loss = module.training_step(batch, 0)
+        t = module.terms
+        assert set(t) == {"intra", "inter", "cutmix"}
+        expected = (t["intra"] + t["cutmix"]) / 3 if warm else (0.5 * t["intra"] + 0.5 * t["inter"] + t["cutmix"]) / 3
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5), f"epoch {epoch}, warm_epochs {warm_epochs}"
+        assert (t["inter"] - t["intra"]).abs().item() > 1e-3  # the two forms differ, so the check above can fail
+
+
+def test_own_and_neighbour_keys_are_negatives_unless_mask_same_id(monkeypatch):
+    """With the official default the queue's older keys of the anchor and its neighbour stay negatives; with
+    mask_same_id they leave the denominator (hand-checked against queue_nce with the same mask)."""
+    batch = _batch()
+    losses = {}
+    for mask in (False, True):
+        module = _module(loss_form="paper", mask_same_id=mask)
+        module.queue.ids[:8] = torch.arange(8)  # older keys of anchors 0..7
+        module.queue.ids[8:16] = torch.arange(50, 58)  # older keys of their neighbours
+        queue = module.queue.keys.clone()
+        losses[mask] = module.training_step(batch, 0)
+        ta = torch.nn.functional.normalize(Keys()(batch["index"]), dim=1)
+        sa = module._embed(batch["views"]["qa"])
+        exclude = module.queue.same_image(batch["index"]) | module.queue.same_image(batch["neighbour"])
+        assert exclude.sum() == 16
+        expected = queue_nce(sa, ta, queue, 0.2, exclude=exclude if mask else None)
+        assert module.terms["intra"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert losses[True].item() < losses[False].item()  # fewer negatives, lower loss
+    assert any("mask_same_id: True" in d for d in METHODS["bingo"].deviations(_module(mask_same_id=True).cfg))
 
 
 def test_paper_form_and_only_anchor_keys_enter_the_queue():
@@ -79,7 +103,7 @@ def test_paper_form_and_only_anchor_keys_enter_the_queue():
     assert torch.equal(module.queue.keys, queue_before)  # staged until the step is over
     module.commit_queues()
     assert torch.allclose(module.queue.keys[:8], ta, atol=1e-6) and module.queue.ids[:8].tolist() == list(range(8))
-    assert METHODS["bingo"].deviations(module.cfg) == ["loss_form: paper"]
+    assert "loss_form: paper (official: official)" in METHODS["bingo"].deviations(module.cfg)
 
 
 def test_teacher_batch_statistics_need_online_keys_and_reach_the_signal():

@@ -71,7 +71,7 @@ def test_seed_step_has_a_teacher_wide_head_and_enqueues_teacher_embeddings():
     assert module.head[-1].out_features == 6 and torch.isfinite(loss)
     expected = torch.nn.functional.normalize(Table()(torch.arange(8)), dim=1)
     assert torch.allclose(module.queue.keys[:8], expected, atol=1e-6)
-    assert "teacher_view: original (teacher embedding of the non-augmented image)" in METHODS["seed"].deviations(module.cfg)
+    assert "teacher_view: original (official: same)" in METHODS["seed"].deviations(module.cfg)
 
 
 def test_disco_adds_the_weighted_teacher_distance_to_the_contrastive_loss():
@@ -93,15 +93,38 @@ def test_disco_embedding_must_match_the_teacher_width():
         _build("disco", teacher_view="original", out_dim=128)
 
 
-def test_moco_does_not_count_the_older_key_of_the_same_image_as_a_negative():
-    module = _build("moco", out_dim=4, queue_size=50)
-    q = torch.nn.functional.normalize(torch.ones(8, 4), dim=1)
-    module.query.forward = lambda images: q
-    module.keys = lambda images: q
-    module.queue.keys.copy_(q[:1].expand(50, 4))
-    module.queue.ids[:8] = torch.arange(8)  # every query's own image already has a (identical) key in the queue
-    loss = module.training_step(_two_view_batch(), 0)
-    assert loss.item() == pytest.approx(torch.log(torch.tensor(50.0)).item(), rel=1e-5)  # 49 negatives + the positive
+@pytest.mark.parametrize("name", ["moco", "disco", "seed"])
+def test_older_keys_of_the_same_image_are_negatives_unless_mask_same_id(name):
+    """All queue keys equal the queries: with the official default all 50 (one of them an older key of the query's
+    own image) are negatives, so MoCo / DisCo's InfoNCE is log(51); mask_same_id leaves each query's own older key
+    out: log(50). SEED's target and prediction both spread evenly over [own, queue] or [own, queue minus own]:
+    H = log(51) or log(50) at τ_s = τ_t."""
+    losses = {}
+    for mask in (False, True):
+        options = {"out_dim": 6} if name == "moco" else {"teacher_view": "original"}
+        if name == "seed":
+            options.update(student_temperature=0.2, teacher_temperature=0.2)
+        module = _build(name, queue_size=50, mask_same_id=mask, **options)
+        dim = module.queue.keys.shape[1]
+        q = torch.nn.functional.normalize(torch.ones(8, dim), dim=1)
+        if name == "seed":
+            module.head.forward = lambda h: q
+            module.signal = lambda index, images=None: q
+            batch = {"index": torch.arange(8), "views": {"student": torch.rand(8, 3, 32, 32)}}
+        else:
+            module.query.forward = lambda images: q
+            module.keys = lambda images: q
+            batch = _two_view_batch()
+        if name == "disco":
+            module.signal = lambda index, images=None: q  # the distance terms vanish
+        module.queue.keys.copy_(q[:1].expand(50, dim))
+        module.queue.ids[:8] = torch.arange(8)  # every query's own image already has an (identical) key in the queue
+        losses[mask] = module.training_step(batch, 0).item()
+    assert losses[False] == pytest.approx(torch.log(torch.tensor(51.0)).item(), rel=1e-5)
+    assert losses[True] == pytest.approx(torch.log(torch.tensor(50.0)).item(), rel=1e-5)
+    deviations = METHODS[name].deviations(build_config({"method": {"name": name, "mask_same_id": True}}))
+    assert "mask_same_id: True (official: False)" in deviations
+    assert not any("mask_same_id" in d for d in METHODS[name].deviations(build_config({"method": {"name": name}})))
 
 
 def test_moco_monitoring_cosines_equal_their_definitions():

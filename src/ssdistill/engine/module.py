@@ -60,8 +60,9 @@ class DistillMethod(L.LightningModule):
 
     @classmethod
     def deviations(cls, cfg: DistillConfig) -> list[str]:
-        """Deviations from the paper that this config asks for (recorded under ``approximations``)."""
-        return []
+        """Every departure of this config from the method's official code (``MethodConfig.deviations``), recorded
+        under ``deviations`` in results.json and shown in the tables and the report."""
+        return cfg.method.deviations()
 
     # ----- shared machinery ------------------------------------------------------------------------
     def on_fit_start(self) -> None:

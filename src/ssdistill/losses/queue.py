@@ -20,7 +20,8 @@ from ssdistill.distributed import all_gather_nograd
 
 def capped_queue_size(requested: int, dataset_size: int) -> int:
     """A queue never holds more keys than there are images (older copies of the same image would repeat);
-    even at that size it holds one older key of every image, which the losses exclude (``same_image``)."""
+    even at that size it holds one older key of every image, which the losses leave out of the negatives only
+    when ``mask_same_id`` is on (``same_image``; off in the official codes)."""
     return max(1, min(requested, dataset_size))
 
 

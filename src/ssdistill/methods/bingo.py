@@ -5,11 +5,13 @@ excluded). Each item returns student views of its anchor (q_a) and of a random b
 t_a, t_p of further augmented views are computed online (default) or read from a cached augmentation bank
 (``teacher_keys: bank``, an approximation). With NCE(u, v) = CE([<u, v>, u Qᵀ] / τ, 0):
 
-official form (default): (w_o, w_c) = (1, 0) for the first ``warm_epochs`` epochs, then (0.5, 0.5);
+official form (default): (w_o, w_c) = (1, 0) while epoch <= ``warm_epochs`` (epochs count from 0, so the default
+  10 gives 11 intra-only epochs, as the official ``epoch > 10`` test), then (0.5, 0.5);
   L = [w_o NCE(s_a, t_a) + w_c NCE(s_a, t_p) + w_o NCE(s_p, t_p) + w_c NCE(s_p, t_a) + λ NCE(s_m, t_a) + (1 - λ) NCE(s_m, t_p)] / 3
   with s_m the student's embedding of the batch CutMix of q_a and q_p (λ = share of anchor pixels);
 paper form: L = NCE(s_a, t_a) + NCE(s_p, t_a).
-Only t_a enters the queue; older queue keys of the anchor and of the drawn neighbour are not negatives.
+Only t_a enters the queue; older queue keys of the anchor and of the drawn neighbour stay negatives unless
+``mask_same_id`` (as in the official code).
 """
 
 from __future__ import annotations
@@ -17,41 +19,56 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch.nn import functional as F
 
 from ssdistill.cache.fill import filled_teacher_entry
 from ssdistill.cache.neighbours import cached_neighbours
-from ssdistill.config import DistillConfig, MethodConfig
+from ssdistill.config import DistillConfig, official
 from ssdistill.data.mixing import batch_cutmix
 from ssdistill.data.pairs import NeighbourPairViews
 from ssdistill.data.views import augmented_view
 from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
 from ssdistill.losses.infonce import queue_nce
+from ssdistill.methods.queued import QueueConfig, excluded_keys
+from ssdistill.methods.teacher_bn import TeacherBNConfig, teacher_signal_for
 from ssdistill.models.heads import mlp
 
 
-class BINGOConfig(MethodConfig):
+class BINGOConfig(QueueConfig, TeacherBNConfig):
     name: Literal["bingo"] = "bingo"
-    bag_size: int = Field(5, gt=0, description="K teacher nearest neighbours per image")
-    head_hidden: list[int] = Field(default_factory=lambda: [2048], description="hidden widths of the student head")
-    queue_size: int = Field(65536, gt=0, description="teacher keys kept in the queue (capped at the number of training images)")
-    temperature: float = Field(0.2, gt=0, description="InfoNCE temperature τ")
-    loss_form: Literal["official", "paper"] = Field("official", description="official code (intra/inter, warm-up, CutMix, /3) or the paper's L_intra + L_inter")
-    warm_epochs: int = Field(10, ge=0, description="official form: epochs with intra terms only")
-    teacher_keys: Literal["online", "bank"] = Field("online", description="teacher keys of augmented views: online, or a cached augmentation bank")
-    bank_repeats: int = Field(8, gt=0, description="augmented views per image in the teacher bank (teacher_keys=bank)")
-    teacher_bn: Literal["eval", "train"] = Field(
-        "eval", description="eval: running BatchNorm statistics; train: batch statistics as the official code (needs teacher_keys=online)"
+    bag_size: int = Field(5, gt=0, description="K teacher nearest neighbours per image", json_schema_extra=official(5))
+    head_hidden: list[int] = Field(
+        default_factory=lambda: [2048], description="hidden widths of the student head", json_schema_extra=official([2048])
     )
-    teacher_bn_groups: int = Field(4, gt=0, description="teacher_bn=train: random sub-batches the statistics are taken over (shuffle-BN stand-in)")
+    temperature: float = Field(0.2, gt=0, description="InfoNCE temperature τ", json_schema_extra=official(0.2))
+    loss_form: Literal["official", "paper"] = Field(
+        "official",
+        description="official code (intra/inter, warm-up, CutMix, /3) or the paper's L_intra + L_inter",
+        json_schema_extra=official("official"),
+    )
+    warm_epochs: int = Field(
+        10, ge=0, description="official form: intra terms only while epoch <= warm_epochs (epochs from 0)", json_schema_extra=official(10)
+    )
+    teacher_keys: Literal["online", "bank"] = Field(
+        "online", description="teacher keys of augmented views: online, or a cached augmentation bank", json_schema_extra=official("online")
+    )
+    bank_repeats: int = Field(8, gt=0, description="augmented views per image in the teacher bank (teacher_keys=bank)")
 
-    @model_validator(mode="after")
-    def _batch_statistics_need_an_online_teacher(self) -> "BINGOConfig":
-        if self.teacher_bn == "train" and self.teacher_keys != "online":
-            raise ValueError("method.teacher_bn=train needs method.teacher_keys=online (cached keys were computed in eval mode)")
-        return self
+    def teacher_online(self) -> bool:
+        return self.teacher_keys == "online"
+
+    def online_setting(self) -> str:
+        return "method.teacher_keys=online"
+
+    def inactive(self) -> set[str]:
+        unused = super().inactive()
+        if self.loss_form == "paper":
+            unused.add("warm_epochs")
+        if self.teacher_keys != "bank":
+            unused.add("bank_repeats")
+        return unused
 
 
 class BINGO(DistillMethod):
@@ -64,8 +81,7 @@ class BINGO(DistillMethod):
         m = cfg.method
         self.head = mlp([student.dim, *m.head_hidden, signal.dim], bn="none")
         self.queue = self.key_queue(signal.dim)
-        if m.teacher_bn == "train":
-            self.signal = signal.with_batch_statistics(m.teacher_bn_groups)
+        self.signal = teacher_signal_for(m, signal)
 
     @classmethod
     def teacher_signal(cls, cfg: DistillConfig) -> str:
@@ -91,10 +107,6 @@ class BINGO(DistillMethod):
         repeats = cfg.method.bank_repeats if cfg.method.teacher_keys == "bank" else None
         return NeighbourPairViews(source, bags, cls.train_views(cfg, teacher), repeats)
 
-    @classmethod
-    def deviations(cls, cfg: DistillConfig) -> list[str]:
-        return ["loss_form: paper"] if cfg.method.loss_form == "paper" else []  # teacher_keys=bank is recorded by the engine
-
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.student(images)), dim=1)
 
@@ -111,14 +123,14 @@ class BINGO(DistillMethod):
         qa, qp = batch["views"]["qa"], batch["views"]["qp"]
         ta, tp = self._teacher_keys(batch)
         queue = self.queue.keys
-        bag_pair = self.queue.same_image(batch["index"]) | self.queue.same_image(batch["neighbour"])  # not negatives
+        bag_pair = excluded_keys(m, self.queue, batch["index"], batch["neighbour"])
         nce = lambda u, v: queue_nce(u, v, queue, m.temperature, exclude=bag_pair)  # noqa: E731
         sa, sp = self._embed(qa), self._embed(qp)
         if m.loss_form == "paper":
             intra, inter = nce(sa, ta), nce(sp, ta)
             loss, terms = intra + inter, {"intra": intra, "inter": inter}
         else:
-            own, cross = (1.0, 0.0) if self.current_epoch < m.warm_epochs else (0.5, 0.5)
+            own, cross = (1.0, 0.0) if self.current_epoch <= m.warm_epochs else (0.5, 0.5)
             mixed, lam = batch_cutmix(qa, qp)
             sm = self._embed(mixed)
             intra = nce(sa, ta) + nce(sp, tp)

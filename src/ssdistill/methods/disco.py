@@ -5,7 +5,7 @@ batch; w = 32 reproduces the official code's sum over a 32-image GPU batch.
 The embedding is as wide as the teacher's output (DisCo compares them directly; the official teachers have a
 128-d MoCo head). ``teacher_view: same`` runs the teacher online on the two student views (as the paper);
 ``original`` uses the cached teacher embedding of the non-augmented image for both terms (cheap; recorded as
-an approximation).
+a deviation). The official code runs the teacher with training-mode BatchNorm (``teacher_bn: train``).
 """
 
 from __future__ import annotations
@@ -16,22 +16,38 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from ssdistill.config import DistillConfig
+from ssdistill.config import DistillConfig, official
 from ssdistill.data.views import augmented_view, original_view
 from ssdistill.errors import ConfigError
 from ssdistill.methods.moco import MoCoConfig, MoCoV2
+from ssdistill.methods.teacher_bn import TeacherBNConfig, teacher_signal_for
 
 
-class DisCoConfig(MoCoConfig):
+class DisCoConfig(MoCoConfig, TeacherBNConfig):
     name: Literal["disco"] = "disco"
     head_hidden: list[int] | None = Field(
-        default_factory=lambda: [2048], description="hidden widths of the head (DisCo widens it to 2048 against the bottleneck)"
+        default_factory=lambda: [2048],
+        description="hidden widths of the head (DisCo widens it to 2048 against the bottleneck)",
+        json_schema_extra=official([2048]),
     )
-    out_dim: int | None = Field(None, description="embedding width; must be the teacher's width (default), which DisCo compares it with")
-    distill_weight: float = Field(32.0, ge=0, description="weight w of each view's squared distance to the teacher")
+    out_dim: int | None = Field(
+        None, description="embedding width; must be the teacher's width (default), which DisCo compares it with", json_schema_extra=official(None)
+    )
+    distill_weight: float = Field(
+        32.0, ge=0, description="weight w of each view's squared distance to the teacher (32: the official sum over 32 images)",
+        json_schema_extra=official(32.0),
+    )
     teacher_view: Literal["same", "original"] = Field(
-        "same", description="same: teacher online on both student views (paper); original: cached embedding of the original view"
+        "same",
+        description="same: teacher online on both student views (paper); original: cached embedding of the original view",
+        json_schema_extra=official("same"),
     )
+
+    def teacher_online(self) -> bool:
+        return self.teacher_view == "same"
+
+    def online_setting(self) -> str:
+        return "method.teacher_view=same"
 
 
 class DisCo(MoCoV2):
@@ -60,9 +76,9 @@ class DisCo(MoCoV2):
         view = augmented_view(pre.resolution, cfg.aug, pre.interpolation)
         return {"query": view, "key": view}
 
-    @classmethod
-    def deviations(cls, cfg: DistillConfig) -> list[str]:
-        return ["teacher_view: original (teacher embedding of the non-augmented image)"] if cfg.method.teacher_view == "original" else []
+    def __init__(self, cfg, student, signal, **context) -> None:
+        super().__init__(cfg, student, signal, **context)
+        self.signal = teacher_signal_for(cfg.method, signal)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         views, index = batch["views"], batch["index"]

@@ -1,7 +1,8 @@
 """MoCo-v2 on the student alone: the no-teacher baseline of BINGO's tables (METHODS 3.9).
 
 A query encoder (student + MLP head) and its momentum copy (the key encoder) see two augmented views of each
-image; the query must pick its own key out of a queue of earlier keys: CE([<q, k>, q Qᵀ] / τ, 0). The key batch
+image; the query must pick its own key out of a queue of earlier keys: CE([<q, k>, q Qᵀ] / τ, 0) (older keys of its
+own image stay negatives unless ``mask_same_id``, as in the official code). The key batch
 goes through BatchNorm in ``bn_groups`` random sub-batches (a single-process stand-in for shuffle-BN, so batch
 statistics cannot leak which key belongs to which query). DisCo (methods/disco.py) extends this class.
 """
@@ -15,23 +16,28 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from ssdistill.config import DistillConfig, MethodConfig
+from ssdistill.config import DistillConfig, official
 from ssdistill.data.views import augmented_view
 from ssdistill.engine.module import DistillMethod
 from ssdistill.losses.infonce import queue_nce
+from ssdistill.methods.queued import QueueConfig, excluded_keys
 from ssdistill.models.batchnorm import grouped_forward
 from ssdistill.models.heads import mlp
 from ssdistill.models.momentum import momentum_copy, momentum_update
 
 
-class MoCoConfig(MethodConfig):
+class MoCoConfig(QueueConfig):
     name: Literal["moco"] = "moco"
-    head_hidden: list[int] | None = Field(None, description="hidden widths of the head (default: one layer as wide as the backbone)")
-    out_dim: int = Field(128, gt=0, description="embedding width (queue width)")
-    queue_size: int = Field(65536, gt=0, description="negatives kept in the queue (capped at the number of training images)")
-    temperature: float = Field(0.2, gt=0, description="InfoNCE temperature τ")
-    momentum: float = Field(0.999, ge=0, le=1, description="key-encoder EMA momentum")
-    bn_groups: int = Field(4, ge=1, description="key batch split into this many sub-batches for BatchNorm (shuffle-BN stand-in)")
+    head_hidden: list[int] | None = Field(
+        None, description="hidden widths of the head (default: one layer as wide as the backbone)", json_schema_extra=official(None)
+    )
+    out_dim: int = Field(128, gt=0, description="embedding width (queue width)", json_schema_extra=official(128))
+    temperature: float = Field(0.2, gt=0, description="InfoNCE temperature τ", json_schema_extra=official(0.2))
+    momentum: float = Field(0.999, ge=0, le=1, description="key-encoder EMA momentum", json_schema_extra=official(0.999))
+    bn_groups: int = Field(
+        4, ge=1, description="key batch split into this many sub-batches for BatchNorm (single-process stand-in for "
+        "shuffle-BN; the official per-GPU batches of 32 correspond to batch / 32)"
+    )
 
 
 class Query(nn.Module):
@@ -80,7 +86,7 @@ class MoCoV2(DistillMethod):
         momentum_update(self.key_encoder, self.query, self.cfg.method.momentum)
         q = self.query(views["query"])
         k = self.keys(views["key"])
-        own = self.queue.same_image(batch["index"])  # older keys of the same image are not negatives
+        own = excluded_keys(self.cfg.method, self.queue, batch["index"])
         loss = queue_nce(q, k, self.queue.keys, self.cfg.method.temperature, exclude=own)
         return loss, q, k
 

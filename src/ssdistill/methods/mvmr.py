@@ -5,18 +5,24 @@ passes. The loss ties z̃ and z⁰ (MSE + 1 - dCor), keeps every dimension's std
 maximises the distance correlation between z̃ and non-learnable representations of x⁰:
 hand-crafted descriptors (self-supervised mode) and/or the frozen teacher's embedding of x⁰ read from
 the teacher cache (distillation mode, ``mode: kd``).
+
+``preset: official`` is the released code: the V-statistic dCor, no epsilon in the std hinge, the released sign
+(+dCor) of the hand-crafted terms, its voting HOG, its five representations in self-supervised mode, the 8192-wide
+projector, and its fp16 device of dividing dCor inputs by 32 (``dcor_input_scaling: official``: both embeddings, the
+teacher, raw pixels, scattering and the re-augmented copy, not HOG or local std; with the distance clamp this is
+not neutral).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
 from torch.nn import functional as F
 
-from ssdistill.config import DistillConfig, MethodConfig
+from ssdistill.config import SELECTS, DistillConfig, MethodConfig, official
 from ssdistill.data.views import augmented_view, original_view
 from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
@@ -27,14 +33,20 @@ from ssdistill.models.heads import mlp
 
 TERMS = ("mse", "std", "views", "teacher", *HANDCRAFTED)
 EXTRA_TEACHER = re.compile(r"teacher(\d+)$")  # teacher2, teacher3, ...: the further teachers of the ``teachers`` list
+OFFICIAL_SSL_REPRESENTATIONS = ["raw", "hog", "local_std", "scattering", "reaugmented"]  # the released code's five
+OFFICIAL_DIVISOR = 32.0  # the released code divides these dCor inputs by 32 (a 16-bit trick); HOG and local std it leaves
+OFFICIALLY_SCALED = frozenset({"raw", "scattering", "reaugmented"})
 
 
 class MVMRConfig(MethodConfig):
     name: Literal["mvmr"] = "mvmr"
-    mode: Literal["kd", "ssl"] = Field("kd", description="kd: the teacher's embedding is a representation; ssl: no teacher")
+    mode: Literal["kd", "ssl"] = Field(
+        "kd", description="kd: the teacher's embedding is a representation; ssl: no teacher", json_schema_extra=SELECTS
+    )
     projector: list[int] = Field(
         default_factory=lambda: [2048, 2048, 2048],
         description="projector widths after the backbone (paper: 8192-8192-8192), no bias, BN + ReLU between",
+        json_schema_extra=official([8192, 8192, 8192]),
     )
     representations: list[Literal["raw", "hog", "local_std", "scattering", "reaugmented"]] | None = Field(
         None, description="hand-crafted representations of the original view; default: ssl [raw, hog, local_std], kd none"
@@ -42,19 +54,31 @@ class MVMRConfig(MethodConfig):
     weights: dict[str, float] = Field(
         default_factory=dict,
         description=f"per-term weights (default 1): {', '.join(TERMS)}, and teacher2, teacher3, ... for the 'teachers' list",
+        json_schema_extra=official({}),
     )
     handcrafted_sign: Literal["paper", "released"] = Field(
-        "paper", description="paper: maximise dCor with hand-crafted terms (1 - dCor); released: official code (+dCor)"
+        "paper",
+        description="paper: maximise dCor with hand-crafted terms (1 - dCor); released: official code (+dCor)",
+        json_schema_extra=official("released"),
     )
-    dcor_clamp: float = Field(1e-4, gt=0, description="clamp on squared pairwise distances inside dCor")
+    dcor_clamp: float = Field(1e-4, gt=0, description="clamp on squared pairwise distances inside dCor", json_schema_extra=official(1e-4))
     dcor_estimator: Literal["biased", "unbiased"] = Field(
         "unbiased",
         description="unbiased = bias-corrected dCor² (default; the paper's V-statistic saturates near 1 for wide "
-        "embeddings and small batches, and we measured it teaching nothing at CPU scale); biased = the paper's dCor",
+        "embeddings and small batches); biased = the paper's and official code's V-statistic dCor",
+        json_schema_extra=official("biased"),
     )
-    std_gamma: float = Field(1.0, gt=0, description="std hinge margin γ")
-    std_eps: float = Field(1e-4, ge=0, description="std hinge ε (official code: 0)")
-    hog_binning: Literal["fractional", "released"] = Field("fractional", description="HOG vote split (released = official)")
+    dcor_input_scaling: Literal["none", "official"] = Field(
+        "none",
+        description="official: divide the dCor inputs the released code divides by 32 (embeddings, teacher, raw, scattering, "
+        "re-augmented; not HOG or local std), which the distance clamp makes not quite neutral; none: unscaled",
+        json_schema_extra=official("official"),
+    )
+    std_gamma: float = Field(1.0, gt=0, description="std hinge margin γ", json_schema_extra=official(1.0))
+    std_eps: float = Field(1e-4, ge=0, description="std hinge ε (official code: 0)", json_schema_extra=official(0.0))
+    hog_binning: Literal["fractional", "released"] = Field(
+        "fractional", description="HOG vote split (released = official)", json_schema_extra=official("released")
+    )
 
     @field_validator("weights")
     @classmethod
@@ -68,6 +92,26 @@ class MVMRConfig(MethodConfig):
         if self.representations is not None:
             return list(self.representations)
         return ["raw", "hog", "local_std"] if self.mode == "ssl" else []
+
+    @classmethod
+    def official_values(cls, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        ssl = (data or {}).get("mode", cls.model_fields["mode"].default) == "ssl"
+        return {**super().official_values(data), "representations": list(OFFICIAL_SSL_REPRESENTATIONS) if ssl else []}
+
+    def effective(self, field: str) -> Any:
+        if field == "representations":  # compared in a fixed order: the order of the terms does not matter
+            return [name for name in HANDCRAFTED if name in self.chosen_representations()]
+        return super().effective(field)
+
+    def inactive(self) -> set[str]:
+        chosen = self.chosen_representations()
+        return ({"handcrafted_sign"} if not chosen else set()) | ({"hog_binning"} if "hog" not in chosen else set())
+
+    def dcor_divisor(self, representation: str) -> float:
+        """What the dCor input ``representation`` (embedding, teacher or a hand-crafted name) is divided by."""
+        if self.dcor_input_scaling == "official" and (representation in ("embedding", "teacher") or representation in OFFICIALLY_SCALED):
+            return OFFICIAL_DIVISOR
+        return 1.0
 
 
 class MVMR(DistillMethod):
@@ -98,18 +142,6 @@ class MVMR(DistillMethod):
         size = cfg.student.resolution
         return {"aug": augmented_view(size, cfg.aug), "original": original_view(size)}
 
-    @classmethod
-    def deviations(cls, cfg: DistillConfig) -> list[str]:
-        m = cfg.method
-        notes = []
-        if m.handcrafted_sign == "released" and m.chosen_representations():
-            notes.append("handcrafted_sign: released")
-        if m.hog_binning == "released" and "hog" in m.chosen_representations():
-            notes.append("hog_binning: released")
-        if m.dcor_estimator == "unbiased":
-            notes.append("dcor_estimator: unbiased (bias-corrected dCor², not the paper's V-statistic)")
-        return notes
-
     def _weight(self, term: str) -> float:
         return self.cfg.method.weights.get(term, 1.0)
 
@@ -118,18 +150,20 @@ class MVMR(DistillMethod):
         augmented, original = batch["views"]["aug"], batch["views"]["original"]
         z_aug = self.projector(self.student(augmented))  # two passes: separate BatchNorm statistics per view
         z_orig = self.projector(self.student(original))
+        scale = m.dcor_divisor("embedding")
+        z_aug_dcor, z_orig_dcor = z_aug / scale, z_orig / scale  # the released code's fp16 device (dcor_input_scaling)
         dcor = lambda a, b: distance_correlation(a, b, clamp=m.dcor_clamp, estimator=m.dcor_estimator)  # noqa: E731
         terms = {
             "mse": F.mse_loss(z_orig.float(), z_aug.float()),
             "std": std_hinge(z_aug, m.std_gamma, m.std_eps) + std_hinge(z_orig, m.std_gamma, m.std_eps),
-            "views": 1 - dcor(z_orig, z_aug),
+            "views": 1 - dcor(z_orig_dcor, z_aug_dcor),
         }
         for name, represent in self.representations.items():
-            dependence = dcor(represent(original), z_aug)
+            dependence = dcor(represent(original) / m.dcor_divisor(name), z_aug_dcor)
             terms[name] = (1 - dependence) if m.handcrafted_sign == "paper" else dependence
         teachers = [self.signal, *self.extra_signals] if self.signal is not None else []
         for position, signal in enumerate(teachers):  # teacher terms are always maximised (1 - dCor)
             name = "teacher" if position == 0 else f"teacher{position + 1}"
-            terms[name] = 1 - dcor(signal(batch["index"]).detach(), z_aug)
+            terms[name] = 1 - dcor(signal(batch["index"]).detach().float() / m.dcor_divisor("teacher"), z_aug_dcor)
         loss = sum(self._weight(name) * value for name, value in terms.items())
         return self.log_loss(loss, **terms)

@@ -23,9 +23,13 @@ TeacherView = Literal["original", "same", "bank"]
 
 
 class PairedViewConfig(MethodConfig):
-    """Config fields of methods with one student view paired with a teacher target."""
+    """Config fields of methods with one student view paired with a teacher target (a subclass declares its
+    ``teacher_view`` field)."""
 
     bank_repeats: int = Field(8, gt=0, description="augmented views per image in the teacher bank (teacher_view=bank)")
+
+    def inactive(self) -> set[str]:
+        return set() if self.teacher_view == "bank" else {"bank_repeats"}
 
 
 def signal_kind(teacher_view: str) -> str:

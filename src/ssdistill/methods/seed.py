@@ -1,7 +1,8 @@
 """SEED (METHODS 3.9): the student matches the teacher's similarity distribution over a queue of teacher
 embeddings. Both networks see the same augmented view; s = n(head(student(x))), t = n(teacher(x)); the student's
 logits [<s, t>, s Qᵀ] / τ_s are trained towards softmax([<t, t>, t Qᵀ] / τ_t) by soft cross-entropy; then t enters
-the queue. The head's output is as wide as the teacher's embedding. Where the teacher's view comes from
+the queue (older entries of the same image stay in both distributions unless ``mask_same_id``, as in the official
+code). The head's output is as wide as the teacher's embedding. Where the teacher's view comes from
 (``teacher_view``: same / bank / original) is described in ``methods/paired.py``.
 """
 
@@ -13,21 +14,27 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from ssdistill.config import DistillConfig
+from ssdistill.config import DistillConfig, official
 from ssdistill.engine.module import DistillMethod
 from ssdistill.losses.infonce import similarity_distribution_loss
+from ssdistill.methods.queued import QueueConfig, excluded_keys
 from ssdistill.methods.paired import PairedViewConfig, TeacherView, paired_views, signal_kind, student_images_and_target
 from ssdistill.models.heads import mlp
 
 
-class SEEDConfig(PairedViewConfig):
+class SEEDConfig(PairedViewConfig, QueueConfig):
     name: Literal["seed"] = "seed"
-    head_hidden: list[int] | None = Field(None, description="hidden widths of the head (default: one layer as wide as the backbone)")
-    queue_size: int = Field(65536, gt=0, description="teacher embeddings kept in the queue (capped at the number of training images)")
-    student_temperature: float = Field(0.2, gt=0, description="τ_s of the student's similarity logits")
-    teacher_temperature: float = Field(1e-4, gt=0, description="τ_t of the teacher's target distribution (very sharp, as published)")
+    head_hidden: list[int] | None = Field(
+        None, description="hidden widths of the head (default: one layer as wide as the backbone)", json_schema_extra=official(None)
+    )
+    student_temperature: float = Field(0.2, gt=0, description="τ_s of the student's similarity logits", json_schema_extra=official(0.2))
+    teacher_temperature: float = Field(
+        1e-4, gt=0, description="τ_t of the teacher's target distribution (very sharp, as published)", json_schema_extra=official(1e-4)
+    )
     teacher_view: TeacherView = Field(
-        "same", description="same: teacher online on the student's crop (paper); bank: cached augmentation bank; original: cached original view"
+        "same",
+        description="same: teacher online on the student's crop (paper); bank: cached augmentation bank; original: cached original view",
+        json_schema_extra=official("same"),
     )
 
 
@@ -51,16 +58,12 @@ class SEED(DistillMethod):
     def train_views(cls, cfg: DistillConfig, teacher) -> dict:
         return paired_views(cfg, teacher, cfg.method.teacher_view)
 
-    @classmethod
-    def deviations(cls, cfg: DistillConfig) -> list[str]:
-        return ["teacher_view: original (teacher embedding of the non-augmented image)"] if cfg.method.teacher_view == "original" else []
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         m = self.cfg.method
         images, target = student_images_and_target(batch, self.signal, self.cfg.student.resolution)
         s = F.normalize(self.head(self.student(images)), dim=1)
         t = F.normalize(target.float(), dim=1)
-        own = self.queue.same_image(batch["index"])  # older entries of the same image are left out of both distributions
+        own = excluded_keys(m, self.queue, batch["index"])
         loss = similarity_distribution_loss(s, t, self.queue.keys, m.student_temperature, m.teacher_temperature, exclude=own)
         self.queue.stage(t, batch["index"])
         return self.log_loss(loss)

@@ -62,8 +62,8 @@ def local_std(images: torch.Tensor) -> torch.Tensor:
 
 
 def _scattering(resolution: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    try:
-        from kymatio.torch import Scattering2D
+    try:  # the 2-D frontend alone: ``kymatio.torch`` also imports the 3-D one, which fails with scipy >= 1.15
+        from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D as Scattering2D
     except ImportError:
         raise ConfigError("representation 'scattering' needs kymatio: pip install kymatio (or drop it from method.representations)") from None
     transform = Scattering2D(J=2, shape=(resolution, resolution), L=8)
