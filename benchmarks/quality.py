@@ -121,10 +121,17 @@ def row_path(results_dir: Path, bench: str, method: str, tier: str) -> Path:
     return Path(results_dir) / bench / f"{method}-{tier}.json"
 
 
-def _run_dir_and_overrides(tier: Tier, bench: str, method: str, runs_dir: Path | None) -> tuple[Path, dict]:
+def bench_methods(bench: str) -> list[str]:
+    """The rows benchmark ``bench`` has a recipe for, in table order."""
+    return [m for m in METHODS if (REPO / "configs" / bench / f"{m}.yaml").is_file()]
+
+
+def _run_dir_and_overrides(tier: Tier, bench: str, method: str, runs_dir: Path | None, seed: int | None = None) -> tuple[Path, dict]:
     from ssdistill.config import build_config
 
     overrides = tier.overrides(bench, method)
+    if seed is not None:  # another seed of the same row (benchmarks/spread.py)
+        overrides.setdefault("trainer", {})["seed"] = seed
     recipe = build_config(recipe_path(bench, method), overrides)
     name = recipe.run.name if tier.name == "cpu" else f"{recipe.run.name}-{tier.name}"
     parent = Path(runs_dir) if runs_dir is not None else REPO / recipe.run.dir
@@ -170,7 +177,7 @@ def add_teacher_alignment(record: dict) -> bool:
 
 
 def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESULTS, runs_dir: Path | None = None,
-            force: bool = False, quiet: bool = True) -> dict:
+            force: bool = False, quiet: bool = True, seed: int | None = None) -> dict:
     """Measure one row (or read it back when finished) and write its JSON; returns the row record."""
     from ssdistill import distill
 
@@ -180,7 +187,7 @@ def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESU
 
         unpack_benchmark_data(bench)  # `make data`, when it was not run
     out = row_path(results_dir, bench, method, tier_name)
-    run_dir, overrides = _run_dir_and_overrides(tier, bench, method, runs_dir)
+    run_dir, overrides = _run_dir_and_overrides(tier, bench, method, runs_dir, seed)
     if out.is_file() and not force:
         record = json.loads(out.read_text())
     else:
@@ -366,15 +373,16 @@ def replace_block(path: Path, marker: str, content: str) -> None:
 
 
 def run_tier(tier: str, benches=None, methods=None, *, results_dir: Path = RESULTS, runs_dir: Path | None = None,
-             force: bool = False, quiet: bool = True, readme: Path | None = None, log=print) -> dict[tuple[str, str], dict]:
+             force: bool = False, quiet: bool = True, readme: Path | None = None, log=print,
+             seed: int | None = None) -> dict[tuple[str, str], dict]:
     """Every requested row of a tier, each written as it completes; tables regenerated after each row."""
     done = {}
     for bench in benches or TIERS[tier].benches:
         for method in methods or METHODS:
-            if not (REPO / "configs" / bench / f"{method}.yaml").is_file():
+            if method not in bench_methods(bench):
                 log(f"{bench} {method}: no recipe, skipped")
                 continue
-            record = run_row(tier, bench, method, results_dir=results_dir, runs_dir=runs_dir, force=force, quiet=quiet)
+            record = run_row(tier, bench, method, results_dir=results_dir, runs_dir=runs_dir, force=force, quiet=quiet, seed=seed)
             done[(bench, method)] = record
             student = _metrics(record, "student")["k20"]
             log(f"{bench} {method} ({tier}): student k-NN {_cell(student)} %, random init {_cell(_metrics(record, 'random_init')['k20'])} %")

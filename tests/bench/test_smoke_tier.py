@@ -16,7 +16,7 @@ def smoke_rows(tmp_path_factory):
     return quality.run_tier("smoke", results_dir=root / "results", runs_dir=root / "runs", log=lambda line: None)
 
 
-@pytest.mark.parametrize("method", quality.METHODS)
+@pytest.mark.parametrize("method", quality.bench_methods("q2"))
 def test_smoke_row_learns(smoke_rows, method):
     record = smoke_rows[("q2", method)]
     assert quality.check_row(method, record) == [], record["knn"]

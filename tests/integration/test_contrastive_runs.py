@@ -11,7 +11,7 @@ from ssdistill.api import load_student_from_run
 @pytest.mark.parametrize(
     "method",
     [
-        {"name": "moco", "out_dim": 16, "momentum": 0.99},
+        {"name": "moco", "out_dim": 16, "momentum": 0.99, "mask_same_id": True},
         {"name": "seed", "teacher_view": "same"},
         {"name": "seed", "teacher_view": "bank", "bank_repeats": 2},
         {"name": "disco", "teacher_view": "same", "head_hidden": [32]},
@@ -32,3 +32,6 @@ def test_contrastive_methods_run_and_checkpoint_their_queue(tmp_path, method):
     assert not any(k.startswith("teacher") for k in state)
     _, student = load_student_from_run(tmp_path / "runs" / "tiny")
     assert student.dim > 0
+    recorded = results["deviations"]  # every departure from the official code is in the run record
+    assert ("mask_same_id: True (official: False)" in recorded) == bool(method.get("mask_same_id"))
+    assert ("teacher_view: bank (official: same)" in recorded) == (method.get("teacher_view") == "bank")

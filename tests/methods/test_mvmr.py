@@ -89,3 +89,51 @@ def test_every_teacher_gets_its_own_weighted_term():
     assert loss.item() == pytest.approx((terms["teacher"] + terms["teacher2"]).item(), abs=1e-6)
     with pytest.raises(ConfigError, match="weights.teacher4 names no teacher: this run has 3"):
         _method("kd", extra_teachers=2, weights={"teacher4": 1.0})
+
+
+def _released_dcor(x, y):
+    """The released code's distance correlation, written out from its formulas (METHODS 2.4): distances from the
+    raw Gram form, squared distances clamped at 1e-4, double centring, sqrt(mean(AB)/n²) / sqrt(dVarX dVarY)."""
+    def centred(a):
+        r = (a * a).sum(1, keepdim=True)
+        d = (r - 2 * a @ a.T + r.T).clamp(min=1e-4).sqrt()
+        return d - d.mean(0, keepdim=True) - d.mean(1, keepdim=True) + d.mean()
+
+    a, b, n = centred(x.flatten(1).double()), centred(y.flatten(1).double()), len(x)
+    covariance = torch.sqrt((a * b).mean() / n**2)
+    return covariance / torch.sqrt(torch.sqrt((a * a).mean() / n**2) * torch.sqrt((b * b).mean() / n**2))
+
+
+def test_official_preset_reproduces_the_released_objective_term_by_term():
+    """preset=official: V-statistic dCor, std ε = 0, released sign, and /32 on the embeddings, the teacher and raw
+    pixels but not HOG or local std; every term equals the released formula on the same tensors (1e-5), and the
+    one-sided /32 is not neutral (the clamp), so leaving it out changes the hand-crafted terms."""
+    official, cfg = _method("kd", preset="official", projector=[16, 8], representations=["raw", "hog", "local_std"])
+    unscaled, _ = _method("kd", preset="official", projector=[16, 8], representations=["raw", "hog", "local_std"], dcor_input_scaling="none")
+    assert cfg.method.deviations() == ["projector: [16, 8] (official: [8192, 8192, 8192])", "representations: [raw, hog, local_std] (official: [])"]
+    unscaled.load_state_dict(official.state_dict())
+    for m in (official, unscaled):
+        m.log_loss = lambda loss, m=m, **terms: (setattr(m, "terms", terms), loss)[1]
+    torch.manual_seed(0)
+    batch = {"index": torch.arange(16), "views": {"aug": torch.rand(16, 3, 32, 32), "original": torch.rand(16, 3, 32, 32)}}
+    official.training_step(batch, 0)
+    unscaled.training_step(batch, 0)
+    with torch.no_grad():  # train mode: the same batch statistics as the step
+        z_aug = official.projector(official.student(batch["views"]["aug"]))
+        z_orig = official.projector(official.student(batch["views"]["original"]))
+    t = official.signal.last
+    norm = official.student.normalize
+    from ssdistill.models.handcrafted import hog, local_std
+
+    expected = {
+        "views": 1 - _released_dcor(z_orig / 32, z_aug / 32),
+        "teacher": 1 - _released_dcor(t / 32, z_aug / 32),
+        "raw": _released_dcor(norm(batch["views"]["original"]) / 32, z_aug / 32),  # released sign: +dCor
+        "hog": _released_dcor(hog(norm(batch["views"]["original"]), "released"), z_aug / 32),
+        "local_std": _released_dcor(local_std(norm(batch["views"]["original"])), z_aug / 32),
+        "std": torch.relu(1 - z_aug.std(0)).mean() + torch.relu(1 - z_orig.std(0)).mean(),
+    }
+    for name, value in expected.items():
+        assert official.terms[name].item() == pytest.approx(value.item(), abs=1e-5), name
+    changed = {name: abs(official.terms[name].item() - unscaled.terms[name].item()) for name in ("raw", "hog", "local_std", "views")}
+    assert changed["hog"] > 1e-4 and changed["local_std"] > 1e-4, changed  # only z̃ is scaled in these: not neutral

@@ -173,9 +173,11 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
     else:
         sections.append('<p class="note">No feature maps: run <code>ssdistill eval RUN</code> first for the full evaluation.</p>')
     for run in runs:
-        approximations = run["results"].get("approximations") or []
-        note = f"<p class='note'>Approximations: {escape(', '.join(approximations))}</p>" if approximations else ""
-        sections.append(f"<h2>Config: {escape(run['name'])}</h2>{note}<pre>{escape(run['config'])}</pre>")
+        notes = []
+        for label, key in (("Deviations from the official code", "deviations"), ("Approximations", "approximations")):
+            if items := run["results"].get(key) or []:
+                notes.append(f"<p class='note'>{label}: {escape('; '.join(items))}</p>")
+        sections.append(f"<h2>Config: {escape(run['name'])}</h2>{''.join(notes)}<pre>{escape(run['config'])}</pre>")
     page = (
         f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
         f"<style>{STYLE}</style><script>{RENDER_CHECK}</script></head><body>\n" + "\n".join(sections) + "\n</body></html>\n"

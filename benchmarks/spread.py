@@ -1,0 +1,165 @@
+"""Seed spread of every learning assertion in the test suite (BENCHMARKS.md): the figure each test asserts, measured
+over several seeds, so that its margin can be set with room for another CPU (figures move by a few points between
+CPUs: other kernel paths round differently, and a training trajectory follows the rounding).
+
+    python -m benchmarks.spread                          # every check, seeds 0-3 (about an hour on 2 cores)
+    python -m benchmarks.spread --only mvmr_teacher --seeds 0 1 2 3 4 5
+    python -m benchmarks.spread --table-only
+
+Each (check, seed) is written to benchmarks/results/spread-cpu.json as soon as it finishes and is not recomputed
+(``--force`` does); benchmarks/results/spread-cpu.md gives min / mean / max of every figure next to the bound its
+test asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+DEMO = REPO / "configs" / "demo"
+
+
+def _per_epoch(run_dir: Path, term: str) -> list[float]:
+    rows = csv.DictReader((run_dir / "metrics.csv").open())
+    return [float(r[f"train/{term}_epoch"]) for r in rows if r.get(f"train/{term}_epoch")]
+
+
+def _run(config: Path, seed: int, runs: Path, name: str, **sections) -> tuple[dict, Path]:
+    from ssdistill import distill
+
+    sections.setdefault("eval", {"teacher": False})
+    trainer = {"progress_bar": False, "seed": seed, **sections.pop("trainer", {})}
+    results = distill(config, trainer=trainer, run={"dir": str(runs), "name": name}, quiet=True, **sections)
+    return results, runs / name
+
+
+def _lift(results: dict) -> dict[str, float]:
+    knn = results["knn"]
+    return {"student_knn": knn["student"]["top1"], "random_init_knn": knn["random_init"]["top1"],
+            "knn_lift": knn["student"]["top1"] - knn["random_init"]["top1"]}
+
+
+def demo_feature(seed: int, runs: Path) -> dict[str, float]:
+    """tests/integration/test_distill.py::test_smoke_distillation_learns_on_real_images (the demo recipe)."""
+    results, run_dir = _run(DEMO / "feature.yaml", seed, runs, "demo")
+    losses = _per_epoch(run_dir, "loss")
+    return {**_lift(results), "loss_drop": losses[0] - losses[-1]}
+
+
+def mvmr_teacher(seed: int, runs: Path) -> dict[str, float]:
+    """tests/integration/test_mvmr_runs.py::test_mvmr_teacher_term_teaches_the_student_on_real_images."""
+    from ssdistill.eval.suite import headline_metrics
+
+    results, run_dir = _run(
+        DEMO / "mvmr_kd.yaml", seed, runs, "mvmr-teacher",
+        method={"weights": {"mse": 0.0, "std": 0.0, "views": 0.0}}, optim={"lr": 0.002}, eval={"teacher": True, "suite": "full"},
+    )
+    term = _per_epoch(run_dir, "teacher")
+    models = results["evaluation"]["models"]
+    student, random_init = headline_metrics(models["student"]), headline_metrics(models["random_init"])
+    return {**_lift(results), "teacher_term_drop": term[0] - term[-1],
+            "student_dcor2": student["teacher_dcor2"], "random_init_dcor2": random_init["teacher_dcor2"],
+            "dcor2_lift": student["teacher_dcor2"] - random_init["teacher_dcor2"]}
+
+
+def mvmr_ssl(seed: int, runs: Path) -> dict[str, float]:
+    """tests/integration/test_mvmr_runs.py::test_mvmr_self_supervised_mode_raises_dependence_with_every_representation."""
+    _, run_dir = _run(
+        DEMO / "mvmr_kd.yaml", seed, runs, "mvmr-ssl",
+        method={"mode": "ssl"}, optim={"lr": 0.002}, trainer={"epochs": 8}, eval={"teacher": False, "random_init": False},
+    )
+    return {f"{term}_drop": (values := _per_epoch(run_dir, term))[0] - values[-1] for term in ("raw", "hog", "local_std", "views")}
+
+
+def smoke(seed: int, runs: Path) -> dict[str, float]:
+    """tests/bench/test_smoke_tier.py: every smoke-tier row's k-NN lift over random init and loss ratio."""
+    from benchmarks import quality
+
+    done = quality.run_tier("smoke", results_dir=runs / "results", runs_dir=runs / "runs", seed=seed, log=lambda line: None)
+    figures = {}
+    for (_, method), record in done.items():
+        losses = record["epoch_losses"]
+        figures[f"{method}_knn_lift"] = record["knn"]["student"]["top1"] - record["knn"]["random_init"]["top1"]
+        figures[f"{method}_loss_ratio"] = losses[-1] / losses[0]
+    return figures
+
+
+CHECKS: dict[str, Callable[[int, Path], dict[str, float]]] = {
+    "demo_feature": demo_feature, "mvmr_teacher": mvmr_teacher, "mvmr_ssl": mvmr_ssl, "smoke": smoke,
+}
+# the bound each test asserts on a figure (figure -> text), shown next to the measured spread
+BOUNDS = {
+    "demo_feature": {"knn_lift": ">= 10", "loss_drop": "> 0.05"},
+    "mvmr_teacher": {"knn_lift": ">= 2", "teacher_term_drop": "> 0.1", "dcor2_lift": ">= 0.1"},
+    "mvmr_ssl": {"raw_drop": "> 0.08", "hog_drop": "> 0.05", "local_std_drop": "> 0.08", "views_drop": "> 0.08"},
+    "smoke": {"feature_knn_lift": ">= 3", "seed_knn_lift": ">= 3", "disco_knn_lift": ">= 3", "bingo_knn_lift": ">= 3",
+              "mvmr_kd_knn_lift": ">= 3", "mvmr_ssl_loss_ratio": "<= 0.9"},
+}
+
+
+def machine_and_versions() -> dict:
+    from ssdistill.api import _versions, machine
+
+    return {"machine": machine(), "versions": _versions()}
+
+
+def table(record: dict) -> str:
+    lines = [
+        f"Seed spread of the learning assertions ({record.get('machine', {}).get('cpu_model', '?')}, "
+        f"{record.get('machine', {}).get('cpus', '?')} CPUs); `python -m benchmarks.spread`",
+        "",
+        "| check | figure | seeds | min | mean | max | test asserts |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for check, by_seed in record.get("checks", {}).items():
+        names = sorted({name for figures in by_seed.values() for name in figures})
+        for name in names:
+            values = [figures[name] for figures in by_seed.values() if name in figures]
+            lines.append(
+                f"| {check} | {name} | {len(values)} | {min(values):.3f} | {statistics.mean(values):.3f} | {max(values):.3f} | "
+                f"{BOUNDS.get(check, {}).get(name, '')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ssdistill.engine.rundir import atomic_write_text
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.spread", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=sorted(CHECKS), help="checks to run (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
+    parser.add_argument("--force", action="store_true", help="recompute (check, seed) pairs already measured")
+    parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    path = args.results / "spread-cpu.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"checks": {}}
+    if not args.table_only:
+        for check in args.only or CHECKS:
+            for seed in args.seeds:
+                done = record["checks"].setdefault(check, {})
+                if str(seed) in done and not args.force:
+                    continue
+                with tempfile.TemporaryDirectory() as runs:
+                    done[str(seed)] = CHECKS[check](seed, Path(runs))
+                record.update(machine_and_versions(), updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(path, json.dumps(record, indent=2))
+                print(f"{check} seed {seed}: {done[str(seed)]}", flush=True)
+    markdown = table(record)
+    atomic_write_text(args.results / "spread-cpu.md", markdown)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

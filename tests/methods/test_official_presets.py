@@ -1,0 +1,156 @@
+"""``method.preset: official`` sets every documented switch to the official code's behaviour, and every setting that
+departs from it (or, for knobs the official code lacks, from our default) is reported by ``deviations()``."""
+
+import typing
+
+import pytest
+from pydantic import BaseModel
+
+from ssdistill.config import SELECTS, build_config
+from ssdistill.errors import ConfigError
+from ssdistill.methods import METHODS
+
+# The official behaviour as METHODS.md documents it (2.4, 2.9 and the decision boxes of 2 and 3, 3.6, 3.9), written
+# out here independently of the fields' declarations.
+DOCUMENTED = {
+    ("mvmr", "kd"): {
+        "dcor_estimator": "biased", "std_eps": 0.0, "dcor_input_scaling": "official", "dcor_clamp": 1e-4,
+        "projector": [8192, 8192, 8192], "std_gamma": 1.0, "weights": {}, "representations": [],
+    },
+    ("mvmr", "ssl"): {
+        "dcor_estimator": "biased", "std_eps": 0.0, "dcor_input_scaling": "official", "handcrafted_sign": "released",
+        "hog_binning": "released", "representations": ["raw", "hog", "local_std", "scattering", "reaugmented"],
+    },
+    ("bingo", None): {
+        "loss_form": "official", "warm_epochs": 10, "teacher_bn": "train", "teacher_keys": "online", "mask_same_id": False,
+        "temperature": 0.2, "queue_size": 65536, "bag_size": 5, "head_hidden": [2048],
+    },
+    ("seed", None): {
+        "teacher_view": "same", "student_temperature": 0.2, "teacher_temperature": 1e-4, "mask_same_id": False, "queue_size": 65536,
+    },
+    ("disco", None): {
+        "teacher_view": "same", "distill_weight": 32.0, "head_hidden": [2048], "momentum": 0.999, "temperature": 0.2,
+        "teacher_bn": "train", "mask_same_id": False, "queue_size": 65536,
+    },
+    ("moco", None): {"momentum": 0.999, "temperature": 0.2, "out_dim": 128, "queue_size": 65536, "mask_same_id": False},
+}
+WITH_OFFICIAL_CODE = sorted({name for name, _ in DOCUMENTED})
+
+# settings under which a field has an effect (fields without one are never listed: they change nothing)
+ENABLE = {
+    "bank_repeats": {"seed": {"teacher_view": "bank"}, "bingo": {"teacher_keys": "bank"}},
+    "teacher_bn_groups": {"bingo": {"teacher_bn": "train"}, "disco": {"teacher_bn": "train"}},
+    "handcrafted_sign": {"mvmr": {"mode": "ssl"}},
+    "hog_binning": {"mvmr": {"mode": "ssl"}},
+}
+
+
+def _method(name, **fields):
+    return build_config({"method": {"name": name, **fields}}).method
+
+
+@pytest.mark.parametrize("key", sorted(DOCUMENTED, key=str), ids=lambda key: "-".join(k for k in key if k))
+def test_official_preset_sets_every_documented_switch_and_deviates_from_nothing(key):
+    name, mode = key
+    mode_setting = {"mode": mode} if mode else {}
+    config = _method(name, preset="official", **mode_setting)
+    for field, value in DOCUMENTED[key].items():
+        assert config.effective(field) == value, (name, field)
+    assert config.deviations() == []
+    assert METHODS[name].deviations(build_config({"method": {"name": name, "preset": "official", **mode_setting}})) == []
+
+
+def test_explicit_settings_win_over_the_preset_and_are_recorded():
+    config = _method("mvmr", preset="official", dcor_estimator="unbiased", projector=[64, 64])
+    assert config.dcor_estimator == "unbiased" and config.std_eps == 0.0
+    assert config.deviations() == ["projector: [64, 64] (official: [8192, 8192, 8192])", "dcor_estimator: unbiased (official: biased)"]
+    bingo = _method("bingo", preset="official", warm_epochs=2)
+    assert bingo.deviations() == ["warm_epochs: 2 (official: 10)"] and bingo.teacher_bn == "train"
+
+
+def test_our_defaults_are_recorded_where_they_are_not_the_official_behaviour():
+    assert "dcor_estimator: unbiased (official: biased)" in _method("mvmr").deviations()
+    assert "teacher_bn: eval (official: train)" in _method("bingo").deviations()
+    assert _method("moco").deviations() == []  # our MoCo-v2 defaults are the official ones
+    assert _method("seed").deviations() == []
+
+
+def test_a_method_without_official_code_has_no_official_preset():
+    with pytest.raises(ConfigError, match="method 'feature' has no official code to reproduce"):
+        _method("feature", preset="official")
+    assert _method("feature", loss="mse").deviations() == []  # a baseline of ours has nothing to deviate from
+
+
+def test_a_preset_that_contradicts_an_explicit_setting_is_a_clear_error():
+    with pytest.raises(ConfigError, match="teacher_bn=train needs method.teacher_keys=online"):
+        _method("bingo", preset="official", teacher_keys="bank")
+
+
+def _candidates(annotation, default, official):
+    """Values of a field's type to try: its choices, or variations of its default and official value."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return list(args)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return [v for arg in args for v in ([None] if arg is type(None) else _candidates(arg, default, official))]
+    if annotation is bool:
+        return [True, False]
+    if annotation in (int, float):
+        base = [v for v in (default, official) if isinstance(v, (int, float))] or [1]
+        return [annotation(v) for b in base for v in (b * 2, b / 2 if annotation is float else b + 1)]
+    if origin is list:
+        item = args[0]
+        if typing.get_origin(item) is typing.Literal:
+            return [[typing.get_args(item)[0]], list(typing.get_args(item)[:2])]
+        return [[7], [7, 7]]
+    if origin is dict:
+        return [{"mse": 2.0}, {}]
+    raise AssertionError(f"no candidate values for a field of type {annotation}: extend _candidates")
+
+
+def _fields(name):
+    config_class = METHODS[name].config_class
+    for field, info in config_class.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if field != "name" and not extra.get("selects"):
+            yield field, info
+
+
+@pytest.mark.parametrize("name", WITH_OFFICIAL_CODE)
+def test_every_setting_that_departs_from_the_reference_is_reported(name):
+    """Walk every field: each value (of its type) other than the official one, or for knobs the official code lacks
+    other than our default, must appear in deviations(); the reference value itself must not."""
+    config_class = METHODS[name].config_class
+    checked = 0
+    for mode in (("kd", "ssl") if name == "mvmr" else (None,)):
+        base = {"mode": mode} if mode else {}
+        official_values = config_class.official_values(base)
+        for field, info in _fields(name):
+            enabling = {**base, **ENABLE.get(field, {}).get(name, {})}
+            default = info.get_default(call_default_factory=True)
+            reference = official_values.get(field, default)
+            for value in _candidates(info.annotation, default, reference):
+                try:
+                    config = _method(name, **enabling, **{field: value})
+                except ConfigError:
+                    continue  # not a valid value here (a bound or a cross-field rule)
+                listed = [d for d in config.deviations() if d.startswith(f"{field}: ")]
+                if config.effective(field) == reference or (isinstance(reference, float) and config.effective(field) == pytest.approx(reference)):
+                    assert listed == [], (field, value, listed)
+                else:
+                    assert len(listed) == 1, (name, mode, field, value, config.deviations())
+                    checked += 1
+    assert checked >= len(list(_fields(name))) - 1  # (almost) every field had a departing value that was checked
+
+
+def test_selecting_fields_are_only_modes():
+    """Fields exempt from deviation reporting choose what runs; they are listed here so that a new one is a decision."""
+    exempt = {
+        (name, field)
+        for name, method in METHODS.items()
+        for field, info in method.config_class.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("selects")
+    }
+    assert exempt == {(name, "preset") for name in METHODS} | {("mvmr", "mode")}
+    assert SELECTS == {"selects": True}
+    assert all(issubclass(method.config_class, BaseModel) for method in METHODS.values())
