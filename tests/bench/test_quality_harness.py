@@ -50,7 +50,7 @@ def test_table_is_built_from_the_row_files(tmp_path):
         }
     }
     evaluation["models"]["student"]["teacher_alignment"] = {"linear_cka": 0.612, "dcor2": 0.5849, "samples": 2048}
-    rows = {"feature": _row(40.0, evaluation=evaluation), "moco": _row(21.0, approximations=["something approximated"])}
+    rows = {"feature": _row(40.0, evaluation=evaluation), "moco": _row(21.0, approximations=["something approximated"], deviations=["momentum: 0.99 (official: 0.999)"])}
     for method, record in rows.items():
         path = quality.row_path(tmp_path, "q2", method, "cpu")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +63,7 @@ def test_table_is_built_from_the_row_files(tmp_path):
     assert random_init.startswith("| random-init student | 20.0 | 19.0 | 21.0 | 25 | 26 |")
     # 40 / 80 = 50 % of the teacher's k-NN, 41 / 81 = 51 % of its linear probe; 90 s of training at 250 img/s
     assert feature == "| feature regression | 40.0 | 39.0 | 41.0 | 50 | 51 | 0.61 | 0.58 | 90 s | 250 |  |"
-    assert moco == "| MoCo-v2 (no teacher) | 21.0 | – | – | 26 | – | – | – | 90 s | 250 | no teacher; something approximated |"
+    assert moco == "| MoCo-v2 (no teacher) | 21.0 | – | – | 26 | – | – | – | 90 s | 250 | no teacher; something approximated; momentum: 0.99 (official: 0.999) |"
     assert "no q1 rows" in quality.table("q1", "cpu", tmp_path).lower()
 
 
@@ -197,3 +197,26 @@ def test_full_benchmark_data_is_unpacked_once(tmp_path):
     assert unpack_benchmark_data("q2", tmp_path / "data", shared) == dest  # already there: the archive is not read
     with pytest.raises(FileNotFoundError, match="the q1 benchmark needs ../shared/data"):
         unpack_benchmark_data("q1", tmp_path / "data", shared)
+
+
+def test_demo_blocks_are_rendered_from_the_demo_record(tmp_path):
+    """The README's demo figures are the demo run's record, rendered (python -m benchmarks.demo --readme)."""
+    from benchmarks import demo
+
+    row = lambda top1, speed: {"top1": top1, "params_m": 1.52, "images_per_s": speed}  # noqa: E731
+    record = {
+        "created": "2026-12-01T10:00:00+00:00", "epochs": 20, "steps": 300, "retained_pct": 47.5,
+        "student": {"resolution": 96}, "data": {"train_size": 1000}, "protocol": {"knn": {"k": 20, "temperature": 0.07}},
+        "knn": {"teacher": row(94.0, 40.0), "random_init": row(21.0, 2400.0), "student": row(44.65, 2200.0)},
+        "timing": {"train_seconds": 91.4}, "versions": {"ssdistill": "0.1.0", "torch": "2.x"},
+        "machine": {"cpus": 2, "cpu_model": "Some CPU", "torch_cpu_capability": "AVX2"}, "printed": "model ...\nrun directory: runs/demo",
+    }
+    block = demo.results_block(record)
+    assert "| **distilled student** (feature distillation, 20 epochs, 91 s of training) | **44.6 %** | 1.52 M | 2,200 |" in block
+    assert "keeps 47.5 % of the teacher's k-NN accuracy after 300 optimisation steps on 1,000 images" in block
+    assert "about 55 times faster" in block and "2 cores of an Some CPU" in block
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- demo:results -->\nold\n<!-- /demo:results -->\nb\n<!-- demo:output -->\nx\n<!-- /demo:output -->\n")
+    demo.write(record, readme)
+    text = readme.read_text()
+    assert "old" not in text and "**44.6 %**" in text and "```\nmodel ...\nrun directory: runs/demo\n```" in text
