@@ -122,3 +122,15 @@ def test_unbiased_estimator_matches_its_reference_and_is_not_inflated_by_width()
     assert distance_correlation(wide_a, wide_b).item() > 0.95  # the biased V-statistic saturates
     assert abs(distance_correlation(wide_a, wide_b, estimator="unbiased").item()) < 0.05
     assert distance_correlation(wide_a, wide_a, estimator="unbiased").item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_both_estimators_match_the_dcor_package():
+    """Cross-check with the independent `dcor` package (test-only dependency): its V-statistic distance correlation
+    (the paper's and official MV-MR code's estimator) and its bias-corrected squared distance correlation."""
+    import dcor  # test-only dependency (the dev extra)
+    for seed in range(3):
+        x, y = _pair(n=40, seed=seed)
+        ours_v = distance_correlation(torch.tensor(x), torch.tensor(y), clamp=1e-12, estimator="biased").item()
+        ours_u = distance_correlation(torch.tensor(x), torch.tensor(y), clamp=1e-12, estimator="unbiased").item()
+        assert ours_v == pytest.approx(dcor.distance_correlation(x, y), abs=1e-5)
+        assert ours_u == pytest.approx(dcor.u_distance_correlation_sqr(x, y), abs=1e-5)

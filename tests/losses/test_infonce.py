@@ -109,3 +109,19 @@ def test_same_image_marks_the_older_keys_of_each_id():
     queue.enqueue(F.normalize(torch.ones(3, 2), dim=1), torch.tensor([7, 8, 9]))
     mask = queue.same_image(torch.tensor([8, 5, 7]))
     assert mask.tolist() == [[False, True, False, False], [False] * 4, [True, False, False, False]]
+
+
+def test_queue_nce_matches_lightlys_moco_loss():
+    """Cross-check with lightly's NTXentLoss over a memory bank (the MoCo form, test-only dependency): the same
+    queries, positive keys and queue give the same loss; lightly has no exclusion mask, like the official codes
+    (mask_same_id off)."""
+    from lightly import loss as lightly_loss  # test-only dependency (the dev extra)
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    queue = torch.nn.functional.normalize(torch.randn(50, 16, generator=g), dim=1)
+    reference = lightly_loss.NTXentLoss(temperature=0.2, memory_bank_size=(50, 16))
+    assert reference.memory_bank.bank.shape == queue.shape  # [size, dim], returned transposed to the loss
+    reference.memory_bank.bank.copy_(queue)
+    expected = reference(q, k)  # q does not require grad: lightly leaves its bank as it is
+    ours = queue_nce(torch.nn.functional.normalize(q, dim=1), torch.nn.functional.normalize(k, dim=1), queue, 0.2)
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-5)

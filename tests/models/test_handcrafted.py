@@ -52,8 +52,14 @@ def test_representations_are_built_by_name_and_scattering_needs_kymatio():
     x = torch.rand(4, 3, 32, 32)
     shapes = {name: fn(x).shape for name, fn in reps.items()}
     assert shapes == {"raw": (4, 3072), "hog": (4, 72, 4, 4), "local_std": (4, 3, 32, 32), "reaugmented": (4, 3, 32, 32)}
-    try:
-        import kymatio  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigError, match="pip install kymatio"):
-            build_representations(["scattering"], 32, normalize, AugConfig(), "fractional")
+    # kymatio (a dev dependency): J = 2, L = 8 gives 1 + 16 + 64 = 81 channels per colour at a quarter of the side
+    scattering = build_representations(["scattering"], 32, normalize, AugConfig(), "fractional")["scattering"]
+    assert scattering(x).shape == (4, 3, 81, 8, 8) and not scattering(x.requires_grad_()).requires_grad
+
+
+def test_scattering_without_kymatio_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "kymatio.scattering2d.frontend.torch_frontend", None)  # import fails as if absent
+    with pytest.raises(ConfigError, match="pip install kymatio"):
+        build_representations(["scattering"], 32, lambda x: x, AugConfig(), "fractional")
