@@ -81,10 +81,13 @@ def mvmr_ssl(seed: int, runs: Path) -> dict[str, float]:
 
 
 def smoke(seed: int, runs: Path) -> dict[str, float]:
-    """tests/bench/test_smoke_tier.py: every smoke-tier row's k-NN lift over random init and loss ratio."""
+    """tests/bench/test_smoke_tier.py: every smoke-tier row's k-NN lift over random init and loss ratio. Seed 0 is the
+    smoke tier itself: its rows are (re)written to benchmarks/results like ``--tier smoke --force``."""
     from benchmarks import quality
 
-    done = quality.run_tier("smoke", results_dir=runs / "results", runs_dir=runs / "runs", seed=seed, log=lambda line: None)
+    results = quality.RESULTS if seed == 0 else runs / "results"
+    done = quality.run_tier("smoke", results_dir=results, runs_dir=runs / "runs", seed=None if seed == 0 else seed,
+                            force=seed == 0, log=lambda line: None)
     figures = {}
     for (_, method), record in done.items():
         losses = record["epoch_losses"]
@@ -142,19 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     path = args.results / "spread-cpu.json"
-    record = json.loads(path.read_text()) if path.is_file() else {"checks": {}}
+    read = lambda: json.loads(path.read_text()) if path.is_file() else {"checks": {}}  # noqa: E731
+    record = read()
     if not args.table_only:
         for check in args.only or CHECKS:
             for seed in args.seeds:
-                done = record["checks"].setdefault(check, {})
-                if str(seed) in done and not args.force:
+                if str(seed) in record["checks"].get(check, {}) and not args.force:
                     continue
                 with tempfile.TemporaryDirectory() as runs:
-                    done[str(seed)] = CHECKS[check](seed, Path(runs))
+                    figures = CHECKS[check](seed, Path(runs))
+                record = read()  # another process may have added pairs meanwhile: add this one to what is on disk
+                record["checks"].setdefault(check, {})[str(seed)] = figures
                 record.update(machine_and_versions(), updated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(path, json.dumps(record, indent=2))
-                print(f"{check} seed {seed}: {done[str(seed)]}", flush=True)
+                print(f"{check} seed {seed}: {figures}", flush=True)
     markdown = table(record)
     atomic_write_text(args.results / "spread-cpu.md", markdown)
     print(markdown)
