@@ -107,9 +107,10 @@ def _print_list() -> None:
     from ssdistill.methods import METHODS
     from ssdistill.models.teachers import BUILTIN_TEACHERS
 
-    print("methods:")
+    print("methods (method.preset=official reproduces the official code where there is one):")
     for name, method in METHODS.items():
-        print(f"  {name:<20} {method.description}")
+        official = " [preset: official]" if method.config_class.official_values() else ""
+        print(f"  {name:<20} {method.description}{official}")
     print("built-in teachers (any timm name works too, with hub or local weights):")
     for name, teacher in BUILTIN_TEACHERS.items():
         print(f"  {name:<20} {teacher.description}")

@@ -120,6 +120,8 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path):
     assert missing.returncode == 2 and "not found" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
     listing = _cli("list")
     assert listing.returncode == 0 and "feature" in listing.stdout and "efficientnet_lite0" in listing.stdout
+    assert "[preset: official]" in next(line for line in listing.stdout.splitlines() if line.strip().startswith("bingo"))
+    assert "[preset: official]" not in next(line for line in listing.stdout.splitlines() if line.strip().startswith("feature"))
     helptext = _cli("distill", "--help")
     assert "trainer.epochs" in helptext.stdout and "method.loss" in helptext.stdout
 
