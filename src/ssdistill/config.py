@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -159,6 +160,7 @@ class MethodConfig(Section):
         description="official: every switch as the method's official code has it (explicit settings still win and are "
         "recorded as deviations); ssdistill: our defaults",
         json_schema_extra=SELECTS,
+        frozen=True,  # applied when the section is built; assigning it later would change nothing
     )
 
     @model_validator(mode="before")
@@ -212,8 +214,8 @@ class MethodConfig(Section):
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-12 * max(abs(a), abs(b), 1.0)
+    if isinstance(a, float) or isinstance(b, float):  # relative: 1e-13 is not 0, 0.1 + 0.2 is 0.3
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
     return a == b
 
 

@@ -104,6 +104,16 @@ def _released_dcor(x, y):
     return covariance / torch.sqrt(torch.sqrt((a * a).mean() / n**2) * torch.sqrt((b * b).mean() / n**2))
 
 
+def test_the_released_code_divides_exactly_these_dcor_inputs_by_32():
+    """vkinakh/mv-mr: z / 32 and z_orig / 32, the CLIP embedding / 32, and in _step_dc full_img, full_img_scatnet and
+    full_img_augment / 32, while full_img_hog and full_img_std are left unscaled."""
+    official = build_config({"method": {"name": "mvmr", "preset": "official"}}).method
+    ours = build_config({"method": {"name": "mvmr"}}).method
+    expected = {"embedding": 32, "teacher": 32, "raw": 32, "scattering": 32, "reaugmented": 32, "hog": 1, "local_std": 1}
+    assert {name: official.dcor_divisor(name) for name in expected} == expected
+    assert {ours.dcor_divisor(name) for name in expected} == {1.0}
+
+
 def test_official_preset_reproduces_the_released_objective_term_by_term():
     """preset=official: V-statistic dCor, std ε = 0, released sign, and /32 on the embeddings, the teacher and raw
     pixels but not HOG or local std; every term equals the released formula on the same tensors (1e-5), and the

@@ -20,6 +20,7 @@ DOCUMENTED = {
     ("mvmr", "ssl"): {
         "dcor_estimator": "biased", "std_eps": 0.0, "dcor_input_scaling": "official", "handcrafted_sign": "released",
         "hog_binning": "released", "representations": ["raw", "hog", "local_std", "scattering", "reaugmented"],
+        "projector": [8192, 8192, 8192], "dcor_clamp": 1e-4, "std_gamma": 1.0, "weights": {},
     },
     ("bingo", None): {
         "loss_form": "official", "warm_epochs": 10, "teacher_bn": "train", "teacher_keys": "online", "mask_same_id": False,
@@ -27,21 +28,30 @@ DOCUMENTED = {
     },
     ("seed", None): {
         "teacher_view": "same", "student_temperature": 0.2, "teacher_temperature": 1e-4, "mask_same_id": False, "queue_size": 65536,
+        "head_hidden": None,  # one hidden layer as wide as the backbone
     },
     ("disco", None): {
         "teacher_view": "same", "distill_weight": 32.0, "head_hidden": [2048], "momentum": 0.999, "temperature": 0.2,
-        "teacher_bn": "train", "mask_same_id": False, "queue_size": 65536,
+        "teacher_bn": "train", "mask_same_id": False, "queue_size": 65536, "out_dim": None,  # the teacher's width
     },
-    ("moco", None): {"momentum": 0.999, "temperature": 0.2, "out_dim": 128, "queue_size": 65536, "mask_same_id": False},
+    ("moco", None): {
+        "momentum": 0.999, "temperature": 0.2, "out_dim": 128, "queue_size": 65536, "mask_same_id": False, "head_hidden": None,
+    },
 }
 WITH_OFFICIAL_CODE = sorted({name for name, _ in DOCUMENTED})
 
-# settings under which a field has an effect (fields without one are never listed: they change nothing)
-ENABLE = {
-    "bank_repeats": {"seed": {"teacher_view": "bank"}, "bingo": {"teacher_keys": "bank"}},
-    "teacher_bn_groups": {"bingo": {"teacher_bn": "train"}, "disco": {"teacher_bn": "train"}},
-    "handcrafted_sign": {"mvmr": {"mode": "ssl"}},
-    "hog_binning": {"mvmr": {"mode": "ssl"}},
+# (settings under which a field has an effect, settings under which it has none): where it has none it is never
+# listed, since it changes nothing
+CONTEXT = {
+    "bank_repeats": {"seed": ({"teacher_view": "bank"}, {"teacher_view": "same"}),
+                     "bingo": ({"teacher_keys": "bank"}, {"teacher_keys": "online"})},
+    "teacher_bn_groups": {"bingo": ({"teacher_bn": "train"}, {"teacher_bn": "eval"}),
+                          "disco": ({"teacher_bn": "train"}, {"teacher_bn": "eval"})},
+    "teacher_bn": {"bingo": ({"teacher_keys": "online"}, {"teacher_keys": "bank"}),
+                   "disco": ({"teacher_view": "same"}, {"teacher_view": "original"})},
+    "warm_epochs": {"bingo": ({"loss_form": "official"}, {"loss_form": "paper"})},
+    "handcrafted_sign": {"mvmr": ({"mode": "ssl"}, {"mode": "kd"})},
+    "hog_binning": {"mvmr": ({"mode": "ssl"}, {"mode": "kd"})},
 }
 
 
@@ -81,9 +91,30 @@ def test_a_method_without_official_code_has_no_official_preset():
     assert _method("feature", loss="mse").deviations() == []  # a baseline of ours has nothing to deviate from
 
 
-def test_a_preset_that_contradicts_an_explicit_setting_is_a_clear_error():
+def test_cached_teacher_outputs_make_the_teacher_batchnorm_switch_moot():
+    """Cached keys are eval-mode outputs: with them teacher_bn has no effect, the preset leaves it at eval and only the
+    cache is listed; asking for batch statistics with a cache is a one-line error."""
+    bingo = _method("bingo", preset="official", teacher_keys="bank")
+    assert bingo.teacher_bn == "eval" and bingo.deviations() == ["teacher_keys: bank (official: online)"]
+    disco = _method("disco", teacher_view="original")
+    assert "teacher_bn" not in " ".join(disco.deviations()) and "teacher_view: original (official: same)" in disco.deviations()
+    assert "teacher_bn: eval (official: train)" in _method("disco").deviations()
     with pytest.raises(ConfigError, match="teacher_bn=train needs method.teacher_keys=online"):
-        _method("bingo", preset="official", teacher_keys="bank")
+        _method("bingo", teacher_bn="train", teacher_keys="bank")
+    with pytest.raises(ConfigError, match="teacher_bn=train needs method.teacher_view=same"):
+        _method("disco", teacher_bn="train", teacher_view="original")
+
+
+def test_the_preset_cannot_be_changed_after_the_section_is_built():
+    config = _method("bingo")
+    with pytest.raises(Exception, match="frozen"):
+        config.preset = "official"
+
+
+def test_float_departures_are_compared_relatively_and_default_weights_are_not_departures():
+    assert "std_eps: 1e-13 (official: 0.0)" in _method("mvmr", preset="official", std_eps=1e-13).deviations()
+    assert _method("mvmr", preset="official", weights={"mse": 1.0, "views": 1}).deviations() == []
+    assert _method("mvmr", preset="official", weights={"mse": 0.5}).deviations() == ["weights: {mse: 0.5} (official: {})"]
 
 
 def _candidates(annotation, default, official):
@@ -116,31 +147,42 @@ def _fields(name):
             yield field, info
 
 
+# fields that only ever restate a fact fixed elsewhere (never departures); listed so that a new one is a decision
+MOOT = {("disco", "out_dim")}  # DisCo's embedding must be as wide as the teacher's: build time rejects anything else
+
+
 @pytest.mark.parametrize("name", WITH_OFFICIAL_CODE)
 def test_every_setting_that_departs_from_the_reference_is_reported(name):
     """Walk every field: each value (of its type) other than the official one, or for knobs the official code lacks
-    other than our default, must appear in deviations(); the reference value itself must not."""
+    other than our default, must appear in deviations(); the reference value itself must not. A field that has no
+    effect without its enabling setting must not be listed then."""
     config_class = METHODS[name].config_class
-    checked = 0
+    checked, silent = set(), set()
     for mode in (("kd", "ssl") if name == "mvmr" else (None,)):
         base = {"mode": mode} if mode else {}
-        official_values = config_class.official_values(base)
         for field, info in _fields(name):
-            enabling = {**base, **ENABLE.get(field, {}).get(name, {})}
             default = info.get_default(call_default_factory=True)
-            reference = official_values.get(field, default)
-            for value in _candidates(info.annotation, default, reference):
-                try:
-                    config = _method(name, **enabling, **{field: value})
-                except ConfigError:
-                    continue  # not a valid value here (a bound or a cross-field rule)
-                listed = [d for d in config.deviations() if d.startswith(f"{field}: ")]
-                if config.effective(field) == reference or (isinstance(reference, float) and config.effective(field) == pytest.approx(reference)):
-                    assert listed == [], (field, value, listed)
-                else:
-                    assert len(listed) == 1, (name, mode, field, value, config.deviations())
-                    checked += 1
-    assert checked >= len(list(_fields(name))) - 1  # (almost) every field had a departing value that was checked
+            contexts = CONTEXT.get(field, {}).get(name)
+            for enabled in (True, False) if contexts else (True,):
+                settings = {**base, **(contexts[0 if enabled else 1] if contexts else {})}
+                reference = config_class.official_values(settings).get(field, default)
+                for value in _candidates(info.annotation, default, reference):
+                    try:
+                        config = _method(name, **settings, **{field: value})
+                    except ConfigError:
+                        continue  # not a valid value here (a bound or a cross-field rule)
+                    listed = [d for d in config.deviations() if d.startswith(f"{field}: ")]
+                    same = config.effective(field) == reference or (isinstance(reference, float) and config.effective(field) == pytest.approx(reference))
+                    if same or not enabled or (name, field) in MOOT:
+                        assert listed == [], (name, mode, field, value, listed)
+                        silent.add(field) if not same else None
+                    else:
+                        assert len(listed) == 1, (name, mode, field, value, config.deviations())
+                        checked.add(field)
+    every = {field for field, _ in _fields(name)}
+    assert checked == every - {field for n, field in MOOT if n == name}  # every field had a departing value, listed
+    # ... and was silent where it has no effect (teacher_bn's one valid value with cached outputs is its reference there)
+    assert {field for field in CONTEXT if name in CONTEXT[field]} - {"teacher_bn"} <= silent
 
 
 def test_selecting_fields_are_only_modes():

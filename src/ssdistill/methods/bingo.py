@@ -16,7 +16,7 @@ Only t_a enters the queue; older queue keys of the anchor and of the drawn neigh
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -55,12 +55,7 @@ class BINGOConfig(QueueConfig, TeacherBNConfig):
         "online", description="teacher keys of augmented views: online, or a cached augmentation bank", json_schema_extra=official("online")
     )
     bank_repeats: int = Field(8, gt=0, description="augmented views per image in the teacher bank (teacher_keys=bank)")
-
-    def teacher_online(self) -> bool:
-        return self.teacher_keys == "online"
-
-    def online_setting(self) -> str:
-        return "method.teacher_keys=online"
+    ONLINE: ClassVar[tuple[str, str]] = ("teacher_keys", "online")
 
     def inactive(self) -> set[str]:
         unused = super().inactive()

@@ -10,7 +10,7 @@ a deviation). The official code runs the teacher with training-mode BatchNorm (`
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -43,11 +43,10 @@ class DisCoConfig(MoCoConfig, TeacherBNConfig):
         json_schema_extra=official("same"),
     )
 
-    def teacher_online(self) -> bool:
-        return self.teacher_view == "same"
+    ONLINE: ClassVar[tuple[str, str]] = ("teacher_view", "same")
 
-    def online_setting(self) -> str:
-        return "method.teacher_view=same"
+    def inactive(self) -> set[str]:
+        return super().inactive() | {"out_dim"}  # it may only restate the teacher's width (checked at build time)
 
 
 class DisCo(MoCoV2):

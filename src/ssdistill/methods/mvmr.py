@@ -101,6 +101,8 @@ class MVMRConfig(MethodConfig):
     def effective(self, field: str) -> Any:
         if field == "representations":  # compared in a fixed order: the order of the terms does not matter
             return [name for name in HANDCRAFTED if name in self.chosen_representations()]
+        if field == "weights":  # a weight of 1 is the default weight
+            return {term: weight for term, weight in self.weights.items() if weight != 1.0}
         return super().effective(field)
 
     def inactive(self) -> set[str]:
