@@ -11,7 +11,7 @@ from benchmarks import quality
 from benchmarks.datasets import cifar10_slice
 
 
-def _row(student, random_init=20.0, teacher=80.0, losses=(3.0, 2.0), **extra):
+def _row(student, random_init=20.0, teacher=80.0, losses=(3.0, 2.5, 2.0), **extra):
     return {
         "created": "2026-11-24T10:00:00+00:00",
         "run_dir": "/nonexistent",
@@ -33,6 +33,15 @@ def test_smoke_check_accepts_learning_and_names_each_failure():
     assert "22.9 % is not 3.0 points above random init 20.0 %" in failure
     [failure] = quality.check_row("feature", _row(student=30.0, losses=(2.0, 2.5)))
     assert "loss did not fall" in failure
+    # a queue holds random keys in epoch 0 (an easier loss): queue methods compare the last epoch with epoch 1, BINGO's
+    # official form with the first epoch after its intra-only warm-up
+    assert quality.check_row("seed", _row(student=30.0, losses=(2.0, 2.6, 2.5))) == []
+    [failure] = quality.check_row("disco", _row(student=30.0, losses=(2.0, 2.5, 2.6)))
+    assert "loss did not fall (epoch 1 2.500 -> last 2.600)" in failure
+    bingo = lambda losses, **method: _row(student=30.0, losses=losses, config={"method": {"name": "bingo", **method}})  # noqa: E731
+    assert quality.check_row("bingo", bingo((2.0, 2.1, 2.9, 2.8), warm_epochs=1)) == []  # epoch 2 (2.9) -> 2.8
+    assert quality.check_row("bingo", bingo((2.0, 2.1, 2.9, 2.8), warm_epochs=1, loss_form="paper")) != []  # epoch 1 (2.1)
+    assert quality.first_comparable_epoch("feature", _row(30.0)) == 0 and quality.first_comparable_epoch("bingo", bingo((1, 1), warm_epochs=0)) == 1
     assert "not finite" in quality.check_row("bingo", _row(student=30.0, losses=(2.0, math.nan)))[0]
     assert "missing" in quality.check_row("disco", _row(student=30.0, losses=()))[0]
     # no-teacher rows: k-NN is not required to rise, MV-MR's loss must fall by 10 %
