@@ -244,10 +244,11 @@ def _machine() -> dict:
     import lightning
     import timm
 
+    from ssdistill.api import machine
+
     return {
-        "cpus": os.cpu_count(),
+        **machine(),  # CPU count, model, vector extensions, torch's CPU capability, GPU
         "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,

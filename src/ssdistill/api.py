@@ -319,16 +319,19 @@ def _address_space_peak_kib() -> int | None:
 VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "asimd", "sve", "sve2")  # also every avx512* and amx*
 
 
-def machine() -> dict[str, Any]:
+def machine(cpuinfo: str | None = None) -> dict[str, Any]:
     """Where a run ran: CPU count, model and vector extensions (figures move between CPUs: different kernel paths
-    round differently and a training trajectory follows), the instruction set torch dispatches to, and the GPU."""
+    round differently and a training trajectory follows), the instruction set torch dispatches to, and the GPU.
+    ``cpuinfo``: the text of /proc/cpuinfo (read when not given; absent outside Linux)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
     fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():  # Linux; the first processor's entries
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
+    for line in cpuinfo.splitlines():  # the first processor's entries
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
     model = fields.get("model name") or fields.get("Model") or platform.processor() or platform.machine()
     flags = set((fields.get("flags") or fields.get("Features") or "").split())
     vector = sorted(f for f in flags if f in VECTOR_FLAGS or f.startswith(("avx512", "amx")))
@@ -495,6 +498,8 @@ def evaluate(
             "data": {"train": cfg.data.knn_train or cfg.data.train, "val": cfg.data.val},
             "knn": knn,
             "evaluation": suite,
+            "machine": machine(),
+            "versions": _versions(),
         }
         atomic_write_text(existing_run_dir(run) / "evaluation.json", json.dumps(record, indent=2))
         return record

@@ -38,6 +38,7 @@ def test_smoke_distillation_learns_on_real_images(tmp_path, demo_data):
     saved = json.loads((tmp_path / "smoke" / "results.json").read_text())
     assert saved["knn"]["student"]["top1"] == knn["student"]["top1"]
     assert saved["data"]["train_size"] == 1000 and saved["teacher"]["fingerprint"]
+    assert saved["machine"]["cpu_model"] and "cpu_vector_extensions" in saved["machine"] and saved["deviations"] == []
 
 
 class Interrupt(L.Callback):
