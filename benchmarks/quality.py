@@ -51,9 +51,16 @@ NO_TEACHER = frozenset({"moco", "mvmr_ssl", "mvmr_ssl_official"})
 # (at this budget it learns fastest of the cheap students: k-NN +13 points for feature regression in ~45 s).
 SMOKE_IMAGES = {"train": 60, "test": 50}
 SMOKE_EPOCHS = 20
-# distillation rows must lift the student's k-NN this far above the random-init student's (same images, seeds):
-# 15 of the 500 test images; measured lifts on 2 CPU cores were 5.6 (BINGO) to 12.8 points (feature regression)
-SMOKE_KNN_MARGIN = 3.0
+# distillation rows must lift the student's k-NN this far above the random-init student's (same images, seeds; points
+# of the 500 test images), per method, set from the seed spread (benchmarks/results/spread-cpu.md) with room for
+# another CPU: figures move by a few points between CPUs as between seeds
+# (k-NN lifts over seeds 0-2: feature 11.8-13.4, SEED 9.6-11.2, DisCo 10.0-12.4, BINGO 3.2-7.0, MV-MR KD 1.6-6.4; MoCo-v2,
+# without a teacher, 0.6-3.8). MV-MR KD's k-NN is not a steady sign of learning at this scale: for it only the
+# alignment below is the learning check, and its k-NN must not fall
+SMOKE_KNN_MARGIN = {"default": 5.0, "bingo": 1.0, "mvmr_kd": 0.0}
+# ... and raise the student's label-free alignment with the teacher (bias-corrected dCor² of the 500 test images'
+# features) this far above the random-init student's: the steadier sign that the teacher's signal reached the student
+SMOKE_DCOR2_MARGIN = 0.1
 # no-teacher rows cannot be expected to lift k-NN from 600 images in a minute (MoCo needs long schedules);
 # MV-MR's loss must still fall by this fraction, MoCo's losses must stay finite
 SMOKE_LOSS_DROP = 0.10
@@ -267,8 +274,14 @@ def check_row(method: str, record: dict) -> list[str]:
     if method == "mvmr_ssl" and not losses[-1] <= (1 - SMOKE_LOSS_DROP) * losses[0]:
         failures.append(f"{method}: loss fell from {losses[0]:.3f} to {losses[-1]:.3f}, less than {SMOKE_LOSS_DROP:.0%}")
     if method not in NO_TEACHER:
-        if not student >= random_init + SMOKE_KNN_MARGIN:
-            failures.append(f"{method}: student k-NN {student:.1f} % is not {SMOKE_KNN_MARGIN} points above random init {random_init:.1f} %")
+        margin = SMOKE_KNN_MARGIN.get(method, SMOKE_KNN_MARGIN["default"])
+        if not student >= random_init + margin:
+            failures.append(f"{method}: student k-NN {student:.1f} % is not {margin} points above random init {random_init:.1f} %")
+        alignment = [knn[label].get("teacher_alignment", {}).get("dcor2") for label in ("student", "random_init")]
+        if None in alignment:
+            failures.append(f"{method}: no teacher alignment of the student and the random-init student (evaluate the teacher)")
+        elif not alignment[0] >= alignment[1] + SMOKE_DCOR2_MARGIN:
+            failures.append(f"{method}: student dCor² with the teacher {alignment[0]:.3f} is not {SMOKE_DCOR2_MARGIN} above random init {alignment[1]:.3f}")
         if not losses[-1] < losses[start]:
             failures.append(f"{method}: loss did not fall (epoch {start} {losses[start]:.3f} -> last {losses[-1]:.3f})")
     return failures
@@ -290,7 +303,8 @@ def _metrics(record: dict, label: str) -> dict:
     model = ((record.get("evaluation") or {}).get("models") or {}).get(label) or {}
     protocols = model.get("knn", {})
     k200 = next((v["top1"] for name, v in protocols.items() if name.startswith("k200_")), None)
-    flat = headline_metrics(model)
+    k_nn_only = {"teacher_alignment": knn["teacher_alignment"]} if "teacher_alignment" in knn else {}
+    flat = headline_metrics(model or k_nn_only)  # a row without the full evaluation carries its alignment in its k-NN record
     return {"k20": knn.get("top1"), "k200": k200, "linear": flat.get("linear"), "cka": flat.get("teacher_cka"), "dcor2": flat.get("teacher_dcor2")}
 
 

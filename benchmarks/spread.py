@@ -95,9 +95,12 @@ def smoke_figures(method: str, record: dict) -> dict[str, float]:
     """A smoke row's k-NN lift over random init and its last epoch's loss over the first comparable epoch's."""
     from benchmarks.quality import first_comparable_epoch
 
-    losses = record["epoch_losses"]
-    return {f"{method}_knn_lift": record["knn"]["student"]["top1"] - record["knn"]["random_init"]["top1"],
-            f"{method}_loss_ratio": losses[-1] / losses[first_comparable_epoch(method, record)]}
+    losses, knn = record["epoch_losses"], record["knn"]
+    figures = {f"{method}_knn_lift": knn["student"]["top1"] - knn["random_init"]["top1"],
+               f"{method}_loss_ratio": losses[-1] / losses[first_comparable_epoch(method, record)]}
+    if "teacher_alignment" in knn["student"]:
+        figures[f"{method}_dcor2_lift"] = knn["student"]["teacher_alignment"]["dcor2"] - knn["random_init"]["teacher_alignment"]["dcor2"]
+    return figures
 
 
 CHECKS: dict[str, Callable[[int, Path], dict[str, float]]] = {

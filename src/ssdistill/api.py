@@ -281,7 +281,7 @@ def _evaluate(cfg, student, initial_state, teacher, train_source, teacher_train_
     suite = evaluate_suite(candidates, memory, query, options, *args, feature_dir=feature_dir)
     # the k-NN table is the suite's primary protocol: features, FLOPs and images/s are measured once
     knn = {
-        label: {**row["knn"][protocol_name(*primary)], **{k: row[k] for k in ("images_per_s", "params_m", "gflops")}}
+        label: {**row["knn"][protocol_name(*primary)], **{k: row[k] for k in ("images_per_s", "params_m", "gflops", "teacher_alignment") if k in row}}
         for label, row in suite["models"].items()
     }
     return knn, suite, None

@@ -11,7 +11,8 @@ from benchmarks import quality
 from benchmarks.datasets import cifar10_slice
 
 
-def _row(student, random_init=20.0, teacher=80.0, losses=(3.0, 2.5, 2.0), **extra):
+def _row(student, random_init=20.0, teacher=80.0, losses=(3.0, 2.5, 2.0), dcor2=(0.4, 0.05), **extra):
+    aligned = lambda value: {"teacher_alignment": {"linear_cka": value, "dcor2": value, "samples": 500}}  # noqa: E731
     return {
         "created": "2026-11-24T10:00:00+00:00",
         "run_dir": "/nonexistent",
@@ -19,7 +20,8 @@ def _row(student, random_init=20.0, teacher=80.0, losses=(3.0, 2.5, 2.0), **extr
         "teacher": {"name": "cifar_resnet56"},
         "machine": {"cpus": 2, "gpu": None},
         "versions": {"torch": "2.x"},
-        "knn": {"teacher": {"top1": teacher}, "random_init": {"top1": random_init}, "student": {"top1": student}},
+        "knn": {"teacher": {"top1": teacher}, "random_init": {"top1": random_init, **aligned(dcor2[1])},
+                "student": {"top1": student, **aligned(dcor2[0])}},
         "timing": {"train_seconds": 90.0, "train_images_per_s": 250.0},
         "approximations": [],
         "epoch_losses": list(losses),
@@ -29,8 +31,14 @@ def _row(student, random_init=20.0, teacher=80.0, losses=(3.0, 2.5, 2.0), **extr
 
 def test_smoke_check_accepts_learning_and_names_each_failure():
     assert quality.check_row("seed", _row(student=30.0)) == []
-    [failure] = quality.check_row("seed", _row(student=22.9))
-    assert "22.9 % is not 3.0 points above random init 20.0 %" in failure
+    [failure] = quality.check_row("seed", _row(student=24.9))
+    assert "24.9 % is not 5.0 points above random init 20.0 %" in failure
+    assert quality.check_row("bingo", _row(student=21.5, config={"method": {"warm_epochs": 0}})) == []  # its own margin
+    [failure] = quality.check_row("disco", _row(student=30.0, dcor2=(0.12, 0.05)))
+    assert "dCor² with the teacher 0.120 is not 0.1 above random init 0.050" in failure
+    no_alignment = _row(student=30.0)
+    del no_alignment["knn"]["student"]["teacher_alignment"]
+    assert "no teacher alignment" in quality.check_row("feature", no_alignment)[0]
     [failure] = quality.check_row("feature", _row(student=30.0, losses=(2.0, 2.5)))
     assert "loss did not fall" in failure
     # a queue holds random keys in epoch 0 (an easier loss): queue methods compare the last epoch with epoch 1, BINGO's
@@ -72,7 +80,8 @@ def test_table_is_built_from_the_row_files(tmp_path):
     assert random_init.startswith("| random-init student | 20.0 | 19.0 | 21.0 | 25 | 26 |")
     # 40 / 80 = 50 % of the teacher's k-NN, 41 / 81 = 51 % of its linear probe; 90 s of training at 250 img/s
     assert feature == "| feature regression | 40.0 | 39.0 | 41.0 | 50 | 51 | 0.61 | 0.58 | 90 s | 250 |  |"
-    assert moco == "| MoCo-v2 (no teacher) | 21.0 | – | – | 26 | – | – | – | 90 s | 250 | no teacher; something approximated; momentum: 0.99 (official: 0.999) |"
+    # a row without the full evaluation takes its teacher alignment from its k-NN record
+    assert moco == "| MoCo-v2 (no teacher) | 21.0 | – | – | 26 | – | 0.40 | 0.40 | 90 s | 250 | no teacher; something approximated; momentum: 0.99 (official: 0.999) |"
     assert "no q1 rows" in quality.table("q1", "cpu", tmp_path).lower()
 
 
