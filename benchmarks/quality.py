@@ -322,6 +322,8 @@ def _notes(method: str, record: dict) -> str:
     if method_config.get("name") == "mvmr":
         notes.append(_mvmr_terms(method_config))
     notes += [str(a) for a in [*(record.get("approximations") or []), *(record.get("deviations") or [])]]
+    if record.get("superseded"):
+        notes.append(f"superseded: {record['superseded']}")
     return "; ".join(notes)
 
 
@@ -337,11 +339,18 @@ def _mvmr_terms(method_config: dict) -> str:
 
 
 def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
-    """Markdown table of every finished row of one benchmark and tier (teacher and random init first)."""
-    rows = {m: json.loads(p.read_text()) for m in METHODS if (p := row_path(results_dir, bench, m, tier)).is_file()}
+    """Markdown table of every finished row of one benchmark and tier (teacher and random init first). A method
+    without a current row shows its superseded row (``superseded/<bench>/``, measured under older defaults), marked."""
+    rows = {}
+    for method in METHODS:
+        for path in (row_path(results_dir, bench, method, tier), row_path(Path(results_dir) / "superseded", bench, method, tier)):
+            if path.is_file():
+                rows[method] = json.loads(path.read_text())
+                break
     if not rows:
         return f"No {bench} rows of tier {tier} yet: run `python -m benchmarks.quality --tier {tier} --bench {bench}`.\n"
-    reference = next((r for r in rows.values() if r.get("evaluation")), next(iter(rows.values())))
+    current = [r for r in rows.values() if not r.get("superseded")] or list(rows.values())
+    reference = next((r for r in current if r.get("evaluation")), current[0])
     teacher, random_init = _metrics(reference, "teacher"), _metrics(reference, "random_init")
     dates = sorted(r["created"][:10] for r in rows.values())
     machine = reference.get("machine") or {}
@@ -371,7 +380,8 @@ def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
     line("random-init student", random_init)
     for method, record in rows.items():
         timing = record.get("timing") or {}
-        line(LABELS[method], _metrics(record, "student"), timing.get("train_seconds"), timing.get("train_images_per_s"), _notes(method, record))
+        label = LABELS[method] + (" (superseded, see notes)" if record.get("superseded") else "")
+        line(label, _metrics(record, "student"), timing.get("train_seconds"), timing.get("train_images_per_s"), _notes(method, record))
     return "\n".join(lines) + "\n"
 
 

@@ -238,3 +238,20 @@ def test_demo_blocks_are_rendered_from_the_demo_record(tmp_path):
     demo.write(record, readme)
     text = readme.read_text()
     assert "old" not in text and "**44.6 %**" in text and "```\nmodel ...\nrun directory: runs/demo\n```" in text
+
+
+def test_a_superseded_row_stands_in_marked_until_its_row_is_measured(tmp_path):
+    old = quality.row_path(tmp_path / "superseded", "q2", "seed", "cpu")
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps(_row(33.0, superseded="measured under older defaults", deviations=["mask_same_id: True (official: False)"])))
+    current = quality.row_path(tmp_path, "q2", "feature", "cpu")
+    current.parent.mkdir(parents=True)
+    current.write_text(json.dumps(_row(40.0)))
+    lines = quality.table("q2", "cpu", tmp_path).splitlines()
+    [seed] = [line for line in lines if line.startswith("| SEED")]
+    assert seed.startswith("| SEED (superseded, see notes) | 33.0 |")
+    assert seed.endswith("mask_same_id: True (official: False); superseded: measured under older defaults |")
+    current = quality.row_path(tmp_path, "q2", "seed", "cpu")
+    current.write_text(json.dumps(_row(35.0)))
+    [seed] = [line for line in quality.table("q2", "cpu", tmp_path).splitlines() if line.startswith("| SEED")]
+    assert seed.startswith("| SEED | 35.0 |")  # the measured row replaces it
