@@ -57,18 +57,14 @@ def demo_feature(seed: int, runs: Path) -> dict[str, float]:
 
 def mvmr_teacher(seed: int, runs: Path) -> dict[str, float]:
     """tests/integration/test_mvmr_runs.py::test_mvmr_teacher_term_teaches_the_student_on_real_images."""
-    from ssdistill.eval.suite import headline_metrics
-
     results, run_dir = _run(
         DEMO / "mvmr_kd.yaml", seed, runs, "mvmr-teacher",
-        method={"weights": {"mse": 0.0, "std": 0.0, "views": 0.0}}, optim={"lr": 0.002}, eval={"teacher": True, "suite": "full"},
+        method={"weights": {"mse": 0.0, "std": 0.0, "views": 0.0}}, optim={"lr": 0.002}, eval={"teacher": True},
     )
     term = _per_epoch(run_dir, "teacher")
-    models = results["evaluation"]["models"]
-    student, random_init = headline_metrics(models["student"]), headline_metrics(models["random_init"])
+    student, random_init = (results["knn"][label]["teacher_alignment"]["dcor2"] for label in ("student", "random_init"))
     return {**_lift(results), "teacher_term_drop": term[0] - term[-1],
-            "student_dcor2": student["teacher_dcor2"], "random_init_dcor2": random_init["teacher_dcor2"],
-            "dcor2_lift": student["teacher_dcor2"] - random_init["teacher_dcor2"]}
+            "student_dcor2": student, "random_init_dcor2": random_init, "dcor2_lift": student - random_init}
 
 
 def mvmr_ssl(seed: int, runs: Path) -> dict[str, float]:
@@ -109,7 +105,7 @@ CHECKS: dict[str, Callable[[int, Path], dict[str, float]]] = {
 # the bound each test asserts on a figure (figure -> text), shown next to the measured spread
 BOUNDS = {
     "demo_feature": {"knn_lift": ">= 10", "loss_drop": "> 0.05"},
-    "mvmr_teacher": {"knn_lift": ">= 2", "teacher_term_drop": "> 0.1", "dcor2_lift": ">= 0.1"},
+    "mvmr_teacher": {"knn_lift": "not asserted (noise at this scale)", "teacher_term_drop": "> 0.1", "dcor2_lift": ">= 0.04"},
     "mvmr_ssl": {"raw_drop": "> 0.08", "hog_drop": "> 0.05", "local_std_drop": "> 0.08", "views_drop": "> 0.08"},
     "smoke": {"feature_knn_lift": ">= 3", "seed_knn_lift": ">= 3", "disco_knn_lift": ">= 3", "bingo_knn_lift": ">= 3",
               "mvmr_kd_knn_lift": ">= 3", "mvmr_ssl_loss_ratio": "<= 0.9"},

@@ -44,7 +44,13 @@ def _per_epoch(run_dir, term: str) -> list[float]:
 
 def test_mvmr_teacher_term_teaches_the_student_on_real_images(tmp_path, demo_data):
     """MV-MR's distillation term alone (view terms weighted 0), the demo setting: EfficientNet-Lite0 ->
-    MobileNetV3-Small at 96 px on 1,000 unlabelled Imagenette images, 20 epochs, bias-corrected dCor."""
+    MobileNetV3-Small at 96 px on 1,000 unlabelled Imagenette images, 20 epochs, bias-corrected dCor. The student
+    takes on the teacher's geometry: the term it optimises falls, and on the 500 held-out images its features'
+    dCor² with the teacher's rises above the random-init student's.
+
+    k-NN is not asserted: at this scale MV-MR's k-NN lift over random init is noise (seeds 0-3: +7.8, +4.4, +3.6,
+    -6.4 points; the random-init student alone spans 20.2-28.6 %), while both figures asserted here are steady
+    (benchmarks/results/spread-cpu.md: teacher-term drop 0.159-0.168, dCor² lift 0.085-0.152)."""
     from conftest import REPO
 
     results = distill(
@@ -52,15 +58,14 @@ def test_mvmr_teacher_term_teaches_the_student_on_real_images(tmp_path, demo_dat
         method={"weights": {"mse": 0.0, "std": 0.0, "views": 0.0}},
         optim={"lr": 0.002},
         trainer={"progress_bar": False},
-        eval={"teacher": False},
         run={"dir": str(tmp_path), "name": "smoke"},
         quiet=True,
     )
     first, *_, last = _per_epoch(tmp_path / "smoke", "teacher")
-    assert last < first - 0.1  # 1 - dCor² with the teacher falls (measured 0.97 -> 0.81)
+    assert last < first - 0.1, (first, last)  # 1 - dCor² with the teacher on training batches
     knn = results["knn"]
-    # fixed seeds; measured 21.0 -> 28.8 on a 2-core CPU
-    assert knn["student"]["top1"] >= knn["random_init"]["top1"] + 5.0, knn
+    student, random_init = (knn[label]["teacher_alignment"]["dcor2"] for label in ("student", "random_init"))
+    assert student >= random_init + 0.04, (student, random_init)
 
 
 def test_mvmr_self_supervised_mode_raises_dependence_with_every_representation(tmp_path, demo_data):
