@@ -4,7 +4,7 @@ CPUs: other kernel paths round differently, and a training trajectory follows th
 
     python -m benchmarks.spread                          # every check, seeds 0-3 (about an hour on 2 cores)
     python -m benchmarks.spread --only mvmr_teacher --seeds 0 1 2 3 4 5
-    python -m benchmarks.spread --table-only
+    python -m benchmarks.spread --table-only --readme   # re-render the table (and the README block)
 
 Each (check, seed) is written to benchmarks/results/spread-cpu.json as soon as it finishes and is not recomputed
 (``--force`` does); benchmarks/results/spread-cpu.md gives min / mean / max of every figure next to the bound its
@@ -107,9 +107,23 @@ BOUNDS = {
     "demo_feature": {"knn_lift": ">= 10", "loss_drop": "> 0.05"},
     "mvmr_teacher": {"knn_lift": "not asserted (noise at this scale)", "teacher_term_drop": "> 0.1", "dcor2_lift": ">= 0.04"},
     "mvmr_ssl": {"raw_drop": "> 0.08", "hog_drop": "> 0.05", "local_std_drop": "> 0.08", "views_drop": "> 0.08"},
-    "smoke": {"feature_knn_lift": ">= 3", "seed_knn_lift": ">= 3", "disco_knn_lift": ">= 3", "bingo_knn_lift": ">= 3",
-              "mvmr_kd_knn_lift": ">= 3", "mvmr_ssl_loss_ratio": "<= 0.9"},
 }
+
+
+def _smoke_bounds() -> dict[str, str]:
+    """The bounds of benchmarks.quality.check_row, per smoke figure."""
+    from benchmarks import quality
+
+    bounds = {"mvmr_ssl_loss_ratio": f"<= {1 - quality.SMOKE_LOSS_DROP:g}"}
+    for method in quality.bench_methods("q2"):
+        if method not in quality.NO_TEACHER:
+            bounds[f"{method}_knn_lift"] = f">= {quality.SMOKE_KNN_MARGIN.get(method, quality.SMOKE_KNN_MARGIN['default']):g}"
+            bounds[f"{method}_dcor2_lift"] = f">= {quality.SMOKE_DCOR2_MARGIN:g}"
+            bounds[f"{method}_loss_ratio"] = "< 1"
+    return bounds
+
+
+BOUNDS["smoke"] = _smoke_bounds()
 
 
 def machine_and_versions() -> dict:
@@ -145,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
     parser.add_argument("--force", action="store_true", help="recompute (check, seed) pairs already measured")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--readme", action="store_true", help="also replace the README block between <!-- spread --> markers")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     path = args.results / "spread-cpu.json"
@@ -165,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{check} seed {seed}: {figures}", flush=True)
     markdown = table(record)
     atomic_write_text(args.results / "spread-cpu.md", markdown)
+    if args.readme:
+        from benchmarks.quality import README, replace_block
+
+        replace_block(README, "spread", markdown)
     print(markdown)
     return 0
 
