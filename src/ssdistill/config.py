@@ -196,10 +196,10 @@ class MethodConfig(Section):
         official_values = type(self).official_values(self.model_dump())
         if not official_values:
             return []  # a method without official code (a baseline of ours) has nothing to deviate from
-        notes = []
+        notes, inactive = [], self.inactive()
         for name, field in type(self).model_fields.items():
             extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-            if name == "name" or extra.get("selects") or name in self.inactive():
+            if name == "name" or extra.get("selects") or name in inactive:
                 continue
             value = self.effective(name)
             if name in official_values:
