@@ -59,8 +59,9 @@ SMOKE_EPOCHS = 20
 # alignment below is the learning check, and its k-NN must not fall
 SMOKE_KNN_MARGIN = {"default": 5.0, "bingo": 1.0, "mvmr_kd": 0.0}
 # ... and raise the student's label-free alignment with the teacher (bias-corrected dCor² of the 500 test images'
-# features) this far above the random-init student's: the steadier sign that the teacher's signal reached the student
-SMOKE_DCOR2_MARGIN = 0.1
+# features) this far above the random-init student's: the steadier sign that the teacher's signal reached the student.
+# Measured at seed 0 only so far: SEED 0.152, feature 0.200, BINGO 0.201, DisCo 0.222 (MoCo-v2 without a teacher 0.056)
+SMOKE_DCOR2_MARGIN = 0.08
 # no-teacher rows cannot be expected to lift k-NN from 600 images in a minute (MoCo needs long schedules);
 # MV-MR's loss must still fall by this fraction, MoCo's losses must stay finite
 SMOKE_LOSS_DROP = 0.10

@@ -35,7 +35,7 @@ def test_smoke_check_accepts_learning_and_names_each_failure():
     assert "24.9 % is not 5.0 points above random init 20.0 %" in failure
     assert quality.check_row("bingo", _row(student=21.5, config={"method": {"warm_epochs": 0}})) == []  # its own margin
     [failure] = quality.check_row("disco", _row(student=30.0, dcor2=(0.12, 0.05)))
-    assert "dCor² with the teacher 0.120 is not 0.1 above random init 0.050" in failure
+    assert "dCor² with the teacher 0.120 is not 0.08 above random init 0.050" in failure
     no_alignment = _row(student=30.0)
     del no_alignment["knn"]["student"]["teacher_alignment"]
     assert "no teacher alignment" in quality.check_row("feature", no_alignment)[0]
