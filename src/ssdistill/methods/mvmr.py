@@ -35,7 +35,7 @@ TERMS = ("mse", "std", "views", "teacher", *HANDCRAFTED)
 EXTRA_TEACHER = re.compile(r"teacher(\d+)$")  # teacher2, teacher3, ...: the further teachers of the ``teachers`` list
 OFFICIAL_SSL_REPRESENTATIONS = ["raw", "hog", "local_std", "scattering", "reaugmented"]  # the released code's five
 OFFICIAL_DIVISOR = 32.0  # the released code divides these dCor inputs by 32 (a 16-bit trick); HOG and local std it leaves
-OFFICIALLY_SCALED = frozenset({"raw", "scattering", "reaugmented"})
+OFFICIALLY_SCALED = frozenset({"embedding", "teacher", "raw", "scattering", "reaugmented"})
 
 
 class MVMRConfig(MethodConfig):
@@ -111,7 +111,7 @@ class MVMRConfig(MethodConfig):
 
     def dcor_divisor(self, representation: str) -> float:
         """What the dCor input ``representation`` (embedding, teacher or a hand-crafted name) is divided by."""
-        if self.dcor_input_scaling == "official" and (representation in ("embedding", "teacher") or representation in OFFICIALLY_SCALED):
+        if self.dcor_input_scaling == "official" and representation in OFFICIALLY_SCALED:
             return OFFICIAL_DIVISOR
         return 1.0
 
