@@ -26,7 +26,7 @@ TEACHER_LABEL = "teacher: EfficientNet-Lite0 (ImageNet-supervised), 224 px"
 
 def run_demo() -> dict:
     from ssdistill import distill
-    from ssdistill.api import format_summary
+    from ssdistill.eval.tables import format_summary
 
     with tempfile.TemporaryDirectory() as runs:  # an empty teacher cache too: the figures of a first `make demo`
         record = distill(RECIPE, trainer={"progress_bar": False}, run={"dir": runs, "name": "demo"},
@@ -78,7 +78,7 @@ def write(record: dict, readme: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ssdistill.engine.rundir import atomic_write_text
+    from ssdistill.files import atomic_write_text
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--table-only", action="store_true", help="only re-render from benchmarks/results/demo-cpu.json")

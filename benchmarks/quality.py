@@ -32,10 +32,16 @@ RESULTS = REPO / "benchmarks" / "results"
 README = REPO / "README.md"
 SHARED_WEIGHTS = REPO.parent / "shared" / "weights"
 
-# baselines, then the published methods (MV-MR also under its official preset)
-METHODS = ("moco", "feature", "seed", "disco", "bingo", "mvmr_kd", "mvmr_kd_official", "mvmr_ssl", "mvmr_ssl_official")
+# baselines (feature regression also from another teacher and from both), then the published methods (MV-MR also
+# under its official preset)
+METHODS = (
+    "moco", "feature", "feature_lite2", "feature_multi", "seed", "disco", "bingo", "mvmr_kd", "mvmr_kd_official", "mvmr_ssl",
+    "mvmr_ssl_official",
+)
 LABELS = {
     "feature": "feature regression",
+    "feature_lite2": "feature regression, EfficientNet-Lite2 teacher",
+    "feature_multi": "multi-teacher feature distillation (Lite0 + Lite2)",
     "moco": "MoCo-v2 (no teacher)",
     "seed": "SEED",
     "disco": "DisCo",
@@ -135,7 +141,7 @@ def bench_methods(bench: str) -> list[str]:
 
 
 def _run_dir_and_overrides(tier: Tier, bench: str, method: str, runs_dir: Path | None, seed: int | None = None) -> tuple[Path, dict]:
-    from ssdistill.config import build_config
+    from ssdistill.recipe import build_config
 
     overrides = tier.overrides(bench, method)
     if seed is not None:  # another seed of the same row (benchmarks/spread.py)
@@ -163,7 +169,7 @@ def add_teacher_alignment(record: dict) -> bool:
     run kept on disk (``RUN/features/<model>-val-*.pt``) and the teacher's cached val features; rows evaluated
     before the suite computed it. Returns whether anything was added; a row whose run directory is gone is left."""
     from ssdistill.api import teacher_split_features
-    from ssdistill.config import build_config
+    from ssdistill.recipe import build_config
     from ssdistill.eval.alignment import teacher_alignment
 
     models = ((record.get("evaluation") or {}).get("models")) or {}
@@ -225,7 +231,7 @@ def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESU
 
 
 def _write_json(path: Path, record: dict) -> None:
-    from ssdistill.engine.rundir import atomic_write_text
+    from ssdistill.files import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     embedding_free = json.loads(json.dumps(record))
@@ -339,6 +345,21 @@ def _mvmr_terms(method_config: dict) -> str:
     return f"representations: {', '.join(terms) or 'none'}{sign}"
 
 
+def _teacher_labels(record: dict) -> dict[str, str]:
+    """Evaluation row label -> teacher name of every teacher a row record evaluated (records before named teachers
+    have the one teacher, labelled ``teacher``)."""
+    from ssdistill.config import teacher_label
+
+    named = record.get("teachers")
+    if named is None:
+        return {"teacher": record["teacher"]["name"]} if record.get("teacher") else {}
+    return {teacher_label(name): teacher["name"] for name, teacher in named.items()}
+
+
+def _primary_label(record: dict) -> str:
+    return next(iter(_teacher_labels(record)), "teacher")
+
+
 def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
     """Markdown table of every finished row of one benchmark and tier (teacher and random init first). A method
     without a current row shows its superseded row (``superseded/<bench>/``, measured under older defaults), marked."""
@@ -352,7 +373,11 @@ def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
         return f"No {bench} rows of tier {tier} yet: run `python -m benchmarks.quality --tier {tier} --bench {bench}`.\n"
     current = [r for r in rows.values() if not r.get("superseded")] or list(rows.values())
     reference = next((r for r in current if r.get("evaluation")), current[0])
-    teacher, random_init = _metrics(reference, "teacher"), _metrics(reference, "random_init")
+    teacher, random_init = _metrics(reference, _primary_label(reference)), _metrics(reference, "random_init")
+    teachers = {}  # every teacher of any row, evaluated as in its row: name -> metrics
+    for record in [reference, *current]:
+        for label, name in _teacher_labels(record).items():
+            teachers.setdefault(name, _metrics(record, label))
     dates = sorted(r["created"][:10] for r in rows.values())
     machine = reference.get("machine") or {}
     gpu = machine.get("gpu") or "no GPU"
@@ -377,7 +402,8 @@ def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
             f"{_cell(metrics['cka'], 2)} | {_cell(metrics['dcor2'], 2)} | {_duration(seconds)} | {_cell(speed, 0)} | {notes} |"
         )
 
-    line(f"teacher ({(reference.get('teacher') or {}).get('name', '?')})", teacher)
+    for name, metrics in teachers.items():
+        line(f"teacher ({name})", metrics)
     line("random-init student", random_init)
     for method, record in rows.items():
         timing = record.get("timing") or {}
@@ -387,7 +413,7 @@ def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
 
 
 def write_table(bench: str, tier: str, results_dir: Path = RESULTS, readme: Path | None = None) -> str:
-    from ssdistill.engine.rundir import atomic_write_text
+    from ssdistill.files import atomic_write_text
 
     markdown = table(bench, tier, results_dir)
     Path(results_dir).mkdir(parents=True, exist_ok=True)
@@ -399,7 +425,7 @@ def write_table(bench: str, tier: str, results_dir: Path = RESULTS, readme: Path
 
 def replace_block(path: Path, marker: str, content: str) -> None:
     """Replace the text between ``<!-- marker -->`` and ``<!-- /marker -->`` in ``path``."""
-    from ssdistill.engine.rundir import atomic_write_text
+    from ssdistill.files import atomic_write_text
 
     text = path.read_text()
     start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"

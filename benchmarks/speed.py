@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssdistill.engine.rundir import atomic_write_text
+from ssdistill.files import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -114,7 +114,9 @@ def p2_step_overhead(method: str, batch_size: int = 64, repeats: int = 10) -> di
     """One training step with cached teacher signals (forward, loss, backward) / the bare student forward+backward
     on the same views, both measured here on the same batch (BENCHMARKS.md P2; goal <= 1.15)."""
     from ssdistill.cache.signals import TableSignal
-    from ssdistill.config import build_config
+    from ssdistill.engine.datasets import layout
+    from ssdistill.engine.provider import TeacherProvider
+    from ssdistill.recipe import build_config
     from ssdistill.methods import METHODS
     from ssdistill.models.students import Student
 
@@ -124,15 +126,16 @@ def p2_step_overhead(method: str, batch_size: int = 64, repeats: int = 10) -> di
     cfg = build_config(REPO / recipe, {"method": {"teacher_view": "original"}, "data": {"batch_size": batch_size}} if method == "seed" else None)
     torch.manual_seed(0)
     student = Student(cfg.student.arch)
-    table = TableSignal(torch.randn(batch_size, 1280).half(), "random")
-    module = METHODS[method](cfg, student, table, dataset_size=Q1_TRAIN_IMAGES)
+    method_class = METHODS[method]
+    signals = {name: TableSignal(torch.randn(Q1_TRAIN_IMAGES, 1280).half(), "random") for name in method_class.teacher_needs(cfg)}
+    module = method_class(cfg, student, signals, dataset_size=Q1_TRAIN_IMAGES)
     queue = getattr(module, "queue", None)  # full from the start (random unit keys), as after the first epoch
     module.log_loss = lambda loss, **terms: loss  # no Lightning trainer here: skip logging
-    size = cfg.student.resolution
-    views = {"student": torch.rand(batch_size, 3, size, size)} if method != "mvmr" else {
-        "aug": torch.rand(batch_size, 3, size, size), "original": torch.rand(batch_size, 3, size, size)}
-    batch = {"index": torch.arange(batch_size), "views": views}
-    passes = list(views.values())
+    # the batch the method's dataset yields with its signals read from tables (its own declared layout)
+    ctx = TeacherProvider(cfg, None)
+    ctx.signals = signals
+    batch = layout(method_class, cfg, ctx).example(batch_size, Q1_TRAIN_IMAGES)
+    passes = list(batch["views"].values())
 
     def bare() -> None:
         sum(student(x).float().mean() for x in passes).backward()
@@ -244,7 +247,7 @@ def _machine() -> dict:
     import lightning
     import timm
 
-    from ssdistill.api import machine
+    from ssdistill.engine.records import machine
 
     return {
         **machine(),  # CPU count, model, vector extensions, torch's CPU capability, GPU

@@ -127,7 +127,7 @@ BOUNDS["smoke"] = _smoke_bounds()
 
 
 def machine_and_versions() -> dict:
-    from ssdistill.api import _versions, machine
+    from ssdistill.engine.records import machine, versions as _versions
 
     return {"machine": machine(), "versions": _versions()}
 
@@ -152,7 +152,7 @@ def table(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ssdistill.engine.rundir import atomic_write_text
+    from ssdistill.files import atomic_write_text
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.spread", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(CHECKS), help="checks to run (default: all)")

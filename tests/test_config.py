@@ -1,6 +1,7 @@
 import pytest
 
-from ssdistill.config import DistillConfig, build_config, describe_options, parse_overrides
+from ssdistill.config import DistillConfig
+from ssdistill.recipe import build_config, describe_options, parse_overrides
 from ssdistill.errors import ConfigError
 
 
@@ -64,18 +65,50 @@ def test_help_lists_every_option_with_a_default():
     assert flat <= keys
 
 
-def test_further_teachers_are_checked_like_the_teacher_section():
-    cfg = build_config({"method": "mvmr", "teachers": [{"name": "cifar_resnet56", "weights": "w.th"}]})
-    assert cfg.teachers[0].name == "cifar_resnet56" and cfg.teachers[0].output == "pooled"
-    with pytest.raises(ConfigError, match=r"unknown config key 'teachers\[0\].wieghts'; did you mean 'teachers\[0\].weights'"):
-        build_config({"method": "mvmr", "teachers": [{"name": "x", "wieghts": "w.th"}]})
-    with pytest.raises(ConfigError, match="must be a list"):
-        build_config({"teachers": {"name": "x"}})
+def test_named_teachers_are_checked_like_the_teacher_section():
+    cfg = build_config({"method": "mvmr", "teachers": {"r56": {"name": "cifar_resnet56", "weights": "w.th"}}})
+    assert list(cfg.teachers) == ["r56"] and cfg.teachers["r56"].output == "pooled"
+    assert cfg.primary_teacher == "r56" and cfg.teacher.name == "cifar_resnet56"  # the teacher section follows the primary
+    with pytest.raises(ConfigError, match=r"unknown config key 'teachers.r56.wieghts'; did you mean 'teachers.r56.weights'"):
+        build_config({"method": "mvmr", "teachers": {"r56": {"name": "x", "wieghts": "w.th"}}})
+    with pytest.raises(ConfigError, match=r"'teachers' must be a mapping of named sections \(teachers: \{lite2"):
+        build_config({"teachers": [{"name": "x"}]})
+    with pytest.raises(ConfigError, match="teacher name '2x' must start with a letter"):
+        build_config({"teachers": {"2x": {"name": "x"}}})
     with pytest.raises(ConfigError, match="unknown loss term"):
         build_config({"method": {"name": "mvmr", "weights": {"teacherx": 1}}})
-    assert build_config({"method": {"name": "mvmr", "weights": {"teacher2": 0.5}}}).method.weights == {"teacher2": 0.5}
+    assert build_config({"method": {"name": "mvmr", "weights": {"teacher_r56": 0.5}}}).method.weights == {"teacher_r56": 0.5}
 
 
+def test_the_teacher_section_is_the_one_teacher_shorthand():
+    plain = build_config({"teacher": {"name": "efficientnet_lite2"}})
+    assert list(plain.teachers) == ["teacher"] and plain.teachers["teacher"].name == "efficientnet_lite2"
+    both = build_config({"teacher": {"name": "efficientnet_lite0"}, "teachers": {"lite2": {"name": "efficientnet_lite2"}}})
+    assert list(both.teachers) == ["teacher", "lite2"] and both.primary_teacher == "teacher"
+    only = build_config({"teachers": {"a": {"name": "efficientnet_lite2"}, "b": {"name": "efficientnet_lite0"}}})
+    assert list(only.teachers) == ["a", "b"], "the default teacher section must not join an explicit set"
+    with pytest.raises(ConfigError, match="given twice"):
+        build_config({"teacher": {"name": "x"}, "teachers": {"teacher": {"name": "y"}}})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"teacher": {"name": "efficientnet_lite2", "resolution": 200}},
+        {"teachers": {"a": {"name": "efficientnet_lite2"}, "b": {"name": "efficientnet_lite0", "output": "logits"}}},
+        {"teacher": {"name": "efficientnet_lite0"}, "teachers": {"lite2": {"name": "efficientnet_lite2"}}},
+    ],
+)
+def test_a_dumped_config_reads_back_to_the_same_teachers(raw):
+    cfg = build_config({"method": "mvmr", **raw})
+    again = build_config(cfg.to_dict())
+    assert again.teachers == cfg.teachers and again.teacher == cfg.teacher
+    assert ("teachers" in cfg.to_dict()) != ("teacher" in cfg.to_dict())  # the teachers are written once
+
+
+def test_the_schema_alone_refuses_an_unresolved_method_section():
+    with pytest.raises(ValueError, match="build configs with ssdistill.recipe.build_config"):
+        DistillConfig.model_validate({"method": {"name": "seed"}})
 
 def test_distill_merges_overrides_and_keyword_sections_deeply(tmp_path):
     import yaml

@@ -1,6 +1,6 @@
 """ssdistill: label-free distillation of large pretrained vision models into small fast students."""
 
-__version__ = "0.1.0"
+from ssdistill._version import __version__
 
 
 def distill(*args, **kwargs):

@@ -12,7 +12,7 @@ from ssdistill.errors import SsdistillError
 
 
 def _options_epilog() -> str:
-    from ssdistill.config import describe_options
+    from ssdistill.recipe import describe_options
 
     rows = describe_options()
     width = max(len(key) for key, _, _ in rows) + 2
@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", help="a checkpoint of the run (default: RUN/checkpoints/last.ckpt)")
     export.add_argument("--output", help="output folder (default: RUN/export)")
     export.add_argument("--onnx", action="store_true", help="also write student.onnx")
+    export.add_argument("--member", help="which student of a cohort to export (default: the run's first student)")
 
     report = commands.add_parser(
         "report",
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "export":
             from ssdistill.export import export_run
 
-            written = export_run(args.run, args.checkpoint, args.output, args.onnx)
+            written = export_run(args.run, args.checkpoint, args.output, args.onnx, args.member)
             for what, path in written.items():
                 print(f"{what}: {path}")
             config = json.loads(written["config"].read_text())

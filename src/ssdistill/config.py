@@ -1,22 +1,19 @@
-"""Typed run configuration: YAML recipe + ``key=value`` overrides, unknown keys rejected.
+"""The run configuration's schema: a tree of small pydantic models, unknown keys rejected.
 
-A config is a tree of small pydantic models. The ``method`` section is validated by the config
-class of the method it names (``method.name``), so every method owns its own fields. Errors are
-one line: the dotted key, what is wrong, and for unknown keys the closest valid key.
+This module is a pure schema and imports nothing above ``errors``: the ``method`` section is typed as the
+``MethodConfig`` base here, and ``ssdistill.recipe`` (which sits above the methods) validates it with the config
+class of the method it names, so every method owns its own fields. Teachers are named: ``teachers: {name:
+{...}}``, with ``teacher:`` the one-teacher shorthand (the teacher named ``teacher``).
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 import math
-from pathlib import Path
+import re
 from typing import Any, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from ssdistill.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -227,14 +224,27 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+SHORTHAND_TEACHER = "teacher"  # the name of the teacher given by the ``teacher:`` section
+_TEACHER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def teacher_label(name: str) -> str:
+    """How a named teacher appears in evaluation rows, loss terms and signals: ``teacher`` for the shorthand teacher,
+    ``teacher_<name>`` for the others."""
+    return "teacher" if name == SHORTHAND_TEACHER else f"teacher_{name}"
+
+
 class DistillConfig(Section):
-    method: MethodConfig = Field(default_factory=MethodConfig, validate_default=True)
+    method: MethodConfig = Field(default_factory=MethodConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    teachers: list[TeacherConfig] = Field(
-        default_factory=list,
-        description="further frozen teachers for multi-teacher methods (MV-MR: one dCor term each); same keys as teacher",
+    teacher: TeacherConfig = Field(
+        default_factory=TeacherConfig, description="the one-teacher shorthand: the teacher named 'teacher'; with teachers, the first of them"
+    )
+    teachers: dict[str, TeacherConfig] = Field(
+        default_factory=dict,
+        description="named frozen teachers {name: {same keys as teacher}}; each is built with its own preprocessing, evaluated and "
+        "recorded; the first is the primary teacher (default: {teacher: <the teacher section>})",
     )
     aug: AugConfig = Field(default_factory=AugConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
@@ -245,155 +255,39 @@ class DistillConfig(Section):
 
     @field_validator("method", mode="before")
     @classmethod
-    def _method_by_name(cls, value: Any) -> MethodConfig:
-        if isinstance(value, MethodConfig) and type(value) is not MethodConfig:
-            return value
-        if isinstance(value, MethodConfig):
-            value = value.model_dump()
-        if value is None:
-            value = {}
-        if isinstance(value, str):
-            value = {"name": value}
-        config_class = method_config_class(value.get("name", "feature"))
-        return config_class.model_validate(value)
+    def _method_section_is_resolved(cls, value: Any) -> Any:
+        if not isinstance(value, MethodConfig):
+            raise ValueError("the method section is resolved by its method's config class: build configs with ssdistill.recipe.build_config")
+        return value
+
+    @model_validator(mode="after")
+    def _name_the_teachers(self) -> "DistillConfig":
+        for name in self.teachers:
+            if not _TEACHER_NAME.match(name):
+                raise ValueError(f"teacher name '{name}' must start with a letter and hold only letters, digits and _")
+        if not self.teachers:
+            teachers = {SHORTHAND_TEACHER: self.teacher}
+        elif "teacher" in self.model_fields_set:
+            if SHORTHAND_TEACHER in self.teachers:
+                raise ValueError("the teacher named 'teacher' is given twice (teacher and teachers.teacher); keep one")
+            teachers = {SHORTHAND_TEACHER: self.teacher, **self.teachers}
+        else:
+            teachers = dict(self.teachers)
+        # derived fields are set without re-validation (and without marking them as given)
+        self.__dict__["teachers"] = teachers
+        self.__dict__["teacher"] = next(iter(teachers.values()))
+        return self
+
+    @property
+    def primary_teacher(self) -> str:
+        return next(iter(self.teachers))
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", serialize_as_any=True)
-
-
-def method_config_class(name: str) -> type[MethodConfig]:
-    from ssdistill.methods import METHODS
-
-    if name not in METHODS:
-        raise ConfigError(f"unknown method '{name}'{_did_you_mean(name, METHODS)}; `ssdistill list` shows the methods")
-    return METHODS[name].config_class
-
-
-def _did_you_mean(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _check_keys(raw: dict[str, Any], model: type[BaseModel], prefix: str = "") -> None:
-    """Reject unknown keys anywhere in ``raw`` with the closest valid key in the message."""
-    for key, value in raw.items():
-        fields = model.model_fields
-        if key not in fields:
-            valid = [f"{prefix}{f}" for f in fields]
-            raise ConfigError(f"unknown config key '{prefix}{key}'{_did_you_mean(prefix + key, valid)}")
-        annotation = fields[key].annotation
-        if key == "method" and model is DistillConfig:
-            if isinstance(value, dict):
-                _check_keys(value, method_config_class(value.get("name", "feature")), "method.")
-        elif isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, Section):
-            _check_keys(value, annotation, f"{prefix}{key}.")
-        elif key == "teachers" and model is DistillConfig:
-            if not isinstance(value, list):
-                raise ConfigError(f"'teachers' must be a list of teacher sections, got {type(value).__name__}")
-            for position, item in enumerate(value):
-                if not isinstance(item, dict):
-                    raise ConfigError(f"teachers[{position}] must be a teacher section (name, weights, ...), got {item!r}")
-                _check_keys(item, TeacherConfig, f"teachers[{position}].")
-
-
-def merge_nested(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_nested(merged[key], value)
+        """The config as plain data; the teachers appear once (as ``teacher`` when that is the only one, else as
+        ``teachers``), so that the dump reads back to the same config."""
+        data = self.model_dump(mode="json", serialize_as_any=True)
+        if list(self.teachers) == [SHORTHAND_TEACHER]:
+            data.pop("teachers")
         else:
-            merged[key] = value
-    return merged
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Turn ``["trainer.epochs=5", "data.train=/x"]`` into a nested dict (values parsed as YAML)."""
-    nested: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value (for example trainer.epochs=5)")
-        key, text = item.split("=", 1)
-        if not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"override '{item}' has an empty key part")
-        try:
-            value = yaml.safe_load(text) if text != "" else ""
-        except yaml.YAMLError:
-            value = text
-        node = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}' sets a key inside a value that is not a section")
-        node[parts[-1]] = value
-    return nested
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found; pass --config PATH to a YAML recipe (see configs/)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
-    return raw
-
-
-def build_config(
-    base: str | Path | dict[str, Any] | DistillConfig | None = None,
-    overrides: list[str] | dict[str, Any] | None = None,
-) -> DistillConfig:
-    """Resolve a config from a YAML path / dict / config plus overrides (dotted ``key=value`` strings or a nested dict)."""
-    if isinstance(base, DistillConfig):
-        raw = base.to_dict()
-    elif isinstance(base, (str, Path)):
-        raw = load_yaml(base)
-    else:
-        raw = dict(base or {})
-    if isinstance(overrides, list):
-        overrides = parse_overrides(overrides)
-    raw = merge_nested(raw, overrides or {})
-    if isinstance(raw.get("method"), str):
-        raw["method"] = {"name": raw["method"]}
-    _check_keys(raw, DistillConfig)
-    try:
-        return DistillConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from None
-
-
-def _one_line(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    key = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
-    value = error.get("input")
-    return f"invalid value for '{key}': {error['msg']} (got {value!r})"
-
-
-def describe_options() -> list[tuple[str, str, str]]:
-    """(dotted key, default, description) for every option, method sections included, for --help."""
-    from ssdistill.methods import METHODS
-
-    rows: list[tuple[str, str, str]] = []
-
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, field in model.model_fields.items():
-            annotation = field.annotation
-            if isinstance(annotation, type) and issubclass(annotation, Section) and annotation is not MethodConfig:
-                walk(annotation, f"{prefix}{name}.")
-                continue
-            if annotation is MethodConfig:
-                rows.append(("method.name", "feature", f"one of: {', '.join(METHODS)}"))
-                for method_name, method in METHODS.items():
-                    for key, sub in method.config_class.model_fields.items():
-                        if key != "name":
-                            default = sub.get_default(call_default_factory=True)
-                            rows.append((f"method.{key}", repr(default), f"[{method_name}] {sub.description or ''}"))
-                continue
-            default = field.get_default(call_default_factory=True)
-            rows.append((f"{prefix}{name}", repr(default), field.description or ""))
-
-    walk(DistillConfig, "")
-    return rows
+            data.pop("teacher")
+        return data

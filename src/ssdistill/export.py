@@ -16,16 +16,21 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from ssdistill.engine.rundir import atomic_output, atomic_write_text, existing_run_dir
+from ssdistill._version import __version__
+
+from ssdistill.engine.rundir import existing_run_dir
+from ssdistill.files import atomic_output, atomic_write_text
+from ssdistill.engine.run import load_student_from_run
 from ssdistill.errors import ModelError
+from ssdistill.methods import METHODS
 from ssdistill.models.students import Student
 
 
-def student_config(cfg, student: Student, results: dict | None, evaluation: dict | None, checkpoint: Path) -> dict[str, Any]:
+def student_config(
+    cfg, student: Student, results: dict | None, evaluation: dict | None, checkpoint: Path, member: str = "student", resolution: int | None = None
+) -> dict[str, Any]:
     """config.json: what timm needs (architecture, features, preprocessing) and where the student came from."""
-    from ssdistill import __version__
-
-    resolution = cfg.student.resolution
+    resolution = resolution or cfg.student.resolution
     numbers: dict[str, Any] = {}
     if results and results.get("knn"):
         numbers["knn"] = {k: {m: v for m, v in row.items() if m in ("top1", "top5")} for k, row in results["knn"].items()}
@@ -39,7 +44,7 @@ def student_config(cfg, student: Student, results: dict | None, evaluation: dict
         numbers["suite_retained_pct"] = evaluation["evaluation"]["retained_pct"]
     teacher = cfg.teacher
     return {
-        "architecture": cfg.student.arch,
+        "architecture": student.arch,
         "num_classes": 0,
         "num_features": student.dim,
         "pretrained_cfg": {
@@ -56,7 +61,8 @@ def student_config(cfg, student: Student, results: dict | None, evaluation: dict
             "checkpoint": str(checkpoint),
             "method": cfg.method.name,
             "teacher": {"name": teacher.name, "weights": teacher.weights, "output": teacher.output},
-            "extra_teachers": [t.name for t in cfg.teachers],
+            "teachers": {name: {"name": t.name, "weights": t.weights, "output": t.output} for name, t in cfg.teachers.items()},
+            "member": member,
             "train_data": cfg.data.train,
             "epochs": cfg.trainer.epochs,
             "seed": cfg.trainer.seed,
@@ -65,24 +71,28 @@ def student_config(cfg, student: Student, results: dict | None, evaluation: dict
     }
 
 
-def export_run(run: str | Path, checkpoint: str | Path | None = None, output: str | Path | None = None, onnx: bool = False) -> dict[str, Path]:
-    """Write student.safetensors + config.json (and student.onnx) for a finished run; returns the written paths."""
-    from ssdistill.api import load_student_from_run
-
+def export_run(
+    run: str | Path, checkpoint: str | Path | None = None, output: str | Path | None = None, onnx: bool = False, member: str | None = None
+) -> dict[str, Path]:
+    """Write student.safetensors + config.json (and student.onnx) of the run's student ``member`` (default: its first;
+    a cohort's members by name); returns the written paths."""
     run_dir = existing_run_dir(run)
-    cfg, student = load_student_from_run(run_dir, checkpoint)
+    cfg, student = load_student_from_run(run_dir, checkpoint, member)
+    member = member or next(iter(METHODS[cfg.method.name].student_members(cfg)))
+    resolution = METHODS[cfg.method.name].student_members(cfg)[member].resolution
     student.eval()
     out = Path(output) if output else run_dir / "export"
     out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous().clone() for k, v in student.backbone.state_dict().items()}
     with atomic_output(out / "student.safetensors") as tmp:
-        save_file(weights, str(tmp), metadata={"format": "pt", "architecture": cfg.student.arch})
+        save_file(weights, str(tmp), metadata={"format": "pt", "architecture": student.arch})
     read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None  # noqa: E731
-    config = student_config(cfg, student, read("results.json"), read("evaluation.json"), Path(checkpoint or run_dir / "checkpoints" / "last.ckpt"))
+    last = Path(checkpoint or run_dir / "checkpoints" / "last.ckpt")
+    config = student_config(cfg, student, read("results.json"), read("evaluation.json"), last, member, resolution)
     atomic_write_text(out / "config.json", json.dumps(config, indent=2))
     written = {"weights": out / "student.safetensors", "config": out / "config.json"}
     if onnx:
-        written["onnx"] = export_onnx(student, cfg.student.resolution, out / "student.onnx")
+        written["onnx"] = export_onnx(student, resolution, out / "student.onnx")
     return written
 
 

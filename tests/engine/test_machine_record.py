@@ -1,6 +1,6 @@
 """Every results record says which CPU it ran on: figures move by a few points between CPUs."""
 
-from ssdistill.api import machine
+from ssdistill.engine.records import machine
 
 XEON = """processor\t: 0
 vendor_id\t: GenuineIntel

@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from ssdistill.engine.rundir import atomic_write_text, new_run_dir
+from ssdistill.engine.rundir import new_run_dir
+from ssdistill.files import atomic_write_text
 from ssdistill.engine.schedule import warmup_cosine
 
 

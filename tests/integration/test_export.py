@@ -60,3 +60,12 @@ def test_export_of_a_folder_that_is_no_run_says_so(tmp_path, capsys):
         from ssdistill.export import export_run
 
         export_run(tmp_path)
+
+
+def test_export_names_the_member_and_refuses_one_the_run_lacks(finished_run, tmp_path, capsys):
+    main(["export", str(finished_run), "--member", "student", "--output", str(tmp_path / "member")])
+    config = json.loads((tmp_path / "member" / "config.json").read_text())
+    assert config["ssdistill"]["member"] == "student" and config["ssdistill"]["teachers"]["teacher"]["name"] == "test_resnet"
+    with pytest.raises(SystemExit):
+        main(["export", str(finished_run), "--member", "peer"])
+    assert "the run has no student member 'peer'; its members are student" in capsys.readouterr().err

@@ -19,20 +19,27 @@ def _second_teacher(tmp_path):
 
 
 def test_mvmr_with_two_teachers_logs_one_term_per_teacher(tmp_path):
-    config = tiny_config(tmp_path, method={"name": "mvmr", "mode": "kd", "projector": [32, 16], "weights": {"teacher2": 0.5}})
+    config = tiny_config(
+        tmp_path, method={"name": "mvmr", "mode": "kd", "projector": [32, 16], "weights": {"teacher_t2": 0.5}}, eval={"teacher": True}
+    )
     config["method"].pop("projector_hidden")
-    config["teachers"] = [_second_teacher(tmp_path)]
+    config["teachers"] = {"t2": _second_teacher(tmp_path)}
     results = distill(config, quiet=True)
-    assert results["extra_teachers"][0]["name"] == "test_efficientnet" and results["teacher_in_training"]
+    assert list(results["teachers"]) == ["teacher", "t2"] and results["teacher_in_training"]
+    assert results["teachers"]["t2"]["name"] == "test_efficientnet" and len(results["teachers"]["t2"]["fingerprint"]) == 16
+    assert results["signals"]["teacher_t2"] == {**results["signals"]["teacher_t2"], "teacher": "t2", "view": "original", "from": "cache"}
+    # every teacher is evaluated with the same protocol as the student, in its own row
+    assert set(results["knn"]) == {"teacher", "teacher_t2", "student"}
     rows = list(csv.DictReader((tmp_path / "runs" / "tiny" / "metrics.csv").open()))
-    logged = [float(r["train/teacher2_step"]) for r in rows if r.get("train/teacher2_step")]
+    logged = [float(r["train/teacher_t2_step"]) for r in rows if r.get("train/teacher_t2_step")]
     assert logged and all(0.0 <= v <= 2.0 for v in logged)
 
 
-def test_single_teacher_methods_refuse_a_teachers_list(tmp_path):
+def test_single_teacher_methods_refuse_a_teacher_they_would_not_read(tmp_path):
     config = tiny_config(tmp_path)
-    config["teachers"] = [_second_teacher(tmp_path)]
-    with pytest.raises(ConfigError, match="remove the 'teachers' list"):
+    config["method"] = {"name": "seed", "teacher_view": "original"}
+    config["teachers"] = {"t2": _second_teacher(tmp_path)}
+    with pytest.raises(ConfigError, match="method 'seed' reads teacher teacher only; remove t2 from teachers"):
         distill(config, quiet=True)
 
 

@@ -3,13 +3,14 @@
 import pytest
 import torch
 
-from ssdistill.config import build_config
+from ssdistill.recipe import build_config
 from ssdistill.errors import ConfigError
 from ssdistill.methods import METHODS
+from ssdistill.cache.signals import TeacherSignal
 from ssdistill.models.students import Student
 
 
-class Table:
+class Table(TeacherSignal):
     def __init__(self, dim=6):
         self.dim = dim
 
@@ -17,10 +18,20 @@ class Table:
         return torch.randn(len(index), self.dim, generator=torch.Generator().manual_seed(int(index.sum())))
 
 
+class Constant(TeacherSignal):
+    """A teacher whose every row is ``value``."""
+
+    def __init__(self, value):
+        self.value, self.dim = value, value.shape[1]
+
+    def __call__(self, index, images=None):
+        return self.value[: len(index)]
+
+
 def _build(name, dataset_size=100, **method):
     cfg = build_config({"method": {"name": name, **method}, "student": {"arch": "test_resnet", "resolution": 32}})
     torch.manual_seed(0)
-    module = METHODS[name](cfg, Student("test_resnet"), None if name == "moco" else Table(), dataset_size=dataset_size)
+    module = METHODS[name](cfg, Student("test_resnet"), {} if name == "moco" else {"teacher": Table()}, dataset_size=dataset_size)
     module.log_loss = lambda loss, **terms: (setattr(module, "terms", terms), loss)[1]
     return module
 
@@ -109,14 +120,14 @@ def test_older_keys_of_the_same_image_are_negatives_unless_mask_same_id(name):
         q = torch.nn.functional.normalize(torch.ones(8, dim), dim=1)
         if name == "seed":
             module.head.forward = lambda h: q
-            module.signal = lambda index, images=None: q
+            module.signal = Constant(q)
             batch = {"index": torch.arange(8), "views": {"student": torch.rand(8, 3, 32, 32)}}
         else:
             module.query.forward = lambda images: q
             module.keys = lambda images: q
             batch = _two_view_batch()
         if name == "disco":
-            module.signal = lambda index, images=None: q  # the distance terms vanish
+            module.signal = Constant(q)  # the distance terms vanish
         module.queue.keys.copy_(q[:1].expand(50, dim))
         module.queue.ids[:8] = torch.arange(8)  # every query's own image already has an (identical) key in the queue
         losses[mask] = module.training_step(batch, 0).item()

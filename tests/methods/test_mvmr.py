@@ -2,13 +2,14 @@ import pytest
 import torch
 
 from integration.common import tiny_config
-from ssdistill.config import build_config
+from ssdistill.recipe import build_config
 from ssdistill.errors import ConfigError
 from ssdistill.methods.mvmr import MVMR
+from ssdistill.cache.signals import TeacherSignal
 from ssdistill.models.students import Student
 
 
-class Table:
+class Table(TeacherSignal):
     """A stand-in teacher table whose rows ask for gradient, to prove the loss never sends any back."""
 
     def __init__(self, dim: int = 5) -> None:
@@ -22,8 +23,8 @@ class Table:
 def _method(mode: str, extra_teachers: int = 0, **method):
     cfg = build_config({"method": {"name": "mvmr", "mode": mode, "projector": [16, 8], **method}, "student": {"arch": "test_resnet", "resolution": 32}})
     student = Student("test_resnet")
-    extra = [Table(3 + i) for i in range(extra_teachers)]
-    return MVMR(cfg, student, Table() if mode == "kd" else None, extra_signals=extra), cfg
+    signals = {"teacher": Table(), **{f"teacher_t{i + 2}": Table(3 + i) for i in range(extra_teachers)}} if mode == "kd" else {}
+    return MVMR(cfg, student, signals), cfg
 
 
 def test_config_defaults_and_unknown_terms():
@@ -32,7 +33,10 @@ def test_config_defaults_and_unknown_terms():
     assert build_config({"method": {"name": "mvmr"}}).method.chosen_representations() == []
     with pytest.raises(ConfigError, match="unknown loss term"):
         build_config({"method": {"name": "mvmr", "weights": {"techer": 2}}})
-    assert MVMR.teacher_signal(build_config({"method": {"name": "mvmr", "mode": "ssl"}})) == "none"
+    assert MVMR.teacher_needs(build_config({"method": {"name": "mvmr", "mode": "ssl"}})) == {}
+    two = build_config({"method": "mvmr", "teacher": {"name": "efficientnet_lite0"}, "teachers": {"lite2": {"name": "efficientnet_lite2"}}})
+    needs = MVMR.teacher_needs(two)
+    assert list(needs) == ["teacher", "teacher_lite2"] and needs["teacher_lite2"].teacher == "lite2" and needs["teacher"].view == "original"
 
 
 def test_gradients_reach_the_student_only():
@@ -47,7 +51,7 @@ def test_gradients_reach_the_student_only():
     # the images reach the loss only through the student: hand-crafted features and the teacher carry no gradient
     raw_only = method.representations["raw"](batch["views"]["original"])
     assert not raw_only.requires_grad
-    assert method.signal.last.grad is None  # the teacher's rows asked for gradient and received none
+    assert method.signals["teacher"].last.grad is None  # the teacher's rows asked for gradient and received none
 
 
 def test_each_term_reaches_only_its_own_pass():
@@ -79,16 +83,16 @@ def test_sign_switch():
 
 
 def test_every_teacher_gets_its_own_weighted_term():
-    method, _ = _method("kd", extra_teachers=2, weights={"teacher3": 0.0, "mse": 0.0, "std": 0.0, "views": 0.0})
+    method, _ = _method("kd", extra_teachers=2, weights={"teacher_t3": 0.0, "mse": 0.0, "std": 0.0, "views": 0.0})
     method.log_loss = lambda loss, **terms: (setattr(method, "terms", terms), loss)[1]
     batch = {"index": torch.arange(8), "views": {"aug": torch.rand(8, 3, 32, 32), "original": torch.rand(8, 3, 32, 32)}}
     loss = method.training_step(batch, 0)
     terms = method.terms
-    assert {"teacher", "teacher2", "teacher3"} <= set(terms)
-    # teacher3 is weighted 0, the SSL terms too: the loss is the sum of the first two teacher terms
-    assert loss.item() == pytest.approx((terms["teacher"] + terms["teacher2"]).item(), abs=1e-6)
-    with pytest.raises(ConfigError, match="weights.teacher4 names no teacher: this run has 3"):
-        _method("kd", extra_teachers=2, weights={"teacher4": 1.0})
+    assert {"teacher", "teacher_t2", "teacher_t3"} <= set(terms)
+    # teacher t3 is weighted 0, the SSL terms too: the loss is the sum of the first two teacher terms
+    assert loss.item() == pytest.approx((terms["teacher"] + terms["teacher_t2"]).item(), abs=1e-6)
+    with pytest.raises(ConfigError, match="weights.teacher_t4 names no teacher: this run's teacher terms are teacher, teacher_t2, teacher_t3"):
+        _method("kd", extra_teachers=2, weights={"teacher_t4": 1.0})
 
 
 def _released_dcor(x, y):
@@ -131,7 +135,7 @@ def test_official_preset_reproduces_the_released_objective_term_by_term():
     with torch.no_grad():  # train mode: the same batch statistics as the step
         z_aug = official.projector(official.student(batch["views"]["aug"]))
         z_orig = official.projector(official.student(batch["views"]["original"]))
-    t = official.signal.last
+    t = official.signals["teacher"].last
     norm = official.student.normalize
     from ssdistill.models.handcrafted import hog, local_std
 

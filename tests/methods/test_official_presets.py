@@ -6,7 +6,8 @@ import typing
 import pytest
 from pydantic import BaseModel
 
-from ssdistill.config import SELECTS, build_config
+from ssdistill.config import SELECTS
+from ssdistill.recipe import build_config
 from ssdistill.errors import ConfigError
 from ssdistill.methods import METHODS
 

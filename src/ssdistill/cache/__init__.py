@@ -1,6 +1,3 @@
-"""Teacher signals by sample index. A method asks ``signal(index, images)`` and does not care whether
-the answer is computed online by the teacher or read from a precomputed table."""
-
-from ssdistill.cache.signals import OnlineSignal, TableSignal, TeacherSignal
-
-__all__ = ["OnlineSignal", "TableSignal", "TeacherSignal"]
+"""Teacher outputs on disk: a chunked, checksummed, resumable store (``cache.store``), filled by running a frozen
+teacher over a dataset (``cache.fill``) or over an augmentation bank (``cache.bank``); neighbour bags and k-means
+beside an entry (``cache.neighbours``); per-sample signals a method reads by index (``cache.signals``)."""

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ssdistill.cache.fill import launch_rank_world, teacher_compute
+from ssdistill.cache.fill import chunk_rows_for, launch_rank_world, teacher_compute
 from ssdistill.cache.store import Entry, EntryKey, cache_root, open_or_fill
 from ssdistill.config import AugConfig
 from ssdistill.data.datasets import ImageSource
 from ssdistill.data.replay import AugParams, render, sample_params
-from ssdistill.engine.rundir import atomic_write_text
+from ssdistill.files import atomic_output, atomic_write_text
 from ssdistill.models.teachers import FrozenTeacher
 
 
@@ -95,17 +95,15 @@ def cached_teacher_bank(
         n=len(source) * repeats,
         dtype=dtype,
     )
-    chunk_rows = batch_size * max(1, 4096 // batch_size)
-    entry = Entry(cache_root(root), key, teacher.dim, chunk_rows, label=f"{dataset_name} (augmentation bank, R={repeats})")
+    entry = Entry(cache_root(root), key, teacher.dim, chunk_rows_for(batch_size), label=f"{dataset_name} (augmentation bank, R={repeats})")
     params_path = entry.dir / "params.npy"
     if params_path.is_file():
         params = np.load(params_path)
     else:
         params = bank_params(source, aug, repeats, seed, pre.resolution)
         entry.dir.mkdir(parents=True, exist_ok=True)
-        tmp = entry.dir / ".params.tmp.npy"
-        np.save(tmp, params)
-        tmp.replace(params_path)
+        with atomic_output(params_path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, params)
         atomic_write_text(entry.dir / "params-columns.txt", "top left height width flip jitter brightness contrast saturation hue grayscale blur_sigma jitter_order0 jitter_order1 jitter_order2 jitter_order3\n")
     views = _TeacherBankViews(source, params, repeats, pre.resolution, pre.interpolation)
     compute = teacher_compute(teacher, views, batch_size, num_workers, device, f"teacher bank {dataset_name}")

@@ -11,9 +11,13 @@ from tqdm.auto import tqdm
 
 from ssdistill.cache.store import Entry, EntryKey, cache_root, open_or_fill
 from ssdistill.data.datasets import ImageSource
-from ssdistill.data.views import original_view
 from ssdistill.errors import DataError
 from ssdistill.models.teachers import FrozenTeacher
+
+
+def chunk_rows_for(batch_size: int) -> int:
+    """Rows per cache chunk: about 4096, a multiple of the fill batch so batch boundaries never straddle chunks."""
+    return batch_size * max(1, 4096 // batch_size)
 
 
 def original_view_spec(teacher: FrozenTeacher) -> str:
@@ -47,8 +51,7 @@ def teacher_compute(
 
 class _OriginalViews(Dataset):
     def __init__(self, source: ImageSource, teacher: FrozenTeacher) -> None:
-        pre = teacher.preprocess
-        self.source, self.view = source, original_view(pre.resolution, pre.crop_pct, pre.interpolation)
+        self.source, self.view = source, teacher.original_view()
 
     def __len__(self) -> int:
         return len(self.source)
@@ -102,8 +105,7 @@ def filled_teacher_entry(
         n=len(source),
         dtype=dtype,
     )
-    chunk_rows = batch_size * max(1, 4096 // batch_size)
-    entry = Entry(cache_root(root), key, teacher.dim, chunk_rows, label=dataset_name)
+    entry = Entry(cache_root(root), key, teacher.dim, chunk_rows_for(batch_size), label=dataset_name)
     rank, world = launch_rank_world()
     compute = teacher_compute(teacher, _OriginalViews(source, teacher), batch_size, num_workers, device, f"teacher cache {dataset_name}")
     open_or_fill(entry, compute, rank, world)

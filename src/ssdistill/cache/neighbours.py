@@ -7,8 +7,6 @@ Results are stored next to the embedding entry they were computed from, keyed by
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from ssdistill.cache.store import Entry
+from ssdistill.files import atomic_output
 
 
 def _normalised(features: torch.Tensor, start: int, stop: int, device: torch.device | str) -> torch.Tensor:
@@ -123,14 +122,8 @@ def spherical_kmeans(
 
 
 def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def cached_neighbours(entry: Entry, k: int, block: int = 4096, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -30,7 +30,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ssdistill.engine.rundir import atomic_write_text
+from ssdistill._version import __version__
+from ssdistill.files import atomic_output, atomic_write_text
 
 FORMAT_VERSION = 1
 DEFAULT_ROOT = "~/.cache/ssdistill/teacher-cache"
@@ -136,10 +137,8 @@ class Entry:
             self._forget(list(range(self.num_chunks)))
             self.data_path.unlink()
         if not self.data_path.is_file():
-            tmp = self.data_path.with_suffix(".tmp")
-            with open(tmp, "wb") as handle:
+            with atomic_output(self.data_path) as tmp, open(tmp, "wb") as handle:
                 handle.truncate(self.nbytes)
-            os.replace(tmp, self.data_path)
         damaged = [c for c in self.damaged_chunks() if c in self.done_chunks()]
         if damaged:
             log.warning("cache %s: %d chunk(s) fail their checksum; recomputing them", self.dir, len(damaged))
@@ -194,8 +193,6 @@ class Entry:
             time.sleep(poll_seconds)
 
     def _write_manifest(self) -> None:
-        from ssdistill import __version__
-
         manifest = {
             "format": FORMAT_VERSION,
             "key": asdict(self.key),

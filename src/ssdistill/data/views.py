@@ -36,6 +36,7 @@ def original_view(resolution: int, crop_pct: float = 0.875, interpolation: str =
         return direct(image) if max(image.size) <= NATIVE_MAX_SIDE else cropped(image)
 
     view.description = f"original_view({resolution}, {crop_pct}, {interpolation})"  # stable key for cached features
+    view.resolution = resolution
     return view
 
 
@@ -43,7 +44,9 @@ def augmented_view(resolution: int, aug: AugConfig, interpolation: str = "biline
     """MoCo-v2 style view: random resized crop, colour jitter, grayscale, blur, flip (strengths from ``aug``)."""
     if aug.recipe == "none":
         return original_view(resolution, interpolation=interpolation)
-    return v2.Compose([*_augmentations(resolution, aug, interpolation), *_TO_FLOAT])
+    view = v2.Compose([*_augmentations(resolution, aug, interpolation), *_TO_FLOAT])
+    view.resolution = resolution  # the side of the tensors it renders (batch layouts read it)
+    return view
 
 
 def tensor_augmentation(resolution: int, aug: AugConfig, interpolation: str = "bilinear") -> Callable[[torch.Tensor], torch.Tensor]:

@@ -1,5 +1,2 @@
-from ssdistill.engine.module import DistillMethod
-from ssdistill.engine.schedule import warmup_cosine
-from ssdistill.engine.trainer import build_trainer
-
-__all__ = ["DistillMethod", "warmup_cosine", "build_trainer"]
+"""The training engine: the method base class (``engine.module``), the run (``engine.run``), the teacher provider
+(``engine.provider``), the run record (``engine.records``), trainer, schedule, run directories and CSV logs."""

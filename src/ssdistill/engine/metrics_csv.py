@@ -10,7 +10,7 @@ import csv
 import io
 from pathlib import Path
 
-from ssdistill.engine.rundir import atomic_write_text
+from ssdistill.files import atomic_write_text
 
 PREVIOUS = "metrics.before-resume.csv"
 

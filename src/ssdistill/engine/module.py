@@ -1,61 +1,103 @@
-"""The Lightning module every method extends: student, optimiser, schedule, loss logging.
+"""The Lightning module every method extends: students, optimiser, schedule, loss logging.
 
-A method subclasses ``DistillMethod`` and provides its ``config_class``, the views its dataset must
-return (``train_views``), how it wants the teacher (``teacher_signal``), and ``training_step``.
+A method subclasses ``DistillMethod`` and declares, as data, what it needs from the run:
+
+- ``teacher_needs(cfg)``: {signal name: ``TeacherNeed``} (which named teacher, which view, which tap); the engine's
+  provider fulfils them and the module receives ``signals`` by the same names;
+- ``student_members(cfg)``: {member name: ``StudentConfig``} (default one member, ``student``); each member is a
+  submodule of that name, evaluated, monitored and exported by name;
+- ``train_views(cfg, ctx)``: the views its dataset renders, or ``prepare(cfg, ctx)``: a dataset of its own, built
+  with the provider's cache-backed helpers (neighbours, k-means, banks);
+- ``batch_layout(cfg, ctx)``: what one item of that dataset holds (view names and resolutions, extra keys);
+
+and implements ``training_step``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable
 
 import lightning as L
 import torch
 from ssdistill.cache.signals import TeacherSignal
-from ssdistill.config import DistillConfig, MethodConfig
+from ssdistill.config import DistillConfig, MethodConfig, StudentConfig
+from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
 from ssdistill.engine.schedule import warmup_cosine
-from ssdistill.losses.queue import KeyQueue, capped_queue_size
 from ssdistill.errors import TrainingError
+from ssdistill.losses.queue import KeyQueue
 from ssdistill.models.students import Student
-from ssdistill.models.teachers import FrozenTeacher
+
+if TYPE_CHECKING:  # the provider is the context methods prepare their data with
+    from ssdistill.engine.provider import TeacherProvider
+
+PRIMARY_STUDENT = "student"
+
+
+def student_label(member: str, prefix: str = "student") -> str:
+    """How a student member appears in evaluation rows: ``student`` / ``random_init`` for the one member named
+    ``student``, ``student_<name>`` / ``random_init_<name>`` for the members of a cohort."""
+    return prefix if member == PRIMARY_STUDENT else f"{prefix}_{member}"
 
 
 class DistillMethod(L.LightningModule):
     name: str = ""
     config_class: type[MethodConfig] = MethodConfig
     description: str = ""
-    multi_teacher: bool = False  # whether the method reads the further teachers of the ``teachers`` config list
+    label: str = ""  # display name in tables (default: name)
 
     def __init__(
         self,
         cfg: DistillConfig,
-        student: Student,
-        signal: TeacherSignal | None,
-        extra_signals: list[TeacherSignal] | None = None,
+        students: dict[str, Student] | Student,
+        signals: dict[str, TeacherSignal] | None = None,
         dataset_size: int | None = None,
+        prepared: dict[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
-        self.student = student
+        if isinstance(students, Student):
+            students = {PRIMARY_STUDENT: students}
+        self.member_names = list(students)
+        for member, student in students.items():
+            if hasattr(self, member):
+                raise TrainingError(f"student member name '{member}' clashes with an attribute of {type(self).__name__}; rename it")
+            self.add_module(member, student)  # checkpoint keys: "<member>.backbone...."
         self.dataset_size = dataset_size  # training images (queues are capped to it)
         # plain objects, not submodules: teachers are never in DDP or the checkpoint
-        self.signal = signal
-        self.extra_signals = list(extra_signals or [])
+        self.signals: dict[str, TeacherSignal] = dict(signals or {})
+        self.prepared: dict[str, torch.Tensor] = dict(prepared or {})  # the tensors of ``prepare`` (Preparation.tensors)
+
+    def students(self) -> dict[str, Student]:
+        """The trainable students by member name (evaluation, k-NN monitor, checkpoint loading and export use it)."""
+        return {member: getattr(self, member) for member in self.member_names}
 
     # ----- what a method declares -----------------------------------------------------------------
     @classmethod
-    def train_views(cls, cfg: DistillConfig, teacher: FrozenTeacher | None) -> dict[str, Callable]:
+    def teacher_needs(cls, cfg: DistillConfig) -> dict[str, TeacherNeed]:
+        """{signal name: need}; empty for a method without a teacher."""
         raise NotImplementedError
 
     @classmethod
-    def teacher_signal(cls, cfg: DistillConfig) -> Literal["table", "online", "bank", "none"]:
-        """``table``: the signal is a pure function of the original view and may be computed once;
-        ``online``: the teacher must see the batch's own views; ``bank``: teacher outputs of a cached
-        augmentation bank, looked up by ``batch["bank_row"]``; ``none``: no teacher."""
+    def student_members(cls, cfg: DistillConfig) -> dict[str, StudentConfig]:
+        return {PRIMARY_STUDENT: cfg.student}
+
+    @classmethod
+    def train_views(cls, cfg: DistillConfig, ctx: "TeacherProvider") -> dict[str, Callable]:
+        """{view name: view recipe} of the default dataset (``IndexedViews``); the provider adds the views its online
+        signals read."""
         raise NotImplementedError
 
     @classmethod
-    def train_dataset(cls, cfg: DistillConfig, teacher: FrozenTeacher | None, source, device) -> "torch.utils.data.Dataset | None":
-        """A method-specific training dataset (for example neighbour pairs); None = the views of ``train_views``."""
+    def prepare(cls, cfg: DistillConfig, ctx: "TeacherProvider") -> Preparation | None:
+        """The preparation hook, run once before training with the provider as context: a method-specific training
+        dataset (for example neighbour pairs) and/or tensors computed from the cache; None = nothing to prepare (the
+        engine's default dataset: the views of ``train_views``, or the bank's views)."""
+        return None
+
+    @classmethod
+    def batch_layout(cls, cfg: DistillConfig, ctx: "TeacherProvider") -> BatchLayout | None:
+        """What one item of the dataset of ``prepare`` holds, given the fulfilled signals (``ctx.signals``); None for
+        the engine's default dataset, whose layout the engine knows (``engine.datasets.layout``)."""
         return None
 
     @classmethod
@@ -66,9 +108,9 @@ class DistillMethod(L.LightningModule):
 
     # ----- shared machinery ------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        for signal in [self.signal, *self.extra_signals]:
-            if signal is not None:
-                signal.to(self.device)
+        for signal in self.signals.values():
+            signal.to(self.device)
+        self.prepared = {key: value.to(self.device) for key, value in self.prepared.items()}
 
     def log_loss(self, loss: torch.Tensor, **terms: torch.Tensor) -> torch.Tensor:
         if not torch.isfinite(loss):
@@ -104,11 +146,6 @@ class DistillMethod(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.commit_queues()
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
-
-    def key_queue(self, dim: int) -> KeyQueue:
-        """A queue of ``method.queue_size`` keys, capped at the number of training images."""
-        requested = self.cfg.method.queue_size
-        return KeyQueue(capped_queue_size(requested, self.dataset_size or requested), dim, seed=self.cfg.trainer.seed)
 
     def commit_queues(self) -> None:
         """Keys staged by the step enter their queues after the optimiser step."""

@@ -1,7 +1,8 @@
-"""The full evaluation of several models side by side on one labelled train split (memory / probe training) and
-one evaluation split: weighted k-NN under each protocol, linear probe, few-shot probes, k-means clustering,
-parameters, FLOPs and images/s, alignment with the teacher's features (linear CKA, dCor²), plus a 2-D PCA map of
-the evaluation features for the report.
+"""The evaluation of several models side by side on one labelled train split (memory / probe training) and one
+evaluation split: weighted k-NN under each protocol and, in the full suite, linear probe, few-shot probes, k-means
+clustering and a 2-D PCA map of the evaluation features for the report; always parameters, FLOPs and images/s, and
+each model's alignment with the reference teacher's features (linear CKA, dCor²). The k-NN-only evaluation is the
+same function with the other parts switched off (``SuiteOptions.knn_only``).
 
 Each model's features are extracted once per split (and kept on disk under ``feature_dir`` when given, keyed by
 the weights, the view and the images), then every metric reads them.
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -19,8 +21,7 @@ from torch import nn
 from ssdistill.data.datasets import ImageSource
 from ssdistill.eval.alignment import teacher_alignment
 from ssdistill.eval.clustering import kmeans_clustering
-from ssdistill.engine.rundir import atomic_output
-from ssdistill.eval.compare import Candidate
+from ssdistill.files import atomic_output
 from ssdistill.eval.features import extract_features, model_flops, model_throughput
 from ssdistill.eval.knn import knn_accuracy
 from ssdistill.eval.linear import few_shot, linear_probe
@@ -36,6 +37,19 @@ def protocol_name(k: int, temperature: float) -> str:
 
 
 @dataclass
+class Candidate:
+    """A model to evaluate, the view it sees, and (optionally) its features on the memory / query sets, already
+    computed (a teacher's, from the cache)."""
+
+    label: str
+    model: nn.Module
+    view: Callable
+    resolution: int
+    memory_features: torch.Tensor | None = None
+    query_features: torch.Tensor | None = None
+
+
+@dataclass
 class SuiteOptions:
     knn: tuple[tuple[int, float], ...] = KNN_PROTOCOLS
     linear: bool = True
@@ -43,7 +57,12 @@ class SuiteOptions:
     clustering: bool = True
     embedding_points: int = 1000  # val samples in the 2-D map (0: none)
     seed: int = 0
-    extra: dict = field(default_factory=dict)
+    alignment_seed: int | None = None  # the rows of the alignment subset (None: seed)
+
+    @classmethod
+    def knn_only(cls, k: int, temperature: float) -> "SuiteOptions":
+        """One k-NN protocol and nothing else; the alignment subset is that of seed 0 whatever the run's seed."""
+        return cls(knn=((k, temperature),), linear=False, few_shot=False, clustering=False, embedding_points=0, alignment_seed=0)
 
 
 def _features(candidate: Candidate, source: ImageSource, split: str, feature_dir, batch_size, num_workers, device) -> torch.Tensor:
@@ -85,8 +104,12 @@ def evaluate_suite(
     num_workers: int = 2,
     device: torch.device | str = "cpu",
     feature_dir=None,
+    reference: str = "teacher",
+    student: str = "student",
 ) -> dict:
-    """{"models": {label: metrics}, "retained_pct": {metric: student / teacher x 100}, "protocols": ...}."""
+    """{"models": {label: metrics}, "retained_pct": {metric: student / teacher x 100}, "protocols": ...}; every model's
+    ``teacher_alignment`` is with the candidate labelled ``reference``, and ``retained_pct`` is ``student``'s share of
+    it."""
     options = options or SuiteOptions()
     if memory.labels is None or query.labels is None:
         raise ValueError("evaluation needs labelled train and evaluation splits (class sub-folders)")
@@ -115,14 +138,15 @@ def evaluate_suite(
         row["feature_dim"] = int(train.shape[1])
         models[candidate.label] = row
         evaluation_features[candidate.label] = evaluation
-    if "teacher" in evaluation_features:  # label-free: how much of the teacher's geometry each model holds
+    if reference in evaluation_features:  # label-free: how much of the teacher's geometry each model holds
+        seed = options.seed if options.alignment_seed is None else options.alignment_seed
         for label, features in evaluation_features.items():
-            if label != "teacher":
-                models[label]["teacher_alignment"] = teacher_alignment(features, evaluation_features["teacher"], seed=options.seed)
+            if label != reference:
+                models[label]["teacher_alignment"] = teacher_alignment(features, evaluation_features[reference], seed=seed)
     return {
         "protocols": {"knn": [protocol_name(k, t) for k, t in options.knn], "linear": "L-BFGS logistic regression, L2 chosen on 20% of train"},
         "models": models,
-        "retained_pct": retained(models),
+        "retained_pct": retained(models, reference, student),
     }
 
 
@@ -141,9 +165,9 @@ def headline_metrics(row: dict) -> dict[str, float]:
     return flat
 
 
-def retained(models: dict[str, dict]) -> dict[str, float]:
+def retained(models: dict[str, dict], reference: str = "teacher", student: str = "student") -> dict[str, float]:
     """Student's share of the teacher's number for every headline metric (percent)."""
-    if "student" not in models or "teacher" not in models:
+    if student not in models or reference not in models:
         return {}
-    student, teacher = headline_metrics(models["student"]), headline_metrics(models["teacher"])
+    student, teacher = headline_metrics(models[student]), headline_metrics(models[reference])
     return {name: 100.0 * student[name] / teacher[name] for name in student if teacher.get(name, 0) > 0}

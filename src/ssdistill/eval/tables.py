@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-MODEL_ORDER = ("teacher", "random_init", "student")
+from ssdistill.config import teacher_label
+
+MODEL_GROUPS = ("teacher", "random_init", "student")  # rows: every teacher, then random-init students, then trained ones
+
+
+def model_keys(rows: dict) -> list[str]:
+    """The row labels of an evaluation in table order (``teacher``, ``teacher_<name>``, ``random_init``..., ``student``...)."""
+    group = lambda label: next((i for i, g in enumerate(MODEL_GROUPS) if label == g or label.startswith(g + "_")), len(MODEL_GROUPS))  # noqa: E731
+    return sorted(rows, key=lambda label: (group(label), list(rows).index(label)))
 
 
 def _cell(value, digits: int = 1, suffix: str = "") -> str:
@@ -37,8 +45,9 @@ def model_rows(record: dict, label_names: dict[str, str] | None = None) -> tuple
     if not evaluation:  # k-NN only
         header = ["model", "k-NN top-1", "top-5", "params (M)", "GFLOPs", "images/s"]
         rows = []
-        for key in MODEL_ORDER:
-            row = (record.get("knn") or {}).get(key)
+        knn = record.get("knn") or {}
+        for key in model_keys(knn):
+            row = knn[key]
             if row:
                 rows.append([names.get(key, key), _cell(row["top1"], suffix="%"), _cell(row.get("top5"), suffix="%"),
                              _cell(row["params_m"], 2), _cell(row.get("gflops"), 3), _cell(row["images_per_s"], 0)])
@@ -46,8 +55,8 @@ def model_rows(record: dict, label_names: dict[str, str] | None = None) -> tuple
     columns = evaluation_columns(evaluation)
     header = ["model", *[title for _, title in columns], "params (M)", "GFLOPs", "images/s"]
     rows = []
-    for key in MODEL_ORDER:
-        row = evaluation["models"].get(key)
+    for key in model_keys(evaluation["models"]):
+        row = evaluation["models"][key]
         if row:
             flat = headline_metrics(row)
             rows.append([names.get(key, key), *[_cell(flat.get(c), _digits(c)) for c, _ in columns],
@@ -97,3 +106,55 @@ def comparison_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
             rows.append([record.get("name", record.get("run_dir", "?")), label, *[_cell(found.get(c), _digits(c)) for c, _ in columns],
                          _cell(found["_row"]["params_m"], 2), _cell(found["_row"]["images_per_s"], 0)])
     return header, rows
+
+
+def model_names(results: dict) -> dict[str, str]:
+    """Display names of a run record's rows: ``teacher efficientnet_lite0``, ``random-init mobilenetv3_small_100``,
+    ``distilled mobilenetv3_small_100 (feature)``; a cohort's members and several teachers carry their names."""
+    trained = results.get("teacher_in_training", True)
+    reference = "" if trained is not False else " (reference, unused in training)"
+    teachers = results.get("teachers") or ({"teacher": results["teacher"]} if results.get("teacher") else {})
+    names = {"teacher": "teacher" + reference}
+    for name, teacher in teachers.items():
+        names[teacher_label(name)] = f"teacher {teacher['name']}" + ("" if name == "teacher" else f" [{name}]") + reference
+    students = results.get("students") or {"student": results["student"]}
+    for member, student in students.items():
+        tag = "" if member == "student" else f" [{member}]"
+        suffix = "" if member == "student" else f"_{member}"
+        names[f"random_init{suffix}"] = f"random-init {student['arch']}{tag}"
+        names[f"student{suffix}"] = f"{'distilled' if trained else 'trained'} {student['arch']}{tag} ({results['method']})"
+    return names
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """Plain-text table: teacher, random-init student, distilled student (k-NN top-1), and the times."""
+    lines = []
+    knn = results.get("knn")
+    names = model_names(results)
+    k = results["protocol"]["knn"]["k"]
+    if knn:
+        width = max(len(names.get(key, key)) for key in knn) + 2
+        lines.append(f"{'model':<{width}}{'k-NN top-1':>11}{'top-5':>8}{'params (M)':>12}{'images/s':>10}")
+        for key in model_keys(knn):
+            if key in knn:
+                row = knn[key]
+                lines.append(
+                    f"{names.get(key, key):<{width}}{row['top1']:>10.1f}%{row.get('top5', float('nan')):>7.1f}%"
+                    f"{row['params_m']:>12.2f}{row['images_per_s']:>10.0f}"
+                )
+        extra = f"; {results['retained_pct']:.1f}% of the teacher's k-NN retained" if results.get("retained_pct") else ""
+        lines.append(f"(weighted k-NN, k={k}, on {results['data']['val']}{extra})")
+    else:
+        lines.append(f"no k-NN numbers: {results.get('knn_note')}")
+    t = results["timing"]
+    parts = []
+    if "teacher_signal_seconds" in t:
+        parts.append(f"teacher signal {t['teacher_signal_seconds']:.0f} s")
+    parts.append(f"training {t['train_seconds']:.0f} s ({t['train_images_per_s']:.0f} images/s)")
+    if "eval_seconds" in t:
+        parts.append(f"evaluation {t['eval_seconds']:.0f} s")
+    lines.append("time: " + ", ".join(parts))
+    lines.append(f"run directory: {results['run_dir']}")
+    return "\n".join(lines)
+
+

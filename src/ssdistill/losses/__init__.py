@@ -1,3 +1,1 @@
-from ssdistill.losses.regression import feature_regression_loss
-
-__all__ = ["feature_regression_loss"]
+"""Pure loss functions (tensors in, tensor out), shared by the methods and the evaluation."""

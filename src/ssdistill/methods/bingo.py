@@ -22,16 +22,15 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from ssdistill.cache.fill import filled_teacher_entry
-from ssdistill.cache.neighbours import cached_neighbours
 from ssdistill.config import DistillConfig, official
 from ssdistill.data.mixing import batch_cutmix
 from ssdistill.data.pairs import NeighbourPairViews
 from ssdistill.data.views import augmented_view
+from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
 from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
 from ssdistill.losses.infonce import queue_nce
-from ssdistill.methods.queued import QueueConfig, excluded_keys
+from ssdistill.methods.queued import QueueConfig, excluded_keys, key_queue
 from ssdistill.methods.teacher_bn import TeacherBNConfig, teacher_signal_for
 from ssdistill.models.heads import mlp
 
@@ -71,36 +70,43 @@ class BINGO(DistillMethod):
     config_class = BINGOConfig
     description = "BINGO: bags of teacher nearest neighbours, InfoNCE against teacher keys and a queue"
 
-    def __init__(self, cfg, student, signal, **context) -> None:
-        super().__init__(cfg, student, signal, **context)
+    def __init__(self, cfg, students, signals, **context) -> None:
+        super().__init__(cfg, students, signals, **context)
+        m, keys = cfg.method, self.signals["teacher"]
+        self.head = mlp([self.student.dim, *m.head_hidden, keys.dim], bn="none")
+        self.queue = key_queue(m, keys.dim, self.dataset_size, cfg.trainer.seed)
+        self.signal = teacher_signal_for(m, keys)
+
+    @classmethod
+    def teacher_needs(cls, cfg: DistillConfig) -> dict:
         m = cfg.method
-        self.head = mlp([student.dim, *m.head_hidden, signal.dim], bn="none")
-        self.queue = self.key_queue(signal.dim)
-        self.signal = teacher_signal_for(m, signal)
+        return {"teacher": TeacherNeed("bank", repeats=m.bank_repeats) if m.teacher_keys == "bank" else TeacherNeed("augmented")}
 
     @classmethod
-    def teacher_signal(cls, cfg: DistillConfig) -> str:
-        return "bank" if cfg.method.teacher_keys == "bank" else "online"
-
-    @classmethod
-    def train_views(cls, cfg: DistillConfig, teacher) -> dict:
+    def train_views(cls, cfg: DistillConfig, ctx) -> dict:
         views = {"q": augmented_view(cfg.student.resolution, cfg.aug)}
         if cfg.method.teacher_keys == "online":
-            views["k"] = augmented_view(teacher.preprocess.resolution, cfg.aug, teacher.preprocess.interpolation)
+            pre = ctx.teacher().preprocess
+            views["k"] = augmented_view(pre.resolution, cfg.aug, pre.interpolation)
         return views
 
     @classmethod
-    def train_dataset(cls, cfg: DistillConfig, teacher, source, device):
+    def prepare(cls, cfg: DistillConfig, ctx) -> Preparation:
         if not cfg.cache.enabled:
             raise ConfigError("BINGO's neighbour bags are computed from the teacher cache: set cache.enabled=true")
-        if cfg.method.bag_size >= len(source):
-            raise ConfigError(f"method.bag_size={cfg.method.bag_size} needs more than {len(source)} training images")
-        entry = filled_teacher_entry(
-            teacher, source, cfg.data.train, cfg.data.eval_batch_size, cfg.data.num_workers, device, cfg.cache.dir, cfg.cache.dtype
-        )
-        bags = cached_neighbours(entry, cfg.method.bag_size, device=device).cpu()
+        if cfg.method.bag_size >= len(ctx.source):
+            raise ConfigError(f"method.bag_size={cfg.method.bag_size} needs more than {len(ctx.source)} training images")
+        bags = ctx.neighbours(cfg.method.bag_size, what="BINGO's neighbour bags")
         repeats = cfg.method.bank_repeats if cfg.method.teacher_keys == "bank" else None
-        return NeighbourPairViews(source, bags, cls.train_views(cfg, teacher), repeats)
+        return Preparation(dataset=NeighbourPairViews(ctx.source, bags, cls.train_views(cfg, ctx), repeats))
+
+    @classmethod
+    def batch_layout(cls, cfg: DistillConfig, ctx) -> BatchLayout:
+        views = {f"{name}{side}": view.resolution for name, view in cls.train_views(cfg, ctx).items() for side in "ap"}
+        if cfg.method.teacher_keys != "bank":
+            return BatchLayout(views, ("neighbour",))
+        rows = len(ctx.source) * cfg.method.bank_repeats
+        return BatchLayout(views, ("neighbour", "bank_row", "bank_row_neighbour"), {"bank_row": rows, "bank_row_neighbour": rows})
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.student(images)), dim=1)

@@ -17,7 +17,8 @@ from pydantic import Field
 from torch.nn import functional as F
 
 from ssdistill.config import DistillConfig, official
-from ssdistill.data.views import augmented_view, original_view
+from ssdistill.data.views import augmented_view
+from ssdistill.engine.contract import TeacherNeed
 from ssdistill.errors import ConfigError
 from ssdistill.methods.moco import MoCoConfig, MoCoV2
 from ssdistill.methods.teacher_bn import TeacherBNConfig, teacher_signal_for
@@ -55,29 +56,26 @@ class DisCo(MoCoV2):
     description = "DisCo: MoCo-v2 student + squared distance of its final embeddings to the teacher's"
 
     def embedding_dim(self) -> int:
-        wanted = self.cfg.method.out_dim
-        if wanted is not None and wanted != self.signal.dim:
-            raise ConfigError(f"method.out_dim={wanted} differs from the teacher's {self.signal.dim}-d output; DisCo compares the two, leave out_dim unset")
-        return self.signal.dim
+        wanted, width = self.cfg.method.out_dim, self.signals["teacher"].dim
+        if wanted is not None and wanted != width:
+            raise ConfigError(f"method.out_dim={wanted} differs from the teacher's {width}-d output; DisCo compares the two, leave out_dim unset")
+        return width
 
     @classmethod
-    def teacher_signal(cls, cfg: DistillConfig) -> str:
-        return "online" if cfg.method.teacher_view == "same" else "table"
+    def teacher_needs(cls, cfg: DistillConfig) -> dict:
+        return {"teacher": TeacherNeed("augmented" if cfg.method.teacher_view == "same" else "original")}
 
     @classmethod
-    def train_views(cls, cfg: DistillConfig, teacher) -> dict:
+    def train_views(cls, cfg: DistillConfig, ctx) -> dict:
         if cfg.method.teacher_view == "original":
-            views = super().train_views(cfg, teacher)
-            if not cfg.teacher.precompute:  # the teacher then runs on the original view in the loop
-                views["teacher"] = original_view(teacher.preprocess.resolution, teacher.preprocess.crop_pct, teacher.preprocess.interpolation)
-            return views
-        pre = teacher.preprocess  # both views rendered at the teacher's resolution, downsampled for the student
+            return super().train_views(cfg, ctx)
+        pre = ctx.teacher().preprocess  # both views rendered at the teacher's resolution, downsampled for the student
         view = augmented_view(pre.resolution, cfg.aug, pre.interpolation)
         return {"query": view, "key": view}
 
-    def __init__(self, cfg, student, signal, **context) -> None:
-        super().__init__(cfg, student, signal, **context)
-        self.signal = teacher_signal_for(cfg.method, signal)
+    def __init__(self, cfg, students, signals, **context) -> None:
+        super().__init__(cfg, students, signals, **context)
+        self.signal = teacher_signal_for(cfg.method, self.signals["teacher"])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         views, index = batch["views"], batch["index"]
@@ -90,7 +88,7 @@ class DisCo(MoCoV2):
         q2 = self.query(batch["views"]["key"])
         distances = []
         for name, q in (("query", q1), ("key", q2)):
-            target = self.signal(index, teacher_images[name] if online else views.get("teacher")).detach()
+            target = (self.signal(index, teacher_images[name]) if online else self.signal.for_batch(batch)).detach()
             distances.append((q - F.normalize(target.float(), dim=1)).pow(2).sum(1).mean())
         distill = self.cfg.method.distill_weight * (distances[0] + distances[1])
         self.queue.stage(k, index)

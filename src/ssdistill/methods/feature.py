@@ -1,6 +1,14 @@
-"""Feature distillation (regression baseline): student backbone + projector regresses the teacher's
-embedding of the same image. Where the target comes from (``teacher_view``: original / same / bank) is
-described in ``methods/paired.py``.
+"""Feature distillation (regression baseline), from one teacher or several (METHODS 1.17, the RADIO / UNIC / Theia
+family): the student backbone feeds one adaptor head per teacher, and each head regresses its teacher's embedding of
+the same image. Teachers may differ in resolution and width. With one teacher this is plain feature regression.
+
+Per-teacher targets are normalised before the loss (``target_norm``): ``center`` (minus the batch mean), ``batch``
+(per-dimension batch standardisation), ``teacher`` (per-dimension standardisation with each teacher's mean and std
+over its cached original-view features of the training images: fixed statistics, so teachers of different scales
+weigh alike), or ``none``. The loss of each teacher is weighted (``teacher_weights``, default 1) and averaged over
+the teachers; ``teacher_drop`` leaves each teacher's term out of a step with that probability (at least one kept,
+the kept ones re-weighted to the same total). Where the targets come from (``teacher_view``: original / same / bank)
+is described in ``methods/paired.py``.
 """
 
 from __future__ import annotations
@@ -9,54 +17,116 @@ from typing import Literal
 
 import torch
 from pydantic import Field
+from torch import nn
 
-from ssdistill.config import DistillConfig
+from ssdistill.config import DistillConfig, teacher_label
+from ssdistill.engine.contract import Preparation
 from ssdistill.engine.module import DistillMethod
-from ssdistill.losses.regression import center_batch, feature_regression_loss, standardize_batch
-from ssdistill.methods.paired import PairedViewConfig, TeacherView, paired_views, signal_kind, student_images_and_target
+from ssdistill.errors import ConfigError
+from ssdistill.losses.regression import center_batch, feature_regression_loss, standardize_batch, standardize_with
+from ssdistill.methods.paired import PairedViewConfig, TeacherView, paired_need, paired_target, paired_views, student_images
 from ssdistill.models.heads import mlp
 
 
 class FeatureConfig(PairedViewConfig):
     name: Literal["feature"] = "feature"
-    loss: Literal["cosine", "mse", "smooth_l1"] = Field("cosine", description="regression loss")
-    projector_hidden: list[int] = Field(
-        default_factory=lambda: [2048], description="hidden widths of the student projector ([] = one linear layer)"
+    loss: Literal["cosine", "mse", "smooth_l1", "cosine_smooth_l1"] = Field(
+        "cosine", description="regression loss (cosine_smooth_l1: their sum, as the multi-teacher recipes)"
     )
-    target_norm: Literal["center", "batch", "none"] = Field(
+    projector_hidden: list[int] = Field(
+        default_factory=lambda: [2048], description="hidden widths of each teacher's adaptor head ([] = one linear layer)"
+    )
+    target_norm: Literal["center", "batch", "teacher", "none"] = Field(
         "center",
-        description="teacher targets before the loss: center = minus batch mean, batch = per-dimension standardised, none = raw",
+        description="teacher targets before the loss: center = minus batch mean, batch = per-dimension standardised, "
+        "teacher = standardised with the teacher's statistics over its cached training features, none = raw",
     )
     teacher_view: TeacherView = Field(
         "original",
         description="teacher target from the original view (cacheable), the student's own augmented crop (online), "
         "or a cached augmentation bank of bank_repeats crops per image (approximation)",
     )
+    teacher_weights: dict[str, float] = Field(
+        default_factory=dict, description="weight of each named teacher's loss (default 1); the weighted losses are averaged"
+    )
+    teacher_drop: float = Field(
+        0.0, ge=0, lt=1, description="probability that a teacher's term is left out of a step (at least one teacher kept)"
+    )
 
 
 class FeatureDistillation(DistillMethod):
     name = "feature"
     config_class = FeatureConfig
-    description = "feature regression: student + projector regresses the teacher embedding (cosine / MSE / smooth-L1)"
+    label = "feature regression"
+    description = "feature regression from one or several teachers: one adaptor head per teacher (cosine / MSE / smooth-L1)"
 
-    def __init__(self, cfg, student, signal, **context) -> None:
-        super().__init__(cfg, student, signal, **context)
-        self.projector = mlp([student.dim, *cfg.method.projector_hidden, signal.dim], bn="hidden")
+    def __init__(self, cfg, students, signals, **context) -> None:
+        super().__init__(cfg, students, signals, **context)
+        m = cfg.method
+        unknown = sorted(set(m.teacher_weights) - set(cfg.teachers))
+        if unknown:
+            raise ConfigError(f"method.teacher_weights names no teacher: {', '.join(unknown)} (teachers: {', '.join(cfg.teachers)})")
+        self.targets = {name: teacher_label(name) for name in cfg.teachers}  # teacher name -> signal name
+        heads = {name: mlp([self.student.dim, *m.projector_hidden, self.signals[label].dim], bn="hidden") for name, label in self.targets.items()}
+        if list(heads) == [cfg.primary_teacher] and len(heads) == 1:
+            self.projector = heads[cfg.primary_teacher]  # one teacher: the plain regression head
+        else:
+            self.projectors = nn.ModuleDict(heads)
+
+    def head(self, teacher: str) -> nn.Module:
+        return self.projector if hasattr(self, "projector") else self.projectors[teacher]
 
     @classmethod
-    def teacher_signal(cls, cfg: DistillConfig) -> str:
-        return signal_kind(cfg.method.teacher_view)
+    def teacher_needs(cls, cfg: DistillConfig) -> dict:
+        if cfg.method.teacher_view == "bank" and len(cfg.teachers) > 1:
+            raise ConfigError("several teachers need teacher_view=original or same (one augmentation bank is replayed per run)")
+        return {teacher_label(name): paired_need(cfg.method, name) for name in cfg.teachers}
 
     @classmethod
-    def train_views(cls, cfg: DistillConfig, teacher) -> dict:
-        return paired_views(cfg, teacher, cfg.method.teacher_view)
+    def train_views(cls, cfg: DistillConfig, ctx) -> dict:
+        return paired_views(cfg, ctx, cfg.method.teacher_view)
+
+    @classmethod
+    def prepare(cls, cfg: DistillConfig, ctx) -> Preparation | None:
+        if cfg.method.target_norm != "teacher":
+            return None
+        statistics = {}
+        for name in cfg.teachers:  # over the original-view features of the training images (the cache)
+            table = ctx.features(name).float()
+            statistics[f"{name}:mean"], statistics[f"{name}:std"] = table.mean(0), table.std(0, unbiased=False)
+        return Preparation(tensors=statistics)
+
+    def _normalise(self, teacher: str, target: torch.Tensor) -> torch.Tensor:
+        norm = self.cfg.method.target_norm
+        if norm == "batch":
+            return standardize_batch(target)
+        if norm == "center":
+            return center_batch(target)
+        if norm == "teacher":
+            return standardize_with(target, self.prepared[f"{teacher}:mean"], self.prepared[f"{teacher}:std"])
+        return target
+
+    def _kept(self) -> list[str]:
+        names = list(self.targets)
+        p = self.cfg.method.teacher_drop
+        if p == 0 or len(names) == 1:
+            return names
+        keep = torch.rand(len(names)) >= p
+        if not keep.any():
+            keep[int(torch.randint(len(names), (1,)))] = True
+        return [name for name, kept in zip(names, keep.tolist()) if kept]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        images, target = student_images_and_target(batch, self.signal, self.cfg.student.resolution)
-        if self.cfg.method.target_norm == "batch":
-            target = standardize_batch(target)
-        elif self.cfg.method.target_norm == "center":
-            target = center_batch(target)
-        prediction = self.projector(self.student(images))
-        loss = feature_regression_loss(prediction, target, self.cfg.method.loss)
-        return self.log_loss(loss)
+        m = self.cfg.method
+        features = self.student(student_images(batch, self.cfg.student.resolution))
+        kept = self._kept()
+        weights = {name: m.teacher_weights.get(name, 1.0) for name in self.targets}
+        scale = sum(weights.values()) / max(sum(weights[name] for name in kept), 1e-12)  # dropped terms keep the total
+        terms = {}
+        for name in kept:
+            target = self._normalise(name, paired_target(batch, self.signals[self.targets[name]]))
+            terms[name] = feature_regression_loss(self.head(name)(features), target, m.loss)
+        if len(self.targets) == 1:
+            return self.log_loss(next(iter(terms.values())))
+        loss = sum(scale * weights[name] * value for name, value in terms.items()) / len(self.targets)
+        return self.log_loss(loss, **{f"loss_{name}": value.detach() for name, value in terms.items()})

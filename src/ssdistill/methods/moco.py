@@ -20,7 +20,7 @@ from ssdistill.config import DistillConfig, official
 from ssdistill.data.views import augmented_view
 from ssdistill.engine.module import DistillMethod
 from ssdistill.losses.infonce import queue_nce
-from ssdistill.methods.queued import QueueConfig, excluded_keys
+from ssdistill.methods.queued import QueueConfig, excluded_keys, key_queue
 from ssdistill.models.batchnorm import grouped_forward
 from ssdistill.models.heads import mlp
 from ssdistill.models.momentum import momentum_copy, momentum_update
@@ -54,24 +54,24 @@ class MoCoV2(DistillMethod):
     config_class = MoCoConfig
     description = "MoCo-v2 on the student, no teacher (baseline): momentum key encoder + queue + InfoNCE"
 
-    def __init__(self, cfg, student, signal, **context) -> None:
-        super().__init__(cfg, student, signal, **context)
-        m = cfg.method
+    def __init__(self, cfg, students, signals, **context) -> None:
+        super().__init__(cfg, students, signals, **context)
+        m, student = cfg.method, self.student
         hidden = m.head_hidden if m.head_hidden is not None else [student.dim]
         self.head = mlp([student.dim, *hidden, self.embedding_dim()], bn="none")
         self.query = Query(self.student, self.head)
         self.key_encoder = momentum_copy(self.query)
-        self.queue = self.key_queue(self.embedding_dim())
+        self.queue = key_queue(m, self.embedding_dim(), self.dataset_size, cfg.trainer.seed)
 
     def embedding_dim(self) -> int:
         return self.cfg.method.out_dim
 
     @classmethod
-    def teacher_signal(cls, cfg: DistillConfig) -> str:
-        return "none"
+    def teacher_needs(cls, cfg: DistillConfig) -> dict:
+        return {}
 
     @classmethod
-    def train_views(cls, cfg: DistillConfig, teacher) -> dict:
+    def train_views(cls, cfg: DistillConfig, ctx) -> dict:
         view = augmented_view(cfg.student.resolution, cfg.aug)
         return {"query": view, "key": view}
 

@@ -22,8 +22,9 @@ import torch
 from pydantic import Field, field_validator
 from torch.nn import functional as F
 
-from ssdistill.config import SELECTS, DistillConfig, MethodConfig, official
+from ssdistill.config import SELECTS, DistillConfig, MethodConfig, official, teacher_label
 from ssdistill.data.views import augmented_view, original_view
+from ssdistill.engine.contract import TeacherNeed
 from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
 from ssdistill.losses.dependence import distance_correlation
@@ -32,7 +33,7 @@ from ssdistill.models.handcrafted import HANDCRAFTED, build_representations
 from ssdistill.models.heads import mlp
 
 TERMS = ("mse", "std", "views", "teacher", *HANDCRAFTED)
-EXTRA_TEACHER = re.compile(r"teacher(\d+)$")  # teacher2, teacher3, ...: the further teachers of the ``teachers`` list
+NAMED_TEACHER = re.compile(r"teacher_[A-Za-z][A-Za-z0-9_]*$")  # teacher_<name>: the term of a named teacher (config.teacher_label)
 OFFICIAL_SSL_REPRESENTATIONS = ["raw", "hog", "local_std", "scattering", "reaugmented"]  # the released code's five
 OFFICIAL_DIVISOR = 32.0  # the released code divides these dCor inputs by 32 (a 16-bit trick); HOG and local std it leaves
 OFFICIALLY_SCALED = frozenset({"embedding", "teacher", "raw", "scattering", "reaugmented"})
@@ -53,7 +54,7 @@ class MVMRConfig(MethodConfig):
     )
     weights: dict[str, float] = Field(
         default_factory=dict,
-        description=f"per-term weights (default 1): {', '.join(TERMS)}, and teacher2, teacher3, ... for the 'teachers' list",
+        description=f"per-term weights (default 1): {', '.join(TERMS)}, and teacher_<name> for each further named teacher",
         json_schema_extra=official({}),
     )
     handcrafted_sign: Literal["paper", "released"] = Field(
@@ -83,9 +84,9 @@ class MVMRConfig(MethodConfig):
     @field_validator("weights")
     @classmethod
     def _known_terms(cls, weights: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(k for k in weights if k not in TERMS and not EXTRA_TEACHER.match(k))
+        unknown = sorted(k for k in weights if k not in TERMS and not NAMED_TEACHER.match(k))
         if unknown:
-            raise ValueError(f"unknown loss term(s) {unknown}; terms are {', '.join(TERMS)}")
+            raise ValueError(f"unknown loss term(s) {unknown}; terms are {', '.join(TERMS)} and teacher_<name>")
         return weights
 
     def chosen_representations(self) -> list[str]:
@@ -120,27 +121,29 @@ class MVMR(DistillMethod):
     name = "mvmr"
     config_class = MVMRConfig
     description = "MV-MR: dCor between views and non-learnable representations (hand-crafted and/or teachers)"
-    multi_teacher = True
 
-    def __init__(self, cfg, student, signal, **context) -> None:
-        super().__init__(cfg, student, signal, **context)
-        m = cfg.method
-        teachers = 0 if signal is None else 1 + len(self.extra_signals)
+    def __init__(self, cfg, students, signals, **context) -> None:
+        super().__init__(cfg, students, signals, **context)
+        m, student = cfg.method, self.student
         for key in m.weights:
-            number = EXTRA_TEACHER.match(key)
-            if number and not 2 <= int(number.group(1)) <= teachers:
-                raise ConfigError(f"method.weights.{key} names no teacher: this run has {teachers} teacher(s) (teacher, teacher2, ...)")
+            if key.startswith("teacher") and key not in self.signals and key != "teacher":
+                raise ConfigError(
+                    f"method.weights.{key} names no teacher: this run's teacher terms are {', '.join(self.signals) or 'none'}"
+                )
         self.projector = mlp([student.dim, *m.projector], bn="hidden", bias=False)
         self.representations = build_representations(
             m.chosen_representations(), cfg.student.resolution, student.normalize, cfg.aug, m.hog_binning
         )
 
     @classmethod
-    def teacher_signal(cls, cfg: DistillConfig) -> str:
-        return "table" if cfg.method.mode == "kd" else "none"
+    def teacher_needs(cls, cfg: DistillConfig) -> dict:
+        """kd: one dCor term per named teacher, on its cached original view; ssl: no teacher."""
+        if cfg.method.mode != "kd":
+            return {}
+        return {teacher_label(name): TeacherNeed("original", name) for name in cfg.teachers}
 
     @classmethod
-    def train_views(cls, cfg: DistillConfig, teacher) -> dict:
+    def train_views(cls, cfg: DistillConfig, ctx) -> dict:
         size = cfg.student.resolution
         return {"aug": augmented_view(size, cfg.aug), "original": original_view(size)}
 
@@ -163,9 +166,7 @@ class MVMR(DistillMethod):
         for name, represent in self.representations.items():
             dependence = dcor(represent(original) / m.dcor_divisor(name), z_aug_dcor)
             terms[name] = (1 - dependence) if m.handcrafted_sign == "paper" else dependence
-        teachers = [self.signal, *self.extra_signals] if self.signal is not None else []
-        for position, signal in enumerate(teachers):  # teacher terms are always maximised (1 - dCor)
-            name = "teacher" if position == 0 else f"teacher{position + 1}"
-            terms[name] = 1 - dcor(signal(batch["index"]).detach().float() / m.dcor_divisor("teacher"), z_aug_dcor)
+        for name, signal in self.signals.items():  # teacher terms are always maximised (1 - dCor)
+            terms[name] = 1 - dcor(signal.for_batch(batch).detach().float() / m.dcor_divisor("teacher"), z_aug_dcor)
         loss = sum(self._weight(name) * value for name, value in terms.items())
         return self.log_loss(loss, **terms)

@@ -17,7 +17,8 @@ from pydantic import Field
 from torch.nn import functional as F
 
 from ssdistill.config import DistillConfig, MethodConfig
-from ssdistill.data.views import augmented_view, original_view
+from ssdistill.data.views import augmented_view
+from ssdistill.engine.contract import TeacherNeed
 
 TeacherView = Literal["original", "same", "bank"]
 
@@ -32,29 +33,33 @@ class PairedViewConfig(MethodConfig):
         return set() if self.teacher_view == "bank" else {"bank_repeats"}
 
 
-def signal_kind(teacher_view: str) -> str:
-    return {"original": "table", "same": "online", "bank": "bank"}[teacher_view]
+def paired_need(cfg: PairedViewConfig, teacher: str | None = None) -> TeacherNeed:
+    """The need of one teacher's target under ``cfg.teacher_view``."""
+    if cfg.teacher_view == "bank":
+        return TeacherNeed("bank", teacher, repeats=cfg.bank_repeats)
+    return TeacherNeed("augmented" if cfg.teacher_view == "same" else "original", teacher)
 
 
-def paired_views(cfg: DistillConfig, teacher, teacher_view: str) -> dict:
-    pre = teacher.preprocess
+def paired_views(cfg: DistillConfig, ctx, teacher_view: str) -> dict:
     if teacher_view == "bank":
         return {}  # the bank's own dataset renders the student's views (cache/bank.py)
-    if teacher_view == "same":
+    if teacher_view == "same":  # rendered for the sharpest teacher; the others and the student resize it
+        pre = max((ctx.teacher(name).preprocess for name in cfg.teachers), key=lambda p: p.resolution)
         return {"shared": augmented_view(pre.resolution, cfg.aug, pre.interpolation)}
-    views = {"student": augmented_view(cfg.student.resolution, cfg.aug)}
-    if not cfg.teacher.precompute:
-        views["teacher"] = original_view(pre.resolution, pre.crop_pct, pre.interpolation)
-    return views
+    return {"student": augmented_view(cfg.student.resolution, cfg.aug)}
 
 
-def student_images_and_target(batch: dict, signal, student_resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The student's input batch and the teacher's [B, D] target for it (no gradient)."""
-    views, index = batch["views"], batch["index"]
-    if "shared" in views:
-        teacher_images = views["shared"]
-        size = (student_resolution, student_resolution)
-        student_images = F.interpolate(teacher_images, size=size, mode="bilinear", antialias=True, align_corners=False)
-    else:
-        student_images, teacher_images = views["student"], views.get("teacher")
-    return student_images, signal(batch.get("bank_row", index), teacher_images).detach()
+def student_images(batch: dict, student_resolution: int) -> torch.Tensor:
+    """The student's input batch: its own view, or the shared crop downsampled to its resolution."""
+    views = batch["views"]
+    if "shared" not in views:
+        return views["student"]
+    size = (student_resolution, student_resolution)
+    return F.interpolate(views["shared"], size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def paired_target(batch: dict, signal) -> torch.Tensor:
+    """The teacher's [B, D] target for the student's crop (no gradient): online on the shared crop, else looked up."""
+    if signal.online and signal.batch_view is None:
+        return signal(batch["index"], batch["views"]["shared"]).detach()
+    return signal.for_batch(batch).detach()

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 
 from ssdistill.config import MethodConfig, official
-from ssdistill.losses.queue import KeyQueue
+from ssdistill.losses.queue import KeyQueue, capped_queue_size
 
 
 class QueueConfig(MethodConfig):
@@ -36,3 +36,8 @@ def excluded_keys(cfg: QueueConfig, queue: KeyQueue, *ids: torch.Tensor) -> torc
     for more in ids[1:]:
         mask = mask | queue.same_image(more)
     return mask
+
+
+def key_queue(cfg: QueueConfig, dim: int, dataset_size: int | None, seed: int) -> KeyQueue:
+    """A queue of ``queue_size`` keys of width ``dim``, capped at the number of training images."""
+    return KeyQueue(capped_queue_size(cfg.queue_size, dataset_size or cfg.queue_size), dim, seed=seed)

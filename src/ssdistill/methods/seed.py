@@ -17,8 +17,8 @@ from torch.nn import functional as F
 from ssdistill.config import DistillConfig, official
 from ssdistill.engine.module import DistillMethod
 from ssdistill.losses.infonce import similarity_distribution_loss
-from ssdistill.methods.queued import QueueConfig, excluded_keys
-from ssdistill.methods.paired import PairedViewConfig, TeacherView, paired_views, signal_kind, student_images_and_target
+from ssdistill.methods.paired import PairedViewConfig, TeacherView, paired_need, paired_target, paired_views, student_images
+from ssdistill.methods.queued import QueueConfig, excluded_keys, key_queue
 from ssdistill.models.heads import mlp
 
 
@@ -43,24 +43,25 @@ class SEED(DistillMethod):
     config_class = SEEDConfig
     description = "SEED: soft cross-entropy between student and teacher similarity distributions over a teacher queue"
 
-    def __init__(self, cfg, student, signal, **context) -> None:
-        super().__init__(cfg, student, signal, **context)
-        m = cfg.method
+    def __init__(self, cfg, students, signals, **context) -> None:
+        super().__init__(cfg, students, signals, **context)
+        m, student = cfg.method, self.student
+        self.signal = self.signals["teacher"]
         hidden = m.head_hidden if m.head_hidden is not None else [student.dim]
-        self.head = mlp([student.dim, *hidden, signal.dim], bn="none")
-        self.queue = self.key_queue(signal.dim)
+        self.head = mlp([student.dim, *hidden, self.signal.dim], bn="none")
+        self.queue = key_queue(m, self.signal.dim, self.dataset_size, cfg.trainer.seed)
 
     @classmethod
-    def teacher_signal(cls, cfg: DistillConfig) -> str:
-        return signal_kind(cfg.method.teacher_view)
+    def teacher_needs(cls, cfg: DistillConfig) -> dict:
+        return {"teacher": paired_need(cfg.method)}
 
     @classmethod
-    def train_views(cls, cfg: DistillConfig, teacher) -> dict:
-        return paired_views(cfg, teacher, cfg.method.teacher_view)
+    def train_views(cls, cfg: DistillConfig, ctx) -> dict:
+        return paired_views(cfg, ctx, cfg.method.teacher_view)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         m = self.cfg.method
-        images, target = student_images_and_target(batch, self.signal, self.cfg.student.resolution)
+        images, target = student_images(batch, self.cfg.student.resolution), paired_target(batch, self.signal)
         s = F.normalize(self.head(self.student(images)), dim=1)
         t = F.normalize(target.float(), dim=1)
         own = excluded_keys(m, self.queue, batch["index"])

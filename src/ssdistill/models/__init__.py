@@ -1,5 +1,2 @@
-from ssdistill.models.heads import mlp
-from ssdistill.models.students import Student
-from ssdistill.models.teachers import BUILTIN_TEACHERS, FrozenTeacher, build_teacher
-
-__all__ = ["mlp", "Student", "BUILTIN_TEACHERS", "FrozenTeacher", "build_teacher"]
+"""Models: timm students (``models.students``), frozen teachers with their preprocessing and taps
+(``models.teachers``), heads, momentum copies, BatchNorm helpers, CIFAR ResNets, hand-crafted representations."""

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ssdistill.config import TeacherConfig
+from ssdistill.data.views import original_view
 from ssdistill.errors import ModelError
 from ssdistill.models.checkpoints import load_strict, read_state_dict, remap_keys, state_hash
 from ssdistill.models.batchnorm import batch_statistics, grouped_forward
@@ -54,6 +55,11 @@ class FrozenTeacher(nn.Module):
         self.fingerprint = hashlib.sha1(
             json.dumps({"weights": state_hash(self.model), "preprocess": asdict(self.preprocess), "output": output}, sort_keys=True).encode()
         ).hexdigest()[:16]
+
+    def original_view(self) -> Callable:
+        """The deterministic view this teacher sees of an image: its resolution, centre-crop and resize filter."""
+        pre = self.preprocess
+        return original_view(pre.resolution, pre.crop_pct, pre.interpolation)
 
     def train(self, mode: bool = True) -> "FrozenTeacher":
         return super().train(False)

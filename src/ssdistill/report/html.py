@@ -12,9 +12,10 @@ from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
-from ssdistill.engine.rundir import atomic_write_text, existing_run_dir
+from ssdistill.engine.rundir import existing_run_dir
+from ssdistill.files import atomic_write_text
 from ssdistill.errors import ConfigError
-from ssdistill.eval.tables import comparison_rows, markdown_table, model_rows
+from ssdistill.eval.tables import comparison_rows, markdown_table, model_names, model_rows
 from ssdistill.report.svg import line_chart, scatter_chart
 
 STYLE = """
@@ -125,24 +126,13 @@ def _embedding_charts(runs: list[dict]) -> list[str]:
     return charts
 
 
-def _label_names(run: dict) -> dict[str, str]:
-    results = run["results"]
-    teacher = results.get("teacher") or {}
-    trained = "distilled" if results.get("teacher_in_training", True) else "trained"
-    return {
-        "teacher": f"teacher {teacher.get('name', '')}".strip(),
-        "random_init": f"random-init {results['student']['arch']}",
-        "student": f"{trained} {results['student']['arch']} ({results['method']})",
-    }
-
-
 def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -> Path:
     """Write the HTML report (default: RUN/report.html for one run, ./report.html for several); returns its path."""
     if not run_dirs:
         raise ConfigError("ssdistill report needs at least one run directory")
     runs = [load_run(r) for r in run_dirs]
     if len(runs) == 1:
-        header, rows = model_rows(runs[0]["record"], _label_names(runs[0]))
+        header, rows = model_rows(runs[0]["record"], model_names(runs[0]["results"]))
         title = f"ssdistill report: {runs[0]['name']}"
     else:
         header, rows = comparison_rows([r["record"] for r in runs])
@@ -190,5 +180,5 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
 def markdown_report(run_dirs: list[str | Path]) -> str:
     runs = [load_run(r) for r in run_dirs]
     if len(runs) == 1:
-        return markdown_table(*model_rows(runs[0]["record"], _label_names(runs[0])))
+        return markdown_table(*model_rows(runs[0]["record"], model_names(runs[0]["results"])))
     return markdown_table(*comparison_rows([r["record"] for r in runs]))

@@ -1,0 +1,72 @@
+"""What a method declares to the engine, as data: the teacher signals it needs (``TeacherNeed``) and the layout of
+the batches its dataset yields (``BatchLayout``).
+
+A need names a teacher (a key of ``cfg.teachers``; None: the primary teacher), the view the teacher sees and the
+output tap. The engine's teacher provider (``engine/provider.py``) fulfils every need of a method, from the cache or
+online, and hands the method ``signals: {need name: TeacherSignal}``; the method never learns how.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+TeacherView = Literal["original", "augmented", "bank"]
+
+
+@dataclass(frozen=True)
+class TeacherNeed:
+    """``original``: the teacher's output on the deterministic original view of each image, a function of the image
+    alone (read from the cache when ``teacher.precompute``, else computed in the step on a view the dataset adds to
+    the batch); ``augmented``: the teacher runs in the step on images the method passes (its own augmented views);
+    ``bank``: outputs on ``repeats`` fixed augmented views per image from the cache, looked up by ``batch["bank_row"]``
+    (an approximation, recorded). ``tap``: None = the teacher's configured ``output``; ``subset``: a data spec whose
+    images the signal covers instead of ``data.train`` (original view only)."""
+
+    view: TeacherView = "original"
+    teacher: str | None = None
+    tap: Literal["pooled", "logits"] | None = None
+    repeats: int | None = None
+    subset: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.view == "bank") != (self.repeats is not None):
+            raise ValueError("a bank need gives its repeats, and only a bank need does")
+        if self.subset is not None and self.view != "original":
+            raise ValueError("a data subset is only possible for the original view")
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """What one training item holds: ``views`` {name: resolution} of [3, r, r] tensors in [0, 1], and the integer
+    ``keys`` besides ``index`` and ``label`` (for example ``neighbour``, ``bank_row``)."""
+
+    views: dict[str, int]
+    keys: tuple[str, ...] = ()
+    key_ranges: dict[str, int] = field(default_factory=dict)  # exclusive upper bound of each key's values
+
+    def example(self, batch_size: int, dataset_size: int, generator: torch.Generator | None = None) -> dict:
+        """A random batch of this layout (images uniform in [0, 1]), as a DataLoader would collate it."""
+        g = generator or torch.Generator().manual_seed(0)
+        index = torch.randperm(dataset_size, generator=g)[:batch_size]
+        batch = {
+            "index": index,
+            "label": torch.full((batch_size,), -1, dtype=torch.long),
+            "views": {name: torch.rand(batch_size, 3, r, r, generator=g) for name, r in self.views.items()},
+        }
+        for key in self.keys:
+            batch[key] = torch.randint(self.key_ranges.get(key, dataset_size), (batch_size,), generator=g)
+        return batch
+
+
+@dataclass
+class Preparation:
+    """What a method's ``prepare`` hook made before training: its own training ``dataset`` (None: the engine's
+    default) and ``tensors`` it computed from the cache (teacher statistics, a constant centre, k-means heads), handed
+    to the module as ``prepared`` (moved to the training device; not in the checkpoint: they are recomputed, from the
+    same cache, on resume)."""
+
+    dataset: Any = None
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)

@@ -1,0 +1,165 @@
+"""The teacher provider: builds a run's named teachers on demand and fulfils every ``TeacherNeed`` a method declares,
+from the teacher cache or online. It is also the context a method prepares its training data with (``prepare``):
+cache-backed features, neighbour bags, k-means and augmentation banks of any named teacher, the device and the
+sources, so that no method threads cache arguments by hand.
+
+Where a need is fulfilled is decided here and only here: ``original`` needs are read from the cache (or computed
+once) when ``teacher.precompute``, else computed in the step on a view the dataset adds to the batch; ``augmented``
+needs run the teacher online; ``bank`` needs read an augmentation bank (recorded under ``approximations``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ssdistill.cache.bank import cached_teacher_bank
+from ssdistill.cache.fill import cached_teacher_features, filled_teacher_entry
+from ssdistill.cache.neighbours import cached_kmeans, cached_neighbours
+from ssdistill.cache.signals import OnlineSignal, TableSignal, TeacherSignal
+from ssdistill.cache.store import Entry
+from ssdistill.config import DistillConfig, TeacherConfig
+from ssdistill.data.datasets import ImageSource, open_images
+from ssdistill.engine.contract import TeacherNeed
+from ssdistill.errors import ConfigError
+from ssdistill.eval.features import extract_features
+from ssdistill.models.teachers import FrozenTeacher, build_teacher
+
+
+def open_split(cfg: DistillConfig, spec: str) -> ImageSource:
+    """An image source of the run's data settings (root, download, skip_corrupt)."""
+    data = cfg.data
+    return open_images(spec, data.root, data.download, data.skip_corrupt)
+
+
+class TeacherProvider:
+    """``cfg`` the run's config, ``source`` its training images (``data.train`` after ``train_subset``)."""
+
+    def __init__(self, cfg: DistillConfig, source: ImageSource, device: torch.device | str = "cpu") -> None:
+        self.cfg, self.source, self.device = cfg, source, torch.device(device)
+        self.signals: dict[str, TeacherSignal] = {}
+        self.records: dict[str, dict[str, Any]] = {}  # need name -> what fulfilled it (results.json "signals")
+        self.approximations: list[str] = []  # how a signal only approximates the method (teacher_bank(R))
+        self.signal_seconds: float | None = None  # time spent computing / reading precomputed signals
+        self.bank_params: tuple[np.ndarray, int] | None = None  # (parameters, repeats) of the bank a need reads
+        self._teachers: dict[tuple[str, str], FrozenTeacher] = {}
+        self._tables: dict[tuple[str, str, str], torch.Tensor] = {}
+
+    # ----- teachers ----------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return list(self.cfg.teachers)
+
+    def teacher_config(self, name: str | None = None) -> TeacherConfig:
+        name = name or self.cfg.primary_teacher
+        if name not in self.cfg.teachers:
+            raise ConfigError(f"no teacher named '{name}': this run's teachers are {', '.join(self.cfg.teachers)}")
+        return self.cfg.teachers[name]
+
+    def teacher(self, name: str | None = None, tap: str | None = None) -> FrozenTeacher:
+        """The frozen teacher ``name`` (default: the primary) with output ``tap`` (default: its configured one)."""
+        cfg = self.teacher_config(name)
+        tap = tap or cfg.output
+        key = (name or self.cfg.primary_teacher, tap)
+        if key not in self._teachers:
+            self._teachers[key] = build_teacher(cfg if tap == cfg.output else cfg.model_copy(update={"output": tap}))
+        return self._teachers[key]
+
+    # ----- cache-backed preparation ------------------------------------------------------------------
+    def open(self, spec: str) -> ImageSource:
+        return open_split(self.cfg, spec)
+
+    def features(self, name: str | None = None, spec: str | None = None, source: ImageSource | None = None, tap: str | None = None) -> torch.Tensor:
+        """The teacher's outputs [N, D] of the original view of every image of ``spec`` (default: the training
+        images), in dataset order: from the disk cache when it is on (filled on first use), else computed; kept for
+        the rest of the run."""
+        teacher = self.teacher(name, tap)
+        spec = spec or self.cfg.data.train
+        key = (name or self.cfg.primary_teacher, teacher.output, spec)
+        if key not in self._tables:
+            if source is None:
+                source = self.source if spec == self.cfg.data.train else self.open(spec)
+            data, cache = self.cfg.data, self.cfg.cache
+            if cache.enabled:
+                table = cached_teacher_features(teacher, source, spec, data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype)
+            else:
+                table = extract_features(teacher, source, teacher.original_view(), data.eval_batch_size, data.num_workers, self.device, "teacher")
+            self._tables[key] = table
+        return self._tables[key]
+
+    def _cache_needed(self, what: str) -> None:
+        if not self.cfg.cache.enabled:
+            raise ConfigError(f"{what} reads the teacher cache: set cache.enabled=true")
+
+    def entry(self, name: str | None = None, what: str = "this method") -> Entry:
+        """The complete cache entry of the teacher's original-view outputs over the training images."""
+        self._cache_needed(what)
+        data, cache = self.cfg.data, self.cfg.cache
+        return filled_teacher_entry(
+            self.teacher(name), self.source, data.train, data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype
+        )
+
+    def neighbours(self, k: int, name: str | None = None, what: str = "neighbour bags") -> torch.Tensor:
+        """[N, k] exact cosine nearest neighbours (self excluded) of each training image in the teacher's space,
+        computed once and stored beside the cache entry."""
+        if k >= len(self.source):
+            raise ConfigError(f"{what}: {k} neighbours need more than {len(self.source)} training images")
+        return cached_neighbours(self.entry(name, what), k, device=self.device).cpu()
+
+    def kmeans(self, k: int, seed: int = 0, name: str | None = None, what: str = "k-means") -> tuple[torch.Tensor, torch.Tensor]:
+        """Spherical k-means of the teacher's training features: (labels [N], centroids [k, D]), stored beside the entry."""
+        return cached_kmeans(self.entry(name, what), k, seed=seed, device=self.device)
+
+    def bank(self, repeats: int, name: str | None = None, what: str = "a teacher augmentation bank") -> tuple[torch.Tensor, np.ndarray]:
+        """Teacher outputs [N * R, D] of R fixed augmented views per training image and their parameters [N * R, P]."""
+        self._cache_needed(what)
+        data, cache = self.cfg.data, self.cfg.cache
+        return cached_teacher_bank(
+            self.teacher(name), self.source, data.train, self.cfg.aug, repeats, self.cfg.trainer.seed,
+            data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype,
+        )
+
+    # ----- fulfilling needs --------------------------------------------------------------------------
+    def fulfil(self, needs: dict[str, TeacherNeed]) -> dict[str, TeacherSignal]:
+        """One signal per need, by need name; ``batch_views()`` then lists the views the dataset must add."""
+        start, precomputed = time.perf_counter(), False
+        banks = [need for need in needs.values() if need.view == "bank"]
+        if len(banks) > 1:
+            raise ConfigError("one augmentation bank per run: the student replays one bank's crops; use teacher_view=original or same for the others")
+        for name, need in needs.items():
+            teacher_name = need.teacher or self.cfg.primary_teacher
+            precompute = self.teacher_config(teacher_name).precompute
+            teacher = self.teacher(teacher_name, need.tap)
+            if need.view == "original" and precompute:
+                source = None if need.subset is None else self.open(need.subset)
+                signal: TeacherSignal = TableSignal(self.features(teacher_name, need.subset, source, need.tap), teacher.fingerprint)
+                how, precomputed = "cache" if self.cfg.cache.enabled else "computed once", True
+            elif need.view == "original":
+                if need.subset is not None:
+                    raise ConfigError(f"the teacher signal '{name}' covers {need.subset}: it needs teacher.precompute=true")
+                signal, how = OnlineSignal(teacher, batch_view=f"{name}:original"), "online"
+            elif need.view == "augmented":
+                signal, how = OnlineSignal(teacher), "online"
+            else:
+                table, params = self.bank(need.repeats, teacher_name, f"the teacher signal '{name}' (bank)")
+                signal, how, precomputed = TableSignal(table, teacher.fingerprint, index_key="bank_row"), "cache (bank)", True
+                self.bank_params = (params, need.repeats)
+                self.approximations.append(f"teacher_bank({need.repeats})")
+            self.signals[name] = signal
+            self.records[name] = {
+                "teacher": teacher_name, "view": need.view, "tap": teacher.output, "fingerprint": signal.fingerprint,
+                "from": how, **({"repeats": need.repeats} if need.repeats else {}), **({"subset": need.subset} if need.subset else {}),
+            }
+        if precomputed:
+            self.signal_seconds = time.perf_counter() - start
+        return self.signals
+
+    def batch_views(self) -> dict[str, Callable]:
+        """The views the dataset must render for online signals of the original view, by their batch view name."""
+        views = {}
+        for signal in self.signals.values():
+            if signal.batch_view is not None:
+                views[signal.batch_view] = signal.teacher.original_view()
+        return views

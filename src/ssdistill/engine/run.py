@@ -1,0 +1,232 @@
+"""One distillation run, start to finish: data, students, the teacher provider fulfilling the method's needs, the
+method's preparation, training (Lightning), evaluation and the run record.
+
+The run knows nothing of any method's fields: it reads the method's declarations (``teacher_needs``,
+``student_members``, ``prepare`` / ``train_views``) and hands the method its signals and students by name.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from ssdistill.config import DistillConfig, StudentConfig, teacher_label
+from ssdistill.data.datasets import ImageSource, seeded_subset
+from ssdistill.data.views import original_view
+from ssdistill.engine import metrics_csv
+from ssdistill.engine.datasets import build_dataset
+from ssdistill.engine.module import PRIMARY_STUDENT, DistillMethod, student_label
+from ssdistill.engine.provider import TeacherProvider, open_split
+from ssdistill.engine.records import RESULTS_VERSION, machine, peak_rss_mb, versions
+from ssdistill.engine.rundir import existing_run_dir
+from ssdistill.engine.trainer import TrainingClock, build_trainer
+from ssdistill.errors import ConfigError, DataError, ModelError
+from ssdistill.eval.monitor import KNNMonitor
+from ssdistill.eval.run_evaluation import evaluate_run
+from ssdistill.eval.tables import format_summary
+from ssdistill.files import atomic_write_text
+from ssdistill.methods import METHODS
+from ssdistill.models.students import Student
+from ssdistill.recipe import build_config
+
+
+def compute_device(accelerator: str) -> torch.device:
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def build_student(student: StudentConfig, seed: int) -> Student:
+    """A random-init student; its weights are a function of ``seed`` alone."""
+    torch.manual_seed(seed)
+    return Student(student.arch, student.mean, student.std, student.channels_last)
+
+
+def build_students(method: type[DistillMethod], cfg: DistillConfig) -> dict[str, Student]:
+    """The method's student members, member i seeded with ``trainer.seed + i`` (one member: the run's seed)."""
+    members = method.student_members(cfg)
+    return {member: build_student(spec, cfg.trainer.seed + i) for i, (member, spec) in enumerate(members.items())}
+
+
+def train_source(cfg: DistillConfig) -> ImageSource:
+    return seeded_subset(open_split(cfg, cfg.data.train), cfg.data.train_subset, cfg.trainer.seed)
+
+
+def check_teachers(cfg: DistillConfig, needs: dict) -> None:
+    """A method that reads teachers must read every configured one (a teacher nobody reads would only be evaluated)."""
+    used = {need.teacher or cfg.primary_teacher for need in needs.values()}
+    unused = [name for name in cfg.teachers if name not in used]
+    if needs and unused:
+        raise ConfigError(
+            f"method '{cfg.method.name}' reads teacher {', '.join(sorted(used))} only; remove {', '.join(unused)} from teachers"
+        )
+
+
+def run_distillation(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks=(), quiet: bool = False) -> dict[str, Any]:
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    method = METHODS[cfg.method.name]
+    device = compute_device(cfg.trainer.accelerator)
+    source = train_source(cfg)
+    if len(source) < cfg.data.batch_size:
+        raise DataError(f"{cfg.data.train} has {len(source)} images, fewer than data.batch_size={cfg.data.batch_size}; lower the batch size")
+
+    needs = method.teacher_needs(cfg)
+    check_teachers(cfg, needs)
+    students = build_students(method, cfg)
+    initial_states = {member: copy.deepcopy(s.state_dict()) for member, s in students.items()}
+    ctx = TeacherProvider(cfg, source, device)
+    signals = ctx.fulfil(needs)
+    dataset, prepared = build_dataset(method, cfg, ctx)
+
+    # re-seed so heads, data order and augmentations do not depend on how the teacher signal was obtained
+    # (a cold cache fill draws random numbers, a warm cache does not)
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    module = method(cfg, students, signals, dataset_size=len(source), prepared=prepared)
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.data.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=cfg.data.num_workers,
+        persistent_workers=cfg.data.num_workers > 0,
+        pin_memory=device.type == "cuda",
+    )
+    trainer = build_trainer(cfg, run_dir, [*callbacks, *monitors(cfg, source, module)])
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resuming and not last.is_file():
+        raise ConfigError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (the run stopped before its first checkpoint)")
+    previous_metrics = metrics_csv.set_aside(run_dir) if resuming and trainer.is_global_zero else None
+    resumed_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"] if resuming else 0
+    trainer.fit(module, loader, ckpt_path=str(last) if resuming else None)
+    clock = next(c for c in trainer.callbacks if isinstance(c, TrainingClock))
+    this_attempt = clock.this_attempt()
+    timing: dict[str, float] = {}
+    if ctx.signal_seconds is not None:
+        timing["teacher_signal_seconds"] = ctx.signal_seconds
+    timing["train_seconds"] = clock.before + this_attempt  # every attempt of a resumed run
+    timing["train_seconds_this_attempt"] = this_attempt
+    if previous_metrics is not None:
+        metrics_csv.merge(run_dir, previous_metrics, upto_step=resumed_step)
+    steps_run = trainer.global_step - resumed_step
+    timing["train_images_per_s"] = steps_run * cfg.data.batch_size * trainer.world_size / max(this_attempt, 1e-9)
+    timing["peak_rss_mb"] = peak_rss_mb()
+    if not trainer.is_global_zero:
+        return {}
+
+    start = time.perf_counter()
+    trained = {member: s.cpu() for member, s in module.students().items()}
+    initial = _initial_students(method, cfg, initial_states)
+    resolution = {member: spec.resolution for member, spec in method.student_members(cfg).items()}
+    knn, suite, note = evaluate_run(cfg, ctx, trained, initial, resolution, run_dir)
+    timing["eval_seconds"] = time.perf_counter() - start
+    results = results_record(cfg, run_dir, method, trained, ctx, source, knn, note, timing, trainer.global_step, bool(needs))
+    results["evaluation"] = suite
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+    if not quiet:
+        print(format_summary(results))
+    return results
+
+
+def _initial_students(method: type[DistillMethod], cfg: DistillConfig, states: dict[str, dict]) -> dict[str, Student]:
+    built = build_students(method, cfg)
+    for member, student in built.items():
+        student.load_state_dict(states[member])
+    return built
+
+
+def monitors(cfg: DistillConfig, source: ImageSource, module: DistillMethod) -> list:
+    """The k-NN monitoring callback when ``eval.monitor_every`` asks for it (labelled memory and val needed)."""
+    if not cfg.eval.monitor_every:
+        return []
+    memory = open_split(cfg, cfg.data.knn_train) if cfg.data.knn_train else source
+    if not cfg.data.val or memory.labels is None:
+        raise ConfigError("eval.monitor_every needs labelled data: a class-folder data.train (or data.knn_train) and data.val")
+    memory = seeded_subset(memory, min(cfg.eval.monitor_images, len(memory)), cfg.trainer.seed)
+    views = {member: original_view(spec.resolution) for member, spec in type(module).student_members(cfg).items()}
+    return [
+        KNNMonitor(memory, open_split(cfg, cfg.data.val), views, cfg.eval.monitor_every, cfg.eval.knn_k, cfg.eval.knn_t,
+                   cfg.data.eval_batch_size, cfg.data.num_workers)
+    ]
+
+
+def _teacher_record(teacher) -> dict[str, Any]:
+    return {"name": teacher.name, "fingerprint": teacher.fingerprint, "output": teacher.output, "preprocess": teacher.preprocess.__dict__}
+
+
+def results_record(cfg, run_dir, method, students, ctx, source, knn, note, timing, steps, teacher_in_training) -> dict[str, Any]:
+    reference, student = teacher_label(cfg.primary_teacher), student_label(next(iter(students)))
+    retained = None
+    if knn and reference in knn and student in knn and knn[reference]["top1"] > 0:
+        retained = 100.0 * knn[student]["top1"] / knn[reference]["top1"]
+    teachers = {}
+    for name in cfg.teachers:  # every teacher that was built (trained with or evaluated), with its fingerprint
+        if teacher_in_training or cfg.eval.teacher:
+            teachers[name] = {**_teacher_record(ctx.teacher(name)), "weights": cfg.teachers[name].weights}
+    members = {member: {"arch": s.arch, "resolution": r.resolution, "dim": s.dim} for (member, s), r in zip(students.items(), method.student_members(cfg).values())}
+    return {
+        "results_version": RESULTS_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": str(run_dir),
+        "method": cfg.method.name,
+        "seed": cfg.trainer.seed,
+        "epochs": cfg.trainer.epochs,
+        "steps": steps,
+        "student": next(iter(members.values())),
+        "students": members,
+        "teacher": teachers.get(cfg.primary_teacher),
+        "teachers": teachers,
+        "signals": ctx.records,
+        "data": {
+            "train": cfg.data.train,
+            "train_size": len(source),
+            "train_fingerprint": source.fingerprint(),
+            "skipped_unreadable": [str(p) for p in source.skipped],
+            "knn_train": cfg.data.knn_train or cfg.data.train,
+            "val": cfg.data.val,
+        },
+        "protocol": {"knn": {"k": cfg.eval.knn_k, "temperature": cfg.eval.knn_t, "tap": "pooled", "view": "original"}},
+        "knn": knn,
+        "knn_note": note,
+        "retained_pct": retained,
+        "timing": timing,
+        "approximations": ctx.approximations,
+        "deviations": method.deviations(cfg),
+        "teacher_cache": cfg.cache.enabled,
+        "teacher_in_training": teacher_in_training,
+        "machine": machine(),
+        "versions": versions(),
+        "config": cfg.to_dict(),
+    }
+
+
+def load_student_from_run(
+    run_dir: str | Path, checkpoint: str | Path | None = None, member: str | None = None
+) -> tuple[DistillConfig, Student]:
+    """Rebuild a run's student ``member`` (default: its first) and load its weights from ``checkpoint`` (default
+    ``checkpoints/last.ckpt``)."""
+    run = existing_run_dir(run_dir)
+    cfg = build_config(run / "config.yaml")
+    members = METHODS[cfg.method.name].student_members(cfg)
+    member = member or next(iter(members))
+    if member not in members:
+        raise ModelError(f"the run has no student member '{member}'; its members are {', '.join(members)}")
+    path = Path(checkpoint) if checkpoint else run / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} not found; has the run finished an epoch?")
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    student = build_student(members[member], cfg.trainer.seed)
+    prefix = f"{member}."
+    student.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    return cfg, student
+
+
+__all__ = ["PRIMARY_STUDENT", "run_distillation", "load_student_from_run", "build_student", "compute_device"]

@@ -1,0 +1,87 @@
+"""Evaluating a run: every named teacher, a random-init copy of every student and every trained student, side by
+side on one protocol (k-NN only, or the full suite), with each model's alignment with the primary teacher.
+
+Rows are labelled ``teacher`` / ``teacher_<name>`` (``config.teacher_label``), ``random_init`` / ``random_init_<member>``
+and ``student`` / ``student_<member>`` (``engine.module.student_label``), in that order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ssdistill.config import DistillConfig, teacher_label
+from ssdistill.data.datasets import ImageSource
+from ssdistill.data.views import original_view
+from ssdistill.engine.module import student_label
+from ssdistill.engine.provider import TeacherProvider
+from ssdistill.eval.suite import KNN_PROTOCOLS, Candidate, SuiteOptions, evaluate_suite, protocol_name
+from ssdistill.models.students import Student
+
+KNN_ROW_KEYS = ("images_per_s", "params_m", "gflops", "teacher_alignment")
+
+
+def student_candidates(students: dict[str, Student], initial: dict[str, Student] | None, resolution: dict[str, int]) -> list[Candidate]:
+    """Random-init rows (when ``initial`` is given) then trained rows, by member."""
+    rows = []
+    for member, model in (initial or {}).items():
+        rows.append(Candidate(student_label(member, "random_init"), model, original_view(resolution[member]), resolution[member]))
+    for member, model in students.items():
+        rows.append(Candidate(student_label(member), model, original_view(resolution[member]), resolution[member]))
+    return rows
+
+
+def teacher_candidates(cfg: DistillConfig, ctx: TeacherProvider, memory: ImageSource, memory_spec: str, query_spec: str) -> list[Candidate]:
+    """Every named teacher with its pooled tap (the tap every evaluation reads, METHODS 7.1) and its own view; its
+    features from the cache when it is on (those of the training split reused from the run)."""
+    rows = []
+    for name in cfg.teachers:
+        teacher = ctx.teacher(name, "pooled")
+        bank = ctx.features(name, memory_spec, memory, "pooled")
+        queries = ctx.features(name, query_spec, None, "pooled") if cfg.cache.enabled else None
+        rows.append(Candidate(teacher_label(name), teacher, teacher.original_view(), teacher.preprocess.resolution, bank, queries))
+    return rows
+
+
+def evaluate_run(
+    cfg: DistillConfig,
+    ctx: TeacherProvider,
+    students: dict[str, Student],
+    initial: dict[str, Student] | None,
+    resolution: dict[str, int],
+    run_dir: str | Path | None = None,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
+    """(k-NN side by side, full evaluation or None, note): the full suite when ``eval.suite`` is full; without
+    labelled data, (None, None, a note saying what to set)."""
+    if not cfg.data.val:
+        return None, None, "no data.val given: set data.val to a labelled split to get k-NN numbers"
+    memory_spec = cfg.data.knn_train or cfg.data.train
+    memory = ctx.open(cfg.data.knn_train) if cfg.data.knn_train else ctx.source
+    if memory.labels is None:
+        return None, None, "data.train has no class folders: set data.knn_train to a labelled split to get k-NN numbers"
+    query = ctx.open(cfg.data.val)
+    if query.labels is None:
+        return None, None, f"data.val ({cfg.data.val}) has no class folders, so k-NN cannot be scored"
+    candidates = teacher_candidates(cfg, ctx, memory, memory_spec, cfg.data.val) if cfg.eval.teacher else []
+    candidates += student_candidates(students, initial if cfg.eval.random_init else None, resolution)
+    primary = (cfg.eval.knn_k, cfg.eval.knn_t)
+    full = cfg.eval.suite == "full"
+    if full:
+        options = SuiteOptions(knn=tuple(dict.fromkeys([primary, *KNN_PROTOCOLS])), seed=cfg.trainer.seed)
+    else:
+        options = SuiteOptions.knn_only(*primary)
+    feature_dir = None if run_dir is None or not full else Path(run_dir) / "features"
+    args = (cfg.data.eval_batch_size, cfg.data.num_workers, ctx.device)
+    students_first = next((c.label for c in candidates if c.label.startswith("student")), "student")
+    suite = evaluate_suite(
+        candidates, memory, query, options, *args, feature_dir=feature_dir, reference=teacher_label(cfg.primary_teacher), student=students_first
+    )
+    return knn_table(suite, *primary), (suite if full else None), None
+
+
+def knn_table(suite: dict[str, Any], k: int, temperature: float) -> dict[str, dict[str, Any]]:
+    """{label: k-NN top-1 / top-5 under (k, T), images/s, params, GFLOPs, alignment}: the suite's rows as one table
+    (features, FLOPs and images/s are measured once, by the suite)."""
+    return {
+        label: {**row["knn"][protocol_name(k, temperature)], **{key: row[key] for key in KNN_ROW_KEYS if key in row}}
+        for label, row in suite["models"].items()
+    }

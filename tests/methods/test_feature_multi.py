@@ -1,0 +1,136 @@
+"""Feature distillation from several named teachers (METHODS 1.17): one adaptor head per teacher, per-teacher
+targets and weights, teacher dropping, standardisation with the teachers' cached statistics; one teacher is plain
+feature regression, unchanged."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssdistill.cache.signals import TableSignal
+from ssdistill.errors import ConfigError
+from ssdistill.losses.regression import center_batch, feature_regression_loss
+from ssdistill.methods import METHODS
+from ssdistill.models.students import Student
+from ssdistill.recipe import build_config
+
+N = 40
+
+
+def _config(**method):
+    teachers = {"wide": {"name": "efficientnet_lite0"}, "narrow": {"name": "efficientnet_lite2"}}
+    return build_config({"method": {"name": "feature", "projector_hidden": [16], **method}, "teachers": teachers,
+                         "student": {"arch": "test_resnet", "resolution": 32}})
+
+
+def _module(cfg, widths=(12, 5)):
+    g = torch.Generator().manual_seed(0)
+    tables = {name: torch.randn(N, width, generator=g) * (1 + 9 * i) + 3 * i for i, (name, width) in enumerate(zip(cfg.teachers, widths))}
+    signals = {f"teacher_{name}": TableSignal(table, name) for name, table in tables.items()}
+    torch.manual_seed(0)
+    module = METHODS["feature"](cfg, Student("test_resnet"), signals, dataset_size=N)
+    module.log_loss = lambda loss, **terms: (setattr(module, "terms", terms), loss)[1]
+    return module, tables
+
+
+def _batch(n=8):
+    return {"index": torch.arange(n), "views": {"student": torch.rand(n, 3, 32, 32)}}
+
+
+def _by_hand(module, tables, batch, names, loss="cosine"):
+    features = module.student(batch["views"]["student"])
+    return {name: feature_regression_loss(module.projectors[name](features), center_batch(tables[name][batch["index"]]), loss) for name in names}
+
+
+def test_needs_one_signal_per_named_teacher():
+    needs = METHODS["feature"].teacher_needs(_config())
+    assert {name: (n.teacher, n.view) for name, n in needs.items()} == {"teacher_wide": ("wide", "original"), "teacher_narrow": ("narrow", "original")}
+    same = METHODS["feature"].teacher_needs(_config(teacher_view="same"))
+    assert {n.view for n in same.values()} == {"augmented"}
+    with pytest.raises(ConfigError, match="one augmentation bank is replayed per run"):
+        METHODS["feature"].teacher_needs(_config(teacher_view="bank"))
+
+
+def test_one_head_per_teacher_of_its_width_and_the_loss_is_their_mean():
+    module, tables = _module(_config())
+    assert {name: head[-1].out_features for name, head in module.projectors.items()} == {"wide": 12, "narrow": 5}
+    module.train()
+    batch = _batch()
+    torch.manual_seed(1)
+    loss = module.training_step(batch, 0)
+    expected = _by_hand(module, tables, batch, ["wide", "narrow"])
+    assert module.terms["loss_wide"].item() == pytest.approx(expected["wide"].item(), rel=1e-5)
+    assert module.terms["loss_narrow"].item() == pytest.approx(expected["narrow"].item(), rel=1e-5)
+    assert loss.item() == pytest.approx((expected["wide"] + expected["narrow"]).item() / 2, rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for head in module.projectors.values() for p in head.parameters())
+
+
+def test_teacher_weights_scale_each_term_and_must_name_a_teacher():
+    module, tables = _module(_config(teacher_weights={"wide": 3.0}))
+    batch = _batch()
+    loss = module.training_step(batch, 0)
+    expected = _by_hand(module, tables, batch, ["wide", "narrow"])
+    assert loss.item() == pytest.approx((3 * expected["wide"] + expected["narrow"]).item() / 2, rel=1e-5)
+    with pytest.raises(ConfigError, match="teacher_weights names no teacher: wdie"):
+        _module(_config(teacher_weights={"wdie": 1.0}))
+
+
+def test_teacher_drop_keeps_at_least_one_teacher_and_the_total_weight():
+    module, tables = _module(_config(teacher_drop=0.9, teacher_weights={"wide": 3.0}))
+    torch.manual_seed(0)
+    kept_sets = set()
+    for step in range(40):
+        batch = _batch()
+        torch.manual_seed(step)
+        kept = module._kept()
+        torch.manual_seed(step)
+        loss = module.training_step(batch, 0)
+        assert kept and set(module.terms) == {f"loss_{name}" for name in kept}
+        weights = {"wide": 3.0, "narrow": 1.0}
+        expected = _by_hand(module, tables, batch, kept)
+        scale = 4.0 / sum(weights[name] for name in kept)
+        assert loss.item() == pytest.approx(sum(scale * weights[n] * expected[n] for n in kept).item() / 2, rel=1e-5)
+        kept_sets.add(tuple(kept))
+    assert len(kept_sets) >= 2  # teachers are dropped at random, not always the same one
+
+
+def test_teacher_standardisation_uses_each_teachers_cached_statistics(tmp_path):
+    cfg = _config(target_norm="teacher")
+    module, tables = _module(cfg)
+
+    class Context:  # the provider's cache-backed features, here the tables themselves
+        def features(self, name):
+            return tables[name].half()
+
+    prepared = METHODS["feature"].prepare(cfg, Context())
+    assert prepared.dataset is None
+    for name, table in tables.items():
+        assert torch.allclose(prepared.tensors[f"{name}:mean"], table.half().float().mean(0))
+        assert torch.allclose(prepared.tensors[f"{name}:std"], table.half().float().std(0, unbiased=False))
+    module.prepared = prepared.tensors
+    target = tables["narrow"][:8]
+    normalised = module._normalise("narrow", target)
+    by_hand = (target - prepared.tensors["narrow:mean"]) / (prepared.tensors["narrow:std"] + 1e-5)
+    assert torch.allclose(normalised, by_hand)
+    # the narrow teacher's scale (x10, +3) is gone: both teachers' targets have unit spread over the training set
+    assert module._normalise("narrow", tables["narrow"]).std(0).mean().item() == pytest.approx(1.0, abs=0.02)
+
+
+def test_one_teacher_is_the_plain_regression_head():
+    cfg = build_config({"method": {"name": "feature", "projector_hidden": [16]}, "student": {"arch": "test_resnet", "resolution": 32}})
+    torch.manual_seed(0)
+    module = METHODS["feature"](cfg, Student("test_resnet"), {"teacher": TableSignal(torch.randn(N, 7), "t")}, dataset_size=N)
+    assert {key.split(".")[0] for key in module.state_dict()} == {"student", "projector"}  # checkpoints as before
+    module.log_loss = lambda loss, **terms: (setattr(module, "terms", terms), loss)[1]
+    batch = _batch()
+    loss = module.training_step(batch, 0)
+    expected = feature_regression_loss(module.projector(module.student(batch["views"]["student"])), center_batch(module.signals["teacher"].table[:8]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6) and module.terms == {}
+
+
+def test_cosine_smooth_l1_is_the_sum_of_both_terms():
+    p = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    t = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    # cosine: 1 - 0 and 1 - 1 -> mean 0.5; smooth-L1 (beta 1): |d| = 1, 1, 0, 1 -> 0.5, 0.5, 0, 0.5 -> mean 0.375
+    assert feature_regression_loss(p, t, "cosine_smooth_l1").item() == pytest.approx(0.875)

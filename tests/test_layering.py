@@ -1,0 +1,103 @@
+"""The package's import graph: no cycles anywhere, and the config schema names nothing above it.
+
+Every import statement of every module counts, function-level and ``TYPE_CHECKING`` ones included: a lazy import
+hides a cycle from the interpreter, not from a reader."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "ssdistill"
+
+
+def _module_name(path: Path) -> str:
+    parts = ["ssdistill", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(name: str) -> set[str]:
+    """The package modules ``name`` imports (``from a import b`` counts as a.b when that is a module, else a)."""
+    path = MODULES[name]
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                anchor = name.split(".") if is_package else name.split(".")[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        else:
+            continue
+        found |= {t for t in targets if t in MODULES and t != name}
+    return found
+
+
+GRAPH = {name: _imports(name) for name in MODULES}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_graph_sees_function_level_imports():
+    assert "ssdistill.api" in GRAPH["ssdistill"]  # ssdistill/__init__ imports the API lazily, inside functions
+    assert "ssdistill.methods" in GRAPH["ssdistill.recipe"]
+
+
+def test_no_import_cycle_in_the_package():
+    assert _cycles(GRAPH) == []
+
+
+@pytest.mark.parametrize("low", ["ssdistill.config", "ssdistill.files", "ssdistill.errors", "ssdistill._version"])
+def test_the_lowest_floors_import_nothing_above_them(low):
+    allowed = {"ssdistill.config": {"ssdistill.errors"}, "ssdistill.files": set(), "ssdistill.errors": set(), "ssdistill._version": set()}
+    assert GRAPH[low] <= allowed[low], f"{low} imports {sorted(GRAPH[low] - allowed[low])}"
+
+
+def test_config_names_nothing_from_the_methods():
+    text = MODULES["ssdistill.config"].read_text()
+    assert "ssdistill.methods" not in text and not any(m.startswith("ssdistill.methods") for m in GRAPH["ssdistill.config"])
