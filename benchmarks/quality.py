@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ssdistill.eval.tables import cell
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 README = REPO / "README.md"
@@ -297,10 +299,6 @@ def check_row(method: str, record: dict) -> list[str]:
 # ---------------------------------------------------------------- tables
 
 
-def _cell(value, digits: int = 1, suffix: str = "") -> str:
-    return "–" if value is None else f"{value:.{digits}f}{suffix}"
-
-
 def _metrics(record: dict, label: str) -> dict:
     """k20 and k200 k-NN, linear probe top-1 and teacher alignment of one model in a row record (None where not
     measured)."""
@@ -397,9 +395,9 @@ def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
 
     def line(label, metrics, seconds=None, speed=None, notes=""):
         lines.append(
-            f"| {label} | {_cell(metrics['k20'])} | {_cell(metrics['k200'])} | {_cell(metrics['linear'])} | "
-            f"{_cell(pct(metrics['k20'], teacher['k20']), 0)} | {_cell(pct(metrics['linear'], teacher['linear']), 0)} | "
-            f"{_cell(metrics['cka'], 2)} | {_cell(metrics['dcor2'], 2)} | {_duration(seconds)} | {_cell(speed, 0)} | {notes} |"
+            f"| {label} | {cell(metrics['k20'])} | {cell(metrics['k200'])} | {cell(metrics['linear'])} | "
+            f"{cell(pct(metrics['k20'], teacher['k20']), 0)} | {cell(pct(metrics['linear'], teacher['linear']), 0)} | "
+            f"{cell(metrics['cka'], 2)} | {cell(metrics['dcor2'], 2)} | {_duration(seconds)} | {cell(speed, 0)} | {notes} |"
         )
 
     for name, metrics in teachers.items():
@@ -452,7 +450,7 @@ def run_tier(tier: str, benches=None, methods=None, *, results_dir: Path = RESUL
             record = run_row(tier, bench, method, results_dir=results_dir, runs_dir=runs_dir, force=force, quiet=quiet, seed=seed)
             done[(bench, method)] = record
             student = _metrics(record, "student")["k20"]
-            log(f"{bench} {method} ({tier}): student k-NN {_cell(student)} %, random init {_cell(_metrics(record, 'random_init')['k20'])} %")
+            log(f"{bench} {method} ({tier}): student k-NN {cell(student)} %, random init {cell(_metrics(record, 'random_init')['k20'])} %")
             write_table(bench, tier, results_dir, readme)
     return done
 

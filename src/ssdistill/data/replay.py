@@ -15,12 +15,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from ssdistill.config import AugConfig
+from ssdistill.data.views import INTERPOLATION, blur_kernel
 
-_INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def render(image: Image.Image, params: AugParams, resolution: int, interpolation
     top, left = int(round(params.top * height)), int(round(params.left * width))
     h, w = max(1, int(round(params.height * height))), max(1, int(round(params.width * width)))
     x = TF.to_tensor(image)
-    x = TF.resized_crop(x, top, left, h, w, [resolution, resolution], interpolation=_INTERPOLATION[interpolation], antialias=True)
+    x = TF.resized_crop(x, top, left, h, w, [resolution, resolution], interpolation=INTERPOLATION[interpolation], antialias=True)
     x = x.clamp(0, 1)  # bicubic overshoot: the hue adjustment of values outside [0, 1] gives NaN
     if params.jitter:
         adjust = [
@@ -102,7 +101,7 @@ def render(image: Image.Image, params: AugParams, resolution: int, interpolation
         x = TF.rgb_to_grayscale(x, num_output_channels=3)
     if params.blur_sigma > 0:
         sigma = params.blur_sigma * resolution
-        kernel = max(3, 2 * int(0.05 * resolution) + 1)
+        kernel = blur_kernel(resolution)
         x = TF.gaussian_blur(x, [kernel, kernel], [sigma, sigma])
     if params.flip:
         x = TF.hflip(x)

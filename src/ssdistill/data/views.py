@@ -13,7 +13,12 @@ from torchvision.transforms import v2
 
 from ssdistill.config import AugConfig
 
-_INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
+INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
+
+
+def blur_kernel(resolution: int) -> int:
+    """Gaussian-blur kernel side of a view at ``resolution`` (odd, about a tenth of the side)."""
+    return max(3, 2 * int(0.05 * resolution) + 1)
 _TO_FLOAT = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
 
 # Images this small (CIFAR, STL-10) are never centre-cropped: they are resized straight to the model's side.
@@ -22,7 +27,7 @@ NATIVE_MAX_SIDE = 96
 
 def original_view(resolution: int, crop_pct: float = 0.875, interpolation: str = "bicubic") -> Callable[[Image.Image], torch.Tensor]:
     """Deterministic view: resize the shorter side to resolution / crop_pct and centre-crop (METHODS 1.12)."""
-    mode = _INTERPOLATION[interpolation]
+    mode = INTERPOLATION[interpolation]
     direct = v2.Compose([v2.Resize((resolution, resolution), interpolation=mode, antialias=True), *_TO_FLOAT])
     cropped = v2.Compose(
         [
@@ -52,15 +57,15 @@ def augmented_view(resolution: int, aug: AugConfig, interpolation: str = "biline
 def tensor_augmentation(resolution: int, aug: AugConfig, interpolation: str = "bilinear") -> Callable[[torch.Tensor], torch.Tensor]:
     """The same augmentation for an image that is already a float tensor [3, H, W] in [0, 1]."""
     if aug.recipe == "none":
-        return v2.Resize((resolution, resolution), interpolation=_INTERPOLATION[interpolation], antialias=True)
+        return v2.Resize((resolution, resolution), interpolation=INTERPOLATION[interpolation], antialias=True)
     return v2.Compose(_augmentations(resolution, aug, interpolation))
 
 
 def _augmentations(resolution: int, aug: AugConfig, interpolation: str) -> list:
     strength = aug.color_jitter
-    kernel = max(3, 2 * int(0.05 * resolution) + 1)
+    kernel = blur_kernel(resolution)
     return [
-        v2.RandomResizedCrop(resolution, scale=(aug.crop_scale_min, 1.0), interpolation=_INTERPOLATION[interpolation], antialias=True),
+        v2.RandomResizedCrop(resolution, scale=(aug.crop_scale_min, 1.0), interpolation=INTERPOLATION[interpolation], antialias=True),
         v2.RandomApply([v2.ColorJitter(strength, strength, strength, strength / 4)], p=aug.color_jitter_p),
         v2.RandomGrayscale(p=aug.grayscale_p),
         v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=aug.blur_p),

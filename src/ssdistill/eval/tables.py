@@ -13,7 +13,7 @@ def model_keys(rows: dict) -> list[str]:
     return sorted(rows, key=lambda label: (group(label), list(rows).index(label)))
 
 
-def _cell(value, digits: int = 1, suffix: str = "") -> str:
+def cell(value, digits: int = 1, suffix: str = "") -> str:
     return "–" if value is None else f"{value:.{digits}f}{suffix}"
 
 
@@ -49,8 +49,8 @@ def model_rows(record: dict, label_names: dict[str, str] | None = None) -> tuple
         for key in model_keys(knn):
             row = knn[key]
             if row:
-                rows.append([names.get(key, key), _cell(row["top1"], suffix="%"), _cell(row.get("top5"), suffix="%"),
-                             _cell(row["params_m"], 2), _cell(row.get("gflops"), 3), _cell(row["images_per_s"], 0)])
+                rows.append([names.get(key, key), cell(row["top1"], suffix="%"), cell(row.get("top5"), suffix="%"),
+                             cell(row["params_m"], 2), cell(row.get("gflops"), 3), cell(row["images_per_s"], 0)])
         return header, rows
     columns = evaluation_columns(evaluation)
     header = ["model", *[title for _, title in columns], "params (M)", "GFLOPs", "images/s"]
@@ -59,11 +59,11 @@ def model_rows(record: dict, label_names: dict[str, str] | None = None) -> tuple
         row = evaluation["models"][key]
         if row:
             flat = headline_metrics(row)
-            rows.append([names.get(key, key), *[_cell(flat.get(c), _digits(c)) for c, _ in columns],
-                         _cell(row["params_m"], 2), _cell(row["gflops"], 3), _cell(row["images_per_s"], 0)])
+            rows.append([names.get(key, key), *[cell(flat.get(c), _digits(c)) for c, _ in columns],
+                         cell(row["params_m"], 2), cell(row["gflops"], 3), cell(row["images_per_s"], 0)])
     kept = evaluation.get("retained_pct") or {}
     if kept:
-        rows.append(["% of teacher retained", *[_cell(kept.get(c), suffix="%") for c, _ in columns], "", "", ""])
+        rows.append(["% of teacher retained", *[cell(kept.get(c), suffix="%") for c, _ in columns], "", "", ""])
     return header, rows
 
 
@@ -97,14 +97,14 @@ def comparison_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
         for record in records:
             found = metrics(record, key)
             if found:
-                rows.append([key.replace("_", " "), "", *[_cell(found.get(c), _digits(c)) for c, _ in columns], _cell(found["_row"]["params_m"], 2), _cell(found["_row"]["images_per_s"], 0)])
+                rows.append([key.replace("_", " "), "", *[cell(found.get(c), _digits(c)) for c, _ in columns], cell(found["_row"]["params_m"], 2), cell(found["_row"]["images_per_s"], 0)])
                 break
     for record in records:
         found = metrics(record, "student")
         if found:
             label = f"{record.get('method', '?')}"
-            rows.append([record.get("name", record.get("run_dir", "?")), label, *[_cell(found.get(c), _digits(c)) for c, _ in columns],
-                         _cell(found["_row"]["params_m"], 2), _cell(found["_row"]["images_per_s"], 0)])
+            rows.append([record.get("name", record.get("run_dir", "?")), label, *[cell(found.get(c), _digits(c)) for c, _ in columns],
+                         cell(found["_row"]["params_m"], 2), cell(found["_row"]["images_per_s"], 0)])
     return header, rows
 
 
