@@ -68,8 +68,8 @@ class FeatureDistillation(DistillMethod):
             raise ConfigError(f"method.teacher_weights names no teacher: {', '.join(unknown)} (teachers: {', '.join(cfg.teachers)})")
         self.targets = {name: teacher_label(name) for name in cfg.teachers}  # teacher name -> signal name
         heads = {name: mlp([self.student.dim, *m.projector_hidden, self.signals[label].dim], bn="hidden") for name, label in self.targets.items()}
-        if list(heads) == [cfg.primary_teacher] and len(heads) == 1:
-            self.projector = heads[cfg.primary_teacher]  # one teacher: the plain regression head
+        if len(heads) == 1:
+            self.projector = next(iter(heads.values()))  # one teacher: the plain regression head (checkpoint keys as before)
         else:
             self.projectors = nn.ModuleDict(heads)
 
