@@ -105,7 +105,7 @@ def evaluate(
         run = Path(checkpoint).resolve().parent.parent
     device = compute_device("auto")
     if run is not None:
-        cfg, _ = load_student_from_run(run, checkpoint)
+        cfg, first = load_student_from_run(run, checkpoint)
         updates = {
             "data": {"knn_train": train or cfg.data.knn_train, "val": val or cfg.data.val},
             "eval": {"knn_k": k, "knn_t": temperature, "suite": "full" if full else "knn"},
@@ -113,7 +113,7 @@ def evaluate(
         cfg = build_config(cfg, updates)
         method = METHODS[cfg.method.name]
         members = method.student_members(cfg)
-        students = {member: load_student_from_run(run, checkpoint, member)[1] for member in members}
+        students = {member: first if i == 0 else load_student_from_run(run, checkpoint, member)[1] for i, member in enumerate(members)}
         ctx = TeacherProvider(cfg, train_source(cfg), device)
         resolution = {member: spec.resolution for member, spec in members.items()}
         knn, suite, note = evaluate_run(cfg, ctx, students, build_students(method, cfg), resolution, existing_run_dir(run))
