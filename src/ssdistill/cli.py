@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("run", help="run directory made by `ssdistill distill`")
     export.add_argument("--checkpoint", help="a checkpoint of the run (default: RUN/checkpoints/last.ckpt)")
-    export.add_argument("--output", help="output folder (default: RUN/export)")
+    export.add_argument("--output", help="output folder (default: RUN/export; RUN/export/MEMBER for a member of a cohort)")
     export.add_argument("--onnx", action="store_true", help="also write student.onnx")
     export.add_argument("--member", help="which student of a cohort to export (default: the run's first student)")
 

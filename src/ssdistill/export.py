@@ -75,13 +75,16 @@ def export_run(
     run: str | Path, checkpoint: str | Path | None = None, output: str | Path | None = None, onnx: bool = False, member: str | None = None
 ) -> dict[str, Path]:
     """Write student.safetensors + config.json (and student.onnx) of the run's student ``member`` (default: its first;
-    a cohort's members by name); returns the written paths."""
+    a cohort's members by name) to ``output`` (default RUN/export, a cohort's member to RUN/export/<member>); returns
+    the written paths."""
     run_dir = existing_run_dir(run)
     cfg, student = load_student_from_run(run_dir, checkpoint, member)
-    member = member or next(iter(METHODS[cfg.method.name].student_members(cfg)))
-    resolution = METHODS[cfg.method.name].student_members(cfg)[member].resolution
+    members = METHODS[cfg.method.name].student_members(cfg)
+    member = member or next(iter(members))
+    resolution = members[member].resolution
     student.eval()
-    out = Path(output) if output else run_dir / "export"
+    # default folder: RUN/export, or RUN/export/<member> for each member of a cohort (so members never overwrite each other)
+    out = Path(output) if output else run_dir / "export" / (member if len(members) > 1 else "")
     out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous().clone() for k, v in student.backbone.state_dict().items()}
     with atomic_output(out / "student.safetensors") as tmp:

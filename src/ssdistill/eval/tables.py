@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ssdistill.config import teacher_label
 
 MODEL_GROUPS = ("teacher", "random_init", "student")  # rows: every teacher, then random-init students, then trained ones
@@ -9,8 +11,8 @@ MODEL_GROUPS = ("teacher", "random_init", "student")  # rows: every teacher, the
 
 def model_keys(rows: dict) -> list[str]:
     """The row labels of an evaluation in table order (``teacher``, ``teacher_<name>``, ``random_init``..., ``student``...)."""
-    group = lambda label: next((i for i, g in enumerate(MODEL_GROUPS) if label == g or label.startswith(g + "_")), len(MODEL_GROUPS))  # noqa: E731
-    return sorted(rows, key=lambda label: (group(label), list(rows).index(label)))
+    order = {g: i for i, g in enumerate(MODEL_GROUPS)}
+    return sorted(rows, key=lambda label: (order.get(_group(label), len(MODEL_GROUPS)), list(rows).index(label)))
 
 
 def cell(value, digits: int = 1, suffix: str = "") -> str:
@@ -78,33 +80,56 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(map(str, cells)) + " |" for cells in [header, align, *rows])
 
 
+def _group(label: str) -> str | None:
+    """``teacher``, ``random_init`` or ``student``: the group of an evaluation row label (its members and teachers
+    carry a suffix)."""
+    return next((g for g in MODEL_GROUPS if label == g or label.startswith(g + "_")), None)
+
+
+def _member_tag(label: str) -> str:
+    group = _group(label) or ""
+    return label[len(group) + 1 :]
+
+
 def comparison_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """One row per run (its student), plus the teacher and random init of the first run that has them."""
+    """One row per trained student of every run (each member of a cohort), after every teacher and random-init student
+    of the runs, each reference from the first run that evaluated it (by its display name, ``names`` in a record: see
+    ``model_names``), so several teachers appear and a shared teacher appears once."""
     from ssdistill.eval.suite import headline_metrics
 
-    def metrics(record: dict, key: str) -> dict | None:
+    def models(record: dict) -> dict:
         if record.get("evaluation"):
-            row = record["evaluation"]["models"].get(key)
-            return None if row is None else {**headline_metrics(row), "_row": row}
-        row = (record.get("knn") or {}).get(key)
-        return None if row is None else {"knn": row["top1"], "_row": row}
+            return record["evaluation"]["models"]
+        return record.get("knn") or {}
+
+    def metrics(record: dict, row: dict) -> dict:
+        return headline_metrics(row) if record.get("evaluation") else {"knn": row["top1"]}
 
     full = all(r.get("evaluation") for r in records)
     columns = evaluation_columns(records[0]["evaluation"]) if full else [("knn", "k-NN top-1")]
     header = ["run", "model", *[t for _, t in columns], "params (M)", "images/s"]
-    rows = []
-    for key in ("teacher", "random_init"):
+
+    def line(first: str, second: str, record: dict, row: dict) -> list[str]:
+        found = metrics(record, row)
+        return [first, second, *[cell(found.get(c), _digits(c)) for c, _ in columns], cell(row["params_m"], 2), cell(row["images_per_s"], 0)]
+
+    rows, shown = [], set()
+    for group in ("teacher", "random_init"):
         for record in records:
-            found = metrics(record, key)
-            if found:
-                rows.append([key.replace("_", " "), "", *[cell(found.get(c), _digits(c)) for c, _ in columns], cell(found["_row"]["params_m"], 2), cell(found["_row"]["images_per_s"], 0)])
-                break
+            names = record.get("names") or {}
+            for key in model_keys(models(record)):
+                row = models(record)[key]
+                display = names.get(key, key.replace("_", " "))
+                if _group(key) == group and row and display not in shown:
+                    shown.add(display)
+                    rows.append(line(display, "", record, row))
     for record in records:
-        found = metrics(record, "student")
-        if found:
-            label = f"{record.get('method', '?')}"
-            rows.append([record.get("name", record.get("run_dir", "?")), label, *[cell(found.get(c), _digits(c)) for c, _ in columns],
-                         cell(found["_row"]["params_m"], 2), cell(found["_row"]["images_per_s"], 0)])
+        for key in model_keys(models(record)):
+            row = models(record)[key]
+            if _group(key) == "student" and row:
+                tag = _member_tag(key)
+                label = record.get("method", "?") + (f" [{tag}]" if tag else "")
+                rows.append(line(record.get("name", record.get("run_dir", "?")), label, record, row))
     return header, rows
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ssdistill.engine.rundir import existing_run_dir
 from ssdistill.files import atomic_write_text
 from ssdistill.errors import ConfigError
-from ssdistill.eval.tables import comparison_rows, markdown_table, model_names, model_rows
+from ssdistill.eval.tables import comparison_rows, markdown_table, model_keys, model_names, model_rows
 from ssdistill.report.svg import line_chart, scatter_chart
 
 STYLE = """
@@ -67,7 +67,7 @@ def load_run(path: str | Path) -> dict:
         "dir": run,
         "method": results["method"],
         "results": results,
-        "record": {**record, "method": results["method"], "name": run.name, "run_dir": str(run)},
+        "record": {**record, "method": results["method"], "name": run.name, "run_dir": str(run), "names": model_names(results)},
         "metrics": metrics,
         "config": (run / "config.yaml").read_text(),
     }
@@ -105,24 +105,41 @@ def _run_charts(run: dict) -> list[str]:
         series = [(term, *_series(metrics, "epoch", f"train/{term}_epoch")) for term in terms]
         charts.append(line_chart(series, f"loss terms per epoch ({name})", "epoch", "value", f"terms-{name}"))
     charts.append(line_chart([("lr", *_series(metrics, "step", "train/lr"))], f"learning rate ({name})", "step", "lr", f"lr-{name}"))
-    monitor = _series(metrics, "epoch", "monitor/knn_top1")
-    if monitor[0]:
-        charts.append(line_chart([("student", [x + 1 for x in monitor[0]], monitor[1])], f"k-NN top-1 during training ({name})", "epoch", "%", f"knn-{name}"))
+    monitors = []  # the student's k-NN monitor, and each member's in a cohort
+    for member, column in _monitor_columns(metrics):
+        xs, ys = _series(metrics, "epoch", column)
+        if xs:
+            monitors.append((member, [x + 1 for x in xs], ys))
+    if monitors:
+        charts.append(line_chart(monitors, f"k-NN top-1 during training ({name})", "epoch", "%", f"knn-{name}"))
     return charts
 
 
+def _monitor_columns(metrics: list[dict]) -> list[tuple[str, str]]:
+    """(member, metrics.csv column) of every k-NN monitor a run logged: ``monitor/knn_top1`` for the student,
+    ``monitor/<member>/knn_top1`` for the members of a cohort."""
+    columns = {k for r in metrics[:1] for k in r if k.startswith("monitor/") and k.endswith("/knn_top1") or k == "monitor/knn_top1"}
+    return [("student" if c == "monitor/knn_top1" else c.split("/")[1], c) for c in sorted(columns)]
+
+
 def _embedding_charts(runs: list[dict]) -> list[str]:
-    charts, teacher_drawn = [], False
+    charts, teachers_drawn = [], set()
     for run in runs:
         evaluation = run["record"].get("evaluation") or {}
         models = evaluation.get("models", {})
-        names = _class_names(run["results"])
-        for key, title in (("student", f"student ({run['name']})"), ("teacher", "teacher")):
-            embedding = models.get(key, {}).get("embedding")
-            if embedding is None or (key == "teacher" and teacher_drawn):
+        classes = _class_names(run["results"])
+        display = run["record"]["names"]
+        for key in model_keys(models):
+            embedding = models[key].get("embedding") if models[key] else None
+            is_teacher = key == "teacher" or key.startswith("teacher_")
+            if embedding is None or not (is_teacher or key == "student" or key.startswith("student_")):
                 continue
-            teacher_drawn |= key == "teacher"
-            charts.append(scatter_chart(embedding["x"], embedding["y"], embedding["label"], f"{title}: 2-D PCA of val features", f"map-{key}-{run['name']}", names))
+            if is_teacher:  # a teacher shared by several runs is drawn once
+                if display.get(key, key) in teachers_drawn:
+                    continue
+                teachers_drawn.add(display.get(key, key))
+            title = display.get(key, key) if is_teacher else f"{display.get(key, key)} ({run['name']})"
+            charts.append(scatter_chart(embedding["x"], embedding["y"], embedding["label"], f"{title}: 2-D PCA of val features", f"map-{key}-{run['name']}", classes))
     return charts
 
 
@@ -149,7 +166,8 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
     if len(runs) > 1:
         losses = [(r["name"], *_series(r["metrics"], "epoch", "train/loss_epoch")) for r in runs]
         overlaid = [line_chart(losses, "training loss per epoch", "epoch", "loss", "loss-all")]
-        monitors = [(r["name"], *_series(r["metrics"], "epoch", "monitor/knn_top1")) for r in runs]
+        monitors = [(r["name"] if member == "student" else f"{r['name']} [{member}]", *_series(r["metrics"], "epoch", column))
+                    for r in runs for member, column in _monitor_columns(r["metrics"])]
         if any(xs for _, xs, _ in monitors):
             overlaid.append(line_chart(monitors, "k-NN top-1 during training", "epoch", "%", "knn-all"))
         sections.append("<h2>Curves</h2><div class='charts'>" + "".join(c for c in overlaid if c) + "</div>")
