@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("names", nargs="*", help="entries to remove (name or unique prefix, or all)")
     cache.add_argument("--teacher", help="built-in teacher or timm name")
     cache.add_argument("--weights", help="local weights file for --teacher")
-    cache.add_argument("--output", choices=("pooled", "logits"), default="pooled", help="teacher tap (default: pooled)")
+    cache.add_argument("--output", default="pooled", help="teacher tap: pooled (default), logits or module:<name>")
     cache.add_argument("--data", action="append", default=[], help="image folder or torchvision name; repeat for several")
     cache.add_argument("--batch-size", type=int, default=256, help="teacher batch (default: 256)")
     cache.add_argument("--num-workers", type=int, default=2, help="data-loading workers (default: 2)")

@@ -49,6 +49,10 @@ class StudentConfig(Section):
     channels_last: bool = Field(False, description="channels_last memory format (faster on GPUs with AMP)")
 
 
+# a teacher's output tap: its pooled features, its logits, or the output of one of its named submodules
+TAP_PATTERN = r"^(pooled|logits|module:[A-Za-z_][A-Za-z0-9_.]*)$"
+
+
 class TeacherConfig(Section):
     name: str = Field(
         "efficientnet_lite0",
@@ -61,7 +65,12 @@ class TeacherConfig(Section):
     key_map: dict[str, str] = Field(
         default_factory=lambda: {"module.": ""}, description="checkpoint key prefix -> replacement, applied before strict loading"
     )
-    output: Literal["pooled", "logits"] = Field("pooled", description="teacher output tap used as its signal")
+    output: str = Field(
+        "pooled",
+        pattern=TAP_PATTERN,
+        description="teacher output tap used as its signal: pooled, logits, or module:<name> (the output of that named "
+        "submodule, e.g. a head the checkpoint carries or an intermediate block; maps and token sequences averaged)",
+    )
     resolution: int | None = Field(None, description="input side; default: from the teacher's pretrained_cfg")
     crop_pct: float | None = Field(None, description="centre-crop fraction of the original view; default: pretrained_cfg")
     interpolation: Literal["bilinear", "bicubic"] | None = Field(None, description="resize filter; default: pretrained_cfg")

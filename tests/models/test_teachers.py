@@ -127,3 +127,31 @@ def test_teacher_keys_with_batch_statistics_leave_the_eval_teacher_unchanged(dem
     torch.manual_seed(0)
     assert torch.allclose(teacher(images, bn_groups=2), batch_mode, atol=1e-5)  # same sub-batches, same keys
     assert torch.equal(teacher(images), before)  # running statistics untouched
+
+
+def test_a_named_module_tap_reads_that_module_of_the_teacher(tmp_path):
+    reference = timm.create_model("test_resnet").eval()
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    base = TeacherConfig(name="test_resnet", weights=str(tmp_path / "w.safetensors"), resolution=32)
+    teacher = lambda output: build_teacher(base.model_copy(update={"output": output}))  # noqa: E731
+    x = torch.rand(3, 3, 32, 32)
+    # the classifier as a named head is the logits tap; the last block, averaged over space, is the pooled tap
+    assert torch.allclose(teacher("module:fc")(x), teacher("logits")(x), atol=1e-6)
+    assert torch.allclose(teacher("module:layer4")(x), teacher("pooled")(x), atol=1e-6)
+    block = teacher("module:layer2")
+    m = torch.tensor(reference.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    s = torch.tensor(reference.pretrained_cfg["std"]).view(1, 3, 1, 1)
+    stem = reference.maxpool(reference.act1(reference.bn1(reference.conv1((x - m) / s))))
+    expected = reference.layer2(reference.layer1(stem)).mean(dim=(2, 3))
+    assert block.dim == expected.shape[1] and torch.allclose(block(x), expected, atol=1e-5)
+    assert block.fingerprint != teacher("pooled").fingerprint  # the tap is part of what a cache entry is keyed by
+    with pytest.raises(ModelError, match="no module 'layer9'.*top level: conv1, bn1"):
+        teacher("module:layer9")
+
+
+def test_a_malformed_tap_is_a_one_line_config_error():
+    from ssdistill.errors import ConfigError
+    from ssdistill.recipe import build_config
+
+    with pytest.raises(ConfigError, match="teacher.output"):
+        build_config({"teacher": {"name": "test_resnet", "output": "layer3"}})

@@ -22,12 +22,15 @@ class TeacherNeed:
     alone (read from the cache when ``teacher.precompute``, else computed in the step on a view the dataset adds to
     the batch); ``augmented``: the teacher runs in the step on images the method passes (its own augmented views);
     ``bank``: outputs on ``repeats`` fixed augmented views per image from the cache, looked up by ``batch["bank_row"]``
-    (an approximation, recorded). ``tap``: None = the teacher's configured ``output``; ``subset``: a data spec whose
-    images the signal covers instead of ``data.train`` (original view only)."""
+    (an approximation, recorded). A multi-crop method declares its crops as views of its batch (``BatchLayout``, one
+    resolution per view) and an ``augmented`` need for the teacher, which it runs on the crops it chooses (for example
+    the global ones). ``tap``: None = the teacher's configured ``output``; otherwise ``pooled``, ``logits`` or
+    ``module:<name>``, a named head or block of the teacher; ``subset``: a data spec whose images the signal covers
+    instead of ``data.train`` (original view only)."""
 
     view: TeacherView = "original"
     teacher: str | None = None
-    tap: Literal["pooled", "logits"] | None = None
+    tap: str | None = None  # pooled, logits or module:<name> (config.TAP_PATTERN)
     repeats: int | None = None
     subset: str | None = None
 

@@ -49,6 +49,7 @@ class FrozenTeacher(nn.Module):
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.tapped = tapped_module(self.model, name, output)
         with torch.no_grad():
             probe = torch.zeros(1, 3, preprocess.resolution, preprocess.resolution)
             self.dim = int(self(probe).shape[1])
@@ -80,8 +81,50 @@ class FrozenTeacher(nn.Module):
             return grouped_forward(self._embed, x, bn_groups)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tapped is not None:
+            return self._module_output(x)
         features = self.model.forward_features(x)
         return self.model.forward_head(features, pre_logits=self.output == "pooled").float()
+
+    def _module_output(self, x: torch.Tensor) -> torch.Tensor:
+        captured: list = []
+        handle = self.tapped.register_forward_hook(lambda module, inputs, output: captured.append(output))
+        try:
+            self.model(x)
+        finally:
+            handle.remove()
+        return pool_tap(captured[-1], self.output).float()
+
+
+def tapped_module(model: nn.Module, name: str, output: str) -> nn.Module | None:
+    """The submodule a ``module:<name>`` tap reads (None for ``pooled`` / ``logits``), or a one-line error naming
+    some of the modules the teacher has."""
+    if not output.startswith("module:"):
+        return None
+    path = output[len("module:") :]
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        top = [n for n, _ in model.named_children()]
+        raise ModelError(
+            f"teacher {name} has no module '{path}' for its tap {output}: use pooled, logits or module:<name> with one "
+            f"of its modules (top level: {', '.join(top[:12])})"
+        ) from None
+
+
+def pool_tap(value, output: str = "module") -> torch.Tensor:
+    """A tapped module's output as [B, D]: feature maps [B, C, H, W] and token sequences [B, N, D] are averaged over
+    space / tokens, a tuple's first element is used."""
+    if isinstance(value, (tuple, list)):
+        value = value[0]
+    if not isinstance(value, torch.Tensor) or value.ndim not in (2, 3, 4):
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ModelError(f"the teacher tap {output} gives {shape}; a tap needs [B, D], [B, N, D] or [B, C, H, W]")
+    if value.ndim == 4:
+        return value.mean(dim=(2, 3))
+    if value.ndim == 3:
+        return value.mean(dim=1)
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
