@@ -117,7 +117,7 @@ def p2_step_overhead(method: str, batch_size: int = 64, repeats: int = 10) -> di
     from ssdistill.engine.datasets import layout
     from ssdistill.engine.provider import TeacherProvider
     from ssdistill.recipe import build_config
-    from ssdistill.methods import METHODS
+    from ssdistill.methods.registry import METHODS
     from ssdistill.models.students import Student
 
     recipe = {"feature": "configs/demo/feature.yaml", "mvmr": "configs/demo/mvmr_kd.yaml", "seed": "configs/q1/seed.yaml"}[method]

@@ -39,7 +39,18 @@ def _imports(name: str) -> set[str]:
         else:
             continue
         found |= {t for t in targets if t in MODULES and t != name}
-    return found
+    return found | _parents(found, name)
+
+
+def _parents(imported: set[str], importer: str) -> set[str]:
+    """Importing ``a.b.c`` first runs the package files ``a.b`` (and ``a``): those are imported too. The root package
+    is left out: ``ssdistill/__init__`` is the public facade, which imports only ``_version`` at module level and the
+    API inside its functions (``test_the_root_package_imports_only_the_version_at_module_level``)."""
+    parents = set()
+    for module in imported:
+        parts = module.split(".")
+        parents |= {".".join(parts[:i]) for i in range(2, len(parts))}
+    return {p for p in parents if p in MODULES and p != importer}
 
 
 GRAPH = {name: _imports(name) for name in MODULES}
@@ -85,11 +96,24 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 
 def test_the_graph_sees_function_level_imports():
     assert "ssdistill.api" in GRAPH["ssdistill"]  # ssdistill/__init__ imports the API lazily, inside functions
-    assert "ssdistill.methods" in GRAPH["ssdistill.recipe"]
+    assert "ssdistill.methods.registry" in GRAPH["ssdistill.recipe"]
 
 
 def test_no_import_cycle_in_the_package():
     assert _cycles(GRAPH) == []
+
+
+def test_package_files_count_as_imported_with_their_modules():
+    # a package file that imports its own modules would close a cycle with every module that imports a sibling
+    assert "ssdistill.methods" in GRAPH["ssdistill.methods.bingo"]  # bingo imports methods.paired / queued
+    planted = {**GRAPH, "ssdistill.methods": GRAPH["ssdistill.methods"] | {"ssdistill.methods.bingo"}}
+    assert _cycles(planted), "a package file importing a module that imports a sibling is a cycle"
+
+
+def test_the_root_package_imports_only_the_version_at_module_level():
+    tree = ast.parse(MODULES["ssdistill"].read_text())
+    top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert [getattr(node, "module", None) for node in top] == ["ssdistill._version"]
 
 
 @pytest.mark.parametrize("low", ["ssdistill.config", "ssdistill.files", "ssdistill.errors", "ssdistill._version"])

@@ -35,7 +35,7 @@ from ssdistill.errors import ConfigError, DataError
 from ssdistill.eval.run_evaluation import evaluate_run, knn_table
 from ssdistill.eval.suite import Candidate, SuiteOptions, evaluate_suite
 from ssdistill.files import atomic_write_text
-from ssdistill.methods import METHODS
+from ssdistill.methods.registry import METHODS
 from ssdistill.models.teachers import build_teacher
 from ssdistill.recipe import build_config, merge_nested, parse_overrides
 

@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_list() -> None:
-    from ssdistill.methods import METHODS
+    from ssdistill.methods.registry import METHODS
     from ssdistill.models.teachers import BUILTIN_TEACHERS
 
     print("methods (method.preset=official reproduces the official code where there is one):")

@@ -22,7 +22,7 @@ from ssdistill.engine.rundir import existing_run_dir
 from ssdistill.files import atomic_output, atomic_write_text
 from ssdistill.engine.run import load_student_from_run
 from ssdistill.errors import ModelError
-from ssdistill.methods import METHODS
+from ssdistill.methods.registry import METHODS
 from ssdistill.models.students import Student
 
 

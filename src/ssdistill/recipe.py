@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ssdistill.config import DistillConfig, MethodConfig, Section
 from ssdistill.errors import ConfigError
-from ssdistill.methods import METHODS
+from ssdistill.methods.registry import METHODS
 
 DEFAULT_METHOD = "feature"
 

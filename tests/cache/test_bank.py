@@ -7,7 +7,7 @@ from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.cache.bank import cached_teacher_bank
 from ssdistill.config import AugConfig, TeacherConfig
-from ssdistill.data import open_images, seeded_subset
+from ssdistill.data.datasets import open_images, seeded_subset
 from ssdistill.data.replay import AugParams, render
 from ssdistill.models.teachers import build_teacher
 

@@ -4,7 +4,8 @@ from PIL import Image
 
 from conftest import write_images
 from ssdistill.config import AugConfig
-from ssdistill.data import IndexedViews, augmented_view, open_images, original_view, seeded_subset
+from ssdistill.data.datasets import IndexedViews, open_images, seeded_subset
+from ssdistill.data.views import augmented_view, original_view
 from ssdistill.errors import DataError
 
 

@@ -16,7 +16,7 @@ from ssdistill import distill
 from ssdistill.engine.run import load_student_from_run
 from ssdistill.eval.tables import comparison_rows
 from ssdistill.export import export_run
-from ssdistill.methods import METHODS
+from ssdistill.methods.registry import METHODS
 from ssdistill.methods.feature import FeatureConfig, FeatureDistillation
 from ssdistill.methods.paired import paired_target, student_images
 from ssdistill.report.html import build_report, load_run, markdown_report

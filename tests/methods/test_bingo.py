@@ -9,7 +9,7 @@ from ssdistill.data.datasets import FolderImages
 from ssdistill.errors import ConfigError
 from ssdistill.data.pairs import NeighbourPairViews
 from ssdistill.losses.infonce import queue_nce
-from ssdistill.methods import METHODS
+from ssdistill.methods.registry import METHODS
 from ssdistill.cache.signals import TeacherSignal
 from ssdistill.models.students import Student
 

@@ -5,7 +5,7 @@ import torch
 
 from ssdistill.recipe import build_config
 from ssdistill.errors import ConfigError
-from ssdistill.methods import METHODS
+from ssdistill.methods.registry import METHODS
 from ssdistill.cache.signals import TeacherSignal
 from ssdistill.models.students import Student
 

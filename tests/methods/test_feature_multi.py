@@ -10,7 +10,7 @@ import torch
 from ssdistill.cache.signals import TableSignal
 from ssdistill.errors import ConfigError
 from ssdistill.losses.regression import center_batch, feature_regression_loss
-from ssdistill.methods import METHODS
+from ssdistill.methods.registry import METHODS
 from ssdistill.models.students import Student
 from ssdistill.recipe import build_config
 

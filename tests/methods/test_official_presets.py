@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from ssdistill.config import SELECTS
 from ssdistill.recipe import build_config
 from ssdistill.errors import ConfigError
-from ssdistill.methods import METHODS
+from ssdistill.methods.registry import METHODS
 
 # The official behaviour as METHODS.md documents it (2.4, 2.9 and the decision boxes of 2 and 3, 3.6, 3.9), written
 # out here independently of the fields' declarations.

@@ -13,7 +13,7 @@ from integration.common import tiny_config
 from ssdistill.engine.datasets import build_dataset, layout
 from ssdistill.engine.provider import TeacherProvider
 from ssdistill.engine.run import build_students, train_source
-from ssdistill.methods import METHODS
+from ssdistill.methods.registry import METHODS
 from ssdistill.recipe import build_config
 
 

@@ -5,7 +5,8 @@ from safetensors.torch import save_file
 
 from conftest import shared_weights
 from ssdistill.config import TeacherConfig
-from ssdistill.data import open_images, original_view
+from ssdistill.data.datasets import open_images
+from ssdistill.data.views import original_view
 from ssdistill.errors import ModelError
 from ssdistill.models.cifar_resnet import CifarResNet
 from ssdistill.models.teachers import build_teacher

@@ -1,4 +1,2 @@
-from ssdistill.data.datasets import IndexedViews, open_images, seeded_subset
-from ssdistill.data.views import augmented_view, original_view
-
-__all__ = ["IndexedViews", "open_images", "seeded_subset", "augmented_view", "original_view"]
+"""Images, views and datasets: ``data.images`` (decoding), ``data.views`` (view recipes), ``data.datasets`` (image
+sources and training datasets), ``data.replay`` / ``data.pairs`` / ``data.mixing``. Import from the modules."""

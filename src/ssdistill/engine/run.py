@@ -34,7 +34,7 @@ from ssdistill.eval.monitor import KNNMonitor
 from ssdistill.eval.run_evaluation import evaluate_run
 from ssdistill.eval.tables import format_summary
 from ssdistill.files import atomic_write_text
-from ssdistill.methods import METHODS
+from ssdistill.methods.registry import METHODS
 from ssdistill.models.students import Student
 from ssdistill.recipe import build_config
 

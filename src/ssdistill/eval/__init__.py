@@ -1,4 +1,2 @@
-from ssdistill.eval.features import extract_features
-from ssdistill.eval.knn import knn_accuracy, knn_scores
-
-__all__ = ["extract_features", "knn_accuracy", "knn_scores"]
+"""Evaluation: k-NN, linear and few-shot probes, clustering, alignment with the teacher, the suite that runs them
+side by side, the k-NN monitor and result tables. Import from the modules."""

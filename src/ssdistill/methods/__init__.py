@@ -1,12 +1,2 @@
-"""Registry of distillation methods: name -> method class (a ``DistillMethod``)."""
-
-from ssdistill.methods.bingo import BINGO
-from ssdistill.methods.disco import DisCo
-from ssdistill.methods.feature import FeatureDistillation
-from ssdistill.methods.moco import MoCoV2
-from ssdistill.methods.mvmr import MVMR
-from ssdistill.methods.seed import SEED
-
-METHODS = {cls.name: cls for cls in (FeatureDistillation, MVMR, MoCoV2, SEED, DisCo, BINGO)}
-
-__all__ = ["METHODS"]
+"""Distillation methods, one module each; the registry (name -> class) is ``ssdistill.methods.registry.METHODS``.
+This package file imports nothing, so importing one method never imports the others."""
