@@ -77,3 +77,23 @@ def test_faiss_backend_gives_the_same_bags_without_ties():
     assert torch.equal(topk_neighbours(features, 6, block=50, backend="faiss"), brute_force(features, 6))
     with pytest.raises(ValueError, match="unknown neighbour backend"):
         topk_neighbours(features, 6, backend="annoy")
+
+
+def test_bingo_selects_the_faiss_backend_for_its_cached_bags(tmp_path):
+    pytest.importorskip("faiss", reason="faiss-cpu is in the dev extra; without it the backend is optional")
+    from integration.common import tiny_config
+    from ssdistill.engine.provider import TeacherProvider
+    from ssdistill.engine.run import train_source
+    from ssdistill.methods.registry import METHODS
+    from ssdistill.recipe import build_config
+
+    raw = tiny_config(tmp_path)
+    raw["method"] = {"name": "bingo", "neighbour_backend": "faiss"}
+    cfg = build_config(raw)
+    assert not any("neighbour" in d for d in cfg.method.deviations())  # a search backend is not a departure from the method
+    ctx = TeacherProvider(cfg, train_source(cfg))
+    ctx.fulfil(METHODS["bingo"].teacher_needs(cfg))
+    METHODS["bingo"].prepare(cfg, ctx)
+    entry = ctx.entry()
+    stored = np.load(entry.dir / f"neighbours-k{cfg.method.bag_size}.npz")["ids"]
+    assert np.array_equal(stored, brute_force(entry.read(), cfg.method.bag_size).numpy())

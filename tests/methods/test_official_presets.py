@@ -194,6 +194,6 @@ def test_selecting_fields_are_only_modes():
         for field, info in method.config_class.model_fields.items()
         if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("selects")
     }
-    assert exempt == {(name, "preset") for name in METHODS} | {("mvmr", "mode")}
+    assert exempt == {(name, "preset") for name in METHODS} | {("mvmr", "mode"), ("bingo", "neighbour_backend")}  # backend: same bags
     assert SELECTS == {"selects": True}
     assert all(issubclass(method.config_class, BaseModel) for method in METHODS.values())

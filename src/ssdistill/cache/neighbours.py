@@ -126,14 +126,15 @@ def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
         np.savez(handle, **arrays)
 
 
-def cached_neighbours(entry: Entry, k: int, block: int = 4096, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Neighbour bags of a complete entry, computed once and stored beside it (``neighbours-k{K}.npz``)."""
+def cached_neighbours(entry: Entry, k: int, block: int = 4096, device: torch.device | str = "cpu", backend: str = "torch") -> torch.Tensor:
+    """Neighbour bags of a complete entry, computed once (by ``backend``, torch or faiss: the same bags up to the
+    order of ties) and stored beside it (``neighbours-k{K}.npz``)."""
     path = entry.dir / f"neighbours-k{k}.npz"
     if path.is_file():
         stored = np.load(path)
         if str(stored["digest"]) == entry.key.digest():
             return torch.from_numpy(stored["ids"])
-    ids = topk_neighbours(entry.read(), k, block, device)
+    ids = topk_neighbours(entry.read(), k, block, device, backend)
     _save_atomic(path, ids=ids.numpy(), digest=np.array(entry.key.digest()))
     return ids
 

@@ -101,12 +101,12 @@ class TeacherProvider:
             self.teacher(name), self.source, data.train, data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype
         )
 
-    def neighbours(self, k: int, name: str | None = None, what: str = "neighbour bags") -> torch.Tensor:
+    def neighbours(self, k: int, name: str | None = None, what: str = "neighbour bags", backend: str = "torch") -> torch.Tensor:
         """[N, k] exact cosine nearest neighbours (self excluded) of each training image in the teacher's space,
-        computed once and stored beside the cache entry."""
+        computed once (``backend``: torch, or faiss's exact inner-product index) and stored beside the cache entry."""
         if k >= len(self.source):
             raise ConfigError(f"{what}: {k} neighbours need more than {len(self.source)} training images")
-        return cached_neighbours(self.entry(name, what), k, device=self.device).cpu()
+        return cached_neighbours(self.entry(name, what), k, device=self.device, backend=backend).cpu()
 
     def kmeans(self, k: int, seed: int = 0, name: str | None = None, what: str = "k-means") -> tuple[torch.Tensor, torch.Tensor]:
         """Spherical k-means of the teacher's training features: (labels [N], centroids [k, D]), stored beside the entry."""

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 from torch.nn import functional as F
 
-from ssdistill.config import DistillConfig, official
+from ssdistill.config import SELECTS, DistillConfig, official
 from ssdistill.data.mixing import batch_cutmix
 from ssdistill.data.pairs import NeighbourPairViews
 from ssdistill.data.views import augmented_view
@@ -54,6 +54,9 @@ class BINGOConfig(QueueConfig, TeacherBNConfig):
         "online", description="teacher keys of augmented views: online, or a cached augmentation bank", json_schema_extra=official("online")
     )
     bank_repeats: int = Field(8, gt=0, description="augmented views per image in the teacher bank (teacher_keys=bank)")
+    neighbour_backend: Literal["torch", "faiss"] = Field(
+        "torch", description="exact search of the bags: torch, or faiss (pip install faiss-cpu; same bags up to ties)", json_schema_extra=SELECTS
+    )
     ONLINE: ClassVar[tuple[str, str]] = ("teacher_keys", "online")
 
     def inactive(self) -> set[str]:
@@ -96,7 +99,7 @@ class BINGO(DistillMethod):
             raise ConfigError("BINGO's neighbour bags are computed from the teacher cache: set cache.enabled=true")
         if cfg.method.bag_size >= len(ctx.source):
             raise ConfigError(f"method.bag_size={cfg.method.bag_size} needs more than {len(ctx.source)} training images")
-        bags = ctx.neighbours(cfg.method.bag_size, what="BINGO's neighbour bags")
+        bags = ctx.neighbours(cfg.method.bag_size, what="BINGO's neighbour bags", backend=cfg.method.neighbour_backend)
         repeats = cfg.method.bank_repeats if cfg.method.teacher_keys == "bank" else None
         return Preparation(dataset=NeighbourPairViews(ctx.source, bags, cls.train_views(cfg, ctx), repeats))
 
