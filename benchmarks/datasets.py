@@ -24,7 +24,12 @@ def _staged_folder(dest: Path):
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
         yield staging
-        staging.rename(dest)
+        try:
+            staging.rename(dest)
+        except OSError:
+            if not dest.is_dir():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # another process wrote the same folder first: keep its copy
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -15,6 +15,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per cor
     import torch
 
     torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # and in the processes the tests start (CLI runs, DDP ranks)
 
 
 @pytest.fixture(scope="session", autouse=True)

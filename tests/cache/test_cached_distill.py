@@ -25,12 +25,17 @@ def test_cached_run_equals_online_teacher_run_on_the_original_view(tmp_path):
     assert [e["state"] for e in list_entries(cache_dir)] == ["complete"]
 
 
-def test_second_run_reuses_the_entry(tmp_path):
+def test_second_run_reuses_the_entry(tmp_path, monkeypatch):
     first = distill(tiny_config(tmp_path, trainer={"epochs": 1}, run={"name": "a"}), quiet=True)
     entries = list_entries(os.environ["SSDISTILL_CACHE_DIR"])
+    import ssdistill.cache.fill as fill
+
+    # the second run must read the complete entry back: computing the teacher on any image now fails the test
+    refill = lambda rows: pytest.fail("the teacher ran again instead of reading the cache")  # noqa: E731
+    monkeypatch.setattr(fill, "teacher_compute", lambda *args, **kwargs: refill)
     second = distill(tiny_config(tmp_path, trainer={"epochs": 1}, run={"name": "b"}), quiet=True)
     assert list_entries(os.environ["SSDISTILL_CACHE_DIR"]) == entries
-    assert second["timing"]["teacher_signal_seconds"] < first["timing"]["teacher_signal_seconds"]
+    assert first["signals"]["teacher"]["fingerprint"] == second["signals"]["teacher"]["fingerprint"]
 
 
 def test_results_record_the_peak_memory_of_the_run(tmp_path):

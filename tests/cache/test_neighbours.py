@@ -79,7 +79,7 @@ def test_faiss_backend_gives_the_same_bags_without_ties():
         topk_neighbours(features, 6, backend="annoy")
 
 
-def test_bingo_selects_the_faiss_backend_for_its_cached_bags(tmp_path):
+def test_bingo_selects_the_faiss_backend_for_its_cached_bags(tmp_path, monkeypatch):
     pytest.importorskip("faiss", reason="faiss-cpu is in the dev extra; without it the backend is optional")
     from integration.common import tiny_config
     from ssdistill.engine.provider import TeacherProvider
@@ -93,7 +93,30 @@ def test_bingo_selects_the_faiss_backend_for_its_cached_bags(tmp_path):
     assert not any("neighbour" in d for d in cfg.method.deviations())  # a search backend is not a departure from the method
     ctx = TeacherProvider(cfg, train_source(cfg))
     ctx.fulfil(METHODS["bingo"].teacher_needs(cfg))
+    import ssdistill.cache.neighbours as module
+
+    searched = []
+    real = module._faiss_neighbours
+    monkeypatch.setattr(module, "_faiss_neighbours", lambda *a, **k: searched.append(1) or real(*a, **k))
     METHODS["bingo"].prepare(cfg, ctx)
+    assert searched == [1], "the bags were not searched by faiss"
     entry = ctx.entry()
     stored = np.load(entry.dir / f"neighbours-k{cfg.method.bag_size}.npz")["ids"]
     assert np.array_equal(stored, brute_force(entry.read(), cfg.method.bag_size).numpy())
+
+
+def test_bingo_without_faiss_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    from integration.common import tiny_config
+    from ssdistill.errors import ConfigError
+    from ssdistill.methods.registry import METHODS
+    from ssdistill.recipe import build_config
+
+    raw = tiny_config(tmp_path)
+    raw["method"] = {"name": "bingo", "neighbour_backend": "faiss"}
+    cfg = build_config(raw)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else find_spec(name, *a))
+    with pytest.raises(ConfigError, match="pip install faiss-cpu"):
+        METHODS["bingo"].prepare(cfg, ctx=None)  # before any cache is read or filled

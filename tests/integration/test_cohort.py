@@ -50,7 +50,7 @@ def cohort_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(METHODS, "pair_feature", PairFeature)
         config = tiny_config(tmp_path, method={"name": "pair_feature", "projector_hidden": [32]}, run={"name": "pair"},
-                             eval={"teacher": True, "random_init": True, "monitor_every": 1}, trainer={"epochs": 2})
+                             eval={"teacher": True, "random_init": True, "monitor_every": 1, "suite": "full"}, trainer={"epochs": 2})
         results = distill(config, quiet=True)
         yield tmp_path / "runs" / "pair", results
 
@@ -66,11 +66,16 @@ def test_every_member_is_evaluated_and_monitored(cohort_run):
     run, results = cohort_run
     assert list(results["students"]) == ["student", "peer"]
     assert list(results["knn"]) == ["teacher", "random_init", "random_init_peer", "student", "student_peer"]
-    # members are seeded apart (seed + i), so their random-init rows and trained rows differ
-    assert results["knn"]["student"]["top1"] != results["knn"]["student_peer"]["top1"] or \
-        results["knn"]["random_init"]["top1"] != results["knn"]["random_init_peer"]["top1"]
+    assert set(results["evaluation"]["models"]) == set(results["knn"])  # the full suite too
     columns = next(csv.reader((run / "metrics.csv").open()))
     assert {"monitor/knn_top1", "monitor/peer/knn_top1", "train/loss_peer_epoch"} <= set(columns)
+
+
+def test_members_start_from_their_own_seeds(cohort_run, registered):
+    run, _ = cohort_run
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    first = next(k for k in state if k.startswith("student.") and k.endswith("weight"))
+    assert not torch.equal(state[first], state["peer." + first[len("student."):]])
 
 
 def test_each_member_loads_and_exports_on_its_own(cohort_run, registered):
@@ -83,8 +88,6 @@ def test_each_member_loads_and_exports_on_its_own(cohort_run, registered):
         written = export_run(run, member=member)
         assert written["weights"] == run / "export" / member / "student.safetensors"
         assert json.loads(written["config"].read_text())["ssdistill"]["member"] == member
-    first = next(k for k in state if k.startswith("student.") and k.endswith("weight"))
-    assert not torch.equal(state[first], state["peer." + first[len("student."):]])
 
 
 def test_tables_and_report_show_every_member(cohort_run, registered, tmp_path):
@@ -97,5 +100,9 @@ def test_tables_and_report_show_every_member(cohort_run, registered, tmp_path):
     assert labels[-4:] == [["pair", "pair_feature"], ["pair", "pair_feature [peer]"]] * 2
     table = markdown_report([run])
     assert "[peer]" in table and "random-init test_resnet [peer]" in table
-    page = build_report([run], tmp_path / "report.html").read_text()
-    assert "peer" in page and "knn-pair" in page
+    html = tmp_path / "report.html"
+    build_report([run], html)
+    page = html.read_text()
+    assert "map-student-pair" in page and "map-student_peer-pair" in page  # a feature map per member
+    monitor = page.split('id="knn-pair"', 1)[1].split("</svg>", 1)[0]
+    assert ">student<" in monitor and ">peer<" in monitor  # a k-NN monitor curve per member, in one chart

@@ -8,10 +8,13 @@ online, and hands the method ``signals: {need name: TeacherSignal}``; the method
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+
+from ssdistill.config import TAP_PATTERN
 
 TeacherView = Literal["original", "augmented", "bank"]
 
@@ -39,6 +42,8 @@ class TeacherNeed:
             raise ValueError("a bank need gives its repeats, and only a bank need does")
         if self.subset is not None and self.view != "original":
             raise ValueError("a data subset is only possible for the original view")
+        if self.tap is not None and not re.fullmatch(TAP_PATTERN, self.tap):
+            raise ValueError(f"a need's tap is pooled, logits or module:<name>, got {self.tap!r}")
 
 
 @dataclass(frozen=True)

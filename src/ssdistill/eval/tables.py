@@ -93,19 +93,19 @@ def _member_tag(label: str) -> str:
 
 def comparison_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     """One row per trained student of every run (each member of a cohort), after every teacher and random-init student
-    of the runs, each reference from the first run that evaluated it (by its display name, ``names`` in a record: see
-    ``model_names``), so several teachers appear and a shared teacher appears once."""
+    of the runs. A reference row is shown once for runs that share it: same display name (``names`` of a record, see
+    ``model_names``), same identity (``identities``, see ``model_identities``: a teacher's fingerprint, a random-init
+    student's architecture, resolution and seed) and same evaluation split."""
     from ssdistill.eval.suite import headline_metrics
 
+    full = all(r.get("evaluation") for r in records)  # else every run is shown by its k-NN alone
+
     def models(record: dict) -> dict:
-        if record.get("evaluation"):
-            return record["evaluation"]["models"]
-        return record.get("knn") or {}
+        return record["evaluation"]["models"] if full else record.get("knn") or {}
 
     def metrics(record: dict, row: dict) -> dict:
-        return headline_metrics(row) if record.get("evaluation") else {"knn": row["top1"]}
+        return headline_metrics(row) if full else {"knn": row["top1"]}
 
-    full = all(r.get("evaluation") for r in records)
     columns = evaluation_columns(records[0]["evaluation"]) if full else [("knn", "k-NN top-1")]
     header = ["run", "model", *[t for _, t in columns], "params (M)", "images/s"]
 
@@ -116,12 +116,13 @@ def comparison_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     rows, shown = [], set()
     for group in ("teacher", "random_init"):
         for record in records:
-            names = record.get("names") or {}
+            names, identities = record.get("names") or {}, record.get("identities") or {}
             for key in model_keys(models(record)):
                 row = models(record)[key]
                 display = names.get(key, key.replace("_", " "))
-                if _group(key) == group and row and display not in shown:
-                    shown.add(display)
+                identity = (display, identities.get(key), (record.get("data") or {}).get("val"))
+                if _group(key) == group and row and identity not in shown:
+                    shown.add(identity)
                     rows.append(line(display, "", record, row))
     for record in records:
         for key in model_keys(models(record)):
@@ -149,6 +150,20 @@ def model_names(results: dict) -> dict[str, str]:
         names[f"random_init{suffix}"] = f"random-init {student['arch']}{tag}"
         names[f"student{suffix}"] = f"{'distilled' if trained else 'trained'} {student['arch']}{tag} ({results['method']})"
     return names
+
+
+def model_identities(results: dict) -> dict[str, str]:
+    """What makes a reference row of a run record the same model in another run: a teacher's fingerprint (weights,
+    preprocessing, tap), a random-init student's architecture, resolution and seed."""
+    identities = {}
+    for name, teacher in (results.get("teachers") or {}).items():
+        identities[teacher_label(name)] = teacher.get("fingerprint")
+    seed = results.get("seed")
+    students = results.get("students") or {"student": results.get("student") or {}}
+    for i, (member, student) in enumerate(students.items()):
+        suffix = "" if member == "student" else f"_{member}"
+        identities[f"random_init{suffix}"] = f"{student.get('arch')}@{student.get('resolution')}:seed{seed}+{i}"
+    return identities
 
 
 def format_summary(results: dict[str, Any]) -> str:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+import importlib.util
+
 import torch
 from pydantic import Field
 from torch.nn import functional as F
@@ -95,6 +97,8 @@ class BINGO(DistillMethod):
 
     @classmethod
     def prepare(cls, cfg: DistillConfig, ctx) -> Preparation:
+        if cfg.method.neighbour_backend == "faiss" and importlib.util.find_spec("faiss") is None:
+            raise ConfigError("method.neighbour_backend=faiss needs faiss: pip install faiss-cpu (or 'ssdistill[faiss]'), or use torch")
         if not cfg.cache.enabled:
             raise ConfigError("BINGO's neighbour bags are computed from the teacher cache: set cache.enabled=true")
         if cfg.method.bag_size >= len(ctx.source):

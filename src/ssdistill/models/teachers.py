@@ -49,7 +49,7 @@ class FrozenTeacher(nn.Module):
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.tapped = tapped_module(self.model, name, output)
+        self.tap_path = tapped_module(self.model, name, output)  # a path, not a child: no duplicate state_dict keys
         with torch.no_grad():
             probe = torch.zeros(1, 3, preprocess.resolution, preprocess.resolution)
             self.dim = int(self(probe).shape[1])
@@ -81,29 +81,44 @@ class FrozenTeacher(nn.Module):
             return grouped_forward(self._embed, x, bn_groups)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        if self.tapped is not None:
+        if self.tap_path is not None:
             return self._module_output(x)
         features = self.model.forward_features(x)
         return self.model.forward_head(features, pre_logits=self.output == "pooled").float()
 
     def _module_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The output of the tapped module's first call; the forward stops there (nothing after it runs)."""
         captured: list = []
-        handle = self.tapped.register_forward_hook(lambda module, inputs, output: captured.append(output))
+
+        def stop(module, inputs, output):
+            captured.append(output)
+            raise _TapReached
+
+        handle = self.model.get_submodule(self.tap_path).register_forward_hook(stop)
         try:
             self.model(x)
+        except _TapReached:
+            pass
         finally:
             handle.remove()
-        return pool_tap(captured[-1], self.output).float()
+        if not captured:
+            raise ModelError(f"the teacher's module '{self.tap_path}' does not run in its forward pass: tap a module that does ({self.output})")
+        return pool_tap(captured[0], self.output).float()
 
 
-def tapped_module(model: nn.Module, name: str, output: str) -> nn.Module | None:
-    """The submodule a ``module:<name>`` tap reads (None for ``pooled`` / ``logits``), or a one-line error naming
-    some of the modules the teacher has."""
+class _TapReached(Exception):
+    """Raised by a tap's hook to end the teacher's forward at the tapped module."""
+
+
+def tapped_module(model: nn.Module, name: str, output: str) -> str | None:
+    """The path of the submodule a ``module:<name>`` tap reads (None for ``pooled`` / ``logits``), or a one-line error
+    naming some of the modules the teacher has."""
     if not output.startswith("module:"):
         return None
     path = output[len("module:") :]
     try:
-        return model.get_submodule(path)
+        model.get_submodule(path)
+        return path
     except AttributeError:
         top = [n for n, _ in model.named_children()]
         raise ModelError(
@@ -113,8 +128,8 @@ def tapped_module(model: nn.Module, name: str, output: str) -> nn.Module | None:
 
 
 def pool_tap(value, output: str = "module") -> torch.Tensor:
-    """A tapped module's output as [B, D]: feature maps [B, C, H, W] and token sequences [B, N, D] are averaged over
-    space / tokens, a tuple's first element is used."""
+    """A tapped module's output as [B, D]: feature maps [B, C, H, W] (channels first, as timm's convolutional models
+    give them) and token sequences [B, N, D] are averaged over space / tokens, a tuple's first element is used."""
     if isinstance(value, (tuple, list)):
         value = value[0]
     if not isinstance(value, torch.Tensor) or value.ndim not in (2, 3, 4):

@@ -15,7 +15,7 @@ from pathlib import Path
 from ssdistill.engine.rundir import existing_run_dir
 from ssdistill.files import atomic_write_text
 from ssdistill.errors import ConfigError
-from ssdistill.eval.tables import comparison_rows, markdown_table, model_keys, model_names, model_rows
+from ssdistill.eval.tables import comparison_rows, markdown_table, model_identities, model_keys, model_names, model_rows
 from ssdistill.report.svg import line_chart, scatter_chart
 
 STYLE = """
@@ -67,7 +67,8 @@ def load_run(path: str | Path) -> dict:
         "dir": run,
         "method": results["method"],
         "results": results,
-        "record": {**record, "method": results["method"], "name": run.name, "run_dir": str(run), "names": model_names(results)},
+        "record": {**record, "method": results["method"], "name": run.name, "run_dir": str(run), "names": model_names(results),
+                   "identities": model_identities(results)},
         "metrics": metrics,
         "config": (run / "config.yaml").read_text(),
     }
@@ -106,7 +107,7 @@ def _run_charts(run: dict) -> list[str]:
         charts.append(line_chart(series, f"loss terms per epoch ({name})", "epoch", "value", f"terms-{name}"))
     charts.append(line_chart([("lr", *_series(metrics, "step", "train/lr"))], f"learning rate ({name})", "step", "lr", f"lr-{name}"))
     monitors = []  # the student's k-NN monitor, and each member's in a cohort
-    for member, column in _monitor_columns(metrics):
+    for member, column in _monitor_columns(run):
         xs, ys = _series(metrics, "epoch", column)
         if xs:
             monitors.append((member, [x + 1 for x in xs], ys))
@@ -115,11 +116,13 @@ def _run_charts(run: dict) -> list[str]:
     return charts
 
 
-def _monitor_columns(metrics: list[dict]) -> list[tuple[str, str]]:
-    """(member, metrics.csv column) of every k-NN monitor a run logged: ``monitor/knn_top1`` for the student,
-    ``monitor/<member>/knn_top1`` for the members of a cohort."""
-    columns = {k for r in metrics[:1] for k in r if k.startswith("monitor/") and k.endswith("/knn_top1") or k == "monitor/knn_top1"}
-    return [("student" if c == "monitor/knn_top1" else c.split("/")[1], c) for c in sorted(columns)]
+def _monitor_columns(run: dict) -> list[tuple[str, str]]:
+    """(member, metrics.csv column) of every k-NN monitor a run logged, in the order of the run's members:
+    ``monitor/knn_top1`` for the student, ``monitor/<member>/knn_top1`` for the members of a cohort."""
+    columns = {k for r in run["metrics"][:1] for k in r if k.startswith("monitor/") and k.endswith("/knn_top1")}
+    found = {("student" if c == "monitor/knn_top1" else c.split("/")[1]): c for c in columns}
+    order = list(run["results"].get("students") or ["student"])
+    return sorted(found.items(), key=lambda item: (order.index(item[0]) if item[0] in order else len(order), item[0]))
 
 
 def _embedding_charts(runs: list[dict]) -> list[str]:
@@ -167,7 +170,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
         losses = [(r["name"], *_series(r["metrics"], "epoch", "train/loss_epoch")) for r in runs]
         overlaid = [line_chart(losses, "training loss per epoch", "epoch", "loss", "loss-all")]
         monitors = [(r["name"] if member == "student" else f"{r['name']} [{member}]", *_series(r["metrics"], "epoch", column))
-                    for r in runs for member, column in _monitor_columns(r["metrics"])]
+                    for r in runs for member, column in _monitor_columns(r)]
         if any(xs for _, xs, _ in monitors):
             overlaid.append(line_chart(monitors, "k-NN top-1 during training", "epoch", "%", "knn-all"))
         sections.append("<h2>Curves</h2><div class='charts'>" + "".join(c for c in overlaid if c) + "</div>")
