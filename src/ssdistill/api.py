@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 import yaml
 
 from ssdistill.cache.fill import cached_teacher_features
-from ssdistill.config import TAP_PATTERN, DistillConfig, TeacherConfig
+from ssdistill.config import DistillConfig, TeacherConfig, is_tap
 from ssdistill.data.datasets import open_images
 from ssdistill.engine.provider import TeacherProvider, open_split
 from ssdistill.engine.records import machine, versions
@@ -158,7 +157,7 @@ def fill_cache(
     root: str = "~/.cache/ssdistill/datasets",
 ) -> list[dict[str, Any]]:
     """Fill (or check) the teacher cache for each dataset; returns shape, seconds and images/s per dataset."""
-    if not re.fullmatch(TAP_PATTERN, output):
+    if not is_tap(output):
         raise ConfigError(f"the teacher tap is pooled, logits or module:<name>, got '{output}'")
     model = build_teacher(TeacherConfig(name=teacher, weights=weights, output=output))
     device = compute_device("auto")

@@ -53,6 +53,11 @@ class StudentConfig(Section):
 TAP_PATTERN = r"^(pooled|logits|module:[A-Za-z_][A-Za-z0-9_.]*)$"
 
 
+def is_tap(value: str) -> bool:
+    """Whether ``value`` names a teacher output tap (``TAP_PATTERN``)."""
+    return re.fullmatch(TAP_PATTERN, value) is not None
+
+
 class TeacherConfig(Section):
     name: str = Field(
         "efficientnet_lite0",

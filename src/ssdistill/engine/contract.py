@@ -8,13 +8,12 @@ online, and hands the method ``signals: {need name: TeacherSignal}``; the method
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
-from ssdistill.config import TAP_PATTERN
+from ssdistill.config import is_tap
 
 TeacherView = Literal["original", "augmented", "bank"]
 
@@ -33,7 +32,7 @@ class TeacherNeed:
 
     view: TeacherView = "original"
     teacher: str | None = None
-    tap: str | None = None  # pooled, logits or module:<name> (config.TAP_PATTERN)
+    tap: str | None = None  # pooled, logits or module:<name> (config.is_tap)
     repeats: int | None = None
     subset: str | None = None
 
@@ -42,7 +41,7 @@ class TeacherNeed:
             raise ValueError("a bank need gives its repeats, and only a bank need does")
         if self.subset is not None and self.view != "original":
             raise ValueError("a data subset is only possible for the original view")
-        if self.tap is not None and not re.fullmatch(TAP_PATTERN, self.tap):
+        if self.tap is not None and not is_tap(self.tap):
             raise ValueError(f"a need's tap is pooled, logits or module:<name>, got {self.tap!r}")
 
 

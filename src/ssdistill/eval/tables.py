@@ -12,7 +12,7 @@ MODEL_GROUPS = ("teacher", "random_init", "student")  # rows: every teacher, the
 def model_keys(rows: dict) -> list[str]:
     """The row labels of an evaluation in table order (``teacher``, ``teacher_<name>``, ``random_init``..., ``student``...)."""
     order = {g: i for i, g in enumerate(MODEL_GROUPS)}
-    return sorted(rows, key=lambda label: (order.get(_group(label), len(MODEL_GROUPS)), list(rows).index(label)))
+    return sorted(rows, key=lambda label: (order.get(model_group(label), len(MODEL_GROUPS)), list(rows).index(label)))
 
 
 def cell(value, digits: int = 1, suffix: str = "") -> str:
@@ -80,14 +80,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(map(str, cells)) + " |" for cells in [header, align, *rows])
 
 
-def _group(label: str) -> str | None:
+def model_group(label: str) -> str | None:
     """``teacher``, ``random_init`` or ``student``: the group of an evaluation row label (its members and teachers
     carry a suffix)."""
     return next((g for g in MODEL_GROUPS if label == g or label.startswith(g + "_")), None)
 
 
 def _member_tag(label: str) -> str:
-    group = _group(label) or ""
+    group = model_group(label) or ""
     return label[len(group) + 1 :]
 
 
@@ -121,13 +121,13 @@ def comparison_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
                 row = models(record)[key]
                 display = names.get(key, key.replace("_", " "))
                 identity = (display, identities.get(key), (record.get("data") or {}).get("val"))
-                if _group(key) == group and row and identity not in shown:
+                if model_group(key) == group and row and identity not in shown:
                     shown.add(identity)
                     rows.append(line(display, "", record, row))
     for record in records:
         for key in model_keys(models(record)):
             row = models(record)[key]
-            if _group(key) == "student" and row:
+            if model_group(key) == "student" and row:
                 tag = _member_tag(key)
                 label = record.get("method", "?") + (f" [{tag}]" if tag else "")
                 rows.append(line(record.get("name", record.get("run_dir", "?")), label, record, row))

@@ -16,9 +16,8 @@ Only t_a enters the queue; older queue keys of the anchor and of the drawn neigh
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
-
 import importlib.util
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field

@@ -9,4 +9,3 @@ from ssdistill.methods.mvmr import MVMR
 from ssdistill.methods.seed import SEED
 
 METHODS = {cls.name: cls for cls in (FeatureDistillation, MVMR, MoCoV2, SEED, DisCo, BINGO)}
-

@@ -15,7 +15,7 @@ from pathlib import Path
 from ssdistill.engine.rundir import existing_run_dir
 from ssdistill.files import atomic_write_text
 from ssdistill.errors import ConfigError
-from ssdistill.eval.tables import comparison_rows, markdown_table, model_identities, model_keys, model_names, model_rows
+from ssdistill.eval.tables import comparison_rows, markdown_table, model_group, model_identities, model_keys, model_names, model_rows
 from ssdistill.report.svg import line_chart, scatter_chart
 
 STYLE = """
@@ -131,16 +131,16 @@ def _embedding_charts(runs: list[dict]) -> list[str]:
         evaluation = run["record"].get("evaluation") or {}
         models = evaluation.get("models", {})
         classes = _class_names(run["results"])
-        display = run["record"]["names"]
+        display, identities = run["record"]["names"], run["record"]["identities"]
         for key in model_keys(models):
             embedding = models[key].get("embedding") if models[key] else None
-            is_teacher = key == "teacher" or key.startswith("teacher_")
-            if embedding is None or not (is_teacher or key == "student" or key.startswith("student_")):
+            is_teacher = model_group(key) == "teacher"
+            if embedding is None or model_group(key) not in ("teacher", "student"):
                 continue
-            if is_teacher:  # a teacher shared by several runs is drawn once
-                if display.get(key, key) in teachers_drawn:
+            if is_teacher:  # a teacher shared by several runs (same fingerprint) is drawn once
+                if identities.get(key, display.get(key, key)) in teachers_drawn:
                     continue
-                teachers_drawn.add(display.get(key, key))
+                teachers_drawn.add(identities.get(key, display.get(key, key)))
             title = display.get(key, key) if is_teacher else f"{display.get(key, key)} ({run['name']})"
             charts.append(scatter_chart(embedding["x"], embedding["y"], embedding["label"], f"{title}: 2-D PCA of val features", f"map-{key}-{run['name']}", classes))
     return charts
