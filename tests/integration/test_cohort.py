@@ -65,8 +65,12 @@ def registered():
 def test_every_member_is_evaluated_and_monitored(cohort_run):
     run, results = cohort_run
     assert list(results["students"]) == ["student", "peer"]
-    assert list(results["knn"]) == ["teacher", "random_init", "random_init_peer", "student", "student_peer"]
+    assert list(results["knn"]) == ["teacher", "random_init", "random_init_peer", "student", "student_peer", "student_ensemble"]
     assert set(results["evaluation"]["models"]) == set(results["knn"])  # the full suite too
+    models = results["evaluation"]["models"]
+    # the ensemble row: both members' normalised features side by side
+    assert models["student_ensemble"]["feature_dim"] == models["student"]["feature_dim"] + models["student_peer"]["feature_dim"]
+    assert models["student_ensemble"]["params_m"] == pytest.approx(models["student"]["params_m"] + models["student_peer"]["params_m"])
     columns = next(csv.reader((run / "metrics.csv").open()))
     assert {"monitor/knn_top1", "monitor/peer/knn_top1", "train/loss_peer_epoch"} <= set(columns)
 
@@ -97,7 +101,7 @@ def test_tables_and_report_show_every_member(cohort_run, registered, tmp_path):
     labels = [row[:2] for row in rows]
     assert labels[0][0].startswith("teacher") and sum(r[0].startswith("teacher") for r in labels) == 1  # shared: once
     assert [r[0] for r in labels if r[0].startswith("random-init")] == ["random-init test_resnet", "random-init test_resnet [peer]"]
-    assert labels[-4:] == [["pair", "pair_feature"], ["pair", "pair_feature [peer]"]] * 2
+    assert labels[-6:] == [["pair", "pair_feature"], ["pair", "pair_feature [peer]"], ["pair", "pair_feature [ensemble]"]] * 2
     table = markdown_report([run])
     assert "[peer]" in table and "random-init test_resnet [peer]" in table
     html = tmp_path / "report.html"

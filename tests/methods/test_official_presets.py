@@ -38,7 +38,18 @@ DOCUMENTED = {
     ("moco", None): {
         "momentum": 0.999, "temperature": 0.2, "out_dim": 128, "queue_size": 65536, "mask_same_id": False, "head_hidden": None,
     },
+    # METHODS 4.3 (MoCo+MCL: MoCo-v1 head, τ 0.07, K 65536, m 0.999, all weights 1, T 3) and 4.4 (CIFAR: Embed
+    # Linear-ReLU-Linear to 128, τ 0.1, α = β = 0.1, γ = λ = 1, T 3, the diagonal mask reused in ICL, no logit KD)
+    ("mcl", "label_free"): {
+        "head": "linear", "out_dim": 128, "temperature": 0.07, "kl_temperature": 3.0, "vcl_weight": 1.0, "icl_weight": 1.0,
+        "soft_vcl_weight": 1.0, "soft_icl_weight": 1.0, "momentum": 0.999, "queue_size": 65536, "mask_same_id": False,
+    },
+    ("mcl", "supervised"): {
+        "head": "mlp", "head_hidden": None, "out_dim": 128, "temperature": 0.1, "kl_temperature": 3.0, "vcl_weight": 0.1,
+        "icl_weight": 0.1, "soft_vcl_weight": 1.0, "soft_icl_weight": 1.0, "icl_include_self_pair": False, "logit_kd_weight": 0.0,
+    },
 }
+MODES = {"mvmr": ("kd", "ssl"), "mcl": ("label_free", "supervised")}
 WITH_OFFICIAL_CODE = sorted({name for name, _ in DOCUMENTED})
 
 # (settings under which a field has an effect, settings under which it has none): where it has none it is never
@@ -52,6 +63,9 @@ CONTEXT = {
                    "disco": ({"teacher_view": "same"}, {"teacher_view": "original"})},
     "warm_epochs": {"bingo": ({"loss_form": "official"}, {"loss_form": "paper"})},
     "handcrafted_sign": {"mvmr": ({"mode": "ssl"}, {"mode": "kd"})},
+    "head_hidden": {"mcl": ({"head": "mlp"}, {"head": "linear"})},
+    **{field: {"mcl": ({"mode": "supervised"}, {"mode": "label_free"})} for field in ("icl_include_self_pair", "logit_kd_weight")},
+    **{field: {"mcl": ({"mode": "label_free"}, {"mode": "supervised"})} for field in ("momentum", "bn_groups", "queue_size", "mask_same_id")},
     "hog_binning": {"mvmr": ({"mode": "ssl"}, {"mode": "kd"})},
 }
 
@@ -128,7 +142,7 @@ def _candidates(annotation, default, official):
     if annotation is bool:
         return [True, False]
     if annotation in (int, float):
-        base = [v for v in (default, official) if isinstance(v, (int, float))] or [1]
+        base = [v or 1 for v in (default, official) if isinstance(v, (int, float))] or [1]  # 0 would only vary to 0
         return [annotation(v) for b in base for v in (b * 2, b / 2 if annotation is float else b + 1)]
     if origin is list:
         item = args[0]
@@ -159,7 +173,7 @@ def test_every_setting_that_departs_from_the_reference_is_reported(name):
     effect without its enabling setting must not be listed then."""
     config_class = METHODS[name].config_class
     checked, silent = set(), set()
-    for mode in (("kd", "ssl") if name == "mvmr" else (None,)):
+    for mode in MODES.get(name, (None,)):
         base = {"mode": mode} if mode else {}
         for field, info in _fields(name):
             default = info.get_default(call_default_factory=True)
@@ -194,6 +208,9 @@ def test_selecting_fields_are_only_modes():
         for field, info in method.config_class.model_fields.items()
         if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("selects")
     }
-    assert exempt == {(name, "preset") for name in METHODS} | {("mvmr", "mode"), ("bingo", "neighbour_backend")}  # backend: same bags
+    assert exempt == {(name, "preset") for name in METHODS} | {
+        ("mvmr", "mode"), ("bingo", "neighbour_backend"),  # backend: same bags
+        ("mcl", "mode"), ("mcl", "cohort"),  # which cohort runs, in which of the two published settings
+    }
     assert SELECTS == {"selects": True}
     assert all(issubclass(method.config_class, BaseModel) for method in METHODS.values())

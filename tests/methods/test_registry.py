@@ -25,9 +25,10 @@ def _assembled(tmp_path, name):
     source = train_source(cfg)
     ctx = TeacherProvider(cfg, source)
     signals = ctx.fulfil(method.teacher_needs(cfg))
-    dataset, prepared = build_dataset(method, cfg, ctx)
+    prepared = build_dataset(method, cfg, ctx)
+    dataset = prepared.dataset
     torch.manual_seed(0)
-    module = method(cfg, build_students(method, cfg), signals, dataset_size=len(source), prepared=prepared)
+    module = method(cfg, build_students(method, cfg), signals, dataset_size=len(source), prepared=prepared.tensors)
     module.log_loss = lambda loss, **terms: loss  # no Lightning trainer here
     return cfg, method, ctx, dataset, module
 

@@ -73,7 +73,9 @@ class Preparation:
     """What a method's ``prepare`` hook made before training: its own training ``dataset`` (None: the engine's
     default) and ``tensors`` it computed from the cache (teacher statistics, a constant centre, k-means heads), handed
     to the module as ``prepared`` (moved to the training device; not in the checkpoint: they are recomputed, from the
-    same cache, on resume)."""
+    same cache, on resume); and a ``batch_sampler`` when its batches must be composed (two images per class)."""
 
     dataset: Any = None
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    batch_sampler: Any = None  # a sampler of whole batches of indices (None: shuffled batches of data.batch_size); it
+    # shards itself across DDP processes and has ``set_epoch`` (data/sampling.py)

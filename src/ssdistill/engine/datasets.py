@@ -19,11 +19,13 @@ def _default_views(method: type, cfg: DistillConfig, ctx: TeacherProvider) -> di
     return {**method.train_views(cfg, ctx), **ctx.batch_views()}
 
 
-def build_dataset(method: type, cfg: DistillConfig, ctx: TeacherProvider) -> tuple[Dataset, dict]:
-    """(training dataset, prepared tensors): the method's ``prepare`` hook, then its own dataset or the default one;
-    after ``ctx.fulfil``."""
+def build_dataset(method: type, cfg: DistillConfig, ctx: TeacherProvider) -> Preparation:
+    """The method's ``prepare`` hook, then its own dataset or the default one (the returned preparation always holds a
+    dataset); after ``ctx.fulfil``."""
     prepared = method.prepare(cfg, ctx) or Preparation()
-    return (prepared.dataset if prepared.dataset is not None else default_dataset(method, cfg, ctx)), prepared.tensors
+    if prepared.dataset is None:
+        prepared.dataset = default_dataset(method, cfg, ctx)
+    return prepared
 
 
 def default_dataset(method: type, cfg: DistillConfig, ctx: TeacherProvider) -> Dataset:

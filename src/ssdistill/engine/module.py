@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the provider is the context methods prepare their data with
     from ssdistill.engine.provider import TeacherProvider
 
 PRIMARY_STUDENT = "student"
+ENSEMBLE = "ensemble"  # the evaluation row of a cohort's members together (``student_ensemble``); no member is named so
 
 
 def student_label(member: str, prefix: str = "student") -> str:
@@ -59,6 +60,8 @@ class DistillMethod(L.LightningModule):
             students = {PRIMARY_STUDENT: students}
         self.member_names = list(students)
         for member, student in students.items():
+            if member == ENSEMBLE:
+                raise TrainingError(f"student member name '{ENSEMBLE}' is reserved for the cohort's ensemble row; rename it")
             if hasattr(self, member):
                 raise TrainingError(f"student member name '{member}' clashes with an attribute of {type(self).__name__}; rename it")
             self.add_module(member, student)  # checkpoint keys: "<member>.backbone...."
@@ -70,6 +73,11 @@ class DistillMethod(L.LightningModule):
     def students(self) -> dict[str, Student]:
         """The trainable students by member name (evaluation, k-NN monitor, checkpoint loading and export use it)."""
         return {member: getattr(self, member) for member in self.member_names}
+
+    def member_classifiers(self) -> dict[str, "torch.nn.Module"]:
+        """{member: classifier on its pooled features} for a method that trains classifiers (supervised MCL); the
+        evaluation scores each on the evaluation split (``classifier`` top-1). Default: none."""
+        return {}
 
     # ----- what a method declares -----------------------------------------------------------------
     @classmethod

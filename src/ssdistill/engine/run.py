@@ -85,22 +85,26 @@ def run_distillation(cfg: DistillConfig, run_dir: Path, resuming: bool, callback
     initial_states = {member: copy.deepcopy(s.state_dict()) for member, s in students.items()}
     ctx = TeacherProvider(cfg, source, device)
     signals = ctx.fulfil(needs)
-    dataset, prepared = build_dataset(method, cfg, ctx)
+    prepared = build_dataset(method, cfg, ctx)
 
     # re-seed so heads, data order and augmentations do not depend on how the teacher signal was obtained
     # (a cold cache fill draws random numbers, a warm cache does not)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    module = method(cfg, students, signals, dataset_size=len(source), prepared=prepared)
+    module = method(cfg, students, signals, dataset_size=len(source), prepared=prepared.tensors)
+    batching = (
+        {"batch_sampler": prepared.batch_sampler}
+        if prepared.batch_sampler is not None
+        else {"batch_size": cfg.data.batch_size, "shuffle": True, "drop_last": True}
+    )
     loader = DataLoader(
-        dataset,
-        batch_size=cfg.data.batch_size,
-        shuffle=True,
-        drop_last=True,
+        prepared.dataset,
+        **batching,
         num_workers=cfg.data.num_workers,
         persistent_workers=cfg.data.num_workers > 0,
         pin_memory=device.type == "cuda",
     )
-    trainer = build_trainer(cfg, run_dir, [*callbacks, *monitors(cfg, source, module)])
+    # a method's own batch sampler shards itself across processes; Lightning shards the plain shuffled batches
+    trainer = build_trainer(cfg, run_dir, [*callbacks, *monitors(cfg, source, module)], distributed_sampler=prepared.batch_sampler is None)
     last = run_dir / "checkpoints" / "last.ckpt"
     if resuming and not last.is_file():
         raise ConfigError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (the run stopped before its first checkpoint)")
@@ -126,7 +130,8 @@ def run_distillation(cfg: DistillConfig, run_dir: Path, resuming: bool, callback
     trained = {member: s.cpu() for member, s in module.students().items()}
     initial = _initial_students(method, cfg, initial_states)
     resolution = {member: spec.resolution for member, spec in method.student_members(cfg).items()}
-    knn, suite, note = evaluate_run(cfg, ctx, trained, initial, resolution, run_dir)
+    classifiers = {member: c.cpu() for member, c in module.member_classifiers().items()}
+    knn, suite, note = evaluate_run(cfg, ctx, trained, initial, resolution, run_dir, classifiers)
     timing["eval_seconds"] = time.perf_counter() - start
     results = results_record(cfg, run_dir, method, trained, ctx, source, knn, note, timing, trainer.global_step, bool(needs))
     results["evaluation"] = suite

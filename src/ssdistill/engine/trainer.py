@@ -38,7 +38,7 @@ class TrainingClock(L.Callback):
         self.before = float(state["seconds"])
 
 
-def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = ()) -> L.Trainer:
+def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (), distributed_sampler: bool = True) -> L.Trainer:
     # the run directory always holds config.yaml already; resumes keep metrics.csv (engine/metrics_csv.py)
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     t = cfg.trainer
@@ -89,4 +89,5 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
         default_root_dir=str(run_dir),
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        use_distributed_sampler=distributed_sampler,
     )

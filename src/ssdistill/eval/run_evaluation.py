@@ -2,31 +2,45 @@
 side on one protocol (k-NN only, or the full suite), with each model's alignment with the primary teacher.
 
 Rows are labelled ``teacher`` / ``teacher_<name>`` (``config.teacher_label``), ``random_init`` / ``random_init_<member>``
-and ``student`` / ``student_<member>`` (``engine.module.student_label``), in that order."""
+and ``student`` / ``student_<member>`` (``engine.module.student_label``), in that order; a cohort adds
+``student_ensemble`` (its members' normalised features concatenated)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from ssdistill.config import DistillConfig, teacher_label
 from ssdistill.data.datasets import ImageSource
 from ssdistill.data.views import original_view
-from ssdistill.engine.module import student_label
+from ssdistill.engine.module import ENSEMBLE, student_label
 from ssdistill.engine.provider import TeacherProvider
 from ssdistill.eval.suite import KNN_PROTOCOLS, Candidate, SuiteOptions, evaluate_suite, protocol_name
-from ssdistill.models.students import Student
+from ssdistill.models.students import CohortEnsemble, Student
 
-KNN_ROW_KEYS = ("images_per_s", "params_m", "gflops", "teacher_alignment")
+KNN_ROW_KEYS = ("images_per_s", "params_m", "gflops", "teacher_alignment", "classifier")
 
 
-def student_candidates(students: dict[str, Student], initial: dict[str, Student] | None, resolution: dict[str, int]) -> list[Candidate]:
-    """Random-init rows (when ``initial`` is given) then trained rows, by member."""
+def student_candidates(
+    students: dict[str, Student],
+    initial: dict[str, Student] | None,
+    resolution: dict[str, int],
+    classifiers: dict[str, nn.Module] | None = None,
+) -> list[Candidate]:
+    """Random-init rows (when ``initial`` is given), trained rows by member (with the member's classifier when the
+    method trained one), and for a cohort whose members share a resolution the ensemble row ``student_ensemble``."""
     rows = []
     for member, model in (initial or {}).items():
         rows.append(Candidate(student_label(member, "random_init"), model, original_view(resolution[member]), resolution[member]))
     for member, model in students.items():
-        rows.append(Candidate(student_label(member), model, original_view(resolution[member]), resolution[member]))
+        classifier = (classifiers or {}).get(member)
+        rows.append(Candidate(student_label(member), model, original_view(resolution[member]), resolution[member], classifier=classifier))
+    sizes = {resolution[member] for member in students}
+    if len(students) > 1 and len(sizes) == 1:
+        size = sizes.pop()
+        rows.append(Candidate(student_label(ENSEMBLE), CohortEnsemble(students), original_view(size), size))
     return rows
 
 
@@ -49,6 +63,7 @@ def evaluate_run(
     initial: dict[str, Student] | None,
     resolution: dict[str, int],
     run_dir: str | Path | None = None,
+    classifiers: dict[str, nn.Module] | None = None,
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
     """(k-NN side by side, full evaluation or None, note): the full suite when ``eval.suite`` is full; without
     labelled data, (None, None, a note saying what to set)."""
@@ -62,7 +77,7 @@ def evaluate_run(
     if query.labels is None:
         return None, None, f"data.val ({cfg.data.val}) has no class folders, so k-NN cannot be scored"
     candidates = teacher_candidates(cfg, ctx, memory, memory_spec, cfg.data.val) if cfg.eval.teacher else []
-    candidates += student_candidates(students, initial if cfg.eval.random_init else None, resolution)
+    candidates += student_candidates(students, initial if cfg.eval.random_init else None, resolution, classifiers)
     primary = (cfg.eval.knn_k, cfg.eval.knn_t)
     full = cfg.eval.suite == "full"
     if full:

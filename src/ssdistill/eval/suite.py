@@ -47,6 +47,7 @@ class Candidate:
     resolution: int
     memory_features: torch.Tensor | None = None
     query_features: torch.Tensor | None = None
+    classifier: nn.Module | None = None  # a classifier the method trained on the pooled features: its top-1 is scored
 
 
 @dataclass
@@ -122,6 +123,8 @@ def evaluate_suite(
         row: dict = {"knn": {}}
         for k, temperature in options.knn:
             row["knn"][protocol_name(k, temperature)] = knn_accuracy(train, train_labels, evaluation, eval_labels, k, temperature, device=device)
+        if candidate.classifier is not None:
+            row["classifier"] = classifier_accuracy(candidate.classifier, evaluation, eval_labels)
         if options.linear:
             log.info("linear probe: %s", candidate.label)
             row["linear"] = linear_probe(train, train_labels, evaluation, eval_labels, seed=options.seed)
@@ -150,11 +153,23 @@ def evaluate_suite(
     }
 
 
+@torch.no_grad()
+def classifier_accuracy(classifier: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Top-1 / top-5 (percent) of a trained classifier on evaluation features."""
+    classifier = classifier.cpu().eval()
+    logits = classifier(features.float().cpu())
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    hits = top == labels.view(-1, 1)
+    return {"top1": 100.0 * hits[:, 0].float().mean().item(), "top5": 100.0 * hits.any(1).float().mean().item()}
+
+
 def headline_metrics(row: dict) -> dict[str, float]:
     """Flat {metric: value} of one model's evaluation (top-1 numbers, clustering scores)."""
     flat = {f"knn_{name}": scores["top1"] for name, scores in row.get("knn", {}).items()}
     if "linear" in row:
         flat["linear"] = row["linear"]["top1"]
+    if "classifier" in row:
+        flat["classifier"] = row["classifier"]["top1"]
     for fraction, scores in row.get("few_shot", {}).items():
         flat[f"few_shot_{fraction}"] = scores["top1"]
     for name, value in row.get("clustering", {}).items():

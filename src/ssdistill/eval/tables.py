@@ -25,6 +25,8 @@ def evaluation_columns(evaluation: dict) -> list[tuple[str, str]]:
     any_row = next(iter(evaluation["models"].values()))
     if "linear" in any_row:
         columns.append(("linear", "linear"))
+    if any("classifier" in row for row in evaluation["models"].values()):
+        columns.append(("classifier", "classifier top-1"))
     for fraction in any_row.get("few_shot", {}):
         columns.append((f"few_shot_{fraction}", f"{float(fraction):.0%} labels"))
     if "clustering" in any_row:
@@ -149,6 +151,8 @@ def model_names(results: dict) -> dict[str, str]:
         suffix = "" if member == "student" else f"_{member}"
         names[f"random_init{suffix}"] = f"random-init {student['arch']}{tag}"
         names[f"student{suffix}"] = f"{'distilled' if trained else 'trained'} {student['arch']}{tag} ({results['method']})"
+    if len(students) > 1:
+        names["student_ensemble"] = f"ensemble of the {len(students)} members, normalised features concatenated ({results['method']})"
     return names
 
 
@@ -174,13 +178,17 @@ def format_summary(results: dict[str, Any]) -> str:
     k = results["protocol"]["knn"]["k"]
     if knn:
         width = max(len(names.get(key, key)) for key in knn) + 2
-        lines.append(f"{'model':<{width}}{'k-NN top-1':>11}{'top-5':>8}{'params (M)':>12}{'images/s':>10}")
+        classified = any("classifier" in row for row in knn.values())  # a method that trained classifiers (supervised MCL)
+        lines.append(
+            f"{'model':<{width}}{'k-NN top-1':>11}{'top-5':>8}{'params (M)':>12}{'images/s':>10}" + ("  classifier top-1" if classified else "")
+        )
         for key in model_keys(knn):
             if key in knn:
                 row = knn[key]
+                scored = f"{row['classifier']['top1']:>17.1f}%" if "classifier" in row else ""
                 lines.append(
                     f"{names.get(key, key):<{width}}{row['top1']:>10.1f}%{row.get('top5', float('nan')):>7.1f}%"
-                    f"{row['params_m']:>12.2f}{row['images_per_s']:>10.0f}"
+                    f"{row['params_m']:>12.2f}{row['images_per_s']:>10.0f}{scored}"
                 )
         extra = f"; {results['retained_pct']:.1f}% of the teacher's k-NN retained" if results.get("retained_pct") else ""
         lines.append(f"(weighted k-NN, k={k}, on {results['data']['val']}{extra})")

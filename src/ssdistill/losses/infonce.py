@@ -2,8 +2,9 @@
 
 * ``info_nce``: the general multi-positive form over any contrast set with positive weights W, an
   exclusion mask E and per-anchor weights; rows without a positive are skipped, never NaN.
-* ``queue_nce``: the MoCo / BINGO / DisCo special case, one positive key per row in column 0 followed by
-  a queue of negatives, computed as logits ``[<u, k>, u Qᵀ] / τ`` without building W.
+* ``logits_nce``: the same on logits the caller built (MCL reuses them for its soft terms).
+* ``queue_nce``: the MoCo / BINGO / DisCo / MCL special case, one positive key per row in column 0 followed by
+  a queue of negatives, computed as logits ``[<u, k>, u Qᵀ] / τ`` (``queue_logits``) without building W.
 """
 
 from __future__ import annotations
@@ -38,11 +39,26 @@ def info_nce(
         raise ValueError(f"positive weights and exclusion mask must be [B, C] = {list(expected)}")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    if reduction not in ("mean", "weighted"):
-        raise ValueError(f"unknown reduction '{reduction}' (mean, weighted)")
     with torch.autocast(device_type=anchors.device.type, enabled=False):
         logits = anchors.float() @ contrast.float().T / temperature
-        weights = positive_weights.float()
+        return logits_nce(logits, positive_weights, exclude, anchor_weights, reduction)
+
+
+def logits_nce(
+    logits: torch.Tensor,
+    positive_weights: torch.Tensor,
+    exclude: torch.Tensor | None = None,
+    anchor_weights: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> NCEResult:
+    """``info_nce`` on similarity logits s [B, C] (already divided by τ) that the caller built, for losses that also
+    reuse the logits (MCL's soft terms)."""
+    if tuple(positive_weights.shape) != tuple(logits.shape) or (exclude is not None and tuple(exclude.shape) != tuple(logits.shape)):
+        raise ValueError(f"positive weights and exclusion mask must match the logits {list(logits.shape)}")
+    if reduction not in ("mean", "weighted"):
+        raise ValueError(f"unknown reduction '{reduction}' (mean, weighted)")
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        logits, weights = logits.float(), positive_weights.float()
         if exclude is not None:
             logits = logits.masked_fill(exclude.bool(), float("-inf"))
             weights = weights.masked_fill(exclude.bool(), 0.0)
@@ -54,7 +70,7 @@ def info_nce(
         if anchor_weights is not None:
             per_row = per_row * anchor_weights.float()
         per_row = per_row.masked_fill(~valid, 0.0)
-        denominator = valid.sum().clamp_min(1) if reduction == "mean" else torch.tensor(len(anchors))
+        denominator = valid.sum().clamp_min(1) if reduction == "mean" else torch.tensor(len(logits))
         return NCEResult(per_row.sum() / denominator, int((~valid).sum()))
 
 
@@ -63,13 +79,13 @@ def _check_exclude(exclude: torch.Tensor | None, rows: int, queue: torch.Tensor)
         raise ValueError(f"the exclusion mask must be [B, queue] = [{rows}, {len(queue)}], got {tuple(exclude.shape)}")
 
 
-def queue_nce(
+def queue_logits(
     query: torch.Tensor, positive_key: torch.Tensor, queue: torch.Tensor, temperature: float, exclude: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """mean_i CE([<q_i, k_i>, q_i Qᵀ] / τ, 0): one positive per row, the queue rows as negatives except
-    those marked in ``exclude`` [B, Q] (e.g. older keys of the query's own image, which are not negatives).
-    Inputs are expected L2-normalised; ``positive_key`` and ``queue`` carry no gradient here."""
-    if query.shape != positive_key.shape or query.shape[1] != queue.shape[1]:
+    """[B, 1 + Q] logits ``[<q_i, k_i>, q_i Qᵀ] / τ`` in float32, the queue entries marked in ``exclude`` [B, Q] at -inf
+    (e.g. older keys of the query's own image, which are not negatives). Inputs are expected L2-normalised;
+    ``positive_key`` and ``queue`` carry no gradient here."""
+    if query.shape != positive_key.shape or query.shape[1] != queue.shape[-1]:
         raise ValueError(f"query {tuple(query.shape)}, keys {tuple(positive_key.shape)} and queue {tuple(queue.shape)} disagree")
     _check_exclude(exclude, len(query), queue)
     with torch.autocast(device_type=query.device.type, enabled=False):
@@ -78,8 +94,20 @@ def queue_nce(
         negatives = q @ queue.detach().float().T
         if exclude is not None:
             negatives = negatives.masked_fill(exclude.bool(), float("-inf"))
-        logits = torch.cat([positive, negatives], dim=1) / temperature
-        return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+        return torch.cat([positive, negatives], dim=1) / temperature
+
+
+def queue_nce(
+    query: torch.Tensor, positive_key: torch.Tensor, queue: torch.Tensor, temperature: float, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
+    """mean_i CE([<q_i, k_i>, q_i Qᵀ] / τ, 0): one positive per row, the queue rows as negatives except those marked in
+    ``exclude`` (``queue_logits``)."""
+    return positive_first_ce(queue_logits(query, positive_key, queue, temperature, exclude))
+
+
+def positive_first_ce(logits: torch.Tensor) -> torch.Tensor:
+    """mean_i CE(ℓ_i, 0): the positive in column 0 of every row."""
+    return F.cross_entropy(logits.float(), torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
 def similarity_distribution_loss(

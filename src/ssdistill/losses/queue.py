@@ -4,6 +4,9 @@ Keys are all-gathered across DDP ranks before they are written, so every rank ho
 wraps around the end (no divisibility requirement). The queue is a buffer: it is saved in checkpoints and a
 resumed run continues with the same negatives.
 
+A cohort (MCL) keeps its members' queues column-aligned: ``members=M`` holds keys [size, M, dim] under one pointer
+and one id per column, so column j holds a key of the same image for every member (``member_keys(m)``: [size, dim]).
+
 A training step ``stage``s its keys; the engine ``commit``s them after the optimiser step
 (``DistillMethod.on_train_batch_end``), so the step's loss never sees its own keys and the queue it read is
 not overwritten while autograd still needs it.
@@ -26,18 +29,25 @@ def capped_queue_size(requested: int, dataset_size: int) -> int:
 
 
 class KeyQueue(nn.Module):
-    def __init__(self, size: int, dim: int, seed: int = 0) -> None:
+    def __init__(self, size: int, dim: int, seed: int = 0, members: int | None = None) -> None:
         super().__init__()
-        if size < 1 or dim < 1:
-            raise ValueError(f"a queue needs a positive size and dimension, got {size} x {dim}")
+        if size < 1 or dim < 1 or (members is not None and members < 1):
+            raise ValueError(f"a queue needs a positive size, dimension and member count, got {size} x {dim} x {members}")
         generator = torch.Generator().manual_seed(seed)
-        self.register_buffer("keys", F.normalize(torch.randn(size, dim, generator=generator), dim=1))  # random unit keys, as MoCo
+        shape = (size, dim) if members is None else (size, members, dim)
+        self.register_buffer("keys", F.normalize(torch.randn(*shape, generator=generator), dim=-1))  # random unit keys, as MoCo
         self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))  # -1: never written
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
         self._staged: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    def member_keys(self, member: int) -> torch.Tensor:
+        """[size, dim]: the keys of one member of a column-aligned cohort queue."""
+        if self.keys.ndim != 3:
+            raise ValueError("member_keys is for a cohort queue (built with members=M)")
+        return self.keys[:, member]
+
     def stage(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
-        """Keys and ids to enqueue at ``commit`` (after the step's backward pass)."""
+        """Keys [B, dim] (a cohort queue: [B, M, dim]) and ids to enqueue at ``commit`` (after the step's backward pass)."""
         self._staged = (keys.detach(), ids.detach())
 
     def commit(self) -> None:
@@ -57,8 +67,8 @@ class KeyQueue(nn.Module):
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
         keys, ids = all_gather_nograd(keys.detach()), all_gather_nograd(ids.detach())
-        if keys.ndim != 2 or keys.shape[1] != self.keys.shape[1]:
-            raise ValueError(f"queue keys are {self.keys.shape[1]}-d, got a batch of shape {tuple(keys.shape)}")
+        if keys.shape[1:] != self.keys.shape[1:]:
+            raise ValueError(f"queue keys are {'x'.join(map(str, self.keys.shape[1:]))}-d per image, got a batch of shape {tuple(keys.shape)}")
         if len(keys) > self.size:
             raise ValueError(
                 f"the queue holds {self.size} keys but one step enqueues {len(keys)} (the global batch); "

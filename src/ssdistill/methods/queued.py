@@ -38,6 +38,7 @@ def excluded_keys(cfg: QueueConfig, queue: KeyQueue, *ids: torch.Tensor) -> torc
     return mask
 
 
-def key_queue(cfg: QueueConfig, dim: int, dataset_size: int | None, seed: int) -> KeyQueue:
-    """A queue of ``queue_size`` keys of width ``dim``, capped at the number of training images."""
-    return KeyQueue(capped_queue_size(cfg.queue_size, dataset_size or cfg.queue_size), dim, seed=seed)
+def key_queue(cfg: QueueConfig, dim: int, dataset_size: int | None, seed: int, members: int | None = None) -> KeyQueue:
+    """A queue of ``queue_size`` keys of width ``dim``, capped at the number of training images (``members``: the
+    column-aligned queues of a cohort, one pointer)."""
+    return KeyQueue(capped_queue_size(cfg.queue_size, dataset_size or cfg.queue_size), dim, seed=seed, members=members)

@@ -4,8 +4,9 @@ one line here."""
 from ssdistill.methods.bingo import BINGO
 from ssdistill.methods.disco import DisCo
 from ssdistill.methods.feature import FeatureDistillation
+from ssdistill.methods.mcl import MCL
 from ssdistill.methods.moco import MoCoV2
 from ssdistill.methods.mvmr import MVMR
 from ssdistill.methods.seed import SEED
 
-METHODS = {cls.name: cls for cls in (FeatureDistillation, MVMR, MoCoV2, SEED, DisCo, BINGO)}
+METHODS = {cls.name: cls for cls in (FeatureDistillation, MVMR, MoCoV2, SEED, DisCo, BINGO, MCL)}

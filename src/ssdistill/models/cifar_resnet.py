@@ -2,12 +2,15 @@
 
 Key names follow the widely used CIFAR-10 checkpoints (``conv1``, ``bn1``,
 ``layer{1,2,3}.{i}.{conv1,bn1,conv2,bn2}``, ``linear``) so they load strictly once the
-``module.`` prefix is stripped. The API mirrors timm: ``forward_features``, ``forward_head``.
+``module.`` prefix is stripped. The API mirrors timm: ``forward_features``, ``forward_head``; ``num_classes=0`` gives pooled features. The depths are
+registered with timm as ``cifar_resnet20`` … ``cifar_resnet110`` (random init; the CIFAR students of MCL's recipes), so
+``student.arch: cifar_resnet32`` works wherever a timm name does once ssdistill is imported.
 """
 
 from __future__ import annotations
 
 import torch
+from timm.models import register_model
 from torch import nn
 from torch.nn import functional as F
 
@@ -36,12 +39,12 @@ class _Block(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth: int = 56, num_classes: int = 10) -> None:
+    def __init__(self, depth: int = 56, num_classes: int = 10, in_chans: int = 3) -> None:
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_chans, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         stages, c_in = [], 16
         for c_out, stride in ((16, 1), (32, 2), (64, 2)):
@@ -52,7 +55,8 @@ class CifarResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
         self.num_features = 64
-        self.linear = nn.Linear(64, num_classes)
+        self.num_classes = num_classes
+        self.linear = nn.Linear(64, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = {
             "input_size": (3, 32, 32),
             "crop_pct": 1.0,
@@ -71,3 +75,20 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def _registered(depth: int):
+    def build(pretrained: bool = False, **kwargs) -> CifarResNet:
+        if pretrained:
+            raise ValueError(f"cifar_resnet{depth} has no timm weights; load a checkpoint (teacher.weights) instead")
+        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+            kwargs.pop(key, None)
+        return CifarResNet(depth, **kwargs)
+
+    build.__name__ = build.__qualname__ = f"cifar_resnet{depth}"
+    build.__module__ = __name__
+    return register_model(build)
+
+
+for _depth in (20, 32, 44, 56, 110):
+    globals()[f"cifar_resnet{_depth}"] = _registered(_depth)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ssdistill.errors import ModelError
+from ssdistill.models import cifar_resnet  # noqa: F401  (registers the CIFAR ResNets with timm, as student architectures)
 
 
 def create_timm(arch: str, **kwargs) -> nn.Module:
@@ -54,3 +55,15 @@ class Student(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
+
+
+class CohortEnsemble(nn.Module):
+    """A cohort's members as one model: the concatenation of each member's L2-normalised pooled features (every member
+    sees the same images, so they share one resolution)."""
+
+    def __init__(self, members: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleDict(members)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([nn.functional.normalize(member(images), dim=1) for member in self.members.values()], dim=1)
