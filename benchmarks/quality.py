@@ -35,10 +35,10 @@ README = REPO / "README.md"
 SHARED_WEIGHTS = REPO.parent / "shared" / "weights"
 
 # baselines (feature regression also from another teacher and from both), then the published methods (MV-MR also
-# under its official preset)
+# under its official preset; MCL's label-free cohort next to MoCo-v2, its supervised rows, which use labels, last)
 METHODS = (
-    "moco", "feature", "feature_lite2", "feature_multi", "seed", "disco", "bingo", "mvmr_kd", "mvmr_kd_official", "mvmr_ssl",
-    "mvmr_ssl_official",
+    "moco", "mcl", "feature", "feature_lite2", "feature_multi", "seed", "disco", "bingo", "mvmr_kd", "mvmr_kd_official", "mvmr_ssl",
+    "mvmr_ssl_official", "mcl_independent", "mcl_supervised",
 )
 LABELS = {
     "feature": "feature regression",
@@ -52,8 +52,12 @@ LABELS = {
     "mvmr_ssl": "MV-MR (self-supervised, no teacher)",
     "mvmr_ssl_official": "MV-MR (self-supervised, no teacher), official preset",
     "bingo": "BINGO",
+    "mcl": "MCL ×2, label-free cohort (no teacher)",
+    "mcl_independent": "two members trained independently (labels, no teacher)",
+    "mcl_supervised": "MCL ×2, supervised (labels, no teacher)",
 }
-NO_TEACHER = frozenset({"moco", "mvmr_ssl", "mvmr_ssl_official"})
+NO_TEACHER = frozenset({"moco", "mcl", "mvmr_ssl", "mvmr_ssl_official", "mcl_independent", "mcl_supervised"})
+WITH_LABELS = frozenset({"mcl_independent", "mcl_supervised"})  # rows whose training reads the class labels
 
 # Smoke tier: the first 60 (train) and 50 (test) images of every CIFAR-10 class, 20 epochs, resnet18 at 32 px
 # (at this budget it learns fastest of the cheap students: k-NN +13 points for feature regression in ~45 s).
@@ -73,6 +77,9 @@ SMOKE_DCOR2_MARGIN = 0.08
 # no-teacher rows cannot be expected to lift k-NN from 600 images in a minute (MoCo needs long schedules);
 # MV-MR's loss must still fall by this fraction, MoCo's losses must stay finite
 SMOKE_LOSS_DROP = 0.10
+# rows trained with labels (supervised MCL and its independent baseline): each member's classifier on the 500 test
+# images, 10 classes (chance 10 %)
+SMOKE_CLASSIFIER_MIN = 20.0
 
 
 def _smoke_overrides(bench: str, method: str) -> dict:
@@ -254,7 +261,7 @@ def epoch_losses(run_dir: Path) -> list[float]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-QUEUE_METHODS = frozenset({"moco", "seed", "disco", "bingo"})
+QUEUE_METHODS = frozenset({"moco", "mcl", "seed", "disco", "bingo"})
 
 
 def first_comparable_epoch(method: str, record: dict) -> int:
@@ -293,6 +300,16 @@ def check_row(method: str, record: dict) -> list[str]:
             failures.append(f"{method}: student dCor² with the teacher {alignment[0]:.3f} is not {SMOKE_DCOR2_MARGIN} above random init {alignment[1]:.3f}")
         if not losses[-1] < losses[start]:
             failures.append(f"{method}: loss did not fall (epoch {start} {losses[start]:.3f} -> last {losses[-1]:.3f})")
+    if method in WITH_LABELS:  # trained with labels: every member must learn, and its classifier must beat chance
+        for member in (label for label in knn if label.startswith("student") and label != "student_ensemble"):
+            lift = knn[member]["top1"] - knn[member.replace("student", "random_init", 1)]["top1"]
+            if not lift >= SMOKE_KNN_MARGIN["default"]:
+                failures.append(f"{method}: {member} k-NN is {lift:.1f} points above its random init, not {SMOKE_KNN_MARGIN['default']}")
+            classifier = (knn[member].get("classifier") or {}).get("top1")
+            if classifier is None or not classifier >= SMOKE_CLASSIFIER_MIN:
+                failures.append(f"{method}: {member} classifier top-1 {classifier} is not at least {SMOKE_CLASSIFIER_MIN} %")
+        if not losses[-1] <= (1 - SMOKE_LOSS_DROP) * losses[0]:
+            failures.append(f"{method}: loss fell from {losses[0]:.3f} to {losses[-1]:.3f}, less than {SMOKE_LOSS_DROP:.0%}")
     return failures
 
 
@@ -323,6 +340,8 @@ def _notes(method: str, record: dict) -> str:
     notes = []
     if method in NO_TEACHER:
         notes.append("no teacher")
+    if method in WITH_LABELS:
+        notes.append("trained with the class labels")
     method_config = (record.get("config") or {}).get("method") or {}
     if method_config.get("name") == "mvmr":
         notes.append(_mvmr_terms(method_config))

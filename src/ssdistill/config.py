@@ -94,7 +94,11 @@ class CacheConfig(Section):
 
 
 class AugConfig(Section):
-    recipe: Literal["moco_v2", "none"] = Field("moco_v2", description="student view augmentation")
+    recipe: Literal["moco_v2", "cifar_basic", "none"] = Field(
+        "moco_v2",
+        description="student view augmentation: moco_v2 (the fields below), cifar_basic (resize to the resolution, random crop "
+        "with 4-pixel zero padding, flip_p flip: the supervised CIFAR recipe), none (the original view)",
+    )
     crop_scale_min: float = Field(0.2, gt=0, le=1, description="RandomResizedCrop minimum area fraction")
     color_jitter: float = Field(0.4, ge=0, description="brightness/contrast/saturation jitter strength (hue = strength/4)")
     color_jitter_p: float = Field(0.8, ge=0, le=1, description="probability of colour jitter")
@@ -108,6 +112,7 @@ class OptimConfig(Section):
     lr: float = Field(0.05, gt=0, description="peak learning rate (after warm-up)")
     weight_decay: float = Field(1e-4, ge=0, description="weight decay (not applied to norms and biases)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(False, description="SGD with Nesterov momentum (the supervised CIFAR recipes)")
     warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up length in epochs (stepped per optimiser step)")
     min_lr: float = Field(0.0, ge=0, description="learning rate at the end of the cosine schedule")
     grad_clip: float | None = Field(None, gt=0, description="clip gradient norm to this value")

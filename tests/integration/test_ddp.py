@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo DDP) finish one run and see disjoint samples."""
+"""Two CPU processes (gloo DDP) finish one run and see disjoint samples; an MCL cohort shares its queues across them."""
 
 import json
 import os
@@ -13,15 +13,7 @@ from integration.common import tiny_config
 
 def test_two_process_ddp_on_cpu_gives_each_rank_disjoint_samples(tmp_path):
     config = tiny_config(tmp_path, trainer={"epochs": 2, "devices": 2, "accelerator": "cpu"}, eval={"random_init": True})
-    recipe = tmp_path / "ddp.yaml"
-    recipe.write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "SSDISTILL_RUN_DIR")}
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "integration" / "ddp_worker.py"), str(recipe), str(tmp_path)],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
-    )
+    done = _ddp_run(tmp_path, config)
     assert done.returncode == 0, done.stderr[-3000:]
     for epoch in (0, 1):
         records = [json.loads((tmp_path / f"indices-rank{r}-epoch{epoch}.json").read_text()) for r in (0, 1)]
@@ -33,3 +25,37 @@ def test_two_process_ddp_on_cpu_gives_each_rank_disjoint_samples(tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["steps"] == 4 and results["knn"]["student"]["top1"] > 0
     assert not list((tmp_path / "runs").glob("tiny-*"))  # both processes wrote to one run directory
+
+
+def _ddp_run(tmp_path, config):
+    recipe = tmp_path / "ddp.yaml"
+    recipe.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "SSDISTILL_RUN_DIR")}
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, str(REPO / "tests" / "integration" / "ddp_worker.py"), str(recipe), str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
+    )
+
+
+def test_an_mcl_cohort_trains_under_ddp_with_gathered_queues_and_self_sharding_batches(tmp_path):
+    """Label-free: every rank's keys reach the (one-pointer) cohort queue, so after one epoch rank 0's checkpoint holds
+    a key of all 64 images in every member's queue; DDP finds no unused parameter in either mode. Supervised: the
+    two-per-class sampler shards itself (Lightning's distributed sampler is off), 2 batches per rank per epoch."""
+    import torch
+
+    for mode in ("label_free", "supervised"):
+        run = tmp_path / mode
+        run.mkdir()
+        config = tiny_config(run, trainer={"epochs": 1, "devices": 2, "accelerator": "cpu"}, run={"name": mode})
+        config["method"] = {"name": "mcl", "mode": mode, "queue_size": 64}
+        done = _ddp_run(run, config)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results = json.loads((run / "runs" / mode / "results.json").read_text())
+        assert results["steps"] == 2 and set(results["knn"]) == {"student", "student_peer1", "student_ensemble"}
+        records = [json.loads((run / f"indices-rank{r}-epoch0.json").read_text()) for r in (0, 1)]
+        assert all(len(rec["indices"]) == 32 for rec in records)
+        if mode == "label_free":
+            state = torch.load(run / "runs" / mode / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+            assert sorted(state["queue.ids"].tolist()) == list(range(64)) and state["queue.keys"].shape == (64, 2, 128)

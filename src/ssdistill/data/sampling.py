@@ -2,7 +2,8 @@
 
 ``ClassPairBatchSampler``: supervised MCL's "two images per class" batches (METHODS 4.4; the official code's
 MPerClassSampler with m = 2), so that every row of the in-batch contrast has a positive. Each batch draws B/2 classes
-(distinct while the data has that many, else as evenly as possible) and two different images of each. An epoch has
+(distinct while the data has that many, else as evenly as possible) and two images of each, all images of a batch
+different while a class has enough of them. An epoch has
 ``len(labels) // (B · world)`` batches per process, as many images as a plain shuffled epoch. The draw is a function
 of (seed, epoch, rank): a resumed run sees the batches it would have seen, and under DDP every process draws its own.
 """
@@ -46,10 +47,16 @@ class ClassPairBatchSampler(Sampler[list[int]]):
         for _ in range(len(self)):
             # B/2 classes: whole random permutations of the classes, then a random part of one more
             rounds = [torch.randperm(count, generator=generator) for _ in range(-(-pairs // count))]
-            chosen = torch.cat(rounds)[:pairs]
+            chosen = torch.cat(rounds)[:pairs].tolist()
+            picks = {c: self._distinct(c, 2 * chosen.count(c), generator) for c in set(chosen)}
             batch = []
-            for c in chosen.tolist():
-                members = self.classes[c]
-                two = torch.randperm(len(members), generator=generator)[:2]
-                batch += members[two].tolist()
+            for c in chosen:  # each pair: the next two of its class's picks
+                batch += picks[c][:2]
+                picks[c] = picks[c][2:]
             yield batch
+
+    def _distinct(self, c: int, wanted: int, generator: torch.Generator) -> list[int]:
+        """``wanted`` images of class ``c``, all different while the class has that many (then as few repeats as possible)."""
+        members = self.classes[c]
+        draws = [members[torch.randperm(len(members), generator=generator)] for _ in range(-(-wanted // len(members)))]
+        return torch.cat(draws)[:wanted].tolist()

@@ -46,7 +46,8 @@ def original_view(resolution: int, crop_pct: float = 0.875, interpolation: str =
 
 
 def augmented_view(resolution: int, aug: AugConfig, interpolation: str = "bilinear") -> Callable[[Image.Image], torch.Tensor]:
-    """MoCo-v2 style view: random resized crop, colour jitter, grayscale, blur, flip (strengths from ``aug``)."""
+    """MoCo-v2 style view: random resized crop, colour jitter, grayscale, blur, flip (strengths from ``aug``); or the
+    supervised CIFAR view (``aug.recipe: cifar_basic``): padded random crop and flip."""
     if aug.recipe == "none":
         return original_view(resolution, interpolation=interpolation)
     view = v2.Compose([*_augmentations(resolution, aug, interpolation), *_TO_FLOAT])
@@ -62,6 +63,12 @@ def tensor_augmentation(resolution: int, aug: AugConfig, interpolation: str = "b
 
 
 def _augmentations(resolution: int, aug: AugConfig, interpolation: str) -> list:
+    if aug.recipe == "cifar_basic":
+        return [
+            v2.Resize((resolution, resolution), interpolation=INTERPOLATION[interpolation], antialias=True),
+            v2.RandomCrop(resolution, padding=4),
+            v2.RandomHorizontalFlip(p=aug.flip_p),
+        ]
     strength = aug.color_jitter
     kernel = blur_kernel(resolution)
     return [

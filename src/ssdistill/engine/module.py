@@ -139,7 +139,7 @@ class DistillMethod(L.LightningModule):
                 (no_decay if param.ndim <= 1 else decay).append(param)
         groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         if optim.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum)
+            optimizer = torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.nesterov)
         elif optim.optimizer == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=optim.lr)
         else:
