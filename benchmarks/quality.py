@@ -381,7 +381,7 @@ def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
     """Markdown table of every finished row of one benchmark and tier (teacher and random init first). A method
     without a current row shows its superseded row (``superseded/<bench>/``, measured under older defaults), marked."""
     rows = {}
-    for method in METHODS:
+    for method in (m for m in METHODS if m not in WITH_LABELS):  # rows trained with labels: cohort_table
         for path in (row_path(results_dir, bench, method, tier), row_path(Path(results_dir) / "superseded", bench, method, tier)):
             if path.is_file():
                 rows[method] = json.loads(path.read_text())
@@ -429,14 +429,56 @@ def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
     return "\n".join(lines) + "\n"
 
 
+COHORT_ROWS = ("mcl", "mcl_independent", "mcl_supervised")
+
+
+def cohort_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str | None:
+    """Markdown table of the cohort rows (MCL and its baseline): every member with its own random-init student, and
+    the ensemble; None when there is none yet."""
+    rows = {m: json.loads(row_path(results_dir, bench, m, tier).read_text()) for m in COHORT_ROWS if row_path(results_dir, bench, m, tier).is_file()}
+    if not rows:
+        return None
+    lines = [
+        f"{bench.upper()}, tier `{tier}`: cohort rows, every member (no teacher in training); "
+        f"`python -m benchmarks.quality --tier {tier} --bench {bench} --only {' '.join(rows)}`",
+        "",
+        "| row | member | k-NN k20 | k-NN k200 | linear | classifier top-1 | its random init (k-NN k20) | train time (whole cohort) | notes |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for method, record in rows.items():
+        knn = record.get("knn") or {}
+        members = record.get("students") or {"student": record["student"]}
+        seconds = (record.get("timing") or {}).get("train_seconds")
+        for position, (member, student) in enumerate([*members.items(), ("ensemble", None)]):
+            label = "student" if member == "student" else f"student_{member}"
+            if label not in knn:
+                continue
+            metrics = _metrics(record, label)
+            classifier = (knn[label].get("classifier") or {}).get("top1")
+            random_init = _metrics(record, label.replace("student", "random_init", 1))["k20"] if student else None
+            name = f"{member}: {student['arch']}" if student else "ensemble (features concatenated)"
+            first = position == 0
+            lines.append(
+                f"| {LABELS[method] if first else ''} | {name} | {cell(metrics['k20'])} | {cell(metrics['k200'])} | "
+                f"{cell(metrics['linear'])} | {cell(classifier)} | {cell(random_init)} | {_duration(seconds) if first else ''} | "
+                f"{_notes(method, record) if first else ''} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def write_table(bench: str, tier: str, results_dir: Path = RESULTS, readme: Path | None = None) -> str:
     from ssdistill.files import atomic_write_text
 
     markdown = table(bench, tier, results_dir)
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(results_dir) / f"{bench}-{tier}.md", markdown)
+    cohorts = cohort_table(bench, tier, results_dir)
+    if cohorts is not None:
+        atomic_write_text(Path(results_dir) / f"{bench}-{tier}-cohorts.md", cohorts)
     if readme is not None:
         replace_block(readme, f"bench:{bench}-{tier}", markdown)
+        if cohorts is not None and f"<!-- bench:{bench}-{tier}-cohorts -->" in readme.read_text():
+            replace_block(readme, f"bench:{bench}-{tier}-cohorts", cohorts)
     return markdown
 
 

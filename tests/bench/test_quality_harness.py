@@ -255,3 +255,40 @@ def test_a_superseded_row_stands_in_marked_until_its_row_is_measured(tmp_path):
     current.write_text(json.dumps(_row(35.0)))
     [seed] = [line for line in quality.table("q2", "cpu", tmp_path).splitlines() if line.startswith("| SEED")]
     assert seed.startswith("| SEED | 35.0 |")  # the measured row replaces it
+
+
+def _cohort_row(members, **extra):
+    """A row of a two-member cohort: members = {label suffix: (k-NN, classifier top-1 or None, random-init k-NN)}."""
+    knn = {"teacher": {"top1": 80.0}}
+    for member, (k20, classifier, random_init) in members.items():
+        suffix = "" if member == "student" else f"_{member}"
+        knn[f"random_init{suffix}"] = {"top1": random_init}
+        knn[f"student{suffix}"] = {"top1": k20, **({"classifier": {"top1": classifier}} if classifier is not None else {})}
+    knn["student_ensemble"] = {"top1": max(v[0] for v in members.values()) + 1}
+    students = {member: {"arch": "cifar_resnet20", "resolution": 32} for member in members}
+    return _row(0.0, knn=knn, students=students, losses=(8.0, 3.0), **extra)
+
+
+def test_rows_trained_with_labels_check_every_member_and_classifier():
+    assert quality.check_row("mcl_supervised", _cohort_row({"student": (35.0, 35.0, 19.0), "peer1": (33.0, 34.0, 18.0)})) == []
+    failures = quality.check_row("mcl_supervised", _cohort_row({"student": (35.0, 35.0, 19.0), "peer1": (20.0, 15.0, 18.0)}))
+    assert failures == [
+        "mcl_supervised: student_peer1 k-NN is 2.0 points above its random init, not 5.0",
+        "mcl_supervised: student_peer1 classifier top-1 15.0 is not at least 20.0 %",
+    ]
+    assert "less than 10%" in quality.check_row("mcl_independent", {**_cohort_row({"student": (35.0, 35.0, 19.0)}), "epoch_losses": [4.0, 3.9]})[0]
+
+
+def test_cohort_rows_get_their_own_table_with_every_member(tmp_path):
+    supervised = _cohort_row({"student": (35.2, 35.6, 19.0), "peer1": (32.6, 34.4, 18.2)}, deviations=[])
+    path = quality.row_path(tmp_path, "q2", "mcl_supervised", "cpu")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(supervised))
+    lines = quality.cohort_table("q2", "cpu", tmp_path).splitlines()
+    assert lines[4:7] == [
+        "| MCL ×2, supervised (labels, no teacher) | student: cifar_resnet20 | 35.2 | – | – | 35.6 | 19.0 | 90 s | no teacher; trained with the class labels |",
+        "|  | peer1: cifar_resnet20 | 32.6 | – | – | 34.4 | 18.2 |  |  |",
+        "|  | ensemble (features concatenated) | 36.2 | – | – | – | – |  |  |",
+    ]
+    # a row trained with labels stays out of the label-free table (its random-init student is another architecture)
+    assert "No q2 rows" in quality.table("q2", "cpu", tmp_path) and quality.cohort_table("q1", "cpu", tmp_path) is None
