@@ -7,17 +7,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from hand import kl_two, nce_row
 from ssdistill.losses.distill import distill_kl
 from ssdistill.losses.infonce import logits_nce, positive_first_ce, queue_logits
 from ssdistill.losses.mutual import class_positive_masks, mutual_contrastive_terms
 from ssdistill.losses.queue import KeyQueue
-
-
-def _kl_two(target, student, temperature):
-    """T² · KL(p_t ‖ p_s) of two-column logits, from the sigmoid form of a two-way softmax."""
-    p = 1 / (1 + math.exp(-(target[0] - target[1]) / temperature))
-    s = 1 / (1 + math.exp(-(student[0] - student[1]) / temperature))
-    return temperature**2 * (p * math.log(p / s) + (1 - p) * math.log((1 - p) / (1 - s)))
 
 
 def _softplus(x):
@@ -26,10 +20,10 @@ def _softplus(x):
 
 def test_distill_kl_by_hand_with_weights_and_without_the_t_squared_factor():
     s, t = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 1.0]])
-    expected = (_kl_two([0.0, 1.0], [2.0, 0.0], 2.0) + _kl_two([1.0, 1.0], [0.0, 1.0], 2.0)) / 2
+    expected = (kl_two([0.0, 1.0], [2.0, 0.0], 2.0) + kl_two([1.0, 1.0], [0.0, 1.0], 2.0)) / 2
     assert distill_kl(s, t, 2.0).item() == pytest.approx(expected, rel=1e-6)
     assert distill_kl(s, t, 2.0, t_squared=False).item() == pytest.approx(expected / 4, rel=1e-6)
-    weighted = (3 * _kl_two([0.0, 1.0], [2.0, 0.0], 2.0) + 0) / 2
+    weighted = (3 * kl_two([0.0, 1.0], [2.0, 0.0], 2.0) + 0) / 2
     assert distill_kl(s, t, 2.0, row_weights=torch.tensor([3.0, 0.0])).item() == pytest.approx(weighted, rel=1e-6)
     assert distill_kl(t, t, 5.0).item() == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ValueError, match="temperature must be positive"):
@@ -50,7 +44,7 @@ def test_distill_kl_ignores_excluded_columns_without_nan():
     s = torch.tensor([[1.0, float("-inf"), 0.0]], requires_grad=True)
     t = torch.tensor([[0.0, float("-inf"), 1.0]])
     loss = distill_kl(s, t, 1.0)
-    assert loss.item() == pytest.approx(_kl_two([0.0, 1.0], [1.0, 0.0], 1.0), rel=1e-6)
+    assert loss.item() == pytest.approx(kl_two([0.0, 1.0], [1.0, 0.0], 1.0), rel=1e-6)
     loss.backward()
     assert torch.isfinite(s.grad).all()
 
@@ -71,8 +65,8 @@ def test_label_free_terms_by_hand():
     # CE(ℓ, 0) of two columns = softplus(ℓ_1 - ℓ_0)
     assert terms["vcl"].item() == pytest.approx(_softplus(-1.0) + _softplus(-0.8), rel=1e-6)
     assert terms["icl"].item() == pytest.approx(_softplus(-1.6) + _softplus(1.0), rel=1e-6)
-    soft_vcl = _kl_two([0.8, 0.0], [1.0, 0.0], 3.0) + _kl_two([1.0, 0.0], [0.8, 0.0], 3.0)
-    soft_icl = _kl_two([0.0, 1.0], [0.6, -1.0], 3.0) + _kl_two([0.6, -1.0], [0.0, 1.0], 3.0)
+    soft_vcl = kl_two([0.8, 0.0], [1.0, 0.0], 3.0) + kl_two([1.0, 0.0], [0.8, 0.0], 3.0)
+    soft_icl = kl_two([0.0, 1.0], [0.6, -1.0], 3.0) + kl_two([0.6, -1.0], [0.0, 1.0], 3.0)
     assert terms["soft_vcl"].item() == pytest.approx(soft_vcl, rel=1e-5)
     assert terms["soft_icl"].item() == pytest.approx(soft_icl, rel=1e-5)
 
@@ -111,10 +105,7 @@ def _embeddings():
 
 
 def _supervised_row(anchor_angles, contrast_angles, i, positives, excluded, tau):
-    """-(1/|P|) Σ_{p ∈ P} (s_ip - log Σ_{k ∉ E} exp s_ik) with s_ij = cos(θ_i - θ_j) / τ, scalar arithmetic."""
-    s = [math.cos(anchor_angles[i] - c) / tau for c in contrast_angles]
-    log_z = math.log(sum(math.exp(s[k]) for k in range(len(s)) if k not in excluded))
-    return -sum(s[p] - log_z for p in positives) / len(positives)
+    return nce_row(anchor_angles[i], contrast_angles, positives, excluded, tau)
 
 
 @pytest.mark.parametrize("include_self_pair", [False, True])
