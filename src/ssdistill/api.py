@@ -26,6 +26,7 @@ from ssdistill.engine.records import machine, versions
 from ssdistill.engine.run import (
     build_students,
     compute_device,
+    evaluation_split,
     load_student_from_run,
     run_distillation,
     train_source,
@@ -116,7 +117,9 @@ def evaluate(
         students = {member: first if i == 0 else load_student_from_run(run, checkpoint, member)[1] for i, member in enumerate(members)}
         ctx = TeacherProvider(cfg, train_source(cfg), device)
         resolution = {member: spec.resolution for member, spec in members.items()}
-        knn, suite, note = evaluate_run(cfg, ctx, students, build_students(method, cfg), resolution, existing_run_dir(run))
+        knn, suite, note = evaluate_run(
+            cfg, ctx, students, build_students(method, cfg), resolution, existing_run_dir(run), split=evaluation_split(cfg)
+        )
         if knn is None:
             raise DataError(note)
         record = {

@@ -32,3 +32,31 @@ def tiny_config(tmp_path: Path, **updates) -> dict:
     for section, values in updates.items():
         config.setdefault(section, {}).update(values)
     return config
+
+
+def cka_tasks(tmp_path: Path, heads: tuple[str, str] = ("kmeans", "classifier")) -> dict:
+    """Config updates for CKA on the demo data split into two 5-class tasks (folders of symlinked class folders), each
+    taught by its own tiny teacher (``a``, ``b``: the same local test_resnet weights under two names); task ``a`` with
+    head ``heads[0]``, task ``b`` with ``heads[1]`` (a classifier head reads the teacher's classes 3, 1, 4, 5, 9)."""
+    tiny_config(tmp_path)  # writes the teacher weights
+    weights = str(tmp_path / "teacher.safetensors")
+    classes = sorted(p.name for p in (DEMO_DATA / "train").iterdir() if p.is_dir())
+    for split in ("train", "val"):
+        for task, names in (("a", classes[:5]), ("b", classes[5:])):
+            folder = tmp_path / "tasks" / task / split
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                if not (folder / name).exists():
+                    (folder / name).symlink_to(DEMO_DATA / split / name)
+
+    def task(name: str, head: str) -> dict:
+        root = tmp_path / "tasks" / name
+        return {"data": str(root / "train"), "val": str(root / "val"), "teacher": name, "head": head,
+                "classes": 5 if head == "kmeans" else [3, 1, 4, 5, 9]}
+
+    teacher = {"name": "test_resnet", "weights": weights, "resolution": 32}
+    return {
+        "method": {"name": "cka", "tasks": {"a": task("a", heads[0]), "b": task("b", heads[1])}},
+        "teachers": {"a": dict(teacher), "b": dict(teacher)},
+        "data": {"train": "", "val": None},
+    }

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from integration.common import tiny_config
+from integration.common import cka_tasks, tiny_config
 from ssdistill.engine.datasets import build_dataset, layout
 from ssdistill.engine.provider import TeacherProvider
 from ssdistill.engine.run import build_students, train_source
@@ -20,6 +20,9 @@ from ssdistill.recipe import build_config
 def _assembled(tmp_path, name):
     raw = tiny_config(tmp_path)
     raw["method"] = {"name": name}
+    if name == "cka":  # a method whose data are its tasks: two folders, two teachers
+        raw.pop("teacher")
+        raw.update({section: {**raw.get(section, {}), **values} for section, values in cka_tasks(tmp_path).items()})
     cfg = build_config(raw)
     method = METHODS[name]
     source = train_source(cfg)

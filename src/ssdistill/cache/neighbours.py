@@ -7,6 +7,7 @@ Results are stored next to the embedding entry they were computed from, keyed by
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,34 @@ def cached_neighbours(entry: Entry, k: int, block: int = 4096, device: torch.dev
     ids = topk_neighbours(entry.read(), k, block, device, backend)
     _save_atomic(path, ids=ids.numpy(), digest=np.array(entry.key.digest()))
     return ids
+
+
+def best_of_restarts(features: torch.Tensor, k: int, seed: int, restarts: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Spherical k-means from ``restarts`` seeds (seed, seed + 1, ...): the run with the highest total cosine of the
+    points to their centroids."""
+    best = None
+    for restart in range(restarts):
+        labels, centroids = spherical_kmeans(features, k, seed=seed + restart, device=device)
+        score = float((F.normalize(features.float(), dim=1) * centroids[labels]).sum())
+        if best is None or score > best[0]:
+            best = (score, labels, centroids)
+    return best[1], best[2]
+
+
+def cached_subset_kmeans(
+    entry: Entry, rows: torch.Tensor, k: int, seed: int = 0, restarts: int = 10, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Centroids [k, D] of spherical k-means (best of ``restarts``) on the rows ``rows`` of a complete entry (one task's
+    images of a union), stored beside it under a digest of the rows (``kmeans-k{K}-seed{S}-r{R}-<rows>.npz``)."""
+    digest = hashlib.sha1(np.asarray(rows.cpu(), dtype=np.int64).tobytes()).hexdigest()[:12]
+    path = entry.dir / f"kmeans-k{k}-seed{seed}-r{restarts}-{digest}.npz"
+    if path.is_file():
+        stored = np.load(path)
+        if str(stored["digest"]) == entry.key.digest():
+            return torch.from_numpy(stored["centroids"])
+    _, centroids = best_of_restarts(entry.read()[rows], k, seed, restarts, device)
+    _save_atomic(path, centroids=centroids.numpy(), digest=np.array(entry.key.digest()))
+    return centroids
 
 
 def cached_kmeans(entry: Entry, k: int, seed: int = 0, iterations: int = 50, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

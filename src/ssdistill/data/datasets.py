@@ -145,6 +145,9 @@ class SubsetImages:
         self.classes = source.classes
         self.skipped = getattr(source, "skipped", [])
         self.labels = None if source.labels is None else [source.labels[i] for i in positions]
+        parts = getattr(source, "parts", None)
+        self.parts = None if parts is None else [parts[i] for i in positions]
+        self.part_names = getattr(source, "part_names", None)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -158,6 +161,52 @@ class SubsetImages:
     def fingerprint(self) -> str:
         digest = hashlib.sha1(self.source.fingerprint().encode())
         digest.update(",".join(map(str, self.positions)).encode())
+        return digest.hexdigest()[:16]
+
+
+class UnionImages:
+    """Several sources one after another (CKA's tasks: the training set is the union of the tasks' data). ``parts[i]``
+    is the position (in ``part_names``) of the source image i comes from; the union is labelled when every part is,
+    class ids offset part by part and class names prefixed with the part's name."""
+
+    def __init__(self, parts: dict[str, ImageSource]) -> None:
+        if not parts:
+            raise DataError("a union of image sources needs at least one source")
+        self.part_names, self.sources = list(parts), list(parts.values())
+        self.starts = [0]
+        for source in self.sources:
+            self.starts.append(self.starts[-1] + len(source))
+        self.parts = [p for p, source in enumerate(self.sources) for _ in range(len(source))]
+        self.skipped = [item for source in self.sources for item in getattr(source, "skipped", [])]
+        if all(source.labels is not None for source in self.sources):
+            self.labels: list[int] | None = []
+            self.classes: list[str] = []
+            for name, source in zip(self.part_names, self.sources):
+                offset = len(self.classes)
+                self.labels += [offset + label for label in source.labels]
+                self.classes += [f"{name}/{c}" for c in (source.classes or range(max(source.labels) + 1))]
+        else:
+            self.labels, self.classes = None, []
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def _locate(self, index: int) -> tuple[ImageSource, int]:
+        part = self.parts[index]
+        return self.sources[part], index - self.starts[part]
+
+    def load(self, index: int) -> Image.Image:
+        source, position = self._locate(index)
+        return source.load(position)
+
+    def size(self, index: int) -> tuple[int, int]:
+        source, position = self._locate(index)
+        return source.size(position)
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha1()
+        for name, source in zip(self.part_names, self.sources):
+            digest.update(f"{name}:{source.fingerprint()}\n".encode())
         return digest.hexdigest()[:16]
 
 
@@ -185,12 +234,16 @@ View = Callable[[Image.Image], torch.Tensor]
 
 
 class IndexedViews(Dataset):
-    """Yields ``{"index": i, "label": y or -1, "views": {name: view(image)}}`` for every image of a source."""
+    """Yields ``{"index": i, "label": y or -1, "views": {name: view(image)}}`` for every image of a source, plus one
+    integer per image for each of ``extras`` (for example ``{"task": task ids}``)."""
 
-    def __init__(self, source: ImageSource, views: dict[str, View]) -> None:
+    def __init__(self, source: ImageSource, views: dict[str, View], extras: dict[str, list[int]] | None = None) -> None:
         if not views:
             raise ValueError("IndexedViews needs at least one view recipe")
-        self.source, self.views = source, views
+        for key, values in (extras or {}).items():
+            if len(values) != len(source) or key in ("index", "label", "views"):
+                raise ValueError(f"extra item key '{key}' needs one value per image and a name of its own")
+        self.source, self.views, self.extras = source, views, dict(extras or {})
 
     def __len__(self) -> int:
         return len(self.source)
@@ -198,4 +251,7 @@ class IndexedViews(Dataset):
     def __getitem__(self, index: int) -> dict:
         image = self.source.load(index)
         label = -1 if self.source.labels is None else self.source.labels[index]
-        return {"index": index, "label": label, "views": {name: view(image) for name, view in self.views.items()}}
+        item = {"index": index, "label": label, "views": {name: view(image) for name, view in self.views.items()}}
+        for key, values in self.extras.items():
+            item[key] = values[index]
+        return item

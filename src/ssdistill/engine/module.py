@@ -28,6 +28,7 @@ from ssdistill.losses.queue import KeyQueue
 from ssdistill.models.students import Student
 
 if TYPE_CHECKING:  # the provider is the context methods prepare their data with
+    from ssdistill.data.datasets import ImageSource
     from ssdistill.engine.provider import TeacherProvider
 
 PRIMARY_STUDENT = "student"
@@ -94,6 +95,23 @@ class DistillMethod(L.LightningModule):
         """{view name: view recipe} of the default dataset (``IndexedViews``); the provider adds the views its online
         signals read."""
         raise NotImplementedError
+
+    @classmethod
+    def training_source(cls, cfg: DistillConfig, open_split: Callable[[str], "ImageSource"]) -> "ImageSource | None":
+        """The training images when the method defines them itself (CKA: the union of its tasks' data, each image
+        tagged with its part); None = ``data.train``. ``open_split(spec)`` opens a folder or dataset name."""
+        return None
+
+    @classmethod
+    def evaluation_source(cls, cfg: DistillConfig, open_split: Callable[[str], "ImageSource"]) -> "ImageSource | None":
+        """The labelled evaluation images when ``data.val`` is not given and the method defines them (CKA: the union of
+        its tasks' evaluation splits); None = no evaluation split."""
+        return None
+
+    def extra_evaluation(self, ctx: "TeacherProvider", initial: dict[str, Student] | None = None) -> dict[str, object]:
+        """Evaluation only this method can make, after the common one (CKA: per-task clustering scores of its heads),
+        merged into results.json by section name; ``initial``: the random-init students (None when not evaluated)."""
+        return {}
 
     @classmethod
     def prepare(cls, cfg: DistillConfig, ctx: "TeacherProvider") -> Preparation | None:

@@ -18,7 +18,7 @@ import torch
 
 from ssdistill.cache.bank import cached_teacher_bank
 from ssdistill.cache.fill import cached_teacher_features, filled_teacher_entry
-from ssdistill.cache.neighbours import cached_kmeans, cached_neighbours
+from ssdistill.cache.neighbours import cached_kmeans, cached_neighbours, cached_subset_kmeans
 from ssdistill.cache.signals import OnlineSignal, TableSignal, TeacherSignal
 from ssdistill.cache.store import Entry
 from ssdistill.config import DistillConfig, TeacherConfig
@@ -111,6 +111,11 @@ class TeacherProvider:
     def kmeans(self, k: int, seed: int = 0, name: str | None = None, what: str = "k-means") -> tuple[torch.Tensor, torch.Tensor]:
         """Spherical k-means of the teacher's training features: (labels [N], centroids [k, D]), stored beside the entry."""
         return cached_kmeans(self.entry(name, what), k, seed=seed, device=self.device)
+
+    def task_kmeans(self, rows: torch.Tensor, k: int, seed: int = 0, restarts: int = 10, name: str | None = None) -> torch.Tensor:
+        """Centroids [k, D] of spherical k-means (best of ``restarts``) on the teacher's cached features of the training
+        images ``rows`` only (one task's data), stored beside the cache entry."""
+        return cached_subset_kmeans(self.entry(name, "k-means task heads"), rows, k, seed, restarts, self.device)
 
     def bank(self, repeats: int, name: str | None = None, what: str = "a teacher augmentation bank") -> tuple[torch.Tensor, np.ndarray]:
         """Teacher outputs [N * R, D] of R fixed augmented views per training image and their parameters [N * R, P]."""

@@ -58,7 +58,20 @@ def build_students(method: type[DistillMethod], cfg: DistillConfig) -> dict[str,
 
 
 def train_source(cfg: DistillConfig) -> ImageSource:
-    return seeded_subset(open_split(cfg, cfg.data.train), cfg.data.train_subset, cfg.trainer.seed)
+    """The training images: the method's own source (``DistillMethod.training_source``, for example the union of CKA's
+    task folders) or ``data.train``, then ``data.train_subset``."""
+    own = METHODS[cfg.method.name].training_source(cfg, lambda spec: open_split(cfg, spec))
+    source = own if own is not None else open_split(cfg, cfg.data.train)
+    return seeded_subset(source, cfg.data.train_subset, cfg.trainer.seed)
+
+
+def evaluation_split(cfg: DistillConfig) -> tuple[str, ImageSource] | None:
+    """(name, images) of the evaluation split: ``data.val``, else the method's own (``DistillMethod.evaluation_source``),
+    else None (no k-NN numbers)."""
+    if cfg.data.val:
+        return cfg.data.val, open_split(cfg, cfg.data.val)
+    own = METHODS[cfg.method.name].evaluation_source(cfg, lambda spec: open_split(cfg, spec))
+    return None if own is None else (f"{cfg.method.name} evaluation split", own)
 
 
 def check_teachers(cfg: DistillConfig, needs: dict) -> None:
@@ -131,10 +144,12 @@ def run_distillation(cfg: DistillConfig, run_dir: Path, resuming: bool, callback
     initial = _initial_students(method, cfg, initial_states)
     resolution = {member: spec.resolution for member, spec in method.student_members(cfg).items()}
     classifiers = {member: c.cpu() for member, c in module.member_classifiers().items()}
-    knn, suite, note = evaluate_run(cfg, ctx, trained, initial, resolution, run_dir, classifiers)
+    knn, suite, note = evaluate_run(cfg, ctx, trained, initial, resolution, run_dir, classifiers, evaluation_split(cfg))
+    extra = module.extra_evaluation(ctx, initial if cfg.eval.random_init else None)
     timing["eval_seconds"] = time.perf_counter() - start
     results = results_record(cfg, run_dir, method, trained, ctx, source, knn, note, timing, trainer.global_step, bool(needs))
     results["evaluation"] = suite
+    results.update(extra)
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     if not quiet:
         print(format_summary(results))
@@ -153,12 +168,13 @@ def monitors(cfg: DistillConfig, source: ImageSource, module: DistillMethod) -> 
     if not cfg.eval.monitor_every:
         return []
     memory = open_split(cfg, cfg.data.knn_train) if cfg.data.knn_train else source
-    if not cfg.data.val or memory.labels is None:
+    split = evaluation_split(cfg)
+    if split is None or memory.labels is None:
         raise ConfigError("eval.monitor_every needs labelled data: a class-folder data.train (or data.knn_train) and data.val")
     memory = seeded_subset(memory, min(cfg.eval.monitor_images, len(memory)), cfg.trainer.seed)
     views = {member: original_view(spec.resolution) for member, spec in type(module).student_members(cfg).items()}
     return [
-        KNNMonitor(memory, open_split(cfg, cfg.data.val), views, cfg.eval.monitor_every, cfg.eval.knn_k, cfg.eval.knn_t,
+        KNNMonitor(memory, split[1], views, cfg.eval.monitor_every, cfg.eval.knn_k, cfg.eval.knn_t,
                    cfg.data.eval_batch_size, cfg.data.num_workers)
     ]
 
@@ -196,7 +212,7 @@ def results_record(cfg, run_dir, method, students, ctx, source, knn, note, timin
             "train_fingerprint": source.fingerprint(),
             "skipped_unreadable": [str(p) for p in source.skipped],
             "knn_train": cfg.data.knn_train or cfg.data.train,
-            "val": cfg.data.val,
+            "val": cfg.data.val or (split[0] if (split := evaluation_split(cfg)) else None),
         },
         "protocol": {"knn": {"k": cfg.eval.knn_k, "temperature": cfg.eval.knn_t, "tap": "pooled", "view": "original"}},
         "knn": knn,

@@ -44,14 +44,16 @@ def student_candidates(
     return rows
 
 
-def teacher_candidates(cfg: DistillConfig, ctx: TeacherProvider, memory: ImageSource, memory_spec: str, query_spec: str) -> list[Candidate]:
+def teacher_candidates(
+    cfg: DistillConfig, ctx: TeacherProvider, memory: ImageSource, memory_spec: str, query_spec: str, query: ImageSource | None = None
+) -> list[Candidate]:
     """Every named teacher with its pooled tap (the tap every evaluation reads, METHODS 7.1) and its own view; its
     features from the cache when it is on (those of the training split reused from the run)."""
     rows = []
     for name in cfg.teachers:
         teacher = ctx.teacher(name, "pooled")
         bank = ctx.features(name, memory_spec, memory, "pooled")
-        queries = ctx.features(name, query_spec, None, "pooled") if cfg.cache.enabled else None
+        queries = ctx.features(name, query_spec, query, "pooled") if cfg.cache.enabled else None
         rows.append(Candidate(teacher_label(name), teacher, teacher.original_view(), teacher.preprocess.resolution, bank, queries))
     return rows
 
@@ -64,19 +66,21 @@ def evaluate_run(
     resolution: dict[str, int],
     run_dir: str | Path | None = None,
     classifiers: dict[str, nn.Module] | None = None,
+    split: tuple[str, ImageSource] | None = None,
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
     """(k-NN side by side, full evaluation or None, note): the full suite when ``eval.suite`` is full; without
-    labelled data, (None, None, a note saying what to set)."""
-    if not cfg.data.val:
+    labelled data, (None, None, a note saying what to set). ``split``: (name, images) of the evaluation split when it
+    is not ``data.val`` (a method's own, for example the union of CKA's tasks' evaluation splits)."""
+    if split is None and not cfg.data.val:
         return None, None, "no data.val given: set data.val to a labelled split to get k-NN numbers"
     memory_spec = cfg.data.knn_train or cfg.data.train
     memory = ctx.open(cfg.data.knn_train) if cfg.data.knn_train else ctx.source
     if memory.labels is None:
         return None, None, "data.train has no class folders: set data.knn_train to a labelled split to get k-NN numbers"
-    query = ctx.open(cfg.data.val)
+    query_spec, query = split if split is not None else (cfg.data.val, ctx.open(cfg.data.val))
     if query.labels is None:
-        return None, None, f"data.val ({cfg.data.val}) has no class folders, so k-NN cannot be scored"
-    candidates = teacher_candidates(cfg, ctx, memory, memory_spec, cfg.data.val) if cfg.eval.teacher else []
+        return None, None, f"the evaluation split ({query_spec}) has no class folders, so k-NN cannot be scored"
+    candidates = teacher_candidates(cfg, ctx, memory, memory_spec, query_spec, query) if cfg.eval.teacher else []
     candidates += student_candidates(students, initial if cfg.eval.random_init else None, resolution, classifiers)
     primary = (cfg.eval.knn_k, cfg.eval.knn_t)
     full = cfg.eval.suite == "full"

@@ -170,6 +170,30 @@ def model_identities(results: dict) -> dict[str, str]:
     return identities
 
 
+def task_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """Header and rows of a run's per-task evaluation (CKA's ``tasks``): clustering accuracy / NMI / ARI (%) of the
+    task's teacher head and of the student's head on the task's evaluation split, k-means accuracy on the trained and
+    random-init student's features, and the training pseudo-labels' purity; None for a run without tasks."""
+    tasks = results.get("tasks")
+    if not tasks:
+        return None
+    header = ["task", "teacher head ACC / NMI / ARI", "student head ACC / NMI / ARI", "student k-means ACC",
+              "random-init k-means ACC", "pseudo-label purity"]
+
+    def scores(row: dict | None) -> str:
+        return "–" if not row else f"{row['accuracy']:.1f} / {row['nmi']:.1f} / {row['ari']:.1f}"
+
+    rows = []
+    for name, row in tasks.items():
+        rows.append([
+            f"{name} ({row['teacher']}, {row['head']}, {row['classes']} classes)",
+            scores(row.get("teacher_head")), scores(row.get("student_head")),
+            cell((row.get("student_kmeans") or {}).get("accuracy")), cell((row.get("random_init_kmeans") or {}).get("accuracy")),
+            cell(row.get("pseudo_label_purity")),
+        ])
+    return header, rows
+
+
 def format_summary(results: dict[str, Any]) -> str:
     """Plain-text table: teacher, random-init student, distilled student (k-NN top-1), and the times."""
     lines = []
@@ -194,6 +218,10 @@ def format_summary(results: dict[str, Any]) -> str:
         lines.append(f"(weighted k-NN, k={k}, on {results['data']['val']}{extra})")
     else:
         lines.append(f"no k-NN numbers: {results.get('knn_note')}")
+    if (tasks := task_rows(results)) is not None:
+        header, rows = tasks
+        lines.append("per task, on its evaluation split (ACC: Hungarian-matched clustering accuracy, %):")
+        lines += ["  " + " | ".join(f"{h}: {v}" for h, v in zip(header, row)) for row in rows]
     t = results["timing"]
     parts = []
     if "teacher_signal_seconds" in t:

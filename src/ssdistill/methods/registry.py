@@ -2,6 +2,7 @@
 one line here."""
 
 from ssdistill.methods.bingo import BINGO
+from ssdistill.methods.cka import CKA
 from ssdistill.methods.disco import DisCo
 from ssdistill.methods.feature import FeatureDistillation
 from ssdistill.methods.mcl import MCL
@@ -9,4 +10,4 @@ from ssdistill.methods.moco import MoCoV2
 from ssdistill.methods.mvmr import MVMR
 from ssdistill.methods.seed import SEED
 
-METHODS = {cls.name: cls for cls in (FeatureDistillation, MVMR, MoCoV2, SEED, DisCo, BINGO, MCL)}
+METHODS = {cls.name: cls for cls in (FeatureDistillation, MVMR, MoCoV2, SEED, DisCo, BINGO, MCL, CKA)}

@@ -15,7 +15,7 @@ from pathlib import Path
 from ssdistill.engine.rundir import existing_run_dir
 from ssdistill.files import atomic_write_text
 from ssdistill.errors import ConfigError
-from ssdistill.eval.tables import comparison_rows, markdown_table, model_group, model_identities, model_keys, model_names, model_rows
+from ssdistill.eval.tables import comparison_rows, markdown_table, model_group, model_identities, model_keys, model_names, model_rows, task_rows
 from ssdistill.report.svg import line_chart, scatter_chart
 
 STYLE = """
@@ -166,6 +166,9 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
         f"weighted k-NN k={protocol['k']}, T={protocol['temperature']} unless the column says otherwise; linear and few-shot probes "
         "choose their L2 strength on a held-out part of train, never on the evaluation split.</p>"
     )
+    for run in runs:
+        if (tasks := task_rows(run["results"])) is not None:
+            sections.append(f"<h2>Tasks: {escape(run['name'])}</h2>" + _html_table(*tasks))
     if len(runs) > 1:
         losses = [(r["name"], *_series(r["metrics"], "epoch", "train/loss_epoch")) for r in runs]
         overlaid = [line_chart(losses, "training loss per epoch", "epoch", "loss", "loss-all")]
@@ -201,5 +204,10 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
 def markdown_report(run_dirs: list[str | Path]) -> str:
     runs = [load_run(r) for r in run_dirs]
     if len(runs) == 1:
-        return markdown_table(*model_rows(runs[0]["record"], model_names(runs[0]["results"])))
-    return markdown_table(*comparison_rows([r["record"] for r in runs]))
+        text = markdown_table(*model_rows(runs[0]["record"], model_names(runs[0]["results"])))
+    else:
+        text = markdown_table(*comparison_rows([r["record"] for r in runs]))
+    for run in runs:
+        if (tasks := task_rows(run["results"])) is not None:
+            text += f"\nTasks of {run['name']}:\n\n" + markdown_table(*tasks)
+    return text

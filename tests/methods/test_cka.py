@@ -1,0 +1,130 @@
+"""CKA (METHODS 5, the project's reconstruction): tasks as data (the union of the tasks' folders, every image tagged with
+its task through shuffling and DDP sharding), teacher task heads (k-means reproducible from a seed and cached, or the
+teacher's classifier restricted to a class subset), which parameters each term moves, config errors, and a run end to
+end with the per-task evaluation in results.json, the summary and the report."""
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from integration.common import cka_tasks, tiny_config
+from ssdistill import distill
+from ssdistill.engine.datasets import build_dataset
+from ssdistill.engine.provider import TeacherProvider
+from ssdistill.engine.run import build_students, train_source
+from ssdistill.errors import ConfigError
+from ssdistill.methods.cka import CKA
+from ssdistill.recipe import build_config
+
+
+def _raw(tmp_path, heads=("kmeans", "classifier"), **method):
+    raw = tiny_config(tmp_path)
+    raw.pop("teacher")
+    for section, values in cka_tasks(tmp_path, heads).items():
+        raw[section] = {**raw.get(section, {}), **values}
+    raw["method"] = {**cka_tasks(tmp_path, heads)["method"], **method}
+    return raw
+
+
+def _assembled(tmp_path, **method):
+    cfg = build_config(_raw(tmp_path, **method))
+    source = train_source(cfg)
+    ctx = TeacherProvider(cfg, source)
+    signals = ctx.fulfil(CKA.teacher_needs(cfg))
+    prepared = build_dataset(CKA, cfg, ctx)
+    torch.manual_seed(0)
+    module = CKA(cfg, build_students(CKA, cfg), signals, dataset_size=len(source), prepared=prepared.tensors)
+    module.log_loss = lambda loss, **terms: (setattr(module, "terms", terms), loss)[1]
+    return cfg, ctx, prepared, module
+
+
+def test_the_training_set_is_the_union_of_the_tasks_and_every_image_keeps_its_task(tmp_path):
+    cfg, ctx, prepared, _ = _assembled(tmp_path)
+    parts = ctx.source.parts
+    assert len(ctx.source) == 64 and set(parts) == {0, 1}  # train_subset of the 1,000-image union
+    # the task of an image is the folder it comes from: task a holds the first five classes of the demo data
+    assert all((label < 5) == (part == 0) for label, part in zip(ctx.source.labels, parts))
+    for batch in DataLoader(prepared.dataset, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(1)):
+        assert batch["task"].tolist() == [parts[i] for i in batch["index"].tolist()]
+    for rank in (0, 1):  # DDP shards by index: every shard keeps each image's task
+        sampler = DistributedSampler(prepared.dataset, num_replicas=2, rank=rank, shuffle=True, seed=0)
+        for batch in DataLoader(prepared.dataset, batch_size=8, sampler=sampler):
+            assert batch["task"].tolist() == [parts[i] for i in batch["index"].tolist()]
+
+
+def test_kmeans_heads_are_reproducible_from_a_seed_and_cached(tmp_path):
+    cfg, ctx, prepared, _ = _assembled(tmp_path, kmeans_restarts=3)
+    cached = sorted(ctx.entry("a").dir.glob("kmeans-k5-seed3-r3-*.npz"))
+    assert len(cached) == 1  # fitted once on task a's images, stored beside the teacher's cache entry
+    logits = prepared.tensors["logits_0"]
+    assert logits.shape == (64, 5) and torch.equal(prepared.tensors["pseudo_0"], logits.argmax(1))
+    assert logits.abs().max() <= 1 / cfg.method.kmeans_temperature + 1e-4  # cosine / τ_km
+    again = build_dataset(CKA, cfg, TeacherProvider(cfg, train_source(cfg)))
+    assert torch.equal(again.tensors["logits_0"], logits)
+    other_seed = build_config(_raw(tmp_path, kmeans_restarts=3), {"trainer": {"seed": 4}})
+    other = TeacherProvider(other_seed, train_source(other_seed))
+    build_dataset(CKA, other_seed, other)
+    assert len(sorted(other.entry("a").dir.glob("kmeans-k5-seed4-r3-*.npz"))) == 1
+
+
+def test_a_classifier_head_is_the_teacher_s_logits_restricted_to_the_task_classes(tmp_path):
+    cfg, ctx, prepared, _ = _assembled(tmp_path)
+    logits = ctx.features("b", None, None, tap="logits")
+    assert torch.allclose(prepared.tensors["logits_1"], logits[:, [3, 1, 4, 5, 9]].float())
+    bad = _raw(tmp_path)
+    bad["method"]["tasks"]["b"]["classes"] = [1, 5000]
+    cfg_bad = build_config(bad)
+    with pytest.raises(ConfigError, match="exceed teacher b's 1000 classes"):
+        build_dataset(CKA, cfg_bad, TeacherProvider(cfg_bad, train_source(cfg_bad)))
+
+
+def test_each_term_moves_what_it_should(tmp_path):
+    """A step gives every term; the alignment term moves the student, its adapter, the shared extractor and the
+    teachers' adapters, and nothing of the task heads; the teachers themselves are not parameters of the module."""
+    cfg, ctx, prepared, module = _assembled(tmp_path, weights={"rec": 1.0})
+    batch = next(iter(DataLoader(prepared.dataset, batch_size=16, shuffle=False)))
+    loss = module.training_step(batch, 0)
+    assert set(module.terms) >= {"task", "intra", "inter", "align", "rec", "collapse_a", "collapse_b"}
+    assert torch.isfinite(loss) and 0 <= module.terms["collapse_a"] <= 1
+    module.zero_grad(set_to_none=True)
+    module.terms["align"].backward()
+    moved = {name.split(".")[0] for name, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert moved == {"student", "student_adapter", "teacher_adapters", "extractor"}
+    assert not any("teacher" in name and "adapter" not in name for name, _ in module.named_parameters())
+    off = _assembled(tmp_path, weights={"inter": 0.0, "align": 0.0, "intra": 0.0})[3]
+    loss = off.training_step(batch, 0)
+    assert loss.item() == pytest.approx(off.terms["task"].item(), rel=1e-6) and not hasattr(off, "decoders")
+
+
+def test_config_errors_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="method cka needs method.tasks"):
+        train_source(build_config({"method": {"name": "cka"}}))
+    raw = _raw(tmp_path)
+    raw["method"]["tasks"]["a"]["teacher"] = "nobody"
+    with pytest.raises(ConfigError, match="names teacher\\(s\\) nobody"):
+        train_source(build_config(raw))
+    with pytest.raises(ConfigError, match="number of pseudo-classes"):
+        build_config({"method": {"name": "cka", "tasks": {"x": {"data": "d", "teacher": "t", "head": "kmeans", "classes": [1, 2]}}}})
+    with pytest.raises(ConfigError, match="unknown loss term"):
+        build_config({"method": {"name": "cka", "weights": {"kd": 1.0}}})
+    with pytest.raises(ConfigError, match="no official code"):
+        build_config({"method": {"name": "cka", "preset": "official"}})
+
+
+def test_a_cka_run_reports_every_task(tmp_path):
+    raw = _raw(tmp_path)
+    raw.update(trainer={**raw["trainer"], "epochs": 1}, eval={"teacher": True, "random_init": True}, run={**raw["run"], "name": "cka"})
+    results = distill(raw, quiet=True)
+    assert set(results["tasks"]) == {"a", "b"} and list(results["knn"])[:2] == ["teacher_a", "teacher_b"]
+    for task in results["tasks"].values():
+        assert {"student_head", "teacher_head", "student_kmeans", "random_init_kmeans", "pseudo_label_purity"} <= set(task)
+        assert 0 <= task["student_head"]["accuracy"] <= 100 and -100 <= task["student_head"]["ari"] <= 100
+    saved = json.loads((tmp_path / "runs" / "cka" / "results.json").read_text())
+    assert saved["tasks"] == results["tasks"] and saved["data"]["val"] == "cka evaluation split"
+    from ssdistill.eval.tables import format_summary
+    from ssdistill.report.html import build_report
+
+    assert "per task, on its evaluation split" in format_summary(results)
+    assert "<h2>Tasks: cka</h2>" in build_report([tmp_path / "runs" / "cka"]).read_text()
