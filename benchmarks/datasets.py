@@ -78,3 +78,33 @@ def unpack_benchmark_data(bench: str, data_root: Path = REPO / ".data", shared_d
     with _staged_folder(dest) as staging, tarfile.open(archive, "r:gz") as tar:
         tar.extractall(staging, filter="data")
     return dest
+
+
+def task_folders(source: Path, dest: Path, tasks: dict[str, list[int]]) -> Path:
+    """Q3's tasks: ``dest/<task>/<split>/<class>`` symlinks to the class folders of ``source/<split>/`` (every split
+    present), task ``t`` holding the classes at the positions ``tasks[t]`` of the sorted class names; plus
+    ``dest/union/<split>/<class>`` with every class of any task (for the rows that read one training folder)."""
+    if dest.is_dir():
+        return dest
+    splits = sorted(p.name for p in Path(source).iterdir() if p.is_dir())
+    with _staged_folder(dest) as staging:
+        for split in splits:
+            classes = sorted(p.name for p in (Path(source) / split).iterdir() if p.is_dir())
+            for task, positions in tasks.items():
+                for position in positions:
+                    for group in (task, "union"):
+                        link = staging / group / split / classes[position]
+                        link.parent.mkdir(parents=True, exist_ok=True)
+                        link.symlink_to((Path(source) / split / classes[position]).resolve())
+    return dest
+
+
+Q3_TASKS = {"a": [0, 1, 2, 3, 4], "b": [5, 6, 7, 8, 9]}  # Imagenette / CIFAR-10 classes 0-4 and 5-9
+Q3C_IMAGES = {"train": 1000, "test": 1000}  # the CIFAR-10 variant of Q3: the first 1,000 images of every class
+
+
+def q3_data(bench: str, data_root: Path = REPO / ".data") -> Path:
+    """The two-task folders of Q3 (Imagenette) or Q3C (its CIFAR-10 variant) under ``data_root/q3`` / ``q3c``."""
+    if bench == "q3":
+        return task_folders(unpack_benchmark_data("q1", data_root), Path(data_root) / "q3", Q3_TASKS)
+    return task_folders(cifar10_slice(Q3C_IMAGES), Path(data_root) / "q3c", Q3_TASKS)

@@ -39,6 +39,9 @@ SHARED_WEIGHTS = REPO.parent / "shared" / "weights"
 METHODS = (
     "moco", "mcl", "feature", "feature_lite2", "feature_multi", "seed", "disco", "bingo", "mvmr_kd", "mvmr_kd_official", "mvmr_ssl",
     "mvmr_ssl_official", "mcl_independent", "mcl_supervised",
+    # Q3 (amalgamation): CKA (the project's reconstruction) with every term, its classifier-head variant, the two
+    # reference baselines (plain task KD, CFL-like) and one row per removed term
+    "cka", "cka_classifier", "cka_task_only", "cka_cfl", "cka_no_task", "cka_no_intra", "cka_no_inter", "cka_no_align",
 )
 LABELS = {
     "feature": "feature regression",
@@ -55,7 +58,16 @@ LABELS = {
     "mcl": "MCL ×2, label-free cohort (no teacher)",
     "mcl_independent": "two members trained independently (labels, no teacher)",
     "mcl_supervised": "MCL ×2, supervised (labels, no teacher)",
+    "cka": "CKA, every term (k-means task heads)",
+    "cka_classifier": "CKA, every term (classifier task heads)",
+    "cka_task_only": "task KD only (L_task)",
+    "cka_cfl": "CFL-like (L_task + MMD + reconstruction)",
+    "cka_no_task": "CKA without L_task",
+    "cka_no_intra": "CKA without the intra contrast",
+    "cka_no_inter": "CKA without the inter contrast",
+    "cka_no_align": "CKA without the alignment",
 }
+TASK_BENCHES = ("q3", "q3c")  # two tasks, each taught by its own teacher (benchmarks/amalgamation.py)
 NO_TEACHER = frozenset({"moco", "mcl", "mvmr_ssl", "mvmr_ssl_official", "mcl_independent", "mcl_supervised"})
 WITH_LABELS = frozenset({"mcl_independent", "mcl_supervised"})  # rows whose training reads the class labels
 
@@ -80,12 +92,25 @@ SMOKE_LOSS_DROP = 0.10
 # rows trained with labels (supervised MCL and its independent baseline): each member's classifier on the 500 test
 # images, 10 classes (chance 10 %)
 SMOKE_CLASSIFIER_MIN = 20.0
+# CKA rows (Q3C smoke: the same 600 CIFAR-10 images as two 5-class tasks): on each task the student's head must beat
+# k-means on the random-init student's features by this many points of clustering accuracy
+SMOKE_TASK_MARGIN = 5.0
 
 
 def _smoke_overrides(bench: str, method: str) -> dict:
-    from benchmarks.datasets import cifar10_slice
+    from benchmarks.datasets import Q3_TASKS, cifar10_slice, task_folders
 
     data = cifar10_slice(SMOKE_IMAGES)
+    if bench in TASK_BENCHES:  # the tasks' folders over the same slice, the teachers' weights as the recipe names them
+        tasks = task_folders(data, data.parent / f"{data.name}-tasks", Q3_TASKS)
+        return {
+            "data": {"train_subset": None, "batch_size": 64, "num_workers": 0},
+            "method": {"tasks": {name: {"data": str(tasks / name / "train"), "val": str(tasks / name / "test")} for name in Q3_TASKS}},
+            "teachers": {name: {"weights": str(SHARED_WEIGHTS / Path(t["weights"]).name)} for name, t in _recipe_teachers(bench, method).items()},
+            "student": {"arch": "resnet18", "resolution": 32},
+            "trainer": {"epochs": SMOKE_EPOCHS},
+            "eval": {"suite": "knn", "random_init": True},
+        }
     overrides = {
         "data": {"train": str(data / "train"), "val": str(data / "test"), "train_subset": None, "batch_size": 64, "num_workers": 0},
         "student": {"arch": "resnet18", "resolution": 32},
@@ -98,6 +123,12 @@ def _smoke_overrides(bench: str, method: str) -> dict:
     if method == "bingo":
         overrides["method"] = {"warm_epochs": 0}  # intra-only warm-up scaled from the official 11 of 200 epochs to 1 of 20 (epoch 0)
     return overrides
+
+
+def _recipe_teachers(bench: str, method: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(recipe_path(bench, method).read_text()).get("teachers") or {}
 
 
 def _cpu_overrides(bench: str, method: str) -> dict:
@@ -127,8 +158,8 @@ class Tier:
 
 
 TIERS = {
-    "smoke": Tier("smoke", ("q2",), _smoke_overrides, "Q2 recipes on 600 CIFAR-10 images (60 per class), 20 epochs, resnet18 at 32 px; k-NN on 500 test images"),
-    "cpu": Tier("cpu", ("q1", "q2"), _cpu_overrides, "the recipes as written, full evaluation"),
+    "smoke": Tier("smoke", ("q2", "q3c"), _smoke_overrides, "Q2 and Q3C recipes on 600 CIFAR-10 images (60 per class; Q3C: classes 0-4 and 5-9 as two tasks), 20 epochs, resnet18 at 32 px; k-NN on 500 test images"),
+    "cpu": Tier("cpu", ("q1", "q2", "q3", "q3c"), _cpu_overrides, "the recipes as written, full evaluation"),
     "gpu": Tier("gpu", ("q1",), _gpu_overrides, "Q1 recipes with resnet18 at 224, batch 256, 100 epochs, bf16, teacher online"),
 }
 
@@ -206,9 +237,9 @@ def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESU
 
     tier = TIERS[tier_name]
     if tier_name != "smoke":
-        from benchmarks.datasets import unpack_benchmark_data
+        from benchmarks.datasets import q3_data, unpack_benchmark_data
 
-        unpack_benchmark_data(bench)  # `make data`, when it was not run
+        q3_data(bench) if bench in TASK_BENCHES else unpack_benchmark_data(bench)  # `make data`, when it was not run
     out = row_path(results_dir, bench, method, tier_name)
     run_dir, overrides = _run_dir_and_overrides(tier, bench, method, runs_dir, seed)
     if out.is_file() and not force:
@@ -235,6 +266,10 @@ def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESU
     }
     if not record.get("epoch_losses"):  # a row read back keeps its losses: its run directory may be gone
         record["epoch_losses"] = epoch_losses(Path(record["run_dir"]))
+    if bench in TASK_BENCHES:
+        from benchmarks.amalgamation import add_task_scores
+
+        add_task_scores(bench, record)  # rows without task heads: k-means of their student per task
     _write_json(out, record)
     return record
 
@@ -300,6 +335,10 @@ def check_row(method: str, record: dict) -> list[str]:
             failures.append(f"{method}: student dCor² with the teacher {alignment[0]:.3f} is not {SMOKE_DCOR2_MARGIN} above random init {alignment[1]:.3f}")
         if not losses[-1] < losses[start]:
             failures.append(f"{method}: loss did not fall (epoch {start} {losses[start]:.3f} -> last {losses[-1]:.3f})")
+    if method.startswith("cka"):  # every task: the student's head clusters it better than the random-init student
+        from benchmarks.amalgamation import task_check
+
+        failures += [f"{method}: {failure}" for failure in task_check(record, SMOKE_TASK_MARGIN)]
     if method in WITH_LABELS:  # trained with labels: every member must learn, and its classifier must beat chance
         for member in (label for label in knn if label.startswith("student") and label != "student_ensemble"):
             lift = knn[member]["top1"] - knn[member.replace("student", "random_init", 1)]["top1"]
@@ -466,10 +505,24 @@ def cohort_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str | No
     return "\n".join(lines) + "\n"
 
 
+def task_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
+    """The Q3 table (benchmarks/amalgamation.py) of every finished row of a two-task benchmark."""
+    from benchmarks import amalgamation
+
+    rows = {m: json.loads(row_path(results_dir, bench, m, tier).read_text()) for m in METHODS if row_path(results_dir, bench, m, tier).is_file()}
+    if not rows:
+        return f"No {bench} rows of tier {tier} yet: run `python -m benchmarks.quality --tier {tier} --bench {bench}`.\n"
+    return amalgamation.table(bench, tier, rows, LABELS, _metrics, _duration, _notes)
+
+
+def bench_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
+    return task_table(bench, tier, results_dir) if bench in TASK_BENCHES else table(bench, tier, results_dir)
+
+
 def write_table(bench: str, tier: str, results_dir: Path = RESULTS, readme: Path | None = None) -> str:
     from ssdistill.files import atomic_write_text
 
-    markdown = table(bench, tier, results_dir)
+    markdown = bench_table(bench, tier, results_dir)
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(results_dir) / f"{bench}-{tier}.md", markdown)
     cohorts = cohort_table(bench, tier, results_dir)
@@ -519,7 +572,7 @@ def run_tier(tier: str, benches=None, methods=None, *, results_dir: Path = RESUL
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tier", choices=sorted(TIERS), required=True)
-    parser.add_argument("--bench", nargs="+", choices=["q1", "q2"], help="default: every benchmark of the tier")
+    parser.add_argument("--bench", nargs="+", choices=["q1", "q2", *TASK_BENCHES], help="default: every benchmark of the tier")
     parser.add_argument("--only", nargs="+", choices=METHODS, metavar="METHOD", help=f"rows to run, of {', '.join(METHODS)}")
     parser.add_argument("--force", action="store_true", help="recompute finished rows (their run directories are deleted)")
     parser.add_argument("--table-only", action="store_true", help="only regenerate the markdown tables from the JSON files")
@@ -544,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     done = run_tier(args.tier, benches, args.only, results_dir=args.results, runs_dir=args.runs, force=args.force, quiet=False, readme=readme)
     for bench in benches:
-        print(table(bench, args.tier, args.results))
+        print(bench_table(bench, args.tier, args.results))
     if args.tier != "smoke":
         return 0
     failures = [f for (bench, method), record in done.items() for f in check_row(method, record)]

@@ -292,3 +292,48 @@ def test_cohort_rows_get_their_own_table_with_every_member(tmp_path):
     ]
     # a row trained with labels stays out of the label-free table (its random-init student is another architecture)
     assert "No q2 rows" in quality.table("q2", "cpu", tmp_path) and quality.cohort_table("q1", "cpu", tmp_path) is None
+
+
+def _task_row(head=(40.0, 45.0), random_init=(30.0, 28.0), **extra):
+    tasks = {
+        name: {"teacher": teacher, "head": "kmeans", "classes": 5,
+               "student_head": {"accuracy": h, "nmi": 10.0, "ari": 5.0}, "student_kmeans": {"accuracy": h - 1, "nmi": 9.0, "ari": 4.0},
+               "random_init_kmeans": {"accuracy": r, "nmi": 2.0, "ari": 1.0}, "teacher_head": {"accuracy": 90.0, "nmi": 80.0, "ari": 70.0}}
+        for name, teacher, h, r in zip(("a", "b"), ("r56", "r44"), head, random_init)
+    }
+    return _row(35.0, tasks=tasks, **extra)
+
+
+def test_cka_rows_must_beat_the_random_init_student_on_every_task():
+    from benchmarks.amalgamation import task_check
+
+    assert task_check(_task_row(), 5.0) == []
+    assert task_check(_task_row(head=(40.0, 30.0)), 5.0) == ["task b: student head ACC 30.0 % is not 5.0 points above random-init k-means 28.0 %"]
+    assert task_check(_row(35.0), 5.0) == ["no per-task evaluation in the record"]
+    assert quality.check_row("cka", _task_row(head=(31.0, 45.0))) == ["cka: task a: student head ACC 31.0 % is not 5.0 points above random-init k-means 30.0 %"]
+
+
+def test_the_q3_table_shows_each_teacher_on_its_task_and_every_row_per_task(tmp_path):
+    for method, record in (("cka", _task_row()), ("cka_task_only", _task_row(head=(35.0, 33.0)))):
+        path = quality.row_path(tmp_path, "q3c", method, "cpu")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record))
+    lines = quality.task_table("q3c", "cpu", tmp_path).splitlines()
+    assert "(a: r56, b: r44)" in lines[0] and "--bench q3c" in lines[0]
+    assert lines[4].startswith("| teacher r56 (kmeans head), its own task a | – | – | 90.0 / 80.0 / 70.0 | – | – | – |")
+    assert lines[6] == "| random-init student | 20.0 | – | – | 30.0 | – | 28.0 | – |  |"
+    assert lines[7] == "| CKA, every term (k-means task heads) | 35.0 | – | 40.0 / 10.0 / 5.0 | 39.0 | 45.0 / 10.0 / 5.0 | 44.0 | 90 s |  |"
+    assert lines[8].startswith("| task KD only (L_task) | 35.0 | – | 35.0 / 10.0 / 5.0 | 34.0 |")
+
+
+def test_task_folders_link_each_task_s_classes_and_their_union(tmp_path):
+    from benchmarks.datasets import task_folders
+
+    for split in ("train", "test"):
+        for c in ("c0", "c1", "c2", "c3"):
+            (tmp_path / "src" / split / c).mkdir(parents=True)
+            (tmp_path / "src" / split / c / "1.jpg").write_bytes(b"x")
+    out = task_folders(tmp_path / "src", tmp_path / "tasks", {"a": [0, 1], "b": [2, 3]})
+    assert sorted(p.name for p in (out / "a" / "test").iterdir()) == ["c0", "c1"]
+    assert sorted(p.name for p in (out / "union" / "train").iterdir()) == ["c0", "c1", "c2", "c3"]
+    assert (out / "b" / "train" / "c3").resolve() == (tmp_path / "src" / "train" / "c3").resolve()

@@ -10,6 +10,6 @@ def smoke_rows(tmp_path_factory):
     return run_group("b", tmp_path_factory)
 
 
-@pytest.mark.parametrize("method", GROUPS["b"])
-def test_smoke_row_learns(smoke_rows, method):
-    check(smoke_rows, method)
+@pytest.mark.parametrize("bench, method", GROUPS["b"])
+def test_smoke_row_learns(smoke_rows, bench, method):
+    check(smoke_rows, bench, method)

@@ -3,12 +3,17 @@ best one-to-one cluster-to-class matching (Hungarian), NMI and ARI."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from ssdistill.data.datasets import ImageSource
 
 
 def hungarian_accuracy(truth: np.ndarray, clusters: np.ndarray) -> float:
@@ -38,3 +43,20 @@ def kmeans_clustering(features: torch.Tensor, labels: torch.Tensor, seed: int = 
     k = len(np.unique(truth))
     clusters = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(x)
     return cluster_metrics(truth, clusters)
+
+
+def task_clustering(
+    model: torch.nn.Module, view, splits: dict[str, ImageSource], batch_size: int, num_workers: int, device, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """{task: k-means clustering scores} of ``model``'s features on each task's labelled evaluation split (k = the
+    task's number of classes): how well the features separate each task's classes, for any model (CKA's student and
+    random-init student, or a row without task heads)."""
+    from ssdistill.eval.features import extract_features
+
+    scores = {}
+    for name, source in splits.items():
+        if source.labels is None:
+            raise ValueError(f"the evaluation split of task {name} has no class folders")
+        features = extract_features(model, source, view, batch_size, num_workers, device, f"k-means {name}")
+        scores[name] = kmeans_clustering(features, torch.tensor(source.labels), seed=seed)
+    return scores

@@ -30,9 +30,8 @@ from ssdistill.data.views import augmented_view, original_view
 from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
 from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
-from ssdistill.eval.clustering import cluster_metrics, hungarian_accuracy
+from ssdistill.eval.clustering import cluster_metrics, hungarian_accuracy, task_clustering
 from ssdistill.eval.features import extract_features
-from ssdistill.eval.clustering import kmeans_clustering
 from ssdistill.losses.amalgamation import alignment, inter_contrast, intra_contrast, mean_pairwise_cosine, reconstruction, task_distillation
 from ssdistill.models.heads import mlp
 
@@ -234,29 +233,32 @@ class CKA(DistillMethod):
         the teacher head on the task's training images; labels used for logging only)."""
         cfg, results = self.cfg, {}
         student = self.student.cpu().eval()
-        random_init = (initial or {}).get("student")
         view = original_view(cfg.student.resolution)
         args = (cfg.data.eval_batch_size, cfg.data.num_workers, ctx.device)
-        for t, (name, task) in enumerate(_tasks(cfg).items()):
+        tasks = _tasks(cfg)
+        splits = {name: ctx.open(task.val) for name, task in tasks.items() if task.val is not None}
+        for name, source in splits.items():
+            if source.labels is None:
+                raise ConfigError(f"method.tasks.{name}.val ({tasks[name].val}) has no class folders, so the task cannot be scored")
+        trained = task_clustering(student, view, splits, *args, seed=cfg.trainer.seed)
+        random_init = (initial or {}).get("student")
+        untrained = task_clustering(random_init, view, splits, *args, seed=cfg.trainer.seed) if random_init is not None else {}
+        for t, (name, task) in enumerate(tasks.items()):
             rows = self.prepared["task"].cpu() == t
             row: dict[str, Any] = {"teacher": task.teacher, "head": task.head, "classes": task.size}
             if ctx.source.labels is not None:
                 truth = torch.tensor(ctx.source.labels)[rows]
                 pseudo = self.prepared[f"pseudo_{t}"].cpu()[rows]
                 row["pseudo_label_purity"] = hungarian_accuracy((truth - truth.min()).numpy(), pseudo.numpy())
-            if task.val is not None:
-                source = ctx.open(task.val)
-                if source.labels is None:
-                    raise ConfigError(f"method.tasks.{name}.val ({task.val}) has no class folders, so the task cannot be scored")
-                labels = torch.tensor(source.labels)
-                hidden = extract_features(student, source, view, *args, f"student {name}")
+            if name in splits:
+                labels = torch.tensor(splits[name].labels).numpy()
+                hidden = extract_features(student, splits[name], view, *args, f"student {name}")
                 with torch.no_grad():
-                    row["student_head"] = cluster_metrics(labels.numpy(), self.heads[t].cpu()(hidden).argmax(1).numpy())
-                row["student_kmeans"] = kmeans_clustering(hidden, labels, seed=cfg.trainer.seed)
-                if random_init is not None:
-                    features = extract_features(random_init, source, view, *args, f"random init {name}")
-                    row["random_init_kmeans"] = kmeans_clustering(features, labels, seed=cfg.trainer.seed)
+                    row["student_head"] = cluster_metrics(labels, self.heads[t].cpu()(hidden).argmax(1).numpy())
+                row["student_kmeans"] = trained[name]
+                if name in untrained:
+                    row["random_init_kmeans"] = untrained[name]
                 teacher = self.teacher_task_logits(cfg, ctx, task, rows, spec=task.val).argmax(1)
-                row["teacher_head"] = cluster_metrics(labels.numpy(), teacher.numpy())
+                row["teacher_head"] = cluster_metrics(labels, teacher.numpy())
             results[name] = row
         return {"tasks": results}
