@@ -77,13 +77,16 @@ def mvmr_ssl(seed: int, runs: Path) -> dict[str, float]:
 
 
 def smoke(seed: int, runs: Path) -> dict[str, float]:
-    """tests/bench/test_smoke_tier.py: every smoke-tier row's k-NN lift over random init and loss ratio. Seed 0 is the
-    smoke tier itself: its rows are (re)written to benchmarks/results like ``--tier smoke --force``."""
+    """tests/bench/test_smoke_tier*.py: the k-NN lift over random init and the loss ratio of every smoke-tier row the
+    tests check (``quality.SMOKE_TESTS``), and the figures of their extra checks. Seed 0 is the smoke tier itself: its
+    rows are (re)written to benchmarks/results like ``--tier smoke --force``."""
     from benchmarks import quality
 
     results = quality.RESULTS if seed == 0 else runs / "results"
-    done = quality.run_tier("smoke", results_dir=results, runs_dir=runs / "runs", seed=None if seed == 0 else seed,
-                            force=seed == 0, log=lambda line: None)
+    done = {}
+    for bench, method in (row for rows in quality.SMOKE_TESTS.values() for row in rows):
+        done.update(quality.run_tier("smoke", [bench], [method], results_dir=results, runs_dir=runs / "runs",
+                                     seed=None if seed == 0 else seed, force=seed == 0, log=lambda line: None))
     return {name: value for (_, method), record in done.items() for name, value in smoke_figures(method, record).items()}
 
 
@@ -94,8 +97,14 @@ def smoke_figures(method: str, record: dict) -> dict[str, float]:
     losses, knn = record["epoch_losses"], record["knn"]
     figures = {f"{method}_knn_lift": knn["student"]["top1"] - knn["random_init"]["top1"],
                f"{method}_loss_ratio": losses[-1] / losses[first_comparable_epoch(method, record)]}
-    if "teacher_alignment" in knn["student"]:
+    if "teacher_alignment" in knn["student"] and "teacher_alignment" in knn["random_init"]:
         figures[f"{method}_dcor2_lift"] = knn["student"]["teacher_alignment"]["dcor2"] - knn["random_init"]["teacher_alignment"]["dcor2"]
+    for name, task in (record.get("tasks") or {}).items():  # CKA: each task head over the random-init student's k-means
+        figures[f"{method}_task_{name}_acc_lift"] = task["student_head"]["accuracy"] - task["random_init_kmeans"]["accuracy"]
+    for label, row in knn.items():  # rows trained with labels: every member's lift and classifier
+        if "classifier" in row:
+            figures[f"{method}_{label}_knn_lift"] = row["top1"] - knn[label.replace("student", "random_init", 1)]["top1"]
+            figures[f"{method}_{label}_classifier"] = row["classifier"]["top1"]
     return figures
 
 
@@ -114,8 +123,13 @@ def _smoke_bounds() -> dict[str, str]:
     """The bounds of benchmarks.quality.check_row, per smoke figure."""
     from benchmarks import quality
 
-    bounds = {"mvmr_ssl_loss_ratio": f"<= {1 - quality.SMOKE_LOSS_DROP:g}"}
-    for method in quality.bench_methods("q2"):
+    bounds = {"mvmr_ssl_loss_ratio": f"<= {1 - quality.SMOKE_LOSS_DROP:g}", "mcl_supervised_loss_ratio": f"<= {1 - quality.SMOKE_LOSS_DROP:g}"}
+    for member in ("student", "student_peer1"):
+        bounds[f"mcl_supervised_{member}_knn_lift"] = f">= {quality.SMOKE_KNN_MARGIN['default']:g}"
+        bounds[f"mcl_supervised_{member}_classifier"] = f">= {quality.SMOKE_CLASSIFIER_MIN:g}"
+    for task in ("a", "b"):
+        bounds[f"cka_task_{task}_acc_lift"] = f">= {quality.SMOKE_TASK_MARGIN:g}"
+    for method in (method for rows in quality.SMOKE_TESTS.values() for _, method in rows):
         if method not in quality.NO_TEACHER:
             bounds[f"{method}_knn_lift"] = f">= {quality.SMOKE_KNN_MARGIN.get(method, quality.SMOKE_KNN_MARGIN['default']):g}"
             bounds[f"{method}_dcor2_lift"] = f">= {quality.SMOKE_DCOR2_MARGIN:g}"
