@@ -128,3 +128,12 @@ def test_a_cka_run_reports_every_task(tmp_path):
 
     assert "per task, on its evaluation split" in format_summary(results)
     assert "<h2>Tasks: cka</h2>" in build_report([tmp_path / "runs" / "cka"]).read_text()
+
+
+def test_teachers_must_be_precomputed(tmp_path):
+    raw = _raw(tmp_path)
+    raw["teachers"]["b"]["precompute"] = False
+    cfg = build_config(raw)
+    ctx = TeacherProvider(cfg, train_source(cfg))
+    with pytest.raises(ConfigError, match="set teachers.b.precompute=true"):
+        build_dataset(CKA, cfg, ctx)

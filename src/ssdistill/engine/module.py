@@ -9,6 +9,8 @@ A method subclasses ``DistillMethod`` and declares, as data, what it needs from 
 - ``train_views(cfg, ctx)``: the views its dataset renders, or ``prepare(cfg, ctx)``: a dataset of its own, built
   with the provider's cache-backed helpers (neighbours, k-means, banks);
 - ``batch_layout(cfg, ctx)``: what one item of that dataset holds (view names and resolutions, extra keys);
+- optionally ``training_source`` / ``evaluation_source`` (images of its own, for example the union of CKA's task
+  folders), ``member_classifiers`` (classifiers to score) and ``extra_evaluation`` (results only it can compute);
 
 and implements ``training_step``.
 """

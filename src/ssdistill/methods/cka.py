@@ -169,6 +169,11 @@ class CKA(DistillMethod):
     def prepare(cls, cfg: DistillConfig, ctx) -> Preparation:
         """The task logits of every training image under each task's teacher head (cached features, cached k-means),
         their pseudo-labels, and a dataset whose items carry their task id."""
+        online = [task.teacher for task in _tasks(cfg).values() if not cfg.teachers[task.teacher].precompute]
+        if online:
+            raise ConfigError(
+                f"cka reads every teacher's features of every image before training: set teachers.{online[0]}.precompute=true"
+            )
         parts = torch.tensor(ctx.source.parts)
         tensors = {}
         for t, task in enumerate(_tasks(cfg).values()):
