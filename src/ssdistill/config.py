@@ -100,6 +100,7 @@ class AugConfig(Section):
         "with 4-pixel zero padding, flip_p flip: the supervised CIFAR recipe), none (the original view)",
     )
     crop_scale_min: float = Field(0.2, gt=0, le=1, description="RandomResizedCrop minimum area fraction")
+    crop_scale_max: float = Field(1.0, gt=0, le=1, description="RandomResizedCrop maximum area fraction")
     color_jitter: float = Field(0.4, ge=0, description="brightness/contrast/saturation jitter strength (hue = strength/4)")
     color_jitter_p: float = Field(0.8, ge=0, le=1, description="probability of colour jitter")
     grayscale_p: float = Field(0.2, ge=0, le=1, description="probability of grayscale")

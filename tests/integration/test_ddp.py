@@ -59,3 +59,26 @@ def test_an_mcl_cohort_trains_under_ddp_with_gathered_queues_and_self_sharding_b
         if mode == "label_free":
             state = torch.load(run / "runs" / mode / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
             assert sorted(state["queue.ids"].tolist()) == list(range(64)) and state["queue.keys"].shape == (64, 2, 128)
+
+
+def test_cka_trains_under_ddp_when_a_task_is_missing_from_a_batch(tmp_path):
+    """Task b holds one class (a sixth of the union), batches of 4: some batches on some process hold no image of it,
+    and its head and adapter must still take part in every step (DDP would stop on unused parameters)."""
+    from integration.common import cka_tasks
+
+    config = tiny_config(tmp_path, trainer={"epochs": 1, "devices": 2, "accelerator": "cpu"}, run={"name": "cka"},
+                         data={"batch_size": 4, "train_subset": 48})
+    config.pop("teacher")
+    for section, values in cka_tasks(tmp_path).items():
+        config[section] = {**config.get(section, {}), **values}
+    config["method"] = cka_tasks(tmp_path)["method"]
+    small = tmp_path / "tasks" / "small"
+    for split in ("train", "val"):
+        (small / split).mkdir(parents=True)
+        first = sorted((tmp_path / "tasks" / "b" / split).iterdir())[0]
+        (small / split / first.name).symlink_to(first.resolve())
+    config["method"]["tasks"]["b"].update(data=str(small / "train"), val=str(small / "val"), head="kmeans", classes=2)
+    done = _ddp_run(tmp_path, config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "runs" / "cka" / "results.json").read_text())
+    assert set(results["tasks"]) == {"a", "b"} and results["steps"] == 6

@@ -137,6 +137,20 @@ def test_supervised_terms_by_hand(include_self_pair):
             rows = [_supervised_row(angles[a], angles[b], 0, [1], {0}, tau), _supervised_row(angles[a], angles[b], 1, [0], {1}, tau)]
         icl += sum(rows) / len(rows)
     assert terms["icl"].item() == pytest.approx(icl, rel=1e-5)
+    # soft terms: KL_T over full rows of the in-batch similarities, the diagonal included (no mask), written out here
+    def row(anchor, contrast, i):
+        return [math.cos(angles[anchor][i] - c) / tau for c in angles[contrast]]
+
+    def kl_rows(student, target, temperature=3.0):
+        p_t = [math.exp(x / temperature) for x in target]
+        p_s = [math.exp(x / temperature) for x in student]
+        p_t, p_s = [x / sum(p_t) for x in p_t], [x / sum(p_s) for x in p_s]
+        return temperature**2 * sum(t * math.log(t / s) for t, s in zip(p_t, p_s))
+
+    soft_vcl = sum(kl_rows(row(a, a, i), row(b, b, i)) for a, b in ((0, 1), (1, 0)) for i in range(3)) / 3
+    soft_icl = sum(kl_rows(row(a, b, i), row(b, a, i)) for a, b in ((0, 1), (1, 0)) for i in range(3)) / 3
+    assert terms["soft_vcl"].item() == pytest.approx(soft_vcl, rel=1e-5)
+    assert terms["soft_icl"].item() == pytest.approx(soft_icl, rel=1e-5)
     assert torch.isfinite(torch.stack(list(terms.values()))).all()
 
 

@@ -56,17 +56,18 @@ def test_the_training_set_is_the_union_of_the_tasks_and_every_image_keeps_its_ta
 
 def test_kmeans_heads_are_reproducible_from_a_seed_and_cached(tmp_path):
     cfg, ctx, prepared, _ = _assembled(tmp_path, kmeans_restarts=3)
-    cached = sorted(ctx.entry("a").dir.glob("kmeans-k5-seed3-r3-*.npz"))
-    assert len(cached) == 1  # fitted once on task a's images, stored beside the teacher's cache entry
+    cached = sorted(ctx.entry("a").dir.glob("kmeans-k5-seed0-r3-*.npz"))
+    assert len(cached) == 1  # fitted once on task a's images (seed method.kmeans_seed, not the run's), stored beside the entry
     logits = prepared.tensors["logits_0"]
     assert logits.shape == (64, 5) and torch.equal(prepared.tensors["pseudo_0"], logits.argmax(1))
     assert logits.abs().max() <= 1 / cfg.method.kmeans_temperature + 1e-4  # cosine / τ_km
-    again = build_dataset(CKA, cfg, TeacherProvider(cfg, train_source(cfg)))
+    again = build_dataset(CKA, cfg, TeacherProvider(cfg, train_source(cfg)))  # read back from the cache
     assert torch.equal(again.tensors["logits_0"], logits)
-    other_seed = build_config(_raw(tmp_path, kmeans_restarts=3), {"trainer": {"seed": 4}})
-    other = TeacherProvider(other_seed, train_source(other_seed))
-    build_dataset(CKA, other_seed, other)
-    assert len(sorted(other.entry("a").dir.glob("kmeans-k5-seed4-r3-*.npz"))) == 1
+    cached[0].unlink()  # refitted from scratch: the same centroids
+    assert torch.equal(build_dataset(CKA, cfg, TeacherProvider(cfg, train_source(cfg))).tensors["logits_0"], logits)
+    other = build_config(_raw(tmp_path, kmeans_restarts=3, kmeans_seed=4))
+    refit = build_dataset(CKA, other, TeacherProvider(other, train_source(other))).tensors["logits_0"]
+    assert len(sorted(ctx.entry("a").dir.glob("kmeans-k5-seed4-r3-*.npz"))) == 1 and not torch.equal(refit, logits)
 
 
 def test_a_classifier_head_is_the_teacher_s_logits_restricted_to_the_task_classes(tmp_path):

@@ -125,6 +125,10 @@ def test_supervised_mode_needs_labels_and_mode_specific_settings_are_not_deviati
     supervised = build_config({"method": {"name": "mcl", "mode": "supervised", "queue_size": 10}}).method
     assert supervised.deviations() == []  # the supervised defaults are the official CIFAR values; a queue is not used
     assert build_config({"method": {"name": "mcl", "preset": "official"}}).method.effective("temperature") == 0.07
+    # the official supervised code trains on padded crops and flips: another view is a recorded departure
+    moco_views = build_config({"method": {"name": "mcl", "mode": "supervised"}})
+    assert MCL.deviations(moco_views) == ["aug.recipe: moco_v2 (official: cifar_basic)"]
+    assert MCL.deviations(build_config({"method": {"name": "mcl", "mode": "supervised"}, "aug": {"recipe": "cifar_basic"}})) == []
 
 
 def test_supervised_mode_on_unlabelled_images_is_a_one_line_error(tmp_path):

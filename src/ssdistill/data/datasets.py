@@ -173,6 +173,7 @@ class UnionImages:
         if not parts:
             raise DataError("a union of image sources needs at least one source")
         self.part_names, self.sources = list(parts), list(parts.values())
+        self.description = "union of " + ", ".join(self.part_names)  # what records call the training set
         self.starts = [0]
         for source in self.sources:
             self.starts.append(self.starts[-1] + len(source))

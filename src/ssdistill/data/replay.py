@@ -55,7 +55,7 @@ def sample_params(width: int, height: int, aug: AugConfig, rng: random.Random, r
     area = width * height
     box = None
     for _ in range(10):
-        target = area * rng.uniform(aug.crop_scale_min, 1.0)
+        target = area * rng.uniform(aug.crop_scale_min, aug.crop_scale_max)
         ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
         w, h = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
         if 0 < w <= width and 0 < h <= height:

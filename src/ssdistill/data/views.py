@@ -72,7 +72,7 @@ def _augmentations(resolution: int, aug: AugConfig, interpolation: str) -> list:
     strength = aug.color_jitter
     kernel = blur_kernel(resolution)
     return [
-        v2.RandomResizedCrop(resolution, scale=(aug.crop_scale_min, 1.0), interpolation=INTERPOLATION[interpolation], antialias=True),
+        v2.RandomResizedCrop(resolution, scale=(aug.crop_scale_min, aug.crop_scale_max), interpolation=INTERPOLATION[interpolation], antialias=True),
         v2.RandomApply([v2.ColorJitter(strength, strength, strength, strength / 4)], p=aug.color_jitter_p),
         v2.RandomGrayscale(p=aug.grayscale_p),
         v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=aug.blur_p),

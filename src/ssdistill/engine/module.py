@@ -84,6 +84,13 @@ class DistillMethod(L.LightningModule):
 
     # ----- what a method declares -----------------------------------------------------------------
     @classmethod
+    def copied_members(cls, cfg: DistillConfig) -> dict[str, str]:
+        """{member: the member it copies}: members that start as an exact copy of another and are not trained by the
+        optimiser (an EMA copy the method updates itself); they are evaluated, but have no random-init row and are not
+        part of the cohort ensemble. Default: none."""
+        return {}
+
+    @classmethod
     def teacher_needs(cls, cfg: DistillConfig) -> dict[str, TeacherNeed]:
         """{signal name: need}; empty for a method without a teacher."""
         raise NotImplementedError

@@ -93,12 +93,13 @@ class TeacherProvider:
         if not self.cfg.cache.enabled:
             raise ConfigError(f"{what} reads the teacher cache: set cache.enabled=true")
 
-    def entry(self, name: str | None = None, what: str = "this method") -> Entry:
-        """The complete cache entry of the teacher's original-view outputs over the training images."""
+    def entry(self, name: str | None = None, what: str = "this method", tap: str | None = None) -> Entry:
+        """The complete cache entry of the teacher's original-view outputs (``tap``, default its configured one) over the
+        training images."""
         self._cache_needed(what)
         data, cache = self.cfg.data, self.cfg.cache
         return filled_teacher_entry(
-            self.teacher(name), self.source, data.train, data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype
+            self.teacher(name, tap), self.source, data.train, data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype
         )
 
     def neighbours(self, k: int, name: str | None = None, what: str = "neighbour bags", backend: str = "torch") -> torch.Tensor:
@@ -113,9 +114,9 @@ class TeacherProvider:
         return cached_kmeans(self.entry(name, what), k, seed=seed, device=self.device)
 
     def task_kmeans(self, rows: torch.Tensor, k: int, seed: int = 0, restarts: int = 10, name: str | None = None) -> torch.Tensor:
-        """Centroids [k, D] of spherical k-means (best of ``restarts``) on the teacher's cached features of the training
-        images ``rows`` only (one task's data), stored beside the cache entry."""
-        return cached_subset_kmeans(self.entry(name, "k-means task heads"), rows, k, seed, restarts, self.device)
+        """Centroids [k, D] of spherical k-means (best of ``restarts``) on the teacher's cached pooled features of the
+        training images ``rows`` only (one task's data), stored beside the cache entry."""
+        return cached_subset_kmeans(self.entry(name, "k-means task heads", tap="pooled"), rows, k, seed, restarts, self.device)
 
     def bank(self, repeats: int, name: str | None = None, what: str = "a teacher augmentation bank") -> tuple[torch.Tensor, np.ndarray]:
         """Teacher outputs [N * R, D] of R fixed augmented views per training image and their parameters [N * R, P]."""

@@ -52,9 +52,14 @@ def build_student(student: StudentConfig, seed: int) -> Student:
 
 
 def build_students(method: type[DistillMethod], cfg: DistillConfig) -> dict[str, Student]:
-    """The method's student members, member i seeded with ``trainer.seed + i`` (one member: the run's seed)."""
-    members = method.student_members(cfg)
-    return {member: build_student(spec, cfg.trainer.seed + i) for i, (member, spec) in enumerate(members.items())}
+    """The method's student members, member i seeded with ``trainer.seed + i`` (one member: the run's seed); a member
+    that is a copy of another (``DistillMethod.copied_members``, for example an EMA copy) starts as that member's exact
+    copy and is not trained by the optimiser."""
+    members, copies = method.student_members(cfg), method.copied_members(cfg)
+    built = {member: build_student(spec, cfg.trainer.seed + i) for i, (member, spec) in enumerate(members.items()) if member not in copies}
+    for member, source in copies.items():
+        built[member] = copy.deepcopy(built[source]).requires_grad_(False)
+    return {member: built[member] for member in members}
 
 
 def train_source(cfg: DistillConfig) -> ImageSource:
@@ -90,7 +95,10 @@ def run_distillation(cfg: DistillConfig, run_dir: Path, resuming: bool, callback
     device = compute_device(cfg.trainer.accelerator)
     source = train_source(cfg)
     if len(source) < cfg.data.batch_size:
-        raise DataError(f"{cfg.data.train} has {len(source)} images, fewer than data.batch_size={cfg.data.batch_size}; lower the batch size")
+        raise DataError(
+            f"{cfg.data.train or getattr(source, 'description', 'the training set')} has {len(source)} images, fewer than "
+            f"data.batch_size={cfg.data.batch_size}; lower the batch size"
+        )
 
     needs = method.teacher_needs(cfg)
     check_teachers(cfg, needs)
@@ -144,7 +152,9 @@ def run_distillation(cfg: DistillConfig, run_dir: Path, resuming: bool, callback
     initial = _initial_students(method, cfg, initial_states)
     resolution = {member: spec.resolution for member, spec in method.student_members(cfg).items()}
     classifiers = {member: c.cpu() for member, c in module.member_classifiers().items()}
-    knn, suite, note = evaluate_run(cfg, ctx, trained, initial, resolution, run_dir, classifiers, evaluation_split(cfg))
+    knn, suite, note = evaluate_run(
+        cfg, ctx, trained, initial, resolution, run_dir, classifiers, evaluation_split(cfg), set(method.copied_members(cfg))
+    )
     extra = module.extra_evaluation(ctx, initial if cfg.eval.random_init else None)
     timing["eval_seconds"] = time.perf_counter() - start
     results = results_record(cfg, run_dir, method, trained, ctx, source, knn, note, timing, trainer.global_step, bool(needs))
@@ -157,10 +167,11 @@ def run_distillation(cfg: DistillConfig, run_dir: Path, resuming: bool, callback
 
 
 def _initial_students(method: type[DistillMethod], cfg: DistillConfig, states: dict[str, dict]) -> dict[str, Student]:
+    """The random-init students of the evaluation: one per independently initialised member (a copy has none)."""
     built = build_students(method, cfg)
     for member, student in built.items():
         student.load_state_dict(states[member])
-    return built
+    return {member: student for member, student in built.items() if member not in method.copied_members(cfg)}
 
 
 def monitors(cfg: DistillConfig, source: ImageSource, module: DistillMethod) -> list:
@@ -207,7 +218,7 @@ def results_record(cfg, run_dir, method, students, ctx, source, knn, note, timin
         "teachers": teachers,
         "signals": ctx.records,
         "data": {
-            "train": cfg.data.train,
+            "train": cfg.data.train or getattr(source, "description", ""),
             "train_size": len(source),
             "train_fingerprint": source.fingerprint(),
             "skipped_unreadable": [str(p) for p in source.skipped],

@@ -28,19 +28,22 @@ def student_candidates(
     initial: dict[str, Student] | None,
     resolution: dict[str, int],
     classifiers: dict[str, nn.Module] | None = None,
+    copies: set[str] | frozenset[str] = frozenset(),
 ) -> list[Candidate]:
     """Random-init rows (when ``initial`` is given), trained rows by member (with the member's classifier when the
-    method trained one), and for a cohort whose members share a resolution the ensemble row ``student_ensemble``."""
+    method trained one), and for a cohort of two or more independent members (``copies``, such as an EMA copy, do not
+    count) that share a resolution the ensemble row ``student_ensemble``."""
     rows = []
     for member, model in (initial or {}).items():
         rows.append(Candidate(student_label(member, "random_init"), model, original_view(resolution[member]), resolution[member]))
     for member, model in students.items():
         classifier = (classifiers or {}).get(member)
         rows.append(Candidate(student_label(member), model, original_view(resolution[member]), resolution[member], classifier=classifier))
-    sizes = {resolution[member] for member in students}
-    if len(students) > 1 and len(sizes) == 1:
+    cohort = {member: model for member, model in students.items() if member not in copies}
+    sizes = {resolution[member] for member in cohort}
+    if len(cohort) > 1 and len(sizes) == 1:
         size = sizes.pop()
-        rows.append(Candidate(student_label(ENSEMBLE), CohortEnsemble(students), original_view(size), size))
+        rows.append(Candidate(student_label(ENSEMBLE), CohortEnsemble(cohort), original_view(size), size))
     return rows
 
 
@@ -67,6 +70,7 @@ def evaluate_run(
     run_dir: str | Path | None = None,
     classifiers: dict[str, nn.Module] | None = None,
     split: tuple[str, ImageSource] | None = None,
+    copies: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
     """(k-NN side by side, full evaluation or None, note): the full suite when ``eval.suite`` is full; without
     labelled data, (None, None, a note saying what to set). ``split``: (name, images) of the evaluation split when it
@@ -81,7 +85,7 @@ def evaluate_run(
     if query.labels is None:
         return None, None, f"the evaluation split ({query_spec}) has no class folders, so k-NN cannot be scored"
     candidates = teacher_candidates(cfg, ctx, memory, memory_spec, query_spec, query) if cfg.eval.teacher else []
-    candidates += student_candidates(students, initial if cfg.eval.random_init else None, resolution, classifiers)
+    candidates += student_candidates(students, initial if cfg.eval.random_init else None, resolution, classifiers, copies)
     primary = (cfg.eval.knn_k, cfg.eval.knn_t)
     full = cfg.eval.suite == "full"
     if full:

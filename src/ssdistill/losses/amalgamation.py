@@ -107,7 +107,8 @@ def alignment(
         elif kind == "mmd":
             total = total + mmd2(s, a)
         else:
-            total = total + distill_kl(s @ s.T / temperature, a @ a.T / temperature, 1.0, t_squared=False)
+            with torch.autocast(device_type=s.device.type, enabled=False):
+                total = total + distill_kl(s @ s.T / temperature, a @ a.T / temperature, 1.0, t_squared=False)
     return total
 
 

@@ -30,7 +30,7 @@ from ssdistill.data.views import augmented_view, original_view
 from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
 from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
-from ssdistill.eval.clustering import cluster_metrics, hungarian_accuracy, task_clustering
+from ssdistill.eval.clustering import cluster_metrics, hungarian_accuracy, kmeans_clustering, task_clustering
 from ssdistill.eval.features import extract_features
 from ssdistill.losses.amalgamation import alignment, inter_contrast, intra_contrast, mean_pairwise_cosine, reconstruction, task_distillation
 from ssdistill.models.heads import mlp
@@ -75,6 +75,7 @@ class CKAConfig(MethodConfig):
     kd_temperature: float = Field(4.0, gt=0, description="T of the task-level KL")
     kmeans_temperature: float = Field(0.1, gt=0, description="τ_km: k-means task logits = cosine to the centroids / τ_km")
     kmeans_restarts: int = Field(10, ge=1, description="seeded k-means runs per task head (the best is kept)")
+    kmeans_seed: int = Field(0, description="seed of the k-means task heads (fixed: the tasks do not change with trainer.seed)")
     adapter_dim: int = Field(256, gt=0, description="width of the adapters A into the shared extractor E")
     common_dim: int = Field(128, gt=0, description="width of the common space")
     decoder_hidden: int = Field(512, gt=0, description="hidden width of the reconstruction decoders D_t")
@@ -136,7 +137,9 @@ class CKA(DistillMethod):
             specs = [task.data] if isinstance(task.data, str) else list(task.data)
             sources = [open_split(spec) for spec in specs]
             parts[name] = sources[0] if len(sources) == 1 else UnionImages({spec: s for spec, s in zip(specs, sources)})
-        return UnionImages(parts)
+        union = UnionImages(parts)
+        union.description = "union of " + ", ".join(f"{name}: {task.data}" for name, task in _tasks(cfg).items())
+        return union
 
     @classmethod
     def evaluation_source(cls, cfg: DistillConfig, open_split) -> UnionImages | None:
@@ -194,7 +197,7 @@ class CKA(DistillMethod):
             if max(task.classes) >= logits.shape[1]:
                 raise ConfigError(f"task classes {task.classes} exceed teacher {task.teacher}'s {logits.shape[1]} classes")
             return logits[:, task.classes].float()
-        centroids = ctx.task_kmeans(torch.nonzero(rows).flatten(), task.size, seed=cfg.trainer.seed, restarts=m.kmeans_restarts, name=task.teacher)
+        centroids = ctx.task_kmeans(torch.nonzero(rows).flatten(), task.size, seed=m.kmeans_seed, restarts=m.kmeans_restarts, name=task.teacher)
         source = None if spec is None else ctx.open(spec)
         features = ctx.features(task.teacher, spec, source, tap="pooled")
         return F.normalize(features.float(), dim=1) @ centroids.float().T / m.kmeans_temperature
@@ -218,8 +221,9 @@ class CKA(DistillMethod):
         task_logits = [self.prepared[f"logits_{t}"][index] for t in range(len(self.task_names))]
         pseudo = [self.prepared[f"pseudo_{t}"][index] for t in range(len(self.task_names))]
         own_pseudo = torch.stack(pseudo, dim=1).gather(1, task.view(-1, 1)).flatten()
+        head_logits = [head(hidden) for head in self.heads]
         terms = {
-            "task": task_distillation([head(hidden) for head in self.heads], task_logits, task, m.kd_temperature, m.task_targets_on),
+            "task": task_distillation(head_logits, task_logits, task, m.kd_temperature, m.task_targets_on),
             "intra": intra_contrast(student, task, own_pseudo, m.temperature),
             "inter": inter_contrast(student, teachers, task, pseudo, m.temperature),
             "align": alignment(student, teachers, task, m.align, m.temperature),
@@ -227,6 +231,9 @@ class CKA(DistillMethod):
         if m.weight("rec") > 0:
             terms["rec"] = reconstruction([self.decoders[name](common[name]) for name in features], list(features.values()))
         loss = sum(m.weight(name) * value for name, value in terms.items())
+        # a task absent from this batch leaves its head (and maybe its teacher's adapter) out of every term; DDP needs
+        # every parameter in the graph on every process, so they enter with weight 0
+        loss = loss + 0.0 * (sum(z.sum() for z in head_logits) + sum(a.sum() for a in common.values()))
         guards = {f"collapse_{name}": mean_pairwise_cosine(a.detach()) for name, a in common.items()}
         return self.log_loss(loss, **terms, **guards)
 
@@ -245,7 +252,6 @@ class CKA(DistillMethod):
         for name, source in splits.items():
             if source.labels is None:
                 raise ConfigError(f"method.tasks.{name}.val ({tasks[name].val}) has no class folders, so the task cannot be scored")
-        trained = task_clustering(student, view, splits, *args, seed=cfg.trainer.seed)
         random_init = (initial or {}).get("student")
         untrained = task_clustering(random_init, view, splits, *args, seed=cfg.trainer.seed) if random_init is not None else {}
         for t, (name, task) in enumerate(tasks.items()):
@@ -256,14 +262,14 @@ class CKA(DistillMethod):
                 pseudo = self.prepared[f"pseudo_{t}"].cpu()[rows]
                 row["pseudo_label_purity"] = hungarian_accuracy((truth - truth.min()).numpy(), pseudo.numpy())
             if name in splits:
-                labels = torch.tensor(splits[name].labels).numpy()
+                labels = torch.tensor(splits[name].labels)
                 hidden = extract_features(student, splits[name], view, *args, f"student {name}")
                 with torch.no_grad():
-                    row["student_head"] = cluster_metrics(labels, self.heads[t].cpu()(hidden).argmax(1).numpy())
-                row["student_kmeans"] = trained[name]
+                    row["student_head"] = cluster_metrics(labels.numpy(), self.heads[t].cpu()(hidden).argmax(1).numpy())
+                row["student_kmeans"] = kmeans_clustering(hidden, labels, seed=cfg.trainer.seed)
                 if name in untrained:
                     row["random_init_kmeans"] = untrained[name]
                 teacher = self.teacher_task_logits(cfg, ctx, task, rows, spec=task.val).argmax(1)
-                row["teacher_head"] = cluster_metrics(labels, teacher.numpy())
+                row["teacher_head"] = cluster_metrics(labels.numpy(), teacher.numpy())
             results[name] = row
         return {"tasks": results}

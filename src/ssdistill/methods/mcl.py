@@ -180,8 +180,20 @@ class MCL(DistillMethod):
             raise ConfigError(
                 f"method.mode=supervised needs labelled training images (class sub-folders in {cfg.data.train}); use mode=label_free"
             )
+        if cfg.data.val:  # the classifiers' outputs are read as the evaluation split's class ids
+            val = ctx.open(cfg.data.val)
+            if val.classes and ctx.source.classes and list(val.classes) != list(ctx.source.classes):
+                raise ConfigError(f"data.val ({cfg.data.val}) has other classes than data.train: the classifiers cannot be scored on it")
         sampler = ClassPairBatchSampler(labels, cfg.data.batch_size, seed=cfg.trainer.seed)
         return Preparation(tensors={"classes": torch.tensor(max(labels) + 1)}, batch_sampler=sampler)
+
+    @classmethod
+    def deviations(cls, cfg: DistillConfig) -> list[str]:
+        """The method's settings, and in supervised mode the view: the official CIFAR code trains on padded crops and flips."""
+        notes = super().deviations(cfg)
+        if cfg.method.mode == "supervised" and cfg.aug.recipe != "cifar_basic":
+            notes.append(f"aug.recipe: {cfg.aug.recipe} (official: cifar_basic)")
+        return notes
 
     def member_classifiers(self) -> dict[str, nn.Module]:
         if self.mode != "supervised":
@@ -218,7 +230,8 @@ class MCL(DistillMethod):
         embeddings = [F.normalize(query.head(h), dim=1) for query, h in zip(self.queries, features)]
         class_logits = [classifier(h) for classifier, h in zip(self.classifiers, features)]
         tau = m.effective("temperature")
-        logits = [[(a.float() @ b.float().T) / tau for b in embeddings] for a in embeddings]
+        with torch.autocast(device_type=images.device.type, enabled=False):  # similarities and log-sum-exp in float32
+            logits = [[(a.float() @ b.float().T) / tau for b in embeddings] for a in embeddings]
         within, across, diagonal = class_positive_masks(labels, m.icl_include_self_pair)
 
         def contrastive(block: torch.Tensor, same_network: bool) -> torch.Tensor:

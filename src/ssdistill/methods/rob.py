@@ -1,0 +1,252 @@
+"""RoB, "replace one branch" (METHODS 6; no official code is public, the decisions box says what we chose): a
+joint-embedding self-supervised method keeps its views and its loss, but its target branch is the frozen teacher.
+
+* ``base: dino`` (6.3): multi-crop views (2 global crops, ``local_crops`` local ones), the student on every crop (batched
+  per resolution), the teacher on the global crops; DINO cross-entropy over (global, other) pairs (``same_view_pairs``
+  adds the crop itself), a fixed teacher temperature, a centre that is ``constant`` (the mean teacher target over one
+  pass of global crops, computed before training), ``ema`` or ``none``.
+* ``base: regression`` (6.4, BYOL / SimSiam heads): two global crops, mean (2 − 2 cos) of the student's prediction of
+  one crop to the teacher's target of the other.
+* ``base: msn`` (6.5): the anchors are the global crops and the focal (local) crops; prototypes (``student_prototypes``:
+  the student's own, or the teacher's frozen target columns), sharpened Sinkhorn targets from the teacher on the
+  global crops, cross-entropy plus ME-MAX (``memax``).
+
+The teachers we ship are supervised classifiers without a self-supervised head, so the target is ``logits`` (the
+teacher's classifier logits) or ``projection``: the normalised teacher embedding times K fixed unit columns
+(``projection_init``: seeded ``random``, ``kmeans`` centroids of the cached teacher features, or ``identity``, the
+normalised embedding itself, for the regression base). The teacher runs online on the global crops, which the dataset
+renders at the teacher's resolution (the student's copy is downsampled), so both see the same crop.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+from torch.nn import functional as F
+
+from ssdistill.config import DistillConfig, MethodConfig
+from ssdistill.data.views import augmented_view
+from ssdistill.engine.contract import Preparation, TeacherNeed
+from ssdistill.engine.module import DistillMethod
+from ssdistill.errors import ConfigError
+from ssdistill.losses.selfsup import (
+    dino_cross_entropy,
+    memax,
+    msn_cross_entropy,
+    regression_loss,
+    sharpen,
+    sinkhorn,
+)
+from ssdistill.models.heads import mlp
+from ssdistill.models.momentum import momentum_update
+
+GLOBAL = ("global0", "global1")
+
+
+class RoBConfig(MethodConfig):
+    name: Literal["rob"] = "rob"
+    base: Literal["dino", "regression", "msn"] = Field("dino", description="the joint-embedding method whose target branch the teacher replaces")
+    target: Literal["logits", "projection"] = Field(
+        "projection", description="logits: the teacher's classifier logits; projection: n(teacher embedding) times K fixed unit columns"
+    )
+    projection_init: Literal["random", "kmeans", "identity"] = Field(
+        "kmeans", description="the K columns of the projection target: seeded random, k-means centroids of the cached teacher features, "
+        "or identity (the normalised embedding itself; regression base only)"
+    )
+    projection_dim: int = Field(1024, gt=0, description="K, columns of the projection target (prototypes)")
+    local_crops: int = Field(4, ge=0, description="local crops per image (dino, msn), besides the 2 global ones")
+    local_resolution: int | None = Field(None, gt=0, description="side of the local crops (default: half the student's)")
+    global_scale: tuple[float, float] = Field((0.4, 1.0), description="area range of the global crops")
+    local_scale: tuple[float, float] = Field((0.05, 0.4), description="area range of the local crops")
+    same_view_pairs: bool = Field(False, description="dino / regression: also pair each global crop with itself")
+    center: Literal["constant", "ema", "none"] = Field("constant", description="dino: the teacher target's centre")
+    center_momentum: float = Field(0.9, ge=0, lt=1, description="dino, center=ema: c <- m c + (1 - m) mean(t)")
+    teacher_temperature: float | None = Field(None, gt=0, description="dino: τ_t, fixed (default 0.04; 1 with target=logits)")
+    student_temperature: float | None = Field(None, gt=0, description="dino: τ_s (default 0.1; 1 with target=logits)")
+    student_prototypes: Literal["own", "teacher_frozen"] = Field(
+        "own", description="dino, msn: the student's last layer / prototypes are its own, or the teacher's projection columns (frozen)"
+    )
+    head_hidden: int = Field(1024, gt=0, description="hidden width of the student's projection head")
+    bottleneck: int = Field(256, gt=0, description="dino, msn: width before the last layer / the prototypes")
+    head: Literal["byol", "simsiam"] = Field("byol", description="regression: predictor shape (byol: MLP with BN; simsiam: bottleneck)")
+    msn_temperature: float = Field(0.1, gt=0, description="msn: τ of the prototype probabilities")
+    sharpen_temperature: float = Field(0.25, gt=0, description="msn: target sharpening T")
+    memax_weight: float = Field(1.0, ge=0, description="msn: weight of ME-MAX (0: off)")
+    eval_ema: bool = Field(False, description="also train an EMA copy of the student (momentum ema_momentum), evaluated as the row student_ema")
+    ema_momentum: float = Field(0.999, ge=0, le=1, description="momentum of the EMA copy")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RoBConfig":
+        if self.projection_init == "identity" and self.base != "regression":
+            raise ValueError("projection_init=identity is for base=regression only (dino and msn need K prototypes)")
+        if self.student_prototypes == "teacher_frozen" and self.target != "projection":
+            raise ValueError("student_prototypes=teacher_frozen reuses the projection columns: set target=projection")
+        return self
+
+
+class RoB(DistillMethod):
+    name = "rob"
+    config_class = RoBConfig
+    label = "RoB"
+    description = "RoB: a joint-embedding SSL method (DINO, BYOL/SimSiam regression, MSN) whose target branch is the frozen teacher"
+
+    def __init__(self, cfg, students, signals, **context) -> None:
+        super().__init__(cfg, students, signals, **context)
+        m = cfg.method
+        self.signal = self.signals["teacher"]
+        columns = self.prepared.get("columns")  # [D_t, K] fixed unit columns of the projection target
+        width = self.target_width(columns)
+        dim = self.student.dim
+        if m.base == "regression":
+            if m.head == "byol":
+                self.head = nn.Sequential(mlp([dim, m.head_hidden, width], bn="hidden"), mlp([width, m.head_hidden, width], bn="hidden"))
+            else:
+                self.head = nn.Sequential(mlp([dim, m.head_hidden, width], bn="all"), mlp([width, m.head_hidden // 4, width], bn="hidden"))
+        else:
+            self.head = mlp([dim, m.head_hidden, m.bottleneck if m.student_prototypes == "own" else columns.shape[0]], bn="hidden", act="gelu")
+            if m.student_prototypes == "own":
+                self.prototypes = nn.Parameter(F.normalize(torch.randn(width, m.bottleneck), dim=1))
+        if m.base == "dino":
+            self.register_buffer("dino_center", self.prepared.get("center", torch.zeros(width)).clone())
+
+    def target_width(self, columns: torch.Tensor | None) -> int:
+        if self.cfg.method.target == "logits":
+            return self.signal.dim
+        return self.signal.dim if columns is None else columns.shape[1]
+
+    # ----- declarations --------------------------------------------------------------------------
+    @classmethod
+    def teacher_needs(cls, cfg: DistillConfig) -> dict:
+        return {"teacher": TeacherNeed("augmented", tap="logits" if cfg.method.target == "logits" else "pooled")}
+
+    @classmethod
+    def student_members(cls, cfg: DistillConfig) -> dict:
+        """The student, and with ``eval_ema`` its EMA copy ``ema`` (evaluated as the row ``student_ema``)."""
+        return {"student": cfg.student, **({"ema": cfg.student} if cfg.method.eval_ema else {})}
+
+    @classmethod
+    def copied_members(cls, cfg: DistillConfig) -> dict[str, str]:
+        return {"ema": "student"} if cfg.method.eval_ema else {}
+
+    @classmethod
+    def train_views(cls, cfg: DistillConfig, ctx) -> dict:
+        m = cfg.method
+        teacher = ctx.teacher(tap="logits" if m.target == "logits" else "pooled").preprocess
+        scale = {"crop_scale_min": m.global_scale[0], "crop_scale_max": m.global_scale[1]}
+        views = {name: augmented_view(teacher.resolution, cfg.aug.model_copy(update=scale), teacher.interpolation) for name in GLOBAL}
+        if m.base != "regression":
+            local = m.local_resolution or max(8, cfg.student.resolution // 2)
+            for i in range(m.local_crops):
+                scale = {"crop_scale_min": m.local_scale[0], "crop_scale_max": m.local_scale[1]}
+                views[f"local{i}"] = augmented_view(local, cfg.aug.model_copy(update=scale))
+        return views
+
+    @classmethod
+    def prepare(cls, cfg: DistillConfig, ctx) -> Preparation | None:
+        """The projection columns (from the cache for k-means) and, for dino with center=constant, the centre: the mean
+        teacher target over one pass of global crops of the training images."""
+        m, tensors = cfg.method, {}
+        if m.target == "projection" and m.projection_init != "identity":
+            features = ctx.features(tap="pooled")
+            if m.projection_init == "kmeans":
+                if m.projection_dim > len(features):
+                    raise ConfigError(
+                        f"method.projection_dim={m.projection_dim} k-means columns need as many training images, there are {len(features)}: "
+                        "lower method.projection_dim or set method.projection_init=random"
+                    )
+                _, centroids = ctx.kmeans(m.projection_dim, seed=cfg.trainer.seed, what="RoB's k-means projection target")
+                tensors["columns"] = F.normalize(centroids.float(), dim=1).T.contiguous()
+            else:
+                generator = torch.Generator().manual_seed(cfg.trainer.seed)
+                tensors["columns"] = F.normalize(torch.randn(features.shape[1], m.projection_dim, generator=generator), dim=0)
+        if m.base == "dino" and m.center == "constant":
+            tensors["center"] = cls.constant_center(cfg, ctx, tensors.get("columns"))
+        return Preparation(tensors=tensors)
+
+    @classmethod
+    def constant_center(cls, cfg: DistillConfig, ctx, columns: torch.Tensor | None) -> torch.Tensor:
+        from torch.utils.data import DataLoader
+
+        from ssdistill.data.datasets import IndexedViews
+
+        m = cfg.method
+        teacher = ctx.teacher(tap="logits" if m.target == "logits" else "pooled")
+        view = cls.train_views(cfg, ctx)["global0"]
+        generator = torch.Generator().manual_seed(cfg.trainer.seed)
+        loader = DataLoader(IndexedViews(ctx.source, {"x": view}), batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers,
+                            worker_init_fn=lambda worker: torch.manual_seed(cfg.trainer.seed + worker), generator=generator)
+        total, count = None, 0
+        teacher.to(ctx.device)
+        with torch.no_grad():
+            for batch in loader:
+                target = cls.project(teacher(batch["views"]["x"].to(ctx.device)), columns, m).cpu()
+                total = target.sum(0) if total is None else total + target.sum(0)
+                count += len(target)
+        return total / count
+
+    @staticmethod
+    def project(teacher_output: torch.Tensor, columns: torch.Tensor | None, m: RoBConfig) -> torch.Tensor:
+        """The teacher target: its logits, or n(z) times the fixed columns (identity: n(z))."""
+        if m.target == "logits":
+            return teacher_output.float()
+        z = F.normalize(teacher_output.float(), dim=1)
+        return z if columns is None else z @ columns.to(z.device)
+
+    # ----- training ------------------------------------------------------------------------------
+    def temperatures(self) -> tuple[float, float]:
+        m = self.cfg.method
+        default = (1.0, 1.0) if m.target == "logits" else (0.1, 0.04)
+        return (m.student_temperature or default[0], m.teacher_temperature or default[1])
+
+    def student_outputs(self, images: torch.Tensor) -> torch.Tensor:
+        """Student logits over the K targets (dino, msn: cosine to the prototypes; regression: the prediction)."""
+        m = self.cfg.method
+        out = self.head(self.student(images))
+        if m.base == "regression":
+            return out
+        if m.student_prototypes == "teacher_frozen":
+            return F.normalize(out, dim=1) @ self.prepared["columns"]
+        return F.normalize(out, dim=1) @ F.normalize(self.prototypes, dim=1).T
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        m, views, index = self.cfg.method, batch["views"], batch["index"]
+        columns = self.prepared.get("columns")
+        with torch.no_grad():
+            targets = [self.project(self.signal(index, views[name]), columns, m) for name in GLOBAL]
+        size = (self.cfg.student.resolution,) * 2
+        crops = [F.interpolate(views[name], size=size, mode="bilinear", antialias=True) for name in GLOBAL]
+        locals_ = [views[name] for name in sorted(views) if name.startswith("local")]
+        # the student on every crop, batched per resolution
+        outputs = list(self.student_outputs(torch.cat(crops)).chunk(len(crops)))
+        if locals_:
+            outputs += list(self.student_outputs(torch.cat(locals_)).chunk(len(locals_)))
+        if m.base == "dino":
+            s_temp, t_temp = self.temperatures()
+            center = None if m.center == "none" else self.dino_center
+            loss = dino_cross_entropy(outputs, targets, [0, 1], center, s_temp, t_temp, m.same_view_pairs)
+            if m.center == "ema":
+                with torch.no_grad():
+                    self.dino_center.mul_(m.center_momentum).add_(torch.cat(targets).mean(0), alpha=1 - m.center_momentum)
+            terms = {}
+        elif m.base == "regression":
+            pairs = [(0, 1), (1, 0)] + ([(0, 0), (1, 1)] if m.same_view_pairs else [])
+            loss = sum(regression_loss(outputs[a], targets[b]) for a, b in pairs) / len(pairs) * 2
+            terms = {}
+        else:
+            probabilities = torch.softmax(torch.cat(outputs).float() / m.msn_temperature, dim=1)
+            with torch.no_grad():  # sharpened, equipartitioned teacher targets of the two global crops
+                sharp = [sinkhorn(sharpen(torch.softmax(t / m.msn_temperature, dim=1), m.sharpen_temperature)) for t in targets]
+            # anchor view v (global crops first, then the focal ones) predicts the target of global crop v mod 2
+            cross = msn_cross_entropy(probabilities, torch.cat([sharp[v % 2] for v in range(len(outputs))]))
+            regulariser = memax(probabilities)
+            loss = cross + m.memax_weight * regulariser
+            terms = {"cross_entropy": cross, "memax": regulariser}
+        return self.log_loss(loss, **terms)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        if self.cfg.method.eval_ema:  # after the optimiser step
+            momentum_update(self.ema, self.student, self.cfg.method.ema_momentum)
