@@ -62,7 +62,9 @@ class RoBConfig(MethodConfig):
     global_scale: tuple[float, float] = Field((0.4, 1.0), description="area range of the global crops")
     local_scale: tuple[float, float] = Field((0.05, 0.4), description="area range of the local crops")
     same_view_pairs: bool = Field(False, description="dino / regression: also pair each global crop with itself")
-    center: Literal["constant", "ema", "none"] = Field("constant", description="dino: the teacher target's centre")
+    center: Literal["constant", "ema", "none"] | None = Field(
+        None, description="dino: the teacher target's centre (default: constant; none with target=logits, plain soft distillation)"
+    )
     center_momentum: float = Field(0.9, ge=0, lt=1, description="dino, center=ema: c <- m c + (1 - m) mean(t)")
     teacher_temperature: float | None = Field(None, gt=0, description="dino: τ_t, fixed (default 0.04; 1 with target=logits)")
     student_temperature: float | None = Field(None, gt=0, description="dino: τ_s (default 0.1; 1 with target=logits)")
@@ -77,6 +79,11 @@ class RoBConfig(MethodConfig):
     memax_weight: float = Field(1.0, ge=0, description="msn: weight of ME-MAX (0: off)")
     eval_ema: bool = Field(False, description="also train an EMA copy of the student (momentum ema_momentum), evaluated as the row student_ema")
     ema_momentum: float = Field(0.999, ge=0, le=1, description="momentum of the EMA copy")
+
+    def effective(self, field: str):
+        if field == "center" and self.center is None:
+            return "none" if self.target == "logits" else "constant"
+        return super().effective(field)
 
     @model_validator(mode="after")
     def _consistent(self) -> "RoBConfig":
@@ -162,7 +169,7 @@ class RoB(DistillMethod):
             else:
                 generator = torch.Generator().manual_seed(cfg.trainer.seed)
                 tensors["columns"] = F.normalize(torch.randn(features.shape[1], m.projection_dim, generator=generator), dim=0)
-        if m.base == "dino" and m.center == "constant":
+        if m.base == "dino" and m.effective("center") == "constant":
             tensors["center"] = cls.constant_center(cfg, ctx, tensors.get("columns"))
         return Preparation(tensors=tensors)
 
@@ -225,9 +232,9 @@ class RoB(DistillMethod):
             outputs += list(self.student_outputs(torch.cat(locals_)).chunk(len(locals_)))
         if m.base == "dino":
             s_temp, t_temp = self.temperatures()
-            center = None if m.center == "none" else self.dino_center
+            center = None if m.effective("center") == "none" else self.dino_center
             loss = dino_cross_entropy(outputs, targets, [0, 1], center, s_temp, t_temp, m.same_view_pairs)
-            if m.center == "ema":
+            if m.effective("center") == "ema":
                 with torch.no_grad():
                     self.dino_center.mul_(m.center_momentum).add_(torch.cat(targets).mean(0), alpha=1 - m.center_momentum)
             terms = {}

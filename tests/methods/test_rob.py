@@ -1,0 +1,103 @@
+"""RoB (METHODS 6): the teacher replaces the target branch of DINO, BYOL/SimSiam regression and MSN. The multi-crop
+views, the constant centre (the mean teacher target of one pass of global crops), the projection targets, that the
+teacher never receives gradient, the EMA copy, config errors, and each base end to end."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from integration.common import tiny_config
+from ssdistill import distill
+from ssdistill.engine.datasets import build_dataset
+from ssdistill.engine.provider import TeacherProvider
+from ssdistill.engine.run import build_students, train_source
+from ssdistill.errors import ConfigError
+from ssdistill.methods.rob import RoB
+from ssdistill.recipe import build_config
+
+
+def _assembled(tmp_path, **method):
+    raw = tiny_config(tmp_path)
+    raw["method"] = {"name": "rob", "projection_dim": 8, "local_crops": 2, **method}
+    cfg = build_config(raw)
+    source = train_source(cfg)
+    ctx = TeacherProvider(cfg, source)
+    signals = ctx.fulfil(RoB.teacher_needs(cfg))
+    prepared = build_dataset(RoB, cfg, ctx)
+    torch.manual_seed(0)
+    module = RoB(cfg, build_students(RoB, cfg), signals, dataset_size=len(source), prepared=prepared.tensors)
+    module.log_loss = lambda loss, **terms: (setattr(module, "terms", terms), loss)[1]
+    return cfg, ctx, prepared, module
+
+
+def test_multi_crop_views_global_crops_at_the_teacher_s_resolution(tmp_path):
+    raw = tiny_config(tmp_path, student={"resolution": 64}, teacher={"resolution": 96})
+    raw["method"] = {"name": "rob", "local_crops": 3}
+    cfg = build_config(raw)
+    views = RoB.train_views(cfg, TeacherProvider(cfg, train_source(cfg)))
+    assert sorted(views) == ["global0", "global1", "local0", "local1", "local2"]
+    assert views["global0"].resolution == 96 and views["local0"].resolution == 32  # the student's copy is downsampled
+    raw["method"] = {"name": "rob", "base": "regression", "projection_init": "identity"}
+    regression = build_config(raw)
+    assert sorted(RoB.train_views(regression, TeacherProvider(regression, train_source(regression)))) == ["global0", "global1"]
+
+
+def test_the_constant_centre_is_the_mean_teacher_target_of_one_pass(tmp_path):
+    """With aug.recipe=none the global crop is deterministic, so the centre can be recomputed image by image."""
+    raw = tiny_config(tmp_path, aug={"recipe": "none"})
+    raw["method"] = {"name": "rob", "projection_dim": 8, "local_crops": 1}
+    cfg = build_config(raw)
+    ctx = TeacherProvider(cfg, train_source(cfg))
+    prepared = build_dataset(RoB, cfg, ctx).tensors
+    teacher, view = ctx.teacher(tap="pooled"), RoB.train_views(cfg, ctx)["global0"]
+    with torch.no_grad():
+        targets = [F.normalize(teacher(view(ctx.source.load(i)).unsqueeze(0)), dim=1) @ prepared["columns"] for i in range(len(ctx.source))]
+    assert torch.allclose(prepared["center"], torch.cat(targets).mean(0), atol=1e-5)
+    # the k-means columns: unit vectors, K of them, in the teacher's feature space
+    assert prepared["columns"].shape == (teacher.dim, 8) and torch.allclose(prepared["columns"].norm(dim=0), torch.ones(8), atol=1e-5)
+
+
+@pytest.mark.parametrize("base, method", [("dino", {}), ("regression", {"projection_init": "identity"}), ("msn", {"student_prototypes": "teacher_frozen"})])
+def test_a_step_trains_the_student_and_never_the_teacher(tmp_path, base, method):
+    cfg, ctx, prepared, module = _assembled(tmp_path, base=base, **method)
+    from torch.utils.data import DataLoader
+
+    batch = next(iter(DataLoader(prepared.dataset, batch_size=8, shuffle=False)))
+    loss = module.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.student.parameters())
+    teacher = module.signal.teacher
+    assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
+    assert not any(p is q for p in module.parameters() for q in teacher.parameters())  # not part of the module
+    if base == "msn":
+        assert set(module.terms) == {"cross_entropy", "memax"}
+
+
+def test_config_errors_and_the_logits_defaults():
+    with pytest.raises(ConfigError, match="identity is for base=regression"):
+        build_config({"method": {"name": "rob", "projection_init": "identity"}})
+    with pytest.raises(ConfigError, match="set target=projection"):
+        build_config({"method": {"name": "rob", "target": "logits", "student_prototypes": "teacher_frozen"}})
+    logits = build_config({"method": {"name": "rob", "target": "logits"}}).method
+    assert logits.effective("center") == "none" and build_config({"method": {"name": "rob"}}).method.effective("center") == "constant"
+
+
+def test_too_many_kmeans_columns_is_a_one_line_error(tmp_path):
+    with pytest.raises(ConfigError, match="lower method.projection_dim"):
+        _assembled(tmp_path, projection_dim=1000)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 1.0])
+def test_the_ema_copy_follows_the_student_at_its_momentum(tmp_path, momentum):
+    """Momentum 0: the copy is the trained student; momentum 1: it stays the initial student. It is evaluated as the
+    row student_ema, without a random-init row or ensemble of its own."""
+    raw = tiny_config(tmp_path, trainer={"epochs": 1}, eval={"random_init": True})
+    raw["method"] = {"name": "rob", "projection_dim": 8, "local_crops": 1, "eval_ema": True, "ema_momentum": momentum}
+    results = distill(raw, quiet=True)
+    assert list(results["knn"]) == ["random_init", "student", "student_ema"]
+    state = torch.load(tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    first = next(k for k in state if k.startswith("student.") and k.endswith("weight"))
+    ema = state["ema." + first[len("student."):]]
+    initial = build_students(RoB, build_config(raw))["student"].state_dict()[first[len("student."):]]
+    assert torch.equal(ema, state[first] if momentum == 0.0 else initial)
