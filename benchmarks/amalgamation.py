@@ -90,9 +90,12 @@ def table(bench: str, tier: str, rows: dict[str, dict], labels: dict[str, str], 
         lines.append("| " + " | ".join(cells + [duration(seconds), note]) + " |")
 
     reference = next((r for r in rows.values() if (r.get("tasks") or {}).get("a", {}).get("teacher_head")), first)
-    for name, task in (reference.get("tasks") or {}).items():
-        if "teacher_head" in task:
-            line(f"teacher {task['teacher']} ({task['head']} head), its own task {name}", {}, {name: (scores(task["teacher_head"]), "–")})
+    shown = set()  # each teacher head once (the k-means rows share theirs; the classifier-head row has its own)
+    for record in rows.values():
+        for name, task in (record.get("tasks") or {}).items():
+            if "teacher_head" in task and (name, task["teacher"], task["head"]) not in shown:
+                shown.add((name, task["teacher"], task["head"]))
+                line(f"teacher {task['teacher']} ({task['head']} head), its own task {name}", {}, {name: (scores(task["teacher_head"]), "–")})
     line("random-init student", metrics(reference, "random_init"),
          {name: ("–", cell((task.get("random_init_kmeans") or {}).get("accuracy"))) for name, task in (reference.get("tasks") or {}).items()})
     for method, record in rows.items():

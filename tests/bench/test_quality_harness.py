@@ -314,16 +314,20 @@ def test_cka_rows_must_beat_the_random_init_student_on_every_task():
 
 
 def test_the_q3_table_shows_each_teacher_on_its_task_and_every_row_per_task(tmp_path):
-    for method, record in (("cka", _task_row()), ("cka_task_only", _task_row(head=(35.0, 33.0)))):
+    classifier = _task_row()
+    for task in classifier["tasks"].values():
+        task.update(head="classifier", teacher_head={"accuracy": 99.0, "nmi": 95.0, "ari": 97.0})
+    for method, record in (("cka", _task_row()), ("cka_classifier", classifier), ("cka_task_only", _task_row(head=(35.0, 33.0)))):
         path = quality.row_path(tmp_path, "q3c", method, "cpu")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record))
     lines = quality.task_table("q3c", "cpu", tmp_path).splitlines()
     assert "(a: r56, b: r44)" in lines[0] and "--bench q3c" in lines[0]
     assert lines[4].startswith("| teacher r56 (kmeans head), its own task a | – | – | 90.0 / 80.0 / 70.0 | – | – | – |")
-    assert lines[6] == "| random-init student | 20.0 | – | – | 30.0 | – | 28.0 | – |  |"
-    assert lines[7] == "| CKA, every term (k-means task heads) | 35.0 | – | 40.0 / 10.0 / 5.0 | 39.0 | 45.0 / 10.0 / 5.0 | 44.0 | 90 s |  |"
-    assert lines[8].startswith("| task KD only (L_task) | 35.0 | – | 35.0 / 10.0 / 5.0 | 34.0 |")
+    assert lines[6].startswith("| teacher r56 (classifier head), its own task a | – | – | 99.0 / 95.0 / 97.0 |")  # each head once
+    assert lines[8] == "| random-init student | 20.0 | – | – | 30.0 | – | 28.0 | – |  |"
+    assert lines[9] == "| CKA, every term (k-means task heads) | 35.0 | – | 40.0 / 10.0 / 5.0 | 39.0 | 45.0 / 10.0 / 5.0 | 44.0 | 90 s |  |"
+    assert lines[11].startswith("| task KD only (L_task) | 35.0 | – | 35.0 / 10.0 / 5.0 | 34.0 |")
 
 
 def test_task_folders_link_each_task_s_classes_and_their_union(tmp_path):
