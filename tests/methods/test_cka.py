@@ -120,7 +120,8 @@ def test_a_cka_run_reports_every_task(tmp_path):
     results = distill(raw, quiet=True)
     assert set(results["tasks"]) == {"a", "b"} and list(results["knn"])[:2] == ["teacher_a", "teacher_b"]
     for task in results["tasks"].values():
-        assert {"student_head", "teacher_head", "student_kmeans", "random_init_kmeans", "pseudo_label_purity"} <= set(task)
+        assert {"student_head", "teacher_head", "student_kmeans", "random_init_kmeans", "student_knn", "pseudo_label_purity"} <= set(task)
+        assert 0 <= task["student_knn"]["top1"] <= 100
         assert 0 <= task["student_head"]["accuracy"] <= 100 and -100 <= task["student_head"]["ari"] <= 100
     saved = json.loads((tmp_path / "runs" / "cka" / "results.json").read_text())
     assert saved["tasks"] == results["tasks"] and saved["data"]["val"] == "cka evaluation split"

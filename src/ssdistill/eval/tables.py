@@ -178,7 +178,7 @@ def task_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]] | No
     if not tasks:
         return None
     header = ["task", "teacher head ACC / NMI / ARI", "student head ACC / NMI / ARI", "student k-means ACC",
-              "random-init k-means ACC", "pseudo-label purity"]
+              "random-init k-means ACC", "student k-NN in the task", "pseudo-label purity"]
 
     def scores(row: dict | None) -> str:
         return "–" if not row else f"{row['accuracy']:.1f} / {row['nmi']:.1f} / {row['ari']:.1f}"
@@ -189,7 +189,7 @@ def task_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]] | No
             f"{name} ({row['teacher']}, {row['head']}, {row['classes']} classes)",
             scores(row.get("teacher_head")), scores(row.get("student_head")),
             cell((row.get("student_kmeans") or {}).get("accuracy")), cell((row.get("random_init_kmeans") or {}).get("accuracy")),
-            cell(row.get("pseudo_label_purity")),
+            cell((row.get("student_knn") or {}).get("top1")), cell(row.get("pseudo_label_purity")),
         ])
     return header, rows
 

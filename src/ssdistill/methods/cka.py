@@ -25,13 +25,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from ssdistill.config import DistillConfig, MethodConfig, Section, teacher_label
-from ssdistill.data.datasets import IndexedViews, UnionImages
+from ssdistill.data.datasets import IndexedViews, SubsetImages, UnionImages
 from ssdistill.data.views import augmented_view, original_view
 from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
 from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
 from ssdistill.eval.clustering import cluster_metrics, hungarian_accuracy, kmeans_clustering, task_clustering
 from ssdistill.eval.features import extract_features
+from ssdistill.eval.knn import knn_accuracy
 from ssdistill.losses.amalgamation import alignment, inter_contrast, intra_contrast, mean_pairwise_cosine, reconstruction, task_distillation
 from ssdistill.models.heads import mlp
 
@@ -241,8 +242,9 @@ class CKA(DistillMethod):
     def extra_evaluation(self, ctx, initial: dict[str, nn.Module] | None = None) -> dict[str, Any]:
         """``tasks``: per task, on its evaluation split, clustering accuracy (Hungarian), NMI and ARI of the student's
         task head, of the task's teacher head, and of k-means (C_t clusters) on the trained and on the random-init
-        student's features; and, when the training images are labelled, the pseudo-labels' purity (Hungarian accuracy of
-        the teacher head on the task's training images; labels used for logging only)."""
+        student's features; and, when the training images are labelled, the student's k-NN within the task and the
+        pseudo-labels' purity (Hungarian accuracy of the teacher head on the task's training images; labels used for
+        scoring only)."""
         cfg, results = self.cfg, {}
         student = self.student.cpu().eval()
         view = original_view(cfg.student.resolution)
@@ -267,9 +269,26 @@ class CKA(DistillMethod):
                 with torch.no_grad():
                     row["student_head"] = cluster_metrics(labels.numpy(), self.heads[t].cpu()(hidden).argmax(1).numpy())
                 row["student_kmeans"] = kmeans_clustering(hidden, labels, seed=cfg.trainer.seed)
+                if (knn := self._task_knn(ctx, rows, splits[name], hidden, view, args)) is not None:
+                    row["student_knn"] = knn
                 if name in untrained:
                     row["random_init_kmeans"] = untrained[name]
                 teacher = self.teacher_task_logits(cfg, ctx, task, rows, spec=task.val).argmax(1)
                 row["teacher_head"] = cluster_metrics(labels.numpy(), teacher.numpy())
             results[name] = row
         return {"tasks": results}
+
+    def _task_knn(self, ctx, rows: torch.Tensor, split, hidden: torch.Tensor, view, args) -> dict[str, float] | None:
+        """Weighted k-NN of the student within one task (METHODS 5.6): the task's labelled training images as memory,
+        its evaluation split as queries, classes matched by name; None when the training images are unlabelled."""
+        source = ctx.source
+        if source.labels is None:
+            return None
+        positions = torch.nonzero(rows).flatten().tolist()
+        names = [source.classes[source.labels[i]].split("/", 1)[-1] for i in positions]
+        if not set(names) <= set(split.classes):
+            return None
+        memory = extract_features(self.student, SubsetImages(source, positions), view, *args, "student task memory")
+        labels = torch.tensor([split.classes.index(n) for n in names])
+        knn = knn_accuracy(memory, labels, hidden, torch.tensor(split.labels), self.cfg.eval.knn_k, self.cfg.eval.knn_t)
+        return {"top1": knn["top1"]}
