@@ -22,5 +22,6 @@ def run_group(group: str, tmp_path_factory) -> dict:
 def check(rows: dict, bench: str, method: str) -> None:
     record = rows[(bench, method)]
     assert quality.check_row(method, record) == [], record["knn"]
-    if method not in quality.NO_TEACHER:
-        assert record["teacher_in_training"] and record["knn"]["teacher"]["top1"] > 70.0
+    if method not in quality.NO_TEACHER:  # every teacher (CKA's are named: teacher_<name>) is a real one
+        teachers = [row["top1"] for label, row in record["knn"].items() if label == "teacher" or label.startswith("teacher_")]
+        assert record["teacher_in_training"] and teachers and min(teachers) > 70.0
