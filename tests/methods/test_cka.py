@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from integration.common import cka_tasks, tiny_config
+from integration.common import assembled, cka_tasks, tiny_config
 from ssdistill import distill
 from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.provider import TeacherProvider
-from ssdistill.engine.run import build_students, train_source
+from ssdistill.engine.run import train_source
 from ssdistill.errors import ConfigError
 from ssdistill.methods.cka import CKA
 from ssdistill.recipe import build_config
@@ -30,14 +30,7 @@ def _raw(tmp_path, heads=("kmeans", "classifier"), **method):
 
 def _assembled(tmp_path, **method):
     cfg = build_config(_raw(tmp_path, **method))
-    source = train_source(cfg)
-    ctx = TeacherProvider(cfg, source)
-    signals = ctx.fulfil(CKA.teacher_needs(cfg))
-    prepared = build_dataset(CKA, cfg, ctx)
-    torch.manual_seed(0)
-    module = CKA(cfg, build_students(CKA, cfg), signals, dataset_size=len(source), prepared=prepared.tensors)
-    module.log_loss = lambda loss, **terms: (setattr(module, "terms", terms), loss)[1]
-    return cfg, ctx, prepared, module
+    return (cfg, *assembled(cfg))
 
 
 def test_the_training_set_is_the_union_of_the_tasks_and_every_image_keeps_its_task(tmp_path):

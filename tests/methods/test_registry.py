@@ -9,10 +9,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from integration.common import cka_tasks, tiny_config
-from ssdistill.engine.datasets import build_dataset, layout
-from ssdistill.engine.provider import TeacherProvider
-from ssdistill.engine.run import build_students, train_source
+from integration.common import assembled, cka_tasks, tiny_config
+from ssdistill.engine.datasets import layout
 from ssdistill.methods.registry import METHODS
 from ssdistill.recipe import build_config
 
@@ -26,16 +24,8 @@ def _assembled(tmp_path, name):
         raw.pop("teacher")
         raw.update({section: {**raw.get(section, {}), **values} for section, values in cka_tasks(tmp_path).items()})
     cfg = build_config(raw)
-    method = METHODS[name]
-    source = train_source(cfg)
-    ctx = TeacherProvider(cfg, source)
-    signals = ctx.fulfil(method.teacher_needs(cfg))
-    prepared = build_dataset(method, cfg, ctx)
-    dataset = prepared.dataset
-    torch.manual_seed(0)
-    module = method(cfg, build_students(method, cfg), signals, dataset_size=len(source), prepared=prepared.tensors)
-    module.log_loss = lambda loss, **terms: loss  # no Lightning trainer here
-    return cfg, method, ctx, dataset, module
+    ctx, prepared, module = assembled(cfg)
+    return cfg, METHODS[name], ctx, prepared.dataset, module
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from integration.common import tiny_config
+from integration.common import assembled, tiny_config
 from ssdistill import distill
 from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.provider import TeacherProvider
@@ -20,14 +20,7 @@ def _assembled(tmp_path, **method):
     raw = tiny_config(tmp_path)
     raw["method"] = {"name": "rob", "projection_dim": 8, "local_crops": 2, **method}
     cfg = build_config(raw)
-    source = train_source(cfg)
-    ctx = TeacherProvider(cfg, source)
-    signals = ctx.fulfil(RoB.teacher_needs(cfg))
-    prepared = build_dataset(RoB, cfg, ctx)
-    torch.manual_seed(0)
-    module = RoB(cfg, build_students(RoB, cfg), signals, dataset_size=len(source), prepared=prepared.tensors)
-    module.log_loss = lambda loss, **terms: (setattr(module, "terms", terms), loss)[1]
-    return cfg, ctx, prepared, module
+    return (cfg, *assembled(cfg))
 
 
 def test_multi_crop_views_global_crops_at_the_teacher_s_resolution(tmp_path):
