@@ -152,12 +152,13 @@ def run_distillation(cfg: DistillConfig, run_dir: Path, resuming: bool, callback
     initial = _initial_students(method, cfg, initial_states)
     resolution = {member: spec.resolution for member, spec in method.student_members(cfg).items()}
     classifiers = {member: c.cpu() for member, c in module.member_classifiers().items()}
-    knn, suite, note = evaluate_run(
-        cfg, ctx, trained, initial, resolution, run_dir, classifiers, evaluation_split(cfg), set(method.copied_members(cfg))
-    )
+    split = evaluation_split(cfg)
+    knn, suite, note = evaluate_run(cfg, ctx, trained, initial, resolution, run_dir, classifiers, split, set(method.copied_members(cfg)))
     extra = module.extra_evaluation(ctx, initial if cfg.eval.random_init else None)
     timing["eval_seconds"] = time.perf_counter() - start
-    results = results_record(cfg, run_dir, method, trained, ctx, source, knn, note, timing, trainer.global_step, bool(needs))
+    results = results_record(
+        cfg, run_dir, method, trained, ctx, source, knn, note, timing, trainer.global_step, bool(needs), split[0] if split else None
+    )
     results["evaluation"] = suite
     results.update(extra)
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
@@ -194,7 +195,8 @@ def _teacher_record(teacher) -> dict[str, Any]:
     return {"name": teacher.name, "fingerprint": teacher.fingerprint, "output": teacher.output, "preprocess": teacher.preprocess.__dict__}
 
 
-def results_record(cfg, run_dir, method, students, ctx, source, knn, note, timing, steps, teacher_in_training) -> dict[str, Any]:
+def results_record(cfg, run_dir, method, students, ctx, source, knn, note, timing, steps, teacher_in_training, val=None) -> dict[str, Any]:
+    """The run record (results.json); ``val``: the name of the evaluation split (``data.val`` or the method's own)."""
     reference, student = teacher_label(cfg.primary_teacher), student_label(next(iter(students)))
     retained = None
     if knn and reference in knn and student in knn and knn[reference]["top1"] > 0:
@@ -223,7 +225,7 @@ def results_record(cfg, run_dir, method, students, ctx, source, knn, note, timin
             "train_fingerprint": source.fingerprint(),
             "skipped_unreadable": [str(p) for p in source.skipped],
             "knn_train": cfg.data.knn_train or cfg.data.train,
-            "val": cfg.data.val or (split[0] if (split := evaluation_split(cfg)) else None),
+            "val": val,
         },
         "protocol": {"knn": {"k": cfg.eval.knn_k, "temperature": cfg.eval.knn_t, "tap": "pooled", "view": "original"}},
         "knn": knn,
