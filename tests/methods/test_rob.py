@@ -50,7 +50,10 @@ def test_the_constant_centre_is_the_mean_teacher_target_of_one_pass(tmp_path):
     assert prepared["columns"].shape == (teacher.dim, 8) and torch.allclose(prepared["columns"].norm(dim=0), torch.ones(8), atol=1e-5)
 
 
-@pytest.mark.parametrize("base, method", [("dino", {}), ("regression", {"projection_init": "identity"}), ("msn", {"student_prototypes": "teacher_frozen"})])
+@pytest.mark.parametrize("base, method", [
+    ("dino", {}), ("regression", {"projection_init": "identity"}), ("msn", {"student_prototypes": "teacher_frozen"}),
+    ("dino", {"teacher_crops": "bank", "bank_repeats": 3}), ("msn", {"teacher_crops": "bank", "bank_repeats": 2}),
+])
 def test_a_step_trains_the_student_and_never_the_teacher(tmp_path, base, method):
     cfg, ctx, prepared, module = _assembled(tmp_path, base=base, **method)
     from torch.utils.data import DataLoader
@@ -60,6 +63,9 @@ def test_a_step_trains_the_student_and_never_the_teacher(tmp_path, base, method)
     assert torch.isfinite(loss)
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.student.parameters())
+    if not module.signal.online:  # a bank: the teacher's outputs are a fixed table, nothing to train
+        assert not module.signal.table.requires_grad
+        return
     teacher = module.signal.teacher
     assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
     assert not any(p is q for p in module.parameters() for q in teacher.parameters())  # not part of the module
@@ -94,3 +100,44 @@ def test_the_ema_copy_follows_the_student_at_its_momentum(tmp_path, momentum):
     ema = state["ema." + first[len("student."):]]
     initial = build_students(RoB, build_config(raw))["student"].state_dict()[first[len("student."):]]
     assert torch.equal(ema, state[first] if momentum == 0.0 else initial)
+
+
+def test_the_bank_replays_the_exact_global_crop_boxes(tmp_path):
+    """teacher_crops=bank: each item's two global crops are two distinct crops of its image's bank, rendered for the student
+    from the stored parameters (the teacher's box, flip and colours), drawn with the global crop scale; the bank row is the
+    teacher on that very crop; the constant centre is the mean target over the bank; the layout describes the items."""
+    from ssdistill.data.replay import AugParams, render
+
+    cfg, ctx, prepared, module = _assembled(tmp_path, teacher_crops="bank", bank_repeats=3, global_scale=(0.6, 1.0), local_crops=1)
+    params, repeats = ctx.bank_params
+    assert repeats == 3 and len(params) == 3 * len(ctx.source)
+    assert ctx.records["teacher"]["crop_scale"] == [0.6, 1.0] and ctx.approximations == ["teacher_bank(3)"]
+    areas = params[:, 2] * params[:, 3]  # height and width as fractions of the image: the crop's share of its area
+    assert areas.min() > 0.55 and areas.max() <= 1.0
+    teacher, signal = ctx.teacher(tap="pooled"), ctx.signals["teacher"]
+    torch.manual_seed(1)
+    for index in (0, 5, 17):
+        item = prepared.dataset[index]
+        rows = [item["bank_row0"], item["bank_row1"]]
+        assert rows[0] != rows[1] and all(index * 3 <= r < index * 3 + 3 for r in rows)
+        image = ctx.source.load(index)
+        for g, row in enumerate(rows):
+            crop = AugParams.from_row(params[row])
+            assert torch.equal(item["views"][f"global{g}"], render(image, crop, cfg.student.resolution))
+            with torch.no_grad():
+                online = teacher(render(image, crop, teacher.preprocess.resolution, teacher.preprocess.interpolation).unsqueeze(0))
+            assert torch.allclose(signal(torch.tensor([row])), online.float(), atol=2e-2, rtol=1e-2)  # the bank is stored in fp16
+        assert item["views"]["local0"].shape[-1] == cfg.student.resolution // 2
+    projected = F.normalize(signal.table.float(), dim=1) @ prepared.tensors["columns"]
+    assert torch.allclose(prepared.tensors["center"], projected.mean(0), atol=1e-5)
+    layout = RoB.batch_layout(cfg, ctx)
+    assert layout.views == {"global0": 32, "global1": 32, "local0": 16} and set(layout.keys) == {"bank_row0", "bank_row1"}
+
+
+def test_a_bank_run_records_its_approximation(tmp_path):
+    raw = tiny_config(tmp_path, trainer={"epochs": 1})
+    raw["method"] = {"name": "rob", "projection_dim": 8, "local_crops": 1, "teacher_crops": "bank", "bank_repeats": 2}
+    results = distill(raw, quiet=True)
+    assert "teacher_bank(2)" in results["approximations"] and results["signals"]["teacher"]["from"] == "cache (bank)"
+    with pytest.raises(ConfigError, match="bank_repeats"):
+        build_config({"method": {"name": "rob", "teacher_crops": "bank", "bank_repeats": 1}})

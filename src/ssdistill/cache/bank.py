@@ -70,6 +70,36 @@ class BankViews(Dataset):
         return {"index": index, "bank_row": row, "label": label, "views": {"student": view}}
 
 
+class BankCrops(Dataset):
+    """Multi-crop training dataset over a bank: each load of image i draws ``crops`` distinct views of its R and renders
+    them for the student (``<name>0``, ``<name>1``, ...: the very boxes, flips and colours the teacher saw, at the student's
+    resolution), plus the ``views`` rendered afresh (for example local crops).
+
+    Yields ``{"index": i, "label", "bank_row0": i * R + r0, "bank_row1", ..., "views": {"<name>0": tensor, ..., **views}}``."""
+
+    def __init__(
+        self, source: ImageSource, params: np.ndarray, repeats: int, resolution: int, crops: int, views: dict | None = None, name: str = "bank"
+    ) -> None:
+        if crops > repeats:
+            raise ValueError(f"{crops} distinct crops per image need a bank of at least as many views per image, it has {repeats}")
+        self.source, self.params, self.repeats, self.resolution, self.crops = source, params, repeats, resolution, crops
+        self.views, self.name = views or {}, name
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.source.load(index)
+        item = {"index": index, "label": -1 if self.source.labels is None else self.source.labels[index], "views": {}}
+        for c, r in enumerate(torch.randperm(self.repeats)[: self.crops].tolist()):
+            row = index * self.repeats + r
+            item[f"bank_row{c}"] = row
+            item["views"][f"{self.name}{c}"] = render(image, AugParams.from_row(self.params[row]), self.resolution)
+        for name, view in self.views.items():
+            item["views"][name] = view(image)
+        return item
+
+
 def cached_teacher_bank(
     teacher: FrozenTeacher,
     source: ImageSource,

@@ -26,7 +26,7 @@ class TeacherNeed:
     ``bank``: outputs on ``repeats`` fixed augmented views per image from the cache, looked up by ``batch["bank_row"]``
     (an approximation, recorded). A multi-crop method declares its crops as views of its batch (``BatchLayout``, one
     resolution per view) and an ``augmented`` need for the teacher, which it runs on the crops it chooses (for example
-    the global ones). ``tap``: None = the teacher's configured ``output``; otherwise ``pooled``, ``logits`` or
+    the global ones). ``crop_scale``: the area range of a bank's crops (default: ``aug``'s). ``tap``: None = the teacher's configured ``output``; otherwise ``pooled``, ``logits`` or
     ``module:<name>``, a named head or block of the teacher; ``subset``: a data spec whose images the signal covers
     instead of ``data.train`` (original view only)."""
 
@@ -35,10 +35,13 @@ class TeacherNeed:
     tap: str | None = None  # pooled, logits or module:<name> (config.is_tap)
     repeats: int | None = None
     subset: str | None = None
+    crop_scale: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if (self.view == "bank") != (self.repeats is not None):
             raise ValueError("a bank need gives its repeats, and only a bank need does")
+        if self.crop_scale is not None and self.view != "bank":
+            raise ValueError("only a bank need has its own crop scale")
         if self.subset is not None and self.view != "original":
             raise ValueError("a data subset is only possible for the original view")
         if self.tap is not None and not is_tap(self.tap):

@@ -118,12 +118,18 @@ class TeacherProvider:
         training images ``rows`` only (one task's data), stored beside the cache entry."""
         return cached_subset_kmeans(self.entry(name, "k-means task heads", tap="pooled"), rows, k, seed, restarts, self.device)
 
-    def bank(self, repeats: int, name: str | None = None, what: str = "a teacher augmentation bank") -> tuple[torch.Tensor, np.ndarray]:
-        """Teacher outputs [N * R, D] of R fixed augmented views per training image and their parameters [N * R, P]."""
+    def bank(
+        self, repeats: int, name: str | None = None, what: str = "a teacher augmentation bank", tap: str | None = None,
+        crop_scale: tuple[float, float] | None = None,
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Teacher outputs [N * R, D] (``tap``) of R fixed augmented views per training image and their parameters
+        [N * R, P]; the views are drawn with ``aug``, its crop area range replaced by ``crop_scale`` when given."""
         self._cache_needed(what)
-        data, cache = self.cfg.data, self.cfg.cache
+        data, cache, aug = self.cfg.data, self.cfg.cache, self.cfg.aug
+        if crop_scale is not None:
+            aug = aug.model_copy(update={"crop_scale_min": crop_scale[0], "crop_scale_max": crop_scale[1]})
         return cached_teacher_bank(
-            self.teacher(name), self.source, data.train, self.cfg.aug, repeats, self.cfg.trainer.seed,
+            self.teacher(name, tap), self.source, data.train, aug, repeats, self.cfg.trainer.seed,
             data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype,
         )
 
@@ -149,14 +155,15 @@ class TeacherProvider:
             elif need.view == "augmented":
                 signal, how = OnlineSignal(teacher), "online"
             else:
-                table, params = self.bank(need.repeats, teacher_name, f"the teacher signal '{name}' (bank)")
+                table, params = self.bank(need.repeats, teacher_name, f"the teacher signal '{name}' (bank)", need.tap, need.crop_scale)
                 signal, how, precomputed = TableSignal(table, teacher.fingerprint, index_key="bank_row"), "cache (bank)", True
                 self.bank_params = (params, need.repeats)
                 self.approximations.append(f"teacher_bank({need.repeats})")
             self.signals[name] = signal
             self.records[name] = {
                 "teacher": teacher_name, "view": need.view, "tap": teacher.output, "fingerprint": signal.fingerprint,
-                "from": how, **({"repeats": need.repeats} if need.repeats else {}), **({"subset": need.subset} if need.subset else {}),
+                "from": how, **({"repeats": need.repeats} if need.repeats else {}),
+                **({"crop_scale": list(need.crop_scale)} if need.crop_scale else {}), **({"subset": need.subset} if need.subset else {}),
             }
         if precomputed:
             self.signal_seconds = time.perf_counter() - start

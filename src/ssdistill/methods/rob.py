@@ -15,7 +15,10 @@ The teachers we ship are supervised classifiers without a self-supervised head, 
 teacher's classifier logits) or ``projection``: the normalised teacher embedding times K fixed unit columns
 (``projection_init``: seeded ``random``, ``kmeans`` centroids of the cached teacher features, or ``identity``, the
 normalised embedding itself, for the regression base). The teacher runs online on the global crops, which the dataset
-renders at the teacher's resolution (the student's copy is downsampled), so both see the same crop.
+renders at the teacher's resolution (the student's copy is downsampled), so both see the same crop; or
+(``teacher_crops: bank``) its outputs are read from a cached bank of ``bank_repeats`` global crops per image drawn with
+the global crop scale, and each step's two global crops are two distinct crops of the bank, replayed for the student at
+its resolution (the same boxes, flips and colours; recorded as the approximation ``teacher_bank(R)``, 6.3).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
+from ssdistill.cache.bank import BankCrops
 from ssdistill.config import DistillConfig, MethodConfig
 from ssdistill.data.views import augmented_view
-from ssdistill.engine.contract import Preparation, TeacherNeed
+from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
 from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
 from ssdistill.losses.selfsup import (
@@ -61,6 +65,10 @@ class RoBConfig(MethodConfig):
     local_resolution: int | None = Field(None, gt=0, description="side of the local crops (default: half the student's)")
     global_scale: tuple[float, float] = Field((0.4, 1.0), description="area range of the global crops")
     local_scale: tuple[float, float] = Field((0.05, 0.4), description="area range of the local crops")
+    teacher_crops: Literal["online", "bank"] = Field(
+        "online", description="the teacher's outputs on the global crops: online, or from a cached bank of global crops (approximation)"
+    )
+    bank_repeats: int = Field(8, ge=2, description="teacher_crops=bank: global crops per image in the bank (two distinct ones per step)")
     same_view_pairs: bool = Field(False, description="dino / regression: also pair each global crop with itself")
     center: Literal["constant", "ema", "none"] | None = Field(
         None, description="dino: the teacher target's centre (default: constant; none with target=logits, plain soft distillation)"
@@ -79,6 +87,9 @@ class RoBConfig(MethodConfig):
     memax_weight: float = Field(1.0, ge=0, description="msn: weight of ME-MAX (0: off)")
     eval_ema: bool = Field(False, description="also train an EMA copy of the student (momentum ema_momentum), evaluated as the row student_ema")
     ema_momentum: float = Field(0.999, ge=0, le=1, description="momentum of the EMA copy")
+
+    def inactive(self) -> set[str]:
+        return set() if self.teacher_crops == "bank" else {"bank_repeats"}
 
     def effective(self, field: str):
         if field == "center" and self.center is None:
@@ -127,7 +138,11 @@ class RoB(DistillMethod):
     # ----- declarations --------------------------------------------------------------------------
     @classmethod
     def teacher_needs(cls, cfg: DistillConfig) -> dict:
-        return {"teacher": TeacherNeed("augmented", tap="logits" if cfg.method.target == "logits" else "pooled")}
+        m = cfg.method
+        tap = "logits" if m.target == "logits" else "pooled"
+        if m.teacher_crops == "bank":
+            return {"teacher": TeacherNeed("bank", tap=tap, repeats=m.bank_repeats, crop_scale=tuple(m.global_scale))}
+        return {"teacher": TeacherNeed("augmented", tap=tap)}
 
     @classmethod
     def student_members(cls, cfg: DistillConfig) -> dict:
@@ -140,10 +155,14 @@ class RoB(DistillMethod):
 
     @classmethod
     def train_views(cls, cfg: DistillConfig, ctx) -> dict:
+        """The global crops (rendered at the teacher's resolution; with a bank, ``BankCrops`` replays them instead) and the
+        local crops at theirs."""
         m = cfg.method
-        teacher = ctx.teacher(tap="logits" if m.target == "logits" else "pooled").preprocess
-        scale = {"crop_scale_min": m.global_scale[0], "crop_scale_max": m.global_scale[1]}
-        views = {name: augmented_view(teacher.resolution, cfg.aug.model_copy(update=scale), teacher.interpolation) for name in GLOBAL}
+        views = {}
+        if m.teacher_crops == "online":
+            teacher = ctx.teacher(tap="logits" if m.target == "logits" else "pooled").preprocess
+            scale = {"crop_scale_min": m.global_scale[0], "crop_scale_max": m.global_scale[1]}
+            views = {name: augmented_view(teacher.resolution, cfg.aug.model_copy(update=scale), teacher.interpolation) for name in GLOBAL}
         if m.base != "regression":
             local = m.local_resolution or max(8, cfg.student.resolution // 2)
             for i in range(m.local_crops):
@@ -169,9 +188,24 @@ class RoB(DistillMethod):
             else:
                 generator = torch.Generator().manual_seed(cfg.trainer.seed)
                 tensors["columns"] = F.normalize(torch.randn(features.shape[1], m.projection_dim, generator=generator), dim=0)
+        dataset = None
+        if m.teacher_crops == "bank":
+            params, repeats = ctx.bank_params
+            dataset = BankCrops(ctx.source, params, repeats, cfg.student.resolution, len(GLOBAL), cls.train_views(cfg, ctx), name="global")
         if m.base == "dino" and m.effective("center") == "constant":
-            tensors["center"] = cls.constant_center(cfg, ctx, tensors.get("columns"))
-        return Preparation(tensors=tensors)
+            if m.teacher_crops == "bank":  # one pass over the bank's global crops
+                tensors["center"] = cls.project(ctx.signals["teacher"].table.float(), tensors.get("columns"), m).mean(0)
+            else:
+                tensors["center"] = cls.constant_center(cfg, ctx, tensors.get("columns"))
+        return Preparation(dataset=dataset, tensors=tensors)
+
+    @classmethod
+    def batch_layout(cls, cfg: DistillConfig, ctx) -> BatchLayout | None:
+        if cfg.method.teacher_crops == "online":
+            return None
+        views = {name: cfg.student.resolution for name in GLOBAL} | {name: view.resolution for name, view in cls.train_views(cfg, ctx).items()}
+        rows = len(ctx.source) * cfg.method.bank_repeats
+        return BatchLayout(views, ("bank_row0", "bank_row1"), {"bank_row0": rows, "bank_row1": rows})
 
     @classmethod
     def constant_center(cls, cfg: DistillConfig, ctx, columns: torch.Tensor | None) -> torch.Tensor:
@@ -222,9 +256,13 @@ class RoB(DistillMethod):
         m, views, index = self.cfg.method, batch["views"], batch["index"]
         columns = self.prepared.get("columns")
         with torch.no_grad():
-            targets = [self.project(self.signal(index, views[name]), columns, m) for name in GLOBAL]
+            if m.teacher_crops == "bank":
+                targets = [self.project(self.signal(batch[f"bank_row{g}"]), columns, m) for g in range(len(GLOBAL))]
+            else:
+                targets = [self.project(self.signal(index, views[name]), columns, m) for name in GLOBAL]
         size = (self.cfg.student.resolution,) * 2
-        crops = [F.interpolate(views[name], size=size, mode="bilinear", antialias=True) for name in GLOBAL]
+        crops = [views[name] if views[name].shape[-2:] == size else F.interpolate(views[name], size=size, mode="bilinear", antialias=True)
+                 for name in GLOBAL]
         locals_ = [views[name] for name in sorted(views) if name.startswith("local")]
         # the student on every crop, batched per resolution
         outputs = list(self.student_outputs(torch.cat(crops)).chunk(len(crops)))
