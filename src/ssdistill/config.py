@@ -76,7 +76,12 @@ class TeacherConfig(Section):
         description="teacher output tap used as its signal: pooled, logits, or module:<name> (the output of that named "
         "submodule, e.g. a head the checkpoint carries or an intermediate block; maps and token sequences averaged)",
     )
-    resolution: int | None = Field(None, description="input side; default: from the teacher's pretrained_cfg")
+    model_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of timm.create_model for a timm teacher, e.g. {img_size: 224} for a DINOv2 backbone "
+        "released at 518 px (timm resamples its position embedding when the weights load)",
+    )
+    resolution: int | None = Field(None, description="input side; default: model_args.img_size, else the teacher's pretrained_cfg")
     crop_pct: float | None = Field(None, description="centre-crop fraction of the original view; default: pretrained_cfg")
     interpolation: Literal["bilinear", "bicubic"] | None = Field(None, description="resize filter; default: pretrained_cfg")
     mean: tuple[float, float, float] | None = Field(None, description="normalisation mean; default: pretrained_cfg")

@@ -156,3 +156,52 @@ def test_a_malformed_tap_is_a_one_line_config_error():
 
     with pytest.raises(ConfigError, match="teacher.output"):
         build_config({"teacher": {"name": "test_resnet", "output": "layer3"}})
+
+
+DINOV2 = "vit_small_patch14_dinov2.lvd142m"
+
+
+@pytest.fixture(scope="module")
+def dinov2_download(tmp_path_factory):
+    """A file standing in for the hub download of a DINOv2 ViT-S/14 backbone: its architecture at the released 518 px
+    (37 x 37 + 1 position embeddings), no classifier, random weights."""
+    reference = timm.create_model(DINOV2, pretrained=False)
+    path = tmp_path_factory.mktemp("hub") / "dinov2.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    return path, reference.state_dict()
+
+
+def test_a_dinov2_backbone_loads_through_the_hub_path_at_a_smaller_size(dinov2_download):
+    """The hub path (timm's own pretrained loader) reads the local file in place of the download; model_args.img_size
+    runs it at 56 px (position embeddings resampled from 37 x 37 to 4 x 4 by timm); it has no classifier, so the
+    logits tap is a one-line error and the pooled tap is the 384-d class token."""
+    path, state = dinov2_download
+    teacher = build_teacher(TeacherConfig(name=DINOV2, source="hub", weights=str(path), model_args={"img_size": 56}))
+    assert teacher.preprocess.resolution == 56 and teacher.dim == 384 and teacher.model.num_classes == 0
+    loaded = teacher.model.state_dict()
+    assert loaded["pos_embed"].shape == (1, 17, 384) and state["pos_embed"].shape == (1, 37 * 37 + 1, 384)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if k != "pos_embed")
+    assert teacher(torch.rand(2, 3, 56, 56)).shape == (2, 384)
+    with pytest.raises(ModelError, match="no classifier"):
+        build_teacher(TeacherConfig(name=DINOV2, source="hub", weights=str(path), model_args={"img_size": 56}, output="logits"))
+    with pytest.raises(ModelError, match="model_args is for timm teachers"):
+        build_teacher(TeacherConfig(name="efficientnet_lite0", model_args={"img_size": 224}))
+
+
+def test_a_dinov2_backbone_is_a_rob_teacher_through_the_projection_target(dinov2_download, tmp_path):
+    """Its SSL head is not released, so RoB uses target=projection: k-means columns of its cached features; a step trains
+    the student against it."""
+    from integration.common import assembled, tiny_config
+    from ssdistill.recipe import build_config
+
+    path, _ = dinov2_download
+    raw = tiny_config(tmp_path, teacher={"name": DINOV2, "source": "hub", "weights": str(path), "model_args": {"img_size": 56}, "resolution": None})
+    raw["method"] = {"name": "rob", "projection_dim": 8, "local_crops": 1}
+    cfg = build_config(raw)
+    ctx, prepared, module = assembled(cfg)
+    assert prepared.tensors["columns"].shape == (384, 8)
+    batch = next(iter(torch.utils.data.DataLoader(prepared.dataset, batch_size=8)))
+    assert batch["views"]["global0"].shape[-1] == 56  # the global crops are rendered at the teacher's size
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss) and any(p.grad is not None for p in module.student.parameters())

