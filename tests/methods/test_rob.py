@@ -141,3 +141,51 @@ def test_a_bank_run_records_its_approximation(tmp_path):
     assert "teacher_bank(2)" in results["approximations"] and results["signals"]["teacher"]["from"] == "cache (bank)"
     with pytest.raises(ConfigError, match="bank_repeats"):
         build_config({"method": {"name": "rob", "teacher_crops": "bank", "bank_repeats": 1}})
+
+
+def _dino_head_checkpoint(path, dim=96, bottleneck=8, out=12):
+    """A DINO full checkpoint's teacher head (3-layer MLP, bottleneck, unit last layer rows), nested as DINO saves it."""
+    torch.manual_seed(5)
+    head = {"head.mlp.0.weight": torch.randn(24, dim) * 0.1, "head.mlp.0.bias": torch.zeros(24), "head.mlp.2.weight": torch.randn(24, 24) * 0.2,
+            "head.mlp.2.bias": torch.zeros(24), "head.mlp.4.weight": torch.randn(bottleneck, 24) * 0.2, "head.mlp.4.bias": torch.zeros(bottleneck),
+            "head.last_layer.weight_g": torch.ones(out, 1), "head.last_layer.weight_v": torch.randn(out, bottleneck)}
+    torch.save({"teacher": head, "epoch": 1}, path)
+    return path
+
+
+@pytest.mark.parametrize("prototypes", ["own", "teacher_frozen"])
+def test_the_teacher_checkpoint_s_own_head_is_the_target(tmp_path, prototypes):
+    """target=head: the teacher's targets are its checkpoint head on its pooled output (12 logits here); the constant
+    centre is their mean; teacher_frozen students score against the head's last layer; a step trains the student."""
+    from ssdistill.models.ssl_head import read_ssl_head, ssl_head
+
+    path = _dino_head_checkpoint(tmp_path / "dino_full.pth")
+    raw = tiny_config(tmp_path, aug={"recipe": "none"})
+    raw["method"] = {"name": "rob", "target": "head", "teacher_head": str(path), "local_crops": 1, "student_prototypes": prototypes}
+    cfg = build_config(raw)
+    ctx, prepared, module = assembled(cfg)
+    head = read_ssl_head(path, "teacher.head.")
+    teacher, view = ctx.teacher(tap="pooled"), RoB.train_views(cfg, ctx)["global0"]
+    with torch.no_grad():
+        pooled = torch.cat([teacher(view(ctx.source.load(i)).unsqueeze(0)) for i in range(len(ctx.source))])
+    assert torch.allclose(prepared.tensors["center"], ssl_head(pooled, head).mean(0), atol=1e-5)
+    assert module.dino_center.shape == (12,) and torch.equal(prepared.tensors["columns"], head["last"].T)
+    batch = next(iter(torch.utils.data.DataLoader(prepared.dataset, batch_size=8)))
+    images = F.interpolate(batch["views"]["global0"], size=(32, 32), mode="bilinear", antialias=True)
+    scores = module.student_outputs(images)
+    assert scores.shape == (8, 12)
+    if prototypes == "teacher_frozen":
+        with torch.no_grad():
+            bottleneck = F.normalize(module.head(module.student(images)), dim=1)
+        assert bottleneck.shape[1] == 8 and torch.allclose(scores, bottleneck @ head["last"].T, atol=1e-5)
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss) and any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.student.parameters())
+
+
+def test_a_head_that_does_not_fit_the_teacher_is_a_one_line_error(tmp_path):
+    path = _dino_head_checkpoint(tmp_path / "vit_b.pth", dim=768)
+    with pytest.raises(ConfigError, match="takes 768-d inputs but the teacher's pooled output is 96-d"):
+        _assembled(tmp_path, target="head", teacher_head=str(path))
+    with pytest.raises(ConfigError, match="method.teacher_head=CHECKPOINT"):
+        build_config({"method": {"name": "rob", "target": "head"}})

@@ -11,8 +11,9 @@ joint-embedding self-supervised method keeps its views and its loss, but its tar
   the student's own, or the teacher's frozen target columns), sharpened Sinkhorn targets from the teacher on the
   global crops, cross-entropy plus ME-MAX (``memax``).
 
-The teachers we ship are supervised classifiers without a self-supervised head, so the target is ``logits`` (the
-teacher's classifier logits) or ``projection``: the normalised teacher embedding times K fixed unit columns
+The target is the teacher checkpoint's own self-supervised head when it has one (``head``: its DINO / MSN head read from
+``teacher_head``, models/ssl_head.py); the teachers we ship are supervised classifiers without one, so the target is then
+``logits`` (the teacher's classifier logits) or ``projection``: the normalised teacher embedding times K fixed unit columns
 (``projection_init``: seeded ``random``, ``kmeans`` centroids of the cached teacher features, or ``identity``, the
 normalised embedding itself, for the regression base). The teacher runs online on the global crops, which the dataset
 renders at the teacher's resolution (the student's copy is downsampled), so both see the same crop; or
@@ -46,16 +47,29 @@ from ssdistill.losses.selfsup import (
 )
 from ssdistill.models.heads import mlp
 from ssdistill.models.momentum import momentum_update
+from ssdistill.models.ssl_head import read_ssl_head, ssl_head
 
 GLOBAL = ("global0", "global1")
+
+
+def head_params(tensors: dict) -> dict[str, torch.Tensor]:
+    """The teacher head's tensors among a preparation's (stored as ``head.<name>``)."""
+    return {key[len("head."):]: value for key, value in tensors.items() if key.startswith("head.")}
 
 
 class RoBConfig(MethodConfig):
     name: Literal["rob"] = "rob"
     base: Literal["dino", "regression", "msn"] = Field("dino", description="the joint-embedding method whose target branch the teacher replaces")
-    target: Literal["logits", "projection"] = Field(
-        "projection", description="logits: the teacher's classifier logits; projection: n(teacher embedding) times K fixed unit columns"
+    target: Literal["logits", "projection", "head"] = Field(
+        "projection", description="logits: the teacher's classifier logits; projection: n(teacher embedding) times K fixed unit columns; "
+        "head: the teacher checkpoint's own SSL head (teacher_head)"
     )
+    teacher_head: str | None = Field(None, description="target=head: checkpoint holding the teacher's DINO / MSN / BYOL head")
+    teacher_head_prefix: str = Field(
+        "teacher.head.", description="target=head: key prefix of the head's MLP and last layer (DINO full checkpoints: teacher.head.; "
+        "MSN: target_encoder.module.fc.)"
+    )
+    teacher_prototypes: str | None = Field(None, description="target=head: key of the head's prototypes (MSN: prototypes) instead of a last layer")
     projection_init: Literal["random", "kmeans", "identity"] = Field(
         "kmeans", description="the K columns of the projection target: seeded random, k-means centroids of the cached teacher features, "
         "or identity (the normalised embedding itself; regression base only)"
@@ -77,7 +91,8 @@ class RoBConfig(MethodConfig):
     teacher_temperature: float | None = Field(None, gt=0, description="dino: τ_t, fixed (default 0.04; 1 with target=logits)")
     student_temperature: float | None = Field(None, gt=0, description="dino: τ_s (default 0.1; 1 with target=logits)")
     student_prototypes: Literal["own", "teacher_frozen"] = Field(
-        "own", description="dino, msn: the student's last layer / prototypes are its own, or the teacher's projection columns (frozen)"
+        "own", description="dino, msn: the student's last layer / prototypes are its own, or the target's columns (the projection "
+        "columns or the teacher head's last layer / prototypes), frozen"
     )
     head_hidden: int = Field(1024, gt=0, description="hidden width of the student's projection head")
     bottleneck: int = Field(256, gt=0, description="dino, msn: width before the last layer / the prototypes")
@@ -89,7 +104,12 @@ class RoBConfig(MethodConfig):
     ema_momentum: float = Field(0.999, ge=0, le=1, description="momentum of the EMA copy")
 
     def inactive(self) -> set[str]:
-        return set() if self.teacher_crops == "bank" else {"bank_repeats"}
+        unused = set() if self.teacher_crops == "bank" else {"bank_repeats"}
+        if self.target != "projection":
+            unused |= {"projection_init", "projection_dim"}
+        if self.target != "head":
+            unused |= {"teacher_head", "teacher_head_prefix", "teacher_prototypes"}
+        return unused
 
     def effective(self, field: str):
         if field == "center" and self.center is None:
@@ -98,10 +118,12 @@ class RoBConfig(MethodConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> "RoBConfig":
-        if self.projection_init == "identity" and self.base != "regression":
+        if self.target == "projection" and self.projection_init == "identity" and self.base != "regression":
             raise ValueError("projection_init=identity is for base=regression only (dino and msn need K prototypes)")
-        if self.student_prototypes == "teacher_frozen" and self.target != "projection":
-            raise ValueError("student_prototypes=teacher_frozen reuses the projection columns: set target=projection")
+        if self.student_prototypes == "teacher_frozen" and self.target == "logits":
+            raise ValueError("student_prototypes=teacher_frozen reuses the target's columns: set target=projection or head")
+        if (self.target == "head") != (self.teacher_head is not None):
+            raise ValueError("target=head reads the head from method.teacher_head=CHECKPOINT, and only target=head does")
         return self
 
 
@@ -133,7 +155,13 @@ class RoB(DistillMethod):
     def target_width(self, columns: torch.Tensor | None) -> int:
         if self.cfg.method.target == "logits":
             return self.signal.dim
-        return self.signal.dim if columns is None else columns.shape[1]
+        if columns is not None:
+            return columns.shape[1]
+        head = head_params(self.prepared)
+        if not head:  # projection_init=identity: the normalised embedding itself
+            return self.signal.dim
+        layers = sum(1 for key in head if key.startswith("linear") and key.endswith(".weight"))
+        return head[f"linear{layers - 1}.weight"].shape[0]
 
     # ----- declarations --------------------------------------------------------------------------
     @classmethod
@@ -175,6 +203,16 @@ class RoB(DistillMethod):
         """The projection columns (from the cache for k-means) and, for dino with center=constant, the centre: the mean
         teacher target over one pass of global crops of the training images."""
         m, tensors = cfg.method, {}
+        if m.target == "head":  # the checkpoint's own head; its last layer doubles as the columns (teacher_frozen prototypes)
+            head = read_ssl_head(m.teacher_head, m.teacher_head_prefix, m.teacher_prototypes)
+            if head["linear0.weight"].shape[1] != ctx.teacher(tap="pooled").dim:
+                raise ConfigError(
+                    f"the teacher head in {m.teacher_head} takes {head['linear0.weight'].shape[1]}-d inputs but the teacher's pooled output is "
+                    f"{ctx.teacher(tap='pooled').dim}-d: pair the head with its own backbone (teacher.weights)"
+                )
+            tensors.update({f"head.{key}": value for key, value in head.items()})
+            if "last" in head:
+                tensors["columns"] = head["last"].T.contiguous()
         if m.target == "projection" and m.projection_init != "identity":
             features = ctx.features(tap="pooled")
             if m.projection_init == "kmeans":
@@ -194,9 +232,9 @@ class RoB(DistillMethod):
             dataset = BankCrops(ctx.source, params, repeats, cfg.student.resolution, len(GLOBAL), cls.train_views(cfg, ctx), name="global")
         if m.base == "dino" and m.effective("center") == "constant":
             if m.teacher_crops == "bank":  # one pass over the bank's global crops
-                tensors["center"] = cls.project(ctx.signals["teacher"].table.float(), tensors.get("columns"), m).mean(0)
+                tensors["center"] = cls.project(ctx.signals["teacher"].table.float(), tensors, m).mean(0)
             else:
-                tensors["center"] = cls.constant_center(cfg, ctx, tensors.get("columns"))
+                tensors["center"] = cls.constant_center(cfg, ctx, tensors)
         return Preparation(dataset=dataset, tensors=tensors)
 
     @classmethod
@@ -208,7 +246,7 @@ class RoB(DistillMethod):
         return BatchLayout(views, ("bank_row0", "bank_row1"), {"bank_row0": rows, "bank_row1": rows})
 
     @classmethod
-    def constant_center(cls, cfg: DistillConfig, ctx, columns: torch.Tensor | None) -> torch.Tensor:
+    def constant_center(cls, cfg: DistillConfig, ctx, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         from torch.utils.data import DataLoader
 
         from ssdistill.data.datasets import IndexedViews
@@ -223,17 +261,20 @@ class RoB(DistillMethod):
         teacher.to(ctx.device)
         with torch.no_grad():
             for batch in loader:
-                target = cls.project(teacher(batch["views"]["x"].to(ctx.device)), columns, m).cpu()
+                target = cls.project(teacher(batch["views"]["x"].to(ctx.device)), tensors, m).cpu()
                 total = target.sum(0) if total is None else total + target.sum(0)
                 count += len(target)
         return total / count
 
     @staticmethod
-    def project(teacher_output: torch.Tensor, columns: torch.Tensor | None, m: RoBConfig) -> torch.Tensor:
-        """The teacher target: its logits, or n(z) times the fixed columns (identity: n(z))."""
+    def project(teacher_output: torch.Tensor, tensors: dict[str, torch.Tensor], m: RoBConfig) -> torch.Tensor:
+        """The teacher target: its logits, its own head's output, or n(z) times the fixed columns (identity: n(z))."""
         if m.target == "logits":
             return teacher_output.float()
+        if m.target == "head":
+            return ssl_head(teacher_output, {key: value.to(teacher_output.device) for key, value in head_params(tensors).items()})
         z = F.normalize(teacher_output.float(), dim=1)
+        columns = tensors.get("columns")
         return z if columns is None else z @ columns.to(z.device)
 
     # ----- training ------------------------------------------------------------------------------
@@ -254,12 +295,11 @@ class RoB(DistillMethod):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         m, views, index = self.cfg.method, batch["views"], batch["index"]
-        columns = self.prepared.get("columns")
         with torch.no_grad():
             if m.teacher_crops == "bank":
-                targets = [self.project(self.signal(batch[f"bank_row{g}"]), columns, m) for g in range(len(GLOBAL))]
+                targets = [self.project(self.signal(batch[f"bank_row{g}"]), self.prepared, m) for g in range(len(GLOBAL))]
             else:
-                targets = [self.project(self.signal(index, views[name]), columns, m) for name in GLOBAL]
+                targets = [self.project(self.signal(index, views[name]), self.prepared, m) for name in GLOBAL]
         size = (self.cfg.student.resolution,) * 2
         crops = [views[name] if views[name].shape[-2:] == size else F.interpolate(views[name], size=size, mode="bilinear", antialias=True)
                  for name in GLOBAL]
