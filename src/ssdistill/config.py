@@ -67,8 +67,10 @@ class TeacherConfig(Section):
     source: Literal["auto", "builtin", "hub", "file"] = Field(
         "auto", description="auto = builtin if the name is built in, file if weights is set, else the timm hub"
     )
-    key_map: dict[str, str] = Field(
-        default_factory=lambda: {"module.": ""}, description="checkpoint key prefix -> replacement, applied before strict loading"
+    key_map: dict[str, str | None] = Field(
+        default_factory=lambda: {"module.": ""},
+        description="checkpoint key prefix -> replacement (null: drop those keys; the first matching prefix applies, \"\" matches "
+        "every key), applied before strict loading",
     )
     output: str = Field(
         "pooled",

@@ -205,3 +205,27 @@ def test_a_dinov2_backbone_is_a_rob_teacher_through_the_projection_target(dinov2
     loss = module.training_step(batch, 0)
     loss.backward()
     assert torch.isfinite(loss) and any(p.grad is not None for p in module.student.parameters())
+
+
+def test_ssl_checkpoints_load_with_a_key_map_that_drops_the_rest(tmp_path):
+    """A DINO full checkpoint (nested dicts, argparse arguments) and a MoCo checkpoint (query and key encoders, queue, an
+    MLP head in place of the classifier): a prefix mapped to null drops its keys, "" matches every key."""
+    import argparse
+
+    reference = timm.create_model("test_resnet", num_classes=0).eval()
+    backbone = reference.state_dict()
+    dino = {"teacher": {**{f"backbone.{k}": v for k, v in backbone.items()}, "head.mlp.0.weight": torch.randn(8, 96)},
+            "student": {f"backbone.{k}": torch.zeros_like(v) for k, v in backbone.items()}, "args": argparse.Namespace(arch="x"), "epoch": 9}
+    torch.save(dino, tmp_path / "dino_full.pth")
+    moco = {"state_dict": {**{f"module.encoder_q.{k}": v for k, v in backbone.items()}, "module.encoder_q.fc.0.weight": torch.randn(96, 96),
+                           **{f"module.encoder_k.{k}": torch.zeros_like(v) for k, v in backbone.items()}, "module.queue": torch.randn(16, 8)},
+            "arch": "resnet", "epoch": 200}
+    torch.save(moco, tmp_path / "moco.pth.tar")
+    x = torch.rand(2, 3, 32, 32)
+    maps = {"dino_full.pth": {"teacher.backbone.": "", "": None}, "moco.pth.tar": {"module.encoder_q.fc.": None, "module.encoder_q.": "", "": None}}
+    for name, key_map in maps.items():
+        teacher = build_teacher(TeacherConfig(name="test_resnet", weights=str(tmp_path / name), key_map=key_map, resolution=32))
+        assert all(torch.equal(teacher.model.state_dict()[k], v) for k, v in backbone.items())
+        with pytest.raises(ModelError, match="fix teacher.key_map"):  # the default map keeps the other keys: a strict load refuses them
+            build_teacher(TeacherConfig(name="test_resnet", weights=str(tmp_path / name), resolution=32))
+    assert teacher(x).shape == (2, 96)

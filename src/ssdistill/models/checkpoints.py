@@ -3,6 +3,7 @@ key remapping and strict loading (missing or unexpected keys are errors)."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 from pathlib import Path
 
@@ -14,23 +15,44 @@ from ssdistill.errors import ModelError
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def load_checkpoint(path: str | Path, setting: str = "teacher.weights"):
+    """The object stored in a weights file (.safetensors: a flat state dict); ``setting`` names the option to fix in
+    errors. Pickles load with ``weights_only``; argparse namespaces, which DINO / MSN / MoCo checkpoints carry, are allowed."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ModelError(f"weights file {path} not found; set teacher.weights to an existing .safetensors/.pth file")
+        raise ModelError(f"weights file {path} not found; set {setting} to an existing .safetensors/.pth file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
-        raise ModelError(f"cannot read weights file {path} ({str(exc).splitlines()[0]}); is it a PyTorch or safetensors file?") from None
+        raise ModelError(f"cannot read weights file {path} ({str(exc).splitlines()[0][:160]}); is it a PyTorch or safetensors file?") from None
+
+
+def flatten_tensors(value, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor of nested dicts, keyed by its dotted path (other values, such as epochs and arguments, are skipped)."""
+    if isinstance(value, torch.Tensor):
+        return {prefix[:-1]: value}
+    flat: dict[str, torch.Tensor] = {}
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            flat.update(flatten_tensors(inner, f"{prefix}{key}."))
+    return flat
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A flat state dict: the file's own, the one nested under state_dict / model / ..., or else every tensor of its
+    nested dicts by dotted path (a DINO full checkpoint: ``teacher.backbone.*``, ``teacher.head.*``, ``student.*``)."""
+    state = load_checkpoint(path)
     while isinstance(state, dict) and not _is_flat(state):
         inner = next((state[k] for k in _NESTED_KEYS if isinstance(state.get(k), dict)), None)
         if inner is None:
-            raise ModelError(f"weights file {path} holds no state dict (top-level keys: {sorted(state)[:6]})")
+            inner = flatten_tensors(state)
+            if not inner:
+                raise ModelError(f"weights file {path} holds no tensors (top-level keys: {sorted(state)[:6]})")
         state = inner
     if not isinstance(state, dict):
         raise ModelError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
@@ -41,15 +63,17 @@ def _is_flat(state: dict) -> bool:
     return bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
 
 
-def remap_keys(state: dict[str, torch.Tensor], key_map: dict[str, str]) -> dict[str, torch.Tensor]:
-    """Replace the first matching prefix of each key (``{"module.": ""}`` strips DataParallel prefixes)."""
+def remap_keys(state: dict[str, torch.Tensor], key_map: dict[str, str | None]) -> dict[str, torch.Tensor]:
+    """Replace the first matching prefix of each key (``{"module.": ""}`` strips DataParallel prefixes); a prefix mapped
+    to None drops its keys (``{"module.encoder_q.": "", "": None}`` keeps only a MoCo query encoder)."""
     remapped = {}
     for key, value in state.items():
         for prefix, replacement in key_map.items():
             if key.startswith(prefix):
-                key = replacement + key[len(prefix):]
+                key = None if replacement is None else replacement + key[len(prefix):]
                 break
-        remapped[key] = value
+        if key is not None:
+            remapped[key] = value
     return remapped
 
 

@@ -10,42 +10,20 @@ them under canonical names; ``ssl_head`` is the frozen head as a pure function o
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
 from ssdistill.errors import ModelError
+from ssdistill.models.checkpoints import flatten_tensors, load_checkpoint
 
 LAST_LAYER_KEYS = ("last_layer.weight", "last_layer.weight_v", "last_layer.parametrizations.weight.original1")
 
 
-def _flatten(value, prefix: str = "") -> dict[str, torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return {prefix[:-1]: value}
-    if isinstance(value, dict):
-        flat = {}
-        for key, inner in value.items():
-            flat.update(_flatten(inner, f"{prefix}{key}."))
-        return flat
-    return {}  # optimiser states, epochs, argument namespaces: not tensors of the head
-
-
 def read_checkpoint_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint (.pth / .ckpt / .safetensors), nested dicts flattened with dots."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ModelError(f"teacher head checkpoint {path} not found; set method.teacher_head to an existing file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        with torch.serialization.safe_globals([argparse.Namespace]):  # DINO / MSN checkpoints carry their arguments
-            return _flatten(torch.load(path, map_location="cpu", weights_only=True))
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
-        raise ModelError(f"cannot read teacher head checkpoint {path} ({str(exc).splitlines()[0][:160]})") from None
+    return flatten_tensors(load_checkpoint(path, "method.teacher_head"))
 
 
 def read_ssl_head(path: str | Path, prefix: str, prototypes: str | None = None) -> dict[str, torch.Tensor]:
