@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
             config = json.loads(written["config"].read_text())
             print(
                 f"load it with: timm.create_model('{config['architecture']}', pretrained=True, "
-                f"pretrained_cfg_overlay=dict(file='{written['weights']}'), num_classes=0)"
+                f"pretrained_cfg_overlay=dict(file='{written['weights']}'), num_classes=0"
+                + "".join(f", {k}={v!r}" for k, v in config["model_args"].items()) + ")"
             )
         elif args.command == "distill":
             from ssdistill.api import distill

@@ -47,6 +47,11 @@ class StudentConfig(Section):
     mean: tuple[float, float, float] | None = Field(None, description="normalisation mean; default: timm pretrained_cfg")
     std: tuple[float, float, float] | None = Field(None, description="normalisation std; default: timm pretrained_cfg")
     channels_last: bool = Field(False, description="channels_last memory format (faster on GPUs with AMP)")
+    model_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of timm.create_model (a ViT built for a fixed input size gets img_size=resolution unless "
+        "given here); recorded in the exported config.json",
+    )
 
 
 # a teacher's output tap: its pooled features, its logits, or the output of one of its named submodules

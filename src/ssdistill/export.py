@@ -1,7 +1,8 @@
 """Ship a distilled student: ``student.safetensors`` (the timm backbone's own state dict, classifier removed) and a
 ``config.json`` that plain timm understands, optionally ``student.onnx`` checked against PyTorch with onnxruntime.
 
-    timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=".../student.safetensors"), num_classes=0)
+    timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=".../student.safetensors"), num_classes=0,
+                      **config["model_args"])
 
 gives the student's features for images normalised with the mean / std recorded in config.json.
 """
@@ -47,6 +48,7 @@ def student_config(
         "architecture": student.arch,
         "num_classes": 0,
         "num_features": student.dim,
+        "model_args": dict(student.model_args),  # timm passes these to create_model (a ViT's img_size)
         "pretrained_cfg": {
             "input_size": [3, resolution, resolution],
             "interpolation": "bicubic",

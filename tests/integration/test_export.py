@@ -69,3 +69,21 @@ def test_export_names_the_member_and_refuses_one_the_run_lacks(finished_run, tmp
     with pytest.raises(SystemExit):
         main(["export", str(finished_run), "--member", "peer"])
     assert "the run has no student member 'peer'; its members are student" in capsys.readouterr().err
+
+
+def test_a_vit_student_trains_at_its_resolution_and_exports_its_img_size(tmp_path, capsys):
+    """A ViT built for 224 px (vit_tiny_patch16_224) as a 32 px student: it is created with img_size=32, and the export
+    records that in config.json's model_args, which plain timm passes back to create_model."""
+    distill(tiny_config(tmp_path, trainer={"epochs": 1}, student={"arch": "vit_tiny_patch16_224"}), quiet=True)
+    run = tmp_path / "runs" / "tiny"
+    main(["export", str(run)])
+    assert "img_size=32)" in capsys.readouterr().out
+    config = json.loads((run / "export" / "config.json").read_text())
+    assert config["model_args"] == {"img_size": 32}
+    model = timm.create_model(config["architecture"], pretrained=True, pretrained_cfg_overlay=dict(file=str(run / "export" / "student.safetensors")),
+                              num_classes=0, **config["model_args"]).eval()
+    _, student = load_student_from_run(run)
+    images = torch.rand(3, 3, 32, 32)
+    mean, std = (torch.tensor(config["pretrained_cfg"][k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    with torch.no_grad():
+        assert torch.allclose(model((images - mean) / std), student.eval()(images), atol=1e-6)

@@ -189,3 +189,31 @@ def test_a_head_that_does_not_fit_the_teacher_is_a_one_line_error(tmp_path):
         _assembled(tmp_path, target="head", teacher_head=str(path))
     with pytest.raises(ConfigError, match="method.teacher_head=CHECKPOINT"):
         build_config({"method": {"name": "rob", "target": "head"}})
+
+
+def test_msn_drops_patch_tokens_of_a_vit_student_s_anchor_crops_only(tmp_path):
+    """base=msn with a ViT student: the global (anchor) crops reach the blocks with 8 of their 16 patch tokens at
+    patch_drop 0.5 (plus the class token), the local (focal) crops with all of theirs; evaluation sees every token and the
+    student is left as it was."""
+    raw = tiny_config(tmp_path, student={"arch": "test_vit", "resolution": 64})
+    raw["method"] = {"name": "rob", "base": "msn", "projection_dim": 8, "local_crops": 1, "patch_drop": 0.5}
+    cfg = build_config(raw)
+    ctx, prepared, module = assembled(cfg)
+    tokens = []
+    module.student.backbone.blocks[0].register_forward_pre_hook(lambda block, args: tokens.append(args[0].shape[1]))
+    batch = next(iter(torch.utils.data.DataLoader(prepared.dataset, batch_size=4)))
+    module.train()
+    module.training_step(batch, 0)
+    assert tokens == [1 + 8, 1 + 4]  # global crops at 64 px: 16 patches, half kept; local crops at 32 px: 4 patches, all kept
+    assert isinstance(module.student.backbone.patch_drop, torch.nn.Identity)
+    module.eval()
+    tokens.clear()
+    module.student(batch["views"]["local0"])
+    assert tokens == [1 + 4]
+    _, _, cnn_prepared, cnn = _assembled(tmp_path, base="msn", patch_drop=0.5)  # a student without patch tokens: no effect
+    cnn_batch = next(iter(torch.utils.data.DataLoader(cnn_prepared.dataset, batch_size=4)))
+    torch.manual_seed(0)
+    dropped = cnn.training_step(cnn_batch, 0)
+    cnn.cfg.method.patch_drop = 0.0
+    torch.manual_seed(0)
+    assert torch.equal(dropped, cnn.training_step(cnn_batch, 0))

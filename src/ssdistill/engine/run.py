@@ -48,7 +48,7 @@ def compute_device(accelerator: str) -> torch.device:
 def build_student(student: StudentConfig, seed: int) -> Student:
     """A random-init student; its weights are a function of ``seed`` alone."""
     torch.manual_seed(seed)
-    return Student(student.arch, student.mean, student.std, student.channels_last)
+    return Student(student.arch, student.mean, student.std, student.channels_last, student.model_args, student.resolution)
 
 
 def build_students(method: type[DistillMethod], cfg: DistillConfig) -> dict[str, Student]:

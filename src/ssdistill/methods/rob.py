@@ -48,6 +48,7 @@ from ssdistill.losses.selfsup import (
 from ssdistill.models.heads import mlp
 from ssdistill.models.momentum import momentum_update
 from ssdistill.models.ssl_head import read_ssl_head, ssl_head
+from ssdistill.models.students import patch_dropout
 
 GLOBAL = ("global0", "global1")
 
@@ -100,11 +101,17 @@ class RoBConfig(MethodConfig):
     msn_temperature: float = Field(0.1, gt=0, description="msn: τ of the prototype probabilities")
     sharpen_temperature: float = Field(0.25, gt=0, description="msn: target sharpening T")
     memax_weight: float = Field(1.0, ge=0, description="msn: weight of ME-MAX (0: off)")
+    patch_drop: float = Field(
+        0.15, ge=0, lt=1, description="msn, ViT students: share of patch tokens dropped from the global (anchor) crops, as MSN masks its "
+        "anchor view (no effect on students without patch tokens)"
+    )
     eval_ema: bool = Field(False, description="also train an EMA copy of the student (momentum ema_momentum), evaluated as the row student_ema")
     ema_momentum: float = Field(0.999, ge=0, le=1, description="momentum of the EMA copy")
 
     def inactive(self) -> set[str]:
         unused = set() if self.teacher_crops == "bank" else {"bank_repeats"}
+        if self.base != "msn":
+            unused |= {"msn_temperature", "sharpen_temperature", "memax_weight", "patch_drop"}
         if self.target != "projection":
             unused |= {"projection_init", "projection_dim"}
         if self.target != "head":
@@ -305,7 +312,8 @@ class RoB(DistillMethod):
                  for name in GLOBAL]
         locals_ = [views[name] for name in sorted(views) if name.startswith("local")]
         # the student on every crop, batched per resolution
-        outputs = list(self.student_outputs(torch.cat(crops)).chunk(len(crops)))
+        with patch_dropout(self.student, m.patch_drop if m.base == "msn" else 0.0):  # MSN's masked anchors (ViT students)
+            outputs = list(self.student_outputs(torch.cat(crops)).chunk(len(crops)))
         if locals_:
             outputs += list(self.student_outputs(torch.cat(locals_)).chunk(len(locals_)))
         if m.base == "dino":
