@@ -23,6 +23,7 @@ from ssdistill.config import DistillConfig, TeacherConfig, is_tap
 from ssdistill.data.datasets import open_images
 from ssdistill.engine.provider import TeacherProvider, open_split
 from ssdistill.engine.records import machine, versions
+from ssdistill.engine.resume import check_resume
 from ssdistill.engine.run import (
     build_students,
     compute_device,
@@ -48,6 +49,7 @@ def distill(
     *,
     overrides: list[str] | dict[str, Any] | None = None,
     resume: str | Path | None = None,
+    force: bool = False,
     callbacks: list | tuple = (),
     quiet: bool = False,
     **sections: Any,
@@ -56,13 +58,16 @@ def distill(
 
     ``config`` is a YAML path, dict or ``DistillConfig``; ``overrides`` are ``key=value`` strings or a nested
     dict; keyword sections (``trainer={"epochs": 5}``) are merged last. ``resume=RUN_DIR`` continues a
-    killed run from ``RUN_DIR/checkpoints/last.ckpt`` with its saved config (overrides still apply)."""
+    killed run from ``RUN_DIR/checkpoints/last.ckpt`` with its saved config: overrides may change evaluation, logging and
+    loading settings and raise ``trainer.epochs``; any other change is refused unless ``force`` (then recorded)."""
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     merged_overrides = merge_nested(overrides or {}, sections)
+    forced: list[str] = []
     if resume is not None:
         run_dir = existing_run_dir(resume)
         cfg = build_config(run_dir / "config.yaml", merged_overrides)
+        forced = check_resume(run_dir, build_config(run_dir / "config.yaml"), cfg, force)  # before anything is written
     else:
         cfg = build_config(config, merged_overrides)
         run_dir = new_run_dir(cfg.run.dir, cfg.run.name, cfg.method.name)
@@ -70,7 +75,7 @@ def distill(
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP worker processes re-run this script and must join this run
     try:
-        return run_distillation(cfg, run_dir, resume is not None, callbacks, quiet)
+        return run_distillation(cfg, run_dir, resume is not None, callbacks, quiet, {"resumed_with_changes": forced} if forced else None)
     finally:
         if os.environ.get("LOCAL_RANK") is None:
             os.environ.pop(RUN_DIR_ENV, None)

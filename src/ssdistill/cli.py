@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     distill.add_argument("--config", help="YAML recipe (see configs/); default: built-in defaults")
-    distill.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from RUN_DIR/checkpoints/last.ckpt")
+    distill.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from RUN_DIR/checkpoints/last.ckpt (or extend it: trainer.epochs=N)")
+    distill.add_argument("--force", action="store_true", help="with --resume: accept overrides that change what is trained (recorded in results.json)")
     distill.add_argument("overrides", nargs="*", metavar="key=value", help="override any option, e.g. trainer.epochs=5")
 
     evaluate = commands.add_parser(
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
 
             if args.resume and args.config:
                 raise SsdistillError("--resume uses the run's own config.yaml; drop --config (key=value overrides still apply)")
-            distill(args.config, overrides=args.overrides, resume=args.resume)
+            distill(args.config, overrides=args.overrides, resume=args.resume, force=args.force)
         elif args.command == "eval":
             from ssdistill.api import evaluate
 

@@ -82,6 +82,74 @@ def test_resume_continues_an_interrupted_run(tmp_path):
     assert not list((tmp_path / "runs").glob("tiny-*"))  # resumed in place, no new run dir
 
 
+def test_resume_refuses_config_drift_and_touches_nothing_before_the_check(tmp_path):
+    """A resumed run keeps its config: changes to what is trained are refused in one line naming the keys, and neither
+    config.yaml nor metrics.csv changes; evaluation and logging settings may change; --force resumes and records the
+    change; a finished run has nothing to resume, and trainer.epochs extends it."""
+    from ssdistill.errors import ConfigError
+
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        distill(tiny_config(tmp_path), callbacks=[Interrupt(at=2)], quiet=True)
+    run_dir = tmp_path / "runs" / "tiny"
+    before = {name: (run_dir / name).read_bytes() for name in ("config.yaml", "metrics.csv")}
+    refused = {
+        "optim.lr=0.01": "optim.lr: 0.05 -> 0.01",
+        "method.loss=mse": "method.loss: 'cosine' -> 'mse'",
+        "data.batch_size=8": "data.batch_size: 16 -> 8",
+        "student.arch=resnet18": "student.arch: 'test_resnet' -> 'resnet18'",
+        "trainer.epochs=2": "cannot shorten",
+    }
+    for override, message in refused.items():
+        with pytest.raises(ConfigError, match="start a new run") as error:
+            distill(resume=run_dir, overrides=[override], quiet=True)
+        assert message in str(error.value) and "\n" not in str(error.value)
+        assert {name: (run_dir / name).read_bytes() for name in before} == before
+    results = distill(resume=run_dir, overrides=["optim.lr=0.04", "eval.knn_k=5"], force=True, quiet=True)
+    assert results["resumed_with_changes"] == ["optim.lr: 0.05 -> 0.04"]  # the evaluation change is safe, not listed
+    assert results["steps"] == 12 and results["protocol"]["knn"]["k"] == 5
+    finished = (run_dir / "results.json").read_bytes()
+    with pytest.raises(ConfigError, match="finished all 3 epochs"):
+        distill(resume=run_dir, quiet=True)
+    assert (run_dir / "results.json").read_bytes() == finished
+    extended = distill(resume=run_dir, overrides=["trainer.epochs=4"], quiet=True)
+    assert extended["steps"] == 16 and extended["epochs"] == 4 and set(_epoch_losses(run_dir)) == {0, 1, 2, 3}
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_newest_readable_one(tmp_path, capsys):
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        distill(tiny_config(tmp_path), callbacks=[Interrupt(at=2)], quiet=True)
+    run_dir = tmp_path / "runs" / "tiny"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # killed while it was written
+    results = distill(resume=run_dir, quiet=True)
+    assert "cannot be read" in capsys.readouterr().err and results["steps"] == 12
+
+
+def test_a_moved_run_resumes_in_place_and_exports_its_final_student(tmp_path):
+    """Killed, moved elsewhere, resumed: the final weights land in the moved folder's last.ckpt (no last-v1.ckpt beside a
+    stale one), which is what export ships."""
+    import shutil
+
+    from ssdistill.export import export_run
+    from safetensors.torch import load_file
+
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        distill(tiny_config(tmp_path), callbacks=[Interrupt(at=2)], quiet=True)
+    moved = tmp_path / "elsewhere" / "tiny"
+    shutil.move(str(tmp_path / "runs" / "tiny"), str(moved))
+    trained = {}
+
+    class Final(L.Callback):
+        def on_train_end(self, trainer, module):
+            trained.update({k: v.clone() for k, v in module.student.backbone.state_dict().items()})
+
+    distill(resume=moved, callbacks=[Final()], quiet=True)
+    assert sorted(p.name for p in (moved / "checkpoints").glob("last*")) == ["last.ckpt"]
+    assert torch.load(moved / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 12
+    exported = load_file(str(export_run(moved)["weights"]))
+    assert all(torch.equal(exported[k], v) for k, v in trained.items())
+
+
 def test_a_finished_run_is_never_overwritten(tmp_path):
     config = tiny_config(tmp_path, trainer={"epochs": 1})
     first = distill(config, quiet=True)

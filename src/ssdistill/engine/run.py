@@ -27,6 +27,7 @@ from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.module import PRIMARY_STUDENT, DistillMethod, student_label
 from ssdistill.engine.provider import TeacherProvider, open_split
 from ssdistill.engine.records import RESULTS_VERSION, machine, peak_rss_mb, versions
+from ssdistill.engine.resume import resume_checkpoint
 from ssdistill.engine.rundir import existing_run_dir
 from ssdistill.engine.trainer import TrainingClock, build_trainer
 from ssdistill.errors import ConfigError, DataError, ModelError
@@ -89,7 +90,10 @@ def check_teachers(cfg: DistillConfig, needs: dict) -> None:
         )
 
 
-def run_distillation(cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks=(), quiet: bool = False) -> dict[str, Any]:
+def run_distillation(
+    cfg: DistillConfig, run_dir: Path, resuming: bool, callbacks=(), quiet: bool = False, record: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train and evaluate; ``record``: entries added to the run record (results.json)."""
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     method = METHODS[cfg.method.name]
     device = compute_device(cfg.trainer.accelerator)
@@ -126,9 +130,7 @@ def run_distillation(cfg: DistillConfig, run_dir: Path, resuming: bool, callback
     )
     # a method's own batch sampler shards itself across processes; Lightning shards the plain shuffled batches
     trainer = build_trainer(cfg, run_dir, [*callbacks, *monitors(cfg, source, module)], distributed_sampler=prepared.batch_sampler is None)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if resuming and not last.is_file():
-        raise ConfigError(f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (the run stopped before its first checkpoint)")
+    last = resume_checkpoint(run_dir) if resuming else None
     previous_metrics = metrics_csv.set_aside(run_dir) if resuming and trainer.is_global_zero else None
     resumed_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"] if resuming else 0
     trainer.fit(module, loader, ckpt_path=str(last) if resuming else None)
@@ -161,6 +163,7 @@ def run_distillation(cfg: DistillConfig, run_dir: Path, resuming: bool, callback
     )
     results["evaluation"] = suite
     results.update(extra)
+    results.update(record or {})
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     if not quiet:
         print(format_summary(results))

@@ -38,12 +38,26 @@ class TrainingClock(L.Callback):
         self.before = float(state["seconds"])
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that follows its run directory when it moves: the paths a checkpoint remembers (last, best, the
+    kept per-epoch files) are re-rooted at the current folder on resume, so ``last.ckpt`` is overwritten in place instead
+    of Lightning writing ``last-v1.ckpt`` beside a stale ``last.ckpt``."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            move = lambda path: new + path[len(old):] if isinstance(path, str) and path.startswith(old) else path  # noqa: E731
+            state_dict = {key: move(value) for key, value in state_dict.items()}
+            state_dict["best_k_models"] = {move(path): score for path, score in state_dict.get("best_k_models", {}).items()}
+        super().load_state_dict(state_dict)
+
+
 def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (), distributed_sampler: bool = True) -> L.Trainer:
     # the run directory always holds config.yaml already; resumes keep metrics.csv (engine/metrics_csv.py)
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     t = cfg.trainer
     checkpoints = run_dir / "checkpoints"
-    every_epoch = ModelCheckpoint(
+    every_epoch = RunCheckpoint(
         dirpath=checkpoints,
         filename="epoch{epoch:03d}",
         auto_insert_metric_name=False,
@@ -56,7 +70,7 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
     all_callbacks = [TrainingClock(), every_epoch, *callbacks]
     if t.checkpoint_every_n_steps:
         all_callbacks.append(
-            ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=0, save_last=True)
+            RunCheckpoint(dirpath=checkpoints, every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=0, save_last=True)
         )
     if t.progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=1))
