@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,14 +72,28 @@ def distill(
     else:
         cfg = build_config(config, merged_overrides)
         run_dir = new_run_dir(cfg.run.dir, cfg.run.name, cfg.method.name)
-    if int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))) == 0:
+    if is_rank_zero():
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP worker processes re-run this script and must join this run
     try:
         return run_distillation(cfg, run_dir, resume is not None, callbacks, quiet, {"resumed_with_changes": forced} if forced else None)
+    except BaseException:
+        if resume is None and is_rank_zero():
+            remove_failed_start(run_dir)
+        raise
     finally:
         if os.environ.get("LOCAL_RANK") is None:
             os.environ.pop(RUN_DIR_ENV, None)
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))) == 0
+
+
+def remove_failed_start(run_dir: Path) -> None:
+    """A new run that failed before its first checkpoint leaves nothing behind (its name stays free for the rerun)."""
+    if run_dir.is_dir() and not any((run_dir / "checkpoints").glob("*.ckpt")):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def teacher_split_features(cfg: DistillConfig, spec: str, device: torch.device | str = "cpu", teacher: str | None = None) -> torch.Tensor:

@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--output", help="output folder (default: RUN/export; RUN/export/MEMBER for a member of a cohort)")
     export.add_argument("--onnx", action="store_true", help="also write student.onnx")
     export.add_argument("--member", help="which student of a cohort to export (default: the run's first student)")
+    export.add_argument(
+        "--allow-unfinished", action="store_true", help="export a run that has not trained all its epochs (config.json records how many it has)"
+    )
 
     report = commands.add_parser(
         "report",
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "export":
             from ssdistill.export import export_run
 
-            written = export_run(args.run, args.checkpoint, args.output, args.onnx, args.member)
+            written = export_run(args.run, args.checkpoint, args.output, args.onnx, args.member, args.allow_unfinished)
             for what, path in written.items():
                 print(f"{what}: {path}")
             config = json.loads(written["config"].read_text())

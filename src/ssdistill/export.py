@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from ssdistill._version import __version__
 
+from ssdistill.engine.resume import trained_epochs
 from ssdistill.engine.rundir import existing_run_dir
 from ssdistill.files import atomic_output, atomic_write_text
 from ssdistill.engine.run import load_student_from_run
@@ -28,7 +29,8 @@ from ssdistill.models.students import Student
 
 
 def student_config(
-    cfg, student: Student, results: dict | None, evaluation: dict | None, checkpoint: Path, member: str = "student", resolution: int | None = None
+    cfg, student: Student, results: dict | None, evaluation: dict | None, checkpoint: Path, member: str = "student",
+    resolution: int | None = None, epochs: int | None = None,
 ) -> dict[str, Any]:
     """config.json: what timm needs (architecture, features, preprocessing) and where the student came from."""
     resolution = resolution or cfg.student.resolution
@@ -66,7 +68,8 @@ def student_config(
             "teachers": {name: {"name": t.name, "weights": t.weights, "output": t.output} for name, t in cfg.teachers.items()},
             "member": member,
             "train_data": cfg.data.train,
-            "epochs": cfg.trainer.epochs,
+            "epochs": cfg.trainer.epochs if epochs is None else epochs,  # trained, not planned
+            "planned_epochs": cfg.trainer.epochs,
             "seed": cfg.trainer.seed,
             "evaluation": numbers,
         },
@@ -74,13 +77,22 @@ def student_config(
 
 
 def export_run(
-    run: str | Path, checkpoint: str | Path | None = None, output: str | Path | None = None, onnx: bool = False, member: str | None = None
+    run: str | Path, checkpoint: str | Path | None = None, output: str | Path | None = None, onnx: bool = False, member: str | None = None,
+    allow_unfinished: bool = False,
 ) -> dict[str, Path]:
     """Write student.safetensors + config.json (and student.onnx) of the run's student ``member`` (default: its first;
     a cohort's members by name) to ``output`` (default RUN/export, a cohort's member to RUN/export/<member>); returns
-    the written paths."""
+    the written paths. A checkpoint that has not trained every planned epoch (a killed or running run) is refused unless
+    ``allow_unfinished``; config.json records the epochs really trained."""
     run_dir = existing_run_dir(run)
     cfg, student = load_student_from_run(run_dir, checkpoint, member)
+    last = Path(checkpoint or run_dir / "checkpoints" / "last.ckpt")
+    epochs = trained_epochs(torch.load(last, map_location="cpu", weights_only=False))
+    if epochs < cfg.trainer.epochs and not allow_unfinished:
+        raise ModelError(
+            f"{last} holds {epochs} of the run's {cfg.trainer.epochs} epochs (killed or still running): resume it first "
+            f"(ssdistill distill --resume {run_dir}), or export it as it is with --allow-unfinished"
+        )
     members = METHODS[cfg.method.name].student_members(cfg)
     member = member or next(iter(members))
     resolution = members[member].resolution
@@ -92,8 +104,7 @@ def export_run(
     with atomic_output(out / "student.safetensors") as tmp:
         save_file(weights, str(tmp), metadata={"format": "pt", "architecture": student.arch})
     read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None  # noqa: E731
-    last = Path(checkpoint or run_dir / "checkpoints" / "last.ckpt")
-    config = student_config(cfg, student, read("results.json"), read("evaluation.json"), last, member, resolution)
+    config = student_config(cfg, student, read("results.json"), read("evaluation.json"), last, member, resolution, epochs)
     atomic_write_text(out / "config.json", json.dumps(config, indent=2))
     written = {"weights": out / "student.safetensors", "config": out / "config.json"}
     if onnx:

@@ -150,6 +150,46 @@ def test_a_moved_run_resumes_in_place_and_exports_its_final_student(tmp_path):
     assert all(torch.equal(exported[k], v) for k, v in trained.items())
 
 
+def test_export_of_an_unfinished_run_needs_allow_unfinished_and_records_its_epochs(tmp_path):
+    from ssdistill.errors import ModelError
+    from ssdistill.export import export_run
+
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        distill(tiny_config(tmp_path), callbacks=[Interrupt(at=2)], quiet=True)
+    run_dir = tmp_path / "runs" / "tiny"
+    with pytest.raises(ModelError, match="holds 2 of the run's 3 epochs .* --allow-unfinished"):
+        export_run(run_dir)
+    config = json.loads(export_run(run_dir, allow_unfinished=True)["config"].read_text())["ssdistill"]
+    assert (config["epochs"], config["planned_epochs"]) == (2, 3)
+
+
+def test_a_diverged_run_saves_nothing_non_finite(tmp_path):
+    """A weight that turns non-finite at the end of epoch 1 stops the run before that epoch's checkpoint: last.ckpt still
+    holds epoch 0's finite weights."""
+    from ssdistill.errors import TrainingError
+
+    class Diverge(L.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            if trainer.current_epoch == 1:
+                next(module.student.parameters()).data.fill_(float("nan"))
+
+    with pytest.raises(TrainingError, match="became non-finite by step 8; nothing was saved"):
+        distill(tiny_config(tmp_path), callbacks=[Diverge()], quiet=True)
+    last = torch.load(tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 4 and all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_failed_start_leaves_nothing_behind(tmp_path):
+    """A run that fails before its first checkpoint (here: a batch larger than the data) leaves no directory, so the
+    corrected rerun gets the name."""
+    from ssdistill.errors import DataError
+
+    with pytest.raises(DataError, match="lower the batch size"):
+        distill(tiny_config(tmp_path, data={"batch_size": 128}), quiet=True)
+    assert not (tmp_path / "runs" / "tiny").exists()
+    assert distill(tiny_config(tmp_path, trainer={"epochs": 1}), quiet=True)["run_dir"].endswith("tiny")
+
+
 def test_a_finished_run_is_never_overwritten(tmp_path):
     config = tiny_config(tmp_path, trainer={"epochs": 1})
     first = distill(config, quiet=True)

@@ -158,6 +158,16 @@ class DistillMethod(L.LightningModule):
             self.log(f"train/{key}", value.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
         return loss
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Never save a diverged run: a non-finite weight stops training before the checkpoint is written, so the last
+        checkpoint stays the last good state."""
+        for name, tensor in self.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise TrainingError(
+                    f"weight {name} became non-finite by step {self.global_step}; nothing was saved (the last checkpoint is the "
+                    "last good state): lower optim.lr, set optim.grad_clip, or use trainer.precision=32"
+                )
+
     def configure_optimizers(self):
         optim = self.cfg.optim
         decay, no_decay = [], []

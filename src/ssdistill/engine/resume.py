@@ -92,6 +92,14 @@ def check_resume(run_dir: Path, saved: DistillConfig, requested: DistillConfig, 
     return described
 
 
+def trained_epochs(checkpoint: dict) -> int:
+    """Epochs whose training the checkpoint includes (an end-of-epoch checkpoint counts its epoch; a mid-epoch one not)."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return int(checkpoint.get("epoch", -1)) + 1
+
+
 def resume_checkpoint(run_dir: Path) -> Path:
     """The checkpoint to resume from: ``last.ckpt``, or when it cannot be read the newest readable per-epoch one."""
     folder = run_dir / "checkpoints"
