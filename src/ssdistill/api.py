@@ -27,6 +27,7 @@ from ssdistill.engine.records import machine, versions
 from ssdistill.engine.resume import check_resume
 from ssdistill.engine.run import (
     build_students,
+    check_inputs,
     compute_device,
     evaluation_split,
     load_student_from_run,
@@ -69,8 +70,10 @@ def distill(
         run_dir = existing_run_dir(resume)
         cfg = build_config(run_dir / "config.yaml", merged_overrides)
         forced = check_resume(run_dir, build_config(run_dir / "config.yaml"), cfg, force)  # before anything is written
+        check_inputs(cfg)
     else:
         cfg = build_config(config, merged_overrides)
+        check_inputs(cfg)  # before the run directory exists
         run_dir = new_run_dir(cfg.run.dir, cfg.run.name, cfg.method.name)
     if is_rank_zero():
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))

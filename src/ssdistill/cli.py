@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ssdistill.errors import SsdistillError
+from ssdistill.errors import SsdistillError, one_line
 
 
 def _options_epilog() -> str:
@@ -216,8 +216,11 @@ def main(argv: list[str] | None = None) -> None:
                 for name, row in found.items():
                     print(f"{name:<24}{row['top1']:>10.1f}%{row.get('top5', float('nan')):>7.1f}%{row['images_per_s']:>10.0f}")
     except SsdistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: a run resumes with `ssdistill distill --resume RUN_DIR`, a cache fill where it stopped", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ class DataConfig(Section):
     )
     root: str = Field("~/.cache/ssdistill/datasets", description="where torchvision datasets live / are downloaded")
     download: bool = Field(False, description="download torchvision datasets when missing (needs network)")
-    train_subset: int | None = Field(None, description="use a fixed seeded subset of this many training images")
+    train_subset: int | None = Field(None, gt=0, description="use a fixed seeded subset of this many training images")
     batch_size: int = Field(128, gt=0, description="images per step per device")
     eval_batch_size: int = Field(256, gt=0, description="images per batch for feature extraction")
     num_workers: int = Field(2, ge=0, description="data-loading worker processes per device")

@@ -5,6 +5,24 @@ class SsdistillError(Exception):
     """An error caused by the user's input (config, paths, data); the CLI prints it as one line."""
 
 
+def short(text: str, limit: int = 160) -> str:
+    """The first line of ``text``, cut at a word boundary with an ellipsis when longer than ``limit``."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message for the user: a DataLoader worker's re-raised error shows only its own last line, not the
+    worker's traceback."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        return last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
+    return text
+
+
 class ConfigError(SsdistillError):
     """A config key or value is invalid."""
 

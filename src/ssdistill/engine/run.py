@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,6 +79,35 @@ def evaluation_split(cfg: DistillConfig) -> tuple[str, ImageSource] | None:
         return cfg.data.val, open_split(cfg, cfg.data.val)
     own = METHODS[cfg.method.name].evaluation_source(cfg, lambda spec: open_split(cfg, spec))
     return None if own is None else (f"{cfg.method.name} evaluation split", own)
+
+
+def check_inputs(cfg: DistillConfig) -> None:
+    """What can be checked before a run directory exists, so that a mistake costs one line and leaves nothing behind:
+    the evaluation splits exist and have class folders, teacher weight files exist, the cache folder is writable."""
+    for setting, spec in (("data.val", cfg.data.val), ("data.knn_train", cfg.data.knn_train)):
+        if spec:
+            split = open_split(cfg, spec)
+            if split.labels is None:
+                raise DataError(
+                    f"{setting}={spec} has no class sub-folders: the k-NN evaluation needs labelled images (one folder per class); "
+                    f"point {setting} at such a folder or set {setting}=null"
+                )
+    for name, teacher in cfg.teachers.items():
+        if teacher.weights and not Path(teacher.weights).expanduser().is_file():
+            key = "teacher" if list(cfg.teachers) == [name] else f"teachers.{name}"
+            raise ModelError(f"{key}.weights={teacher.weights} not found; set it to an existing .safetensors/.pth file")
+    if cfg.cache.enabled:
+        from ssdistill.cache.store import cache_root
+
+        folder = cache_root(cfg.cache.dir)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as exc:
+            raise ConfigError(
+                f"the teacher cache folder {folder} is not writable ({exc.strerror}): set cache.dir to a writable folder or "
+                "cache.enabled=false"
+            ) from None
 
 
 def check_teachers(cfg: DistillConfig, needs: dict) -> None:

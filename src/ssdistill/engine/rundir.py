@@ -21,13 +21,17 @@ def new_run_dir(parent: str | Path, name: str | None, method: str) -> Path:
         if not name:
             raise ConfigError("multi-process launches need run.name so every process writes to the same run directory")
         return parent / base
-    parent.mkdir(parents=True, exist_ok=True)
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"run.dir={parent} is a file, not a folder: choose another run.dir")
     for attempt in range(1, 1000):
         candidate = parent / (base if attempt == 1 else f"{base}-{attempt}")
         try:
+            parent.mkdir(parents=True, exist_ok=True)
             candidate.mkdir()
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise ConfigError(f"cannot create a run directory under run.dir={parent} ({exc.strerror}): choose a writable run.dir") from None
         if attempt > 1:
             print(f"run directory {parent / base} exists; writing to {candidate}")
         return candidate

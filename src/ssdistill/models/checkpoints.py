@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ssdistill.errors import ModelError
+from ssdistill.errors import ModelError, short
 
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
@@ -29,7 +29,8 @@ def load_checkpoint(path: str | Path, setting: str = "teacher.weights"):
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
-        raise ModelError(f"cannot read weights file {path} ({str(exc).splitlines()[0][:160]}); is it a PyTorch or safetensors file?") from None
+        reason = f"{type(exc).__name__}: {short(str(exc))}"
+        raise ModelError(f"cannot read weights file {path}: it is neither a PyTorch checkpoint nor a safetensors file ({reason})") from None
 
 
 def flatten_tensors(value, prefix: str = "") -> dict[str, torch.Tensor]:

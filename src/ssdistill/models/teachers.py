@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from ssdistill.config import TeacherConfig
 from ssdistill.data.views import original_view
-from ssdistill.errors import ModelError
+from ssdistill.errors import ModelError, short
 from ssdistill.models.checkpoints import load_strict, read_state_dict, remap_keys, state_hash
 from ssdistill.models.batchnorm import batch_statistics, grouped_forward
 from ssdistill.models.cifar_resnet import CifarResNet
@@ -213,14 +213,33 @@ BUILTIN_TEACHERS: dict[str, BuiltinTeacher] = {
 
 def _timm_from_hub(cfg: TeacherConfig) -> nn.Module:
     overlay = {"file": cfg.weights} if cfg.weights else None
+    if not cfg.weights:
+        _hub_reachable_or_fail(cfg.name)
     try:
         return create_timm(cfg.name, pretrained=True, pretrained_cfg_overlay=overlay, **cfg.model_args)
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - network and hub errors all mean "weights unavailable"
         raise ModelError(
-            f"could not get pretrained weights for timm model '{cfg.name}' ({str(exc).splitlines()[0][:160]}); "
+            f"could not get pretrained weights for timm model '{cfg.name}' ({short(str(exc))}); "
             f"when offline set teacher.weights=PATH to a local weights file"
+        ) from None
+
+
+def _hub_reachable_or_fail(name: str, host: str = "huggingface.co", seconds: float = 3.0) -> None:
+    """Fail in seconds, not after a minute of download retries, when the hub cannot be reached and no proxy is set (a
+    model already in timm's local cache still loads offline with HF_HUB_OFFLINE=1)."""
+    import os
+    import socket
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HF_ENDPOINT", "HF_HUB_OFFLINE")):
+        return
+    try:
+        socket.create_connection((host, 443), timeout=seconds).close()
+    except OSError:
+        raise ModelError(
+            f"timm model '{name}' needs its pretrained weights from {host}, which cannot be reached; set teacher.weights=PATH "
+            "to a local weights file (or HF_HUB_OFFLINE=1 to use timm's local cache)"
         ) from None
 
 
