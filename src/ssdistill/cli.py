@@ -129,7 +129,10 @@ def _cache(args: argparse.Namespace) -> None:
         print(f"cache: {cache_root(args.dir)}")
         for e in entries:
             shape = "x".join(map(str, e.get("shape", []))) or "?"
-            what = f"{e.get('teacher', '?')} {e.get('tap', '')} on {e.get('dataset', '?')}" if e["state"] == "complete" else ""
+            what = {
+                "complete": f"{e.get('teacher', '?')} {e.get('tap', '')} on {e.get('dataset', '?')}",
+                "damaged": "manifest damaged: the next run that reads the entry rebuilds it, or `ssdistill cache rm` removes it",
+            }.get(e["state"], "")
             print(f"  {e['name']:<48} {e['state']:<9} {shape:>12} {e['bytes'] / 2**20:>9.1f} MB  {what}")
         print(f"{len(entries)} entries, {sum(e['bytes'] for e in entries) / 2**20:.1f} MB")
         return
@@ -218,6 +221,10 @@ def main(argv: list[str] | None = None) -> None:
     except SsdistillError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:  # the file system said no (permissions, a full disk, a file where a folder belongs)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; check that the folder is writable and has space", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: a run resumes with `ssdistill distill --resume RUN_DIR`, a cache fill where it stopped", file=sys.stderr)
         sys.exit(130)

@@ -19,10 +19,15 @@ def rows_to_vectors(rows: list[int]) -> torch.Tensor:
 
 
 def compute_in_batches(batch: int, fail_after: int | None = None):
+    """``compute(rows)`` in blocks of ``batch``; killed when the ``fail_after``-th block (counted over every call, as the
+    fill calls it once per chunk) is due."""
+    blocks = [0]
+
     def compute(rows):
-        for i, start in enumerate(range(0, len(rows), batch)):
-            if fail_after is not None and i == fail_after:
+        for start in range(0, len(rows), batch):
+            if fail_after is not None and blocks[0] == fail_after:
                 raise KeyboardInterrupt("killed")
+            blocks[0] += 1
             yield rows_to_vectors(rows[start : start + batch])
 
     return compute
@@ -133,3 +138,65 @@ def test_list_and_remove(tmp_path):
     assert complete["shape"] == [37, DIM] and complete["bytes"] >= 37 * DIM * 4
     assert remove_entries([complete["name"][:12]], tmp_path) == [complete["name"]]
     assert remove_entries(["all"], tmp_path) and list_entries(tmp_path) == []
+
+
+def _fill_independently(root, log_path):
+    """A separate run filling the entry on its own (rank 0 of 1), slowly, recording the rows it computes."""
+    import time
+
+    def compute(rows):
+        for start in range(0, len(rows), 4):
+            time.sleep(0.1)
+            with open(log_path, "a") as log:
+                log.write(" ".join(str(r) for r in rows[start : start + 4]) + "\n")
+            yield rows_to_vectors(rows[start : start + 4])
+
+    Entry(root, KEY, DIM, chunk_rows=8).fill(compute, poll_seconds=0.05, wait_seconds=60)
+
+
+def test_two_processes_filling_one_entry_compute_each_chunk_once(tmp_path):
+    """Two runs that start filling the same entry at once share it through chunk claims: every row is computed by
+    exactly one of them, and the content equals a single fill's."""
+    single = Entry(tmp_path / "single", KEY, DIM, chunk_rows=8)
+    open_or_fill(single, compute_in_batches(4))
+    context = mp.get_context("spawn")
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    workers = [context.Process(target=_fill_independently, args=(tmp_path / "shared", log)) for log in logs]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    computed = [[int(r) for r in log.read_text().split()] if log.exists() else [] for log in logs]
+    assert sorted(computed[0] + computed[1]) == list(range(37))  # each row once between them
+    assert computed[0] and computed[1]  # both did part of the work
+    shared = Entry(tmp_path / "shared", KEY, DIM, chunk_rows=8)
+    assert shared.is_complete() and shared.data_path.read_bytes() == single.data_path.read_bytes()
+    assert not list(shared.chunk_dir.glob("*.claim"))
+
+
+def test_a_claim_left_by_a_killed_process_is_taken_over(tmp_path, caplog):
+    import socket
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    entry = Entry(tmp_path, KEY, DIM, chunk_rows=8)
+    entry.chunk_dir.mkdir(parents=True)
+    (entry.chunk_dir / "000000.claim").write_text(f"{socket.gethostname()} {gone.pid}\n")
+    (entry.chunk_dir / "prepare.claim").write_text(f"{socket.gethostname()} {gone.pid}\n")
+    table = open_or_fill(entry, compute_in_batches(4))
+    assert torch.equal(table, rows_to_vectors(list(range(37)))) and "taking over 000000.claim" in caplog.text
+
+
+def test_a_damaged_manifest_is_listed_removable_and_rebuilt_without_recomputing(tmp_path, caplog):
+    entry = Entry(tmp_path, KEY, DIM, chunk_rows=8)
+    table = open_or_fill(entry, compute_in_batches(4)).clone()
+    for damage in ('{"shape": [1, 2], "digest', json.dumps({"shape": [37, DIM], "digest": "another entry's"})):
+        entry.manifest_path.write_text(damage)
+        assert [e["state"] for e in list_entries(tmp_path)] == ["damaged"]
+        assert not entry.is_complete()
+        rebuilt = open_or_fill(entry, compute_in_batches(4, fail_after=0))  # nothing may be computed
+        assert torch.equal(rebuilt, table) and entry.is_complete() and "rebuilding it from the chunks" in caplog.text
+    entry.manifest_path.write_text("not json")
+    assert remove_entries(["all"], tmp_path) == [entry.dir.name] and list_entries(tmp_path) == []

@@ -9,9 +9,13 @@ A changed key is a different entry, so nothing stale is ever read.
 Filling goes chunk by chunk (``chunk_rows`` rows, a multiple of the batch size so batch boundaries never
 move). After a chunk's rows are flushed to disk its checksum is written atomically to ``chunks/NNNNNN``;
 a killed fill therefore resumes at the first chunk without a checksum file and produces the same bytes
-as an uninterrupted fill. Ranks of a multi-process launch fill disjoint chunks (chunk % world == rank)
-and wait for each other through those files. ``manifest.json`` is written last and marks the entry
-complete; opening an entry re-checks size and checksums and refills any chunk that does not match.
+as an uninterrupted fill. Processes that fill one entry at once (the ranks of a launch, or two runs that
+happen to start together) share the work: a process claims a chunk by creating ``chunks/NNNNNN.claim``
+exclusively (its host and pid inside, touched while it computes), computes it, and moves on; a claim whose
+process has died (or, from another host, that has not been touched for ``stale_seconds``) is taken over.
+Ranks start on their own share (chunk % world == rank). ``manifest.json`` is written last and marks the
+entry complete; opening an entry re-checks size and checksums and refills any chunk that does not match,
+and a manifest that cannot be read or does not match its key is rebuilt from the chunks.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -107,8 +112,41 @@ class Entry:
             return set()
         return {int(p.name) for p in self.chunk_dir.iterdir() if p.name.isdigit()}
 
+    def manifest(self) -> dict | None:
+        """The manifest when it can be read and matches this entry's key (else None: missing or damaged)."""
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+            valid = manifest["shape"] == [self.key.n, self.dim] and manifest["digest"] == self.key.digest()
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return manifest if valid else None
+
     def is_complete(self) -> bool:
-        return self.manifest_path.is_file()
+        return self.manifest() is not None
+
+    # ----- claims: which process computes which chunk -----------------------------------------------
+    def _claim_file(self, chunk: int | str) -> Path:
+        return self.chunk_dir / (f"{chunk:06d}.claim" if isinstance(chunk, int) else f"{chunk}.claim")
+
+    def _claim(self, chunk: int | str, stale_seconds: float) -> bool:
+        """Claim a chunk (or the ``prepare`` step) for this process; False when a live process holds it."""
+        path = self._claim_file(chunk)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not _stale(path, stale_seconds):
+                    return False
+                log.warning("cache %s: taking over %s, left by a process that is gone", self.dir, path.name)
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+            return True
+        return False
+
+    def _release(self, chunk: int | str) -> None:
+        self._claim_file(chunk).unlink(missing_ok=True)
 
     # ----- checking ---------------------------------------------------------------------------------
     def damaged_chunks(self) -> list[int]:
@@ -151,46 +189,60 @@ class Entry:
         world: int = 1,
         wait_seconds: float = 24 * 3600,
         poll_seconds: float = 0.5,
+        stale_seconds: float = 3600.0,
     ) -> None:
-        """Compute the missing chunks of this rank (chunk % world == rank), then wait until all are present.
+        """Compute every missing chunk no other live process has claimed (this rank's share, chunk % world == rank,
+        first), then wait for the chunks others compute; the first process to see them all writes the manifest.
 
         ``compute(rows)`` yields consecutive output blocks [b, dim] for the given dataset rows, in order."""
-        if rank == 0:
+        self.chunk_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait_seconds
+        while not self._claim("prepare", stale_seconds):  # one process at a time sizes the file and checks the chunks
+            self._sleep_until(deadline, poll_seconds)
+        try:
             self._prepare()
-        else:
-            self._wait_for(lambda: self.data_path.is_file() and self.chunk_dir.is_dir(), wait_seconds, poll_seconds)
-        done = self.done_chunks()
-        mine = [c for c in range(self.num_chunks) if c % world == rank and c not in done]
-        if mine:
-            data = self._memmap("r+")
-            rows = [r for c in mine for r in self.rows_of(c)]
-            position = 0
-            pending = np.empty((0, self.dim), dtype=self.np_dtype)
-            chunk_iter = iter(mine)
-            chunk = next(chunk_iter)
-            for block in compute(rows):
-                pending = np.concatenate([pending, block.detach().cpu().float().numpy().astype(self.np_dtype)])
-                while chunk is not None and len(pending) >= len(self.rows_of(chunk)):
-                    span = self.rows_of(chunk)
-                    data[span.start : span.stop] = pending[: len(span)]
-                    data.flush()
-                    atomic_write_text(self._chunk_file(chunk), _sha1(data[span.start : span.stop]))
-                    pending = pending[len(span) :]
-                    position += len(span)
-                    chunk = next(chunk_iter, None)
-            if chunk is not None or len(pending):
-                raise RuntimeError(f"cache fill produced {position + len(pending)} rows, expected {len(rows)}")
-            del data
-        self._wait_for(lambda: len(self.done_chunks()) == self.num_chunks, wait_seconds, poll_seconds)
-        if rank == 0 and not self.is_complete():
+        finally:
+            self._release("prepare")
+        order = sorted(range(self.num_chunks), key=lambda c: (c % world != rank, c))
+        data = None
+        while True:
+            missing = [c for c in order if c not in self.done_chunks()]
+            if not missing:
+                break
+            computed = False
+            for chunk in missing:
+                if not self._claim(chunk, stale_seconds):
+                    continue
+                try:
+                    if chunk not in self.done_chunks():  # finished by another process between the listing and the claim
+                        data = self._memmap("r+") if data is None else data
+                        self._compute_chunk(chunk, compute, data)
+                        computed = True
+                finally:
+                    self._release(chunk)
+            if not computed:
+                self._sleep_until(deadline, poll_seconds)
+        del data
+        if not self.is_complete():
             self._write_manifest()
 
-    def _wait_for(self, condition: Callable[[], bool], wait_seconds: float, poll_seconds: float) -> None:
-        deadline = time.monotonic() + wait_seconds
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"cache {self.dir}: other ranks did not finish their part of the fill")
-            time.sleep(poll_seconds)
+    def _compute_chunk(self, chunk: int, compute: Callable[[list[int]], Iterator[torch.Tensor]], data: np.memmap) -> None:
+        span = self.rows_of(chunk)
+        blocks, position = [], 0
+        for block in compute(list(span)):
+            blocks.append(block.detach().cpu().float().numpy().astype(self.np_dtype))
+            position += len(block)
+            os.utime(self._claim_file(chunk))  # the claim's heartbeat
+        if position != len(span):
+            raise RuntimeError(f"cache fill produced {position} rows for chunk {chunk}, expected {len(span)}")
+        data[span.start : span.stop] = np.concatenate(blocks)
+        data.flush()
+        atomic_write_text(self._chunk_file(chunk), _sha1(data[span.start : span.stop]))
+
+    def _sleep_until(self, deadline: float, poll_seconds: float) -> None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"cache {self.dir}: other processes did not finish their part of the fill")
+        time.sleep(poll_seconds)
 
     def _write_manifest(self) -> None:
         manifest = {
@@ -211,10 +263,7 @@ class Entry:
     def read(self, verify: bool = True) -> torch.Tensor:
         """The whole table [N, dim] as a tensor backed by the memory-mapped file (read-only)."""
         if not self.is_complete():
-            raise RuntimeError(f"cache entry {self.dir} is not complete; fill it first")
-        manifest = json.loads(self.manifest_path.read_text())
-        if manifest["shape"] != [self.key.n, self.dim] or manifest["digest"] != self.key.digest():
-            raise RuntimeError(f"cache entry {self.dir}: manifest does not match its key")
+            raise RuntimeError(f"cache entry {self.dir} is not complete (or its manifest is damaged); fill it first")
         if verify and self.damaged_chunks():
             raise RuntimeError(f"cache entry {self.dir} is damaged")
         # copy-on-write mapping: pages load lazily and the file can never be modified through the tensor
@@ -228,6 +277,9 @@ def open_or_fill(
     world: int = 1,
 ) -> torch.Tensor:
     """Read a complete, intact entry; otherwise fill (or repair) it first. Returns [N, dim] (stored dtype)."""
+    if entry.manifest_path.is_file() and not entry.is_complete():
+        log.warning("cache %s: manifest.json cannot be read or does not match the entry; rebuilding it from the chunks", entry.dir)
+        entry.manifest_path.unlink(missing_ok=True)
     if entry.is_complete():
         damaged = entry.damaged_chunks()
         if not damaged:
@@ -247,10 +299,14 @@ def list_entries(root: str | Path | None = None) -> list[dict]:
         manifest_path = folder / "manifest.json"
         size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         if manifest_path.is_file():
-            manifest = json.loads(manifest_path.read_text())
-            rows.append(
-                {"name": folder.name, "state": "complete", "bytes": size, **manifest["key"], "dataset": manifest.get("dataset", ""), "shape": manifest["shape"]}
-            )
+            try:
+                manifest = json.loads(manifest_path.read_text())
+                rows.append(
+                    {"name": folder.name, "state": "complete", "bytes": size, **manifest["key"], "dataset": manifest.get("dataset", ""),
+                     "shape": manifest["shape"]}
+                )
+            except (OSError, ValueError, KeyError, TypeError):  # rebuilt by the next run that opens it; `cache rm` removes it
+                rows.append({"name": folder.name, "state": "damaged", "bytes": size})
         else:
             rows.append({"name": folder.name, "state": "partial", "bytes": size})
     return rows
@@ -264,3 +320,21 @@ def remove_entries(names: list[str], root: str | Path | None = None) -> list[str
     for name in chosen:
         shutil.rmtree(base / name)
     return chosen
+
+
+def _stale(claim: Path, stale_seconds: float) -> bool:
+    """A claim is stale when its process is gone (same host) or it has not been touched for ``stale_seconds``."""
+    try:
+        host, pid = claim.read_text().split()
+        age = time.time() - claim.stat().st_mtime
+    except (OSError, ValueError):  # vanished, or half-written by a process killed while creating it
+        return not claim.exists() or time.time() - claim.stat().st_mtime > 5
+    if host != socket.gethostname():
+        return age > stale_seconds
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
