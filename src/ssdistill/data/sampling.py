@@ -1,4 +1,12 @@
-"""Batch samplers a method can ask the engine for (``Preparation.batch_sampler``).
+"""Batch samplers, and the seeding that makes a resumed run see exactly the data an uninterrupted one would.
+
+``ShuffledBatchSampler``: the engine's default batches (a fresh permutation per epoch, dropping the last partial batch,
+sharded across DDP processes), a function of (seed, epoch). ``EpochKeyed`` passes any batch sampler's indices to the
+dataset as keys that also carry the epoch, and ``SeededItems`` seeds every random number generator from (seed, epoch,
+image) before loading an item, so each item's augmentations are fixed whichever worker loads it, whether workers
+persist across epochs, and whether the run was resumed (METHODS 1.14; issue: exact resume).
+
+Batch samplers a method can ask the engine for (``Preparation.batch_sampler``):
 
 ``ClassPairBatchSampler``: supervised MCL's "two images per class" batches (METHODS 4.4; the official code's
 MPerClassSampler with m = 2), so that every row of the in-batch contrast has a positive. Each batch draws B/2 classes
@@ -10,10 +18,12 @@ of (seed, epoch, rank): a resumed run sees the batches it would have seen, and u
 
 from __future__ import annotations
 
+import random
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 from ssdistill.distributed import rank, world_size
 from ssdistill.errors import DataError
@@ -60,3 +70,73 @@ class ClassPairBatchSampler(Sampler[list[int]]):
         members = self.classes[c]
         draws = [members[torch.randperm(len(members), generator=generator)] for _ in range(-(-wanted // len(members)))]
         return torch.cat(draws)[:wanted].tolist()
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (seed, epoch, index, ...): distinct tuples give unrelated seeds."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value ^ (int(part) + 0x9E3779B97F4A7C15 + (value << 6) + (value >> 2))) * 0xBF58476D1CE4E5B9 % (1 << 63)
+    return value
+
+
+def seed_everything_from(*parts: int) -> None:
+    """Seed torch (CPU and every GPU), Python's random and NumPy from ``mix_seed(*parts)``."""
+    seed = mix_seed(*parts)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+
+
+class ShuffledBatchSampler(Sampler[list[int]]):
+    """Batches of a random permutation of ``size`` items, drawn from (seed, epoch); under DDP each process takes every
+    world-th item of the permutation, so processes see disjoint images; the last partial batch is dropped."""
+
+    def __init__(self, size: int, batch_size: int, seed: int = 0) -> None:
+        self.size, self.batch_size, self.seed, self.epoch = size, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (self.size // world_size()) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        order = torch.randperm(self.size, generator=generator)[rank() :: world_size()].tolist()
+        for b in range(len(self)):
+            yield order[b * self.batch_size : (b + 1) * self.batch_size]
+
+
+class EpochKeyed(Sampler[list[int]]):
+    """A batch sampler whose indices i become keys ``epoch * size + i`` for ``SeededItems``."""
+
+    def __init__(self, batches: Sampler, size: int) -> None:
+        self.batches, self.size, self.epoch = batches, size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if callable(getattr(self.batches, "set_epoch", None)):
+            self.batches.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            yield [self.epoch * self.size + int(i) for i in batch]
+
+
+class SeededItems(Dataset):
+    """Loads item ``i`` of ``dataset`` for key ``epoch * len + i`` after seeding every generator from (seed, epoch, i)."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.size = dataset, seed, len(dataset)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: int):
+        epoch, index = divmod(int(key), self.size)
+        seed_everything_from(self.seed, epoch, index)
+        return self.dataset[index]

@@ -23,6 +23,8 @@ import lightning as L
 import torch
 from ssdistill.cache.signals import TeacherSignal
 from ssdistill.config import DistillConfig, MethodConfig, StudentConfig
+from ssdistill.data.sampling import seed_everything_from
+from ssdistill.distributed import rank
 from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
 from ssdistill.engine.schedule import warmup_cosine
 from ssdistill.errors import TrainingError
@@ -187,6 +189,10 @@ class DistillMethod(L.LightningModule):
         end = optim.min_lr / optim.lr
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, 1.0, 0.0, end))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        """The step's random draws (cutmix, teacher drop, ...) come from (seed, step, rank): the same in a resumed run."""
+        seed_everything_from(self.cfg.trainer.seed, self.global_step, rank(), 1)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.commit_queues()

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from ssdistill.config import DistillConfig, StudentConfig, teacher_label
 from ssdistill.data.datasets import ImageSource, seeded_subset
+from ssdistill.data.sampling import EpochKeyed, SeededItems, ShuffledBatchSampler
 from ssdistill.data.views import original_view
 from ssdistill.engine import metrics_csv
 from ssdistill.engine.datasets import build_dataset
@@ -146,20 +147,18 @@ def run_distillation(
     # (a cold cache fill draws random numbers, a warm cache does not)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     module = method(cfg, students, signals, dataset_size=len(source), prepared=prepared.tensors)
-    batching = (
-        {"batch_sampler": prepared.batch_sampler}
-        if prepared.batch_sampler is not None
-        else {"batch_size": cfg.data.batch_size, "shuffle": True, "drop_last": True}
-    )
+    # data order and every item's augmentations are functions of (seed, epoch, image): a resumed run sees exactly the
+    # batches an uninterrupted one would (the samplers shard themselves across DDP processes)
+    size = len(prepared.dataset)
+    batches = prepared.batch_sampler or ShuffledBatchSampler(size, cfg.data.batch_size, cfg.trainer.seed)
     loader = DataLoader(
-        prepared.dataset,
-        **batching,
+        SeededItems(prepared.dataset, cfg.trainer.seed),
+        batch_sampler=EpochKeyed(batches, size),
         num_workers=cfg.data.num_workers,
         persistent_workers=cfg.data.num_workers > 0,
         pin_memory=device.type == "cuda",
     )
-    # a method's own batch sampler shards itself across processes; Lightning shards the plain shuffled batches
-    trainer = build_trainer(cfg, run_dir, [*callbacks, *monitors(cfg, source, module)], distributed_sampler=prepared.batch_sampler is None)
+    trainer = build_trainer(cfg, run_dir, [*callbacks, *monitors(cfg, source, module)], distributed_sampler=False)
     last = resume_checkpoint(run_dir) if resuming else None
     previous_metrics = metrics_csv.set_aside(run_dir) if resuming and trainer.is_global_zero else None
     resumed_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"] if resuming else 0
