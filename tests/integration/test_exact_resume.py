@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -42,6 +43,43 @@ def test_a_resumed_run_equals_the_uninterrupted_one_bitwise(tmp_path, method):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["knn"]["student"]["top1"] == whole["knn"]["student"]["top1"]
     assert _step_rows(tmp_path / "runs" / "killed") == _step_rows(tmp_path / "runs" / "whole")  # no step twice, same losses
+
+
+class Record(L.Callback):
+    """Records (step, images of the batch, sum of its pixels); raises at ``kill_at`` (a kill mid-epoch)."""
+
+    def __init__(self, kill_at=None):
+        self.seen, self.kill_at = [], kill_at
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.kill_at:
+            raise RuntimeError("simulated kill")
+        self.seen.append((trainer.global_step, batch["index"].tolist(), float(batch["views"]["student"].sum())))
+
+
+def test_every_epoch_draws_new_batches_and_views(tmp_path):
+    """Lightning calls set_epoch on a loader's sampler, never on a batch sampler: the epoch must still reach it."""
+    record = Record()
+    distill(tiny_config(tmp_path, trainer={"epochs": 2}), callbacks=[record], quiet=True)
+    epoch0, epoch1 = record.seen[:4], record.seen[4:]
+    assert [b[1] for b in epoch0] != [b[1] for b in epoch1]
+    assert sorted(i for b in epoch0 for i in b[1]) != sorted(i for b in epoch1 for i in b[1]) or epoch0 != epoch1
+
+
+def test_a_run_killed_mid_epoch_resumes_from_its_step_checkpoint_to_the_same_student(tmp_path):
+    """trainer.checkpoint_every_n_steps=2, killed at step 7 (inside epoch 1, one step after the step-6 checkpoint): the
+    resumed run continues with the batch after the last one it trained and ends bitwise where an uninterrupted run does."""
+    base = tiny_config(tmp_path, trainer={"epochs": 3, "checkpoint_every_n_steps": 2})
+    whole, killed = Record(), Record(kill_at=7)
+    distill({**base, "run": {"dir": str(tmp_path / "runs"), "name": "whole"}}, callbacks=[whole], quiet=True)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        distill({**base, "run": {"dir": str(tmp_path / "runs"), "name": "killed"}}, callbacks=[killed], quiet=True)
+    assert torch.load(tmp_path / "runs" / "killed" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    again = Record()
+    distill(resume=tmp_path / "runs" / "killed", callbacks=[again], quiet=True)
+    assert again.seen == whole.seen[6:]  # the same batches and views from step 6 on
+    a, b = _student(tmp_path / "runs" / "whole"), _student(tmp_path / "runs" / "killed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_process_killed_by_sigkill_resumes_to_the_same_student(tmp_path):

@@ -19,11 +19,11 @@ of (seed, epoch, rank): a resumed run sees the batches it would have seen, and u
 from __future__ import annotations
 
 import random
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ssdistill.distributed import rank, world_size
 from ssdistill.errors import DataError
@@ -113,6 +113,10 @@ class EpochKeyed(Sampler[list[int]]):
 
     def __init__(self, batches: Sampler, size: int) -> None:
         self.batches, self.size, self.epoch = batches, size, 0
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already trained in it): skipped once
+        # Lightning calls set_epoch on ``loader.sampler`` and ``loader.batch_sampler.sampler`` only, never on a batch
+        # sampler itself: this attribute is how the epoch reaches us (and through us a method's own batch sampler)
+        self.sampler = _EpochSetter(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -123,8 +127,38 @@ class EpochKeyed(Sampler[list[int]]):
         return len(self.batches)
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.batches:
-            yield [self.epoch * self.size + int(i) for i in batch]
+        skip = self.resume_at[1] if self.resume_at is not None and self.resume_at[0] == self.epoch else 0
+        self.resume_at = None
+        for b, batch in enumerate(self.batches):
+            if b >= skip:  # a run resumed mid-epoch continues with the batch after the last one it trained
+                yield [self.epoch * self.size + int(i) for i in batch]
+
+
+class _EpochSetter:
+    def __init__(self, owner: "EpochKeyed") -> None:
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over ``EpochKeyed`` batches that Lightning checkpoints: its state is (epoch, batches trained in it,
+    read from ``progress()``), so a run resumed from a mid-epoch checkpoint skips exactly those batches."""
+
+    progress: Callable[[], int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.batch_sampler.epoch, "batches": self.progress() if self.progress is not None else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Called before the resumed run's first iterator is made (workers fetch indices as soon as it exists)."""
+        epoch, done = int(state["epoch"]), int(state["batches"])
+        if done >= len(self.batch_sampler):  # an end-of-epoch checkpoint: the next epoch starts afresh
+            self.batch_sampler.set_epoch(epoch + 1)
+        else:
+            self.batch_sampler.set_epoch(epoch)
+            self.batch_sampler.resume_at = (epoch, done)
 
 
 class SeededItems(Dataset):

@@ -183,7 +183,10 @@ class DistillMethod(L.LightningModule):
             optimizer = torch.optim.AdamW(groups, lr=optim.lr)
         else:
             optimizer = torch.optim.Adam(groups, lr=optim.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        # the run sets steps_per_epoch: asking the trainer to estimate it would make Lightning build the data iterator
+        # before a resumed run's loader state is restored (ResumableLoader)
+        per_epoch = getattr(self, "steps_per_epoch", None)
+        total = max(1, per_epoch * self.cfg.trainer.epochs if per_epoch else int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = total / max(1, self.cfg.trainer.epochs)
         warmup = int(round(optim.warmup_epochs * steps_per_epoch))
         end = optim.min_lr / optim.lr

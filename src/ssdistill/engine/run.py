@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from ssdistill.config import DistillConfig, StudentConfig, teacher_label
 from ssdistill.data.datasets import ImageSource, seeded_subset
-from ssdistill.data.sampling import EpochKeyed, SeededItems, ShuffledBatchSampler
+from ssdistill.data.sampling import EpochKeyed, ResumableLoader, SeededItems, ShuffledBatchSampler
 from ssdistill.data.views import original_view
 from ssdistill.engine import metrics_csv
 from ssdistill.engine.datasets import build_dataset
@@ -151,14 +151,17 @@ def run_distillation(
     # batches an uninterrupted one would (the samplers shard themselves across DDP processes)
     size = len(prepared.dataset)
     batches = prepared.batch_sampler or ShuffledBatchSampler(size, cfg.data.batch_size, cfg.trainer.seed)
-    loader = DataLoader(
+    loader = ResumableLoader(
         SeededItems(prepared.dataset, cfg.trainer.seed),
         batch_sampler=EpochKeyed(batches, size),
         num_workers=cfg.data.num_workers,
         persistent_workers=cfg.data.num_workers > 0,
         pin_memory=device.type == "cuda",
     )
-    trainer = build_trainer(cfg, run_dir, [*callbacks, *monitors(cfg, source, module)], distributed_sampler=False)
+    restore = DataPosition(loader)
+    trainer = build_trainer(cfg, run_dir, [*callbacks, restore, *monitors(cfg, source, module)], distributed_sampler=False)
+    loader.progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    module.steps_per_epoch = min(len(loader), cfg.trainer.limit_train_batches or len(loader))
     last = resume_checkpoint(run_dir) if resuming else None
     previous_metrics = metrics_csv.set_aside(run_dir) if resuming and trainer.is_global_zero else None
     resumed_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"] if resuming else 0
@@ -197,6 +200,20 @@ def run_distillation(
     if not quiet:
         print(format_summary(results))
     return results
+
+
+class DataPosition(L.Callback):
+    """Puts a resumed run's loader at its checkpoint's position (epoch, batches trained in it) while the checkpoint is
+    restored, before Lightning makes the first data iterator: Lightning restores a loader's state itself only for mid-epoch
+    checkpoints, and workers fetch their first indices as soon as the iterator exists."""
+
+    def __init__(self, loader: ResumableLoader) -> None:
+        self.loader = loader
+
+    def on_load_checkpoint(self, trainer, module, checkpoint: dict) -> None:
+        states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader")
+        if states:
+            self.loader.load_state_dict(states[0])
 
 
 def _initial_students(method: type[DistillMethod], cfg: DistillConfig, states: dict[str, dict]) -> dict[str, Student]:
