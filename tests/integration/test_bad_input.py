@@ -66,3 +66,33 @@ def test_bad_input_is_one_line_and_leaves_nothing_behind(workdir, capsys, case, 
     assert len(errors) == 1 and fragment.format(t=t) in errors[0], err
     assert not any("Traceback" in line for line in err), err
     assert not (workdir / "runs").exists() or not any((workdir / "runs").iterdir())
+
+
+def test_ctrl_c_during_a_cache_fill_is_one_line_and_the_fill_resumes(tmp_path):
+    """SIGINT while `ssdistill cache` fills an entry: exit code 130, one line on stderr, no traceback; the next fill
+    completes the entry."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "ssdistill", "cache", "--teacher", "efficientnet_lite0", "--data", str(DEMO_DATA / "val"),
+               "--dir", str(tmp_path), "--batch-size", "32", "--num-workers", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    fill = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(tmp_path.glob("*/chunks")):
+        assert fill.poll() is None and time.monotonic() < deadline, "the fill ended before it could be interrupted"
+        time.sleep(0.05)
+    time.sleep(1.0)
+    fill.send_signal(signal.SIGINT)
+    err = [line for line in fill.communicate(timeout=60)[1].splitlines() if line.strip() and "%|" not in line]
+    assert fill.returncode == 130 and not any("Traceback" in line for line in err), err
+    assert [line for line in err if line.startswith("interrupted")] == [
+        "interrupted: a run resumes with `ssdistill distill --resume RUN_DIR`, a cache fill where it stopped"
+    ]
+    entry = next(tmp_path.glob("*/chunks")).parent
+    assert not (entry / "manifest.json").exists()
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    assert (entry / "manifest.json").exists()

@@ -125,6 +125,26 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_newest_readable_one(tmp_pat
     assert "cannot be read" in capsys.readouterr().err and results["steps"] == 12
 
 
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    """A failure while a checkpoint is written (a kill, a full disk) leaves the previous last.ckpt whole."""
+    from lightning.fabric.plugins.io import torch_io
+
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        distill(tiny_config(tmp_path), callbacks=[Interrupt(at=2)], quiet=True)
+    last = tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+
+    def dies_half_way(checkpoint, path):
+        with open(path, "wb") as handle:
+            handle.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch_io, "_atomic_save", dies_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        distill(resume=tmp_path / "runs" / "tiny", quiet=True)
+    assert last.read_bytes() == before and not list(last.parent.glob(".*tmp"))
+
+
 def test_a_moved_run_resumes_in_place_and_exports_its_final_student(tmp_path):
     """Killed, moved elsewhere, resumed: the final weights land in the moved folder's last.ckpt (no last-v1.ckpt beside a
     stale one), which is what export ships."""

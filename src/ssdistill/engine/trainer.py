@@ -9,8 +9,10 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ssdistill.config import DistillConfig
+from ssdistill.files import atomic_output
 from ssdistill.errors import ConfigError
 
 
@@ -36,6 +38,15 @@ class TrainingClock(L.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.before = float(state["seconds"])
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file beside their path and renamed into place: a kill during the write leaves
+    the previous file whole (Lightning writes the final path directly, so a kill could truncate last.ckpt)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with atomic_output(Path(path)) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -104,4 +115,5 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
         enable_model_summary=False,
         num_sanity_val_steps=0,
         use_distributed_sampler=distributed_sampler,
+        plugins=[AtomicCheckpointIO()],
     )
