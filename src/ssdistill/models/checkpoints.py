@@ -29,7 +29,13 @@ def load_checkpoint(path: str | Path, setting: str = "teacher.weights"):
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
-        reason = f"{type(exc).__name__}: {short(str(exc))}"
+        text = str(exc)
+        if "WeightsUnpickler error:" in text:  # torch's safe loader: keep its reason, not its advice to turn safety off
+            detail = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0].split())
+            extra = "; it pickles Python objects besides tensors: re-save its state_dict" if "global" in detail.lower() else ""
+            reason = f"weights-only unpickling: {short(detail)}{extra}"
+        else:
+            reason = f"{type(exc).__name__}: {short(text)}"
         raise ModelError(f"cannot read weights file {path}: it is neither a PyTorch checkpoint nor a safetensors file ({reason})") from None
 
 
