@@ -140,8 +140,10 @@ def evaluate(
         students = {member: first if i == 0 else load_student_from_run(run, checkpoint, member)[1] for i, member in enumerate(members)}
         ctx = TeacherProvider(cfg, train_source(cfg), device)
         resolution = {member: spec.resolution for member, spec in members.items()}
+        path = Path(checkpoint) if checkpoint else Path(run) / "checkpoints" / "last.ckpt"
+        classifiers = method.classifiers_from_checkpoint(cfg, torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
         knn, suite, note = evaluate_run(
-            cfg, ctx, students, build_students(method, cfg), resolution, existing_run_dir(run), split=evaluation_split(cfg)
+            cfg, ctx, students, build_students(method, cfg), resolution, existing_run_dir(run), classifiers, split=evaluation_split(cfg)
         )
         if knn is None:
             raise DataError(note)

@@ -170,3 +170,13 @@ def test_each_member_of_the_cohort_exports(supervised_run):
     written = export_run(run, member="peer1")
     config = json.loads(written["config"].read_text())
     assert written["config"].parent == run / "export" / "peer1" and config["ssdistill"]["member"] == "peer1"
+
+
+def test_ssdistill_eval_scores_the_members_classifiers_again(supervised_run):
+    """`ssdistill eval` rebuilds each member's classifier from the checkpoint and scores it: the same top-1 as the run."""
+    from ssdistill.api import evaluate
+
+    run, results = supervised_run
+    again = evaluate(run, full=False, num_workers=0)["knn"]
+    for label in ("student", "student_peer1"):
+        assert again[label]["classifier"]["top1"] == results["knn"][label]["classifier"]["top1"]

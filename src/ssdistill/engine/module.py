@@ -84,6 +84,12 @@ class DistillMethod(L.LightningModule):
         evaluation scores each on the evaluation split (``classifier`` top-1). Default: none."""
         return {}
 
+    @classmethod
+    def classifiers_from_checkpoint(cls, cfg: DistillConfig, state: dict) -> dict[str, "torch.nn.Module"]:
+        """``member_classifiers`` rebuilt from a checkpoint's state dict, so that ``ssdistill eval`` scores them again
+        (the method reads its own keys). Default: none."""
+        return {}
+
     # ----- what a method declares -----------------------------------------------------------------
     @classmethod
     def copied_members(cls, cfg: DistillConfig) -> dict[str, str]:

@@ -200,6 +200,18 @@ class MCL(DistillMethod):
             return {}
         return dict(zip(self.member_names, self.classifiers))
 
+    @classmethod
+    def classifiers_from_checkpoint(cls, cfg: DistillConfig, state: dict) -> dict[str, nn.Module]:
+        if cfg.method.mode != "supervised":
+            return {}
+        rebuilt = {}
+        for i, member in enumerate(cls.student_members(cfg)):
+            weight, bias = state[f"classifiers.{i}.weight"], state[f"classifiers.{i}.bias"]
+            classifier = nn.Linear(weight.shape[1], weight.shape[0])
+            classifier.load_state_dict({"weight": weight, "bias": bias})
+            rebuilt[member] = classifier.eval()
+        return rebuilt
+
     # ----- training ------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         m = self.cfg.method
