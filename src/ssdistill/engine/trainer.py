@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -63,9 +64,21 @@ class RunCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
 
+def quiet_lightning() -> None:
+    """No third-party noise in a run's output: Lightning's banner lines (GPU / TPU available, tips for its cloud
+    products, checkpoint restore notices) are informational, and a deprecation inside Lightning is not the user's to
+    fix; warnings and errors still show."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
 def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (), distributed_sampler: bool = True) -> L.Trainer:
     # the run directory always holds config.yaml already; resumes keep metrics.csv (engine/metrics_csv.py)
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+    quiet_lightning()
     t = cfg.trainer
     checkpoints = run_dir / "checkpoints"
     every_epoch = RunCheckpoint(
