@@ -33,7 +33,7 @@ def test_smoke_distillation_learns_on_real_images(tmp_path, demo_data):
     losses = _epoch_losses(tmp_path / "smoke")
     assert losses[max(losses)] < losses[0] - 0.05
     knn = results["knn"]
-    # fixed seeds; measured 21.0 -> 42.4 on a 2-core CPU (the demo's acceptance asks for at least +10 points)
+    # fixed seeds; measured 21.0 -> 39.2 on a 2-core CPU (seed spread 38.2-42.4; the demo's acceptance asks for at least +10 points)
     assert knn["student"]["top1"] >= knn["random_init"]["top1"] + 10.0, knn
     saved = json.loads((tmp_path / "smoke" / "results.json").read_text())
     assert saved["knn"]["student"]["top1"] == knn["student"]["top1"]
