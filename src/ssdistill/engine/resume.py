@@ -100,8 +100,9 @@ def trained_epochs(checkpoint: dict) -> int:
         return int(checkpoint.get("epoch", -1)) + 1
 
 
-def resume_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint to resume from: ``last.ckpt``, or when it cannot be read the newest readable per-epoch one."""
+def resume_checkpoint(run_dir: Path) -> tuple[Path, int]:
+    """The checkpoint to resume from and its global step: ``last.ckpt``, or when it cannot be read the newest readable
+    per-epoch one (each candidate is read once, here)."""
     folder = run_dir / "checkpoints"
     last = folder / "last.ckpt"
     candidates = [last] if last.is_file() else []
@@ -110,11 +111,11 @@ def resume_checkpoint(run_dir: Path) -> Path:
         raise ConfigError(f"nothing to resume in {run_dir}: no checkpoint in {folder} (the run stopped before its first checkpoint)")
     for path in candidates:
         try:
-            torch.load(path, map_location="cpu", weights_only=False)
+            step = int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
         except Exception as exc:  # noqa: BLE001 - a checkpoint that cannot be read is skipped, whatever the reason
             print(f"warning: checkpoint {path} cannot be read ({str(exc).splitlines()[0][:120]}); trying an older one", file=sys.stderr)
             continue
         if path != last:
             print(f"warning: resuming from {path.name}, the newest readable checkpoint", file=sys.stderr)
-        return path
+        return path, step
     raise ConfigError(f"no checkpoint in {folder} can be read; the run cannot be resumed: start it again")

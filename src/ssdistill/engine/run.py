@@ -18,7 +18,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
 from ssdistill.config import DistillConfig, StudentConfig, teacher_label
 from ssdistill.data.datasets import ImageSource, seeded_subset
@@ -162,9 +161,8 @@ def run_distillation(
     trainer = build_trainer(cfg, run_dir, [*callbacks, restore, *monitors(cfg, source, module)], distributed_sampler=False)
     loader.progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
     module.steps_per_epoch = min(len(loader), cfg.trainer.limit_train_batches or len(loader))
-    last = resume_checkpoint(run_dir) if resuming else None
+    last, resumed_step = resume_checkpoint(run_dir) if resuming else (None, 0)
     previous_metrics = metrics_csv.set_aside(run_dir) if resuming and trainer.is_global_zero else None
-    resumed_step = torch.load(last, map_location="cpu", weights_only=False)["global_step"] if resuming else 0
     trainer.fit(module, loader, ckpt_path=str(last) if resuming else None)
     clock = next(c for c in trainer.callbacks if isinstance(c, TrainingClock))
     this_attempt = clock.this_attempt()

@@ -18,9 +18,6 @@ from torch.nn import functional as F
 from ssdistill.errors import ModelError
 from ssdistill.models.checkpoints import flatten_tensors, load_checkpoint
 
-LAST_LAYER_KEYS = ("last_layer.weight", "last_layer.weight_v", "last_layer.parametrizations.weight.original1")
-
-
 def read_checkpoint_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint (.pth / .ckpt / .safetensors), nested dicts flattened with dots."""
     return flatten_tensors(load_checkpoint(path, "method.teacher_head"))
