@@ -103,7 +103,7 @@ SMOKE_CLASSIFIER_MIN = 20.0
 SMOKE_TASK_MARGIN = 5.0
 
 SMOKE_TESTS = {  # (bench, row) run by tests/bench/test_smoke_tier.py (a) and test_smoke_tier_b.py (b), two xdist workers
-    "a": (("q2", "moco"), ("q2", "feature"), ("q2", "seed"), ("q2", "disco"), ("q3c", "cka")),
+    "a": (("q2", "feature"), ("q2", "seed"), ("q2", "disco"), ("q3c", "cka")),
     "b": (("q2", "bingo"), ("q2", "mvmr_kd"), ("q2", "mvmr_ssl"), ("q2", "mcl_supervised")),
 }
 # rows of the smoke tier (``--tier smoke``) that the tests leave out, and why
@@ -111,6 +111,9 @@ SMOKE_UNTESTED = {
     ("q2", "mcl"): "the label-free cohort, like MoCo-v2 alone, does not lift k-NN from 600 images in 20 epochs, so its row "
     "would only check finite losses (about 4 min): its step, gradients, queues and DDP are tested in tests/methods/test_mcl.py "
     "and tests/integration/test_ddp.py",
+    ("q2", "moco"): "MoCo-v2 alone does not lift k-NN from 600 images in 20 epochs (20.2 % against 19.0 % at random init), so "
+    "its row would only check finite losses (about 2 min of the test run): its step and queue are tested in "
+    "tests/methods/test_contrastive_methods.py, a whole run in tests/integration/test_contrastive_runs.py",
     ("q2", "mcl_independent"): "the baseline of mcl_supervised, the same code with the mutual terms weighted 0",
     **{("q3c", row): "a variant of the cka row (same code, other weights or heads), measured by the cpu tier"
        for row in ("cka_classifier", "cka_task_only", "cka_cfl", "cka_no_task", "cka_no_intra", "cka_no_inter", "cka_no_align")},

@@ -79,10 +79,10 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
-        help="write a run's student as student.safetensors + config.json that plain timm loads (optionally ONNX)",
-        description="Export the student of RUN_DIR: RUN_DIR/export/student.safetensors and config.json, loadable with "
-        "timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=...), num_classes=0); "
-        "--onnx also writes student.onnx (normalisation included, checked against PyTorch with onnxruntime).",
+        help="write a run's student in timm's Hub layout (model.safetensors, config.json, README.md model card); optionally ONNX, Hub upload",
+        description="Export the student of RUN_DIR to RUN_DIR/export/: model.safetensors, config.json and a README.md model card, "
+        "loadable with timm.create_model('local-dir:RUN_DIR/export', pretrained=True); --onnx also writes student.onnx "
+        "(normalisation included, checked against PyTorch with onnxruntime); --push-to-hub USER/NAME uploads the folder.",
     )
     export.add_argument("run", help="run directory made by `ssdistill distill`")
     export.add_argument("--checkpoint", help="a checkpoint of the run (default: RUN/checkpoints/last.ckpt)")
@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--member", help="which student of a cohort to export (default: the run's first student)")
     export.add_argument(
         "--allow-unfinished", action="store_true", help="export a run that has not trained all its epochs (config.json records how many it has)"
+    )
+    export.add_argument("--push-to-hub", metavar="USER/NAME", help="upload the export folder to this Hugging Face Hub repository (created if missing)")
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
+    export.add_argument(
+        "--license", dest="licence", help="licence the model card gives the weights (default: other; they derive from the teachers' weights and data)"
     )
 
     report = commands.add_parser(
@@ -175,15 +180,13 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "export":
             from ssdistill.export import export_run
 
-            written = export_run(args.run, args.checkpoint, args.output, args.onnx, args.member, args.allow_unfinished)
+            written = export_run(
+                args.run, args.checkpoint, args.output, args.onnx, args.member, args.allow_unfinished, args.push_to_hub, args.private, args.licence
+            )
             for what, path in written.items():
                 print(f"{what}: {path}")
-            config = json.loads(written["config"].read_text())
-            print(
-                f"load it with: timm.create_model('{config['architecture']}', pretrained=True, "
-                f"pretrained_cfg_overlay=dict(file='{written['weights']}'), num_classes=0"
-                + "".join(f", {k}={v!r}" for k, v in config["model_args"].items()) + ")"
-            )
+            where = f"hf-hub:{args.push_to_hub}" if args.push_to_hub else f"local-dir:{written['config'].parent}"
+            print(f"load it with: timm.create_model('{where}', pretrained=True)")
         elif args.command == "distill":
             from ssdistill.api import distill
 

@@ -1,8 +1,9 @@
-"""Ship a distilled student: ``student.safetensors`` (the timm backbone's own state dict, classifier removed) and a
-``config.json`` that plain timm understands, optionally ``student.onnx`` checked against PyTorch with onnxruntime.
+"""Ship a distilled student as a folder in timm's Hugging Face Hub layout: ``model.safetensors`` (the timm backbone's
+own state dict, classifier removed), ``config.json`` (architecture, model_args, pretrained_cfg with the preprocessing,
+and an ``ssdistill`` record of where it came from) and a ``README.md`` model card; optionally ``student.onnx`` checked
+against PyTorch with onnxruntime, and an upload to the Hub.
 
-    timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=".../student.safetensors"), num_classes=0,
-                      **config["model_args"])
+    timm.create_model("local-dir:PATH", pretrained=True)   # or "hf-hub:USER/REPO" once pushed
 
 gives the student's features for images normalised with the mean / std recorded in config.json.
 """
@@ -25,6 +26,7 @@ from ssdistill.files import atomic_output, atomic_write_text
 from ssdistill.engine.run import load_student_from_run
 from ssdistill.errors import ModelError
 from ssdistill.methods.registry import METHODS
+from ssdistill.modelcard import model_card, push_to_hub as upload
 from ssdistill.models.students import Student
 
 
@@ -76,14 +78,19 @@ def student_config(
     }
 
 
+WEIGHTS_FILE = "model.safetensors"  # the name timm's local-dir: and hf-hub: loaders look for first
+
+
 def export_run(
     run: str | Path, checkpoint: str | Path | None = None, output: str | Path | None = None, onnx: bool = False, member: str | None = None,
-    allow_unfinished: bool = False,
-) -> dict[str, Path]:
-    """Write student.safetensors + config.json (and student.onnx) of the run's student ``member`` (default: its first;
-    a cohort's members by name) to ``output`` (default RUN/export, a cohort's member to RUN/export/<member>); returns
-    the written paths. A checkpoint that has not trained every planned epoch (a killed or running run) is refused unless
-    ``allow_unfinished``; config.json records the epochs really trained."""
+    allow_unfinished: bool = False, push_to_hub: str | None = None, private: bool = False, licence: str | None = None,
+) -> dict[str, Path | str]:
+    """Write model.safetensors + config.json + README.md (and student.onnx) of the run's student ``member`` (default:
+    its first; a cohort's members by name) to ``output`` (default RUN/export, a cohort's member to RUN/export/<member>);
+    with ``push_to_hub`` (a Hub repository, USER/NAME) upload the folder there. Returns the written paths (and the
+    repository's URL). A checkpoint that has not trained every planned epoch (a killed or running run) is refused
+    unless ``allow_unfinished``; config.json records the epochs really trained. ``licence``: the licence the model
+    card gives the student's weights (default ``other``)."""
     run_dir = existing_run_dir(run)
     cfg, student = load_student_from_run(run_dir, checkpoint, member)
     last = Path(checkpoint or run_dir / "checkpoints" / "last.ckpt")
@@ -101,14 +108,20 @@ def export_run(
     out = Path(output) if output else run_dir / "export" / (member if len(members) > 1 else "")
     out.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous().clone() for k, v in student.backbone.state_dict().items()}
-    with atomic_output(out / "student.safetensors") as tmp:
+    with atomic_output(out / WEIGHTS_FILE) as tmp:
         save_file(weights, str(tmp), metadata={"format": "pt", "architecture": student.arch})
     read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None  # noqa: E731
-    config = student_config(cfg, student, read("results.json"), read("evaluation.json"), last, member, resolution, epochs)
+    results, evaluation = read("results.json"), read("evaluation.json")
+    config = student_config(cfg, student, results, evaluation, last, member, resolution, epochs)
     atomic_write_text(out / "config.json", json.dumps(config, indent=2))
-    written = {"weights": out / "student.safetensors", "config": out / "config.json"}
+    if evaluation and evaluation.get("evaluation"):  # `ssdistill eval` ran after training: its suite is the newer table
+        results = {**(results or {}), "evaluation": evaluation["evaluation"]}
+    atomic_write_text(out / "README.md", model_card(cfg, config, results, repo=push_to_hub, licence=licence))
+    written: dict[str, Path | str] = {"weights": out / WEIGHTS_FILE, "config": out / "config.json", "card": out / "README.md"}
     if onnx:
         written["onnx"] = export_onnx(student, resolution, out / "student.onnx")
+    if push_to_hub:
+        written["hub"] = upload(out, push_to_hub, private=private)
     return written
 
 

@@ -90,7 +90,7 @@ def test_each_member_loads_and_exports_on_its_own(cohort_run, registered):
         key = next(k for k in student.state_dict() if k.endswith("weight"))
         assert torch.equal(student.state_dict()[key], state[f"{member}.{key}"])
         written = export_run(run, member=member)
-        assert written["weights"] == run / "export" / member / "student.safetensors"
+        assert written["weights"] == run / "export" / member / "model.safetensors"
         assert json.loads(written["config"].read_text())["ssdistill"]["member"] == member
 
 
