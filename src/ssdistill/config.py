@@ -144,7 +144,6 @@ class TrainerConfig(Section):
         None, gt=0, description="also write last.ckpt every N steps (mid-epoch resume); epochs always checkpoint"
     )
     keep_checkpoints: int = Field(3, ge=1, description="per-epoch checkpoints kept (besides last.ckpt)")
-    loggers: list[Literal["tensorboard", "wandb"]] = Field(default_factory=list, description="extra loggers; CSV is always on")
     limit_train_batches: int | None = Field(None, gt=0, description="cap steps per epoch (debugging)")
 
 
@@ -163,6 +162,23 @@ class EvalConfig(Section):
 class RunConfig(Section):
     dir: str = Field("runs", description="parent folder of run directories")
     name: str | None = Field(None, description="run directory name; default: <method>-<timestamp>; an existing name gets a suffix")
+    loggers: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list,
+        description="experiment trackers through Lightning's loggers: tensorboard (RUN/tensorboard), mlflow (run.mlflow_uri), "
+        "wandb (WANDB_MODE=offline works without an account); each gets the loss curves, the config as parameters and the "
+        "final evaluation as metrics; CSV (RUN/metrics.csv) is always on",
+    )
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///<run.dir>/mlflow.db (every run of run.dir in one store)"
+    )
+    experiment: str = Field("ssdistill", description="MLflow experiment / W&B project the run is logged under")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_logger_once(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("loggers"), list):
+            data = {**data, "loggers": list(dict.fromkeys(data["loggers"]))}
+        return data
 
 
 def official(value: Any) -> dict[str, Any]:
@@ -284,6 +300,20 @@ class DistillConfig(Section):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def renamed_keys(cls, data: Any) -> Any:
+        """Keys that moved, at their new place: ``trainer.loggers`` (before 0.2) is ``run.loggers``, so configs and
+        run directories written then still load."""
+        trainer = data.get("trainer") if isinstance(data, dict) else None
+        if isinstance(trainer, dict) and "loggers" in trainer:
+            loggers = trainer["loggers"]
+            run = dict(data.get("run") or {})
+            if loggers:
+                run["loggers"] = [*run.get("loggers", []), *loggers]
+            data = {**data, "trainer": {k: v for k, v in trainer.items() if k != "loggers"}, "run": run}
+        return data
 
     @field_validator("method", mode="before")
     @classmethod

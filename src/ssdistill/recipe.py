@@ -149,6 +149,7 @@ def build_config(
     if not isinstance(method, dict):
         raise ConfigError(f"'method' must be a method name or a section (name: ..., ...), got {method!r}")
     raw["method"] = method
+    raw = DistillConfig.renamed_keys(raw)
     _check_keys(raw, DistillConfig)
     try:
         section = method_config_class(method.get("name", DEFAULT_METHOD)).model_validate(method)

@@ -27,7 +27,6 @@ SAFE_TO_CHANGE = (
     "run.",
     "trainer.progress_bar",
     "trainer.log_every_n_steps",
-    "trainer.loggers",
     "trainer.keep_checkpoints",
     "data.num_workers",
     "data.eval_batch_size",

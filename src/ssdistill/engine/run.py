@@ -31,6 +31,7 @@ from ssdistill.engine.records import RESULTS_VERSION, machine, peak_rss_mb, vers
 from ssdistill.engine.resume import resume_checkpoint
 from ssdistill.engine.rundir import existing_run_dir
 from ssdistill.engine.trainer import TrainingClock, build_trainer
+from ssdistill.engine.trackers import log_final
 from ssdistill.errors import ConfigError, DataError, ModelError
 from ssdistill.eval.monitor import KNNMonitor
 from ssdistill.eval.run_evaluation import evaluate_run
@@ -195,6 +196,7 @@ def run_distillation(
     results.update(extra)
     results.update(record or {})
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+    log_final(trainer, results)
     if not quiet:
         print(format_summary(results))
     return results

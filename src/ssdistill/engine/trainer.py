@@ -1,4 +1,5 @@
-"""Lightning trainer factory: devices, DDP, precision, checkpoints every epoch + last.ckpt, CSV logs."""
+"""Lightning trainer factory: devices, DDP, precision, checkpoints every epoch + last.ckpt, CSV logs (and the trackers of
+``run.loggers``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from ssdistill.config import DistillConfig
 from ssdistill.files import atomic_output
 from ssdistill.errors import ConfigError
+from ssdistill.engine.trackers import TrackerStart, tracker_loggers
 
 
 class TrainingClock(L.Callback):
@@ -98,16 +100,8 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
         )
     if t.progress_bar:
         all_callbacks.append(TQDMProgressBar(refresh_rate=1))
-    loggers = [CSVLogger(save_dir=str(run_dir), name="", version="")]
-    for name in t.loggers:
-        if name == "tensorboard":
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
-        else:
-            from lightning.pytorch.loggers import WandbLogger
-
-            loggers.append(WandbLogger(save_dir=str(run_dir), name=run_dir.name))
+    loggers = [CSVLogger(save_dir=str(run_dir), name="", version=""), *tracker_loggers(cfg, run_dir)]
+    all_callbacks.append(TrackerStart(cfg, run_dir))
     processes = (t.devices if isinstance(t.devices, int) else 1) * t.num_nodes
     if isinstance(t.devices, int) and t.devices < 1:
         raise ConfigError(f"trainer.devices must be at least 1 (or auto), got {t.devices}")
