@@ -136,7 +136,11 @@ class TrainerConfig(Section):
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field("auto", description="Lightning accelerator")
     devices: Union[int, Literal["auto"]] = Field(1, description="devices per node (processes); >1 uses DDP")
     num_nodes: int = Field(1, gt=0, description="nodes (DDP via torchrun/SLURM)")
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="training precision")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="training precision (bf16-mixed also on CPU)")
+    accumulate_grad_batches: int = Field(
+        1, ge=1, description="batches per optimiser step (a step sees data.batch_size x this many images; queues take its keys "
+        "once per step, momentum encoders update once per step, the schedule counts steps)",
+    )
     seed: int = Field(0, description="seed for weights, data order and augmentations")
     progress_bar: bool = Field(True, description="show a progress bar")
     log_every_n_steps: int = Field(10, gt=0, description="metrics logging interval")

@@ -102,7 +102,7 @@ def test_paper_form_and_only_anchor_keys_enter_the_queue():
     assert module.terms["intra"].item() == pytest.approx(queue_nce(sa, ta, queue_before, 0.2).item(), rel=1e-4)
     assert loss.item() == pytest.approx((module.terms["intra"] + module.terms["inter"]).item(), rel=1e-6)
     assert torch.equal(module.queue.keys, queue_before)  # staged until the step is over
-    module.commit_queues()
+    module.after_optimiser_step()
     assert torch.allclose(module.queue.keys[:8], ta, atol=1e-6) and module.queue.ids[:8].tolist() == list(range(8))
     assert "loss_form: paper (official: official)" in METHODS["bingo"].deviations(module.cfg)
 

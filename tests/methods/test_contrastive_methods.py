@@ -50,7 +50,7 @@ def test_moco_step_trains_the_query_encoder_only_and_fills_the_queue():
     assert all(p.grad is None for p in module.key_encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.student.parameters())
     assert (module.queue.ids == -1).all()  # staged: the keys enter the queue only after the optimiser step
-    module.commit_queues()
+    module.after_optimiser_step()
     assert module.queue.ids[:8].tolist() == list(range(8)) and int(module.queue.pointer) == 8
     # the key encoder moved halfway towards the query encoder (momentum 0.5); both started equal
     assert all(torch.allclose(b, p) for b, p in zip(before, module.key_encoder.parameters()))
@@ -78,7 +78,7 @@ def test_seed_step_has_a_teacher_wide_head_and_enqueues_teacher_embeddings():
     batch = {"index": torch.arange(8), "views": {"student": torch.rand(8, 3, 32, 32)}}
     loss = module.training_step(batch, 0)
     loss.backward()
-    module.commit_queues()
+    module.after_optimiser_step()
     assert module.head[-1].out_features == 6 and torch.isfinite(loss)
     expected = torch.nn.functional.normalize(Table()(torch.arange(8)), dim=1)
     assert torch.allclose(module.queue.keys[:8], expected, atol=1e-6)

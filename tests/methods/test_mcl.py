@@ -58,7 +58,7 @@ def test_label_free_step_trains_every_member_and_writes_their_keys_in_lockstep()
     for member, student in module.students().items():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters()), member
     assert all(p.grad is None for encoder in module.key_encoders for p in encoder.parameters())
-    module.commit_queues()
+    module.after_optimiser_step()
     assert module.queue.ids[:8].tolist() == ids.tolist() and int(module.queue.pointer) == 8
     with torch.no_grad():  # column j of member m's queue: member m's key (its own key encoder) of image ids[j]
         for m, encoder in enumerate(module.key_encoders):
@@ -72,7 +72,7 @@ def test_label_free_loss_is_the_weighted_sum_and_mask_same_id_hides_older_keys_o
     loss = module.training_step(batch, 0)
     t = module.terms
     assert loss.item() == pytest.approx((2 * t["vcl"] + 0.5 * t["icl"] + 0.25 * t["soft_vcl"] + 3 * t["soft_icl"]).item(), rel=1e-6)
-    module.commit_queues()
+    module.after_optimiser_step()
     masked = _module(out_dim=8, momentum=0.0, mask_same_id=True)
     masked.load_state_dict(module.state_dict())
     plain_again = module.training_step(batch, 1)

@@ -47,7 +47,7 @@ def test_every_method_trains_one_step_on_the_batch_it_describes(tmp_path, name):
         for member, student in module.students().items():
             grads = [p.grad for p in student.parameters() if p.grad is not None]
             assert grads and any(g.abs().sum() > 0 for g in grads), f"{name}: no gradient reached the student '{member}'"
-        module.commit_queues()
+        module.after_optimiser_step()
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -199,17 +199,33 @@ class DistillMethod(L.LightningModule):
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, 1.0, 0.0, end))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    micro_batch = 0  # index of the current batch inside its optimiser step (trainer.accumulate_grad_batches)
+    batches_trained = 0  # batches of this process in this attempt (for images/s)
+
     def on_train_batch_start(self, batch, batch_idx) -> None:
-        """The step's random draws (cutmix, teacher drop, ...) come from (seed, step, rank): the same in a resumed run."""
-        seed_everything_from(self.cfg.trainer.seed, self.global_step, rank(), 1)
+        """The step's random draws (cutmix, teacher drop, ...) come from (seed, step, micro-batch, rank): the same in a
+        resumed run. With gradient accumulation an optimiser step spans several batches, each with its own draws."""
+        accumulate = self.cfg.trainer.accumulate_grad_batches
+        self.micro_batch = batch_idx % accumulate
+        seed_everything_from(self.cfg.trainer.seed, self.global_step * accumulate + self.micro_batch, rank(), 1)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.commit_queues()
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+    @property
+    def opens_optimiser_step(self) -> bool:
+        """True on the first batch of an optimiser step: where a momentum encoder takes its once-per-step update."""
+        return self.micro_batch == 0
 
-    def commit_queues(self) -> None:
-        """Keys staged by the step enter their queues after the optimiser step."""
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.after_optimiser_step()
+
+    def after_optimiser_step(self) -> None:
+        """Once per optimiser step, right after it (before any checkpoint of that step is written): the keys staged by
+        every batch of the step enter their queues together, so all batches of one step saw the same queue."""
         for module in self.modules():
             if isinstance(module, KeyQueue):
                 module.commit()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.batches_trained += 1
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
 

@@ -31,6 +31,7 @@ from ssdistill.engine.records import RESULTS_VERSION, machine, peak_rss_mb, vers
 from ssdistill.engine.resume import resume_checkpoint
 from ssdistill.engine.rundir import existing_run_dir
 from ssdistill.engine.trainer import TrainingClock, build_trainer
+from ssdistill.distributed import world_size
 from ssdistill.engine.trackers import log_final
 from ssdistill.errors import ConfigError, DataError, ModelError
 from ssdistill.eval.monitor import KNNMonitor
@@ -161,7 +162,8 @@ def run_distillation(
     restore = DataPosition(loader)
     trainer = build_trainer(cfg, run_dir, [*callbacks, restore, *monitors(cfg, source, module)], distributed_sampler=False)
     loader.progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
-    module.steps_per_epoch = min(len(loader), cfg.trainer.limit_train_batches or len(loader))
+    batches_per_epoch = min(len(loader), cfg.trainer.limit_train_batches or len(loader))
+    module.steps_per_epoch = -(-batches_per_epoch // cfg.trainer.accumulate_grad_batches)  # optimiser steps (a partial last one counts)
     last, resumed_step = resume_checkpoint(run_dir) if resuming else (None, 0)
     previous_metrics = metrics_csv.set_aside(run_dir) if resuming and trainer.is_global_zero else None
     trainer.fit(module, loader, ckpt_path=str(last) if resuming else None)
@@ -174,8 +176,7 @@ def run_distillation(
     timing["train_seconds_this_attempt"] = this_attempt
     if previous_metrics is not None:
         metrics_csv.merge(run_dir, previous_metrics, upto_step=resumed_step)
-    steps_run = trainer.global_step - resumed_step
-    timing["train_images_per_s"] = steps_run * cfg.data.batch_size * trainer.world_size / max(this_attempt, 1e-9)
+    timing["train_images_per_s"] = module.batches_trained * cfg.data.batch_size * trainer.world_size / max(this_attempt, 1e-9)
     timing["peak_rss_mb"] = peak_rss_mb()
     if not trainer.is_global_zero:
         return {}
@@ -263,6 +264,12 @@ def results_record(cfg, run_dir, method, students, ctx, source, knn, note, timin
         "seed": cfg.trainer.seed,
         "epochs": cfg.trainer.epochs,
         "steps": steps,
+        "training": {  # how the steps were computed (speed and memory knobs; the config holds them too)
+            "precision": cfg.trainer.precision,
+            "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
+            "images_per_optimiser_step": cfg.data.batch_size * cfg.trainer.accumulate_grad_batches * world_size(),
+            "student_channels_last": {member: spec.channels_last for member, spec in method.student_members(cfg).items()},
+        },
         "student": next(iter(members.values())),
         "students": members,
         "teacher": teachers.get(cfg.primary_teacher),

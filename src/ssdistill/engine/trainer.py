@@ -111,6 +111,7 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
         num_nodes=t.num_nodes,
         strategy="ddp" if processes > 1 else "auto",
         precision=t.precision,
+        accumulate_grad_batches=t.accumulate_grad_batches,
         max_epochs=t.epochs,
         callbacks=all_callbacks,
         logger=loggers,

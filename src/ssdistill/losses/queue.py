@@ -38,7 +38,7 @@ class KeyQueue(nn.Module):
         self.register_buffer("keys", F.normalize(torch.randn(*shape, generator=generator), dim=-1))  # random unit keys, as MoCo
         self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))  # -1: never written
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
-        self._staged: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._staged: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def member_keys(self, member: int) -> torch.Tensor:
         """[size, dim]: the keys of one member of a column-aligned cohort queue."""
@@ -47,13 +47,14 @@ class KeyQueue(nn.Module):
         return self.keys[:, member]
 
     def stage(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
-        """Keys [B, dim] (a cohort queue: [B, M, dim]) and ids to enqueue at ``commit`` (after the step's backward pass)."""
-        self._staged = (keys.detach(), ids.detach())
+        """Keys [B, dim] (a cohort queue: [B, M, dim]) and ids to enqueue at ``commit`` (after the optimiser step; with
+        gradient accumulation every batch of the step stages its keys, and they enter together)."""
+        self._staged.append((keys.detach(), ids.detach()))
 
     def commit(self) -> None:
-        if self._staged is not None:
-            staged, self._staged = self._staged, None
-            self.enqueue(*staged)
+        if self._staged:
+            staged, self._staged = self._staged, []
+            self.enqueue(torch.cat([keys for keys, _ in staged]), torch.cat([ids for _, ids in staged]))
 
     def same_image(self, ids: torch.Tensor) -> torch.Tensor:
         """[B, size] mask of the queue entries written for each of ``ids``: older keys of a query's own image,

@@ -223,7 +223,8 @@ class MCL(DistillMethod):
     def label_free_terms(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         m, views, ids = self.cfg.method, batch["views"], batch["index"]
         for key_encoder, query in zip(self.key_encoders, self.queries):
-            momentum_update(key_encoder, query, m.momentum)
+            if self.opens_optimiser_step:  # once per optimiser step, with gradient accumulation too
+                momentum_update(key_encoder, query, m.momentum)
         queries = [query(views["query"]) for query in self.queries]
         with torch.no_grad():
             keys = [grouped_forward(key_encoder, views["key"], m.bn_groups) for key_encoder in self.key_encoders]

@@ -83,7 +83,8 @@ class MoCoV2(DistillMethod):
     def contrastive_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(queue InfoNCE loss, query embeddings, keys); the caller stages the keys for the queue."""
         views = batch["views"]
-        momentum_update(self.key_encoder, self.query, self.cfg.method.momentum)
+        if self.opens_optimiser_step:  # once per optimiser step, with gradient accumulation too
+            momentum_update(self.key_encoder, self.query, self.cfg.method.momentum)
         q = self.query(views["query"])
         k = self.keys(views["key"])
         own = excluded_keys(self.cfg.method, self.queue, batch["index"])

@@ -339,7 +339,7 @@ class RoB(DistillMethod):
             terms = {"cross_entropy": cross, "memax": regulariser}
         return self.log_loss(loss, **terms)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        super().on_train_batch_end(outputs, batch, batch_idx)
-        if self.cfg.method.eval_ema:  # after the optimiser step
+    def after_optimiser_step(self) -> None:
+        super().after_optimiser_step()
+        if self.cfg.method.eval_ema:
             momentum_update(self.ema, self.student, self.cfg.method.ema_momentum)
