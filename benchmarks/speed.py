@@ -32,13 +32,13 @@ Q1_TRAIN_IMAGES = 9469
 
 TIERS = {
     # images for P1 (cache fill), images per epoch for P3, (train, query) feature counts for P4
-    "smoke": {"p1_images": 64, "p3_images": 128, "p4_sizes": [(2_000, 500)], "p5_methods": ["feature"], "p5_steps": 2},
+    "smoke": {"p1_images": 64, "p3_images": 128, "p4_sizes": [(2_000, 500)], "p5_methods": ["feature"], "p5_steps": 2, "p6_demo": False},
     "cpu": {"p1_images": 1024, "p3_images": 1024, "p4_sizes": [(10_000, 5_000), (50_000, 5_000)],
-            "p5_methods": ["feature", "mvmr_kd", "moco"], "p5_steps": 30},
+            "p5_methods": ["feature", "mvmr_kd", "moco"], "p5_steps": 30, "p6_demo": True},
     "gpu": {"p1_images": 9469, "p3_images": 9469, "p4_sizes": [(10_000, 10_000), (50_000, 10_000), (1_000_000, 10_000)],
-            "p5_methods": ["feature", "mvmr_kd", "moco"], "p5_steps": 74},
+            "p5_methods": ["feature", "mvmr_kd", "moco"], "p5_steps": 74, "p6_demo": True},
 }
-FIGURES = ("P1", "P2", "P3", "P4", "P5")
+FIGURES = ("P1", "P2", "P3", "P4", "P5", "P6")
 
 
 def _train_folder() -> Path:
@@ -110,9 +110,8 @@ def p3_cache_speedup(images: int) -> dict:
     }
 
 
-def p2_step_overhead(method: str, batch_size: int = 64, repeats: int = 10) -> dict:
-    """One training step with cached teacher signals (forward, loss, backward) / the bare student forward+backward
-    on the same views, both measured here on the same batch (BENCHMARKS.md P2; goal <= 1.15)."""
+def _step_fixture(method: str, batch_size: int, overrides: dict | None = None):
+    """(recipe, student, module, batch) of one training step of ``method``'s recipe with random cached teacher signals."""
     from ssdistill.cache.signals import TableSignal
     from ssdistill.engine.datasets import layout
     from ssdistill.engine.provider import TeacherProvider
@@ -123,18 +122,25 @@ def p2_step_overhead(method: str, batch_size: int = 64, repeats: int = 10) -> di
     recipe = {"feature": "configs/demo/feature.yaml", "mvmr": "configs/demo/mvmr_kd.yaml", "seed": "configs/q1/seed.yaml"}[method]
     # SEED reads its teacher embeddings from a table (bank or original view: the same step) and keeps a queue as
     # large as Q1's training split
-    cfg = build_config(REPO / recipe, {"method": {"teacher_view": "original"}, "data": {"batch_size": batch_size}} if method == "seed" else None)
+    cfg = build_config(REPO / recipe, {"method": {"teacher_view": "original"}, "data": {"batch_size": batch_size}} if method == "seed" else overrides)
     torch.manual_seed(0)
     student = Student(cfg.student.arch)
     method_class = METHODS[method]
     signals = {name: TableSignal(torch.randn(Q1_TRAIN_IMAGES, 1280).half(), "random") for name in method_class.teacher_needs(cfg)}
-    module = method_class(cfg, student, signals, dataset_size=Q1_TRAIN_IMAGES)
-    queue = getattr(module, "queue", None)  # full from the start (random unit keys), as after the first epoch
+    module = method_class(cfg, student, signals, dataset_size=Q1_TRAIN_IMAGES)  # a queue is full from the start (random unit keys)
     module.log_loss = lambda loss, **terms: loss  # no Lightning trainer here: skip logging
     # the batch the method's dataset yields with its signals read from tables (its own declared layout)
     ctx = TeacherProvider(cfg, None)
     ctx.signals = signals
     batch = layout(method_class, cfg, ctx).example(batch_size, Q1_TRAIN_IMAGES)
+    return recipe, student, module, batch
+
+
+def p2_step_overhead(method: str, batch_size: int = 64, repeats: int = 10) -> dict:
+    """One training step with cached teacher signals (forward, loss, backward) / the bare student forward+backward
+    on the same views, both measured here on the same batch (BENCHMARKS.md P2; goal <= 1.15)."""
+    recipe, student, module, batch = _step_fixture(method, batch_size)
+    queue = getattr(module, "queue", None)
     passes = list(batch["views"].values())
 
     def bare() -> None:
@@ -173,6 +179,63 @@ def p2_step_overhead(method: str, batch_size: int = 64, repeats: int = 10) -> di
         "recipe": recipe,
         "queue": None if queue is None else len(queue.keys),
     }
+
+
+def p6_bf16(demo_runs: bool, repeats: int = 5) -> dict:
+    """bf16-mixed against fp32 on this machine. Step time: one training step of the demo recipe (forward, loss,
+    backward) under CPU/GPU autocast in bfloat16 and in float32, interleaved rounds, minimum taken. With ``demo_runs``
+    the demo schedule also runs end to end once per precision, each in a fresh process: peak memory, training time and
+    the student's k-NN (the figure asks that bf16 stays within 1 point)."""
+    recipe, _, module, batch = _step_fixture("feature", 64, {"data": {"batch_size": 64}})
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    module.to(device)
+    batch = {k: ({n: v.to(device) for n, v in x.items()} if isinstance(x, dict) else x.to(device) if torch.is_tensor(x) else x) for k, x in batch.items()}
+
+    def step(bf16: bool) -> None:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = module.training_step(batch, 0)
+        loss.backward()
+
+    timings: dict[bool, list[float]] = {}
+    for bf16 in (False, True) * 5:
+        module.zero_grad(set_to_none=True)
+        step(bf16)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            module.zero_grad(set_to_none=True)
+            step(bf16)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        timings.setdefault(bf16, []).append((time.perf_counter() - start) / repeats)
+    row = {
+        "figure": "P6 bf16-mixed step time (share of fp32)",
+        "ratio": min(timings[True]) / min(timings[False]),
+        "goal": "report",
+        "bf16_step_seconds": min(timings[True]),
+        "fp32_step_seconds": min(timings[False]),
+        "device": device,
+        "recipe": recipe,
+        "demo": None,
+    }
+    if demo_runs:
+        demo = {}
+        with tempfile.TemporaryDirectory() as scratch:
+            for precision in ("32", "bf16-mixed"):
+                name = f"p6-{precision}"
+                command = [sys.executable, "-m", "ssdistill", "distill", "--config", str(REPO / recipe), f"run.dir={scratch}",
+                           f"run.name={name}", f"trainer.precision={precision}", "trainer.progress_bar=false"]
+                subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+                results = json.loads((Path(scratch) / name / "results.json").read_text())
+                demo[precision] = {"knn_top1": results["knn"]["student"]["top1"], "train_seconds": results["timing"]["train_seconds"],
+                                   "peak_rss_mib": results["timing"]["peak_rss_mb"]}
+        demo["knn_difference"] = demo["bf16-mixed"]["knn_top1"] - demo["32"]["knn_top1"]
+        demo["within_1_point"] = abs(demo["knn_difference"]) <= 1.0
+        demo["train_time_ratio"] = demo["bf16-mixed"]["train_seconds"] / demo["32"]["train_seconds"]
+        demo["peak_memory_ratio"] = demo["bf16-mixed"]["peak_rss_mib"] / demo["32"]["peak_rss_mib"]
+        row["demo"] = demo
+    return row
 
 
 def p5_peak_memory(method: str, steps: int) -> dict:
@@ -279,6 +342,13 @@ def _markdown(record: dict) -> str:
             detail = f"{row['peak_rss_mib'] / 1024:.2f} GiB of {row['machine_ram_mib'] / 1024:.0f} GiB (largest process; batch {row['batch_size']}, {row['num_workers']} data workers, {row['steps']} steps then k-NN evaluation, `{row['recipe']}`)"
         elif row["figure"].startswith("P3"):
             detail = f"online {row['online_epoch_seconds']:.1f} s vs cached {row['cached_epoch_seconds']:.1f} s per epoch of {row['images']} images"
+        elif row["figure"].startswith("P6"):
+            detail = f"{row['bf16_step_seconds'] * 1000:.0f} ms vs fp32 {row['fp32_step_seconds'] * 1000:.0f} ms per step of `{row['recipe']}` on {row['device']}"
+            demo = row.get("demo")
+            if demo:
+                detail += (f"; demo schedule end to end: training time x{demo['train_time_ratio']:.2f}, peak memory x{demo['peak_memory_ratio']:.2f}, "
+                           f"student k-NN {demo['bf16-mixed']['knn_top1']:.1f} % vs {demo['32']['knn_top1']:.1f} % "
+                           f"({'within' if demo['within_1_point'] else 'NOT within'} 1 point)")
         else:
             detail = f"{row['ssdistill_seconds']:.2f} s vs {row['sklearn_seconds']:.2f} s, {row['query']} queries x {row['dim']}-d, predictions agree {100 * row['prediction_agreement']:.2f} %"
         lines.append(f"| {row['figure']} | {row['ratio']:.2f} | {row['goal']} | {detail} |")
@@ -315,6 +385,9 @@ def main() -> None:
         for method in tier["p5_methods"]:
             rows.append(p5_peak_memory(method, tier["p5_steps"]))
             print(rows[-1])
+    if "P6" in args.only:
+        rows.append(p6_bf16(tier["p6_demo"]))
+        print(rows[-1])
     record = {
         "tier": args.tier,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
