@@ -161,6 +161,10 @@ class EvalConfig(Section):
     )
     monitor_every: int = Field(0, ge=0, description="k-NN of the student every N epochs during training, logged with the losses (0: off)")
     monitor_images: int = Field(5000, gt=0, description="at most this many labelled training images as the monitoring k-NN memory")
+    align_images: int = Field(
+        256, ge=0, description="label-free monitor: linear CKA of the student with the primary teacher on this many fixed images "
+        "(from data.val when set, else from the training set) after every epoch, logged as monitor/teacher_cka (0: off)",
+    )
 
 
 class RunConfig(Section):

@@ -8,6 +8,7 @@ The run knows nothing of any method's fields: it reads the method's declarations
 from __future__ import annotations
 
 import copy
+from functools import partial
 import json
 import os
 import tempfile
@@ -20,7 +21,7 @@ import lightning as L
 import torch
 
 from ssdistill.config import DistillConfig, StudentConfig, teacher_label
-from ssdistill.data.datasets import ImageSource, seeded_subset
+from ssdistill.data.datasets import ImageSource, SubsetImages, seeded_subset
 from ssdistill.data.sampling import EpochKeyed, ResumableLoader, SeededItems, ShuffledBatchSampler
 from ssdistill.data.views import original_view
 from ssdistill.engine import metrics_csv
@@ -34,7 +35,8 @@ from ssdistill.engine.trainer import TrainingClock, build_trainer
 from ssdistill.distributed import world_size
 from ssdistill.engine.trackers import log_final
 from ssdistill.errors import ConfigError, DataError, ModelError
-from ssdistill.eval.monitor import KNNMonitor
+from ssdistill.eval.features import extract_features
+from ssdistill.eval.monitor import AlignmentMonitor, KNNMonitor
 from ssdistill.eval.run_evaluation import evaluate_run
 from ssdistill.eval.tables import format_summary
 from ssdistill.files import atomic_write_text
@@ -160,7 +162,7 @@ def run_distillation(
         pin_memory=device.type == "cuda",
     )
     restore = DataPosition(loader)
-    trainer = build_trainer(cfg, run_dir, [*callbacks, restore, *monitors(cfg, source, module)], distributed_sampler=False)
+    trainer = build_trainer(cfg, run_dir, [*callbacks, restore, *monitors(cfg, source, module, ctx)], distributed_sampler=False)
     loader.progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
     batches_per_epoch = min(len(loader), cfg.trainer.limit_train_batches or len(loader))
     module.steps_per_epoch = -(-batches_per_epoch // cfg.trainer.accumulate_grad_batches)  # optimiser steps (a partial last one counts)
@@ -225,17 +227,37 @@ def _initial_students(method: type[DistillMethod], cfg: DistillConfig, states: d
     return {member: student for member, student in built.items() if member not in method.copied_members(cfg)}
 
 
-def monitors(cfg: DistillConfig, source: ImageSource, module: DistillMethod) -> list:
-    """The k-NN monitoring callback when ``eval.monitor_every`` asks for it (labelled memory and val needed)."""
+def _teacher_rows(cfg: DistillConfig, ctx: TeacherProvider, spec: str, split: ImageSource, images: SubsetImages) -> torch.Tensor:
+    """The primary teacher's pooled features of ``images`` (a subset of ``split``): rows of the split's cached table
+    when the cache is on (the evaluation reads the same table), else computed for the subset alone."""
+    if cfg.cache.enabled:
+        return ctx.features(None, spec, split, "pooled")[images.positions]
+    teacher = ctx.teacher(None, "pooled")
+    return extract_features(teacher, images, teacher.original_view(), cfg.data.eval_batch_size, 0, ctx.device, "teacher alignment")
+
+
+def monitors(cfg: DistillConfig, source: ImageSource, module: DistillMethod, ctx: TeacherProvider | None = None) -> list:
+    """The label-free alignment monitor (``eval.align_images``; when the run has a teacher to align with) and the k-NN
+    monitor when ``eval.monitor_every`` asks for it (labelled memory and val needed)."""
+    views = {member: original_view(spec.resolution) for member, spec in type(module).student_members(cfg).items()}
+    found = []
+    if cfg.eval.align_images and ctx is not None and (cfg.eval.teacher or type(module).teacher_needs(cfg)):
+        spec, split = evaluation_split(cfg) or (cfg.data.train, source)
+        if len(split) >= 4:
+            positions = seeded_subset(split, min(cfg.eval.align_images, len(split)), cfg.trainer.seed)
+            positions = getattr(positions, "positions", list(range(len(split))))
+            images = SubsetImages(split, positions)
+            rows = partial(_teacher_rows, cfg, ctx, spec, split, images)
+            found.append(AlignmentMonitor(images, views, rows, cfg.data.eval_batch_size))
     if not cfg.eval.monitor_every:
-        return []
+        return found
     memory = open_split(cfg, cfg.data.knn_train) if cfg.data.knn_train else source
     split = evaluation_split(cfg)
     if split is None or memory.labels is None:
         raise ConfigError("eval.monitor_every needs labelled data: a class-folder data.train (or data.knn_train) and data.val")
     memory = seeded_subset(memory, min(cfg.eval.monitor_images, len(memory)), cfg.trainer.seed)
-    views = {member: original_view(spec.resolution) for member, spec in type(module).student_members(cfg).items()}
     return [
+        *found,
         KNNMonitor(memory, split[1], views, cfg.eval.monitor_every, cfg.eval.knn_k, cfg.eval.knn_t,
                    cfg.data.eval_batch_size, cfg.data.num_workers)
     ]

@@ -43,6 +43,35 @@ class TrainingClock(L.Callback):
         self.before = float(state["seconds"])
 
 
+class Throughput(L.Callback):
+    """Images per second and the share of wall time spent waiting for the next batch, over the last ``window``
+    batches, on the progress bar (not in the logs: timings would make two identical runs' metrics differ). The wait
+    is the time from the end of one batch to the start of the next, when the loader hands it over."""
+
+    def __init__(self, images_per_batch: int, window: int = 20) -> None:
+        self.images, self.window = images_per_batch, window
+        self.waits: list[float] = []
+        self.computes: list[float] = []
+        self.started = self.ended = None
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self.ended = None  # the gap between epochs (checkpoints, monitors) is not waiting for data
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.started = time.perf_counter()
+        if self.ended is not None:
+            self.waits = [*self.waits, self.started - self.ended][-self.window:]
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.ended = time.perf_counter()
+        self.computes = [*self.computes, self.ended - self.started][-self.window:]
+        wait, compute = sum(self.waits), sum(self.computes)
+        if self.waits:
+            seconds = wait * len(self.computes) / len(self.waits) + compute
+            module.log("img/s", self.images * len(self.computes) / seconds, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+            module.log("data_wait", wait / (wait + compute * len(self.waits) / len(self.computes)), prog_bar=True, logger=False, on_step=True, on_epoch=False)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file beside their path and renamed into place: a kill during the write leaves
     the previous file whole (Lightning writes the final path directly, so a kill could truncate last.ckpt)."""
@@ -82,6 +111,7 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     quiet_lightning()
     t = cfg.trainer
+    processes = (t.devices if isinstance(t.devices, int) else 1) * t.num_nodes
     checkpoints = run_dir / "checkpoints"
     every_epoch = RunCheckpoint(
         dirpath=checkpoints,
@@ -99,10 +129,9 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
             RunCheckpoint(dirpath=checkpoints, every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=0, save_last=True)
         )
     if t.progress_bar:
-        all_callbacks.append(TQDMProgressBar(refresh_rate=1))
+        all_callbacks += [TQDMProgressBar(refresh_rate=1), Throughput(cfg.data.batch_size * max(1, processes))]
     loggers = [CSVLogger(save_dir=str(run_dir), name="", version=""), *tracker_loggers(cfg, run_dir)]
     all_callbacks.append(TrackerStart(cfg, run_dir))
-    processes = (t.devices if isinstance(t.devices, int) else 1) * t.num_nodes
     if isinstance(t.devices, int) and t.devices < 1:
         raise ConfigError(f"trainer.devices must be at least 1 (or auto), got {t.devices}")
     return L.Trainer(

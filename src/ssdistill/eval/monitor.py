@@ -1,6 +1,9 @@
-"""Online monitoring: each student's weighted k-NN every N epochs during distillation, logged as
-``monitor/knn_top1`` (and ``monitor/knn_top5``) next to the losses in metrics.csv; the members of a cohort as
-``monitor/<member>/knn_top1``."""
+"""Online monitoring during distillation, logged next to the losses (metrics.csv, trackers):
+
+- each student's weighted k-NN every N epochs (labels needed): ``monitor/knn_top1`` (and ``knn_top5``), a cohort's
+  members as ``monitor/<member>/knn_top1``;
+- label-free, every epoch: each student's linear CKA with the primary teacher on a fixed held-back batch of images
+  (``monitor/teacher_cka``, also on the progress bar), so a user without labels sees learning happen."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import torch
 from ssdistill.data.datasets import ImageSource
 from ssdistill.eval.features import extract_features
 from ssdistill.eval.knn import knn_accuracy
+from ssdistill.losses.dependence import linear_cka
 
 
 class KNNMonitor(L.Callback):
@@ -52,3 +56,28 @@ class KNNMonitor(L.Callback):
             prefix = "monitor/" if member == "student" else f"monitor/{member}/"
             for name, value in scores.items():
                 pl_module.log(f"{prefix}knn_{name}", value, on_step=False, on_epoch=True, rank_zero_only=True)
+
+
+class AlignmentMonitor(L.Callback):
+    """Linear CKA of every student's features with the teacher's on the same fixed images, after every epoch (rank
+    zero). The teacher's features are computed once when training starts (``teacher_features``: a callable giving
+    them, so that nothing is built unless training runs)."""
+
+    def __init__(self, images: ImageSource, views: dict[str, Callable], teacher_features: Callable[[], torch.Tensor], batch_size: int = 256) -> None:
+        if len(images) < 4:
+            raise ValueError(f"the alignment monitor needs at least 4 images, got {len(images)}")
+        self.images, self.views, self.teacher_features = images, views, teacher_features
+        self.batch_size = batch_size
+        self.target: torch.Tensor | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.target is None:
+            self.target = self.teacher_features().float()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        for member, student in pl_module.students().items():
+            features = extract_features(student, self.images, self.views[member], self.batch_size, 0, pl_module.device, "monitor alignment")
+            name = "monitor/teacher_cka" if member == "student" else f"monitor/{member}/teacher_cka"
+            pl_module.log(name, float(linear_cka(features, self.target)), on_step=False, on_epoch=True, prog_bar=member == "student", rank_zero_only=True)

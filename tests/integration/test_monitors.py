@@ -1,0 +1,37 @@
+"""What a user without labels sees while a run trains: the student's linear CKA with the teacher on fixed held-back
+images after every epoch (logged), images/s and the share of time spent waiting for data (progress bar)."""
+
+import csv
+
+import lightning as L
+
+from integration.common import tiny_config
+from ssdistill import distill
+
+
+class ProgressBarMetrics(L.Callback):
+    def __init__(self) -> None:
+        self.seen = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.seen.append(dict(trainer.progress_bar_metrics))
+
+
+def test_alignment_with_the_teacher_is_logged_every_epoch_and_grows_as_the_student_learns(tmp_path):
+    seen = ProgressBarMetrics()
+    config = tiny_config(tmp_path, trainer={"epochs": 4, "progress_bar": True}, method={"loss": "mse"})
+    results = distill(config, callbacks=[seen], quiet=True)
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "tiny" / "metrics.csv")))
+    cka = [float(row["monitor/teacher_cka"]) for row in rows if row.get("monitor/teacher_cka")]
+    assert len(cka) == 4 and all(0 < value <= 1 for value in cka)
+    assert cka[-1] > cka[0] + 0.03, cka  # learning shows without labels
+    bar = seen.seen[-1]
+    assert 0 < bar["img/s"] and 0 <= bar["data_wait"] <= 1 and "monitor/teacher_cka" in seen.seen[-1] | seen.seen[4]
+    assert "img/s" not in rows[0] and "data_wait" not in rows[0]  # timings stay out of the reproducible logs
+    assert results["steps"] == 16
+
+
+def test_the_alignment_monitor_can_be_turned_off(tmp_path):
+    distill(tiny_config(tmp_path, trainer={"epochs": 1}, eval={"align_images": 0}), quiet=True)
+    header = next(csv.reader(open(tmp_path / "runs" / "tiny" / "metrics.csv")))
+    assert not any(column.startswith("monitor/") for column in header)
