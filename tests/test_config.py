@@ -25,6 +25,11 @@ def test_overrides_parse_yaml_values():
     assert parse_overrides(["a.b=3", "a.c=true", "d=[1, 2]", "e=text"]) == {"a": {"b": 3, "c": True}, "d": [1, 2], "e": "text"}
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["trainer.epochs"])
+    # a command line's trainer.precision=32 parses as the number 32: it means the precision "32"
+    assert build_config(overrides=["trainer.precision=32"]).trainer.precision == "32"
+    assert build_config(overrides=["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
+    with pytest.raises(ConfigError, match="trainer.precision"):
+        build_config(overrides=["trainer.precision=64"])
 
 
 @pytest.mark.parametrize(

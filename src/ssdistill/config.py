@@ -137,6 +137,11 @@ class TrainerConfig(Section):
     devices: Union[int, Literal["auto"]] = Field(1, description="devices per node (processes); >1 uses DDP")
     num_nodes: int = Field(1, gt=0, description="nodes (DDP via torchrun/SLURM)")
     precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="training precision (bf16-mixed also on CPU)")
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # trainer.precision=32 on a command line
+
     accumulate_grad_batches: int = Field(
         1, ge=1, description="batches per optimiser step (a step sees data.batch_size x this many images; queues take its keys "
         "once per step, momentum encoders update once per step, the schedule counts steps)",
