@@ -161,9 +161,11 @@ class DistillMethod(L.LightningModule):
                 f"loss became {loss.item()} at step {self.global_step}; lower optim.lr, set optim.grad_clip, or use trainer.precision=32"
             )
         batch_size = self.cfg.data.batch_size
-        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
+        # under DDP the logged losses are the mean over the processes (the global batch's), not rank 0's share
+        sync = self._trainer is not None and self.trainer.world_size > 1
+        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size, sync_dist=sync)
         for key, value in terms.items():
-            self.log(f"train/{key}", value.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
+            self.log(f"train/{key}", value.detach(), on_step=True, on_epoch=True, batch_size=batch_size, sync_dist=sync)
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
