@@ -99,6 +99,161 @@ class FolderImages:
         return self._fingerprint
 
 
+class ListImages:
+    """Images named in a text file, one per line: ``path`` or ``path<TAB>class``; relative paths are read from the
+    list file's folder, blank lines and ``#`` comments are skipped. Labelled when every line names a class (class ids
+    in sorted name order, as for folders)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.list_file = Path(path).expanduser()
+        try:
+            lines = self.list_file.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read the image list {self.list_file} ({exc}); give a text file with one image path per line") from None
+        entries = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, _, label = line.rstrip("\n").partition("\t")
+            file = Path(name.strip()).expanduser()
+            file = file if file.is_absolute() else self.list_file.parent / file
+            if not file.is_file():
+                raise DataError(f"{self.list_file} line {number}: {name.strip()} not found; fix the path (relative paths start at the list's folder)")
+            entries.append((file, name.strip(), label.strip() or None))
+        if not entries:
+            raise DataError(f"{self.list_file} names no images; write one image path per line")
+        self.paths = [file for file, _, _ in entries]
+        self.names = [name for _, name, _ in entries]
+        named = [label for _, _, label in entries]
+        if all(named):
+            self.classes = sorted(set(named))
+            ids = {c: i for i, c in enumerate(self.classes)}
+            self.labels: list[int] | None = [ids[label] for label in named]
+        elif any(named):
+            raise DataError(f"{self.list_file}: some lines name a class and some do not; give every line a class (path<TAB>class) or none")
+        else:
+            self.classes, self.labels = [], None
+        self.skipped: list = []
+        self.description = str(self.list_file)
+        self._fingerprint: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> Image.Image:
+        return load_rgb(self.paths[index])
+
+    def size(self, index: int) -> tuple[int, int]:
+        with Image.open(self.paths[index]) as image:
+            return image.size
+
+    def fingerprint(self) -> str:
+        """The paths as the list writes them and the files' sizes (the same list and files under another root match)."""
+        if self._fingerprint is None:
+            digest = hashlib.sha1(b"list\n")
+            for name, path in zip(self.names, self.paths):
+                digest.update(f"{name}:{path.stat().st_size}\n".encode())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "ppm", "bmp")
+
+
+class ShardImages:
+    """WebDataset tar shards (``wds:/data/train-{000000..000099}.tar``, the pattern brace-expanded as webdataset does):
+    each sample is the tar members that share a key (``<key>.jpg``, optionally ``<key>.cls`` with its integer class).
+    The shards are indexed once (tar headers only, no image is decoded) and read in place: sample i is always the same
+    key, so teacher-cache rows, banks and neighbour lists stay addressable, and every loader worker seeks straight to
+    its images. Keys must be unique across the shards."""
+
+    def __init__(self, pattern: str) -> None:
+        import tarfile
+
+        try:
+            from webdataset.shardlists import expand_urls
+        except ImportError:
+            raise DataError("wds: shards need the webdataset package: pip install 'ssdistill[data]' (or pip install webdataset)") from None
+
+        self.pattern = pattern
+        self.shards = [Path(url).expanduser() for url in expand_urls(pattern)]
+        missing = [str(s) for s in self.shards if not s.is_file()]
+        if not self.shards or missing:
+            raise DataError(f"wds:{pattern}: shard {missing[0] if missing else pattern} not found; give local .tar shards (brace patterns allowed)")
+        samples: dict[str, dict] = {}
+        for shard_id, shard in enumerate(self.shards):
+            try:
+                with tarfile.open(shard, "r:") as tar:
+                    for member in tar:
+                        if not member.isfile():
+                            continue
+                        stem = member.name.rsplit("/", 1)
+                        base = stem[-1]
+                        key = (stem[0] + "/" if len(stem) == 2 else "") + base.split(".", 1)[0]
+                        ext = base.split(".", 1)[1].lower() if "." in base else ""
+                        sample = samples.setdefault(key, {"key": key, "shard": shard_id})
+                        if sample["shard"] != shard_id:
+                            raise DataError(f"wds:{pattern}: key {key} appears in two shards; sample keys must be unique")
+                        if ext in IMAGE_EXTENSIONS and "image" not in sample:
+                            sample["image"] = (member.offset_data, member.size)
+                        elif ext == "cls":
+                            sample["cls"] = int(tar.extractfile(member).read().decode().strip())
+            except (tarfile.TarError, OSError, ValueError) as exc:
+                raise DataError(f"cannot index shard {shard} ({exc}); shards must be uncompressed tar files of WebDataset samples") from None
+        self.samples = [sample for sample in samples.values() if "image" in sample]
+        if not self.samples:
+            raise DataError(f"wds:{pattern} holds no images ({', '.join(IMAGE_EXTENSIONS)} members)")
+        self.keys = [sample["key"] for sample in self.samples]
+        if all("cls" in sample for sample in self.samples):
+            self.labels: list[int] | None = [sample["cls"] for sample in self.samples]
+            self.classes = [str(c) for c in range(max(self.labels) + 1)]
+        else:
+            self.labels, self.classes = None, []
+        self.skipped: list = []
+        self.description = f"wds:{pattern}"
+        self._files: dict[int, object] = {}
+        self._fingerprint: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getstate__(self) -> dict:  # open shard files stay in their process (each loader worker opens its own)
+        return {**self.__dict__, "_files": {}}
+
+    def _bytes(self, index: int) -> bytes:
+        sample = self.samples[index]
+        handle = self._files.get(sample["shard"])
+        if handle is None:
+            handle = self._files[sample["shard"]] = open(self.shards[sample["shard"]], "rb")
+        offset, size = sample["image"]
+        handle.seek(offset)
+        return handle.read(size)
+
+    def load(self, index: int) -> Image.Image:
+        import io
+
+        try:
+            with Image.open(io.BytesIO(self._bytes(index))) as image:
+                return image.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot decode sample {self.keys[index]} of wds:{self.pattern} ({exc})") from None
+
+    def size(self, index: int) -> tuple[int, int]:
+        import io
+
+        with Image.open(io.BytesIO(self._bytes(index))) as image:
+            return image.size
+
+    def fingerprint(self) -> str:
+        """Shard names, sample keys and image sizes in bytes (the same shards under another path match)."""
+        if self._fingerprint is None:
+            digest = hashlib.sha1(b"wds\n")
+            for sample in self.samples:
+                digest.update(f"{self.shards[sample['shard']].name}:{sample['key']}:{sample['image'][1]}\n".encode())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
+
 class TorchvisionImages:
     """CIFAR-10/100 and STL-10 by name (``cifar10:train``); downloads only when asked to."""
 
@@ -212,9 +367,14 @@ class UnionImages:
 
 
 def open_images(spec: str, root: str = "~/.cache/ssdistill/datasets", download: bool = False, skip_corrupt: bool = False) -> ImageSource:
-    """A folder path, or ``cifar10:train`` / ``cifar100:test`` / ``stl10:unlabeled`` style names."""
+    """A folder path, a text file listing image paths (``.txt``), WebDataset shards (``wds:`` + a shard pattern), or
+    ``cifar10:train`` / ``cifar100:test`` / ``stl10:unlabeled`` style names."""
     if not spec:
         raise DataError("no data given; set data.train to an image folder (for example data.train=data/imagenette_mini/train)")
+    if spec.startswith("wds:"):
+        return ShardImages(spec[len("wds:"):])
+    if spec.endswith(".txt") and Path(spec).expanduser().is_file():
+        return ListImages(spec)
     name, _, split = spec.partition(":")
     if name.lower() in TORCHVISION_SPLITS and not Path(spec).exists():
         split = split or "train"
