@@ -89,3 +89,21 @@ def test_a_tracker_without_its_package_is_refused_before_training(tmp_path, monk
     with pytest.raises(ConfigError, match=r"run.loggers: wandb needs the wandb package: pip install 'ssdistill\[loggers\]'"):
         distill(tiny_config(tmp_path, run={"dir": str(tmp_path / "runs"), "name": "w", "loggers": ["wandb"]}), quiet=True)
     assert not (tmp_path / "runs" / "w").exists()  # a failed start leaves no run directory
+
+
+def test_weights_and_biases_runs_offline_and_records_the_config_and_the_final_evaluation(tmp_path, monkeypatch):
+    """W&B without an account or network (WANDB_MODE=offline): one finished offline run whose record log (what
+    `wandb sync` uploads later; protobuf records, so its keys and text values are readable bytes) holds the config,
+    the loss and the final k-NN. W&B is an optional extra: this test needs it installed."""
+    pytest.importorskip("wandb", reason="W&B is an optional extra (pip install 'ssdistill[loggers]')")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = tiny_config(tmp_path, trainer={"epochs": 1, "log_every_n_steps": 1}, run={"dir": str(tmp_path / "runs"), "name": "wb", "loggers": ["wandb"]})
+    distill(config, quiet=True)
+    run = tmp_path / "runs" / "wb"
+    offline = sorted((run / "wandb").glob("offline-run-*"))
+    run_id = json.loads((run / "trackers.json").read_text())["wandb"]
+    assert len(offline) == 1 and offline[0].name.endswith(run_id)
+    record = (offline[0] / f"run-{run_id}.wandb").read_bytes()
+    for key in (b"optim.lr", b"method.name", b"train/loss_step", b"final/student/knn_top1"):
+        assert key in record, key

@@ -169,3 +169,5 @@ def log_final(trainer: L.Trainer, results: dict[str, Any]) -> None:
     for logger in trackers:
         logger.log_metrics(metrics, step=trainer.global_step)
         logger.finalize("success")
+        if type(logger).__name__ == "WandbLogger":  # Lightning leaves the W&B run open; finishing writes its summary
+            logger.experiment.finish()
