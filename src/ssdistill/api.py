@@ -22,6 +22,7 @@ import yaml
 from ssdistill.cache.fill import cached_teacher_features
 from ssdistill.config import DistillConfig, TeacherConfig, is_tap
 from ssdistill.data.datasets import open_images
+from ssdistill.distributed import launch_rank_world
 from ssdistill.engine.provider import TeacherProvider, open_split
 from ssdistill.engine.records import machine, versions
 from ssdistill.engine.resume import check_resume
@@ -90,7 +91,8 @@ def distill(
 
 
 def is_rank_zero() -> bool:
-    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))) == 0
+    """The first process of a launch: torchrun's or SLURM's global rank 0, and not a process Lightning started."""
+    return launch_rank_world()[0] == 0 and int(os.environ.get("LOCAL_RANK", "0")) == 0
 
 
 def remove_failed_start(run_dir: Path) -> None:

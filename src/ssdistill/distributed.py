@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
+
+
+def launch_rank_world() -> tuple[int, int]:
+    """Rank and world size of a torchrun / SLURM launch, read from the environment before any process group exists
+    (0, 1 otherwise)."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"])
+    if "SLURM_NTASKS" in os.environ:
+        return int(os.environ.get("SLURM_PROCID", "0")), int(os.environ["SLURM_NTASKS"])
+    return 0, 1
 
 
 def world_size() -> int:

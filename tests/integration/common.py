@@ -26,7 +26,7 @@ def tiny_config(tmp_path: Path, **updates) -> dict:
         "student": {"arch": "test_resnet", "resolution": 32},
         "teacher": {"name": "test_resnet", "weights": str(weights), "resolution": 32},
         "trainer": {"epochs": 3, "progress_bar": False, "seed": 3},
-        "eval": {"teacher": False, "random_init": False},
+        "eval": {"teacher": False, "random_init": False, "align_images": 0},  # the alignment monitor: test_monitors.py
         "run": {"dir": str(tmp_path / "runs"), "name": "tiny"},
     }
     for section, values in updates.items():

@@ -86,10 +86,10 @@ def test_cka_trains_under_ddp_when_a_task_is_missing_from_a_batch(tmp_path):
     assert set(results["tasks"]) == {"a", "b"} and results["steps"] == 6
 
 
-def _loss_curve(run_dir):
+def _curve(run_dir, column="train/loss_step"):
     import csv
 
-    return [float(row["train/loss_step"]) for row in csv.DictReader(open(run_dir / "metrics.csv")) if row.get("train/loss_step")]
+    return [float(row[column]) for row in csv.DictReader(open(run_dir / "metrics.csv")) if row.get(column)]
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
@@ -113,11 +113,14 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
                 assert done.returncode == 0, done.stderr[-3000:]
             run_dir = run / "runs" / "tiny"
             assert json.loads((run_dir / "results.json").read_text())["steps"] == 4
-            curves[method["name"], world] = _loss_curve(run_dir)
+            curves[method["name"], world] = _curve(run_dir)
+            curves[method["name"], world, "lr"] = _curve(run_dir, "train/lr")
             state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
             if "queue.ids" in state:
                 queues[world] = state["queue.ids"]
     for name in ("feature", "moco"):
+        # the schedule counts each process's share of the images: the same warm-up and cosine as one process
+        assert curves[name, 1, "lr"] == curves[name, 2, "lr"] and len(curves[name, 1, "lr"]) == 4
         one, two = torch.tensor(curves[name, 1]), torch.tensor(curves[name, 2])
         assert len(one) == len(two) == 4
         # measured: at most 7.4 % (feature) and 8.1 % (MoCo, its first step) apart

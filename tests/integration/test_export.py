@@ -142,6 +142,13 @@ def test_push_to_hub_creates_the_repository_and_uploads_the_export_folder(finish
         export_run(finished_run, output=tmp_path / "hub2", push_to_hub="me/tiny-student")
 
 
+def test_a_licence_the_hub_does_not_know_becomes_other_with_its_name():
+    from ssdistill.modelcard import licence_lines
+
+    assert licence_lines("Apache-2.0") == ["license: apache-2.0"] and licence_lines(None) == ["license: other"]
+    assert licence_lines("My Company Licence 1.0") == ["license: other", "license_name: my-company-licence-1.0"]
+
+
 def test_teacher_weights_origin_is_named_by_content_package_or_timm_record(tmp_path):
     from ssdistill.config import TeacherConfig
     from ssdistill.modelcard import weights_origin

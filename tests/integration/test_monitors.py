@@ -19,7 +19,7 @@ class ProgressBarMetrics(L.Callback):
 
 def test_alignment_with_the_teacher_is_logged_every_epoch_and_grows_as_the_student_learns(tmp_path):
     seen = ProgressBarMetrics()
-    config = tiny_config(tmp_path, trainer={"epochs": 4, "progress_bar": True}, method={"loss": "mse"})
+    config = tiny_config(tmp_path, trainer={"epochs": 4, "progress_bar": True}, method={"loss": "mse"}, eval={"align_images": 256})
     results = distill(config, callbacks=[seen], quiet=True)
     rows = list(csv.DictReader(open(tmp_path / "runs" / "tiny" / "metrics.csv")))
     cka = [float(row["monitor/teacher_cka"]) for row in rows if row.get("monitor/teacher_cka")]
@@ -31,7 +31,11 @@ def test_alignment_with_the_teacher_is_logged_every_epoch_and_grows_as_the_stude
     assert results["steps"] == 16
 
 
-def test_the_alignment_monitor_can_be_turned_off(tmp_path):
+def test_without_val_the_monitor_aligns_on_fixed_training_images_and_can_be_turned_off(tmp_path):
+    """No data.val and fewer training images (a 64-image subset of 1,000) than eval.align_images: all 64 are used."""
+    distill(tiny_config(tmp_path, trainer={"epochs": 2}, data={"val": None}, eval={"align_images": 256}, run={"name": "noval"}), quiet=True)
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "noval" / "metrics.csv")))
+    assert len([row for row in rows if row.get("monitor/teacher_cka")]) == 2
     distill(tiny_config(tmp_path, trainer={"epochs": 1}, eval={"align_images": 0}), quiet=True)
     header = next(csv.reader(open(tmp_path / "runs" / "tiny" / "metrics.csv")))
     assert not any(column.startswith("monitor/") for column in header)

@@ -59,10 +59,12 @@ def test_mlflow_run_holds_the_loss_curve_the_config_as_params_and_the_final_eval
     assert record.data.metrics["final/retained_pct"] == pytest.approx(results["retained_pct"])
 
 
-def test_a_resumed_run_logs_into_the_same_mlflow_run(tracked_run):
+def test_a_resumed_run_logs_into_the_same_mlflow_run(tmp_path):
     import mlflow
 
-    run, results = tracked_run
+    config = tiny_config(tmp_path, trainer={"epochs": 2, "log_every_n_steps": 1}, run={"dir": str(tmp_path / "runs"), "name": "tracked", "loggers": ["mlflow"]})
+    results = distill(config, quiet=True)
+    run = tmp_path / "runs" / "tracked"
     ids = json.loads((run / "trackers.json").read_text())
     distill(resume=run, overrides={"trainer": {"epochs": 3}}, quiet=True)
     client = mlflow.tracking.MlflowClient(f"sqlite:///{run.parent / 'mlflow.db'}")

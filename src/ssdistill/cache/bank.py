@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ssdistill.cache.fill import chunk_rows_for, launch_rank_world, teacher_compute
+from ssdistill.cache.fill import chunk_rows_for, teacher_compute
+from ssdistill.distributed import launch_rank_world
 from ssdistill.cache.store import Entry, EntryKey, cache_root, open_or_fill
 from ssdistill.config import AugConfig
 from ssdistill.data.datasets import ImageSource

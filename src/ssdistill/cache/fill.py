@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Iterator
 
 import torch
@@ -11,6 +10,7 @@ from tqdm.auto import tqdm
 
 from ssdistill.cache.store import Entry, EntryKey, cache_root, open_or_fill
 from ssdistill.data.datasets import ImageSource
+from ssdistill.distributed import launch_rank_world
 from ssdistill.errors import DataError
 from ssdistill.models.teachers import FrozenTeacher
 
@@ -58,15 +58,6 @@ class _OriginalViews(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.view(self.source.load(index))
-
-
-def launch_rank_world() -> tuple[int, int]:
-    """Rank and world size of a torchrun / SLURM launch (0, 1 otherwise)."""
-    if "WORLD_SIZE" in os.environ:
-        return int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"])
-    if "SLURM_NTASKS" in os.environ:
-        return int(os.environ.get("SLURM_PROCID", "0")), int(os.environ["SLURM_NTASKS"])
-    return 0, 1
 
 
 def cached_teacher_features(

@@ -9,6 +9,7 @@ per-sample teacher signals can be looked up by index.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from pathlib import Path
 from typing import Callable, Protocol
@@ -158,18 +159,17 @@ class ListImages:
 
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "ppm", "bmp")
+_SHARD_INDEX: dict[tuple, list[dict]] = {}  # (shard paths, sizes, mtimes) -> samples: each set of shards indexed once
 
 
 class ShardImages:
     """WebDataset tar shards (``wds:/data/train-{000000..000099}.tar``, the pattern brace-expanded as webdataset does):
     each sample is the tar members that share a key (``<key>.jpg``, optionally ``<key>.cls`` with its integer class).
     The shards are indexed once (tar headers only, no image is decoded) and read in place: sample i is always the same
-    key, so teacher-cache rows, banks and neighbour lists stay addressable, and every loader worker seeks straight to
-    its images. Keys must be unique across the shards."""
+    key, so teacher-cache rows, banks and neighbour lists stay addressable, and every loader worker reads its images
+    straight from their offsets. Keys must be unique across the shards."""
 
     def __init__(self, pattern: str) -> None:
-        import tarfile
-
         try:
             from webdataset.shardlists import expand_urls
         except ImportError:
@@ -180,6 +180,27 @@ class ShardImages:
         missing = [str(s) for s in self.shards if not s.is_file()]
         if not self.shards or missing:
             raise DataError(f"wds:{pattern}: shard {missing[0] if missing else pattern} not found; give local .tar shards (brace patterns allowed)")
+        stats = tuple((str(shard.resolve()), shard.stat().st_size, shard.stat().st_mtime_ns) for shard in self.shards)
+        if stats not in _SHARD_INDEX:  # a split is opened several times a run (checks, monitor, evaluation): index it once
+            _SHARD_INDEX[stats] = self._index(pattern)
+        self.samples = _SHARD_INDEX[stats]
+        if not self.samples:
+            raise DataError(f"wds:{pattern} holds no images ({', '.join(IMAGE_EXTENSIONS)} members)")
+        self.keys = [sample["key"] for sample in self.samples]
+        if all("cls" in sample for sample in self.samples):
+            self.labels: list[int] | None = [sample["cls"] for sample in self.samples]
+            self.classes = [str(c) for c in range(max(self.labels) + 1)]
+        else:
+            self.labels, self.classes = None, []
+        self.skipped: list = []
+        self.description = f"wds:{pattern}"
+        self._files: dict[int, int] = {}
+        self._fingerprint: str | None = None
+
+    def _index(self, pattern: str) -> list[dict]:
+        """Every sample with an image: its key, shard, image member's (offset, size) and class, in shard order."""
+        import tarfile
+
         samples: dict[str, dict] = {}
         for shard_id, shard in enumerate(self.shards):
             try:
@@ -200,19 +221,7 @@ class ShardImages:
                             sample["cls"] = int(tar.extractfile(member).read().decode().strip())
             except (tarfile.TarError, OSError, ValueError) as exc:
                 raise DataError(f"cannot index shard {shard} ({exc}); shards must be uncompressed tar files of WebDataset samples") from None
-        self.samples = [sample for sample in samples.values() if "image" in sample]
-        if not self.samples:
-            raise DataError(f"wds:{pattern} holds no images ({', '.join(IMAGE_EXTENSIONS)} members)")
-        self.keys = [sample["key"] for sample in self.samples]
-        if all("cls" in sample for sample in self.samples):
-            self.labels: list[int] | None = [sample["cls"] for sample in self.samples]
-            self.classes = [str(c) for c in range(max(self.labels) + 1)]
-        else:
-            self.labels, self.classes = None, []
-        self.skipped: list = []
-        self.description = f"wds:{pattern}"
-        self._files: dict[int, object] = {}
-        self._fingerprint: str | None = None
+        return [sample for sample in samples.values() if "image" in sample]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -221,13 +230,14 @@ class ShardImages:
         return {**self.__dict__, "_files": {}}
 
     def _bytes(self, index: int) -> bytes:
+        """The image member's bytes, read with pread: no shared file offset, so forked loader workers that inherit an
+        open shard never race on a seek."""
         sample = self.samples[index]
-        handle = self._files.get(sample["shard"])
-        if handle is None:
-            handle = self._files[sample["shard"]] = open(self.shards[sample["shard"]], "rb")
+        fd = self._files.get(sample["shard"])
+        if fd is None:
+            fd = self._files[sample["shard"]] = os.open(self.shards[sample["shard"]], os.O_RDONLY)
         offset, size = sample["image"]
-        handle.seek(offset)
-        return handle.read(size)
+        return os.pread(fd, size, offset)
 
     def load(self, index: int) -> Image.Image:
         import io

@@ -161,11 +161,12 @@ class DistillMethod(L.LightningModule):
                 f"loss became {loss.item()} at step {self.global_step}; lower optim.lr, set optim.grad_clip, or use trainer.precision=32"
             )
         batch_size = self.cfg.data.batch_size
-        # under DDP the logged losses are the mean over the processes (the global batch's), not rank 0's share
+        # under DDP the logged loss is the mean over the processes (the global batch's), not rank 0's share
+        # (the terms stay rank 0's: a rank may log other terms, e.g. teacher drop, and a sync needs the same keys everywhere)
         sync = self._trainer is not None and self.trainer.world_size > 1
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size, sync_dist=sync)
         for key, value in terms.items():
-            self.log(f"train/{key}", value.detach(), on_step=True, on_epoch=True, batch_size=batch_size, sync_dist=sync)
+            self.log(f"train/{key}", value.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -191,9 +192,11 @@ class DistillMethod(L.LightningModule):
             optimizer = torch.optim.AdamW(groups, lr=optim.lr)
         else:
             optimizer = torch.optim.Adam(groups, lr=optim.lr)
-        # the run sets steps_per_epoch: asking the trainer to estimate it would make Lightning build the data iterator
-        # before a resumed run's loader state is restored (ResumableLoader)
-        per_epoch = getattr(self, "steps_per_epoch", None)
+        # the run sets batches_per_epoch: asking the trainer to estimate the steps would make Lightning build the data
+        # iterator before a resumed run's loader state is restored (ResumableLoader); a partial last accumulation
+        # cycle of an epoch is an optimiser step too
+        batches = getattr(self, "batches_per_epoch", None)
+        per_epoch = -(-batches() // self.cfg.trainer.accumulate_grad_batches) if batches else None
         total = max(1, per_epoch * self.cfg.trainer.epochs if per_epoch else int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = total / max(1, self.cfg.trainer.epochs)
         warmup = int(round(optim.warmup_epochs * steps_per_epoch))

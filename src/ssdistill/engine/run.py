@@ -11,6 +11,7 @@ import copy
 from functools import partial
 import json
 import os
+import random
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -164,8 +165,9 @@ def run_distillation(
     restore = DataPosition(loader)
     trainer = build_trainer(cfg, run_dir, [*callbacks, restore, *monitors(cfg, source, module, ctx)], distributed_sampler=False)
     loader.progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
-    batches_per_epoch = min(len(loader), cfg.trainer.limit_train_batches or len(loader))
-    module.steps_per_epoch = -(-batches_per_epoch // cfg.trainer.accumulate_grad_batches)  # optimiser steps (a partial last one counts)
+    # read when the optimiser is built, inside fit: under DDP the process group exists by then, so the samplers
+    # count this process's share of the images
+    module.batches_per_epoch = lambda: min(len(loader), cfg.trainer.limit_train_batches or len(loader))
     last, resumed_step = resume_checkpoint(run_dir) if resuming else (None, 0)
     previous_metrics = metrics_csv.set_aside(run_dir) if resuming and trainer.is_global_zero else None
     trainer.fit(module, loader, ckpt_path=str(last) if resuming else None)
@@ -228,9 +230,10 @@ def _initial_students(method: type[DistillMethod], cfg: DistillConfig, states: d
 
 
 def _teacher_rows(cfg: DistillConfig, ctx: TeacherProvider, spec: str, split: ImageSource, images: SubsetImages) -> torch.Tensor:
-    """The primary teacher's pooled features of ``images`` (a subset of ``split``): rows of the split's cached table
-    when the cache is on (the evaluation reads the same table), else computed for the subset alone."""
-    if cfg.cache.enabled:
+    """The primary teacher's pooled features of ``images`` (a subset of ``split``): rows of the evaluation split's
+    cached table when the evaluation will read that table anyway (teacher evaluated, cache on), else computed for the
+    subset alone (never a whole training set for 256 rows)."""
+    if cfg.cache.enabled and cfg.eval.teacher and spec == cfg.data.val:
         return ctx.features(None, spec, split, "pooled")[images.positions]
     teacher = ctx.teacher(None, "pooled")
     return extract_features(teacher, images, teacher.original_view(), cfg.data.eval_batch_size, 0, ctx.device, "teacher alignment")
@@ -244,9 +247,9 @@ def monitors(cfg: DistillConfig, source: ImageSource, module: DistillMethod, ctx
     if cfg.eval.align_images and ctx is not None and (cfg.eval.teacher or type(module).teacher_needs(cfg)):
         spec, split = evaluation_split(cfg) or (cfg.data.train, source)
         if len(split) >= 4:
-            positions = seeded_subset(split, min(cfg.eval.align_images, len(split)), cfg.trainer.seed)
-            positions = getattr(positions, "positions", list(range(len(split))))
-            images = SubsetImages(split, positions)
+            size = min(cfg.eval.align_images, len(split))
+            positions = sorted(random.Random(cfg.trainer.seed).sample(range(len(split)), size))
+            images = SubsetImages(split, positions)  # positions index ``split`` itself (which may be a subset already)
             rows = partial(_teacher_rows, cfg, ctx, spec, split, images)
             found.append(AlignmentMonitor(images, views, rows, cfg.data.eval_batch_size))
     if not cfg.eval.monitor_every:

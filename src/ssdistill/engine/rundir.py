@@ -6,6 +6,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+from ssdistill.distributed import launch_rank_world
 from ssdistill.errors import ConfigError
 
 RUN_DIR_ENV = "SSDISTILL_RUN_DIR"  # set for DDP worker processes so they join the parent's run
@@ -17,7 +18,7 @@ def new_run_dir(parent: str | Path, name: str | None, method: str) -> Path:
         return Path(os.environ[RUN_DIR_ENV])
     parent = Path(parent).expanduser()
     base = name or f"{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    if int(os.environ.get("RANK", "0")) > 0:  # launched by torchrun/SLURM: rank 0 creates, the others join
+    if launch_rank_world()[0] > 0:  # launched by torchrun/SLURM: rank 0 creates, the others join
         if not name:
             raise ConfigError("multi-process launches need run.name so every process writes to the same run directory")
         return parent / base

@@ -95,6 +95,17 @@ class TrackerStart(L.Callback):
 
     def __init__(self, cfg: DistillConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, run_dir
+        # MLflow's logger sets the process-wide tracking URI (and $MLFLOW_TRACKING_URI): given back after training, so a
+        # later run in this process with another run.dir does not log into this run's store
+        self.user_uri = os.environ.get("MLFLOW_TRACKING_URI")
+
+    def teardown(self, trainer, module, stage: str) -> None:
+        if "mlflow" in self.cfg.run.loggers and os.environ.get("MLFLOW_TRACKING_URI") != self.user_uri:
+            import mlflow
+
+            mlflow.set_tracking_uri(self.user_uri)
+            if self.user_uri is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
 
     def on_fit_start(self, trainer, module) -> None:
         trackers = _trackers(trainer)
@@ -126,8 +137,8 @@ def _mlflow_params(logger, params: dict[str, Any]) -> None:
     missing = {key: value for key, value in params.items() if key not in logged}
     if missing:
         logger.log_hyperparams(missing)
-    for key, value in params.items():
-        if key in logged and logged[key] != str(value):
+    for key, value in params.items():  # Lightning keeps the first 250 characters of a value: compare those
+        if key in logged and logged[key] != str(value)[:250]:
             logger.experiment.set_tag(logger.run_id, f"resumed.{key}", str(value))
 
 

@@ -48,7 +48,7 @@ class Throughput(L.Callback):
     batches, on the progress bar (not in the logs: timings would make two identical runs' metrics differ). The wait
     is the time from the end of one batch to the start of the next, when the loader hands it over."""
 
-    def __init__(self, images_per_batch: int, window: int = 20) -> None:
+    def __init__(self, images_per_batch: int, window: int = 20) -> None:  # images of one process's batch
         self.images, self.window = images_per_batch, window
         self.waits: list[float] = []
         self.computes: list[float] = []
@@ -68,7 +68,7 @@ class Throughput(L.Callback):
         wait, compute = sum(self.waits), sum(self.computes)
         if self.waits:
             seconds = wait * len(self.computes) / len(self.waits) + compute
-            module.log("img/s", self.images * len(self.computes) / seconds, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+            module.log("img/s", self.images * trainer.world_size * len(self.computes) / seconds, prog_bar=True, logger=False, on_step=True, on_epoch=False)
             module.log("data_wait", wait / (wait + compute * len(self.waits) / len(self.computes)), prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
 
@@ -129,7 +129,7 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
             RunCheckpoint(dirpath=checkpoints, every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=0, save_last=True)
         )
     if t.progress_bar:
-        all_callbacks += [TQDMProgressBar(refresh_rate=1), Throughput(cfg.data.batch_size * max(1, processes))]
+        all_callbacks += [TQDMProgressBar(refresh_rate=1), Throughput(cfg.data.batch_size)]
     loggers = [CSVLogger(save_dir=str(run_dir), name="", version=""), *tracker_loggers(cfg, run_dir)]
     all_callbacks.append(TrackerStart(cfg, run_dir))
     if isinstance(t.devices, int) and t.devices < 1:

@@ -7,9 +7,10 @@ resumed run continues with the same negatives.
 A cohort (MCL) keeps its members' queues column-aligned: ``members=M`` holds keys [size, M, dim] under one pointer
 and one id per column, so column j holds a key of the same image for every member (``member_keys(m)``: [size, dim]).
 
-A training step ``stage``s its keys; the engine ``commit``s them after the optimiser step
-(``DistillMethod.on_train_batch_end``), so the step's loss never sees its own keys and the queue it read is
-not overwritten while autograd still needs it.
+A training step ``stage``s its keys; the engine ``commit``s them right after the optimiser step
+(``DistillMethod.after_optimiser_step``), so the step's loss never sees its own keys and the queue it read is
+not overwritten while autograd still needs it. With gradient accumulation every batch of a step stages its keys and
+they enter together: all batches of one optimiser step read the same queue.
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ class KeyQueue(nn.Module):
             raise ValueError(f"queue keys are {'x'.join(map(str, self.keys.shape[1:]))}-d per image, got a batch of shape {tuple(keys.shape)}")
         if len(keys) > self.size:
             raise ValueError(
-                f"the queue holds {self.size} keys but one step enqueues {len(keys)} (the global batch); "
-                f"raise method.queue_size or lower data.batch_size"
+                f"the queue holds {self.size} keys but one optimiser step enqueues {len(keys)} (the global batch: data.batch_size "
+                f"x processes x trainer.accumulate_grad_batches); raise method.queue_size (at most the number of training "
+                f"images) or lower one of those"
             )
         positions = (self.pointer + torch.arange(len(keys), device=self.keys.device)) % self.size
         self.keys[positions] = keys.to(self.keys.dtype)
