@@ -70,7 +70,7 @@ def test_queue_is_fifo_and_wraps_around():
     queue.enqueue(first[:3], torch.tensor([13, 14, 15]))  # wraps: 13, 14 at the end, 15 over the oldest
     assert queue.ids.tolist() == [15, 11, 12, 13, 14] and int(queue.pointer) == 1
     assert torch.equal(queue.keys[0], first[2])
-    with pytest.raises(ValueError, match="one step enqueues 6"):
+    with pytest.raises(ValueError, match="one optimiser step enqueues 6"):
         queue.enqueue(torch.zeros(6, 2), torch.arange(6))
     with pytest.raises(ValueError, match="2-d"):
         queue.enqueue(torch.zeros(2, 3), torch.arange(2))
