@@ -80,7 +80,10 @@ def test_ctrl_c_during_a_cache_fill_is_one_line_and_the_fill_resumes(tmp_path):
     command = [sys.executable, "-m", "ssdistill", "cache", "--teacher", "efficientnet_lite0", "--data", str(DEMO_DATA / "val"),
                "--dir", str(tmp_path), "--batch-size", "32", "--num-workers", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    fill = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal delivers it: a test run started as a background job (its shell ignores SIGINT, and children
+    # inherit that) would otherwise never see the signal
+    fill = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any(tmp_path.glob("*/chunks")):
         assert fill.poll() is None and time.monotonic() < deadline, "the fill ended before it could be interrupted"
