@@ -11,7 +11,6 @@ import copy
 from functools import partial
 import json
 import os
-import random
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -247,9 +246,9 @@ def monitors(cfg: DistillConfig, source: ImageSource, module: DistillMethod, ctx
     if cfg.eval.align_images and ctx is not None and (cfg.eval.teacher or type(module).teacher_needs(cfg)):
         spec, split = evaluation_split(cfg) or (cfg.data.train, source)
         if len(split) >= 4:
-            size = min(cfg.eval.align_images, len(split))
-            positions = sorted(random.Random(cfg.trainer.seed).sample(range(len(split)), size))
-            images = SubsetImages(split, positions)  # positions index ``split`` itself (which may be a subset already)
+            images = seeded_subset(split, cfg.eval.align_images, cfg.trainer.seed)
+            if images is split:  # all of it: still a subset, whose positions index ``split`` (itself maybe a subset)
+                images = SubsetImages(split, list(range(len(split))))
             rows = partial(_teacher_rows, cfg, ctx, spec, split, images)
             found.append(AlignmentMonitor(images, views, rows, cfg.data.eval_batch_size))
     if not cfg.eval.monitor_every:
