@@ -52,7 +52,16 @@ def demo_feature(seed: int, runs: Path) -> dict[str, float]:
     """tests/integration/test_distill.py::test_smoke_distillation_learns_on_real_images (the demo recipe)."""
     results, run_dir = _run(DEMO / "feature.yaml", seed, runs, "demo")
     losses = _per_epoch(run_dir, "loss")
-    return {**_lift(results), "loss_drop": losses[0] - losses[-1]}
+    start, last = _monitor_cka(run_dir)
+    return {**_lift(results), "loss_drop": losses[0] - losses[-1], "cka_start": start, "cka_last": last, "cka_lift": last - start}
+
+
+def _monitor_cka(run_dir: Path) -> tuple[float, float]:
+    """The alignment monitor's linear CKA with the teacher before the first step and after the last epoch."""
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    start = [float(r["monitor/teacher_cka_start"]) for r in rows if r.get("monitor/teacher_cka_start")]
+    every = [float(r["monitor/teacher_cka"]) for r in rows if r.get("monitor/teacher_cka")]
+    return start[0], every[-1]
 
 
 def mvmr_teacher(seed: int, runs: Path) -> dict[str, float]:
@@ -113,7 +122,7 @@ CHECKS: dict[str, Callable[[int, Path], dict[str, float]]] = {
 }
 # the bound each test asserts on a figure (figure -> text), shown next to the measured spread
 BOUNDS = {
-    "demo_feature": {"knn_lift": ">= 10", "loss_drop": "> 0.05"},
+    "demo_feature": {"knn_lift": ">= 10", "loss_drop": "> 0.05", "cka_lift": ">= 0.03"},
     "mvmr_teacher": {"knn_lift": "not asserted (noise at this scale)", "teacher_term_drop": "> 0.1", "dcor2_lift": ">= 0.04"},
     "mvmr_ssl": {"raw_drop": "> 0.08", "hog_drop": "> 0", "local_std_drop": "> 0.08", "views_drop": "> 0.08"},
 }

@@ -168,7 +168,8 @@ class EvalConfig(Section):
     monitor_images: int = Field(5000, gt=0, description="at most this many labelled training images as the monitoring k-NN memory")
     align_images: int = Field(
         256, ge=0, description="label-free monitor: linear CKA of the student with the primary teacher on this many fixed images "
-        "(from data.val when set, else fixed training images) after every epoch, logged as monitor/teacher_cka (0: off)",
+        "(from data.val when set, else fixed training images) after every epoch, logged as monitor/teacher_cka, and of the untrained "
+        "student before the first step, logged as monitor/teacher_cka_start (0: off)",
     )
 
 

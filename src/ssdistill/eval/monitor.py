@@ -3,7 +3,9 @@
 - each student's weighted k-NN every N epochs (labels needed): ``monitor/knn_top1`` (and ``knn_top5``), a cohort's
   members as ``monitor/<member>/knn_top1``;
 - label-free, every epoch: each student's linear CKA with the primary teacher on a fixed held-back batch of images
-  (``monitor/teacher_cka``, also on the progress bar), so a user without labels sees learning happen."""
+  (``monitor/teacher_cka``, also on the progress bar), so a user without labels sees learning happen; the same figure
+  of the untrained students, measured before the first step of a fresh run, is logged once with epoch 0 as
+  ``monitor/teacher_cka_start`` (the baseline the curve should leave behind)."""
 
 from __future__ import annotations
 
@@ -74,10 +76,18 @@ class AlignmentMonitor(L.Callback):
         if trainer.is_global_zero and self.target is None:
             self.target = self.teacher_features().float()
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == 0:  # a fresh run (not a resumed one): the students as initialised
+            self._log(trainer, pl_module, "_start", progress_bar=False)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(trainer, pl_module, "", progress_bar=True)
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, suffix: str, progress_bar: bool) -> None:
         if not trainer.is_global_zero:
             return
         for member, student in pl_module.students().items():
             features = extract_features(student, self.images, self.views[member], self.batch_size, 0, pl_module.device, "monitor alignment")
-            name = "monitor/teacher_cka" if member == "student" else f"monitor/{member}/teacher_cka"
-            pl_module.log(name, float(linear_cka(features, self.target)), on_step=False, on_epoch=True, prog_bar=member == "student", rank_zero_only=True)
+            name = f"monitor/teacher_cka{suffix}" if member == "student" else f"monitor/{member}/teacher_cka{suffix}"
+            pl_module.log(name, float(linear_cka(features, self.target)), on_step=False, on_epoch=True,
+                          prog_bar=progress_bar and member == "student", rank_zero_only=True)
