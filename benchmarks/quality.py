@@ -77,21 +77,25 @@ TASK_BENCHES = ("q3", "q3c")  # two tasks, each taught by its own teacher (bench
 NO_TEACHER = frozenset({"moco", "mcl", "mvmr_ssl", "mvmr_ssl_official", "mcl_independent", "mcl_supervised"})
 WITH_LABELS = frozenset({"mcl_independent", "mcl_supervised"})  # rows whose training reads the class labels
 
-# Smoke tier: the first 60 (train) and 50 (test) images of every CIFAR-10 class, 20 epochs, resnet18 at 32 px
+# Smoke tier: the first 60 (train) and 50 (test) images of every CIFAR-10 class, 12 epochs, resnet18 at 32 px
 # (at this budget it learns fastest of the cheap students: k-NN +13 points for feature regression in ~45 s).
 SMOKE_IMAGES = {"train": 60, "test": 50}
-SMOKE_EPOCHS = 20
+SMOKE_EPOCHS = 12
 # distillation rows must lift the student's k-NN this far above the random-init student's (same images, seeds; points
 # of the 500 test images), per method, set from the seed spread (benchmarks/results/spread-cpu.md) with room for
-# another CPU: figures move by a few points between CPUs as between seeds
-# (k-NN lifts over seeds 0-2: feature 11.8-13.4, SEED 9.6-11.2, DisCo 10.0-12.4, BINGO 3.2-7.0, MV-MR KD 1.6-6.4; MoCo-v2,
-# without a teacher, 0.6-3.8). MV-MR KD's k-NN is not a steady sign of learning at this scale: for it only the
-# alignment below is the learning check, and its k-NN must not fall
-SMOKE_KNN_MARGIN = {"default": 5.0, "bingo": 1.0, "mvmr_kd": 0.0}
+# another CPU: figures move by a few points between CPUs as between seeds (the demo's 20-point lift came out 3.8
+# points lower on an Intel Xeon than on this AMD EPYC). k-NN lifts over seeds 0-2 at 12 epochs: feature 7.6-9.2,
+# SEED 6.8-8.8, DisCo 7.6-9.6, BINGO 6.0-6.8, CKA 7.4-10.0, supervised MCL's members 6.0-9.6, MV-MR KD 1.2-2.4
+# (at 20 epochs, before the tier was shortened to keep the test run under 25 minutes: feature 11.8-13.4, SEED
+# 9.6-11.2, DisCo 10.0-12.4, BINGO 3.2-7.0, MV-MR KD 1.6-6.4). MV-MR KD's k-NN is not a steady sign of learning at
+# this scale: for it only the alignment below is the learning check, and its k-NN must not fall by more than 2 points
+SMOKE_KNN_MARGIN = {"default": 4.0, "bingo": 2.0, "mvmr_kd": -2.0}
 # ... and raise the student's label-free alignment with the teacher (bias-corrected dCor² of the 500 test images'
 # features) this far above the random-init student's: the steadier sign that the teacher's signal reached the student.
-# Measured at seed 0 only so far: SEED 0.152, feature 0.200, BINGO 0.201, DisCo 0.222 (MoCo-v2 without a teacher 0.056)
-SMOKE_DCOR2_MARGIN = 0.08
+# Over seeds 0-2 at 12 epochs: feature 0.135-0.164, SEED 0.147-0.195, DisCo 0.178-0.225, BINGO 0.188-0.239, MV-MR KD
+# 0.158-0.179, CKA 0.089-0.144 (its student serves two teachers, each on half the classes; the figure is against
+# the first); MoCo-v2 without a teacher 0.056 at 20 epochs
+SMOKE_DCOR2_MARGIN = 0.05
 # no-teacher rows cannot be expected to lift k-NN from 600 images in a minute (MoCo needs long schedules);
 # MV-MR's loss must still fall by this fraction, MoCo's losses must stay finite
 SMOKE_LOSS_DROP = 0.10
@@ -187,7 +191,7 @@ class Tier:
 
 
 TIERS = {
-    "smoke": Tier("smoke", ("q2", "q3c"), _smoke_overrides, "Q2 and Q3C recipes on 600 CIFAR-10 images (60 per class; Q3C: classes 0-4 and 5-9 as two tasks), 20 epochs, resnet18 at 32 px; k-NN on 500 test images"),
+    "smoke": Tier("smoke", ("q2", "q3c"), _smoke_overrides, "Q2 and Q3C recipes on 600 CIFAR-10 images (60 per class; Q3C: classes 0-4 and 5-9 as two tasks), 12 epochs, resnet18 at 32 px; k-NN on 500 test images"),
     "cpu": Tier("cpu", ("q1", "q2", "q3", "q3c"), _cpu_overrides, "the recipes as written, full evaluation"),
     "gpu": Tier("gpu", ("q1",), _gpu_overrides, "Q1 recipes with resnet18 at 224, batch 256, 100 epochs, bf16, teacher online"),
 }
@@ -356,7 +360,8 @@ def check_row(method: str, record: dict) -> list[str]:
     if method not in NO_TEACHER:
         margin = SMOKE_KNN_MARGIN.get(method, SMOKE_KNN_MARGIN["default"])
         if not student >= random_init + margin:
-            failures.append(f"{method}: student k-NN {student:.1f} % is not {margin} points above random init {random_init:.1f} %")
+            wanted = f"{margin:g} points above" if margin > 0 else f"within {-margin:g} points of (or above)"
+            failures.append(f"{method}: student k-NN {student:.1f} % is not {wanted} random init {random_init:.1f} %")
         alignment = [knn[label].get("teacher_alignment", {}).get("dcor2") for label in ("student", "random_init")]
         if None in alignment:
             failures.append(f"{method}: no teacher alignment of the student and the random-init student (evaluate the teacher)")

@@ -31,11 +31,14 @@ def _row(student, random_init=20.0, teacher=80.0, losses=(3.0, 2.5, 2.0), dcor2=
 
 def test_smoke_check_accepts_learning_and_names_each_failure():
     assert quality.check_row("seed", _row(student=30.0)) == []
-    [failure] = quality.check_row("seed", _row(student=24.9))
-    assert "24.9 % is not 5.0 points above random init 20.0 %" in failure
-    assert quality.check_row("bingo", _row(student=21.5, config={"method": {"warm_epochs": 0}})) == []  # its own margin
-    [failure] = quality.check_row("disco", _row(student=30.0, dcor2=(0.12, 0.05)))
-    assert "dCor² with the teacher 0.120 is not 0.08 above random init 0.050" in failure
+    [failure] = quality.check_row("seed", _row(student=23.9))
+    assert "23.9 % is not 4 points above random init 20.0 %" in failure
+    assert quality.check_row("bingo", _row(student=22.5, config={"method": {"warm_epochs": 0}})) == []  # its own margin
+    assert quality.check_row("mvmr_kd", _row(student=18.5)) == []  # its k-NN only must not fall by more than 2 points
+    [failure] = quality.check_row("mvmr_kd", _row(student=17.5))
+    assert "17.5 % is not within 2 points of (or above) random init 20.0 %" in failure
+    [failure] = quality.check_row("disco", _row(student=30.0, dcor2=(0.09, 0.05)))
+    assert "dCor² with the teacher 0.090 is not 0.05 above random init 0.050" in failure
     no_alignment = _row(student=30.0)
     del no_alignment["knn"]["student"]["teacher_alignment"]
     assert "no teacher alignment" in quality.check_row("feature", no_alignment)[0]
@@ -273,7 +276,7 @@ def test_rows_trained_with_labels_check_every_member_and_classifier():
     assert quality.check_row("mcl_supervised", _cohort_row({"student": (35.0, 35.0, 19.0), "peer1": (33.0, 34.0, 18.0)})) == []
     failures = quality.check_row("mcl_supervised", _cohort_row({"student": (35.0, 35.0, 19.0), "peer1": (20.0, 15.0, 18.0)}))
     assert failures == [
-        "mcl_supervised: student_peer1 k-NN is 2.0 points above its random init, not 5.0",
+        "mcl_supervised: student_peer1 k-NN is 2.0 points above its random init, not 4.0",
         "mcl_supervised: student_peer1 classifier top-1 15.0 is not at least 20.0 %",
     ]
     assert "less than 10%" in quality.check_row("mcl_independent", {**_cohort_row({"student": (35.0, 35.0, 19.0)}), "epoch_losses": [4.0, 3.9]})[0]

@@ -1,4 +1,4 @@
-"""End-to-end runs on real images: learning happens, resume works, errors are clear."""
+"""End-to-end runs: resume works, exports load, errors are clear (learning on real images: test_real_images.py)."""
 
 import csv
 import json
@@ -18,33 +18,6 @@ from ssdistill.api import load_student_from_run
 def _epoch_losses(run_dir):
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     return {int(r["epoch"]): float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")}
-
-
-def test_smoke_distillation_learns_on_real_images(tmp_path, demo_data):
-    """The demo recipe: EfficientNet-Lite0 -> MobileNetV3-Small at 96 px on 1,000 real Imagenette images
-    (no labels used in training), 20 epochs."""
-    results = distill(
-        REPO / "configs" / "demo" / "feature.yaml",
-        trainer={"progress_bar": False},
-        eval={"teacher": False},
-        run={"dir": str(tmp_path), "name": "smoke"},
-        quiet=True,
-    )
-    losses = _epoch_losses(tmp_path / "smoke")
-    assert losses[max(losses)] < losses[0] - 0.05
-    # the label-free monitor shows learning: the student's linear CKA with the teacher on 256 held-back images rises
-    # from the untrained student's (measured on one thread, seeds 0 and 1: 0.119 -> 0.203 and 0.090 -> 0.165, dipping to 0.06-0.08 in epochs 2-3)
-    rows = list(csv.DictReader((tmp_path / "smoke" / "metrics.csv").open()))
-    start = [float(r["monitor/teacher_cka_start"]) for r in rows if r.get("monitor/teacher_cka_start")]
-    every = [float(r["monitor/teacher_cka"]) for r in rows if r.get("monitor/teacher_cka")]
-    assert len(start) == 1 and len(every) == 20 and every[-1] >= start[0] + 0.03, (start, every)
-    knn = results["knn"]
-    # fixed seeds; measured 21.0 -> 39.2 on a 2-core CPU (seed spread 38.2-42.4; the demo's acceptance asks for at least +10 points)
-    assert knn["student"]["top1"] >= knn["random_init"]["top1"] + 10.0, knn
-    saved = json.loads((tmp_path / "smoke" / "results.json").read_text())
-    assert saved["knn"]["student"]["top1"] == knn["student"]["top1"]
-    assert saved["data"]["train_size"] == 1000 and saved["teacher"]["fingerprint"]
-    assert saved["machine"]["cpu_model"] and "cpu_vector_extensions" in saved["machine"] and saved["deviations"] == []
 
 
 class Interrupt(L.Callback):

@@ -19,7 +19,7 @@ class ProgressBarMetrics(L.Callback):
 
 def test_alignment_with_the_teacher_is_logged_at_the_start_and_after_every_epoch(tmp_path):
     """The mechanics, on a tiny random teacher (nothing to learn from it: whether the curve rises is asserted on real
-    images, in tests/integration/test_distill.py's demo run)."""
+    images, in tests/integration/test_real_images.py's demo run)."""
     seen = ProgressBarMetrics()
     config = tiny_config(tmp_path, trainer={"epochs": 4, "progress_bar": True}, method={"loss": "mse"}, eval={"align_images": 256})
     results = distill(config, callbacks=[seen], quiet=True)
