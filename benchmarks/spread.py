@@ -49,7 +49,7 @@ def _lift(results: dict) -> dict[str, float]:
 
 
 def demo_feature(seed: int, runs: Path) -> dict[str, float]:
-    """tests/integration/test_distill.py::test_smoke_distillation_learns_on_real_images (the demo recipe)."""
+    """tests/integration/test_real_images.py::test_smoke_distillation_learns_on_real_images (the demo recipe)."""
     results, run_dir = _run(DEMO / "feature.yaml", seed, runs, "demo")
     losses = _per_epoch(run_dir, "loss")
     start, last = _monitor_cka(run_dir)
@@ -65,7 +65,7 @@ def _monitor_cka(run_dir: Path) -> tuple[float, float]:
 
 
 def mvmr_teacher(seed: int, runs: Path) -> dict[str, float]:
-    """tests/integration/test_mvmr_runs.py::test_mvmr_teacher_term_teaches_the_student_on_real_images."""
+    """tests/integration/test_real_images.py::test_mvmr_teacher_term_teaches_the_student_on_real_images."""
     results, run_dir = _run(
         DEMO / "mvmr_kd.yaml", seed, runs, "mvmr-teacher",
         method={"weights": {"mse": 0.0, "std": 0.0, "views": 0.0}}, optim={"lr": 0.002}, eval={"teacher": True},
@@ -77,7 +77,7 @@ def mvmr_teacher(seed: int, runs: Path) -> dict[str, float]:
 
 
 def mvmr_ssl(seed: int, runs: Path) -> dict[str, float]:
-    """tests/integration/test_mvmr_runs.py::test_mvmr_self_supervised_mode_raises_dependence_with_every_representation."""
+    """tests/integration/test_real_images.py::test_mvmr_self_supervised_mode_raises_dependence_with_every_representation."""
     _, run_dir = _run(
         DEMO / "mvmr_kd.yaml", seed, runs, "mvmr-ssl",
         method={"mode": "ssl"}, optim={"lr": 0.002}, trainer={"epochs": 8}, eval={"teacher": False, "random_init": False},
