@@ -78,7 +78,7 @@ NO_TEACHER = frozenset({"moco", "mcl", "mvmr_ssl", "mvmr_ssl_official", "mcl_ind
 WITH_LABELS = frozenset({"mcl_independent", "mcl_supervised"})  # rows whose training reads the class labels
 
 # Smoke tier: the first 60 (train) and 50 (test) images of every CIFAR-10 class, 12 epochs, resnet18 at 32 px
-# (at this budget it learns fastest of the cheap students: k-NN +13 points for feature regression in ~45 s).
+# (at this budget it learns fastest of the cheap students: k-NN +7.6 to +9.2 points for feature regression, about 90 s on one thread).
 SMOKE_IMAGES = {"train": 60, "test": 50}
 SMOKE_EPOCHS = 12
 # distillation rows must lift the student's k-NN this far above the random-init student's (same images, seeds; points

@@ -35,7 +35,8 @@ def test_smoke_distillation_learns_on_real_images(tmp_path, demo_data):
     every = [float(r["monitor/teacher_cka"]) for r in rows if r.get("monitor/teacher_cka")]
     assert len(start) == 1 and len(every) == 20 and every[-1] >= start[0] + 0.03, (start, every)
     knn = results["knn"]
-    # fixed seeds; measured 21.0 -> 39.2 on a 2-core CPU (seed spread 38.2-42.4; the demo's acceptance asks for at least +10 points)
+    # fixed seeds; measured 21.0 -> 39.2 on two threads (seed spread 38.2-42.4), 21.0 -> 36.2 on one thread as the tests
+    # run; the demo's acceptance asks for at least +10 points
     assert knn["student"]["top1"] >= knn["random_init"]["top1"] + 10.0, knn
     saved = json.loads((tmp_path / "smoke" / "results.json").read_text())
     assert saved["knn"]["student"]["top1"] == knn["student"]["top1"]
