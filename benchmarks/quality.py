@@ -152,7 +152,8 @@ def _smoke_overrides(bench: str, method: str) -> dict:
     if method.startswith("mvmr"):
         overrides["method"] = {"projector": [512, 512, 512]}
     if method.startswith("rob"):  # k-means columns: far fewer than the 600 images; two local crops; no EMA row
-        overrides["method"] = {"projection_dim": 64, "local_crops": 2, "eval_ema": False}
+        overrides["method"] = {"projection_dim": 64, "local_crops": 2}
+        overrides["trainer"] = {**overrides["trainer"], "ema_momentum": None}
     if method == "bingo":
         overrides["method"] = {"warm_epochs": 0}  # intra-only warm-up scaled from the official 11 of 200 epochs to 1 of 20 (epoch 0)
     return overrides

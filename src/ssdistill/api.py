@@ -138,14 +138,15 @@ def evaluate(
         }
         cfg = build_config(cfg, updates)
         method = METHODS[cfg.method.name]
-        members = method.student_members(cfg)
+        members = method.run_members(cfg)
         students = {member: first if i == 0 else load_student_from_run(run, checkpoint, member)[1] for i, member in enumerate(members)}
         ctx = TeacherProvider(cfg, train_source(cfg), device)
         resolution = {member: spec.resolution for member, spec in members.items()}
         path = Path(checkpoint) if checkpoint else Path(run) / "checkpoints" / "last.ckpt"
         classifiers = method.classifiers_from_checkpoint(cfg, torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
         knn, suite, note = evaluate_run(
-            cfg, ctx, students, build_students(method, cfg), resolution, existing_run_dir(run), classifiers, split=evaluation_split(cfg)
+            cfg, ctx, students, build_students(method, cfg), resolution, existing_run_dir(run), classifiers, split=evaluation_split(cfg),
+            copies=set(method.run_copies(cfg)),
         )
         if knn is None:
             raise DataError(note)

@@ -153,6 +153,11 @@ class TrainerConfig(Section):
         None, gt=0, description="also write last.ckpt every N steps (mid-epoch resume); epochs always checkpoint"
     )
     keep_checkpoints: int = Field(3, ge=1, description="per-epoch checkpoints kept (besides last.ckpt)")
+    ema_momentum: float | None = Field(
+        None, ge=0, lt=1, description="also keep an EMA copy of the student (of each trained member of a cohort), updated after "
+        "every optimiser step with this momentum (parameters and BatchNorm statistics) and evaluated as the row student_ema; "
+        "export it with `ssdistill export --member ema` (null: off)",
+    )
     limit_train_batches: int | None = Field(None, gt=0, description="cap steps per epoch (debugging)")
 
 

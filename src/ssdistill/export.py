@@ -100,7 +100,7 @@ def export_run(
             f"{last} holds {epochs} of the run's {cfg.trainer.epochs} epochs (killed or still running): resume it first "
             f"(ssdistill distill --resume {run_dir}), or export it as it is with --allow-unfinished"
         )
-    members = METHODS[cfg.method.name].student_members(cfg)
+    members = METHODS[cfg.method.name].run_members(cfg)
     member = member or next(iter(members))
     resolution = members[member].resolution
     student.eval()

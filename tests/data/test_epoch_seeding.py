@@ -49,3 +49,30 @@ def test_an_item_s_random_draws_depend_on_seed_epoch_and_image_only():
     backward = {items[k][0]: items[k][1] for k in reversed(keys)}
     assert all(torch.equal(forward[i], backward[i]) for i in forward)
     assert not torch.equal(items[23][1], items[13][1])  # image 3 in epoch 2 and in epoch 1
+
+
+def test_seeding_an_item_draws_what_torch_manual_seed_draws_and_leaves_cuda_uninitialised():
+    import random
+
+    import numpy as np
+
+    from ssdistill.data.sampling import mix_seed, seed_everything_from
+
+    def draws():
+        return torch.rand(3).tolist(), random.random(), np.random.rand()
+
+    seed_everything_from(5, 1, 7)
+    ours = draws()
+    torch.manual_seed(mix_seed(5, 1, 7))  # the CPU stream is the one torch.manual_seed gives: earlier results still hold
+    random.seed(mix_seed(5, 1, 7))
+    np.random.seed(mix_seed(5, 1, 7) % (1 << 32))
+    assert draws() == ours
+    seed_everything_from(5, 1, 8)
+    assert draws()[0] != ours[0]
+    if not torch.cuda.is_initialized():  # no lazy CUDA seeding queued (it records the Python stack, per image)
+        with mock.patch("torch.cuda.random._lazy_call") as lazy:
+            torch.manual_seed(1)
+            assert lazy.called  # what torch.manual_seed costs in a CPU process
+            lazy.reset_mock()
+            seed_everything_from(5, 1, 7)
+            lazy.assert_not_called()

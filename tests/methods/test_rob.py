@@ -10,7 +10,7 @@ from integration.common import assembled, tiny_config
 from ssdistill import distill
 from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.provider import TeacherProvider
-from ssdistill.engine.run import build_students, train_source
+from ssdistill.engine.run import train_source
 from ssdistill.errors import ConfigError
 from ssdistill.methods.rob import RoB
 from ssdistill.recipe import build_config
@@ -85,21 +85,6 @@ def test_config_errors_and_the_logits_defaults():
 def test_too_many_kmeans_columns_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="lower method.projection_dim"):
         _assembled(tmp_path, projection_dim=1000)
-
-
-@pytest.mark.parametrize("momentum", [0.0, 1.0])
-def test_the_ema_copy_follows_the_student_at_its_momentum(tmp_path, momentum):
-    """Momentum 0: the copy is the trained student; momentum 1: it stays the initial student. It is evaluated as the
-    row student_ema, without a random-init row or ensemble of its own."""
-    raw = tiny_config(tmp_path, trainer={"epochs": 1}, eval={"random_init": True})
-    raw["method"] = {"name": "rob", "projection_dim": 8, "local_crops": 1, "eval_ema": True, "ema_momentum": momentum}
-    results = distill(raw, quiet=True)
-    assert list(results["knn"]) == ["random_init", "student", "student_ema"]
-    state = torch.load(tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-    first = next(k for k in state if k.startswith("student.") and k.endswith("weight"))
-    ema = state["ema." + first[len("student."):]]
-    initial = build_students(RoB, build_config(raw))["student"].state_dict()[first[len("student."):]]
-    assert torch.equal(ema, state[first] if momentum == 0.0 else initial)
 
 
 def test_the_bank_replays_the_exact_global_crop_boxes(tmp_path):

@@ -81,9 +81,16 @@ def mix_seed(*parts: int) -> int:
 
 
 def seed_everything_from(*parts: int) -> None:
-    """Seed torch (CPU and every GPU), Python's random and NumPy from ``mix_seed(*parts)``."""
+    """Seed torch (CPU, and every GPU once CUDA is initialised), Python's random and NumPy from ``mix_seed(*parts)``.
+
+    Called once per image by the datasets: ``torch.manual_seed`` would also queue a lazy CUDA seeding while CUDA is not
+    initialised (always, in a data worker or a CPU run), and that records the Python stack on every call, which cost
+    about a sixth of a CPU smoke run. A process that uses its GPU has initialised CUDA before its first batch, so its
+    GPU generators are still seeded here."""
     seed = mix_seed(*parts)
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
 

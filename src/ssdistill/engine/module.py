@@ -9,6 +9,9 @@ A method subclasses ``DistillMethod`` and declares, as data, what it needs from 
 - ``train_views(cfg, ctx)``: the views its dataset renders, or ``prepare(cfg, ctx)``: a dataset of its own, built
   with the provider's cache-backed helpers (neighbours, k-means, banks);
 - ``batch_layout(cfg, ctx)``: what one item of that dataset holds (view names and resolutions, extra keys);
+- the engine adds, for every run with ``trainer.ema_momentum``, an EMA copy of each trained member (``ema_member``),
+  updated after every optimiser step and evaluated as its own row; the engine reads the members through ``run_members``
+  and ``run_copies``;
 - optionally ``training_source`` / ``evaluation_source`` (images of its own, for example the union of CKA's task
   folders), ``member_classifiers`` (classifiers to score) and ``extra_evaluation`` (results only it can compute);
 
@@ -43,6 +46,25 @@ def student_label(member: str, prefix: str = "student") -> str:
     """How a student member appears in evaluation rows: ``student`` / ``random_init`` for the one member named
     ``student``, ``student_<name>`` / ``random_init_<name>`` for the members of a cohort."""
     return prefix if member == PRIMARY_STUDENT else f"{prefix}_{member}"
+
+
+def ema_member(member: str) -> str:
+    """The member name of the engine's EMA copy of ``member`` (``trainer.ema_momentum``): ``ema`` for the one member
+    named ``student`` (evaluation row ``student_ema``), ``<member>_ema`` for a cohort's members."""
+    return "ema" if member == PRIMARY_STUDENT else f"{member}_ema"
+
+
+@torch.no_grad()
+def ema_update(target: torch.nn.Module, online: torch.nn.Module, momentum: float) -> None:
+    """``target <- m target + (1 - m) online`` over parameters and floating buffers (BatchNorm statistics): the copy is
+    never run during training, so its statistics must follow the online model's too; integer buffers are copied."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.lerp_(o.detach(), 1.0 - momentum)
+    for t, o in zip(target.buffers(), online.buffers(), strict=True):
+        if t.is_floating_point():
+            t.lerp_(o, 1.0 - momentum)
+        else:
+            t.copy_(o)
 
 
 class DistillMethod(L.LightningModule):
@@ -97,6 +119,30 @@ class DistillMethod(L.LightningModule):
         optimiser (an EMA copy the method updates itself); they are evaluated, but have no random-init row and are not
         part of the cohort ensemble. Default: none."""
         return {}
+
+    @classmethod
+    def ema_sources(cls, cfg: DistillConfig) -> list[str]:
+        """The members the engine keeps an EMA copy of (``trainer.ema_momentum``): every trained member."""
+        if cfg.trainer.ema_momentum is None:
+            return []
+        copies = cls.copied_members(cfg)
+        return [member for member in cls.student_members(cfg) if member not in copies]
+
+    @classmethod
+    def run_members(cls, cfg: DistillConfig) -> dict[str, StudentConfig]:
+        """Every student member of a run, as the engine builds, evaluates and exports them: the method's own
+        (``student_members``), then the engine's EMA copies."""
+        members = dict(cls.student_members(cfg))
+        for source in cls.ema_sources(cfg):
+            if ema_member(source) in members:
+                raise TrainingError(f"student member '{ema_member(source)}' clashes with the EMA copy of '{source}' (trainer.ema_momentum); rename it")
+            members[ema_member(source)] = members[source]
+        return members
+
+    @classmethod
+    def run_copies(cls, cfg: DistillConfig) -> dict[str, str]:
+        """{member: the member it copies} of a run: the method's own (``copied_members``) and the engine's EMA copies."""
+        return {**cls.copied_members(cfg), **{ema_member(source): source for source in cls.ema_sources(cfg)}}
 
     @classmethod
     def teacher_needs(cls, cfg: DistillConfig) -> dict[str, TeacherNeed]:
@@ -225,10 +271,14 @@ class DistillMethod(L.LightningModule):
 
     def after_optimiser_step(self) -> None:
         """Once per optimiser step, right after it (before any checkpoint of that step is written): the keys staged by
-        every batch of the step enter their queues together, so all batches of one step saw the same queue."""
+        every batch of the step enter their queues together, so all batches of one step saw the same queue; the
+        engine's EMA copies (``trainer.ema_momentum``) take the step's update."""
         for module in self.modules():
             if isinstance(module, KeyQueue):
                 module.commit()
+        momentum = self.cfg.trainer.ema_momentum
+        for source in type(self).ema_sources(self.cfg):  # the engine's EMA copies follow the step just taken
+            ema_update(getattr(self, ema_member(source)), getattr(self, source), momentum)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.batches_trained += 1

@@ -61,7 +61,7 @@ def build_students(method: type[DistillMethod], cfg: DistillConfig) -> dict[str,
     """The method's student members, member i seeded with ``trainer.seed + i`` (one member: the run's seed); a member
     that is a copy of another (``DistillMethod.copied_members``, for example an EMA copy) starts as that member's exact
     copy and is not trained by the optimiser."""
-    members, copies = method.student_members(cfg), method.copied_members(cfg)
+    members, copies = method.run_members(cfg), method.run_copies(cfg)
     built = {member: build_student(spec, cfg.trainer.seed + i) for i, (member, spec) in enumerate(members.items()) if member not in copies}
     for member, source in copies.items():
         built[member] = copy.deepcopy(built[source]).requires_grad_(False)
@@ -187,10 +187,10 @@ def run_distillation(
     start = time.perf_counter()
     trained = {member: s.cpu() for member, s in module.students().items()}
     initial = _initial_students(method, cfg, initial_states)
-    resolution = {member: spec.resolution for member, spec in method.student_members(cfg).items()}
+    resolution = {member: spec.resolution for member, spec in method.run_members(cfg).items()}
     classifiers = {member: c.cpu() for member, c in module.member_classifiers().items()}
     split = evaluation_split(cfg)
-    knn, suite, note = evaluate_run(cfg, ctx, trained, initial, resolution, run_dir, classifiers, split, set(method.copied_members(cfg)))
+    knn, suite, note = evaluate_run(cfg, ctx, trained, initial, resolution, run_dir, classifiers, split, set(method.run_copies(cfg)))
     extra = module.extra_evaluation(ctx, initial if cfg.eval.random_init else None)
     timing["eval_seconds"] = time.perf_counter() - start
     results = results_record(
@@ -225,7 +225,7 @@ def _initial_students(method: type[DistillMethod], cfg: DistillConfig, states: d
     built = build_students(method, cfg)
     for member, student in built.items():
         student.load_state_dict(states[member])
-    return {member: student for member, student in built.items() if member not in method.copied_members(cfg)}
+    return {member: student for member, student in built.items() if member not in method.run_copies(cfg)}
 
 
 def _teacher_rows(cfg: DistillConfig, ctx: TeacherProvider, spec: str, split: ImageSource, images: SubsetImages) -> torch.Tensor:
@@ -241,7 +241,7 @@ def _teacher_rows(cfg: DistillConfig, ctx: TeacherProvider, spec: str, split: Im
 def monitors(cfg: DistillConfig, source: ImageSource, module: DistillMethod, ctx: TeacherProvider | None = None) -> list:
     """The label-free alignment monitor (``eval.align_images``; when the run has a teacher to align with) and the k-NN
     monitor when ``eval.monitor_every`` asks for it (labelled memory and val needed)."""
-    views = {member: original_view(spec.resolution) for member, spec in type(module).student_members(cfg).items()}
+    views = {member: original_view(spec.resolution) for member, spec in type(module).run_members(cfg).items()}
     found = []
     if cfg.eval.align_images and ctx is not None and (cfg.eval.teacher or type(module).teacher_needs(cfg)):
         spec, split = evaluation_split(cfg) or (cfg.data.train, source)
@@ -279,7 +279,7 @@ def results_record(cfg, run_dir, method, students, ctx, source, knn, note, timin
     for name in cfg.teachers:  # every teacher that was built (trained with or evaluated), with its fingerprint
         if teacher_in_training or cfg.eval.teacher:
             teachers[name] = {**_teacher_record(ctx.teacher(name)), "weights": cfg.teachers[name].weights}
-    members = {member: {"arch": s.arch, "resolution": r.resolution, "dim": s.dim} for (member, s), r in zip(students.items(), method.student_members(cfg).values())}
+    members = {member: {"arch": s.arch, "resolution": r.resolution, "dim": s.dim} for (member, s), r in zip(students.items(), method.run_members(cfg).values())}
     return {
         "results_version": RESULTS_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -292,7 +292,7 @@ def results_record(cfg, run_dir, method, students, ctx, source, knn, note, timin
             "precision": cfg.trainer.precision,
             "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
             "images_per_optimiser_step": cfg.data.batch_size * cfg.trainer.accumulate_grad_batches * world_size(),
-            "student_channels_last": {member: spec.channels_last for member, spec in method.student_members(cfg).items()},
+            "student_channels_last": {member: spec.channels_last for member, spec in method.run_members(cfg).items()},
         },
         "student": next(iter(members.values())),
         "students": members,
@@ -329,7 +329,7 @@ def load_student_from_run(
     ``checkpoints/last.ckpt``)."""
     run = existing_run_dir(run_dir)
     cfg = build_config(run / "config.yaml")
-    members = METHODS[cfg.method.name].student_members(cfg)
+    members = METHODS[cfg.method.name].run_members(cfg)
     member = member or next(iter(members))
     if member not in members:
         raise ModelError(f"the run has no student member '{member}'; its members are {', '.join(members)}")

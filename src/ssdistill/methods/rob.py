@@ -46,7 +46,6 @@ from ssdistill.losses.selfsup import (
     sinkhorn,
 )
 from ssdistill.models.heads import mlp
-from ssdistill.models.momentum import momentum_update
 from ssdistill.models.ssl_head import read_ssl_head, ssl_head
 from ssdistill.models.students import patch_dropout
 
@@ -105,8 +104,6 @@ class RoBConfig(MethodConfig):
         0.15, ge=0, lt=1, description="msn, ViT students: share of patch tokens dropped from the global (anchor) crops, as MSN masks its "
         "anchor view (no effect on students without patch tokens)"
     )
-    eval_ema: bool = Field(False, description="also train an EMA copy of the student (momentum ema_momentum), evaluated as the row student_ema")
-    ema_momentum: float = Field(0.999, ge=0, le=1, description="momentum of the EMA copy")
 
     def inactive(self) -> set[str]:
         unused = set() if self.teacher_crops == "bank" else {"bank_repeats"}
@@ -178,15 +175,6 @@ class RoB(DistillMethod):
         if m.teacher_crops == "bank":
             return {"teacher": TeacherNeed("bank", tap=tap, repeats=m.bank_repeats, crop_scale=tuple(m.global_scale))}
         return {"teacher": TeacherNeed("augmented", tap=tap)}
-
-    @classmethod
-    def student_members(cls, cfg: DistillConfig) -> dict:
-        """The student, and with ``eval_ema`` its EMA copy ``ema`` (evaluated as the row ``student_ema``)."""
-        return {"student": cfg.student, **({"ema": cfg.student} if cfg.method.eval_ema else {})}
-
-    @classmethod
-    def copied_members(cls, cfg: DistillConfig) -> dict[str, str]:
-        return {"ema": "student"} if cfg.method.eval_ema else {}
 
     @classmethod
     def train_views(cls, cfg: DistillConfig, ctx) -> dict:
@@ -338,8 +326,3 @@ class RoB(DistillMethod):
             loss = cross + m.memax_weight * regulariser
             terms = {"cross_entropy": cross, "memax": regulariser}
         return self.log_loss(loss, **terms)
-
-    def after_optimiser_step(self) -> None:
-        super().after_optimiser_step()
-        if self.cfg.method.eval_ema:
-            momentum_update(self.ema, self.student, self.cfg.method.ema_momentum)

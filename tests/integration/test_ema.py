@@ -1,0 +1,81 @@
+"""The engine's EMA copy of the student (``trainer.ema_momentum``), for any method: updated after every optimiser step
+(parameters and BatchNorm statistics), evaluated as the row ``student_ema`` (no random-init row of its own), kept in the
+checkpoint, exported with ``--member ema``; a cohort gets one copy per trained member."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from integration.common import tiny_config
+from integration.test_cohort import PairFeature
+from ssdistill import distill
+from ssdistill.cli import main
+from ssdistill.engine.module import ema_update
+from ssdistill.engine.run import build_students
+from ssdistill.errors import TrainingError
+from ssdistill.methods.feature import FeatureDistillation
+from ssdistill.methods.registry import METHODS
+from ssdistill.recipe import build_config
+
+
+def test_ema_update_moves_parameters_and_batchnorm_statistics_and_copies_counters():
+    target, online = nn.Sequential(nn.Linear(2, 1), nn.BatchNorm1d(1)), nn.Sequential(nn.Linear(2, 1), nn.BatchNorm1d(1))
+    with torch.no_grad():
+        target[0].weight.copy_(torch.tensor([[1.0, 2.0]]))
+        online[0].weight.copy_(torch.tensor([[5.0, -2.0]]))
+        target[1].running_mean.fill_(0.0)
+        online[1].running_mean.fill_(4.0)
+        online[1].num_batches_tracked.fill_(7)
+    ema_update(target, online, 0.75)
+    assert target[0].weight.tolist() == [[2.0, 1.0]]  # 0.75 * 1 + 0.25 * 5, 0.75 * 2 + 0.25 * -2
+    assert target[1].running_mean.tolist() == [1.0] and int(target[1].num_batches_tracked) == 7
+    assert online[0].weight.tolist() == [[5.0, -2.0]]  # the online model is untouched
+
+
+def _state(run_dir):
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_the_ema_copy_follows_the_student_is_evaluated_and_exports(tmp_path, momentum):
+    """Momentum 0: the copy is the trained student, BatchNorm statistics included (same k-NN); 0.9: it is neither the
+    initial nor the trained student. Either way it is the row student_ema, without a random-init row of its own."""
+    raw = tiny_config(tmp_path, trainer={"epochs": 2, "ema_momentum": momentum}, eval={"random_init": True})
+    results = distill(raw, quiet=True)
+    assert list(results["knn"]) == ["random_init", "student", "student_ema"]
+    assert set(results["students"]) == {"student", "ema"}
+    run_dir = tmp_path / "runs" / "tiny"
+    state = _state(run_dir)
+    student = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+    ema = {k[len("ema."):]: v for k, v in state.items() if k.startswith("ema.")}
+    assert ema.keys() == student.keys()
+    initial = build_students(FeatureDistillation, build_config(raw))["student"].state_dict()
+    moved = [k for k, v in student.items() if v.is_floating_point() and not torch.equal(v, initial[k])]
+    assert moved and any("running_mean" in k for k in moved)
+    if momentum == 0.0:
+        assert all(torch.equal(ema[k], student[k]) for k in student)
+        assert results["knn"]["student_ema"]["top1"] == results["knn"]["student"]["top1"]
+    else:
+        # an average over the trajectory: neither the start nor the end (the update itself is checked by hand above)
+        assert all(not torch.equal(ema[k], student[k]) and not torch.equal(ema[k], initial[k]) for k in moved)
+    main(["export", str(run_dir), "--member", "ema", "--output", str(tmp_path / "ema")])
+    assert json.loads((tmp_path / "ema" / "config.json").read_text())["ssdistill"]["member"] == "ema"
+
+
+def test_a_cohort_gets_one_copy_per_trained_member_and_a_clash_is_a_clear_error(tmp_path):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(METHODS, "pair_feature", PairFeature)
+        cfg = build_config(tiny_config(tmp_path, method={"name": "pair_feature", "projector_hidden": [32]}, trainer={"ema_momentum": 0.99}))
+        assert list(PairFeature.run_members(cfg)) == ["student", "peer", "ema", "peer_ema"]
+        assert PairFeature.run_copies(cfg) == {"ema": "student", "peer_ema": "peer"}
+        assert list(PairFeature.run_members(cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"ema_momentum": None})}))) == ["student", "peer"]
+
+        class Clash(PairFeature):
+            @classmethod
+            def student_members(cls, cfg):
+                return {"student": cfg.student, "ema": cfg.student}
+
+        with pytest.raises(TrainingError, match="clashes with the EMA copy of 'student'"):
+            Clash.run_members(cfg)
