@@ -141,3 +141,30 @@ def test_every_shipped_recipe_is_a_valid_config():
     for recipe in recipes:
         cfg = build_config(recipe)
         assert cfg.run.name, recipe
+
+
+def test_a_recipe_lies_under_the_config_and_the_overrides(tmp_path):
+    """`recipe: recommended` (or --recipe) supplies its keys; the config file's own keys and the overrides win over
+    them; the resolved config holds no `recipe` key; a recipe file may be given by path."""
+    from ssdistill.recipe import RECIPES, load_recipe
+
+    shipped = load_recipe("recommended")
+    cfg = build_config({"recipe": "recommended", "data": {"train": "x"}, "trainer": {"epochs": 3}}, ["method.bank_repeats=4"])
+    assert cfg.method.name == shipped["method"]["name"] == "feature" and cfg.method.teacher_view == "bank"
+    assert cfg.method.target_norm == "teacher" and cfg.trainer.ema_momentum == shipped["trainer"]["ema_momentum"]
+    assert cfg.trainer.epochs == 3 and cfg.method.bank_repeats == 4 and cfg.data.train == "x"
+    assert "recipe" not in cfg.to_dict()
+    assert build_config({"data": {"train": "x"}}, ["recipe=recommended"]).method.teacher_view == "bank"  # what --recipe passes
+    own = tmp_path / "mine.yaml"
+    own.write_text("method: {name: seed}\ntrainer: {epochs: 7}\n")
+    assert build_config({"recipe": str(own)}).trainer.epochs == 7
+    assert (RECIPES / "recommended.yaml").is_file()
+
+
+def test_an_unknown_or_nested_recipe_is_a_one_line_error(tmp_path):
+    with pytest.raises(ConfigError, match="unknown recipe 'recomended'.*did you mean 'recommended'"):
+        build_config({"recipe": "recomended"})
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("recipe: recommended\n")
+    with pytest.raises(ConfigError, match="must be self-contained"):
+        build_config({"recipe": str(nested)})

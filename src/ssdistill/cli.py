@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     distill.add_argument("--config", help="YAML recipe (see configs/); default: built-in defaults")
+    distill.add_argument("--recipe", help="a shipped recipe laid under the config and the overrides, e.g. `recommended` (`ssdistill list` shows them)")
     distill.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from RUN_DIR/checkpoints/last.ckpt (or extend it: trainer.epochs=N)")
     distill.add_argument("--force", action="store_true", help="with --resume: accept overrides that change what is trained (recorded in results.json)")
     distill.add_argument("overrides", nargs="*", metavar="key=value", help="override any option, e.g. trainer.epochs=5")
@@ -121,6 +122,12 @@ def _print_list() -> None:
     for name, method in METHODS.items():
         official = " [preset: official]" if method.config_class.official_values() else ""
         print(f"  {name:<20} {method.description}{official}")
+    from ssdistill.recipe import RECIPES, recipe_names
+
+    print("recipes (ssdistill distill --recipe NAME, laid under --config and key=value overrides):")
+    for name in recipe_names():
+        first = (RECIPES / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ")
+        print(f"  {name:<20} {first}")
     print("built-in teachers (any timm name works too, with hub or local weights):")
     for name, teacher in BUILTIN_TEACHERS.items():
         print(f"  {name:<20} {teacher.description}")
@@ -192,7 +199,10 @@ def main(argv: list[str] | None = None) -> None:
 
             if args.resume and args.config:
                 raise SsdistillError("--resume uses the run's own config.yaml; drop --config (key=value overrides still apply)")
-            distill(args.config, overrides=args.overrides, resume=args.resume, force=args.force)
+            if args.resume and args.recipe:
+                raise SsdistillError("--resume uses the run's own config.yaml; drop --recipe (key=value overrides still apply)")
+            overrides = [*args.overrides, f"recipe={args.recipe}"] if args.recipe else args.overrides
+            distill(args.config, overrides=overrides, resume=args.resume, force=args.force)
         elif args.command == "eval":
             from ssdistill.api import evaluate
 

@@ -1,5 +1,8 @@
 """Resolving a recipe into a ``DistillConfig``: YAML file / dict / config, plus ``key=value`` overrides.
 
+A config may name a shipped recipe (``recipe: recommended``; ``ssdistill/recipes/*.yaml``, ``ssdistill distill
+--recipe NAME``) or a recipe file: its keys are laid under the config's own, and the overrides over both.
+
 This sits above ``ssdistill.methods`` (the config schema below it knows no method): the ``method`` section is
 validated by the config class of the method it names, unknown keys anywhere are rejected with the closest valid key,
 and errors are one line (the dotted key, what is wrong). ``describe_options`` lists every option for ``--help``.
@@ -20,6 +23,23 @@ from ssdistill.errors import ConfigError
 from ssdistill.methods.registry import METHODS
 
 DEFAULT_METHOD = "feature"
+RECIPES = Path(__file__).resolve().parent / "recipes"  # the shipped recipes, by name: recipes/<name>.yaml
+
+
+def recipe_names() -> list[str]:
+    return sorted(path.stem for path in RECIPES.glob("*.yaml"))
+
+
+def load_recipe(name: str | Path) -> dict[str, Any]:
+    """A shipped recipe by name, or a recipe file by path (it may not name a recipe itself)."""
+    path = RECIPES / f"{name}.yaml" if str(name) in recipe_names() else Path(name)
+    if not path.is_file():
+        raise ConfigError(f"unknown recipe '{name}'{_did_you_mean(str(name), recipe_names())}; the shipped recipes are "
+                          f"{', '.join(recipe_names())} (or give the path of a recipe file)")
+    raw = load_yaml(path)
+    if "recipe" in raw:
+        raise ConfigError(f"recipe {path} names another recipe ({raw['recipe']}); a recipe must be self-contained")
+    return raw
 
 
 def method_config_class(name: str) -> type[MethodConfig]:
@@ -141,6 +161,9 @@ def build_config(
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     raw = merge_nested(raw, overrides or {})
+    recipe = raw.pop("recipe", None)
+    if recipe is not None:  # the recipe's keys under the config's and the overrides'
+        raw = merge_nested(load_recipe(recipe), raw)
     method = raw.get("method")
     if isinstance(method, str):
         method = {"name": method}
