@@ -19,10 +19,11 @@ demo: $(STAMP)
 	$(VENV)/bin/ssdistill distill --config configs/demo/feature.yaml
 
 # one pytest worker per CPU core (pytest-xdist), each with one torch thread; a test file stays on one worker (its
-# module fixtures are built once); the slowest tests are listed at the end
+# module fixtures are built once); files go out in collection order, the longest first (tests/conftest.py); the slowest
+# tests are listed at the end
 TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 # unpack the full benchmark datasets from ../shared/data into .data/ (needed by configs/q1, configs/q2)
 data:
