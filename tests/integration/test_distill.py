@@ -39,7 +39,8 @@ def test_resume_continues_an_interrupted_run(tmp_path):
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 8
     seconds_before_kill = checkpoint["callbacks"]["TrainingClock"]["seconds"]
-    assert seconds_before_kill > 0
+    epochs_before_kill = checkpoint["callbacks"]["TrainingClock"]["epoch_seconds"]
+    assert seconds_before_kill > 0 and len(epochs_before_kill) == 2 and sum(epochs_before_kill) <= seconds_before_kill
     assert not (run_dir / "results.json").exists()
     _, at_kill = load_student_from_run(run_dir)
 
@@ -56,6 +57,9 @@ def test_resume_continues_an_interrupted_run(tmp_path):
     assert results["steps"] == 12
     timing = results["timing"]  # training time of both attempts (up to the checkpoint resumed from) is reported
     assert timing["train_seconds"] == pytest.approx(seconds_before_kill + timing["train_seconds_this_attempt"])
+    # each epoch's batches, both attempts: the time to a quality reached at epoch e is the sum of the first e
+    assert timing["epoch_train_seconds"][:2] == pytest.approx(epochs_before_kill, abs=1e-3) and len(timing["epoch_train_seconds"]) == 3
+    assert 0 < sum(timing["epoch_train_seconds"]) <= timing["train_seconds"]
     assert set(_epoch_losses(run_dir)) == {0, 1, 2}  # the first attempt's metrics were kept
     assert (run_dir / "results.json").exists()
     assert not list((tmp_path / "runs").glob("tiny-*"))  # resumed in place, no new run dir

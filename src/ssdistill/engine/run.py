@@ -177,6 +177,7 @@ def run_distillation(
         timing["teacher_signal_seconds"] = ctx.signal_seconds
     timing["train_seconds"] = clock.before + this_attempt  # every attempt of a resumed run
     timing["train_seconds_this_attempt"] = this_attempt
+    timing["epoch_train_seconds"] = [round(seconds, 3) for seconds in clock.epochs]  # each epoch's batches (time to a quality)
     if previous_metrics is not None:
         metrics_csv.merge(run_dir, previous_metrics, upto_step=resumed_step)
     timing["train_images_per_s"] = module.batches_trained * cfg.data.batch_size * trainer.world_size / max(this_attempt, 1e-9)

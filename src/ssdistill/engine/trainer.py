@@ -21,14 +21,27 @@ from ssdistill.engine.trackers import TrackerStart, tracker_loggers
 
 class TrainingClock(L.Callback):
     """Training seconds summed over every attempt of a run: the total so far travels in each checkpoint, so a resumed
-    run reports the time of all its epochs (work lost between the last checkpoint and a kill is not counted)."""
+    run reports the time of all its epochs (work lost between the last checkpoint and a kill is not counted). Also the
+    seconds of each epoch's batches alone (``epochs``; checkpoints and monitors after them excluded, an epoch resumed
+    mid-way counts its resumed part), so a quality reached at epoch e was reached after ``sum(epochs[:e])`` seconds of
+    training, whatever the monitors cost."""
 
     def __init__(self) -> None:
         self.before = 0.0  # seconds of earlier attempts, up to the checkpoint this attempt resumed from
         self.started: float | None = None
+        self.epochs: list[float] = []
+        self.epoch_started: float | None = None
 
     def on_train_start(self, trainer, module) -> None:
         self.started = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self.epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module) -> None:  # before the checkpoint and the monitors (first callback)
+        if self.epoch_started is not None:
+            self.epochs.append(time.perf_counter() - self.epoch_started)
+            self.epoch_started = None
 
     def this_attempt(self) -> float:
         return 0.0 if self.started is None else time.perf_counter() - self.started
@@ -37,10 +50,11 @@ class TrainingClock(L.Callback):
         return self.before + self.this_attempt()
 
     def state_dict(self) -> dict:
-        return {"seconds": self.total()}
+        return {"seconds": self.total(), "epoch_seconds": list(self.epochs)}
 
     def load_state_dict(self, state: dict) -> None:
         self.before = float(state["seconds"])
+        self.epochs = [float(s) for s in state.get("epoch_seconds", [])]
 
 
 class Throughput(L.Callback):
