@@ -44,6 +44,8 @@ METHODS = (
     "cka", "cka_classifier", "cka_task_only", "cka_cfl", "cka_no_task", "cka_no_intra", "cka_no_inter", "cka_no_align",
     # RoB: the teacher as the target branch of DINO (logits target, k-means projection target), BYOL regression, MSN
     "rob_dino_logits", "rob_dino_kmeans", "rob_regression", "rob_msn",
+    # the recommended recipe (configs/recommended/<bench>.yaml) and, on Q1, its ablation: one ingredient added per row
+    "recipe_shared", "recipe_consistent", "recipe_standardised", "recipe_long", "recommended",
 )
 LABELS = {
     "feature": "feature regression",
@@ -72,6 +74,11 @@ LABELS = {
     "rob_dino_kmeans": "RoB-DINO, k-means projection",
     "rob_regression": "RoB-regression (BYOL head)",
     "rob_msn": "RoB-MSN, k-means prototypes",
+    "recipe_shared": "shared recipe (feature regression), k-NN monitored",
+    "recipe_consistent": "+ consistent crops (teacher bank)",
+    "recipe_standardised": "+ teacher-standardised targets",
+    "recipe_long": "+ 60 epochs",
+    "recommended": "recommended recipe (+ student EMA)",
 }
 TASK_BENCHES = ("q3", "q3c")  # two tasks, each taught by its own teacher (benchmarks/amalgamation.py)
 NO_TEACHER = frozenset({"moco", "mcl", "mvmr_ssl", "mvmr_ssl_official", "mcl_independent", "mcl_supervised"})
@@ -123,6 +130,8 @@ SMOKE_UNTESTED = {
     "MV-MR's self-supervised dependence terms must rise on 1,000 real images (about 90 s of the test run saved)",
     **{("q3c", row): "a variant of the cka row (same code, other weights or heads), measured by the cpu tier"
        for row in ("cka_classifier", "cka_task_only", "cka_cfl", "cka_no_task", "cka_no_intra", "cka_no_inter", "cka_no_align")},
+    ("q2", "recommended"): "feature regression (the q2 feature row is tested) with the recipe's switches, each tested on its own: the "
+    "bank (tests/cache/test_bank.py), teacher-standardised targets (tests/methods), the student EMA (tests/integration/test_ema.py)",
     ("q3c", "feature_multi"): "multi-teacher feature distillation is tested by the q2 feature row and tests/methods/test_feature_multi.py",
     **{("q2", row): "RoB runs its teacher online on every step (about 4 min a row on one thread): left out of the test run to keep it "
        "under 25 minutes; its steps, centre, EMA copy and gradients are tested in tests/methods/test_rob.py, its smoke figures come "
@@ -200,8 +209,13 @@ TIERS = {
 }
 
 
+def _recipe_file(bench: str, method: str) -> Path:
+    """``configs/<bench>/<row>.yaml``; the recommended recipe's row is ``configs/recommended/<bench>.yaml``."""
+    return REPO / "configs" / ("recommended" if method == "recommended" else bench) / f"{bench if method == 'recommended' else method}.yaml"
+
+
 def recipe_path(bench: str, method: str) -> Path:
-    path = REPO / "configs" / bench / f"{method}.yaml"
+    path = _recipe_file(bench, method)
     if not path.is_file():
         raise SystemExit(f"no recipe {path.relative_to(REPO)}: benchmark {bench} has no row for {method}")
     return path
@@ -213,7 +227,7 @@ def row_path(results_dir: Path, bench: str, method: str, tier: str) -> Path:
 
 def bench_methods(bench: str) -> list[str]:
     """The rows benchmark ``bench`` has a recipe for, in table order."""
-    return [m for m in METHODS if (REPO / "configs" / bench / f"{m}.yaml").is_file()]
+    return [m for m in METHODS if _recipe_file(bench, m).is_file()]
 
 
 def _run_dir_and_overrides(tier: Tier, bench: str, method: str, runs_dir: Path | None, seed: int | None = None) -> tuple[Path, dict]:
@@ -302,6 +316,8 @@ def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESU
     }
     if not record.get("epoch_losses"):  # a row read back keeps its losses: its run directory may be gone
         record["epoch_losses"] = epoch_losses(Path(record["run_dir"]))
+    if not record.get("monitor_knn"):
+        record["monitor_knn"] = monitor_curve(Path(record["run_dir"]), record)
     if bench in TASK_BENCHES:
         from benchmarks.amalgamation import add_task_scores
 
@@ -330,6 +346,39 @@ def epoch_losses(run_dir: Path) -> list[float]:
         if row.get("train/loss_epoch"):
             by_epoch[int(row["epoch"])] = float(row["train/loss_epoch"])
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def monitor_curve(run_dir: Path, record: dict) -> list[dict]:
+    """The k-NN monitor's points (``eval.monitor_every``; empty without it): for each monitored epoch, the student's
+    top-1 (and the EMA copy's, ``ema``) against a memory of at most ``eval.monitor_images`` training images, and the
+    training seconds up to the end of that epoch (``timing.epoch_train_seconds``: batches only, monitors excluded)."""
+    metrics = run_dir / "metrics.csv"
+    seconds = (record.get("timing") or {}).get("epoch_train_seconds") or []
+    if not metrics.is_file() or not seconds:
+        return []
+    points: dict[int, dict] = {}
+    for row in csv.DictReader(metrics.open()):
+        for key, name in (("monitor/knn_top1", "student"), ("monitor/ema/knn_top1", "ema")):
+            if row.get(key):
+                epoch = int(row["epoch"])
+                points.setdefault(epoch, {"epoch": epoch + 1, "train_seconds": round(sum(seconds[: epoch + 1]), 1)})[name] = float(row[key])
+    return [points[e] for e in sorted(points)]
+
+
+TTQ_FRACTIONS = (0.80, 0.85, 0.90)  # time to these shares of the teacher's k-NN (issue 23)
+
+
+def time_to_quality(record: dict, fractions=TTQ_FRACTIONS) -> dict[float, float | None]:
+    """{fraction: training seconds until the monitored k-NN (student or EMA copy) first reached that share of the
+    teacher's k-NN top-1; None when it never did}. The monitor's memory is a subset of the training images, so its
+    k-NN reads a little below the final one: the figure is an upper bound on the time."""
+    teacher = ((record.get("knn") or {}).get(_primary_label(record)) or {}).get("top1")
+    found: dict[float, float | None] = {}
+    for fraction in fractions:
+        hits = [p["train_seconds"] for p in record.get("monitor_knn") or []
+                if teacher and max(p.get("student", 0.0), p.get("ema", 0.0)) >= fraction * teacher]
+        found[fraction] = hits[0] if hits else None
+    return found
 
 
 QUEUE_METHODS = frozenset({"moco", "mcl", "seed", "disco", "bingo"})
@@ -457,7 +506,8 @@ def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
     """Markdown table of every finished row of one benchmark and tier (teacher and random init first). A method
     without a current row shows its superseded row (``superseded/<bench>/``, measured under older defaults), marked."""
     rows = {}
-    for method in (m for m in METHODS if m not in WITH_LABELS):  # rows trained with labels: cohort_table
+    # rows trained with labels: cohort_table; the recipe ablation: recipe_table
+    for method in (m for m in METHODS if m not in WITH_LABELS and m not in RECIPE_ROWS):
         for path in (row_path(results_dir, bench, method, tier), row_path(Path(results_dir) / "superseded", bench, method, tier)):
             if path.is_file():
                 rows[method] = json.loads(path.read_text())
@@ -542,6 +592,39 @@ def cohort_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str | No
     return "\n".join(lines) + "\n"
 
 
+RECIPE_ROWS = ("recipe_shared", "recipe_consistent", "recipe_standardised", "recipe_long", "recommended")
+
+
+def recipe_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str | None:
+    """Markdown table of the recommended recipe's rows (issue 23): on Q1 its ablation, one ingredient added per row, with
+    the time to 80 / 85 / 90 % of the teacher's k-NN; None when there is none yet."""
+    rows = {m: json.loads(row_path(results_dir, bench, m, tier).read_text()) for m in RECIPE_ROWS if row_path(results_dir, bench, m, tier).is_file()}
+    if not rows:
+        return None
+    reference = next(iter(rows.values()))
+    teacher = _metrics(reference, _primary_label(reference))
+    shares = " / ".join(f"{f:.0%}" for f in TTQ_FRACTIONS)
+    lines = [
+        f"{bench.upper()}, tier `{tier}`: the recommended recipe{', its ingredients added one at a time' if len(rows) > 1 else ''}; "
+        f"teacher k-NN {cell(teacher['k20'])}, linear {cell(teacher['linear'])}; time to a share of the teacher's k-NN: training "
+        f"seconds until the k-NN monitor (every 2 epochs, student or its EMA) first reached it; "
+        f"`python -m benchmarks.quality --tier {tier} --bench {bench} --only {' '.join(rows)}`",
+        "",
+        f"| row | k-NN k20 | linear | % of teacher (k-NN) | EMA copy k-NN k20 | train time | time to {shares} of teacher k-NN | notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for method, record in rows.items():
+        student = _metrics(record, "student")
+        ema = (record.get("knn") or {}).get("student_ema", {}).get("top1")
+        share = None if not teacher["k20"] or student["k20"] is None else 100.0 * student["k20"] / teacher["k20"]
+        reached = " / ".join(_duration(t) if t is not None else "–" for t in time_to_quality(record).values())
+        lines.append(
+            f"| {LABELS[method]} | {cell(student['k20'])} | {cell(student['linear'])} | {cell(share, 0)} | {cell(ema)} | "
+            f"{_duration((record.get('timing') or {}).get('train_seconds'))} | {reached} | {_notes(method, record)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def task_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
     """The Q3 table (benchmarks/amalgamation.py) of every finished row of a two-task benchmark."""
     from benchmarks import amalgamation
@@ -562,13 +645,15 @@ def write_table(bench: str, tier: str, results_dir: Path = RESULTS, readme: Path
     markdown = bench_table(bench, tier, results_dir)
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(results_dir) / f"{bench}-{tier}.md", markdown)
-    cohorts = cohort_table(bench, tier, results_dir)
-    if cohorts is not None:
-        atomic_write_text(Path(results_dir) / f"{bench}-{tier}-cohorts.md", cohorts)
+    extra = {"cohorts": cohort_table(bench, tier, results_dir), "recipe": recipe_table(bench, tier, results_dir)}
+    for name, content in extra.items():
+        if content is not None:
+            atomic_write_text(Path(results_dir) / f"{bench}-{tier}-{name}.md", content)
     if readme is not None:
         replace_block(readme, f"bench:{bench}-{tier}", markdown)
-        if cohorts is not None and f"<!-- bench:{bench}-{tier}-cohorts -->" in readme.read_text():
-            replace_block(readme, f"bench:{bench}-{tier}-cohorts", cohorts)
+        for name, content in extra.items():
+            if content is not None and f"<!-- bench:{bench}-{tier}-{name} -->" in readme.read_text():
+                replace_block(readme, f"bench:{bench}-{tier}-{name}", content)
     return markdown
 
 

@@ -344,3 +344,34 @@ def test_task_folders_link_each_task_s_classes_and_their_union(tmp_path):
     assert sorted(p.name for p in (out / "a" / "test").iterdir()) == ["c0", "c1"]
     assert sorted(p.name for p in (out / "union" / "train").iterdir()) == ["c0", "c1", "c2", "c3"]
     assert (out / "b" / "train" / "c3").resolve() == (tmp_path / "src" / "train" / "c3").resolve()
+
+
+def test_the_recipe_table_gives_time_to_a_share_of_the_teacher_from_the_monitor(tmp_path):
+    """The monitor's points come from metrics.csv and the epochs' training seconds; the time to 80 / 85 / 90 % of the
+    teacher's k-NN is the training time at the first monitored epoch (student or EMA copy) that reached it; the recipe
+    rows leave the method table for their own."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.csv").write_text(
+        "epoch,step,train/loss_epoch,monitor/knn_top1,monitor/ema/knn_top1\n"
+        "0,9,2.0,,\n1,19,1.5,60.0,58.0\n2,29,1.2,,\n3,39,1.0,66.0,69.0\n4,49,0.9,,\n5,59,0.8,71.0,70.0\n"
+    )
+    record = _row(71.0, teacher=80.0, timing={"train_seconds": 70.0, "epoch_train_seconds": [10.0, 10.0, 12.0, 12.0, 13.0, 13.0]})
+    record["knn"]["student_ema"] = {"top1": 70.5}
+    curve = quality.monitor_curve(run_dir, record)
+    assert curve == [{"epoch": 2, "train_seconds": 20.0, "student": 60.0, "ema": 58.0}, {"epoch": 4, "train_seconds": 44.0, "student": 66.0, "ema": 69.0},
+                     {"epoch": 6, "train_seconds": 70.0, "student": 71.0, "ema": 70.0}]
+    record["monitor_knn"] = curve
+    # 80 % of 80 = 64 (epoch 4, 44 s); 85 % = 68 (epoch 4 by the EMA copy's 69); 90 % = 72 never
+    assert quality.time_to_quality(record) == {0.80: 44.0, 0.85: 44.0, 0.90: None}
+    for method, row in (("recipe_shared", _row(60.0)), ("recommended", record), ("feature", _row(60.0))):
+        path = quality.row_path(tmp_path, "q1", method, "cpu")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(row))
+    lines = quality.recipe_table("q1", "cpu", tmp_path).splitlines()
+    assert "--only recipe_shared recommended" in lines[0]
+    assert lines[4].startswith("| shared recipe (feature regression), k-NN monitored | 60.0 |") and lines[4].count("| – / – / – |") == 1
+    assert lines[5].startswith("| recommended recipe (+ student EMA) | 71.0 | – | 89 | 70.5 | 70 s | 44 s / 44 s / – |")
+    method_rows = quality.table("q1", "cpu", tmp_path)
+    assert "feature regression" in method_rows and "recommended recipe" not in method_rows and "k-NN monitored" not in method_rows
+    assert quality.recipe_table("q2", "cpu", tmp_path) is None
