@@ -134,3 +134,56 @@ def test_cosine_smooth_l1_is_the_sum_of_both_terms():
     t = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
     # cosine: 1 - 0 and 1 - 1 -> mean 0.5; smooth-L1 (beta 1): |d| = 1, 1, 0, 1 -> 0.5, 0.5, 0, 0.5 -> mean 0.375
     assert feature_regression_loss(p, t, "cosine_smooth_l1").item() == pytest.approx(0.875)
+
+
+class _OnlineTeacher:
+    """An online teacher signal that records the images it is shown (its target: channel means, twice)."""
+
+    online, batch_view, dim = True, None, 6
+
+    def __init__(self) -> None:
+        self.seen: list[torch.Tensor] = []
+
+    def __call__(self, index, images):
+        self.seen.append(images)
+        return images.mean((2, 3)).repeat(1, 2)
+
+    def to(self, device):
+        return self
+
+
+@pytest.mark.parametrize("mix", ["mixup", "cutmix"])
+def test_mixing_shows_the_teacher_and_the_student_the_same_mixed_crops(mix):
+    """method.mix: the shared crop (teacher resolution) is mixed with a shuffled copy of the batch, and that mixed image
+    is what the teacher embeds and what the student's view is resized from."""
+    from ssdistill.data.mixing import batch_cutmix
+    from ssdistill.methods.paired import student_images
+
+    cfg = build_config({"method": {"name": "feature", "projector_hidden": [16], "teacher_view": "same", "mix": mix, "mix_alpha": 0.4},
+                        "teacher": {"name": "efficientnet_lite0"}, "student": {"arch": "test_resnet", "resolution": 32}})
+    teacher = _OnlineTeacher()
+    torch.manual_seed(0)
+    module = METHODS["feature"](cfg, Student("test_resnet"), {"teacher": teacher}, dataset_size=N)
+    module.log_loss = lambda loss, **terms: loss
+    shared = torch.rand(8, 3, 48, 48)
+    batch = {"index": torch.arange(8), "views": {"shared": shared}}
+    student_inputs = []
+    module.student.register_forward_pre_hook(lambda _, args: student_inputs.append(args[0]))
+    torch.manual_seed(5)
+    module.training_step(batch, 0)
+    torch.manual_seed(5)
+    other = shared[torch.randperm(8)]
+    if mix == "mixup":
+        lam = float(torch.distributions.Beta(torch.tensor(0.4), torch.tensor(0.4)).sample())
+        expected = lam * shared + (1 - lam) * other
+    else:
+        expected, lam = batch_cutmix(shared, other)
+    assert 0.0 < lam < 1.0 and torch.allclose(teacher.seen[0], expected)
+    assert torch.allclose(student_inputs[0], student_images({"views": {"shared": expected}}, 32))
+
+
+def test_mixing_needs_the_teacher_online_and_is_one_line():
+    for view in ("original", "bank"):
+        cfg = build_config({"method": {"name": "feature", "teacher_view": view, "mix": "cutmix"}, "teacher": {"name": "efficientnet_lite0"}})
+        with pytest.raises(ConfigError, match="method.mix=cutmix needs the teacher to see the mixed image: set method.teacher_view=same"):
+            METHODS["feature"].teacher_needs(cfg)

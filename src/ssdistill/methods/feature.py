@@ -22,6 +22,7 @@ from torch import nn
 from ssdistill.config import DistillConfig, teacher_label
 from ssdistill.engine.contract import Preparation
 from ssdistill.engine.module import DistillMethod
+from ssdistill.data.mixing import batch_cutmix
 from ssdistill.errors import ConfigError
 from ssdistill.losses.regression import center_batch, feature_regression_loss, standardize_batch, standardize_with
 from ssdistill.methods.paired import PairedViewConfig, TeacherView, paired_need, paired_target, paired_views, student_images
@@ -52,6 +53,14 @@ class FeatureConfig(PairedViewConfig):
     teacher_drop: float = Field(
         0.0, ge=0, lt=1, description="probability that a teacher's term is left out of a step (at least one teacher kept)"
     )
+    mix: Literal["none", "mixup", "cutmix"] = Field(
+        "none", description="mix each step's crops with a shuffled copy of the batch before both the student and the teacher see "
+        "them (function matching on mixed images; needs teacher_view=same, as the teacher must see the mixed image)",
+    )
+    mix_alpha: float = Field(1.0, gt=0, description="mixup: the mixing weight is drawn from Beta(mix_alpha, mix_alpha)")
+
+    def inactive(self) -> set[str]:
+        return super().inactive() | (set() if self.mix == "mixup" else {"mix_alpha"})
 
 
 class FeatureDistillation(DistillMethod):
@@ -78,6 +87,9 @@ class FeatureDistillation(DistillMethod):
 
     @classmethod
     def teacher_needs(cls, cfg: DistillConfig) -> dict:
+        if cfg.method.mix != "none" and cfg.method.teacher_view != "same":
+            raise ConfigError(f"method.mix={cfg.method.mix} needs the teacher to see the mixed image: set method.teacher_view=same "
+                              "(a cached teacher output is of an unmixed image)")
         if cfg.method.teacher_view == "bank" and len(cfg.teachers) > 1:
             raise ConfigError("several teachers need teacher_view=original or same (one augmentation bank is replayed per run)")
         return {teacher_label(name): paired_need(cfg.method, name) for name in cfg.teachers}
@@ -116,8 +128,25 @@ class FeatureDistillation(DistillMethod):
             keep[int(torch.randint(len(names), (1,)))] = True
         return [name for name, kept in zip(names, keep.tolist()) if kept]
 
+    def _mixed(self, batch: dict) -> dict:
+        """``method.mix``: the step's shared crops (teacher resolution; the student's view is resized from them) mixed
+        with a shuffled copy of the batch, mixup with λ ~ Beta(α, α) or one cutmix box; the engine seeds the draw per step."""
+        mix = self.cfg.method.mix
+        if mix == "none":
+            return batch
+        shared = batch["views"]["shared"]
+        other = shared[torch.randperm(len(shared)).to(shared.device)]
+        if mix == "mixup":
+            alpha = torch.tensor(float(self.cfg.method.mix_alpha))
+            lam = float(torch.distributions.Beta(alpha, alpha).sample())
+            mixed = lam * shared + (1.0 - lam) * other
+        else:
+            mixed, _ = batch_cutmix(shared, other)
+        return {**batch, "views": {**batch["views"], "shared": mixed}}
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         m = self.cfg.method
+        batch = self._mixed(batch)
         features = self.student(student_images(batch, self.cfg.student.resolution))
         kept = self._kept()
         weights = {name: m.teacher_weights.get(name, 1.0) for name in self.targets}
