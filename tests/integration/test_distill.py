@@ -224,18 +224,26 @@ def _cli(*args, cwd=REPO):
     return subprocess.run([sys.executable, "-m", "ssdistill", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-def test_cli_errors_are_one_line_and_exit_2(tmp_path):
-    unknown = _cli("distill", "--config", "configs/demo/feature.yaml", "trainer.epoch=1")
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    from ssdistill.cli import main
+
+    unknown = _cli("distill", "--config", "configs/demo/feature.yaml", "trainer.epoch=1")  # the installed entry point
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == "error: unknown config key 'trainer.epoch'; did you mean 'trainer.epochs'?"
-    missing = _cli("distill", f"data.train={tmp_path / 'nowhere'}", f"run.dir={tmp_path}")
-    assert missing.returncode == 2 and "not found" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
-    listing = _cli("list")
-    assert listing.returncode == 0 and "feature" in listing.stdout and "efficientnet_lite0" in listing.stdout
-    assert "[preset: official]" in next(line for line in listing.stdout.splitlines() if line.strip().startswith("bingo"))
-    assert "[preset: official]" not in next(line for line in listing.stdout.splitlines() if line.strip().startswith("feature"))
-    helptext = _cli("distill", "--help")
-    assert "trainer.epochs" in helptext.stdout and "method.loss" in helptext.stdout
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as missing:  # the rest in this process: the same main(), without a Python start each
+        main(["distill", f"data.train={tmp_path / 'nowhere'}", f"run.dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert missing.value.code == 2 and "not found" in err and len(err.strip().splitlines()) == 1
+    main(["list"])
+    listing = capsys.readouterr().out
+    assert "feature" in listing and "efficientnet_lite0" in listing and "recommended" in listing
+    assert "[preset: official]" in next(line for line in listing.splitlines() if line.strip().startswith("bingo"))
+    assert "[preset: official]" not in next(line for line in listing.splitlines() if line.strip().startswith("feature"))
+    with pytest.raises(SystemExit) as helped:
+        main(["distill", "--help"])
+    helptext = capsys.readouterr().out
+    assert helped.value.code == 0 and "trainer.epochs" in helptext and "method.loss" in helptext and "--recipe" in helptext
 
 
 def test_cli_distill_and_eval_of_the_run(tmp_path):
