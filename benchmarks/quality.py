@@ -128,7 +128,7 @@ SMOKE_UNTESTED = {
     "its row would only check finite losses (about 2 min of the test run): its step and queue are tested in "
     "tests/methods/test_contrastive_methods.py, a whole run in tests/integration/test_contrastive_runs.py",
     ("q2", "mcl_independent"): "the baseline of mcl_supervised, the same code with the mutual terms weighted 0",
-    ("q2", "mvmr_ssl"): "its check (the loss falls by 10 %) is subsumed by tests/integration/test_real_images.py, where each of "
+    ("q2", "mvmr_ssl"): "its check (the loss falls by 10 %) is subsumed by tests/integration/test_real_images_ssl.py, where each of "
     "MV-MR's self-supervised dependence terms must rise on 1,000 real images (about 90 s of the test run saved)",
     **{("q3c", row): "a variant of the cka row (same code, other weights or heads), measured by the cpu tier"
        for row in ("cka_classifier", "cka_task_only", "cka_cfl", "cka_no_task", "cka_no_intra", "cka_no_inter", "cka_no_align")},

@@ -77,7 +77,7 @@ def mvmr_teacher(seed: int, runs: Path) -> dict[str, float]:
 
 
 def mvmr_ssl(seed: int, runs: Path) -> dict[str, float]:
-    """tests/integration/test_real_images.py::test_mvmr_self_supervised_mode_raises_dependence_with_every_representation."""
+    """tests/integration/test_real_images_ssl.py::test_mvmr_self_supervised_mode_raises_dependence_with_every_representation."""
     _, run_dir = _run(
         DEMO / "mvmr_kd.yaml", seed, runs, "mvmr-ssl",
         method={"mode": "ssl"}, optim={"lr": 0.002}, trainer={"epochs": 8}, eval={"teacher": False, "random_init": False},

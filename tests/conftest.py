@@ -1,3 +1,4 @@
+import csv
 import os
 from pathlib import Path
 
@@ -10,6 +11,9 @@ DEMO_DATA = REPO / "data" / "imagenette_mini"
 SHARED = REPO.parent / "shared"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here: fail fast instead of waiting on the network
+# the dcor package (a test-only cross-check on 40-point samples) compiles its numba kernels on import: 45 s of one CPU,
+# 5 s without the compilation
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one torch thread each, no oversubscription
     import torch
@@ -18,11 +22,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per cor
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # and in the processes the tests start (CLI runs, DDP ranks)
 
 
-# the longest test files, longest first: `make test` (pytest-xdist --dist loadfile --no-loadscope-reorder) hands files to
-# its workers in collection order, so these start first and the short files fill in behind them. (xdist's default
-# order, most tests first, started these few-test files last, and the run ended waiting on one of them.) Measured on
-# one thread each (CPU seconds): about 450, 420 and 600.
-LONGEST_FIRST = ("tests/bench/test_smoke_tier_b.py", "tests/bench/test_smoke_tier.py", "tests/integration/test_real_images.py")
+# The longest test files first, in an order that keeps them apart. `make test` runs two pytest-xdist workers
+# (--dist loadfile --no-loadscope-reorder): files go out in collection order, one to each worker at the start, and a
+# worker is handed the next file whenever two or fewer of its tests are left to run. So the first worker takes the
+# real-image file (2 tests, about 14 min of one CPU: the longest) and, at once, the DDP file (4 tests) behind it;
+# the second worker takes the smoke tier's first half (one fixture of about 7 min) and, when that is done, its second
+# half (about 6.5 min); the short files fill in behind on whichever worker frees up. (Before, the real-image file went
+# to the worker that had the second smoke half and the run ended waiting on it.)
+LONGEST_FIRST = (
+    "tests/integration/test_real_images.py", "tests/bench/test_smoke_tier.py", "tests/integration/test_ddp.py",
+    "tests/bench/test_smoke_tier_b.py", "tests/integration/test_real_images_ssl.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -35,6 +45,12 @@ def isolated_teacher_cache(tmp_path_factory):
     """Every test session gets its own teacher cache (shared by its tests, never by later sessions)."""
     os.environ["SSDISTILL_CACHE_DIR"] = str(tmp_path_factory.mktemp("teacher-cache"))
     yield
+
+
+def epoch_means(run_dir: Path, term: str) -> list[float]:
+    """The epoch means of one logged loss term, in order, from a run's metrics.csv."""
+    rows = csv.DictReader((run_dir / "metrics.csv").open())
+    return [float(r[f"train/{term}_epoch"]) for r in rows if r.get(f"train/{term}_epoch")]
 
 
 def write_images(folder: Path, count: int, size: int = 40, seed: int = 0, prefix: str = "img") -> list[Path]:

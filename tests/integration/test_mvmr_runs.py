@@ -1,5 +1,5 @@
 """MV-MR end to end: several teachers as representations; only multi-teacher methods accept them (its learning on real
-images: test_real_images.py)."""
+images: test_real_images.py, test_real_images_ssl.py)."""
 
 import csv
 

@@ -1,13 +1,13 @@
 """Learning on real images, the demo setting (EfficientNet-Lite0 -> MobileNetV3-Small at 96 px on the 1,000
-unlabelled demo images): the demo recipe itself, MV-MR's teacher term alone, MV-MR without a teacher. One file, so
-that pytest-xdist (--dist loadfile) runs them on one worker, which embeds the 1,000 images with the teacher once (its
-teacher cache is per worker) for both runs that read the teacher. The figures asserted and their seed spread:
+unlabelled demo images): the demo recipe itself and MV-MR's teacher term alone (MV-MR without a teacher:
+test_real_images_ssl.py). One file, so that pytest-xdist (--dist loadfile) runs both on one worker, which embeds the
+1,000 images with the teacher once (its teacher cache is per worker). The figures asserted and their seed spread:
 benchmarks/results/spread-cpu.md (python -m benchmarks.spread)."""
 
 import csv
 import json
 
-from conftest import REPO
+from conftest import REPO, epoch_means
 from ssdistill import distill
 
 
@@ -44,12 +44,6 @@ def test_smoke_distillation_learns_on_real_images(tmp_path, demo_data):
     assert saved["machine"]["cpu_model"] and "cpu_vector_extensions" in saved["machine"] and saved["deviations"] == []
 
 
-def _per_epoch(run_dir, term: str) -> list[float]:
-    """The epoch means of one logged loss term, in order, from a run's metrics.csv."""
-    rows = csv.DictReader((run_dir / "metrics.csv").open())
-    return [float(r[f"train/{term}_epoch"]) for r in rows if r.get(f"train/{term}_epoch")]
-
-
 def test_mvmr_teacher_term_teaches_the_student_on_real_images(tmp_path, demo_data):
     """MV-MR's distillation term alone (view terms weighted 0), the demo setting: EfficientNet-Lite0 ->
     MobileNetV3-Small at 96 px on 1,000 unlabelled Imagenette images, 20 epochs, bias-corrected dCor. The student
@@ -68,31 +62,8 @@ def test_mvmr_teacher_term_teaches_the_student_on_real_images(tmp_path, demo_dat
         run={"dir": str(tmp_path), "name": "smoke"},
         quiet=True,
     )
-    first, *_, last = _per_epoch(tmp_path / "smoke", "teacher")
+    first, *_, last = epoch_means(tmp_path / "smoke", "teacher")
     assert last < first - 0.1, (first, last)  # 1 - dCor² with the teacher on training batches
     knn = results["knn"]
     student, random_init = (knn[label]["teacher_alignment"]["dcor2"] for label in ("student", "random_init"))
     assert student >= random_init + 0.04, (student, random_init)
-
-
-def test_mvmr_self_supervised_mode_raises_dependence_with_every_representation(tmp_path, demo_data):
-    """MV-MR without a teacher (raw pixels, HOG, local std; paper sign) on real images: after 8 epochs on the
-    1,000 demo images each hand-crafted dCor² and the view dCor² have risen (their loss terms 1 - dCor² fallen).
-    The k-NN gain of this mode needs the Q1 scale (+5.0 k-NN, +10.0 linear over random init; README); at this
-    size it is within noise (measured 21.0 -> 22.4 after 20 epochs), so this run checks the objective."""
-
-    distill(
-        REPO / "configs" / "demo" / "mvmr_kd.yaml",
-        method={"mode": "ssl"},
-        optim={"lr": 0.002},
-        trainer={"epochs": 8, "progress_bar": False},
-        eval={"teacher": False, "random_init": False},
-        run={"dir": str(tmp_path), "name": "ssl"},
-        quiet=True,
-    )
-    assert _per_epoch(tmp_path / "ssl", "teacher") == []  # no teacher term in this mode
-    # drops of 1 - dCor² from the first epoch to epoch 8 over seeds 0-2 (benchmarks/results/spread-cpu.md): raw
-    # 0.307-0.408, HOG 0.044-0.104, local std 0.169-0.246, views 0.595-0.609; HOG's dependence only has to rise
-    for term, drop in (("raw", 0.08), ("hog", 0.0), ("local_std", 0.08), ("views", 0.08)):
-        values = _per_epoch(tmp_path / "ssl", term)
-        assert len(values) == 8 and values[-1] < values[0] - drop, (term, values)
