@@ -45,7 +45,7 @@ METHODS = (
     # RoB: the teacher as the target branch of DINO (logits target, k-means projection target), BYOL regression, MSN
     "rob_dino_logits", "rob_dino_kmeans", "rob_regression", "rob_msn",
     # the recommended recipe (configs/recommended/<bench>.yaml) and, on Q1, its ablation: one ingredient added per row
-    "recipe_shared", "recipe_consistent", "recipe_standardised", "recipe_long", "recommended", "recipe_res128", "recipe_l1",
+    "recipe_shared", "recipe_consistent", "recipe_standardised", "recipe_long", "recommended", "recipe_res128", "recipe_l1", "recipe_relational",
 )
 LABELS = {
     "feature": "feature regression",
@@ -81,6 +81,7 @@ LABELS = {
     "recommended": "recommended recipe (+ student EMA)",
     "recipe_res128": "recommended, student at 128 px",
     "recipe_l1": "recommended, cosine + smooth-L1 loss",
+    "recipe_relational": "recommended, + relational term (SEED over the batch)",
 }
 TASK_BENCHES = ("q3", "q3c")  # two tasks, each taught by its own teacher (benchmarks/amalgamation.py)
 NO_TEACHER = frozenset({"moco", "mcl", "mvmr_ssl", "mvmr_ssl_official", "mcl_independent", "mcl_supervised"})
@@ -594,7 +595,8 @@ def cohort_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str | No
     return "\n".join(lines) + "\n"
 
 
-RECIPE_ROWS = ("recipe_shared", "recipe_consistent", "recipe_standardised", "recipe_long", "recommended", "recipe_res128", "recipe_l1")
+RECIPE_ROWS = ("recipe_shared", "recipe_consistent", "recipe_standardised", "recipe_long", "recommended", "recipe_res128", "recipe_l1",
+               "recipe_relational")
 
 
 def recipe_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str | None:

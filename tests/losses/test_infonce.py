@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from ssdistill.losses.infonce import info_nce, queue_nce, similarity_distribution_loss
+from ssdistill.losses.infonce import batch_similarity_distribution_loss, info_nce, queue_nce, similarity_distribution_loss
 from ssdistill.losses.queue import KeyQueue, capped_queue_size
 
 
@@ -125,3 +125,27 @@ def test_queue_nce_matches_lightlys_moco_loss():
     expected = reference(q, k)  # q does not require grad: lightly leaves its bank as it is
     ours = queue_nce(torch.nn.functional.normalize(q, dim=1), torch.nn.functional.normalize(k, dim=1), queue, 0.2)
     assert ours.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_batch_similarity_distribution_by_hand():
+    """Feature regression's relational term: SEED over the batch's own teacher keys, the row's own key only in the
+    first column. Three 2-d embeddings, every logit written out."""
+    s = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 2.0]])  # the third is normalised inside
+    t = torch.tensor([[0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+    tau_s, tau_t = 0.5, 0.25
+    sn = [[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]
+    dot = lambda a, b: a[0] * b[0] + a[1] * b[1]  # noqa: E731
+    total = 0.0
+    for i in range(3):
+        keys = [t[i].tolist()] + [t[j].tolist() for j in range(3) if j != i]
+        student = [dot(sn[i], k) / tau_s for k in keys]
+        teacher = [dot(t[i].tolist(), k) / tau_t for k in keys]
+        p = [math.exp(v) / sum(math.exp(w) for w in teacher) for v in teacher]
+        log_q = [v - math.log(sum(math.exp(w) for w in student)) for v in student]
+        total += -sum(pi * lq for pi, lq in zip(p, log_q))
+    s_grad = s.clone().requires_grad_()
+    t_grad = t.clone().requires_grad_()
+    loss = batch_similarity_distribution_loss(s_grad, t_grad, tau_s, tau_t)
+    assert loss.item() == pytest.approx(total / 3, rel=1e-6)
+    loss.backward()
+    assert s_grad.grad is not None and s_grad.grad.abs().sum() > 0 and t_grad.grad is None  # the teacher side is a target

@@ -187,3 +187,25 @@ def test_mixing_needs_the_teacher_online_and_is_one_line():
         cfg = build_config({"method": {"name": "feature", "teacher_view": view, "mix": "cutmix"}, "teacher": {"name": "efficientnet_lite0"}})
         with pytest.raises(ConfigError, match="method.mix=cutmix needs the teacher to see the mixed image: set method.teacher_view=same"):
             METHODS["feature"].teacher_needs(cfg)
+
+
+def test_relational_term_adds_seed_over_the_batch_to_each_teachers_regression():
+    """method.relational=seed (the recipe ablation): each teacher's term is its regression plus relational_weight
+    times SEED's loss over the batch's own targets (tests/losses: by hand); off, the terms are the plain regression."""
+    from ssdistill.losses.infonce import batch_similarity_distribution_loss
+
+    cfg = _config(relational="seed", relational_weight=0.5, relational_student_temperature=0.3, relational_teacher_temperature=0.1)
+    module, tables = _module(cfg)
+    batch = _batch()
+    loss = module.training_step(batch, 0)
+    features = module.student(batch["views"]["student"])
+    plain = _by_hand(module, tables, batch, ["wide", "narrow"])
+    for name in ("wide", "narrow"):
+        target = center_batch(tables[name][batch["index"]])
+        relational = batch_similarity_distribution_loss(module.projectors[name](features), target, 0.3, 0.1)
+        assert relational.item() > 0
+        assert module.terms[f"loss_{name}"].item() == pytest.approx((plain[name] + 0.5 * relational).item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for head in module.projectors.values() for p in head.parameters())
+    assert {"relational_weight", "relational_student_temperature"} <= _config().method.inactive()
+    assert "relational_weight" not in cfg.method.inactive()

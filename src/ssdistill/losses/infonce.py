@@ -135,3 +135,14 @@ def similarity_distribution_loss(
         target = teacher_logits.softmax(dim=1)
         log_prob = student_logits.log_softmax(dim=1).masked_fill(target == 0, 0.0)  # excluded: 0 · -inf would be NaN
         return -(target * log_prob).sum(1).mean()
+
+
+def batch_similarity_distribution_loss(
+    student: torch.Tensor, teacher: torch.Tensor, student_temperature: float, teacher_temperature: float
+) -> torch.Tensor:
+    """SEED's loss with the batch's own teacher embeddings as the keys instead of a queue, each row's own key left out
+    of the key part (it is the first column already); inputs are L2-normalised here. A relational term over the batch
+    (feature regression's ``method.relational=seed``). Gradient reaches ``student`` only."""
+    s, t = F.normalize(student.float(), dim=1), F.normalize(teacher.detach().float(), dim=1)
+    own = torch.eye(len(t), dtype=torch.bool, device=t.device)
+    return similarity_distribution_loss(s, t, t, student_temperature, teacher_temperature, exclude=own)

@@ -9,6 +9,13 @@ weigh alike), or ``none``. The loss of each teacher is weighted (``teacher_weigh
 the teachers; ``teacher_drop`` leaves each teacher's term out of a step with that probability (at least one kept,
 the kept ones re-weighted to the same total). Where the targets come from (``teacher_view``: original / same / bank)
 is described in ``methods/paired.py``.
+
+``relational: seed`` adds a relational term on top of the regression (the recipe ablation of issue 23): SEED's soft
+cross-entropy between similarity distributions (METHODS 3.9) with the step's own batch as the key set instead of a
+queue: for image i, the student's head output s_i (normalised) is compared with the normalised targets t_j of the
+batch, logits [<s_i, t_i>, <s_i, t_j> (j != i)] / τ_s, trained towards softmax([<t_i, t_i>, <t_i, t_j>] / τ_t).
+The batch's own key is left out of the "queue" part (it is the first column already). Weighted by
+``relational_weight`` and added to each teacher's regression term.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from ssdistill.engine.contract import Preparation
 from ssdistill.engine.module import DistillMethod
 from ssdistill.data.mixing import batch_cutmix
 from ssdistill.errors import ConfigError
+from ssdistill.losses.infonce import batch_similarity_distribution_loss
 from ssdistill.losses.regression import center_batch, feature_regression_loss, standardize_batch, standardize_with
 from ssdistill.methods.paired import PairedViewConfig, TeacherView, paired_need, paired_target, paired_views, student_images
 from ssdistill.models.heads import mlp
@@ -58,9 +66,20 @@ class FeatureConfig(PairedViewConfig):
         "them (function matching on mixed images; needs teacher_view=same, as the teacher must see the mixed image)",
     )
     mix_alpha: float = Field(1.0, gt=0, description="mixup: the mixing weight is drawn from Beta(mix_alpha, mix_alpha)")
+    relational: Literal["none", "seed"] = Field(
+        "none", description="a relational term on top of the regression: seed = SEED's similarity-distribution loss with the "
+        "step's batch of targets as its keys (the module docstring)",
+    )
+    relational_weight: float = Field(1.0, ge=0, description="weight of the relational term against each teacher's regression term")
+    relational_student_temperature: float = Field(0.2, gt=0, description="τ_s of the relational term (SEED's)")
+    relational_teacher_temperature: float = Field(
+        0.05, gt=0, description="τ_t of the relational term: softer than SEED's 1e-4, which with batch keys would reduce the "
+        "target to the image's own key",
+    )
 
     def inactive(self) -> set[str]:
-        return super().inactive() | (set() if self.mix == "mixup" else {"mix_alpha"})
+        relational = set() if self.relational != "none" else {"relational_weight", "relational_student_temperature", "relational_teacher_temperature"}
+        return super().inactive() | (set() if self.mix == "mixup" else {"mix_alpha"}) | relational
 
 
 class FeatureDistillation(DistillMethod):
@@ -154,8 +173,14 @@ class FeatureDistillation(DistillMethod):
         terms = {}
         for name in kept:
             target = self._normalise(name, paired_target(batch, self.signals[self.targets[name]]))
-            terms[name] = feature_regression_loss(self.head(name)(features), target, m.loss)
+            output = self.head(name)(features)
+            terms[name] = feature_regression_loss(output, target, m.loss)
+            if m.relational == "seed":
+                terms[name] = terms[name] + m.relational_weight * batch_similarity_distribution_loss(
+                    output, target, m.relational_student_temperature, m.relational_teacher_temperature
+                )
         if len(self.targets) == 1:
             return self.log_loss(next(iter(terms.values())))
         loss = sum(scale * weights[name] * value for name, value in terms.items()) / len(self.targets)
         return self.log_loss(loss, **{f"loss_{name}": value.detach() for name, value in terms.items()})
+
