@@ -11,9 +11,6 @@ DEMO_DATA = REPO / "data" / "imagenette_mini"
 SHARED = REPO.parent / "shared"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no model hub here: fail fast instead of waiting on the network
-# the dcor package (a test-only cross-check on 40-point samples) compiles its numba kernels on import: 45 s of one CPU,
-# 5 s without the compilation
-os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one torch thread each, no oversubscription
     import torch
