@@ -45,6 +45,18 @@ from ssdistill.models.students import Student
 from ssdistill.recipe import build_config
 
 
+def images_per_second(
+    batches_this_attempt: int, seconds_this_attempt: float, epoch_seconds: list[float], batches_per_epoch: int, images_per_batch: int
+) -> float:
+    """Training throughput: this attempt's batches over its seconds; an attempt that resumed after the last epoch
+    trained nothing, and then the run's completed epochs (each epoch's batches over its recorded seconds) give it."""
+    if batches_this_attempt > 0:
+        return batches_this_attempt * images_per_batch / max(seconds_this_attempt, 1e-9)
+    if epoch_seconds and sum(epoch_seconds) > 0:
+        return len(epoch_seconds) * batches_per_epoch * images_per_batch / sum(epoch_seconds)
+    return 0.0
+
+
 def compute_device(accelerator: str) -> torch.device:
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -180,7 +192,9 @@ def run_distillation(
     timing["epoch_train_seconds"] = [round(seconds, 3) for seconds in clock.epochs]  # each epoch's batches (time to a quality)
     if previous_metrics is not None:
         metrics_csv.merge(run_dir, previous_metrics, upto_step=resumed_step)
-    timing["train_images_per_s"] = module.batches_trained * cfg.data.batch_size * trainer.world_size / max(this_attempt, 1e-9)
+    timing["train_images_per_s"] = images_per_second(
+        module.batches_trained, this_attempt, clock.epochs, module.batches_per_epoch(), cfg.data.batch_size * trainer.world_size
+    )
     timing["peak_rss_mb"] = peak_rss_mb()
     if not trainer.is_global_zero:
         return {}
