@@ -102,6 +102,11 @@ def test_weights_and_biases_runs_offline_and_records_the_config_and_the_final_ev
     monkeypatch.setenv("WANDB_SILENT", "true")
     config = tiny_config(tmp_path, trainer={"epochs": 1, "log_every_n_steps": 1}, run={"dir": str(tmp_path / "runs"), "name": "wb", "loggers": ["wandb"]})
     distill(config, quiet=True)
+    # the W&B service process writes and closes the record log after run.finish() returns (finish only informs it):
+    # stopping the service waits for that; a loaded machine read the file with its header alone
+    import wandb
+
+    wandb.teardown()
     run = tmp_path / "runs" / "wb"
     offline = sorted((run / "wandb").glob("offline-run-*"))
     run_id = json.loads((run / "trackers.json").read_text())["wandb"]
