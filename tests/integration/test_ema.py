@@ -38,6 +38,17 @@ def _state(run_dir):
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
+def test_the_ema_copy_leaves_the_trained_student_as_it_is_without_one(tmp_path):
+    """The copy only watches: the student trained beside it is, weight for weight, the student of the same run without
+    it. The recipe ablation relies on this: the recommended row's student is the 60-epoch row, its EMA copy the next."""
+    states = []
+    for name, momentum in (("plain", None), ("with_ema", 0.9)):
+        distill(tiny_config(tmp_path, trainer={"epochs": 2, "ema_momentum": momentum}, run={"dir": str(tmp_path / "runs"), "name": name}), quiet=True)
+        states.append({k: v for k, v in _state(tmp_path / "runs" / name).items() if k.startswith("student.")})
+    assert states[0].keys() == states[1].keys() and states[0]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_the_ema_copy_follows_the_student_is_evaluated_and_exports(tmp_path, momentum):
     """Momentum 0: the copy is the trained student, BatchNorm statistics included (same k-NN); 0.9: it is neither the
