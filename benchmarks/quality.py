@@ -369,7 +369,9 @@ def monitor_curve(run_dir: Path, record: dict) -> list[dict]:
     return [points[e] for e in sorted(points)]
 
 
-TTQ_FRACTIONS = (0.80, 0.85, 0.90)  # time to these shares of the teacher's k-NN (issue 23)
+# time to these shares of the teacher's k-NN: 80 / 85 / 90 % as issue 23 asks, and 70 / 75 % that CPU-scale rows reach, so
+# the figure compares the recipes even where none reaches 80 %
+TTQ_FRACTIONS = (0.70, 0.75, 0.80, 0.85, 0.90)
 
 
 def time_to_quality(record: dict, fractions=TTQ_FRACTIONS) -> dict[float, float | None]:

@@ -362,16 +362,17 @@ def test_the_recipe_table_gives_time_to_a_share_of_the_teacher_from_the_monitor(
     assert curve == [{"epoch": 2, "train_seconds": 20.0, "student": 60.0, "ema": 58.0}, {"epoch": 4, "train_seconds": 44.0, "student": 66.0, "ema": 69.0},
                      {"epoch": 6, "train_seconds": 70.0, "student": 71.0, "ema": 70.0}]
     record["monitor_knn"] = curve
-    # 80 % of 80 = 64 (epoch 4, 44 s); 85 % = 68 (epoch 4 by the EMA copy's 69); 90 % = 72 never
-    assert quality.time_to_quality(record) == {0.80: 44.0, 0.85: 44.0, 0.90: None}
+    # 70 % of 80 = 56 and 75 % = 60 (epoch 2, 20 s); 80 % = 64 (epoch 4, 44 s); 85 % = 68 (epoch 4 by the EMA copy's
+    # 69); 90 % = 72 never
+    assert quality.time_to_quality(record) == {0.70: 20.0, 0.75: 20.0, 0.80: 44.0, 0.85: 44.0, 0.90: None}
     for method, row in (("recipe_shared", _row(60.0)), ("recommended", record), ("feature", _row(60.0))):
         path = quality.row_path(tmp_path, "q1", method, "cpu")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(row))
     lines = quality.recipe_table("q1", "cpu", tmp_path).splitlines()
     assert "--only recipe_shared recommended" in lines[0]
-    assert lines[4].startswith("| shared recipe (feature regression), k-NN monitored | 60.0 |") and lines[4].count("| – / – / – |") == 1
-    assert lines[5].startswith("| recommended recipe: + 60 epochs (student), + student EMA (its EMA copy) | 71.0 | – | 89 | 70.5 | 70 s | 44 s / 44 s / – |")
+    assert lines[4].startswith("| shared recipe (feature regression), k-NN monitored | 60.0 |") and lines[4].count("| – / – / – / – / – |") == 1
+    assert lines[5].startswith("| recommended recipe: + 60 epochs (student), + student EMA (its EMA copy) | 71.0 | – | 89 | 70.5 | 70 s | 20 s / 20 s / 44 s / 44 s / – |")
     method_rows = quality.table("q1", "cpu", tmp_path)
     assert "feature regression" in method_rows and "recommended recipe" not in method_rows and "k-NN monitored" not in method_rows
     assert quality.recipe_table("q2", "cpu", tmp_path) is None
