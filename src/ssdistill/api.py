@@ -114,6 +114,7 @@ def evaluate(
     checkpoint: str | Path | None = None,
     teacher: str | None = None,
     weights: str | None = None,
+    resolution: int | None = None,
     train: str | None = None,
     val: str | None = None,
     k: int = 20,
@@ -126,7 +127,8 @@ def evaluate(
     """Evaluate a run's students next to its teachers and random-init students, or a teacher / timm model alone.
 
     For a run: ``{"knn": side-by-side k-NN (k, temperature), "evaluation": the full suite or None}``, also written
-    to ``RUN/evaluation.json`` (features kept under ``RUN/features``). For a model alone: its k-NN row."""
+    to ``RUN/evaluation.json`` (features kept under ``RUN/features``). For a model alone: its k-NN row, at its own
+    input size or at ``resolution`` (for example a student's, to see what the teacher's features are worth there)."""
     if run is None and checkpoint is not None:
         run = Path(checkpoint).resolve().parent.parent
     device = compute_device("auto")
@@ -166,7 +168,9 @@ def evaluate(
         raise ConfigError("ssdistill eval needs a run directory, --checkpoint, or --teacher NAME")
     if not train or not val:
         raise ConfigError("evaluating a model alone needs --train and --val (labelled image folders)")
-    model = build_teacher(TeacherConfig(name=teacher, weights=weights))
+    if resolution is not None and resolution < 8:
+        raise ConfigError(f"--resolution {resolution} is too small for a vision model: give the input side in pixels (e.g. 96)")
+    model = build_teacher(TeacherConfig(name=teacher, weights=weights, resolution=resolution))
     memory, query = open_images(train, root), open_images(val, root)
     candidate = Candidate(teacher, model, model.original_view(), model.preprocess.resolution)
     if memory.labels is None or query.labels is None:

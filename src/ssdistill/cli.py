@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", help="a checkpoint of a run (default: RUN/checkpoints/last.ckpt)")
     evaluate.add_argument("--teacher", help="evaluate this built-in teacher or timm name instead of a run")
     evaluate.add_argument("--weights", help="local weights file for --teacher (default: hub / built-in)")
+    evaluate.add_argument(
+        "--resolution", type=int, help="input side for --teacher, e.g. a student's, to see what its features are worth there (default: its own)"
+    )
     evaluate.add_argument("--train", help="labelled memory set (default: the run's data.train)")
     evaluate.add_argument("--val", help="labelled evaluation split (default: the run's data.val)")
     evaluate.add_argument("--k", type=int, default=20, help="k-NN neighbours (default: 20)")
@@ -211,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
                 checkpoint=args.checkpoint,
                 teacher=args.teacher,
                 weights=args.weights,
+                resolution=args.resolution,
                 train=args.train,
                 val=args.val,
                 k=args.k,
@@ -228,9 +232,9 @@ def main(argv: list[str] | None = None) -> None:
                 print((markdown_table if args.markdown else text_table)(header, rows))
                 print(f"(evaluated on {found['data']['val']}; written to {Path(found['run_dir']) / 'evaluation.json'})")
             else:
-                print(f"{'model':<24}{'k-NN top-1':>11}{'top-5':>8}{'images/s':>10}")
+                print(f"{'model':<24}{'px':>5}{'k-NN top-1':>11}{'top-5':>8}{'images/s':>10}")
                 for name, row in found.items():
-                    print(f"{name:<24}{row['top1']:>10.1f}%{row.get('top5', float('nan')):>7.1f}%{row['images_per_s']:>10.0f}")
+                    print(f"{name:<24}{row['resolution']:>5}{row['top1']:>10.1f}%{row.get('top5', float('nan')):>7.1f}%{row['images_per_s']:>10.0f}")
     except SsdistillError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)

@@ -20,7 +20,7 @@ from ssdistill.engine.provider import TeacherProvider
 from ssdistill.eval.suite import KNN_PROTOCOLS, Candidate, SuiteOptions, evaluate_suite, protocol_name
 from ssdistill.models.students import CohortEnsemble, Student
 
-KNN_ROW_KEYS = ("images_per_s", "params_m", "gflops", "teacher_alignment", "classifier")
+KNN_ROW_KEYS = ("images_per_s", "params_m", "gflops", "resolution", "teacher_alignment", "classifier")
 
 
 def student_candidates(
