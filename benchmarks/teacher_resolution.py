@@ -70,8 +70,8 @@ def table(bench: str, results_dir: Path = RESULTS) -> str | None:
         return None
     record = json.loads(out.read_text())
     lines = [
-        f"{bench.upper()}: the teacher ({record['teacher']}) alone, its pooled features of the evaluation images resized to each "
-        f"side (k-NN k20, T 0.07, training split as memory); the students see {record['student_side']} px; "
+        f"{bench.upper()}: the teacher ({record['teacher']}) alone, its pooled features of the training (memory) and evaluation images resized to each "
+        f"side (k-NN k20, T 0.07); the students see {record['student_side']} px; "
         f"`python -m benchmarks.teacher_resolution --bench {bench}`",
         "",
         "| teacher input side | k-NN top-1 | k-NN top-5 | GFLOPs / image |",
