@@ -34,3 +34,14 @@ def test_evaluate_needs_a_run_or_a_teacher_with_data():
         evaluate()
     with pytest.raises(ConfigError, match="--train and --val"):
         evaluate(teacher="efficientnet_lite0")
+
+
+def test_the_cli_prints_the_teacher_row_with_its_side(tmp_path, labelled_folder, capsys):
+    from ssdistill.cli import main
+
+    weights = tmp_path / "t.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model("test_resnet").state_dict().items()}, str(weights))
+    main(["eval", "--teacher", "test_resnet", "--weights", str(weights), "--resolution", "24", "--train", str(labelled_folder),
+          "--val", str(labelled_folder), "--knn-only", "--num-workers", "0", "--k", "1"])
+    header, row = capsys.readouterr().out.splitlines()[-2:]
+    assert header.split()[:2] == ["model", "px"] and row.split()[:3] == ["test_resnet", "24", "100.0%"]
