@@ -54,6 +54,8 @@ def test_unknown_method_and_bad_values_are_one_line():
         build_config({}, ["trainer.epochs=abc"])
     with pytest.raises(ConfigError, match="'method.loss'"):
         build_config({}, ["method.loss=l3"])
+    with pytest.raises(ConfigError, match="'teacher.resolution'.*greater than 0"):
+        build_config({}, ["teacher.resolution=0"])
     with pytest.raises(ConfigError, match="not found"):
         build_config("/no/such/recipe.yaml")
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import yaml
+from pydantic import ValidationError
 
 from ssdistill.cache.fill import cached_teacher_features
 from ssdistill.config import DistillConfig, TeacherConfig, is_tap
@@ -168,9 +169,11 @@ def evaluate(
         raise ConfigError("ssdistill eval needs a run directory, --checkpoint, or --teacher NAME")
     if not train or not val:
         raise ConfigError("evaluating a model alone needs --train and --val (labelled image folders)")
-    if resolution is not None and resolution < 8:
-        raise ConfigError(f"--resolution {resolution} is too small for a vision model: give the input side in pixels (e.g. 96)")
-    model = build_teacher(TeacherConfig(name=teacher, weights=weights, resolution=resolution))
+    try:
+        spec = TeacherConfig(name=teacher, weights=weights, resolution=resolution)
+    except ValidationError as exc:  # the config's own bounds (a positive side), said with the flag's name
+        raise ConfigError(f"--resolution {resolution}: {exc.errors()[0]['msg']}; give the input side in pixels (e.g. 96)") from None
+    model = build_teacher(spec)
     memory, query = open_images(train, root), open_images(val, root)
     candidate = Candidate(teacher, model, model.original_view(), model.preprocess.resolution)
     if memory.labels is None or query.labels is None:

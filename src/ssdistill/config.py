@@ -88,7 +88,7 @@ class TeacherConfig(Section):
         description="keyword arguments of timm.create_model for a timm teacher, e.g. {img_size: 224} for a DINOv2 backbone "
         "released at 518 px (timm resamples its position embedding when the weights load)",
     )
-    resolution: int | None = Field(None, description="input side; default: model_args.img_size, else the teacher's pretrained_cfg")
+    resolution: int | None = Field(None, gt=0, description="input side; default: model_args.img_size, else the teacher's pretrained_cfg")
     crop_pct: float | None = Field(None, description="centre-crop fraction of the original view; default: pretrained_cfg")
     interpolation: Literal["bilinear", "bicubic"] | None = Field(None, description="resize filter; default: pretrained_cfg")
     mean: tuple[float, float, float] | None = Field(None, description="normalisation mean; default: pretrained_cfg")
