@@ -28,6 +28,18 @@ def test_logistic_fit_matches_scikit_learn():
     assert np.allclose(probe.weight.T.numpy() - probe.weight.T.numpy().mean(0), reference.coef_ - reference.coef_.mean(0), atol=2e-2)
 
 
+def test_the_hand_written_gradient_is_autograd_s():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(50, 7, generator=g), torch.randint(0, 4, (50,), generator=g)
+    weight = torch.randn(4, 7, generator=g, requires_grad=True)
+    bias = torch.randn(4, generator=g, requires_grad=True)
+    loss, grad_weight, grad_bias = linear.logistic_objective(weight.detach(), bias.detach(), x.T.contiguous(), x, y, 0.3)
+    reference = torch.nn.functional.cross_entropy(x @ weight.T + bias, y) + 0.15 * weight.pow(2).sum()
+    reference.backward()
+    assert torch.allclose(loss, reference, atol=1e-6)
+    assert torch.allclose(grad_weight, weight.grad, atol=1e-6) and torch.allclose(grad_bias, bias.grad, atol=1e-6)
+
+
 def test_topk_accuracy_by_hand():
     logits = torch.tensor([[0.1, 0.9, 0, 0, 0, 0], [0.9, 0.1, 0, 0, 0, 0.5]])
     assert linear.topk_accuracy(logits, torch.tensor([1, 5])) == {"top1": 50.0, "top5": 100.0}

@@ -14,6 +14,11 @@ import torch
 from torch.nn import functional as F
 
 WEIGHT_DECAY_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+# Named in every evaluation record. Rows evaluated before 2026-12-04 read "L-BFGS logistic regression, L2 chosen on 20%
+# of train": the same objective, grid and 300-iteration cap, with autograd's gradient instead of the hand-written one.
+# Where the weak-decay fits stop at the cap before converging, the two round their way to slightly different probes:
+# re-scored on the same features (two Q3C models), linear top-1 moved by up to 0.2 points and 10 % few-shot by up to 0.7.
+LINEAR_PROTOCOL = "L-BFGS logistic regression (hand-written gradient, at most 300 iterations), L2 chosen on 20% of train"
 
 
 @dataclass
@@ -27,29 +32,48 @@ class LinearProbe:
         return ((features.float() - self.mean) / self.std) @ self.weight + self.bias
 
 
+def logistic_objective(
+    weight: torch.Tensor, bias: torch.Tensor, xt: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, weight_decay: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, d loss / d weight, d loss / d bias) of mean CE(x Wᵀ + b, y) + weight_decay/2 ‖W‖², W [C, D], by hand.
+
+    Computed class-major (logits [C, N]) from the features in both layouts, ``xt`` [D, N] and ``x`` [N, D], both
+    contiguous: every product is then a row-major GEMM, about five times faster on a CPU thread than autograd's
+    backward of ``x @ W``, which multiplies by the transposed view ``xᵀ`` (the probe's whole cost)."""
+    n = x.shape[0]
+    rows = torch.arange(n)
+    logits = weight @ xt + bias[:, None]
+    log_norm = logits.logsumexp(0)
+    loss = (log_norm - logits[labels, rows]).mean() + 0.5 * weight_decay * weight.pow(2).sum()
+    residual = (logits - log_norm).exp_()  # softmax over classes, then minus the one-hot targets, over n
+    residual[labels, rows] -= 1.0
+    residual /= n
+    return loss, residual @ x + weight_decay * weight, residual.sum(1)
+
+
 def fit_logistic(
     features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int = 300
 ) -> LinearProbe:
-    """argmin_W,b mean CE(x W + b, y) + weight_decay/2 ‖W‖² on standardised x (the bias is not penalised)."""
+    """argmin_W,b mean CE(x W + b, y) + weight_decay/2 ‖W‖² on standardised x (the bias is not penalised), by
+    L-BFGS on the hand-written gradient of ``logistic_objective``."""
     if len(features) != len(labels):
         raise ValueError(f"{len(features)} features but {len(labels)} labels")
     x = features.float()
     mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
-    x = (x - mean) / std
+    x = ((x - mean) / std).contiguous()
+    xt = x.T.contiguous()
     y = labels.long()
-    weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)
+    weight = torch.zeros(num_classes, x.shape[1], requires_grad=True)  # class-major: W [C, D]
     bias = torch.zeros(num_classes, requires_grad=True)
     optimiser = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-6, line_search_fn="strong_wolfe")
 
+    @torch.no_grad()
     def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = F.cross_entropy(x @ weight + bias, y) + 0.5 * weight_decay * weight.pow(2).sum()
-        loss.backward()
+        loss, weight.grad, bias.grad = logistic_objective(weight, bias, xt, x, y, weight_decay)
         return loss
 
-    with torch.enable_grad():
-        optimiser.step(closure)
-    return LinearProbe(weight.detach(), bias.detach(), mean, std)
+    optimiser.step(closure)
+    return LinearProbe(weight.detach().T.contiguous(), bias.detach(), mean, std)
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

@@ -24,7 +24,7 @@ from ssdistill.eval.clustering import kmeans_clustering
 from ssdistill.files import atomic_output
 from ssdistill.eval.features import extract_features, model_flops, model_throughput
 from ssdistill.eval.knn import knn_accuracy
-from ssdistill.eval.linear import few_shot, linear_probe
+from ssdistill.eval.linear import LINEAR_PROTOCOL, few_shot, linear_probe
 from ssdistill.models.checkpoints import state_hash
 
 log = logging.getLogger("ssdistill")
@@ -147,7 +147,7 @@ def evaluate_suite(
             if label != reference:
                 models[label]["teacher_alignment"] = teacher_alignment(features, evaluation_features[reference], seed=seed)
     return {
-        "protocols": {"knn": [protocol_name(k, t) for k, t in options.knn], "linear": "L-BFGS logistic regression, L2 chosen on 20% of train"},
+        "protocols": {"knn": [protocol_name(k, t) for k, t in options.knn], "linear": LINEAR_PROTOCOL},
         "models": models,
         "retained_pct": retained(models, reference, student),
     }
