@@ -45,7 +45,8 @@ METHODS = (
     # RoB: the teacher as the target branch of DINO (logits target, k-means projection target), BYOL regression, MSN
     "rob_dino_logits", "rob_dino_kmeans", "rob_regression", "rob_msn",
     # the recommended recipe (configs/recommended/<bench>.yaml) and, on Q1, its ablation: one ingredient added per row
-    "recipe_shared", "recipe_consistent", "recipe_standardised", "recommended", "recipe_res128", "recipe_l1", "recipe_relational",
+    "recipe_shared", "recipe_consistent", "recipe_standardised", "recommended", "recipe_shared60", "recipe_res128", "recipe_l1",
+    "recipe_relational",
 )
 LABELS = {
     "feature": "feature regression",
@@ -80,6 +81,7 @@ LABELS = {
     # the EMA copy only watches (tests/integration/test_ema.py): this row's student is the 60-epoch step of the
     # ablation, its EMA copy column the student-EMA step
     "recommended": "recommended recipe: + 60 epochs (student), + student EMA (its EMA copy)",
+    "recipe_shared60": "control: the shared recipe, 60 epochs (no bank, centred targets)",
     "recipe_res128": "recommended, student at 128 px",
     "recipe_l1": "recommended, cosine + smooth-L1 loss",
     "recipe_relational": "recommended, + relational term (SEED over the batch)",
@@ -598,7 +600,7 @@ def cohort_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str | No
     return "\n".join(lines) + "\n"
 
 
-RECIPE_ROWS = ("recipe_shared", "recipe_consistent", "recipe_standardised", "recommended", "recipe_res128", "recipe_l1", "recipe_relational")
+RECIPE_ROWS = ("recipe_shared", "recipe_consistent", "recipe_standardised", "recommended", "recipe_shared60", "recipe_res128", "recipe_l1", "recipe_relational")
 
 
 def recipe_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str | None:
