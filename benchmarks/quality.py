@@ -82,9 +82,10 @@ LABELS = {
     # ablation, its EMA copy column the student-EMA step
     "recommended": "recommended recipe: + 60 epochs (student), + student EMA (its EMA copy)",
     "recipe_shared60": "control: the shared recipe, 60 epochs (no bank, centred targets)",
-    "recipe_res128": "recommended, student at 128 px",
-    "recipe_l1": "recommended, cosine + smooth-L1 loss",
-    "recipe_relational": "recommended, + relational term (SEED over the batch)",
+    # levers beyond the recipe, each measured at 30 epochs against the standardised-targets row
+    "recipe_res128": "lever, at 30 epochs: standardised row + student at 128 px",
+    "recipe_l1": "lever, at 30 epochs: standardised row + cosine + smooth-L1 loss",
+    "recipe_relational": "lever, at 30 epochs: standardised row + relational term (SEED over the batch)",
 }
 TASK_BENCHES = ("q3", "q3c")  # two tasks, each taught by its own teacher (benchmarks/amalgamation.py)
 NO_TEACHER = frozenset({"moco", "mcl", "mvmr_ssl", "mvmr_ssl_official", "mcl_independent", "mcl_supervised"})
