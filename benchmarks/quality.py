@@ -45,8 +45,8 @@ METHODS = (
     # RoB: the teacher as the target branch of DINO (logits target, k-means projection target), BYOL regression, MSN
     "rob_dino_logits", "rob_dino_kmeans", "rob_regression", "rob_msn",
     # the recommended recipe (configs/recommended/<bench>.yaml) and, on Q1, its ablation: one ingredient added per row
-    "recipe_shared", "recipe_consistent", "recipe_standardised", "recommended", "recipe_shared60", "recipe_res128", "recipe_l1",
-    "recipe_relational",
+    "recipe_shared", "recipe_consistent", "recipe_standardised", "recipe_standardised60", "recipe_shared60", "recipe_res128", "recipe_l1",
+    "recipe_relational", "recommended_96", "recommended",
 )
 LABELS = {
     "feature": "feature regression",
@@ -78,14 +78,16 @@ LABELS = {
     "recipe_shared": "shared recipe (feature regression), k-NN monitored",
     "recipe_consistent": "+ consistent crops (teacher bank)",
     "recipe_standardised": "+ teacher-standardised targets",
-    # the EMA copy only watches (tests/integration/test_ema.py): this row's student is the 60-epoch step of the
+    # the EMA copy only watches (tests/integration/test_ema.py): a 60-epoch row's student is the 60-epoch step of the
     # ablation, its EMA copy column the student-EMA step
-    "recommended": "recommended recipe: + 60 epochs (student), + student EMA (its EMA copy)",
+    "recipe_standardised60": "+ 60 epochs (student), + student EMA (its EMA copy): the recommended recipe until the control beat it",
     "recipe_shared60": "control: the shared recipe, 60 epochs (no bank, centred targets)",
     # levers beyond the recipe, each measured at 30 epochs against the standardised-targets row
     "recipe_res128": "lever, at 30 epochs: standardised row + student at 128 px",
     "recipe_l1": "lever, at 30 epochs: standardised row + cosine + smooth-L1 loss",
     "recipe_relational": "lever, at 30 epochs: standardised row + relational term (SEED over the batch)",
+    "recommended_96": "recommended recipe at 96 px: control + relational term (SEED over the batch), + student EMA (its EMA copy)",
+    "recommended": "recommended recipe: the row above with the student at 128 px (1.7x its FLOPs)",
 }
 TASK_BENCHES = ("q3", "q3c")  # two tasks, each taught by its own teacher (benchmarks/amalgamation.py)
 NO_TEACHER = frozenset({"moco", "mcl", "mvmr_ssl", "mvmr_ssl_official", "mcl_independent", "mcl_supervised"})
@@ -137,7 +139,9 @@ SMOKE_UNTESTED = {
     "MV-MR's self-supervised dependence terms must rise on 1,000 real images (about 90 s of the test run saved)",
     **{("q3c", row): "a variant of the cka row (same code, other weights or heads), measured by the cpu tier"
        for row in ("cka_classifier", "cka_task_only", "cka_cfl", "cka_no_task", "cka_no_intra", "cka_no_inter", "cka_no_align")},
-    ("q2", "recommended"): "feature regression (the q2 feature row is tested) with the recipe's switches, each tested on its own: the "
+    ("q2", "recommended"): "feature regression (the q2 feature row is tested) with the recipe's switches, each tested on its own: "
+    "SEED's relational term (tests/methods/test_feature_multi.py), the student EMA (tests/integration/test_ema.py)",
+    ("q2", "recipe_standardised60"): "feature regression (the q2 feature row is tested) with switches each tested on its own: the "
     "bank (tests/cache/test_bank.py), teacher-standardised targets (tests/methods), the student EMA (tests/integration/test_ema.py)",
     ("q3c", "feature_multi"): "multi-teacher feature distillation is tested by the q2 feature row and tests/methods/test_feature_multi.py",
     **{("q2", row): "RoB runs its teacher online on every step (about 4 min a row on one thread): left out of the test run to keep it "
@@ -601,7 +605,10 @@ def cohort_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str | No
     return "\n".join(lines) + "\n"
 
 
-RECIPE_ROWS = ("recipe_shared", "recipe_consistent", "recipe_standardised", "recommended", "recipe_shared60", "recipe_res128", "recipe_l1", "recipe_relational")
+RECIPE_ROWS = (
+    "recipe_shared", "recipe_consistent", "recipe_standardised", "recipe_standardised60", "recipe_shared60", "recipe_res128", "recipe_l1",
+    "recipe_relational", "recommended_96", "recommended",
+)
 
 
 def recipe_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str | None:

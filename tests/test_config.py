@@ -151,12 +151,12 @@ def test_a_recipe_lies_under_the_config_and_the_overrides(tmp_path):
     from ssdistill.recipe import RECIPES, load_recipe
 
     shipped = load_recipe("recommended")
-    cfg = build_config({"recipe": "recommended", "data": {"train": "x"}, "trainer": {"epochs": 3}}, ["method.bank_repeats=4"])
-    assert cfg.method.name == shipped["method"]["name"] == "feature" and cfg.method.teacher_view == "bank"
-    assert cfg.method.target_norm == "teacher" and cfg.trainer.ema_momentum == shipped["trainer"]["ema_momentum"]
-    assert cfg.trainer.epochs == 3 and cfg.method.bank_repeats == 4 and cfg.data.train == "x"
+    cfg = build_config({"recipe": "recommended", "data": {"train": "x"}, "trainer": {"epochs": 3}}, ["method.relational_weight=0.5"])
+    assert cfg.method.name == shipped["method"]["name"] == "feature" and cfg.method.relational == "seed"
+    assert cfg.method.target_norm == "center" and cfg.trainer.ema_momentum == shipped["trainer"]["ema_momentum"]
+    assert cfg.trainer.epochs == 3 and cfg.method.relational_weight == 0.5 and cfg.data.train == "x"
     assert "recipe" not in cfg.to_dict()
-    assert build_config({"data": {"train": "x"}}, ["recipe=recommended"]).method.teacher_view == "bank"  # what --recipe passes
+    assert build_config({"data": {"train": "x"}}, ["recipe=recommended"]).method.relational == "seed"  # what --recipe passes
     own = tmp_path / "mine.yaml"
     own.write_text("method: {name: seed}\ntrainer: {epochs: 7}\n")
     assert build_config({"recipe": str(own)}).trainer.epochs == 7

@@ -372,7 +372,7 @@ def test_the_recipe_table_gives_time_to_a_share_of_the_teacher_from_the_monitor(
     lines = quality.recipe_table("q1", "cpu", tmp_path).splitlines()
     assert "--only recipe_shared recommended" in lines[0]
     assert lines[4].startswith("| shared recipe (feature regression), k-NN monitored | 60.0 |") and lines[4].count("| – / – / – / – / – |") == 1
-    assert lines[5].startswith("| recommended recipe: + 60 epochs (student), + student EMA (its EMA copy) | 71.0 | – | 89 | 70.5 | 70 s | 20 s / 20 s / 44 s / 44 s / – |")
+    assert lines[5].startswith("| recommended recipe: the row above with the student at 128 px (1.7x its FLOPs) | 71.0 | – | 89 | 70.5 | 70 s | 20 s / 20 s / 44 s / 44 s / – |")
     method_rows = quality.table("q1", "cpu", tmp_path)
     assert "feature regression" in method_rows and "recommended recipe" not in method_rows and "k-NN monitored" not in method_rows
     assert quality.recipe_table("q2", "cpu", tmp_path) is None

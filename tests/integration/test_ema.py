@@ -93,19 +93,20 @@ def test_a_cohort_gets_one_copy_per_trained_member_and_a_clash_is_a_clear_error(
 
 
 def test_the_recommended_recipe_runs_from_the_command_line_over_a_config(tmp_path, capsys):
-    """`ssdistill distill --recipe recommended --config C key=value`: the recipe's ingredients (consistent bank crops,
-    teacher-standardised targets, the EMA row), the config's data and models, the overrides' schedule."""
+    """`ssdistill distill --recipe recommended --config C key=value`: the recipe's ingredients (centred targets, SEED's
+    relational term, the EMA row), the config's data and models, the overrides' schedule."""
     import yaml
 
     config = tiny_config(tmp_path)
     del config["method"]  # the recipe's method; the tiny config's data, teacher and student
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    main(["distill", "--recipe", "recommended", "--config", str(path), "trainer.epochs=1", "method.bank_repeats=2",
+    main(["distill", "--recipe", "recommended", "--config", str(path), "trainer.epochs=1", "method.relational_weight=0.5",
           "method.projector_hidden=[32]", "eval.align_images=0"])
     run_dir = tmp_path / "runs" / "tiny"
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert saved["method"]["teacher_view"] == "bank" and saved["method"]["target_norm"] == "teacher"
+    assert saved["method"]["relational"] == "seed" and saved["method"]["relational_weight"] == 0.5
+    assert saved["method"]["target_norm"] == "center" and saved["method"]["teacher_view"] == "original"
     assert saved["trainer"]["epochs"] == 1 and saved["trainer"]["ema_momentum"] == 0.999 and "recipe" not in saved
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results["knn"]) == {"student", "student_ema"}
