@@ -376,3 +376,8 @@ def test_the_recipe_table_gives_time_to_a_share_of_the_teacher_from_the_monitor(
     method_rows = quality.table("q1", "cpu", tmp_path)
     assert "feature regression" in method_rows and "recommended recipe" not in method_rows and "k-NN monitored" not in method_rows
     assert quality.recipe_table("q2", "cpu", tmp_path) is None
+    path = quality.row_path(tmp_path, "q2", "recommended", "cpu")  # elsewhere the rows are the recipes, not Q1's steps
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    q2 = quality.recipe_table("q2", "cpu", tmp_path)
+    assert "ingredients added" not in q2 and "| recommended recipe, unchanged from Q1: " in q2 and "128 px" not in q2
