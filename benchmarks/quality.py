@@ -46,7 +46,7 @@ METHODS = (
     "rob_dino_logits", "rob_dino_kmeans", "rob_regression", "rob_msn",
     # the recommended recipe (configs/recommended/<bench>.yaml) and, on Q1, its ablation: one ingredient added per row
     "recipe_shared", "recipe_consistent", "recipe_standardised", "recipe_standardised60", "recipe_shared60", "recipe_res128", "recipe_l1",
-    "recipe_relational", "recommended_96", "recommended",
+    "recipe_relational", "recommended_96", "recommended", "recommended_norel",
 )
 LABELS = {
     "feature": "feature regression",
@@ -88,6 +88,7 @@ LABELS = {
     "recipe_relational": "lever, at 30 epochs: standardised row + relational term (SEED over the batch)",
     "recommended_96": "recommended recipe at 96 px: control + relational term (SEED over the batch), + student EMA (its EMA copy)",
     "recommended": "recommended recipe: the row above with the student at 128 px (1.7x its FLOPs)",
+    "recommended_norel": "the row above without the relational term",
 }
 TASK_BENCHES = ("q3", "q3c")  # two tasks, each taught by its own teacher (benchmarks/amalgamation.py)
 NO_TEACHER = frozenset({"moco", "mcl", "mvmr_ssl", "mvmr_ssl_official", "mcl_independent", "mcl_supervised"})
@@ -141,6 +142,8 @@ SMOKE_UNTESTED = {
        for row in ("cka_classifier", "cka_task_only", "cka_cfl", "cka_no_task", "cka_no_intra", "cka_no_inter", "cka_no_align")},
     ("q2", "recommended"): "feature regression (the q2 feature row is tested) with the recipe's switches, each tested on its own: "
     "SEED's relational term (tests/methods/test_feature_multi.py), the student EMA (tests/integration/test_ema.py)",
+    ("q2", "recommended_norel"): "the q2 recommended row without the relational term (method.relational: none, tested as the "
+    "feature row's default)",
     ("q2", "recipe_standardised60"): "feature regression (the q2 feature row is tested) with switches each tested on its own: the "
     "bank (tests/cache/test_bank.py), teacher-standardised targets (tests/methods), the student EMA (tests/integration/test_ema.py)",
     ("q3c", "feature_multi"): "multi-teacher feature distillation is tested by the q2 feature row and tests/methods/test_feature_multi.py",
@@ -607,12 +610,13 @@ def cohort_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str | No
 
 RECIPE_ROWS = (
     "recipe_shared", "recipe_consistent", "recipe_standardised", "recipe_standardised60", "recipe_shared60", "recipe_res128", "recipe_l1",
-    "recipe_relational", "recommended_96", "recommended",
+    "recipe_relational", "recommended_96", "recommended", "recommended_norel",
 )
 # the labels above describe Q1's ablation, one row against the one before; another benchmark runs only the recipes
 RECIPE_LABELS_ELSEWHERE = {
     "recipe_standardised60": "the first recommended recipe: bank, teacher-standardised targets, 60 epochs, student EMA (its EMA copy)",
     "recommended": "recommended recipe, unchanged from Q1: centred targets, relational term, 60 epochs, student EMA (its EMA copy)",
+    "recommended_norel": "the row above without the relational term",
 }
 
 
