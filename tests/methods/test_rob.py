@@ -2,6 +2,8 @@
 views, the constant centre (the mean teacher target of one pass of global crops), the projection targets, that the
 teacher never receives gradient, the EMA copy, config errors, and each base end to end."""
 
+import json
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -126,6 +128,45 @@ def test_a_bank_run_records_its_approximation(tmp_path):
     assert "teacher_bank(2)" in results["approximations"] and results["signals"]["teacher"]["from"] == "cache (bank)"
     with pytest.raises(ConfigError, match="bank_repeats"):
         build_config({"method": {"name": "rob", "teacher_crops": "bank", "bank_repeats": 1}})
+
+
+def test_a_logits_bank_is_the_classifier_of_the_pooled_bank(tmp_path):
+    """target=logits with a bank reads the pooled bank (one fill serves both taps) through the teacher's classifier: each
+    row equals the teacher's logits on the replayed crop; the cache holds the pooled bank only; the record says so."""
+    from ssdistill.cache.store import cache_root
+    from ssdistill.data.replay import AugParams, render
+
+    cfg, ctx, prepared, module = _assembled(tmp_path, teacher_crops="bank", bank_repeats=2, target="logits", local_crops=1)
+    record = ctx.records["teacher"]
+    assert record["tap"] == "logits" and record["from"] == "cache (bank of pooled outputs, through the teacher's classifier)"
+    keys = [json.loads(path.read_text())["key"] for path in cache_root().rglob("manifest.json")]
+    ours = {key["tap"] for key in keys if key["view"].startswith("bank:R=2:") and key["n"] == 2 * len(ctx.source)}
+    assert ours == {"pooled"}
+    teacher, signal = ctx.teacher(tap="logits"), ctx.signals["teacher"]
+    params, _ = ctx.bank_params
+    assert signal.table.shape == (2 * len(ctx.source), teacher.dim)
+    for row in (0, 3, 2 * len(ctx.source) - 1):
+        crop = render(ctx.source.load(row // 2), AugParams.from_row(params[row]), teacher.preprocess.resolution, teacher.preprocess.interpolation)
+        with torch.no_grad():
+            online = teacher(crop.unsqueeze(0))[0]
+        assert torch.allclose(signal(torch.tensor([row]))[0].float(), online, atol=2e-2, rtol=1e-2)  # the bank is stored in fp16
+
+
+def test_logits_are_derived_from_pooled_only_when_the_head_is_the_classifier(tmp_path):
+    """classifier_of_pooled: timm's classifier when logits = classifier(pooled); None when the head does more after the
+    pooled output (here a non-linearity wrapped around the classifier) or when the teacher taps a module."""
+    from ssdistill.config import TeacherConfig
+    from ssdistill.models.teachers import build_teacher
+
+    config = tiny_config(tmp_path)["teacher"]
+    teacher = build_teacher(TeacherConfig(**{**config, "output": "logits"}))
+    head = teacher.classifier_of_pooled()
+    assert head is teacher.model.get_classifier()
+    forward_head = teacher.model.forward_head
+    teacher.model.forward_head = lambda x, pre_logits=False: forward_head(x, pre_logits) if pre_logits else torch.tanh(forward_head(x))
+    assert teacher.classifier_of_pooled() is None
+    tapped = build_teacher(TeacherConfig(**{**config, "output": "module:layer1"}))
+    assert tapped.classifier_of_pooled() is None
 
 
 def _dino_head_checkpoint(path, dim=96, bottleneck=8, out=12):

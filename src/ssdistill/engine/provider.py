@@ -45,6 +45,7 @@ class TeacherProvider:
         self.approximations: list[str] = []  # how a signal only approximates the method (teacher_bank(R))
         self.signal_seconds: float | None = None  # time spent computing / reading precomputed signals
         self.bank_params: tuple[np.ndarray, int] | None = None  # (parameters, repeats) of the bank a need reads
+        self.derived_logits = False  # the bank's logits were derived from its pooled outputs (classifier_of_pooled)
         self._teachers: dict[tuple[str, str], FrozenTeacher] = {}
         self._tables: dict[tuple[str, str, str], torch.Tensor] = {}
 
@@ -128,10 +129,20 @@ class TeacherProvider:
         data, cache, aug = self.cfg.data, self.cfg.cache, self.cfg.aug
         if crop_scale is not None:
             aug = aug.model_copy(update={"crop_scale_min": crop_scale[0], "crop_scale_max": crop_scale[1]})
-        return cached_teacher_bank(
-            self.teacher(name, tap), self.source, data.train, aug, repeats, self.cfg.trainer.seed,
+        teacher = self.teacher(name, tap)
+        head = teacher.classifier_of_pooled() if teacher.output == "logits" else None
+        if head is not None:  # logits = the classifier of the pooled bank: one bank (and one fill) serves both taps
+            teacher = self.teacher(name, "pooled")
+        table, params = cached_teacher_bank(
+            teacher, self.source, data.train, aug, repeats, self.cfg.trainer.seed,
             data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype,
         )
+        if head is not None:
+            with torch.no_grad():
+                device = next(head.parameters(), torch.empty(0)).device
+                table = torch.cat([head(rows.to(device, torch.float32)).to("cpu", table.dtype) for rows in table.split(4096)])
+            self.derived_logits = True
+        return table, params
 
     # ----- fulfilling needs --------------------------------------------------------------------------
     def fulfil(self, needs: dict[str, TeacherNeed]) -> dict[str, TeacherSignal]:
@@ -156,7 +167,8 @@ class TeacherProvider:
                 signal, how = OnlineSignal(teacher), "online"
             else:
                 table, params = self.bank(need.repeats, teacher_name, f"the teacher signal '{name}' (bank)", need.tap, need.crop_scale)
-                signal, how, precomputed = TableSignal(table, teacher.fingerprint, index_key="bank_row"), "cache (bank)", True
+                how = "cache (bank of pooled outputs, through the teacher's classifier)" if self.derived_logits else "cache (bank)"
+                signal, precomputed = TableSignal(table, teacher.fingerprint, index_key="bank_row"), True
                 self.bank_params = (params, need.repeats)
                 self.approximations.append(f"teacher_bank({need.repeats})")
             self.signals[name] = signal

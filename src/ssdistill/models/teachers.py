@@ -88,6 +88,27 @@ class FrozenTeacher(nn.Module):
         features = self.model.forward_features(x)
         return self.model.forward_head(features, pre_logits=self.output == "pooled").float()
 
+    @torch.no_grad()
+    def classifier_of_pooled(self) -> nn.Module | None:
+        """The module that maps this teacher's ``pooled`` output to its ``logits`` when the logits are exactly that
+        (timm's ``get_classifier()``, checked on a random probe), else None: then a logits table can be derived from a
+        pooled one instead of running the teacher again."""
+        get = getattr(self.model, "get_classifier", None)
+        head = get() if self.tap_path is None and callable(get) else None
+        if not isinstance(head, nn.Module) or isinstance(head, nn.Identity):
+            return None
+        size = self.preprocess.resolution
+        device = next(head.parameters(), torch.empty(0)).device
+        probe = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+        features = self.model.forward_features(self.normalize(probe))
+        pooled, logits = self.model.forward_head(features, pre_logits=True), self.model.forward_head(features)
+        if pooled.ndim != 2 or logits.ndim != 2:
+            return None
+        derived = head(pooled)
+        if derived.shape != logits.shape or not torch.allclose(derived, logits, rtol=1e-4, atol=1e-4):
+            return None
+        return head
+
     def _module_output(self, x: torch.Tensor) -> torch.Tensor:
         """The output of the tapped module's first call; the forward stops there (nothing after it runs)."""
         captured: list = []
