@@ -66,7 +66,8 @@ def table(bench: str, tier: str, rows: dict[str, dict], labels: dict[str, str], 
     """Markdown table of the Q3 rows: union k-NN and linear, then per task the student head's ACC (task heads only) and
     k-means ACC on the student's features; each teacher head on its own task and the random-init student first."""
     first = next(iter(rows.values()))
-    names = {name: task.get("teacher", name) for name, task in (first.get("tasks") or {}).items()}
+    reference = next((r for r in rows.values() if (r.get("tasks") or {}).get("a", {}).get("teacher_head")), first)
+    names = {name: task.get("teacher", name) for name, task in (reference.get("tasks") or {}).items()}
     header = ["model", "k-NN k20 (union)", "linear (union)"]
     for name in TASKS:
         header += [f"task {name}: head ACC / NMI / ARI", f"task {name}: k-means ACC"]
@@ -89,7 +90,6 @@ def table(bench: str, tier: str, rows: dict[str, dict], labels: dict[str, str], 
             cells += list(per_task.get(name, ("–", "–")))
         lines.append("| " + " | ".join(cells + [duration(seconds), note]) + " |")
 
-    reference = next((r for r in rows.values() if (r.get("tasks") or {}).get("a", {}).get("teacher_head")), first)
     shown = set()  # each teacher head once (the k-means rows share theirs; the classifier-head row has its own)
     for record in rows.values():
         for name, task in (record.get("tasks") or {}).items():
@@ -103,5 +103,8 @@ def table(bench: str, tier: str, rows: dict[str, dict], labels: dict[str, str], 
             name: (scores(task.get("student_head")), cell((task.get("student_kmeans") or {}).get("accuracy")))
             for name, task in (record.get("tasks") or {}).items()
         }
-        line(labels[method], metrics(record, "student"), per_task, (record.get("timing") or {}).get("train_seconds"), notes(method, record))
+        label = labels[method]
+        if not any("student_head" in task for task in (record.get("tasks") or {}).values()) and len(record.get("teachers") or {}) > 1:
+            label = f"{label.split(' (')[0]} ({' + '.join(record['teachers'])}, on the union)"  # no task heads: name its teachers
+        line(label, metrics(record, "student"), per_task, (record.get("timing") or {}).get("train_seconds"), notes(method, record))
     return "\n".join(lines) + "\n"
