@@ -45,7 +45,6 @@ class TeacherProvider:
         self.approximations: list[str] = []  # how a signal only approximates the method (teacher_bank(R))
         self.signal_seconds: float | None = None  # time spent computing / reading precomputed signals
         self.bank_params: tuple[np.ndarray, int] | None = None  # (parameters, repeats) of the bank a need reads
-        self.derived_logits = False  # the bank's logits were derived from its pooled outputs (classifier_of_pooled)
         self._teachers: dict[tuple[str, str], FrozenTeacher] = {}
         self._tables: dict[tuple[str, str, str], torch.Tensor] = {}
 
@@ -125,6 +124,13 @@ class TeacherProvider:
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Teacher outputs [N * R, D] (``tap``) of R fixed augmented views per training image and their parameters
         [N * R, P]; the views are drawn with ``aug``, its crop area range replaced by ``crop_scale`` when given."""
+        table, params, _ = self._bank(repeats, name, what, tap, crop_scale)
+        return table, params
+
+    def _bank(
+        self, repeats: int, name: str | None, what: str, tap: str | None, crop_scale: tuple[float, float] | None,
+    ) -> tuple[torch.Tensor, np.ndarray, bool]:
+        """``bank()`` and whether its logits were derived from the pooled bank through the teacher's classifier."""
         self._cache_needed(what)
         data, cache, aug = self.cfg.data, self.cfg.cache, self.cfg.aug
         if crop_scale is not None:
@@ -141,8 +147,7 @@ class TeacherProvider:
             with torch.no_grad():
                 device = next(head.parameters(), torch.empty(0)).device
                 table = torch.cat([head(rows.to(device, torch.float32)).to("cpu", table.dtype) for rows in table.split(4096)])
-            self.derived_logits = True
-        return table, params
+        return table, params, head is not None
 
     # ----- fulfilling needs --------------------------------------------------------------------------
     def fulfil(self, needs: dict[str, TeacherNeed]) -> dict[str, TeacherSignal]:
@@ -166,8 +171,8 @@ class TeacherProvider:
             elif need.view == "augmented":
                 signal, how = OnlineSignal(teacher), "online"
             else:
-                table, params = self.bank(need.repeats, teacher_name, f"the teacher signal '{name}' (bank)", need.tap, need.crop_scale)
-                how = "cache (bank of pooled outputs, through the teacher's classifier)" if self.derived_logits else "cache (bank)"
+                table, params, derived = self._bank(need.repeats, teacher_name, f"the teacher signal '{name}' (bank)", need.tap, need.crop_scale)
+                how = "cache (bank of pooled outputs, through the teacher's classifier)" if derived else "cache (bank)"
                 signal, precomputed = TableSignal(table, teacher.fingerprint, index_key="bank_row"), True
                 self.bank_params = (params, need.repeats)
                 self.approximations.append(f"teacher_bank({need.repeats})")
