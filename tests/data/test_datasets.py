@@ -4,7 +4,7 @@ from PIL import Image
 
 from conftest import write_images
 from ssdistill.config import AugConfig
-from ssdistill.data.datasets import IndexedViews, open_images, seeded_subset
+from ssdistill.data.datasets import IndexedViews, SubsetImages, UnionImages, open_images, seeded_subset
 from ssdistill.data.views import augmented_view, original_view
 from ssdistill.errors import DataError
 
@@ -17,6 +17,25 @@ def test_labelled_folder_has_classes_labels_and_indices(labelled_folder):
     item = dataset[5]
     assert item["index"] == 5 and item["label"] == 1
     assert item["views"]["a"].shape == (3, 24, 24) and item["views"]["b"].shape == (3, 16, 16)
+
+
+def test_a_union_of_folders_fingerprints_as_the_folder_with_the_same_files_in_the_same_order(tmp_path):
+    """So the teacher cache one row fills for a folder serves a row that reads the same images as a union of task
+    folders (Q3's feature_multi and CKA rows), while a changed order, file or kind of source gets its own entry."""
+    for c, name in enumerate(["cat", "dog", "eel", "fox"]):
+        write_images(tmp_path / "all" / name, 3, seed=c)
+        write_images(tmp_path / ("a" if c < 2 else "b") / name, 3, seed=c)
+    whole = open_images(str(tmp_path / "all"))
+    a, b = open_images(str(tmp_path / "a")), open_images(str(tmp_path / "b"))
+    assert UnionImages({"a": a, "b": b}).fingerprint() == whole.fingerprint()
+    assert UnionImages({"first": a, "second": b}).fingerprint() == whole.fingerprint()  # names are not content
+    assert UnionImages({"b": b, "a": a}).fingerprint() != whole.fingerprint()  # another order: other cache rows
+    assert UnionImages({"a": a}).fingerprint() == a.fingerprint()
+    write_images(tmp_path / "b" / "fox", 3, size=48, seed=9)  # the same names, other files
+    changed = UnionImages({"a": a, "b": open_images(str(tmp_path / "b"))})
+    assert changed.fingerprint() != whole.fingerprint()
+    mixed = UnionImages({"a": a, "subset": SubsetImages(b, [0, 1])})  # a part without lines: names and fingerprints
+    assert mixed.fingerprint_lines() is None and mixed.fingerprint() != a.fingerprint()
 
 
 def test_flat_and_nested_folders_are_unlabelled(tmp_path):

@@ -28,6 +28,14 @@ TORCHVISION_SPLITS = {
 }
 
 
+def lines_digest(header: bytes, lines: list[str]) -> str:
+    """The fingerprint of a source from its kind header and one line per image."""
+    digest = hashlib.sha1(header)
+    for line in lines:
+        digest.update(line.encode())
+    return digest.hexdigest()[:16]
+
+
 class ImageSource(Protocol):
     labels: list[int] | None
     classes: list[str]
@@ -69,6 +77,7 @@ class FolderImages:
         if not self.paths:
             raise DataError(f"no images found under {self.root} (looked for {', '.join(('jpg', 'png', 'webp', '...'))})")
         self._fingerprint: str | None = None
+        self._lines: list[str] | None = None
         self.skipped: list[Path] = []
         if skip_corrupt:
             good, self.skipped = keep_readable(self.paths)
@@ -90,13 +99,18 @@ class FolderImages:
         except (OSError, ValueError) as exc:
             raise DataError(f"cannot read image {self.paths[index]} ({exc}); replace or delete it") from None
 
+    def fingerprint_lines(self) -> tuple[bytes, list[str]]:
+        """What the fingerprint digests: a kind header and one line per image, relative path and size in bytes (one
+        stat per file). A union of folders digests its parts' lines one after another, so it matches the folder that
+        holds the same files in the same order (``UnionImages.fingerprint``)."""
+        if self._lines is None:
+            self._lines = [f"{path.relative_to(self.root)}:{path.stat().st_size}\n" for path in self.paths]
+        return b"", self._lines
+
     def fingerprint(self) -> str:
-        """Relative paths and sizes of the files (one stat per file, done once per source)."""
+        """Relative paths and sizes of the files (done once per source)."""
         if self._fingerprint is None:
-            digest = hashlib.sha1()
-            for path in self.paths:
-                digest.update(f"{path.relative_to(self.root)}:{path.stat().st_size}\n".encode())
-            self._fingerprint = digest.hexdigest()[:16]
+            self._fingerprint = lines_digest(*self.fingerprint_lines())
         return self._fingerprint
 
 
@@ -137,6 +151,7 @@ class ListImages:
         self.skipped: list = []
         self.description = str(self.list_file)
         self._fingerprint: str | None = None
+        self._lines: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -148,13 +163,16 @@ class ListImages:
         with Image.open(self.paths[index]) as image:
             return image.size
 
+    def fingerprint_lines(self) -> tuple[bytes, list[str]]:
+        """A kind header and one line per image: the path as the list writes it and the file's size."""
+        if self._lines is None:
+            self._lines = [f"{name}:{path.stat().st_size}\n" for name, path in zip(self.names, self.paths)]
+        return b"list\n", self._lines
+
     def fingerprint(self) -> str:
         """The paths as the list writes them and the files' sizes (the same list and files under another root match)."""
         if self._fingerprint is None:
-            digest = hashlib.sha1(b"list\n")
-            for name, path in zip(self.names, self.paths):
-                digest.update(f"{name}:{path.stat().st_size}\n".encode())
-            self._fingerprint = digest.hexdigest()[:16]
+            self._fingerprint = lines_digest(*self.fingerprint_lines())
         return self._fingerprint
 
 
@@ -369,7 +387,20 @@ class UnionImages:
         source, position = self._locate(index)
         return source.size(position)
 
+    def fingerprint_lines(self) -> tuple[bytes, list[str]] | None:
+        """The parts' lines one after another when every part has lines of one kind (folders, or lists), else None."""
+        parts = [getattr(source, "fingerprint_lines", lambda: None)() for source in self.sources]
+        if any(part is None for part in parts) or len({header for header, _ in parts}) != 1:
+            return None
+        return parts[0][0], [line for _, lines in parts for line in lines]
+
     def fingerprint(self) -> str:
+        """Content, not structure: a union of folders fingerprints as the one folder holding the same files in the same
+        order (the teacher cache of Imagenette's train folder serves a union of its class subsets in class order);
+        other unions digest their parts' names and fingerprints."""
+        lines = self.fingerprint_lines()
+        if lines is not None:
+            return lines_digest(*lines)
         digest = hashlib.sha1()
         for name, source in zip(self.part_names, self.sources):
             digest.update(f"{name}:{source.fingerprint()}\n".encode())
