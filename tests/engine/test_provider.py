@@ -45,3 +45,22 @@ def test_needs_the_provider_cannot_serve_are_clear_errors(tmp_path):
         ctx.fulfil({"val": TeacherNeed(subset="elsewhere")})
     with pytest.raises(ConfigError, match="no teacher named 'ghost'"):
         ctx.fulfil({"x": TeacherNeed(teacher="ghost")})
+
+
+def test_a_logits_need_reads_the_pooled_entry_through_the_teacher_s_classifier(tmp_path):
+    """With the cache on, the teacher's logits on the original view are its classifier applied to the pooled entry
+    (one fill serves both taps), equal to the teacher's own logits up to the cache's fp16, and the record says so; with
+    the cache off they are computed directly."""
+    cfg = build_config(tiny_config(tmp_path))
+    ctx = TeacherProvider(cfg, train_source(cfg))
+    signals = ctx.fulfil({"logits": TeacherNeed(tap="logits"), "pooled": TeacherNeed(tap="pooled")})
+    teacher = ctx.teacher(tap="logits")
+    direct = extract_features(teacher, ctx.source, teacher.original_view(), 64, 0, "cpu", "teacher")
+    assert signals["logits"].table.shape == direct.shape == (len(ctx.source), 1000)
+    assert torch.allclose(signals["logits"].table.float(), direct, atol=2e-2 * direct.abs().max().item())
+    assert ctx.records["logits"]["from"] == "cache (pooled outputs, through the teacher's classifier)"
+    assert ctx.records["pooled"]["from"] == "cache"
+    off = build_config(tiny_config(tmp_path, cache={"enabled": False}))
+    ctx_off = TeacherProvider(off, train_source(off))
+    assert torch.allclose(ctx_off.fulfil({"logits": TeacherNeed(tap="logits")})["logits"].table, direct, atol=1e-5)
+    assert ctx_off.records["logits"]["from"] == "computed once"

@@ -64,9 +64,21 @@ def test_kmeans_heads_are_reproducible_from_a_seed_and_cached(tmp_path):
 
 
 def test_a_classifier_head_is_the_teacher_s_logits_restricted_to_the_task_classes(tmp_path):
+    """The task logits are the teacher's own logits on the task's classes; with the cache on they are its classifier
+    applied to the pooled entry (one fill serves the k-means heads, the classifier heads and feature rows)."""
+    from ssdistill.cache.store import cache_root
+
     cfg, ctx, prepared, _ = _assembled(tmp_path)
     logits = ctx.features("b", None, None, tap="logits")
     assert torch.allclose(prepared.tensors["logits_1"], logits[:, [3, 1, 4, 5, 9]].float())
+    teacher = ctx.teacher("b", "logits")
+    view = teacher.original_view()
+    for index in (0, 17, len(ctx.source) - 1):
+        with torch.no_grad():
+            online = teacher(view(ctx.source.load(index)).unsqueeze(0))[0]
+        assert torch.allclose(logits[index].float(), online, atol=2e-2, rtol=1e-2)  # the pooled entry is stored in fp16
+    taps = {json.loads(path.read_text())["key"]["tap"] for path in cache_root().rglob("manifest.json")}
+    assert "pooled" in taps and "logits" not in taps
     bad = _raw(tmp_path)
     bad["method"]["tasks"]["b"]["classes"] = [1, 5000]
     cfg_bad = build_config(bad)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from ssdistill.cache.bank import cached_teacher_bank
 from ssdistill.cache.fill import cached_teacher_features, filled_teacher_entry
@@ -47,6 +48,7 @@ class TeacherProvider:
         self.bank_params: tuple[np.ndarray, int] | None = None  # (parameters, repeats) of the bank a need reads
         self._teachers: dict[tuple[str, str], FrozenTeacher] = {}
         self._tables: dict[tuple[str, str, str], torch.Tensor] = {}
+        self._derived: set[tuple[str, str, str]] = set()  # keys of the logits tables derived from a pooled entry
 
     # ----- teachers ----------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -74,7 +76,8 @@ class TeacherProvider:
     def features(self, name: str | None = None, spec: str | None = None, source: ImageSource | None = None, tap: str | None = None) -> torch.Tensor:
         """The teacher's outputs [N, D] of the original view of every image of ``spec`` (default: the training
         images), in dataset order: from the disk cache when it is on (filled on first use), else computed; kept for
-        the rest of the run."""
+        the rest of the run. With the cache on, a logits table whose logits are exactly the teacher's classifier of its
+        pooled output is that classifier applied to the pooled entry: one fill serves both taps."""
         teacher = self.teacher(name, tap)
         spec = spec or self.cfg.data.train
         key = (name or self.cfg.primary_teacher, teacher.output, spec)
@@ -83,7 +86,12 @@ class TeacherProvider:
                 source = self.source if spec == self.cfg.data.train else self.open(spec)
             data, cache = self.cfg.data, self.cfg.cache
             if cache.enabled:
-                table = cached_teacher_features(teacher, source, spec, data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype)
+                head = teacher.classifier_of_pooled() if teacher.output == "logits" else None
+                filled = self.teacher(name, "pooled") if head is not None else teacher
+                table = cached_teacher_features(filled, source, spec, data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype)
+                if head is not None:
+                    table = _through(head, table)
+                    self._derived.add(key)
             else:
                 table = extract_features(teacher, source, teacher.original_view(), data.eval_batch_size, data.num_workers, self.device, "teacher")
             self._tables[key] = table
@@ -144,9 +152,7 @@ class TeacherProvider:
             data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype,
         )
         if head is not None:
-            with torch.no_grad():
-                device = next(head.parameters(), torch.empty(0)).device
-                table = torch.cat([head(rows.to(device, torch.float32)).to("cpu", table.dtype) for rows in table.split(4096)])
+            table = _through(head, table)
         return table, params, head is not None
 
     # ----- fulfilling needs --------------------------------------------------------------------------
@@ -164,6 +170,8 @@ class TeacherProvider:
                 source = None if need.subset is None else self.open(need.subset)
                 signal: TeacherSignal = TableSignal(self.features(teacher_name, need.subset, source, need.tap), teacher.fingerprint)
                 how, precomputed = "cache" if self.cfg.cache.enabled else "computed once", True
+                if (teacher_name, teacher.output, need.subset or self.cfg.data.train) in self._derived:
+                    how = "cache (pooled outputs, through the teacher's classifier)"
             elif need.view == "original":
                 if need.subset is not None:
                     raise ConfigError(f"the teacher signal '{name}' covers {need.subset}: it needs teacher.precompute=true")
@@ -193,3 +201,10 @@ class TeacherProvider:
             if signal.batch_view is not None:
                 views[signal.batch_view] = signal.teacher.original_view()
         return views
+
+
+def _through(head: nn.Module, table: torch.Tensor) -> torch.Tensor:
+    """``head`` (the teacher's classifier) applied to a cached table of pooled outputs, in chunks, kept in its dtype."""
+    with torch.no_grad():
+        device = next(head.parameters(), torch.empty(0)).device
+        return torch.cat([head(rows.to(device, torch.float32)).to("cpu", table.dtype) for rows in table.split(4096)])
