@@ -86,8 +86,7 @@ class TeacherProvider:
                 source = self.source if spec == self.cfg.data.train else self.open(spec)
             data, cache = self.cfg.data, self.cfg.cache
             if cache.enabled:
-                head = teacher.classifier_of_pooled() if teacher.output == "logits" else None
-                filled = self.teacher(name, "pooled") if head is not None else teacher
+                filled, head = self._filled_tap(name, teacher)
                 table = cached_teacher_features(filled, source, spec, data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype)
                 if head is not None:
                     table = _through(head, table)
@@ -96,6 +95,13 @@ class TeacherProvider:
                 table = extract_features(teacher, source, teacher.original_view(), data.eval_batch_size, data.num_workers, self.device, "teacher")
             self._tables[key] = table
         return self._tables[key]
+
+    def _filled_tap(self, name: str | None, teacher: FrozenTeacher) -> tuple[FrozenTeacher, nn.Module | None]:
+        """The teacher whose outputs the cache holds for ``teacher``'s tap, and the head to apply to them: a logits tap
+        whose logits are exactly the classifier of the pooled output reads the pooled entry through that classifier
+        (one fill serves both taps); any other tap reads its own entry (head None)."""
+        head = teacher.classifier_of_pooled() if teacher.output == "logits" else None
+        return (self.teacher(name, "pooled"), head) if head is not None else (teacher, None)
 
     def _cache_needed(self, what: str) -> None:
         if not self.cfg.cache.enabled:
@@ -143,10 +149,7 @@ class TeacherProvider:
         data, cache, aug = self.cfg.data, self.cfg.cache, self.cfg.aug
         if crop_scale is not None:
             aug = aug.model_copy(update={"crop_scale_min": crop_scale[0], "crop_scale_max": crop_scale[1]})
-        teacher = self.teacher(name, tap)
-        head = teacher.classifier_of_pooled() if teacher.output == "logits" else None
-        if head is not None:  # logits = the classifier of the pooled bank: one bank (and one fill) serves both taps
-            teacher = self.teacher(name, "pooled")
+        teacher, head = self._filled_tap(name, self.teacher(name, tap))
         table, params = cached_teacher_bank(
             teacher, self.source, data.train, aug, repeats, self.cfg.trainer.seed,
             data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype,
