@@ -568,6 +568,10 @@ def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
         timing = record.get("timing") or {}
         label = LABELS[method] + (" (superseded, see notes)" if record.get("superseded") else "")
         line(label, _metrics(record, "student"), timing.get("train_seconds"), timing.get("train_images_per_s"), _notes(method, record))
+        ema = _metrics(record, "student_ema")
+        if ema["k20"] is not None:  # the same run's EMA copy (trainer.ema_momentum): a second student row, never the headline
+            momentum = ((record.get("config") or {}).get("trainer") or {}).get("ema_momentum")
+            line(f"{LABELS[method]}: its EMA copy" + (f" (momentum {momentum})" if momentum else ""), ema, notes="trained in the run above")
     return "\n".join(lines) + "\n"
 
 

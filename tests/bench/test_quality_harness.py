@@ -88,6 +88,30 @@ def test_table_is_built_from_the_row_files(tmp_path):
     assert "no q1 rows" in quality.table("q1", "cpu", tmp_path).lower()
 
 
+def test_a_row_that_trained_an_ema_copy_shows_it_as_a_second_row_under_its_student(tmp_path):
+    evaluation = {
+        "models": {
+            label: {"knn": {"k20_t0.07": {"top1": k20}, "k200_t0.1": {"top1": k20 - 1}}, "linear": {"top1": k20 + 2}}
+            for label, k20 in (("teacher", 80.0), ("random_init", 20.0), ("student", 44.0), ("student_ema", 40.0))
+        }
+    }
+    record = _row(44.0, evaluation=evaluation, config={"trainer": {"ema_momentum": 0.999}})
+    record["knn"]["student_ema"] = {"top1": 40.0}
+    path = quality.row_path(tmp_path, "q2", "rob_dino_kmeans", "cpu")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    lines = quality.table("q2", "cpu", tmp_path).splitlines()
+    student, ema = lines[6:8]
+    assert student.startswith("| RoB-DINO, k-means projection | 44.0 | 43.0 | 46.0 | 55 | 56 |")
+    # 40 / 80 = 50 % of the teacher's k-NN, 42 / 82 = 51 % of its linear probe; no time of its own
+    assert ema == ("| RoB-DINO, k-means projection: its EMA copy (momentum 0.999) | 40.0 | 39.0 | 42.0 | 50 | 51 | – | – | – | – "
+                   "| trained in the run above |")
+    assert len(lines) == 8  # a row without an EMA copy has no second row
+    del record["knn"]["student_ema"], evaluation["models"]["student_ema"]
+    path.write_text(json.dumps(record))
+    assert len(quality.table("q2", "cpu", tmp_path).splitlines()) == 7
+
+
 def test_teacher_alignment_is_filled_into_old_rows_from_the_features_their_run_kept(tmp_path, monkeypatch):
     import torch
 
