@@ -84,6 +84,23 @@ def test_config_errors_and_the_logits_defaults():
     assert logits.effective("center") == "none" and build_config({"method": {"name": "rob"}}).method.effective("center") == "constant"
 
 
+def test_logits_students_are_unbounded_and_can_fit_a_peaked_teacher_softmax(tmp_path):
+    """target=logits is plain soft distillation at τ_s = 1: the student's logits are a plain linear layer (a cosine head
+    would be bounded in [-1, 1], its softmax over the tiny teacher's 1,000 classes at most e / (e + 999 / e) < 0.01 on
+    any class, far under the 0.6 asked here)."""
+    cfg, ctx, prepared, module = _assembled(tmp_path, target="logits")
+    images = torch.randn(4, 3, cfg.student.resolution, cfg.student.resolution)
+    logits = module.student_outputs(images)
+    assert torch.allclose(logits, module.head(module.student(images)) @ module.prototypes.T)
+    module.train()
+    optimizer = torch.optim.Adam([*module.head.parameters(), module.prototypes], lr=0.05)
+    for _ in range(60):  # fit a one-hot-like teacher target per image
+        loss = F.cross_entropy(module.student_outputs(images), torch.arange(4))
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+    module.eval()
+    assert torch.softmax(module.student_outputs(images), dim=1).diagonal().min() > 0.6
+
+
 def test_too_many_kmeans_columns_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="lower method.projection_dim"):
         _assembled(tmp_path, projection_dim=1000)

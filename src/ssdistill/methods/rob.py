@@ -279,13 +279,18 @@ class RoB(DistillMethod):
         return (m.student_temperature or default[0], m.teacher_temperature or default[1])
 
     def student_outputs(self, images: torch.Tensor) -> torch.Tensor:
-        """Student logits over the K targets (dino, msn: cosine to the prototypes; regression: the prediction)."""
+        """Student logits over the K targets (dino, msn: cosine to the prototypes; dino with target=logits: a plain linear
+        layer; regression: the prediction)."""
         m = self.cfg.method
         out = self.head(self.student(images))
         if m.base == "regression":
             return out
         if m.student_prototypes == "teacher_frozen":
             return F.normalize(out, dim=1) @ self.prepared["columns"]
+        if m.base == "dino" and m.target == "logits":
+            # plain soft distillation (τ_s = 1): the student's logits are a plain linear layer, unbounded; cosines in
+            # [-1, 1] at τ_s = 1 cannot make a softmax over C classes peaked (max probability e / (e + (C-1)/e))
+            return out @ self.prototypes.T
         return F.normalize(out, dim=1) @ F.normalize(self.prototypes, dim=1).T
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
