@@ -274,7 +274,11 @@ class RoB(DistillMethod):
 
     # ----- training ------------------------------------------------------------------------------
     def temperatures(self) -> tuple[float, float]:
-        m = self.cfg.method
+        return self.dino_temperatures(self.cfg.method)
+
+    @staticmethod
+    def dino_temperatures(m: RoBConfig) -> tuple[float, float]:
+        """dino: (τ_s, τ_t), 1 and 1 with target=logits (plain soft distillation), else 0.1 and 0.04 unless set."""
         default = (1.0, 1.0) if m.target == "logits" else (0.1, 0.04)
         return (m.student_temperature or default[0], m.teacher_temperature or default[1])
 
