@@ -44,6 +44,8 @@ METHODS = (
     "cka", "cka_classifier", "cka_task_only", "cka_cfl", "cka_no_task", "cka_no_intra", "cka_no_inter", "cka_no_align",
     # RoB: the teacher as the target branch of DINO (logits target, k-means projection target), BYOL regression, MSN
     "rob_dino_logits", "rob_dino_kmeans", "rob_regression", "rob_msn",
+    # and two ablations of the difference between the DINO and MSN rows over the same columns (Q2)
+    "rob_dino_nocenter", "rob_msn_nomemax",
     # the recommended recipe (configs/recommended/<bench>.yaml) and, on Q1, its ablation: one ingredient added per row
     "recipe_shared", "recipe_consistent", "recipe_standardised", "recipe_standardised60", "recipe_shared60", "recipe_res128", "recipe_l1",
     "recipe_relational", "recommended_96", "recommended", "recommended_norel",
@@ -75,6 +77,8 @@ LABELS = {
     "rob_dino_kmeans": "RoB-DINO, k-means projection",
     "rob_regression": "RoB-regression (BYOL head)",
     "rob_msn": "RoB-MSN, k-means prototypes",
+    "rob_dino_nocenter": "ablation: RoB-DINO, k-means projection, without the centre",
+    "rob_msn_nomemax": "ablation: RoB-MSN, k-means prototypes, without ME-MAX",
     "recipe_shared": "shared recipe (feature regression), k-NN monitored",
     "recipe_consistent": "+ consistent crops (teacher bank)",
     "recipe_standardised": "+ teacher-standardised targets",
@@ -149,7 +153,7 @@ SMOKE_UNTESTED = {
     ("q3c", "feature_multi"): "multi-teacher feature distillation is tested by the q2 feature row and tests/methods/test_feature_multi.py",
     **{("q2", row): "RoB runs its teacher online on every step (about 4 min a row on one thread): left out of the test run to keep it "
        "under 25 minutes; its steps, centre, EMA copy and gradients are tested in tests/methods/test_rob.py, its smoke figures come "
-       "from `--tier smoke`" for row in ("rob_dino_logits", "rob_dino_kmeans", "rob_regression", "rob_msn")},
+       "from `--tier smoke`" for row in ("rob_dino_logits", "rob_dino_kmeans", "rob_regression", "rob_msn", "rob_dino_nocenter", "rob_msn_nomemax")},
 }
 
 
