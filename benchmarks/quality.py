@@ -691,6 +691,18 @@ def write_table(bench: str, tier: str, results_dir: Path = RESULTS, readme: Path
     return markdown
 
 
+def show_table(markdown: str | None, measure_command: str, readme_marker: str | None) -> int:
+    """A diagnostic's command-line ending: print its table (exit 1 with a hint when nothing is on record yet) and, given
+    a marker, fill that README block with it."""
+    if markdown is None:
+        print(f"no record yet: run {measure_command}", file=sys.stderr)
+        return 1
+    print(markdown)
+    if readme_marker is not None:
+        replace_block(REPO / "README.md", readme_marker, markdown)
+    return 0
+
+
 def replace_block(path: Path, marker: str, content: str) -> None:
     """Replace the text between ``<!-- marker -->`` and ``<!-- /marker -->`` in ``path``."""
     from ssdistill.files import atomic_write_text

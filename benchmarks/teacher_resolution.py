@@ -94,16 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.table_only:
         measure(args.bench, args.sides, args.force)
-    markdown = table(args.bench)
-    if markdown is None:
-        print(f"no record yet: run python -m benchmarks.teacher_resolution --bench {args.bench}", file=sys.stderr)
-        return 1
-    print(markdown)
-    if args.readme:
-        from benchmarks.quality import replace_block
+    from benchmarks.quality import show_table
 
-        replace_block(REPO / "README.md", f"bench:{args.bench}-cpu-teacher-resolution", markdown)
-    return 0
+    marker = f"bench:{args.bench}-cpu-teacher-resolution" if args.readme else None
+    return show_table(table(args.bench), f"python -m benchmarks.teacher_resolution --bench {args.bench}", marker)
 
 
 if __name__ == "__main__":
