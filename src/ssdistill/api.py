@@ -207,3 +207,16 @@ def fill_cache(
         seconds = time.perf_counter() - start
         done.append({"data": spec, "shape": list(table.shape), "seconds": seconds, "images_per_s": len(source) / max(seconds, 1e-9)})
     return done
+
+
+def fill_run_cache(config: str | Path | dict | DistillConfig, overrides: list[str] | dict | None = None) -> dict[str, dict[str, Any]]:
+    """Fill the teacher cache entries a run of ``config`` reads (original-view tables and augmentation banks), without
+    training: a run started later finds them filled. Processes started side by side share the chunks, so two of them
+    (or this beside the run itself) fill a long bank faster. Returns the run's teacher-signal records, by signal name."""
+    cfg = build_config(config, overrides)
+    if not cfg.cache.enabled:
+        raise ConfigError("cache.enabled is false in this config: there is no cache to fill (drop the override or set cache.enabled=true)")
+    method = METHODS[cfg.method.name]
+    ctx = TeacherProvider(cfg, train_source(cfg))
+    ctx.fulfil(method.teacher_needs(cfg))
+    return {name: dict(record) for name, record in ctx.records.items()}

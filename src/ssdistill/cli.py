@@ -67,11 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     cache = commands.add_parser(
         "cache",
         help="fill, list or remove teacher embedding cache entries",
-        description="Fill the teacher cache (`ssdistill cache --teacher NAME --data DIR [--data DIR2]`), "
-        "list entries (`ssdistill cache ls`) or remove them (`ssdistill cache rm NAME|all`).",
+        description="Fill the teacher cache (`ssdistill cache --teacher NAME --data DIR [--data DIR2]`, or every entry a run of a "
+        "config reads, banks included: `ssdistill cache --config CONFIG [key=value ...]`; processes started side by side share "
+        "the work), list entries (`ssdistill cache ls`) or remove them (`ssdistill cache rm NAME|all`).",
     )
     cache.add_argument("action", nargs="?", choices=("fill", "ls", "rm"), default="fill", help="what to do (default: fill)")
-    cache.add_argument("names", nargs="*", help="entries to remove (name or unique prefix, or all)")
+    cache.add_argument("names", nargs="*", help="entries to remove (name or unique prefix, or all); with --config: key=value overrides")
+    cache.add_argument("--config", help="fill the entries a run of this config reads (original views and banks), without training")
     cache.add_argument("--teacher", help="built-in teacher or timm name")
     cache.add_argument("--weights", help="local weights file for --teacher")
     cache.add_argument("--output", default="pooled", help="teacher tap: pooled (default), logits or module:<name>")
@@ -159,8 +161,18 @@ def _cache(args: argparse.Namespace) -> None:
             raise SsdistillError(f"no cache entry matches {' '.join(args.names)}; `ssdistill cache ls` lists them")
         print("removed " + ", ".join(removed))
         return
+    if args.config:
+        if args.teacher or args.data:
+            raise SsdistillError("ssdistill cache --config fills what the config's run reads: drop --teacher / --data (or --config)")
+        from ssdistill.api import fill_run_cache
+
+        for name, record in fill_run_cache(args.config, args.names).items():
+            print(f"signal {name}: teacher '{record['teacher']}', tap {record['tap']}, {record['view']} view, from {record['from']}")
+        return
+    if args.names:
+        raise SsdistillError(f"unexpected {' '.join(args.names)}: entry names go with `ssdistill cache rm`, key=value overrides with --config")
     if not args.teacher or not args.data:
-        raise SsdistillError("ssdistill cache needs --teacher NAME and at least one --data PATH (or the ls / rm action)")
+        raise SsdistillError("ssdistill cache needs --teacher NAME and at least one --data PATH, or --config CONFIG (or the ls / rm action)")
     from ssdistill.api import fill_cache
 
     for row in fill_cache(
@@ -174,7 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     logging.getLogger("ssdistill").addHandler(handler)
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `cache --config CONFIG key=value`: argparse leaves positionals after an option over, as for no other command
+        if args.command != "cache" or not getattr(args, "config", None):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.names = [*args.names, *extra]
     try:
         if args.command == "list":
             _print_list()
