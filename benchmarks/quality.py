@@ -255,7 +255,7 @@ def _run_dir_and_overrides(tier: Tier, bench: str, method: str, runs_dir: Path |
     if seed is not None:  # another seed of the same row (benchmarks/spread.py)
         overrides.setdefault("trainer", {})["seed"] = seed
     recipe = build_config(recipe_path(bench, method), overrides)
-    name = recipe.run.name if tier.name == "cpu" else f"{recipe.run.name}-{tier.name}"
+    name = (recipe.run.name if tier.name == "cpu" else f"{recipe.run.name}-{tier.name}") + ("" if seed is None else f"-seed{seed}")
     parent = Path(runs_dir) if runs_dir is not None else REPO / recipe.run.dir
     overrides["run"] = {"dir": str(parent), "name": name}
     overrides.setdefault("trainer", {})["progress_bar"] = False
@@ -298,6 +298,12 @@ def add_teacher_alignment(record: dict) -> bool:
     return True
 
 
+def _shown(path: Path) -> str:
+    """A path as a command line in the README shows it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESULTS, runs_dir: Path | None = None,
             force: bool = False, quiet: bool = True, seed: int | None = None) -> dict:
     """Measure one row (or read it back when finished) and write its JSON; returns the row record."""
@@ -330,7 +336,8 @@ def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESU
         "method": method,
         "recipe": str(recipe_path(bench, method).relative_to(REPO)),
         "overrides": {k: v for k, v in overrides.items() if k != "run"},
-        "command": f"python -m benchmarks.quality --tier {tier_name} --bench {bench} --only {method}",
+        "command": f"python -m benchmarks.quality --tier {tier_name} --bench {bench} --only {method}"
+        + ("" if seed is None else f" --seed {seed} --results {_shown(results_dir)}"),
     }
     if not record.get("epoch_losses"):  # a row read back keeps its losses: its run directory may be gone
         record["epoch_losses"] = epoch_losses(Path(record["run_dir"]))
@@ -749,6 +756,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", action="store_true", help="also replace the tables' blocks in README.md")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the row JSON files and tables")
     parser.add_argument("--runs", type=Path, help="parent of the run directories (default: the recipe's run.dir)")
+    parser.add_argument("--seed", type=int, help="train the rows with trainer.seed=SEED, another seed of the same rows (their run "
+                        "directories end in -seedSEED); give them a results folder of their own, e.g. --results benchmarks/results/seeds")
     args = parser.parse_args(argv)
     benches = args.bench or TIERS[args.tier].benches
     readme = README if args.readme else None
@@ -763,7 +772,10 @@ def main(argv: list[str] | None = None) -> int:
         for bench in benches:
             print(write_table(bench, args.tier, args.results, readme))
         return 0
-    done = run_tier(args.tier, benches, args.only, results_dir=args.results, runs_dir=args.runs, force=args.force, quiet=False, readme=readme)
+    if args.seed is not None and args.results.resolve() == RESULTS.resolve():
+        raise SystemExit("--seed writes rows named as the seed-0 rows: give them a folder of their own, e.g. --results benchmarks/results/seeds")
+    done = run_tier(args.tier, benches, args.only, results_dir=args.results, runs_dir=args.runs, force=args.force, quiet=False, readme=readme,
+                    seed=args.seed)
     for bench in benches:
         print(bench_table(bench, args.tier, args.results))
     if args.tier != "smoke":

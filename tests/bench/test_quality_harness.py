@@ -405,3 +405,26 @@ def test_the_recipe_table_gives_time_to_a_share_of_the_teacher_from_the_monitor(
     path.write_text(json.dumps(record))
     q2 = quality.recipe_table("q2", "cpu", tmp_path)
     assert "ingredients added" not in q2 and "| recommended recipe, unchanged from Q1: " in q2 and "128 px" not in q2
+
+
+def test_another_seed_of_a_row_has_its_own_run_directory_and_command(tmp_path, monkeypatch):
+    """--seed N: trainer.seed=N in a run directory of its own (a seed-0 run there must never be resumed as seed N), the
+    command in the record says how to regenerate it, and the default results folder is refused (same file names)."""
+    seen = []
+
+    def fake_distill(config=None, *, overrides=None, resume=None, quiet=False, **sections):
+        seen.append((overrides["run"]["name"], overrides["trainer"]["seed"], resume))
+        run_dir = tmp_path / "runs" / overrides["run"]["name"]
+        run_dir.mkdir(parents=True)
+        return _row(30.0, run_dir=str(run_dir))
+
+    monkeypatch.setattr("ssdistill.distill", fake_distill)
+    monkeypatch.setitem(quality.TIERS, "smoke", quality.Tier("smoke", ("q2",), lambda b, m: {}, "test"))
+    seed0 = tmp_path / "runs" / "q2-feature-smoke" / "checkpoints"
+    seed0.mkdir(parents=True)
+    (seed0 / "last.ckpt").write_bytes(b"seed 0's checkpoint")
+    record = quality.run_row("smoke", "q2", "feature", results_dir=tmp_path / "seeds", runs_dir=tmp_path / "runs", seed=1)
+    assert seen == [("q2-feature-smoke-seed1", 1, None)]
+    assert record["benchmark"]["command"] == f"python -m benchmarks.quality --tier smoke --bench q2 --only feature --seed 1 --results {tmp_path / 'seeds'}"
+    with pytest.raises(SystemExit, match="a folder of their own"):
+        quality.main(["--tier", "smoke", "--bench", "q2", "--only", "feature", "--seed", "1"])
