@@ -314,7 +314,7 @@ def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESU
         from benchmarks.datasets import q3_data, unpack_benchmark_data
 
         q3_data(bench) if bench in TASK_BENCHES else unpack_benchmark_data(bench)  # `make data`, when it was not run
-    out = row_path(results_dir, bench, method, tier_name)
+    out = row_path(results_dir, bench, method if seed is None else f"{method}-seed{seed}", tier_name)  # as benchmarks/results/seeds/q3c
     run_dir, overrides = _run_dir_and_overrides(tier, bench, method, runs_dir, seed)
     if out.is_file() and not force:
         record = json.loads(out.read_text())
@@ -740,7 +740,8 @@ def run_tier(tier: str, benches=None, methods=None, *, results_dir: Path = RESUL
             done[(bench, method)] = record
             student = _metrics(record, "student")["k20"]
             log(f"{bench} {method} ({tier}): student k-NN {cell(student)} %, random init {cell(_metrics(record, 'random_init')['k20'])} %")
-            write_table(bench, tier, results_dir, readme)
+            if seed is None:  # other seeds' rows are files of their own, kept beside the table's rows
+                write_table(bench, tier, results_dir, readme)
     return done
 
 
@@ -757,7 +758,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the row JSON files and tables")
     parser.add_argument("--runs", type=Path, help="parent of the run directories (default: the recipe's run.dir)")
     parser.add_argument("--seed", type=int, help="train the rows with trainer.seed=SEED, another seed of the same rows (their run "
-                        "directories end in -seedSEED); give them a results folder of their own, e.g. --results benchmarks/results/seeds")
+                        "directories end in -seedSEED, their rows are METHOD-seedSEED-TIER.json) in a results folder of their own, e.g. --results "
+                        "benchmarks/results/seeds")
     args = parser.parse_args(argv)
     benches = args.bench or TIERS[args.tier].benches
     readme = README if args.readme else None
@@ -773,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
             print(write_table(bench, args.tier, args.results, readme))
         return 0
     if args.seed is not None and args.results.resolve() == RESULTS.resolve():
-        raise SystemExit("--seed writes rows named as the seed-0 rows: give them a folder of their own, e.g. --results benchmarks/results/seeds")
+        raise SystemExit("--seed rows (METHOD-seedN-TIER.json) go to a folder of their own: add --results benchmarks/results/seeds")
     done = run_tier(args.tier, benches, args.only, results_dir=args.results, runs_dir=args.runs, force=args.force, quiet=False, readme=readme,
                     seed=args.seed)
     for bench in benches:

@@ -425,6 +425,9 @@ def test_another_seed_of_a_row_has_its_own_run_directory_and_command(tmp_path, m
     (seed0 / "last.ckpt").write_bytes(b"seed 0's checkpoint")
     record = quality.run_row("smoke", "q2", "feature", results_dir=tmp_path / "seeds", runs_dir=tmp_path / "runs", seed=1)
     assert seen == [("q2-feature-smoke-seed1", 1, None)]
+    assert json.loads((tmp_path / "seeds" / "q2" / "feature-seed1-smoke.json").read_text())["knn"]["student"]["top1"] == 30.0
+    quality.run_row("smoke", "q2", "feature", results_dir=tmp_path / "seeds", runs_dir=tmp_path / "runs", seed=2)
+    assert [name for name, *_ in seen] == ["q2-feature-smoke-seed1", "q2-feature-smoke-seed2"]  # seed 2 is not seed 1's row read back
     assert record["benchmark"]["command"] == f"python -m benchmarks.quality --tier smoke --bench q2 --only feature --seed 1 --results {tmp_path / 'seeds'}"
     with pytest.raises(SystemExit, match="a folder of their own"):
         quality.main(["--tier", "smoke", "--bench", "q2", "--only", "feature", "--seed", "1"])
