@@ -54,17 +54,13 @@ def recipes(scores: torch.Tensor, center: torch.Tensor, dino: dict, msn: dict, b
 
     sharpened = sharpen(torch.softmax(scores / msn["temperature"], dim=1), msn["sharpen"])
     order = torch.randperm(len(scores), generator=torch.Generator().manual_seed(seed))
-    balanced = torch.empty_like(sharpened)
-    for batch in order.split(batch_size):
-        if len(batch) == batch_size:  # the training loader drops a last short batch
-            balanced[batch] = sinkhorn(sharpened[batch])
-    kept = torch.zeros(len(scores), dtype=torch.bool)
-    kept[order[: len(order) // batch_size * batch_size]] = True
+    full = order[: len(order) // batch_size * batch_size]  # the training loader drops a last short batch
+    balanced = torch.cat([sinkhorn(sharpened[batch]) for batch in full.split(batch_size)])
     return {
         f"DINO as trained: softmax((s − c) / {dino['temperature']}), constant centre": dino_targets(scores, center, dino["temperature"]),
         f"DINO without its centre: softmax(s / {dino['temperature']})": dino_targets(scores, None, dino["temperature"]),
         f"MSN before Sinkhorn: softmax(s / {msn['temperature']}) sharpened with T = {msn['sharpen']}": sharpened,
-        f"MSN as trained: then Sinkhorn over each batch of {batch_size}": balanced[kept],
+        f"MSN as trained: then Sinkhorn over each batch of {batch_size}": balanced,
     }
 
 

@@ -273,9 +273,6 @@ class RoB(DistillMethod):
         return z if columns is None else z @ columns.to(z.device)
 
     # ----- training ------------------------------------------------------------------------------
-    def temperatures(self) -> tuple[float, float]:
-        return self.dino_temperatures(self.cfg.method)
-
     @staticmethod
     def dino_temperatures(m: RoBConfig) -> tuple[float, float]:
         """dino: (τ_s, τ_t), 1 and 1 with target=logits (plain soft distillation), else 0.1 and 0.04 unless set."""
@@ -314,7 +311,7 @@ class RoB(DistillMethod):
         if locals_:
             outputs += list(self.student_outputs(torch.cat(locals_)).chunk(len(locals_)))
         if m.base == "dino":
-            s_temp, t_temp = self.temperatures()
+            s_temp, t_temp = self.dino_temperatures(m)
             center = None if m.effective("center") == "none" else self.dino_center
             loss = dino_cross_entropy(outputs, targets, [0, 1], center, s_temp, t_temp, m.same_view_pairs)
             if m.effective("center") == "ema":
