@@ -16,6 +16,7 @@ import torch
 
 from ssdistill.data.datasets import ImageSource
 from ssdistill.eval.features import extract_features
+from ssdistill.eval.classes import align_classes
 from ssdistill.eval.knn import knn_accuracy
 from ssdistill.losses.dependence import linear_cka
 
@@ -36,6 +37,9 @@ class KNNMonitor(L.Callback):
             raise ValueError("k-NN monitoring needs labelled memory and evaluation splits")
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be at least 1, got {every_n_epochs}")
+        # the evaluation split in the memory's class ids, by name (eval/classes.py); the run's own check refused a class
+        # the whole memory lacks, so a class left out here is one the monitor's seeded memory subset happens to miss
+        query = align_classes(memory, query, shared=True, memory_name="the monitor's k-NN memory", check_images=False).query
         self.memory, self.query, self.views = memory, query, views  # member -> the view its student sees
         self.every, self.k, self.temperature = every_n_epochs, k, temperature
         self.batch_size, self.num_workers = batch_size, num_workers

@@ -7,6 +7,7 @@ and ``student`` / ``student_<member>`` (``engine.module.student_label``), in tha
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,11 @@ from ssdistill.data.datasets import ImageSource
 from ssdistill.data.views import original_view
 from ssdistill.engine.module import ENSEMBLE, student_label
 from ssdistill.engine.provider import TeacherProvider
+from ssdistill.eval.classes import class_names
 from ssdistill.eval.suite import KNN_PROTOCOLS, Candidate, SuiteOptions, evaluate_suite, protocol_name
 from ssdistill.models.students import CohortEnsemble, Student
+
+log = logging.getLogger("ssdistill")
 
 KNN_ROW_KEYS = ("images_per_s", "params_m", "gflops", "resolution", "teacher_alignment", "classifier")
 
@@ -61,6 +65,11 @@ def teacher_candidates(
     return rows
 
 
+def memory_name(cfg: DistillConfig) -> str:
+    """How messages name the k-NN memory split."""
+    return f"data.knn_train ({cfg.data.knn_train})" if cfg.data.knn_train else f"the k-NN memory data.train ({cfg.data.train})"
+
+
 def evaluate_run(
     cfg: DistillConfig,
     ctx: TeacherProvider,
@@ -71,34 +80,40 @@ def evaluate_run(
     classifiers: dict[str, nn.Module] | None = None,
     split: tuple[str, ImageSource] | None = None,
     copies: set[str] | frozenset[str] = frozenset(),
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
-    """(k-NN side by side, full evaluation or None, note): the full suite when ``eval.suite`` is full; without
-    labelled data, (None, None, a note saying what to set). ``split``: (name, images) of the evaluation split when it
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None, dict[str, Any] | None]:
+    """(k-NN side by side, full evaluation or None, note, classes): the full suite when ``eval.suite`` is full;
+    ``classes``: how the evaluation split's classes were matched to the memory's (``eval.classes.align_classes``);
+    without labelled data, (None, None, a note saying what to set, None). ``split``: (name, images) of the evaluation split when it
     is not ``data.val`` (a method's own, for example the union of CKA's tasks' evaluation splits)."""
     if split is None and not cfg.data.val:
-        return None, None, "no data.val given: set data.val to a labelled split to get k-NN numbers"
+        return None, None, "no data.val given: set data.val to a labelled split to get k-NN numbers", None
     memory_spec = cfg.data.knn_train or cfg.data.train
     memory = ctx.open(cfg.data.knn_train) if cfg.data.knn_train else ctx.source
     if memory.labels is None:
-        return None, None, "data.train has no class folders: set data.knn_train to a labelled split to get k-NN numbers"
+        return None, None, "data.train has no class folders: set data.knn_train to a labelled split to get k-NN numbers", None
     query_spec, query = split if split is not None else (cfg.data.val, ctx.open(cfg.data.val))
     if query.labels is None:
-        return None, None, f"the evaluation split ({query_spec}) has no class folders, so k-NN cannot be scored"
+        return None, None, f"the evaluation split ({query_spec}) has no class folders, so k-NN cannot be scored", None
     candidates = teacher_candidates(cfg, ctx, memory, memory_spec, query_spec, query) if cfg.eval.teacher else []
     candidates += student_candidates(students, initial if cfg.eval.random_init else None, resolution, classifiers, copies)
+    if classifiers and class_names(memory) != class_names(ctx.source):  # a classifier's ids are the training split's
+        log.warning("the k-NN memory (data.knn_train) has other classes than the training split: its trained classifiers are not scored")
+        classifiers = None
     primary = (cfg.eval.knn_k, cfg.eval.knn_t)
     full = cfg.eval.suite == "full"
     if full:
         options = SuiteOptions(knn=tuple(dict.fromkeys([primary, *KNN_PROTOCOLS])), seed=cfg.trainer.seed)
     else:
         options = SuiteOptions.knn_only(*primary)
+    options.shared_classes = cfg.eval.shared_classes
+    options.split_names = (memory_name(cfg), f"data.val ({query_spec})" if split is None else query_spec)
     feature_dir = None if run_dir is None or not full else Path(run_dir) / "features"
     args = (cfg.data.eval_batch_size, cfg.data.num_workers, ctx.device)
     students_first = next((c.label for c in candidates if c.label.startswith("student")), "student")
     suite = evaluate_suite(
         candidates, memory, query, options, *args, feature_dir=feature_dir, reference=teacher_label(cfg.primary_teacher), student=students_first
     )
-    return knn_table(suite, *primary), (suite if full else None), None
+    return knn_table(suite, *primary), (suite if full else None), None, suite["classes"]
 
 
 def knn_table(suite: dict[str, Any], k: int, temperature: float) -> dict[str, dict[str, Any]]:

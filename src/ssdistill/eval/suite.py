@@ -10,6 +10,7 @@ the weights, the view and the images), then every metric reads them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from torch import nn
 
 from ssdistill.data.datasets import ImageSource
 from ssdistill.eval.alignment import teacher_alignment
+from ssdistill.eval.classes import align_classes
 from ssdistill.eval.clustering import kmeans_clustering
 from ssdistill.files import atomic_output
 from ssdistill.eval.features import extract_features, model_flops, model_throughput
@@ -59,6 +61,8 @@ class SuiteOptions:
     embedding_points: int = 1000  # val samples in the 2-D map (0: none)
     seed: int = 0
     alignment_seed: int | None = None  # the rows of the alignment subset (None: seed)
+    shared_classes: bool = False  # score only the evaluation classes the memory has (eval.shared_classes) instead of refusing
+    split_names: tuple[str, str] = ("the k-NN memory split", "the evaluation split")  # (memory, query) as messages name them
 
     @classmethod
     def knn_only(cls, k: int, temperature: float) -> "SuiteOptions":
@@ -114,6 +118,11 @@ def evaluate_suite(
     options = options or SuiteOptions()
     if memory.labels is None or query.labels is None:
         raise ValueError("evaluation needs labelled train and evaluation splits (class sub-folders)")
+    # the evaluation split's labels in the memory's class ids, matched by name (eval/classes.py); features a candidate
+    # brings for the whole evaluation split (a cached teacher's) keep the scored rows only
+    classes = align_classes(memory, query, options.shared_classes, *options.split_names, k=options.knn[0][0])
+    query = classes.query
+    candidates = [dataclasses.replace(c, query_features=classes.rows(c.query_features)) for c in candidates]
     train_labels, eval_labels = torch.tensor(memory.labels), torch.tensor(query.labels)
     models: dict[str, dict] = {}
     evaluation_features: dict[str, torch.Tensor] = {}
@@ -148,6 +157,7 @@ def evaluate_suite(
                 models[label]["teacher_alignment"] = teacher_alignment(features, evaluation_features[reference], seed=seed)
     return {
         "protocols": {"knn": [protocol_name(k, t) for k, t in options.knn], "linear": LINEAR_PROTOCOL},
+        "classes": classes.record,
         "models": models,
         "retained_pct": retained(models, reference, student),
     }

@@ -30,6 +30,7 @@ from ssdistill.data.views import augmented_view, original_view
 from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
 from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
+from ssdistill.eval.classes import RelabelledImages, align_classes
 from ssdistill.eval.clustering import cluster_metrics, hungarian_accuracy, kmeans_clustering, task_clustering
 from ssdistill.eval.features import extract_features
 from ssdistill.eval.knn import knn_accuracy
@@ -269,7 +270,7 @@ class CKA(DistillMethod):
                 with torch.no_grad():
                     row["student_head"] = cluster_metrics(labels.numpy(), self.heads[t].cpu()(hidden).argmax(1).numpy())
                 row["student_kmeans"] = kmeans_clustering(hidden, labels, seed=cfg.trainer.seed)
-                if (knn := self._task_knn(ctx, rows, splits[name], hidden, view, args)) is not None:
+                if (knn := self._task_knn(ctx, name, rows, splits[name], hidden, view, args)) is not None:
                     row["student_knn"] = knn
                 if name in untrained:
                     row["random_init_kmeans"] = untrained[name]
@@ -278,17 +279,23 @@ class CKA(DistillMethod):
             results[name] = row
         return {"tasks": results}
 
-    def _task_knn(self, ctx, rows: torch.Tensor, split, hidden: torch.Tensor, view, args) -> dict[str, float] | None:
+    def _task_knn(self, ctx, task: str, rows: torch.Tensor, split, hidden: torch.Tensor, view, args) -> dict[str, float] | None:
         """Weighted k-NN of the student within one task (METHODS 5.6): the task's labelled training images as memory,
-        its evaluation split as queries, classes matched by name; None when the training images are unlabelled."""
+        its evaluation split as queries, classes matched by name (``eval.classes``: a class of the split the task's
+        training images lack is refused, or left out with ``eval.shared_classes``); None when the training images are
+        unlabelled."""
         source = ctx.source
         if source.labels is None:
             return None
         positions = torch.nonzero(rows).flatten().tolist()
-        names = [source.classes[source.labels[i]].split("/", 1)[-1] for i in positions]
-        if not set(names) <= set(split.classes):
-            return None
-        memory = extract_features(self.student, SubsetImages(source, positions), view, *args, "student task memory")
-        labels = torch.tensor([split.classes.index(n) for n in names])
-        knn = knn_accuracy(memory, labels, hidden, torch.tensor(split.labels), self.cfg.eval.knn_k, self.cfg.eval.knn_t)
+        names = [source.classes[source.labels[i]].split("/", 1)[-1] for i in positions]  # the union prefixes the task
+        own = sorted(set(names))
+        memory_images = RelabelledImages(source, positions, [own.index(n) for n in names], own)
+        aligned = align_classes(
+            memory_images, split, self.cfg.eval.shared_classes, f"task {task}'s training images", f"method.tasks.{task}.val",
+            k=self.cfg.eval.knn_k, check_images=False,
+        )
+        memory = extract_features(self.student, memory_images, view, *args, "student task memory")
+        queries = aligned.rows(hidden)
+        knn = knn_accuracy(memory, torch.tensor(memory_images.labels), queries, torch.tensor(aligned.query.labels), self.cfg.eval.knn_k, self.cfg.eval.knn_t)
         return {"top1": knn["top1"]}

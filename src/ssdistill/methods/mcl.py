@@ -180,10 +180,7 @@ class MCL(DistillMethod):
             raise ConfigError(
                 f"method.mode=supervised needs labelled training images (class sub-folders in {cfg.data.train}); use mode=label_free"
             )
-        if cfg.data.val:  # the classifiers' outputs are read as the evaluation split's class ids
-            val = ctx.open(cfg.data.val)
-            if val.classes and ctx.source.classes and list(val.classes) != list(ctx.source.classes):
-                raise ConfigError(f"data.val ({cfg.data.val}) has other classes than data.train: the classifiers cannot be scored on it")
+        # the classifiers' class ids are data.train's: the evaluation reads data.val in them, matched by name (eval/classes.py)
         sampler = ClassPairBatchSampler(labels, cfg.data.batch_size, seed=cfg.trainer.seed)
         return Preparation(tensors={"classes": torch.tensor(max(labels) + 1)}, batch_sampler=sampler)
 
