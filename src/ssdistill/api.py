@@ -147,7 +147,7 @@ def evaluate(
         resolution = {member: spec.resolution for member, spec in members.items()}
         path = Path(checkpoint) if checkpoint else Path(run) / "checkpoints" / "last.ckpt"
         classifiers = method.classifiers_from_checkpoint(cfg, torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
-        knn, suite, note = evaluate_run(
+        knn, suite, note, classes = evaluate_run(
             cfg, ctx, students, build_students(method, cfg), resolution, existing_run_dir(run), classifiers, split=evaluation_split(cfg),
             copies=set(method.run_copies(cfg)),
         )
@@ -157,7 +157,7 @@ def evaluate(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "run_dir": str(run),
             "checkpoint": str(checkpoint or Path(run) / "checkpoints" / "last.ckpt"),
-            "data": {"train": cfg.data.knn_train or cfg.data.train, "val": cfg.data.val},
+            "data": {"train": cfg.data.knn_train or cfg.data.train, "val": cfg.data.val, "classes": classes},
             "knn": knn,
             "evaluation": suite,
             "machine": machine(),
@@ -178,7 +178,9 @@ def evaluate(
     candidate = Candidate(teacher, model, model.original_view(), model.preprocess.resolution)
     if memory.labels is None or query.labels is None:
         raise DataError("k-NN needs labelled memory and query sets (class sub-folders)")
-    suite = evaluate_suite([candidate], memory, query, SuiteOptions.knn_only(k, temperature), batch_size, num_workers, device)
+    options = SuiteOptions.knn_only(k, temperature)
+    options.split_names = (f"--train ({train})", f"--val ({val})")
+    suite = evaluate_suite([candidate], memory, query, options, batch_size, num_workers, device)
     return knn_table(suite, k, temperature)
 
 

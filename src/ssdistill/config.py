@@ -169,6 +169,10 @@ class EvalConfig(Section):
     suite: Literal["knn", "full"] = Field(
         "knn", description="after training: knn (k-NN only) or full (both k-NN protocols, linear probe, few-shot, clustering)"
     )
+    shared_classes: bool = Field(
+        False, description="an evaluation class the k-NN memory has no image of: false refuses the run, true scores only the "
+        "classes both splits have (the record says how many images were left out); classes are always matched by name",
+    )
     monitor_every: int = Field(0, ge=0, description="k-NN of the student every N epochs during training, logged with the losses (0: off)")
     monitor_images: int = Field(5000, gt=0, description="at most this many labelled training images as the monitoring k-NN memory")
     align_images: int = Field(

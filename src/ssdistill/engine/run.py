@@ -21,7 +21,7 @@ import lightning as L
 import torch
 
 from ssdistill.config import DistillConfig, StudentConfig, teacher_label
-from ssdistill.data.datasets import ImageSource, SubsetImages, seeded_subset
+from ssdistill.data.datasets import ImageSource, SubsetImages, open_images, seeded_subset
 from ssdistill.data.sampling import EpochKeyed, ResumableLoader, SeededItems, ShuffledBatchSampler
 from ssdistill.data.views import original_view
 from ssdistill.engine import metrics_csv
@@ -37,7 +37,8 @@ from ssdistill.engine.trackers import log_final
 from ssdistill.errors import ConfigError, DataError, ModelError
 from ssdistill.eval.features import extract_features
 from ssdistill.eval.monitor import AlignmentMonitor, KNNMonitor
-from ssdistill.eval.run_evaluation import evaluate_run
+from ssdistill.eval.classes import align_classes
+from ssdistill.eval.run_evaluation import evaluate_run, memory_name
 from ssdistill.eval.tables import format_summary
 from ssdistill.files import atomic_write_text
 from ssdistill.methods.registry import METHODS
@@ -108,6 +109,7 @@ def check_inputs(cfg: DistillConfig) -> None:
                     f"{setting}={spec} has no class sub-folders: the k-NN evaluation needs labelled images (one folder per class); "
                     f"point {setting} at such a folder or set {setting}=null"
                 )
+    check_classes(cfg)
     for name, teacher in cfg.teachers.items():
         if teacher.weights and not Path(teacher.weights).expanduser().is_file():
             key = "teacher" if list(cfg.teachers) == [name] else f"teachers.{name}"
@@ -124,6 +126,25 @@ def check_inputs(cfg: DistillConfig) -> None:
                 f"the teacher cache folder {folder} is not writable ({exc.strerror}): set cache.dir to a writable folder or "
                 "cache.enabled=false"
             ) from None
+
+
+def check_classes(cfg: DistillConfig) -> None:
+    """The evaluation will match data.val's classes to the k-NN memory's by name: refuse now, before anything is trained,
+    what it would refuse then (a class the memory lacks, a one-class memory, the same images in both), and warn now of
+    what it would warn of. Unreadable images are not looked for here (the evaluation itself checks again)."""
+    if not cfg.data.val:
+        return
+    data = cfg.data
+    query = open_images(data.val, data.root, data.download)
+    if cfg.data.knn_train:
+        memory = open_images(cfg.data.knn_train, data.root, data.download)
+    elif METHODS[cfg.method.name].training_source(cfg, lambda spec: open_split(cfg, spec)) is None:
+        memory = seeded_subset(open_images(data.train, data.root, data.download), data.train_subset, cfg.trainer.seed)
+    else:
+        return  # a method's own training source (CKA's union of tasks) is evaluated on its own split
+    if memory.labels is None or query.labels is None:
+        return  # said by check_inputs (data.val) or by the evaluation's note (unlabelled data.train)
+    align_classes(memory, query, cfg.eval.shared_classes, memory_name(cfg), f"data.val ({cfg.data.val})", k=cfg.eval.knn_k)
 
 
 def check_teachers(cfg: DistillConfig, needs: dict) -> None:
@@ -205,13 +226,14 @@ def run_distillation(
     resolution = {member: spec.resolution for member, spec in method.run_members(cfg).items()}
     classifiers = {member: c.cpu() for member, c in module.member_classifiers().items()}
     split = evaluation_split(cfg)
-    knn, suite, note = evaluate_run(cfg, ctx, trained, initial, resolution, run_dir, classifiers, split, set(method.run_copies(cfg)))
+    knn, suite, note, classes = evaluate_run(cfg, ctx, trained, initial, resolution, run_dir, classifiers, split, set(method.run_copies(cfg)))
     extra = module.extra_evaluation(ctx, initial if cfg.eval.random_init else None)
     timing["eval_seconds"] = time.perf_counter() - start
     results = results_record(
         cfg, run_dir, method, trained, ctx, source, knn, note, timing, trainer.global_step, bool(needs), split[0] if split else None
     )
     results["evaluation"] = suite
+    results["data"]["classes"] = classes  # how data.val's classes were matched to the memory's, what was left out
     results.update(extra)
     results.update(record or {})
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
