@@ -93,6 +93,11 @@ def test_val_missing_a_class_is_scored_by_name(workdir, capsys):
     assert results["knn"]["teacher"]["top1"] == pytest.approx(hand["teacher"], abs=1e-9)
     assert results["data"]["classes"]["memory_classes_not_in_query"] == [CLASSES[0]]
     assert results["data"]["classes"]["query_images_scored"] == 9 * 50
+    assert results["data"]["classes"]["names"] == CLASSES
+    printed = capsys.readouterr().out
+    assert "(classes matched by name: scored on 9 of the memory's 10 classes (1 absent from the evaluation split))" in printed
+    main(["report", str(run)])
+    assert "classes matched by name: scored on 9 of the memory&#x27;s 10 classes" in (run / "report.html").read_text()
 
 
 def test_shared_classes_scores_the_classes_both_have_and_says_so(workdir, capsys):

@@ -55,6 +55,22 @@ class ClassAlignment:
         return table if table is None or self.positions is None else table[self.positions]
 
 
+def class_note(record: dict[str, Any] | None) -> str | None:
+    """One sentence on a class matching that was not one to one (None when it was): what a table must say under it."""
+    if not record:
+        return None
+    parts = []
+    if record.get("classes_left_out"):
+        parts.append(
+            f"{record['query_images_left_out']} evaluation images of {len(record['classes_left_out'])} class(es) the memory lacks left out "
+            f"({', '.join(record['classes_left_out'][:SHOWN])}{' ...' if len(record['classes_left_out']) > SHOWN else ''})"
+        )
+    if record.get("memory_classes_not_in_query"):
+        absent = record["memory_classes_not_in_query"]
+        parts.append(f"scored on {record['scored_classes']} of the memory's {record['memory_classes']} classes ({len(absent)} absent from the evaluation split)")
+    return "; ".join(parts) or None
+
+
 def same_images(a: ImageSource, b: ImageSource) -> bool:
     """Whether two sources are the same images (same content fingerprint, or the same files in the same order)."""
     paths_a, paths_b = getattr(a, "paths", None), getattr(b, "paths", None)
@@ -107,6 +123,7 @@ def align_classes(
         "memory_classes": len(populated),
         "query_classes": len(query_present),
         "memory_classes_not_in_query": sorted(scored_names - set(query_present)),
+        "names": memory_names,  # the class ids every evaluation figure uses (the report's class legend)
     }
     if missing and not shared:
         unknown = [n for n in missing if n not in index]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ssdistill.config import teacher_label
+from ssdistill.eval.classes import class_note
 
 MODEL_GROUPS = ("teacher", "random_init", "student")  # rows: every teacher, then random-init students, then trained ones
 
@@ -216,6 +217,8 @@ def format_summary(results: dict[str, Any]) -> str:
                 )
         extra = f"; {results['retained_pct']:.1f}% of the teacher's k-NN retained" if results.get("retained_pct") else ""
         lines.append(f"(weighted k-NN, k={k}, on {results['data']['val']}{extra})")
+        if note := class_note(results["data"].get("classes")):
+            lines.append(f"(classes matched by name: {note})")
     else:
         lines.append(f"no k-NN numbers: {results.get('knn_note')}")
     if (tasks := task_rows(results)) is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from ssdistill.engine.rundir import existing_run_dir
 from ssdistill.files import atomic_write_text
 from ssdistill.errors import ConfigError
+from ssdistill.eval.classes import class_note
 from ssdistill.eval.tables import comparison_rows, markdown_table, model_group, model_identities, model_keys, model_names, model_rows, task_rows
 from ssdistill.report.svg import line_chart, scatter_chart
 
@@ -80,6 +81,11 @@ def _series(metrics: list[dict], x_key: str, y_key: str) -> tuple[list[float], l
 
 
 def _class_names(results: dict) -> list[str] | None:
+    """The class names of the evaluation's label ids: the memory's, as the evaluation matched them (older records: the
+    val folder's sub-folders)."""
+    names = ((results.get("data") or {}).get("classes") or {}).get("names")
+    if names:
+        return list(names)
     val = results.get("data", {}).get("val")
     folder = Path(val) if val else None
     if folder and folder.is_dir():
@@ -166,6 +172,9 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
         f"weighted k-NN k={protocol['k']}, T={protocol['temperature']} unless the column says otherwise; linear and few-shot probes "
         "choose their L2 strength on a held-out part of train, never on the evaluation split.</p>"
     )
+    for run in runs:
+        if note := class_note((run["results"].get("data") or {}).get("classes")):
+            sections.append(f'<p class="note">{escape(run["name"])}: classes matched by name: {escape(note)}.</p>')
     for run in runs:
         if (tasks := task_rows(run["results"])) is not None:
             sections.append(f"<h2>Tasks: {escape(run['name'])}</h2>" + _html_table(*tasks))
