@@ -9,6 +9,8 @@ per-sample teacher signals can be looked up by index.
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import os
 import random
 from pathlib import Path
@@ -18,7 +20,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ssdistill.data.images import is_image_file, keep_readable, load_rgb
+from ssdistill.data.images import IMAGE_EXTENSIONS as IMAGE_FILE_EXTENSIONS
+from ssdistill.data.images import decode, displayed_size, file_key, is_image_file, keep_readable, load_rgb
 from ssdistill.errors import DataError
 
 TORCHVISION_SPLITS = {
@@ -26,6 +29,8 @@ TORCHVISION_SPLITS = {
     "cifar100": ("train", "test"),
     "stl10": ("train", "test", "unlabeled", "train+unlabeled"),
 }
+
+log = logging.getLogger(__name__)
 
 
 def lines_digest(header: bytes, lines: list[str]) -> str:
@@ -50,9 +55,34 @@ class ImageSource(Protocol):
     def fingerprint(self) -> str: ...
 
 
+SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing", "eval", "holdout")
+# folders that file managers, archivers and NAS boxes leave behind: never a class
+JUNK_FOLDERS = {"__MACOSX", "@eaDir", "lost+found", "$RECYCLE.BIN", "System Volume Information", "__pycache__"}
+
+
+def _visible(path: Path, root: Path) -> bool:
+    """No hidden part between ``root`` and ``path`` (``.thumbnails/``, ``.DS_Store``, macOS ``._photo.jpg``)."""
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _split_layout(root: Path, folders: list[Path]) -> str | None:
+    """The one-line refusal for a folder whose sub-folders are all split names (train/, val/ ...), else None."""
+    names = {d.name.lower(): d for d in folders}
+    if not folders or not set(names) <= set(SPLIT_NAMES):
+        return None
+    found = ", ".join(f"{d.name}/" for d in folders)
+    train = next((names[n] for n in ("train", "training") if n in names), None)
+    val = next((names[n] for n in ("val", "valid", "validation", "eval", "holdout", "test", "testing") if n in names), None)
+    point = " and ".join(f"{key} at {folder}" for key, folder in (("data.train", train), ("data.val", val)) if folder)
+    return f"{root} holds the splits {found} rather than class folders; point {point}"
+
+
 class FolderImages:
-    """Images under a folder. With class sub-folders (``root/<class>/*.jpg``) it is labelled like
-    torchvision's ImageFolder; a flat or nested folder without that structure is unlabelled."""
+    """Images under a folder. With class sub-folders (``root/<class>/**/*.jpg``) it is labelled like torchvision's
+    ImageFolder, class ids in sorted name order; a class folder without images stays a class (so class ids still
+    match the other splits) and is named in a warning. A flat or nested folder with images of its own at the top is
+    unlabelled. A folder whose sub-folders are all split names (``train/``, ``val/`` ...) is refused: it is the
+    dataset, not a split. Hidden files and folders, and symlinks to missing files, are left out."""
 
     def __init__(self, root: str | Path, skip_corrupt: bool = False) -> None:
         self.root = Path(root).expanduser()
@@ -60,30 +90,54 @@ class FolderImages:
             raise DataError(f"data path {self.root} not found; point data.train / data.val at an image folder")
         if not self.root.is_dir():
             raise DataError(f"data path {self.root} is not a folder; point it at a folder of images")
-        class_dirs = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        folders = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in JUNK_FOLDERS)
         loose = [p for p in self.root.iterdir() if p.is_file() and is_image_file(p)]
-        labelled = bool(class_dirs) and not loose and all(
-            any(is_image_file(p) for p in d.rglob("*")) for d in class_dirs
-        )
-        if labelled:
-            self.classes = [d.name for d in class_dirs]
-            pairs = [(p, c) for c, d in enumerate(class_dirs) for p in sorted(d.rglob("*")) if is_image_file(p)]
+        images = {d: self._images(d) for d in folders}
+        refusal = _split_layout(self.root, folders)
+        if refusal and not loose:
+            raise DataError(refusal)
+        if folders and not loose and any(images.values()):
+            self.classes = [d.name for d in folders]
+            pairs = [(p, c) for c, d in enumerate(folders) for p in images[d]]
             self.paths = [p for p, _ in pairs]
             self.labels: list[int] | None = [c for _, c in pairs]
+            empty = [d.name for d in folders if not images[d]]
+            if empty:
+                log.warning("class folder(s) %s under %s hold no images; kept as classes without images so that class ids "
+                            "match the other splits", ", ".join(f"{name}/" for name in empty), self.root)
         else:
             self.classes = []
-            self.paths = sorted(p for p in self.root.rglob("*") if p.is_file() and is_image_file(p))
+            self.paths = self._images(self.root)
             self.labels = None
         if not self.paths:
-            raise DataError(f"no images found under {self.root} (looked for {', '.join(('jpg', 'png', 'webp', '...'))})")
+            raise DataError(f"no images found under {self.root} (looked for {', '.join(e[1:] for e in IMAGE_FILE_EXTENSIONS)})")
         self._fingerprint: str | None = None
         self._lines: list[str] | None = None
         self.skipped: list[Path] = []
         if skip_corrupt:
-            good, self.skipped = keep_readable(self.paths)
+            good, bad = keep_readable([file_key(p) for p in self.paths], self.load, [str(p) for p in self.paths])
+            self.skipped = [self.paths[i] for i in bad]
             self.paths = [self.paths[i] for i in good]
             if self.labels is not None:
                 self.labels = [self.labels[i] for i in good]
+            if not self.paths:
+                raise DataError(f"every image under {self.root} is unreadable; check the files")
+
+    def _images(self, folder: Path) -> list[Path]:
+        """Image files under ``folder`` at any depth, sorted, without hidden ones; a symlink to a missing file is left
+        out with a warning."""
+        found, dangling = [], []
+        for path in sorted(folder.rglob("*")):
+            if not is_image_file(path) or not _visible(path, self.root):
+                continue
+            if path.is_file():
+                found.append(path)
+            elif path.is_symlink() and not path.exists():
+                dangling.append(path)
+        if dangling:
+            log.warning("left out %d symlink(s) to missing files under %s: %s%s", len(dangling), folder,
+                        ", ".join(str(p) for p in dangling[:3]), " ..." if len(dangling) > 3 else "")
+        return found
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -92,17 +146,13 @@ class FolderImages:
         return load_rgb(self.paths[index])
 
     def size(self, index: int) -> tuple[int, int]:
-        """(width, height) from the file header, without decoding the pixels."""
-        try:
-            with Image.open(self.paths[index]) as image:
-                return image.size
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read image {self.paths[index]} ({exc}); replace or delete it") from None
+        """(width, height) as ``load`` returns the image (EXIF orientation applied), from the file header."""
+        return displayed_size(self.paths[index], str(self.paths[index]))
 
     def fingerprint_lines(self) -> tuple[bytes, list[str]]:
         """What the fingerprint digests: a kind header and one line per image, relative path and size in bytes (one
         stat per file). A union of folders digests its parts' lines one after another, so it matches the folder that
-        holds the same files in the same order (``UnionImages.fingerprint``)."""
+        holds the same files in the same order (``UnionImages.fingerprint``). Skipped unreadable files have no line."""
         if self._lines is None:
             self._lines = [f"{path.relative_to(self.root)}:{path.stat().st_size}\n" for path in self.paths]
         return b"", self._lines
@@ -114,29 +164,19 @@ class FolderImages:
         return self._fingerprint
 
 
-class ListImages:
-    """Images named in a text file, one per line: ``path`` or ``path<TAB>class``; relative paths are read from the
-    list file's folder, blank lines and ``#`` comments are skipped. Labelled when every line names a class (class ids
-    in sorted name order, as for folders)."""
+LIST_FORMAT = "each line is `path` or `path<TAB>class`"
 
-    def __init__(self, path: str | Path) -> None:
+
+class ListImages:
+    """Images named in a UTF-8 text file, one per line: ``path`` or ``path<TAB>class``; relative paths are read from
+    the list file's folder, blank lines and ``#`` comments are skipped, Windows line endings and a byte-order mark are
+    accepted. Labelled when every line names a class (class ids in sorted name order, as for folders). A line with
+    more than two tab-separated columns, an empty class after a tab, or an image listed twice is refused with its
+    line number. With ``skip_corrupt`` unreadable images are left out (their classes stay)."""
+
+    def __init__(self, path: str | Path, skip_corrupt: bool = False) -> None:
         self.list_file = Path(path).expanduser()
-        try:
-            lines = self.list_file.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read the image list {self.list_file} ({exc}); give a text file with one image path per line") from None
-        entries = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            name, _, label = line.rstrip("\n").partition("\t")
-            file = Path(name.strip()).expanduser()
-            file = file if file.is_absolute() else self.list_file.parent / file
-            if not file.is_file():
-                raise DataError(f"{self.list_file} line {number}: {name.strip()} not found; fix the path (relative paths start at the list's folder)")
-            entries.append((file, name.strip(), label.strip() or None))
-        if not entries:
-            raise DataError(f"{self.list_file} names no images; write one image path per line")
+        entries = self._parse()
         self.paths = [file for file, _, _ in entries]
         self.names = [name for _, name, _ in entries]
         named = [label for _, _, label in entries]
@@ -145,13 +185,66 @@ class ListImages:
             ids = {c: i for i, c in enumerate(self.classes)}
             self.labels: list[int] | None = [ids[label] for label in named]
         elif any(named):
-            raise DataError(f"{self.list_file}: some lines name a class and some do not; give every line a class (path<TAB>class) or none")
+            first = next(n for n, (_, _, label) in zip(self._numbers, entries) if not label)
+            raise DataError(
+                f"{self.list_file}: some lines name a class and some do not (line {first} names none); give every line a "
+                "class (path<TAB>class) or none"
+            )
         else:
             self.classes, self.labels = [], None
         self.skipped: list = []
         self.description = str(self.list_file)
         self._fingerprint: str | None = None
         self._lines: list[str] | None = None
+        if skip_corrupt:
+            good, bad = keep_readable([file_key(p) for p in self.paths], self.load, [str(p) for p in self.paths])
+            self.skipped = [self.paths[i] for i in bad]
+            self.paths, self.names = [self.paths[i] for i in good], [self.names[i] for i in good]
+            if self.labels is not None:
+                self.labels = [self.labels[i] for i in good]
+            if not self.paths:
+                raise DataError(f"every image listed in {self.list_file} is unreadable; check the files")
+
+    def _parse(self) -> list[tuple[Path, str, str | None]]:
+        """(file, path as written, class or None) per image line; ``self._numbers`` their line numbers."""
+        try:
+            text = self.list_file.read_bytes().decode("utf-8-sig")
+        except OSError as exc:
+            raise DataError(f"cannot read the image list {self.list_file} ({exc.strerror or exc}); give a text file with one image path per line") from None
+        except UnicodeDecodeError as exc:
+            line = self.list_file.read_bytes()[: exc.start].count(b"\n") + 1
+            raise DataError(f"{self.list_file} line {line} is not UTF-8 text; save the list as UTF-8 ({LIST_FORMAT})") from None
+        entries, self._numbers, seen = [], [], {}
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            columns = line.split("\t")
+            if len(columns) > 2:
+                raise DataError(f"{self.list_file} line {number} has {len(columns)} tab-separated columns; {LIST_FORMAT}")
+            name, label = columns[0].strip(), columns[1].strip() if len(columns) == 2 else None
+            if label == "":
+                raise DataError(f"{self.list_file} line {number} has a tab but no class after it; {LIST_FORMAT}")
+            if not name:
+                raise DataError(f"{self.list_file} line {number} has a class but no path; {LIST_FORMAT}")
+            file = Path(name).expanduser()
+            file = file if file.is_absolute() else self.list_file.parent / file
+            if not file.is_file():
+                first = Path(name.split()[0]).expanduser() if " " in name else None
+                if first is not None and label is None and (first if first.is_absolute() else self.list_file.parent / first).is_file():
+                    raise DataError(f"{self.list_file} line {number}: {name} not found; separate the path and its class with a TAB, not spaces")
+                raise DataError(f"{self.list_file} line {number}: {name} not found; fix the path (relative paths start at the list's folder)")
+            where = os.path.normpath(os.path.abspath(file))
+            if where in seen:
+                raise DataError(
+                    f"{self.list_file} lines {seen[where]} and {number} both list {name}; list each image once (a repeated "
+                    "image counts twice in training and in the k-NN)"
+                )
+            seen[where] = number
+            entries.append((file, name, label))
+            self._numbers.append(number)
+        if not entries:
+            raise DataError(f"{self.list_file} names no images; write one image path per line")
+        return entries
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -160,11 +253,12 @@ class ListImages:
         return load_rgb(self.paths[index])
 
     def size(self, index: int) -> tuple[int, int]:
-        with Image.open(self.paths[index]) as image:
-            return image.size
+        """(width, height) as ``load`` returns the image (EXIF orientation applied), from the file header."""
+        return displayed_size(self.paths[index], str(self.paths[index]))
 
     def fingerprint_lines(self) -> tuple[bytes, list[str]]:
-        """A kind header and one line per image: the path as the list writes it and the file's size."""
+        """A kind header and one line per image: the path as the list writes it and the file's size (skipped unreadable
+        images have no line)."""
         if self._lines is None:
             self._lines = [f"{name}:{path.stat().st_size}\n" for name, path in zip(self.names, self.paths)]
         return b"list\n", self._lines
@@ -176,7 +270,7 @@ class ListImages:
         return self._fingerprint
 
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "ppm", "bmp")
+IMAGE_EXTENSIONS = tuple(extension[1:] for extension in IMAGE_FILE_EXTENSIONS)  # shard members' image extensions
 _SHARD_INDEX: dict[tuple, list[dict]] = {}  # (shard paths, sizes, mtimes) -> samples: each set of shards indexed once
 
 
@@ -185,9 +279,10 @@ class ShardImages:
     each sample is the tar members that share a key (``<key>.jpg``, optionally ``<key>.cls`` with its integer class).
     The shards are indexed once (tar headers only, no image is decoded) and read in place: sample i is always the same
     key, so teacher-cache rows, banks and neighbour lists stay addressable, and every loader worker reads its images
-    straight from their offsets. Keys must be unique across the shards."""
+    straight from their offsets. Keys must be unique across the shards. With ``skip_corrupt`` unreadable images are
+    left out (the class list stays that of every sample)."""
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, skip_corrupt: bool = False) -> None:
         try:
             from webdataset.shardlists import expand_urls
         except ImportError:
@@ -204,16 +299,24 @@ class ShardImages:
         self.samples = _SHARD_INDEX[stats]
         if not self.samples:
             raise DataError(f"wds:{pattern} holds no images ({', '.join(IMAGE_EXTENSIONS)} members)")
-        self.keys = [sample["key"] for sample in self.samples]
         if all("cls" in sample for sample in self.samples):
-            self.labels: list[int] | None = [sample["cls"] for sample in self.samples]
-            self.classes = [str(c) for c in range(max(self.labels) + 1)]
+            self.classes = [str(c) for c in range(max(sample["cls"] for sample in self.samples) + 1)]
+            labelled = True
         else:
-            self.labels, self.classes = None, []
-        self.skipped: list = []
+            self.classes, labelled = [], False
         self.description = f"wds:{pattern}"
         self._files: dict[int, int] = {}
         self._fingerprint: str | None = None
+        self.skipped: list = []
+        if skip_corrupt:
+            good, bad = keep_readable([(stats, i) for i in range(len(self.samples))], self.load,
+                                      [self._name(i) for i in range(len(self.samples))])
+            self.skipped = [self._name(i) for i in bad]
+            self.samples = [self.samples[i] for i in good]  # a new list: the shared index stays whole
+            if not self.samples:
+                raise DataError(f"every image in wds:{pattern} is unreadable; check the shards")
+        self.keys = [sample["key"] for sample in self.samples]
+        self.labels: list[int] | None = [sample["cls"] for sample in self.samples] if labelled else None
 
     def _index(self, pattern: str) -> list[dict]:
         """Every sample with an image: its key, shard, image member's (offset, size) and class, in shard order."""
@@ -228,6 +331,8 @@ class ShardImages:
                             continue
                         stem = member.name.rsplit("/", 1)
                         base = stem[-1]
+                        if base.startswith("."):  # macOS tar's ._<name> resource forks, hidden files
+                            continue
                         key = (stem[0] + "/" if len(stem) == 2 else "") + base.split(".", 1)[0]
                         ext = base.split(".", 1)[1].lower() if "." in base else ""
                         sample = samples.setdefault(key, {"key": key, "shard": shard_id})
@@ -236,16 +341,33 @@ class ShardImages:
                         if ext in IMAGE_EXTENSIONS and "image" not in sample:
                             sample["image"] = (member.offset_data, member.size)
                         elif ext == "cls":
-                            sample["cls"] = int(tar.extractfile(member).read().decode().strip())
-            except (tarfile.TarError, OSError, ValueError) as exc:
+                            sample["cls"] = self._class(tar.extractfile(member).read(), key, shard)
+            except (tarfile.TarError, OSError) as exc:
                 raise DataError(f"cannot index shard {shard} ({exc}); shards must be uncompressed tar files of WebDataset samples") from None
         return [sample for sample in samples.values() if "image" in sample]
+
+    @staticmethod
+    def _class(data: bytes, key: str, shard: Path) -> int:
+        """A ``.cls`` member's class index; anything but a non-negative integer is a one-line DataError."""
+        text = data.decode("utf-8", errors="replace").strip()
+        if not text.isdigit() or not text.isascii():
+            shown = text if len(text) <= 40 else text[:40] + "…"
+            raise DataError(
+                f"sample {key} in shard {shard}: its .cls member holds {shown!r}, not a class index; .cls must hold a "
+                "non-negative integer (0, 1, ...)"
+            )
+        return int(text)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getstate__(self) -> dict:  # open shard files stay in their process (each loader worker opens its own)
         return {**self.__dict__, "_files": {}}
+
+    def _name(self, index: int) -> str:
+        """How messages and ``skipped`` name sample ``index``: its key and shard."""
+        sample = self.samples[index]
+        return f"sample {sample['key']} in shard {self.shards[sample['shard']]}"
 
     def _bytes(self, index: int) -> bytes:
         """The image member's bytes, read with pread: no shared file offset, so forked loader workers that inherit an
@@ -258,22 +380,15 @@ class ShardImages:
         return os.pread(fd, size, offset)
 
     def load(self, index: int) -> Image.Image:
-        import io
-
-        try:
-            with Image.open(io.BytesIO(self._bytes(index))) as image:
-                return image.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot decode sample {self.keys[index]} of wds:{self.pattern} ({exc})") from None
+        return decode(io.BytesIO(self._bytes(index)), self._name(index))
 
     def size(self, index: int) -> tuple[int, int]:
-        import io
-
-        with Image.open(io.BytesIO(self._bytes(index))) as image:
-            return image.size
+        """(width, height) as ``load`` returns the image (EXIF orientation applied), from the image's header."""
+        return displayed_size(io.BytesIO(self._bytes(index)), self._name(index))
 
     def fingerprint(self) -> str:
-        """Shard names, sample keys and image sizes in bytes (the same shards under another path match)."""
+        """Shard names, sample keys and image sizes in bytes (the same shards under another path match; skipped
+        unreadable samples are left out)."""
         if self._fingerprint is None:
             digest = hashlib.sha1(b"wds\n")
             for sample in self.samples:
@@ -413,9 +528,9 @@ def open_images(spec: str, root: str = "~/.cache/ssdistill/datasets", download: 
     if not spec:
         raise DataError("no data given; set data.train to an image folder (for example data.train=data/imagenette_mini/train)")
     if spec.startswith("wds:"):
-        return ShardImages(spec[len("wds:"):])
+        return ShardImages(spec[len("wds:"):], skip_corrupt=skip_corrupt)
     if spec.endswith(".txt") and Path(spec).expanduser().is_file():
-        return ListImages(spec)
+        return ListImages(spec, skip_corrupt=skip_corrupt)
     name, _, split = spec.partition(":")
     if name.lower() in TORCHVISION_SPLITS and not Path(spec).exists():
         split = split or "train"

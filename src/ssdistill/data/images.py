@@ -1,47 +1,168 @@
-"""Reading image files with errors that name the file."""
+"""Reading image files as the user sees them, with errors that name the file.
+
+Every source (folders, lists, WebDataset shards) decodes through ``decode`` and measures through ``displayed_size``:
+
+- EXIF orientation is applied first (``PIL.ImageOps.exif_transpose``): a portrait photo stored sideways with an
+  orientation tag reaches the models upright, and its size is the displayed one (width and height swapped for
+  orientations 5-8).
+- Every mode becomes 8-bit RGB by its value range, never by clipping: 1-bit, L, P and CMYK through PIL; 16-bit
+  greyscale (``I;16``, ``I;16B``, ``I;16L``) and 32-bit integer ``I`` images are read as 0-65535 and scaled to 0-255
+  (``round(v / 257)``; PIL's own ``convert("RGB")`` clips them at 255, so a 16-bit PNG would come out nearly white);
+  floating ``F`` images are read as 0-1 when their maximum is at most 1 (scaled by 255), else as 0-255 (clipped).
+  16-bit RGB(A) PNGs arrive from PIL already as 8-bit ``RGB``/``RGBA`` (their high byte).
+- Transparency (RGBA, LA, PA, P with a transparent colour, La/RGBa) is composited on white, as an image viewer on a
+  white page shows it; dropping the alpha channel instead would show what the transparent pixels happen to store,
+  often black, so a black drawing on a transparent background would become all black.
+- Animated GIF / WebP / APNG: the first frame.
+- An image with more pixels than PIL considers safe to decode (``Image.MAX_IMAGE_PIXELS``, about 89 million: PIL's
+  decompression-bomb warning threshold) is refused with a one-line DataError, or skipped with data.skip_corrupt=true.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import re
+import struct
+import warnings
 from pathlib import Path
+from typing import IO, Callable, Iterator
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ssdistill.errors import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
+ORIENTATION = 0x0112  # the EXIF orientation tag
+SKIP_HINT = "set data.skip_corrupt=true to skip unreadable images"
+# what PIL raises on a damaged file besides OSError (truncated headers, bad EXIF blocks, broken palettes)
+DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError)
 
 log = logging.getLogger(__name__)
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode an image fully and return it as RGB; a corrupt or unreadable file raises DataError naming it."""
+@contextlib.contextmanager
+def open_image(file: str | Path | IO[bytes], name: str) -> Iterator[Image.Image]:
+    """``Image.open`` whose failures are one-line DataErrors naming ``name``: an unreadable file, or one too large to
+    decode safely (PIL's decompression-bomb warning is an error here, not a line in the log)."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                yield image
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)):,}" if found else "too many"
         raise DataError(
-            f"cannot read image {path} ({exc}); replace or delete it, or set data.skip_corrupt=true to skip unreadable images"
+            f"image {name} is too large to decode safely ({pixels} pixels, over PIL's limit of {Image.MAX_IMAGE_PIXELS:,}); "
+            f"downscale it or remove it, or {SKIP_HINT}"
         ) from None
+    except DataError:
+        raise
+    except DECODE_ERRORS as exc:
+        if _empty(file):
+            raise DataError(f"image {name} is an empty file (0 bytes); replace or delete it, or {SKIP_HINT}") from None
+        raise DataError(f"cannot read image {name} ({exc}); replace or delete it, or {SKIP_HINT}") from None
+
+
+def _empty(file: str | Path | IO[bytes]) -> bool:
+    if isinstance(file, io.BytesIO):
+        return file.getbuffer().nbytes == 0
+    try:
+        return isinstance(file, (str, Path)) and Path(file).stat().st_size == 0
+    except OSError:
+        return False
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An image of any PIL mode as 8-bit RGB (see the module docstring for each mode)."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image)
+        if mode == "F":
+            finite = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+            scale = 255.0 if finite.size and finite.max() <= 1.0 else 1.0
+            grey = np.clip(np.rint(finite * scale), 0, 255)
+        else:
+            grey = np.rint(np.clip(values.astype(np.float64), 0, 65535) / 257)
+        return Image.fromarray(grey.astype(np.uint8), "L").convert("RGB")
+    if mode in ("RGBa", "La", "LA", "PA") or (mode == "P" and "transparency" in image.info) or (
+        mode in ("L", "RGB") and "transparency" in image.info
+    ):
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode == "RGBA":
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image).convert("RGB")
+    return image.convert("RGB")  # 1, L, P, CMYK, YCbCr, HSV, LAB ...
+
+
+def _orientation(image: Image.Image) -> int:
+    return image.getexif().get(ORIENTATION, 1)
+
+
+def decode(file: str | Path | IO[bytes], name: str) -> Image.Image:
+    """Decode the first frame fully, upright (EXIF orientation applied) and as 8-bit RGB; a damaged file or one too
+    large raises DataError naming ``name``."""
+    with open_image(file, name) as image:  # errors inside the block become DataErrors too
+        image.load()
+        if _orientation(image) != 1:
+            image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+
+
+def displayed_size(file: str | Path | IO[bytes], name: str) -> tuple[int, int]:
+    """(width, height) as ``decode`` returns the image: from the header (a PNG whose EXIF block follows its pixels is
+    decoded to find it, as PIL does), swapped for EXIF orientations 5-8 (rotated by 90 degrees)."""
+    with open_image(file, name) as image:
+        width, height = image.size
+        return (height, width) if _orientation(image) in (5, 6, 7, 8) else (width, height)
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """The image file at ``path`` as ``decode`` returns it."""
+    return decode(path, str(path))
+
+
+def decode_bytes(data: bytes, name: str) -> Image.Image:
+    return decode(io.BytesIO(data), name)
 
 
 def is_image_file(path: Path) -> bool:
+    """An image by its extension (any case), not hidden (``.DS_Store``, ``._photo.jpg`` of macOS copies)."""
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def keep_readable(paths: list[Path]) -> tuple[list[int], list[Path]]:
-    """Decode every file once; return the positions of readable ones and the unreadable paths."""
+_READABLE: dict[tuple, bool] = {}  # (what identifies an image's bytes) -> readable: a split opened again is not re-decoded
+
+
+def keep_readable(keys: list[tuple], load: Callable[[int], object], names: list[str]) -> tuple[list[int], list[int]]:
+    """Decode every image once (``load(i)``), remembering the outcome under ``keys[i]`` (for example path, size and
+    modification time) so that a source opened again is not decoded again; return the positions of the readable and of
+    the unreadable images, with one warning naming the unreadable ones the first time they are found."""
     good: list[int] = []
-    bad: list[Path] = []
-    for position, path in enumerate(paths):
-        try:
-            load_rgb(path)
-        except DataError:
-            bad.append(path)
-        else:
-            good.append(position)
-    if bad:
-        shown = ", ".join(str(p) for p in bad[:3])
-        log.warning("skipped %d unreadable image(s) (data.skip_corrupt=true): %s%s", len(bad), shown, " ..." if len(bad) > 3 else "")
+    bad: list[int] = []
+    new: list[int] = []
+    for position, key in enumerate(keys):
+        if key not in _READABLE:
+            try:
+                load(position)
+            except DataError:
+                _READABLE[key] = False
+                new.append(position)
+            else:
+                _READABLE[key] = True
+        (good if _READABLE[key] else bad).append(position)
+    if new:
+        shown = ", ".join(names[p] for p in new[:3])
+        log.warning("skipped %d unreadable image(s) (data.skip_corrupt=true): %s%s", len(new), shown, " ..." if len(new) > 3 else "")
     return good, bad
+
+
+def file_key(path: Path) -> tuple:
+    """What identifies a file's bytes for ``keep_readable``: path, size and modification time."""
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
