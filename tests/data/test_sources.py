@@ -100,3 +100,153 @@ def test_training_on_shards_and_on_a_list_matches_the_folder(shards, tmp_path):
         assert students[name].keys() == students["folder"].keys()
         assert all(torch.equal(students[name][k], students["folder"][k]) for k in students["folder"]), name
         assert scores[name] == scores["folder"]
+
+
+def _labelled_list(tmp_path, name="list.txt", corrupt_at=None):
+    """A list of 6 generated images in classes a/b (alternating); with ``corrupt_at`` that line's file is not an image."""
+    from conftest import write_images
+
+    paths = write_images(tmp_path / "img", 6)
+    if corrupt_at is not None:
+        paths[corrupt_at].write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    listing = tmp_path / name
+    listing.write_text("".join(f"img/{p.name}\t{'ab'[i % 2]}\n" for i, p in enumerate(paths)))
+    return listing, paths
+
+
+def test_a_list_skips_unreadable_images_with_labels_aligned_and_its_own_fingerprint(tmp_path, caplog):
+    listing, paths = _labelled_list(tmp_path, corrupt_at=2)
+    strict = open_images(str(listing))
+    with pytest.raises(DataError, match=r"cannot read image .*img002.jpg .*set data.skip_corrupt=true to skip unreadable images"):
+        strict.load(2)
+    skipping = open_images(str(listing), skip_corrupt=True)
+    assert isinstance(skipping, ListImages) and skipping.skipped == [paths[2]] and "img002.jpg" in caplog.text
+    assert len(skipping) == 5 and skipping.paths == [p for i, p in enumerate(paths) if i != 2]
+    assert skipping.classes == ["a", "b"] and skipping.labels == [0, 1, 1, 0, 1]  # line 3 (class a) left out
+    assert [skipping.load(i).size for i in range(5)] == [(40, 40)] * 5
+    # the teacher cache keys on the fingerprint: it changes with what is skipped, and equals the list without that line
+    assert skipping.fingerprint() != strict.fingerprint()
+    without = tmp_path / "without.txt"
+    without.write_text("".join(line for i, line in enumerate(listing.read_text().splitlines(True)) if i != 2))
+    assert open_images(str(without)).fingerprint() == skipping.fingerprint()
+
+
+def _tar(path, members: dict[str, bytes]) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_shards_skip_unreadable_images_with_labels_aligned_and_their_own_fingerprint(tmp_path):
+    from conftest import write_images
+
+    paths = write_images(tmp_path / "img", 4)
+    members = {}
+    for i, path in enumerate(paths):
+        members[f"k{i}.jpg"] = b"not an image" if i == 1 else path.read_bytes()
+        members[f"k{i}.cls"] = str(i % 2).encode()
+    _tar(tmp_path / "s-0.tar", members)
+    strict = open_images(f"wds:{tmp_path}/s-0.tar")
+    with pytest.raises(DataError, match=r"cannot read image sample k1 in shard .*s-0.tar .*set data.skip_corrupt=true"):
+        strict.load(1)
+    skipping = open_images(f"wds:{tmp_path}/s-0.tar", skip_corrupt=True)
+    assert skipping.keys == ["k0", "k2", "k3"] and skipping.labels == [0, 0, 1] and skipping.classes == ["0", "1"]
+    assert skipping.skipped == [f"sample k1 in shard {tmp_path / 's-0.tar'}"]
+    assert np.array_equal(np.asarray(skipping.load(1)), np.asarray(FolderImages(tmp_path / "img").load(2)))
+    assert skipping.fingerprint() != strict.fingerprint()
+    assert len(open_images(f"wds:{tmp_path}/s-0.tar")) == 4  # the shared shard index stays whole
+
+
+def test_a_cls_member_that_is_not_an_integer_names_its_sample_and_shard(tmp_path):
+    _tar(tmp_path / "c-0.tar", {"k0.jpg": b"x", "k0.cls": b"0", "k1.jpg": b"x", "k1.cls": b"cat\n"})
+    with pytest.raises(DataError) as info:
+        open_images(f"wds:{tmp_path}/c-0.tar")
+    assert str(info.value) == (
+        f"sample k1 in shard {tmp_path / 'c-0.tar'}: its .cls member holds 'cat', not a class index; .cls must hold a "
+        "non-negative integer (0, 1, ...)"
+    )
+
+
+LIST_CASES = [  # (list text, the one-line message after the list's path)
+    ("img/img000.jpg\ta\nimg/img001.jpg\tb\textra\n", " line 2 has 3 tab-separated columns; each line is `path` or `path<TAB>class`"),
+    ("img/img000.jpg\ta\nimg/img001.jpg\t  \n", " line 2 has a tab but no class after it; each line is `path` or `path<TAB>class`"),
+    ("# two\nimg/img000.jpg\ta\n\nimg/img001.jpg\tb\n./img/img000.jpg\tb\n",
+     " lines 2 and 5 both list ./img/img000.jpg; list each image once (a repeated image counts twice in training and in the k-NN)"),
+    ("img/img000.jpg a\n", " line 1: img/img000.jpg a not found; separate the path and its class with a TAB, not spaces"),
+    ("img/img000.jpg\ta\nimg/img001.jpg\n", ": some lines name a class and some do not (line 2 names none); give every line a class (path<TAB>class) or none"),
+    ("\tcat\n", " line 1 has a class but no path; each line is `path` or `path<TAB>class`"),
+]
+
+
+@pytest.mark.parametrize("text, message", LIST_CASES, ids=["three columns", "empty class", "duplicate", "space", "mixed", "no path"])
+def test_malformed_list_lines_are_refused_with_their_line_number(tmp_path, text, message):
+    _labelled_list(tmp_path)
+    listing = tmp_path / "bad.txt"
+    listing.write_text(text)
+    with pytest.raises(DataError) as info:
+        open_images(str(listing))
+    assert str(info.value) == f"{listing}{message}"
+
+
+def test_list_encodings_and_line_endings(tmp_path):
+    """Windows line endings and a UTF-8 byte-order mark are accepted; a list that is not UTF-8 names its line."""
+    _labelled_list(tmp_path)
+    listing = tmp_path / "win.txt"
+    listing.write_bytes("\ufeffimg/img000.jpg\ta\r\nimg/img001.jpg\tb\r\n".encode("utf-8"))
+    source = open_images(str(listing))
+    assert source.classes == ["a", "b"] and source.labels == [0, 1] and source.names == ["img/img000.jpg", "img/img001.jpg"]
+    listing.write_bytes("img/img000.jpg\ta\nimg/img001.jpg\tcafé\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"win.txt line 2 is not UTF-8 text; save the list as UTF-8"):
+        open_images(str(listing))
+
+
+def test_an_empty_class_folder_keeps_the_split_labelled_and_is_named(tmp_path, caplog):
+    from conftest import write_images
+
+    for name in ("ant", "cat"):
+        write_images(tmp_path / "train" / name, 2)
+    (tmp_path / "train" / "bee").mkdir()
+    source = open_images(str(tmp_path / "train"))
+    assert source.classes == ["ant", "bee", "cat"] and source.labels == [0, 0, 2, 2]
+    assert "class folder(s) bee/ under" in caplog.text and "hold no images" in caplog.text
+    write_images(tmp_path / "nested" / "ant" / "a" / "b", 2)  # images only in sub-sub-folders still count
+    write_images(tmp_path / "nested" / "cat" / "c", 1)
+    assert open_images(str(tmp_path / "nested")).labels == [0, 0, 1]
+
+
+def test_a_folder_holding_the_splits_is_refused(tmp_path):
+    from conftest import write_images
+
+    for split in ("train", "val"):
+        write_images(tmp_path / "data" / split / "cat", 1)
+    with pytest.raises(DataError) as info:
+        open_images(str(tmp_path / "data"))
+    data = tmp_path / "data"
+    assert str(info.value) == (
+        f"{data} holds the splits train/, val/ rather than class folders; point data.train at {data / 'train'} and "
+        f"data.val at {data / 'val'}"
+    )
+    write_images(tmp_path / "data" / "zebra", 1)  # one folder that is no split name: its sub-folders are classes
+    assert open_images(str(tmp_path / "data")).classes == ["train", "val", "zebra"]
+
+
+def test_hidden_files_dangling_symlinks_and_folders_named_like_images_are_left_out(tmp_path, caplog):
+    from conftest import write_images
+
+    write_images(tmp_path / "d" / "cat", 2)
+    write_images(tmp_path / "d" / "cat" / ".thumbnails", 1)
+    (tmp_path / "d" / "cat" / "._img000.jpg").write_bytes(b"\x00\x05\x16\x07")  # a macOS resource fork
+    (tmp_path / "d" / "cat" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (tmp_path / "d" / "cat" / "album.jpg").mkdir()
+    write_images(tmp_path / "d" / "__MACOSX" / "cat", 1)
+    write_images(tmp_path / "d" / "dog", 1, prefix="DOG")
+    (tmp_path / "d" / "dog" / "DOG000.jpg").rename(tmp_path / "d" / "dog" / "DOG000.JPEG")
+    source = open_images(str(tmp_path / "d"))
+    assert source.classes == ["cat", "dog"]
+    assert [p.name for p in source.paths] == ["img000.jpg", "img001.jpg", "DOG000.JPEG"]
+    assert "symlink(s) to missing files" in caplog.text and "gone.jpg" in caplog.text
