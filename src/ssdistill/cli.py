@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--push-to-hub", metavar="USER/NAME", help="upload the export folder to this Hugging Face Hub repository (created if missing)")
     export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     export.add_argument(
+        "--overwrite", action="store_true", help="write into a folder that holds other files (those of the export's names are replaced)"
+    )
+    export.add_argument(
         "--license", dest="licence", help="licence the model card gives the weights (default: other; they derive from the teachers' weights and data)"
     )
 
@@ -208,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
             from ssdistill.export import export_run
 
             written = export_run(
-                args.run, args.checkpoint, args.output, args.onnx, args.member, args.allow_unfinished, args.push_to_hub, args.private, args.licence
+                args.run, args.checkpoint, args.output, args.onnx, args.member, args.allow_unfinished, args.push_to_hub, args.private, args.licence,
+                args.overwrite,
             )
             for what, path in written.items():
                 print(f"{what}: {path}")

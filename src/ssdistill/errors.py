@@ -37,3 +37,7 @@ class ModelError(SsdistillError):
 
 class TrainingError(SsdistillError):
     """Training cannot continue (for example the loss became NaN)."""
+
+
+class StorageError(SsdistillError):
+    """A folder cannot take what must be written there: a full disk or quota, a read-only folder, an I/O error."""

@@ -1,12 +1,16 @@
+import errno
 import json
 import multiprocessing as mp
+import os
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from ssdistill.cache.neighbours import cached_neighbours
 from ssdistill.cache.store import Entry, EntryKey, list_entries, open_or_fill, remove_entries
+from ssdistill.errors import StorageError
 
 KEY = EntryKey("t", "fp", "pooled", "original:32:1.0:bilinear", "dfp", n=37, dtype="float32")
 DIM = 5
@@ -200,3 +204,104 @@ def test_a_damaged_manifest_is_listed_removable_and_rebuilt_without_recomputing(
         assert torch.equal(rebuilt, table) and entry.is_complete() and "rebuilding it from the chunks" in caplog.text
     entry.manifest_path.write_text("not json")
     assert remove_entries(["all"], tmp_path) == [entry.dir.name] and list_entries(tmp_path) == []
+
+
+# ----- a full disk, a read-only folder, an I/O error: one line, nothing stale ---------------------------------------
+
+
+def _raise(code):
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    return fail
+
+
+def test_no_room_for_an_entry_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "posix_fallocate", _raise(errno.ENOSPC))
+    entry = Entry(tmp_path, KEY, DIM, chunk_rows=8)
+    with pytest.raises(StorageError) as caught:
+        entry.fill(compute_in_batches(4))
+    message = str(caught.value)
+    assert message.startswith(f"the teacher cache entry t (37 x {DIM} float32) needs 740 B in {tmp_path} (no space left on the device, ")
+    assert message.endswith("free space there or point the cache at a folder with room (cache.dir=PATH, `ssdistill cache --dir PATH` or "
+                            "$SSDISTILL_CACHE_DIR), or set cache.enabled=false")
+    assert "\n" not in message and list(tmp_path.iterdir()) == []  # no claim, no staging file, no entry folder
+
+
+def test_a_disk_that_fills_mid_fill_releases_its_claims_and_the_fill_resumes(tmp_path, monkeypatch):
+    whole = Entry(tmp_path / "whole", KEY, DIM, chunk_rows=8)
+    open_or_fill(whole, compute_in_batches(4))
+    entry = Entry(tmp_path / "b", KEY, DIM, chunk_rows=8)
+    writes, pwrite = [0], os.pwrite
+
+    def filling_up(fd, data, offset):  # chunks 0 and 1 fit, then the disk is full (a file system without fallocate)
+        writes[0] += 1
+        if writes[0] > 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", filling_up)
+    with pytest.raises(StorageError, match=rf"needs more space in {tmp_path / 'b'} \(no space left on the device, "):
+        entry.fill(compute_in_batches(4))
+    assert entry.done_chunks() == {0, 1} and not list(entry.chunk_dir.glob("*.claim")) and not list(entry.dir.glob(".*"))
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    open_or_fill(entry, compute_in_batches(4))
+    assert entry.data_path.read_bytes() == whole.data_path.read_bytes()
+
+
+def test_a_quota_and_a_read_only_folder_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "posix_fallocate", _raise(errno.EDQUOT))
+    with pytest.raises(StorageError, match=rf"needs 740 B in {tmp_path} \(the disk quota is exceeded\); free space there"):
+        Entry(tmp_path, KEY, DIM, chunk_rows=8).fill(compute_in_batches(4))
+    monkeypatch.setattr(os, "posix_fallocate", _raise(errno.EROFS))
+    with pytest.raises(StorageError, match=rf"^cannot write the teacher cache entry t \(37 x {DIM} float32\) in {tmp_path}: the folder "
+                       r"is not writable \(Read-only file system\); free space there or point the cache"):
+        Entry(tmp_path, KEY, DIM, chunk_rows=8).fill(compute_in_batches(4))
+
+
+def test_an_io_error_reading_an_entry_is_one_line(tmp_path, monkeypatch):
+    entry = Entry(tmp_path, KEY, DIM, chunk_rows=8)
+    open_or_fill(entry, compute_in_batches(4))
+    real_open = open
+
+    def failing_open(path, *args, **kwargs):  # a network file system that answers EIO
+        if str(path) == str(entry.data_path):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", failing_open)
+    with pytest.raises(StorageError) as caught:
+        open_or_fill(entry, compute_in_batches(4, fail_after=0))
+    assert str(caught.value) == (
+        f"cannot read the teacher cache entry t (37 x {DIM} float32) in {tmp_path} (Input/output error); check the disk, or remove "
+        f"the entry (`ssdistill cache rm {entry.dir.name}`) so the next run recomputes it"
+    )
+
+
+def test_a_sparse_data_file_of_an_older_version_gets_its_space_reserved(tmp_path):
+    entry = Entry(tmp_path, replace(KEY, n=4096), DIM, chunk_rows=1024)
+    entry.chunk_dir.mkdir(parents=True)
+    with open(entry.data_path, "wb") as handle:
+        handle.truncate(entry.nbytes)  # how fills wrote it before: holes, a full disk met later as SIGBUS
+    assert entry.data_path.stat().st_blocks * 512 < entry.nbytes
+    open_or_fill(entry, compute_in_batches(256))
+    assert entry.data_path.stat().st_blocks * 512 >= entry.nbytes
+
+
+def test_on_a_real_full_disk_and_a_read_only_one(tmp_path, caplog):
+    """A small tmpfs: an entry larger than the disk is refused in one line with nothing left; a complete entry in a
+    cache that became read-only still reads, its derived results are then only not kept; a fill there is one line."""
+    from integration.test_full_disk import mounted_tmpfs, remount
+
+    big = replace(KEY, n=300)
+    with mounted_tmpfs(tmp_path / "disk", "64k") as disk:
+        with pytest.raises(StorageError, match=rf"needs 960 kB in {disk} \(no space left on the device, 65.5 kB free\)"):
+            Entry(disk, big, 800, chunk_rows=64).fill(compute_in_batches(4))
+        assert list(disk.iterdir()) == []
+        entry = Entry(disk, KEY, DIM, chunk_rows=8)
+        table = open_or_fill(entry, compute_in_batches(4)).clone()
+        remount(disk, "ro")
+        assert torch.equal(open_or_fill(entry, compute_in_batches(4, fail_after=0)), table)
+        assert cached_neighbours(entry, 3).shape == (37, 3) and "is not writable (Read-only file system)" in caplog.text
+        with pytest.raises(StorageError, match=r"the folder is not writable \(Read-only file system\)"):
+            Entry(disk, replace(KEY, n=38), DIM, chunk_rows=8).fill(compute_in_batches(4))

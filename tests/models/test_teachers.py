@@ -229,3 +229,66 @@ def test_ssl_checkpoints_load_with_a_key_map_that_drops_the_rest(tmp_path):
         with pytest.raises(ModelError, match="fix teacher.key_map"):  # the default map keeps the other keys: a strict load refuses them
             build_teacher(TeacherConfig(name="test_resnet", weights=str(tmp_path / name), resolution=32))
     assert teacher(x).shape == (2, 96)
+
+
+NAME_HINT = "(`ssdistill list` shows the built-in teachers; any timm name works, `timm.list_models()` lists them)"
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    """Fails the test if the hub is asked: names are checked before any network access."""
+
+    def asked(*args, **kwargs):
+        raise AssertionError("the hub was asked before the name was checked")
+
+    monkeypatch.setattr("ssdistill.models.teachers._hub_reachable_or_fail", asked)
+    monkeypatch.setattr("socket.create_connection", asked)
+
+
+@pytest.mark.parametrize("source", ["auto", "hub"])
+def test_a_misspelled_teacher_is_named_with_the_closest_before_the_hub_is_asked(no_hub, source):
+    with pytest.raises(ModelError) as caught:
+        build_teacher(TeacherConfig(name="resnet1888", source=source))
+    assert str(caught.value) == f"unknown teacher 'resnet1888'; did you mean resnet18? {NAME_HINT}"
+    with pytest.raises(ModelError, match=r"^unknown teacher 'efficientnet_lite00'; did you mean efficientnet_lite0\? "):
+        build_teacher(TeacherConfig(name="efficientnet_lite00"))  # a built-in name is among the suggestions
+    with pytest.raises(ModelError, match=r"^unknown teacher 'resnet1888.a1_in1k'; did you mean resnet18.a1_in1k\? "):
+        build_teacher(TeacherConfig(name="resnet1888.a1_in1k", source=source))
+    with pytest.raises(ModelError) as caught:
+        build_teacher(TeacherConfig(name="qqqq_zzzz", source=source))
+    assert str(caught.value) == f"unknown teacher 'qqqq_zzzz' {NAME_HINT}"
+
+
+def test_a_pretrained_tag_or_weights_timm_does_not_have_are_named(no_hub, tmp_path):
+    with pytest.raises(ModelError) as caught:
+        build_teacher(TeacherConfig(name="test_resnet.r160_in1kk"))
+    assert str(caught.value) == "timm model 'test_resnet' has no pretrained weights tagged 'r160_in1kk'; did you mean test_resnet.r160_in1k? (its tags: r160_in1k)"
+    with pytest.raises(ModelError, match="^timm model 'coatnet_0_224' has no pretrained weights in timm; set teacher.weights=PATH"):
+        build_teacher(TeacherConfig(name="coatnet_0_224", source="hub"))
+    with pytest.raises(ModelError, match=r"^'cifar_resnet566' is not a built-in teacher; did you mean cifar_resnet56\? built-in: "):
+        build_teacher(TeacherConfig(name="cifar_resnet566", source="builtin"))
+    with pytest.raises(ModelError, match=r"^unknown teacher 'test_resnett'; did you mean test_resnet\? "):  # a local file too
+        build_teacher(TeacherConfig(name="test_resnett", weights=str(tmp_path / "w.pth"), source="file"))
+
+
+def test_a_misspelled_teacher_through_the_cli_is_one_line(no_hub, tmp_path, capsys, monkeypatch):
+    import logging
+
+    import yaml
+
+    from integration.common import tiny_config
+    from ssdistill.cli import main
+
+    config = tiny_config(tmp_path)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(logging.getLogger("ssdistill"), "handlers", [])  # main's stderr handlers go with the test
+    for argv in (
+        ["distill", "--config", str(tmp_path / "recipe.yaml"), "teacher.name=resnet1888", "teacher.source=hub", "teacher.weights=null"],
+        ["eval", "--teacher", "resnet1888", "--train", config["data"]["train"], "--val", config["data"]["val"]],
+        ["cache", "--teacher", "resnet1888", "--data", config["data"]["val"], "--dir", str(tmp_path / "cache")],
+    ):
+        with pytest.raises(SystemExit) as exit_code:
+            main(argv)
+        err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("WARNING: ")]
+        assert exit_code.value.code == 2 and err == [f"error: unknown teacher 'resnet1888'; did you mean resnet18? {NAME_HINT}"], err
+    assert not (tmp_path / "runs" / "tiny").exists()

@@ -132,10 +132,14 @@ def cached_teacher_bank(
         params = np.load(params_path)
     else:
         params = bank_params(source, aug, repeats, seed, pre.resolution)
-        entry.dir.mkdir(parents=True, exist_ok=True)
-        with atomic_output(params_path) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, params)
-        atomic_write_text(entry.dir / "params-columns.txt", "top left height width flip jitter brightness contrast saturation hue grayscale blur_sigma jitter_order0 jitter_order1 jitter_order2 jitter_order3\n")
+        try:
+            entry.dir.mkdir(parents=True, exist_ok=True)
+            with atomic_output(params_path) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, params)
+            atomic_write_text(entry.dir / "params-columns.txt", "top left height width flip jitter brightness contrast saturation hue grayscale blur_sigma jitter_order0 jitter_order1 jitter_order2 jitter_order3\n")
+        except OSError as exc:
+            entry.discard_if_unused()
+            raise entry.storage_error(exc, "writing", entry.nbytes + params.nbytes) from None
     views = _TeacherBankViews(source, params, repeats, pre.resolution, pre.interpolation)
     compute = teacher_compute(teacher, views, batch_size, num_workers, device, f"teacher bank {dataset_name}")
     rank, world = launch_rank_world()

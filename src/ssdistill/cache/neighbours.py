@@ -8,6 +8,7 @@ Results are stored next to the embedding entry they were computed from, keyed by
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ import torch
 from torch.nn import functional as F
 
 from ssdistill.cache.store import Entry
-from ssdistill.files import atomic_output
+from ssdistill.files import NOT_WRITABLE, atomic_output
+
+log = logging.getLogger(__name__)
 
 
 def _normalised(features: torch.Tensor, start: int, stop: int, device: torch.device | str) -> torch.Tensor:
@@ -122,9 +125,17 @@ def spherical_kmeans(
     return labels, centroids.cpu()
 
 
-def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+def _save_atomic(entry: Entry, path: Path, **arrays: np.ndarray) -> None:
+    """Store a result beside its entry. In a read-only cache (a shared, complete one) it is only not kept (a warning:
+    the next run computes it again); a full disk is one line (``StorageError``)."""
+    try:
+        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    except OSError as exc:
+        if exc.errno in NOT_WRITABLE:
+            log.warning("cache %s is not writable (%s): %s is not kept, the next run computes it again", entry.dir, exc.strerror, path.name)
+            return
+        raise entry.storage_error(exc, "writing") from None
 
 
 def cached_neighbours(entry: Entry, k: int, block: int = 4096, device: torch.device | str = "cpu", backend: str = "torch") -> torch.Tensor:
@@ -136,7 +147,7 @@ def cached_neighbours(entry: Entry, k: int, block: int = 4096, device: torch.dev
         if str(stored["digest"]) == entry.key.digest():
             return torch.from_numpy(stored["ids"])
     ids = topk_neighbours(entry.read(), k, block, device, backend)
-    _save_atomic(path, ids=ids.numpy(), digest=np.array(entry.key.digest()))
+    _save_atomic(entry, path, ids=ids.numpy(), digest=np.array(entry.key.digest()))
     return ids
 
 
@@ -164,7 +175,7 @@ def cached_subset_kmeans(
         if str(stored["digest"]) == entry.key.digest():
             return torch.from_numpy(stored["centroids"])
     _, centroids = best_of_restarts(entry.read()[rows], k, seed, restarts, device)
-    _save_atomic(path, centroids=centroids.numpy(), digest=np.array(entry.key.digest()))
+    _save_atomic(entry, path, centroids=centroids.numpy(), digest=np.array(entry.key.digest()))
     return centroids
 
 
@@ -176,5 +187,5 @@ def cached_kmeans(entry: Entry, k: int, seed: int = 0, iterations: int = 50, dev
         if str(stored["digest"]) == entry.key.digest():
             return torch.from_numpy(stored["labels"]), torch.from_numpy(stored["centroids"])
     labels, centroids = spherical_kmeans(entry.read(), k, iterations, seed, device=device)
-    _save_atomic(path, labels=labels.numpy(), centroids=centroids.numpy(), digest=np.array(entry.key.digest()))
+    _save_atomic(entry, path, labels=labels.numpy(), centroids=centroids.numpy(), digest=np.array(entry.key.digest()))
     return labels, centroids

@@ -1,7 +1,7 @@
 """On-disk teacher embedding store: compute each teacher signal once, reuse it in every later run.
 
 An *entry* holds N vectors (fp16 by default) of one teacher output for one dataset and one
-deterministic view, in a raw memory-mapped file. Its key is everything that changes the content:
+deterministic view, in a raw file (written with ordinary writes, read through a memory map). Its key is everything that changes the content:
 teacher fingerprint (weights, preprocessing, output tap), view spec, dataset fingerprint (its files'
 relative paths and sizes, so the same data under another path is a hit), N and dtype.
 A changed key is a different entry, so nothing stale is ever read.
@@ -16,10 +16,17 @@ process has died (or, from another host, that has not been touched for ``stale_s
 Ranks start on their own share (chunk % world == rank). ``manifest.json`` is written last and marks the
 entry complete; opening an entry re-checks size and checksums and refills any chunk that does not match,
 and a manifest that cannot be read or does not match its key is rebuilt from the chunks.
+
+The data file's space is reserved when it is created (``posix_fallocate``), so a disk too small for the entry fails at
+once, and rows are written with ordinary writes, never through a writable memory map: a full disk, a quota or a network
+file system's I/O error is an ``OSError`` (a page fault on a mapping would be SIGBUS, the process killed without a word).
+A fill that fails so says it in one line (``StorageError``: how much space, where), releases its claims and, when no
+chunk of the entry was finished, leaves no folder behind.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -36,7 +43,8 @@ import numpy as np
 import torch
 
 from ssdistill._version import __version__
-from ssdistill.files import atomic_output, atomic_write_text
+from ssdistill.errors import StorageError
+from ssdistill.files import NO_SPACE, NOT_WRITABLE, atomic_output, atomic_write_text, write_failure
 
 FORMAT_VERSION = 1
 DEFAULT_ROOT = "~/.cache/ssdistill/teacher-cache"
@@ -98,8 +106,12 @@ class Entry:
         return range(chunk * self.chunk_rows, min(self.key.n, (chunk + 1) * self.chunk_rows))
 
     @property
+    def row_bytes(self) -> int:
+        return self.dim * np.dtype(self.np_dtype).itemsize
+
+    @property
     def nbytes(self) -> int:
-        return self.key.n * self.dim * np.dtype(self.np_dtype).itemsize
+        return self.key.n * self.row_bytes
 
     def _memmap(self, mode: str) -> np.memmap:
         return np.memmap(self.data_path, dtype=self.np_dtype, mode=mode, shape=(self.key.n, self.dim))
@@ -153,12 +165,14 @@ class Entry:
         """Chunks whose bytes on disk do not match their recorded checksum (all chunks if the file is the wrong size)."""
         if not self.data_path.is_file() or self.data_path.stat().st_size != self.nbytes:
             return list(range(self.num_chunks))
-        data = self._memmap("r")
         damaged = []
-        for chunk in sorted(self.done_chunks()):
-            rows = self.rows_of(chunk)
-            if self._chunk_file(chunk).read_text().strip() != _sha1(data[rows.start : rows.stop]):
-                damaged.append(chunk)
+        with open(self.data_path, "rb") as handle:  # ordinary reads: an I/O error is an OSError, not SIGBUS
+            for chunk in sorted(self.done_chunks()):
+                rows = self.rows_of(chunk)
+                handle.seek(rows.start * self.row_bytes)
+                stored = handle.read(len(rows) * self.row_bytes)
+                if self._chunk_file(chunk).read_text().strip() != hashlib.sha1(stored).hexdigest():
+                    damaged.append(chunk)
         return damaged
 
     def _forget(self, chunks: list[int]) -> None:
@@ -176,7 +190,10 @@ class Entry:
             self.data_path.unlink()
         if not self.data_path.is_file():
             with atomic_output(self.data_path) as tmp, open(tmp, "wb") as handle:
-                handle.truncate(self.nbytes)
+                _reserve(handle.fileno(), self.nbytes, fresh=True)
+        elif self.data_path.stat().st_blocks * 512 < self.nbytes:  # sparse (written by an older version): reserve its holes
+            with open(self.data_path, "r+b") as handle:
+                _reserve(handle.fileno(), self.nbytes, fresh=False)
         damaged = [c for c in self.damaged_chunks() if c in self.done_chunks()]
         if damaged:
             log.warning("cache %s: %d chunk(s) fail their checksum; recomputing them", self.dir, len(damaged))
@@ -194,7 +211,42 @@ class Entry:
         """Compute every missing chunk no other live process has claimed (this rank's share, chunk % world == rank,
         first), then wait for the chunks others compute; the first process to see them all writes the manifest.
 
-        ``compute(rows)`` yields consecutive output blocks [b, dim] for the given dataset rows, in order."""
+        ``compute(rows)`` yields consecutive output blocks [b, dim] for the given dataset rows, in order. A file-system
+        error (full disk, quota, read-only folder, I/O error) is raised as one line (``StorageError``)."""
+        try:
+            self._fill(compute, rank, world, wait_seconds, poll_seconds, stale_seconds)
+        except OSError as exc:
+            need = self.nbytes if not self.data_path.is_file() else None
+            self.discard_if_unused()
+            raise self.storage_error(exc, "writing", need) from None
+
+    def storage_error(self, exc: OSError, doing: str, need: int | None = None) -> StorageError:
+        """One line for a file-system error met while ``doing`` (reading / writing) this entry: for a full disk how much
+        space the entry needs and where, and what to do."""
+        root = self.dir.parent
+        what = f"the teacher cache entry {self.key.teacher} ({self.key.n} x {self.dim} {self.key.dtype})"
+        if doing == "reading" and exc.errno not in NO_SPACE:
+            return StorageError(
+                f"cannot read {what} in {root} ({exc.strerror or type(exc).__name__}); check the disk, or remove the entry "
+                f"(`ssdistill cache rm {self.dir.name}`) so the next run recomputes it"
+            )
+        hint = (
+            "free space there or point the cache at a folder with room (cache.dir=PATH, `ssdistill cache --dir PATH` or "
+            "$SSDISTILL_CACHE_DIR), or set cache.enabled=false"
+        )
+        return StorageError(f"{write_failure(exc, root, what, need)}; {hint}")
+
+    def discard_if_unused(self) -> None:
+        """After a failed fill: remove the entry's folder when it holds no finished chunk and no process claims any of
+        it (nothing worth resuming, and a full disk gets its space back); otherwise the finished chunks stay."""
+        try:
+            if self.done_chunks() or any(self.chunk_dir.glob("*.claim")):
+                return
+            shutil.rmtree(self.dir)
+        except OSError:  # a read-only or vanished folder: nothing to remove
+            pass
+
+    def _fill(self, compute, rank: int, world: int, wait_seconds: float, poll_seconds: float, stale_seconds: float) -> None:
         self.chunk_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait_seconds
         while not self._claim("prepare", stale_seconds):  # one process at a time sizes the file and checks the chunks
@@ -204,29 +256,34 @@ class Entry:
         finally:
             self._release("prepare")
         order = sorted(range(self.num_chunks), key=lambda c: (c % world != rank, c))
-        data = None
-        while True:
-            missing = [c for c in order if c not in self.done_chunks()]
-            if not missing:
-                break
-            computed = False
-            for chunk in missing:
-                if not self._claim(chunk, stale_seconds):
-                    continue
-                try:
-                    if chunk not in self.done_chunks():  # finished by another process between the listing and the claim
-                        data = self._memmap("r+") if data is None else data
-                        self._compute_chunk(chunk, compute, data)
-                        computed = True
-                finally:
-                    self._release(chunk)
-            if not computed:
-                self._sleep_until(deadline, poll_seconds)
-        del data
+        data: int | None = None  # the data file, opened for writing when this process first computes a chunk
+        try:
+            while True:
+                missing = [c for c in order if c not in self.done_chunks()]
+                if not missing:
+                    break
+                computed = False
+                for chunk in missing:
+                    if not self._claim(chunk, stale_seconds):
+                        continue
+                    try:
+                        if chunk not in self.done_chunks():  # finished by another process between the listing and the claim
+                            data = os.open(self.data_path, os.O_WRONLY) if data is None else data
+                            self._compute_chunk(chunk, compute, data)
+                            computed = True
+                    finally:
+                        self._release(chunk)
+                if not computed:
+                    self._sleep_until(deadline, poll_seconds)
+        finally:
+            if data is not None:
+                os.close(data)
         if not self.is_complete():
             self._write_manifest()
 
-    def _compute_chunk(self, chunk: int, compute: Callable[[list[int]], Iterator[torch.Tensor]], data: np.memmap) -> None:
+    def _compute_chunk(self, chunk: int, compute: Callable[[list[int]], Iterator[torch.Tensor]], data: int) -> None:
+        """Compute a chunk's rows and write them at their place in the data file (``data``: a descriptor open for
+        writing), flushed to disk before its checksum file marks the chunk done."""
         span = self.rows_of(chunk)
         blocks, position = [], 0
         for block in compute(list(span)):
@@ -235,9 +292,10 @@ class Entry:
             os.utime(self._claim_file(chunk))  # the claim's heartbeat
         if position != len(span):
             raise RuntimeError(f"cache fill produced {position} rows for chunk {chunk}, expected {len(span)}")
-        data[span.start : span.stop] = np.concatenate(blocks)
-        data.flush()
-        atomic_write_text(self._chunk_file(chunk), _sha1(data[span.start : span.stop]))
+        rows = np.ascontiguousarray(np.concatenate(blocks))
+        _write_at(data, memoryview(rows).cast("B"), span.start * self.row_bytes)
+        os.fsync(data)
+        atomic_write_text(self._chunk_file(chunk), _sha1(rows))
 
     def _sleep_until(self, deadline: float, poll_seconds: float) -> None:
         if time.monotonic() > deadline:
@@ -276,17 +334,24 @@ def open_or_fill(
     rank: int = 0,
     world: int = 1,
 ) -> torch.Tensor:
-    """Read a complete, intact entry; otherwise fill (or repair) it first. Returns [N, dim] (stored dtype)."""
-    if entry.manifest_path.is_file() and not entry.is_complete():
-        log.warning("cache %s: manifest.json cannot be read or does not match the entry; rebuilding it from the chunks", entry.dir)
-        entry.manifest_path.unlink(missing_ok=True)
-    if entry.is_complete():
-        damaged = entry.damaged_chunks()
-        if not damaged:
-            return entry.read(verify=False)
-        log.warning("cache %s: %d chunk(s) damaged on disk; recomputing them", entry.dir, len(damaged))
+    """Read a complete, intact entry; otherwise fill (or repair) it first. Returns [N, dim] (stored dtype). A
+    file-system error is one line (``StorageError``)."""
+    try:
+        if entry.manifest_path.is_file() and not entry.is_complete():
+            log.warning("cache %s: manifest.json cannot be read or does not match the entry; rebuilding it from the chunks", entry.dir)
+            entry.manifest_path.unlink(missing_ok=True)
+        if entry.is_complete():
+            damaged = entry.damaged_chunks()
+            if not damaged:
+                return entry.read(verify=False)
+            log.warning("cache %s: %d chunk(s) damaged on disk; recomputing them", entry.dir, len(damaged))
+    except OSError as exc:
+        raise entry.storage_error(exc, "writing" if exc.errno in NO_SPACE + NOT_WRITABLE else "reading") from None
     entry.fill(compute, rank=rank, world=world)
-    return entry.read(verify=False)
+    try:
+        return entry.read(verify=False)
+    except OSError as exc:
+        raise entry.storage_error(exc, "reading") from None
 
 
 def list_entries(root: str | Path | None = None) -> list[dict]:
@@ -320,6 +385,35 @@ def remove_entries(names: list[str], root: str | Path | None = None) -> list[str
     for name in chosen:
         shutil.rmtree(base / name)
     return chosen
+
+
+def _reserve(fd: int, nbytes: int, fresh: bool) -> None:
+    """Allocate ``nbytes`` of disk for the file ``fd`` now, so that a disk without room fails here (ENOSPC) and not
+    rows later. Where the file system cannot allocate (no ``posix_fallocate``), a ``fresh`` file is written with zeros
+    instead; an existing one is only sized (its rows are ordinary writes, so a full disk is still an OSError)."""
+    if nbytes <= 0:
+        return
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is not None:
+        try:
+            allocate(fd, 0, nbytes)
+            return
+        except OSError as exc:
+            if exc.errno in NO_SPACE or exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+    if not fresh:
+        os.ftruncate(fd, nbytes)
+        return
+    block = bytes(1 << 20)
+    for offset in range(0, nbytes, len(block)):
+        _write_at(fd, memoryview(block)[: min(len(block), nbytes - offset)], offset)
+
+
+def _write_at(fd: int, payload: memoryview, offset: int) -> None:
+    """Write all of ``payload`` at ``offset`` (``os.pwrite`` may write less than asked)."""
+    while len(payload):
+        written = os.pwrite(fd, payload, offset)
+        payload, offset = payload[written:], offset + written
 
 
 def _stale(claim: Path, stale_seconds: float) -> bool:

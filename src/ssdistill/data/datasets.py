@@ -61,8 +61,9 @@ JUNK_FOLDERS = {"__MACOSX", "@eaDir", "lost+found", "$RECYCLE.BIN", "System Volu
 
 
 def _visible(path: Path, root: Path) -> bool:
-    """No hidden part between ``root`` and ``path`` (``.thumbnails/``, ``.DS_Store``, macOS ``._photo.jpg``)."""
-    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+    """No hidden or junk part between ``root`` and ``path`` (``.thumbnails/``, ``.DS_Store``, macOS ``._photo.jpg``,
+    ``__MACOSX/``, a Synology's ``@eaDir/`` thumbnails)."""
+    return not any(part.startswith(".") or part in JUNK_FOLDERS for part in path.relative_to(root).parts)
 
 
 def _split_layout(root: Path, folders: list[Path]) -> str | None:
@@ -92,10 +93,10 @@ class FolderImages:
             raise DataError(f"data path {self.root} is not a folder; point it at a folder of images")
         folders = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in JUNK_FOLDERS)
         loose = [p for p in self.root.iterdir() if p.is_file() and is_image_file(p)]
-        images = {d: self._images(d) for d in folders}
         refusal = _split_layout(self.root, folders)
         if refusal and not loose:
             raise DataError(refusal)
+        images = {} if loose else {d: self._images(d) for d in folders}
         if folders and not loose and any(images.values()):
             self.classes = [d.name for d in folders]
             pairs = [(p, c) for c, d in enumerate(folders) for p in images[d]]

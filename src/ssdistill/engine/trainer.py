@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ssdistill.config import DistillConfig
-from ssdistill.files import atomic_output
+from ssdistill.models.checkpoints import save_checkpoint_file
 from ssdistill.errors import ConfigError
 from ssdistill.engine.trackers import TrackerStart, tracker_loggers
 
@@ -88,11 +88,11 @@ class Throughput(L.Callback):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file beside their path and renamed into place: a kill during the write leaves
-    the previous file whole (Lightning writes the final path directly, so a kill could truncate last.ckpt)."""
+    the previous file whole, nothing is staged in the system temp folder, and a full disk is one line
+    (``models.checkpoints.save_checkpoint_file``)."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        with atomic_output(Path(path)) as tmp:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
+        save_checkpoint_file(checkpoint, Path(path))
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -1,16 +1,19 @@
 """Reading weight files (.safetensors, .pth, .th, .ckpt) into a flat state dict, with declared
-key remapping and strict loading (missing or unexpected keys are errors)."""
+key remapping and strict loading (missing or unexpected keys are errors); writing training checkpoints atomically beside
+their path."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ssdistill.errors import ModelError, short
+from ssdistill.errors import ModelError, StorageError, short
+from ssdistill.files import atomic_output, write_failure
 
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
@@ -111,3 +114,34 @@ def state_hash(model: nn.Module) -> str:
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def tensor_bytes(value) -> int:
+    """Bytes of every tensor in nested dicts / lists / tuples (about what ``torch.save`` writes of them)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
+
+
+def save_checkpoint_file(checkpoint: dict, path: str | Path) -> None:
+    """``torch.save`` to a hidden file beside ``path``, flushed to disk, then renamed into place: a kill leaves the
+    previous file whole, and nothing is staged in the system temp folder (Lightning's own writer stages a local file
+    in $TMPDIR through fsspec, so a small $TMPDIR failed runs). A full disk, a quota or a read-only folder is one line
+    (``StorageError``) naming the folder and about how much the checkpoint needs."""
+    path = Path(path)
+    try:
+        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        need = tensor_bytes(checkpoint) or None
+        what = f"checkpoint {path.name}"
+        message = write_failure(exc, path.parent, what, need)
+        if need:
+            message = message.replace(f"{what} needs", f"{what} needs about", 1)
+        raise StorageError(f"{message}; free space there or set run.dir to a folder with room") from None

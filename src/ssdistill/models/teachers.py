@@ -13,11 +13,13 @@ Sources (``teacher.source``):
 
 from __future__ import annotations
 
+import difflib
 import json
 import hashlib
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+import timm
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -232,8 +234,43 @@ BUILTIN_TEACHERS: dict[str, BuiltinTeacher] = {
 # timm teachers
 
 
+LIST_HINT = "`ssdistill list` shows the built-in teachers; any timm name works, `timm.list_models()` lists them"
+
+
+def check_teacher_name(name: str, pretrained: bool) -> None:
+    """A one-line error for a name neither built in nor in timm's registry (with the closest names), and, for
+    ``pretrained`` hub weights, for an architecture without any or a pretrained tag it does not have: checked before
+    the hub is asked, so a typo is never reported as a network problem. ``hf-hub:`` / ``local-dir:`` names are timm's
+    to resolve."""
+    if ":" in name:
+        return
+    arch, tag = name.split(".", 1) if "." in name else (name, "")
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, [*BUILTIN_TEACHERS, *timm.list_models()], n=1, cutoff=0.6)
+        suggestion = close[0] if close else None
+        if suggestion and tag and f"{suggestion}.{tag}" in timm.list_pretrained(f"{suggestion}.*"):
+            suggestion = f"{suggestion}.{tag}"
+        hint = f"; did you mean {suggestion}?" if suggestion else ""
+        raise ModelError(f"unknown teacher '{name}'{hint} ({LIST_HINT})")
+    if not pretrained:
+        return
+    released = timm.list_pretrained(f"{arch}.*")
+    if not released:
+        raise ModelError(
+            f"timm model '{arch}' has no pretrained weights in timm; set teacher.weights=PATH to a local weights file "
+            "(or choose a model that has: `timm.list_pretrained()` lists them)"
+        )
+    if tag and name not in released:
+        tags = [n.split(".", 1)[1] for n in released]
+        close = difflib.get_close_matches(tag, tags, n=1, cutoff=0.6)
+        hint = f"; did you mean {arch}.{close[0]}?" if close else ""
+        listed = ", ".join(tags[:8]) + (", ..." if len(tags) > 8 else "")
+        raise ModelError(f"timm model '{arch}' has no pretrained weights tagged '{tag}'{hint} (its tags: {listed})")
+
+
 def _timm_from_hub(cfg: TeacherConfig) -> nn.Module:
     overlay = {"file": cfg.weights} if cfg.weights else None
+    check_teacher_name(cfg.name, pretrained=not cfg.weights)
     if not cfg.weights:
         _hub_reachable_or_fail(cfg.name)
     try:
@@ -265,6 +302,7 @@ def _hub_reachable_or_fail(name: str, host: str = "huggingface.co", seconds: flo
 
 
 def _timm_from_file(cfg: TeacherConfig) -> nn.Module:
+    check_teacher_name(cfg.name, pretrained=False)
     state = remap_keys(read_state_dict(cfg.weights), cfg.key_map)
     probe = create_timm(cfg.name, pretrained=False, **cfg.model_args)
     classifier = probe.pretrained_cfg.get("classifier", "")
@@ -298,7 +336,9 @@ def build_teacher(cfg: TeacherConfig) -> FrozenTeacher:
         if cfg.model_args:
             raise ModelError(f"teacher.model_args is for timm teachers; the built-in teacher {cfg.name} takes none: remove it")
         if cfg.name not in BUILTIN_TEACHERS:
-            raise ModelError(f"'{cfg.name}' is not a built-in teacher; built-in: {', '.join(BUILTIN_TEACHERS)}")
+            close = difflib.get_close_matches(cfg.name, list(BUILTIN_TEACHERS), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ModelError(f"'{cfg.name}' is not a built-in teacher; {hint}built-in: {', '.join(BUILTIN_TEACHERS)}")
         model = BUILTIN_TEACHERS[cfg.name].build(cfg)
     elif source == "hub":
         model = _timm_from_hub(cfg)
