@@ -5,12 +5,14 @@ random-init student. Also: pushing an export folder to the Hub."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
 from ssdistill.config import TeacherConfig
 from ssdistill.errors import ModelError, short
+from ssdistill.export_config import crop_pct_for, dataset_name, file_digest, public_name
 
 # weights files we can name by content (sha256): ../shared/weights/README.md
 KNOWN_WEIGHTS = {
@@ -38,26 +40,15 @@ HUB_LICENCES = {
 }
 
 
-def licence_lines(licence: str | None) -> list[str]:
-    """The card's licence metadata: a Hub licence id as it is, another name as ``other`` plus ``license_name``."""
+def licence_fields(licence: str | None) -> tuple[str, str | None]:
+    """(license, license_name) of the card's metadata: a Hub licence id as it is, another name as ``other`` plus its
+    slug as ``license_name``."""
     if not licence:
-        return ["license: other"]
+        return "other", None
     value = licence.strip().lower()
     if value in HUB_LICENCES:
-        return [f"license: {value}"]
-    slug = "".join(c if c.isalnum() or c in ".-" else "-" for c in value).strip("-")
-    return ["license: other", f"license_name: {slug}"]
-
-
-def file_digest(path: str | Path) -> str | None:
-    try:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
-    except OSError:
-        return None
+        return value, None
+    return "other", "".join(c if c.isalnum() or c in ".-" else "-" for c in value).strip("-")
 
 
 def weights_origin(teacher: TeacherConfig) -> dict[str, str]:
@@ -85,30 +76,43 @@ def weights_origin(teacher: TeacherConfig) -> dict[str, str]:
     return {"origin": teacher.name, "licence": UNKNOWN}
 
 
-def _number(value: Any) -> str:
-    return f"{value:.1f}" if isinstance(value, (int, float)) else "–"
+def _number(value: Any, digits: int = 1) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "–"
+
+
+def plural(count: float, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``, ``0.5 epochs`` (only exactly one is singular)."""
+    return f"{count:g} {noun}" if count == 1 else f"{count:g} {noun}s"
+
+
+def _significant(value: float, digits: int = 4) -> str:
+    return f"{float(f'{value:.{digits}g}'):g}"
 
 
 def evaluation_rows(results: dict | None) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the evaluation table: every evaluated model (teachers, the random-init student, the student),
-    from the full suite when it ran, else from the k-NN of the results."""
+    """(header, rows) of the evaluation table: every evaluated model (teachers, the random-init student, the student)
+    with its size and speed, from the full suite when it ran, else from the k-NN of the results."""
     results = results or {}
     suite = (results.get("evaluation") or {}).get("models") or {}
+    size = ["params (M)", "GFLOPs", "images/s"]
     if suite:
-        header = ["model", "k-NN top-1", "linear top-1", "CKA with teacher"]
-        rows = []
-        for name, row in suite.items():
-            knn = next(iter(row.get("knn", {}).values()), {})
-            cka = (row.get("teacher_alignment") or {}).get("linear_cka")
-            rows.append([name, _number(knn.get("top1")), _number((row.get("linear") or {}).get("top1")), f"{cka:.2f}" if cka is not None else "–"])
-        return header, rows
-    header = ["model", "k-NN top-1", "k-NN top-5", "CKA with teacher"]
+        header, source = ["model", "k-NN top-1", "linear top-1", "CKA with teacher", *size], suite
+    else:
+        header, source = ["model", "k-NN top-1", "k-NN top-5", "CKA with teacher", *size], results.get("knn") or {}
     rows = []
-    for name, row in (results.get("knn") or {}).items():
-        if not isinstance(row, dict) or "top1" not in row:
+    for name, row in source.items():
+        if not isinstance(row, dict):
             continue
+        knn = next(iter(row.get("knn", {}).values()), {}) if suite else row
+        if "top1" not in knn:
+            continue
+        second = (row.get("linear") or {}).get("top1") if suite else row.get("top5")
         cka = (row.get("teacher_alignment") or {}).get("linear_cka")
-        rows.append([name, _number(row["top1"]), _number(row.get("top5")), f"{cka:.2f}" if cka is not None else "–"])
+        rows.append([
+            name, _number(knn.get("top1")), _number(second), f"{cka:.2f}" if cka is not None else "–",
+            _number(row.get("params_m"), 2), _significant(row["gflops"]) if row.get("gflops") is not None else "–",
+            f"{row['images_per_s']:.0f}" if row.get("images_per_s") is not None else "–",
+        ])
     return header, rows
 
 
@@ -118,41 +122,144 @@ def _table(header: list[str], rows: list[list[str]], numbers: bool = True) -> st
     return "\n".join(lines)
 
 
+def _pct(value: float) -> float:
+    return round(float(value), 2)
+
+
+def eval_results(results: dict | None, row: str, dataset: str, split: str) -> list[EvalResult]:
+    """The model-index entries of the exported student (evaluation row ``row``): k-NN top-1 / top-5 under every
+    protocol, and from the full suite the linear probe, the few-shot probes, k-means clustering and a method's own
+    classifier; percentages to 2 decimals."""
+    results = results or {}
+    suite = ((results.get("evaluation") or {}).get("models") or {}).get(row)
+    entries: list[tuple[str, str, str, str, float]] = []  # (task, metric type, metric name, config, value)
+
+    def topk(task: str, what: str, config: str, scores: dict) -> None:
+        entries.append((task, "accuracy", f"{what} top-1", config, scores["top1"]))
+        if "top5" in scores:
+            entries.append((task, "top_5_accuracy", f"{what} top-5", config, scores["top5"]))
+
+    if suite:
+        for name, scores in suite.get("knn", {}).items():
+            k, temperature = name[1:].split("_t")
+            topk("k-NN classification of frozen features", f"k-NN (k={k}, T={temperature})", f"knn_{name}", scores)
+        if "linear" in suite:
+            topk("linear probe on frozen features", "linear probe", "linear", suite["linear"])
+        for fraction, scores in suite.get("few_shot", {}).items():
+            share = f"{float(fraction) * 100:g} %"
+            entries.append(("few-shot linear probe", "accuracy", f"{share} labels linear probe top-1", f"few_shot_{fraction}", scores["top1"]))
+        if "classifier" in suite:
+            topk("the method's own classifier", "classifier", "classifier", suite["classifier"])
+        for name, value in suite.get("clustering", {}).items():
+            entries.append(("k-means clustering of frozen features", {"accuracy": "accuracy"}.get(name, name), f"k-means {name}", "kmeans", value))
+    elif (results.get("knn") or {}).get(row):
+        protocol = (results.get("protocol") or {}).get("knn") or {}
+        k, temperature = protocol.get("k"), protocol.get("temperature")
+        topk("k-NN classification of frozen features", f"k-NN (k={k}, T={temperature:g})", f"knn_k{k}_t{temperature:g}", results["knn"][row])
+    return [
+        EvalResult(
+            task_type="image-classification" if "clustering" not in task else "image-feature-extraction", task_name=task,
+            dataset_type=dataset, dataset_name=dataset, dataset_split=split, metric_type=kind, metric_name=name,
+            metric_config=config, metric_value=_pct(value),
+        )
+        for task, kind, name, config, value in entries
+    ]
+
+
+def hub_base_models(cfg) -> list[str]:
+    """The teachers that are models on the Hugging Face Hub (``timm/<name>`` and ``hf-hub:`` names); a teacher from a
+    local weights file, a packaged built-in or a timm model with weights elsewhere is none."""
+    from ssdistill.models.teachers import resolve_source
+
+    found = []
+    for teacher in (cfg.teachers or {"teacher": cfg.teacher}).values():
+        if teacher.weights or resolve_source(teacher) != "hub":
+            continue
+        if teacher.name.startswith("hf-hub:"):
+            found.append(teacher.name[len("hf-hub:"):].split("@")[0])
+            continue
+        import timm
+
+        record = timm.models.get_pretrained_cfg(teacher.name)
+        if record is not None and record.hf_hub_id:
+            found.append(record.hf_hub_id)
+    return list(dict.fromkeys(found))
+
+
+def _machine(results: dict, accelerator: str) -> str:
+    machine = results.get("machine") or {}
+    if machine.get("gpu") and accelerator in ("auto", "gpu", "cuda"):
+        return f"an {machine['gpu']} GPU" if machine["gpu"][0].lower() in "aeiou" else f"a {machine['gpu']} GPU"
+    cpus = machine.get("cpus")
+    return f"{machine.get('cpu_model') or 'a'} CPU" + (f" ({plural(cpus, 'core')})" if cpus else "")
+
+
+def _preprocessing_lines(meta: dict, side: int) -> list[str]:
+    """What the declared preprocessing is and whether it is the evaluation's, with a per-image recipe when the
+    evaluation's images took both of its paths."""
+    from ssdistill.data.views import NATIVE_MAX_SIDE
+
+    pre = meta["preprocessing"]
+    counts = pre.get("evaluation_images") or {}
+    if pre["reproduces"] == "all":
+        return [f"This is the preprocessing the evaluation below used ({pre['evaluation_view']}), so these steps reproduce its figures."]
+    if pre["reproduces"].startswith("unknown"):
+        return [f"The evaluation below used: {pre['evaluation_view']}. The declared preprocessing ({pre['declared']}) is that of "
+                "the first case; the evaluation images could not be read at export time to check which case they were."]
+    return [
+        f"No single timm transform reproduces the evaluation below: {pre['evaluation_view']}. Of the "
+        f"{plural(counts['examined'], 'evaluation image')} examined, {counts['cropped']} took the centre crop and "
+        f"{counts['resized']} the straight resize; the declared preprocessing ({pre['declared']}) covers the more common case "
+        f"({pre['reproduces']}). To reproduce the figures, choose per image:",
+        "",
+        "```python",
+        "config = timm.data.resolve_data_config({}, model=model)",
+        "crop = timm.data.create_transform(**{**config, \"crop_pct\": %s, \"crop_mode\": \"center\"})" % crop_pct_for(side),
+        "resize = timm.data.create_transform(**{**config, \"crop_pct\": 1.0, \"crop_mode\": \"squash\"})",
+        f"transform = lambda image: crop(image) if max(image.size) > {NATIVE_MAX_SIDE} else resize(image)",
+        "```",
+    ]
+
+
 def model_card(cfg, config: dict, results: dict | None, repo: str | None = None, licence: str | None = None) -> str:
-    """README.md of an export folder. ``config`` is the export's config.json, ``results`` the run's results.json;
-    ``repo`` the Hub repository it is pushed to (the load line then names it), ``licence`` the licence the user gives
-    the student's weights (default ``other``: they derive from the teachers' weights and the training images, whose
-    terms the card lists)."""
+    """README.md of an export folder, written through huggingface_hub's card data (``model-index`` with the student's
+    figures, ``base_model`` for Hub teachers, ``datasets``, licence). ``config`` is the export's config.json,
+    ``results`` the run's results.json (with the newer full suite of ``ssdistill eval`` when it ran); ``repo`` the Hub
+    repository it is pushed to (the load line then names it), ``licence`` the licence the user gives the student's
+    weights (default ``other``: they derive from the teachers' weights and the training images, whose terms the card
+    lists)."""
     meta = config["ssdistill"]
     teachers = cfg.teachers or {"teacher": cfg.teacher}
     rows = []
     for label, teacher in teachers.items():
         origin = weights_origin(teacher)
-        rows.append([label, f"`{teacher.name}`", teacher.output, origin["origin"], origin["licence"]])
+        rows.append([label, f"`{public_name(teacher.name)}`", teacher.output, origin["origin"], origin["licence"]])
     where = f"hf-hub:{repo}" if repo else "local-dir:PATH/TO/THIS/FOLDER"
     side = config["pretrained_cfg"]["input_size"][-1]
     header, evaluation = evaluation_rows(results)
     results = results or {}
-    data = results.get("data") or {}
+    figures = meta.get("evaluation") or {}
+    val = figures.get("data") or {"name": dataset_name(cfg.data.val)[0], "split": "val"}
+    train = meta["train_data"]
     marks = [*results.get("deviations", []), *results.get("approximations", [])]
-    protocol = (results.get("protocol") or {}).get("knn") or {}
+    protocol = figures.get("knn_protocol") or {}
+    name = repo.split("/")[-1] if repo else f"{config['architecture']}-ssdistill-{meta['method']}"
+    licence_id, licence_name = licence_fields(licence)
+    base = hub_base_models(cfg)  # one Hub teacher: a string, several: a list (the Hub's base_model forms)
+    data = ModelCardData(
+        model_name=name, library_name="timm", license=licence_id, license_name=licence_name,
+        pipeline_tag="image-feature-extraction", tags=["image-feature-extraction", "timm", "ssdistill", "knowledge-distillation"],
+        base_model=(base[0] if len(base) == 1 else base or None), datasets=list(dict.fromkeys([train["name"], val["name"]])),
+        eval_results=eval_results(results, figures.get("row", "student"), val["name"], val["split"]) or None,
+    )
+    student = ((results.get("evaluation") or {}).get("models") or {}).get(figures.get("row")) or (results.get("knn") or {}).get(figures.get("row")) or {}
+    warmup = cfg.optim.warmup_epochs
     lines = [
-        "---",
-        "library_name: timm",
-        *licence_lines(licence),
-        "pipeline_tag: image-feature-extraction",
-        "tags:",
-        "- image-feature-extraction",
-        "- timm",
-        "- ssdistill",
-        "- knowledge-distillation",
-        "---",
+        f"# {name}",
         "",
-        f"# {repo.split('/')[-1] if repo else config['architecture']} (distilled with ssdistill)",
-        "",
-        f"A `{config['architecture']}` image feature extractor ({config['num_features']}-d features at {side} px) trained "
-        f"without labels by ssdistill's `{meta['method']}` method from the frozen teacher(s) below. It has no classifier: "
-        "use its features for k-NN, a linear probe, retrieval or clustering.",
+        f"A `{config['architecture']}` image feature extractor ({meta['feature_dim']}-d features at {side} px) trained "
+        f"without labels by ssdistill's `{meta['method']}` method from the frozen {'teacher' if len(teachers) == 1 else 'teachers'} "
+        "below. It has no classifier: use its features for k-NN, a linear probe, retrieval or clustering.",
         "",
         "## Use",
         "",
@@ -160,8 +267,23 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
         "import timm",
         f'model = timm.create_model("{where}", pretrained=True).eval()',
         "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))",
-        "features = model(transform(image).unsqueeze(0))  # image: a PIL image",
+        'features = model(transform(image.convert("RGB")).unsqueeze(0))  # image: a PIL image',
         "```",
+        "",
+        *_preprocessing_lines(meta, side),
+        "",
+        "## Size and speed",
+        "",
+    ]
+    if student.get("params_m") is not None:
+        lines.append(
+            f"{_significant(student['params_m'], 3)} M parameters, {_significant(student['gflops'])} GFLOPs per {side} px image, "
+            f"{student['images_per_s']:.0f} images/s (forward pass on batches of 64, measured by the run's evaluation on "
+            f"{_machine(results, cfg.trainer.accelerator)})."
+        )
+    else:
+        lines.append("Not measured (the run has no evaluation): run `ssdistill eval RUN` and export again.")
+    lines += [
         "",
         "## Teachers",
         "",
@@ -169,11 +291,13 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
         "",
         "## Training",
         "",
-        f"- data: `{meta['train_data']}`" + (f", {data['train_size']} images" if data.get("train_size") else "")
-        + (f" (fingerprint {data['train_fingerprint']})" if data.get("train_fingerprint") else ""),
-        f"- schedule: {meta['epochs']} of {meta['planned_epochs']} planned epochs"
-        + (f", {results['steps']} steps" if results.get("steps") else "")
-        + f", batch {cfg.data.batch_size}, {cfg.optim.optimizer} lr {cfg.optim.lr} (cosine, {cfg.optim.warmup_epochs:g} warm-up epochs), seed {meta['seed']}",
+        f"- data: `{train['name']}`" + (f" ({train['split']} split)" if train.get("split") else "")
+        + (f", {plural(train['images'], 'image')}" if train.get("images") else "")
+        + (f" (fingerprint {train['fingerprint']})" if train.get("fingerprint") else ""),
+        f"- schedule: {meta['epochs']} of {plural(meta['planned_epochs'], 'planned epoch')}"
+        + (f", {plural(meta['steps'], 'step')}" if meta.get("steps") else "")
+        + f", batch {cfg.data.batch_size}, {cfg.optim.optimizer} lr {cfg.optim.lr:g} (cosine, "
+        + (f"{plural(warmup, 'warm-up epoch')})" if warmup else "no warm-up)") + f", seed {meta['seed']}",
         f"- recorded departures from the published method: {'; '.join(marks) if marks else 'none'}",
         f"- ssdistill {meta['version']}",
         "",
@@ -181,10 +305,11 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
         "",
     ]
     if evaluation:
-        val = data.get("val") or "the validation folder"
         lines += [
-            f"On `{val}`; k-NN with k={protocol.get('k', '?')}, temperature {protocol.get('temperature', '?')}; the teacher(s) "
-            "and a random-init student of the same architecture are evaluated the same way.",
+            f"On `{val['name']}` ({val['split']} split); k-NN with k={protocol.get('k', '?')}, temperature "
+            f"{protocol.get('temperature', '?')}; the {'teacher' if len(teachers) == 1 else 'teachers'} and a random-init "
+            "student of the same architecture are evaluated the same way. The figures are also in this card's metadata "
+            "(`model-index`).",
             "",
             _table(header, evaluation),
         ]
@@ -198,8 +323,7 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
         + (f"this model, released as `{licence}`." if licence else "this model (`license: other` until the owner sets one with `ssdistill export --license`)."),
         "",
     ]
-    return "\n".join(lines)
-
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 def push_to_hub(folder: Path, repo: str, private: bool = False, token: str | None = None) -> str:
     """Upload an export folder to the Hugging Face Hub repository ``repo`` (created if missing); returns its URL."""
