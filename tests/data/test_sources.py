@@ -243,6 +243,7 @@ def test_hidden_files_dangling_symlinks_and_folders_named_like_images_are_left_o
     (tmp_path / "d" / "cat" / "._img000.jpg").write_bytes(b"\x00\x05\x16\x07")  # a macOS resource fork
     (tmp_path / "d" / "cat" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     (tmp_path / "d" / "cat" / "album.jpg").mkdir()
+    (tmp_path / "d" / "cat" / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")  # PIL cannot read it: named
     write_images(tmp_path / "d" / "__MACOSX" / "cat", 1)
     write_images(tmp_path / "d" / "dog", 1, prefix="DOG")
     (tmp_path / "d" / "dog" / "DOG000.jpg").rename(tmp_path / "d" / "dog" / "DOG000.JPEG")
@@ -250,3 +251,4 @@ def test_hidden_files_dangling_symlinks_and_folders_named_like_images_are_left_o
     assert source.classes == ["cat", "dog"]
     assert [p.name for p in source.paths] == ["img000.jpg", "img001.jpg", "DOG000.JPEG"]
     assert "symlink(s) to missing files" in caplog.text and "gone.jpg" in caplog.text
+    assert "left out 1 photo(s) in a format PIL cannot read (convert them to JPEG or PNG)" in caplog.text and "IMG_0001.HEIC" in caplog.text

@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ssdistill.data.images import IMAGE_EXTENSIONS as IMAGE_FILE_EXTENSIONS
+from ssdistill.data.images import UNREADABLE_EXTENSIONS
 from ssdistill.data.images import decode, displayed_size, file_key, is_image_file, keep_readable, load_rgb
 from ssdistill.errors import DataError
 
@@ -83,7 +84,8 @@ class FolderImages:
     ImageFolder, class ids in sorted name order; a class folder without images stays a class (so class ids still
     match the other splits) and is named in a warning. A flat or nested folder with images of its own at the top is
     unlabelled. A folder whose sub-folders are all split names (``train/``, ``val/`` ...) is refused: it is the
-    dataset, not a split. Hidden files and folders, and symlinks to missing files, are left out."""
+    dataset, not a split. Hidden files and folders and symlinks to missing files are left out; photos in a format PIL
+    cannot read (HEIC, camera raw ...) are left out with a warning."""
 
     def __init__(self, root: str | Path, skip_corrupt: bool = False) -> None:
         self.root = Path(root).expanduser()
@@ -111,7 +113,7 @@ class FolderImages:
             self.paths = self._images(self.root)
             self.labels = None
         if not self.paths:
-            raise DataError(f"no images found under {self.root} (looked for {', '.join(e[1:] for e in IMAGE_FILE_EXTENSIONS)})")
+            raise DataError(f"no images found under {self.root} (looked for jpg, png, webp, bmp, tif, gif and other image files)")
         self._fingerprint: str | None = None
         self._lines: list[str] | None = None
         self.skipped: list[Path] = []
@@ -127,17 +129,22 @@ class FolderImages:
     def _images(self, folder: Path) -> list[Path]:
         """Image files under ``folder`` at any depth, sorted, without hidden ones; a symlink to a missing file is left
         out with a warning."""
-        found, dangling = [], []
+        found, dangling, foreign = [], [], []
         for path in sorted(folder.rglob("*")):
-            if not is_image_file(path) or not _visible(path, self.root):
+            if not _visible(path, self.root):
                 continue
-            if path.is_file():
+            if not is_image_file(path):
+                if path.suffix.lower() in UNREADABLE_EXTENSIONS:
+                    foreign.append(path)
+            elif path.is_file():
                 found.append(path)
             elif path.is_symlink() and not path.exists():
                 dangling.append(path)
-        if dangling:
-            log.warning("left out %d symlink(s) to missing files under %s: %s%s", len(dangling), folder,
-                        ", ".join(str(p) for p in dangling[:3]), " ..." if len(dangling) > 3 else "")
+        for what, paths in (("symlink(s) to missing files", dangling),
+                            ("photo(s) in a format PIL cannot read (convert them to JPEG or PNG)", foreign)):
+            if paths:
+                log.warning("left out %d %s under %s: %s%s", len(paths), what, folder, ", ".join(str(p) for p in paths[:3]),
+                            " ..." if len(paths) > 3 else "")
         return found
 
     def __len__(self) -> int:

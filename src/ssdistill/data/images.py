@@ -30,11 +30,15 @@ from pathlib import Path
 from typing import IO, Callable, Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from ssdistill.errors import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".apng", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
+                    ".pbm", ".pnm", ".gif") + ((".avif",) if features.check("avif") else ())
+# photo formats this PIL cannot read: files with these extensions are named in a warning rather than silently left out
+UNREADABLE_EXTENSIONS = (".heic", ".heif", ".jxl", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf", ".rw2", ".raf", ".svg") + (
+    () if features.check("avif") else (".avif",))
 ORIENTATION = 0x0112  # the EXIF orientation tag
 SKIP_HINT = "set data.skip_corrupt=true to skip unreadable images"
 # what PIL raises on a damaged file besides OSError (truncated headers, bad EXIF blocks, broken palettes)
