@@ -1,4 +1,5 @@
-"""Collectives that are no-ops in a single process (METHODS 1.14)."""
+"""Collectives that are no-ops in a single process (METHODS 1.14): with no process group, or a group of one, each
+returns its input itself (a batch mean is ``rows.mean(0)``), so single-process numbers do not depend on them."""
 
 from __future__ import annotations
 
@@ -34,3 +35,47 @@ def all_gather_nograd(tensor: torch.Tensor) -> torch.Tensor:
 
 def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+@torch.no_grad()
+def all_reduce_sum_nograd(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of ``tensor`` over every rank (a new tensor; ``tensor`` itself in a single process)."""
+    if world_size() == 1:
+        return tensor
+    total = tensor.detach().clone().contiguous()
+    dist.all_reduce(total)
+    return total
+
+
+@torch.no_grad()
+def global_mean_nograd(rows: torch.Tensor) -> torch.Tensor:
+    """The mean over dim 0 of every rank's ``rows`` (equal row counts on every rank, as the engine's samplers give), as
+    the official DINO centres: the all-reduced sum / (rows · world size), in float32; ``rows.mean(0)`` in a single
+    process."""
+    if world_size() == 1:
+        return rows.mean(0)
+    return all_reduce_sum_nograd(rows.float().sum(0)) / (len(rows) * world_size())
+
+
+class _AllReduceMean(torch.autograd.Function):
+    """MSN's ``AllReduce``: forward, the mean over ranks; backward, the gradient passed through unchanged. DDP then
+    averages each parameter's gradient over the ranks, which supplies the 1 / world size of the mean: the result is
+    the gradient of the same loss computed on the global batch in one process."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.contiguous() / world_size()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise mean of ``tensor`` over every rank, differentiable as MSN's ``AllReduce`` (see
+    ``_AllReduceMean``); ``tensor`` itself in a single process."""
+    if world_size() == 1:
+        return tensor
+    return _AllReduceMean.apply(tensor)

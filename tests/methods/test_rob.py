@@ -52,6 +52,29 @@ def test_the_constant_centre_is_the_mean_teacher_target_of_one_pass(tmp_path):
     assert prepared["columns"].shape == (teacher.dim, 8) and torch.allclose(prepared["columns"].norm(dim=0), torch.ones(8), atol=1e-5)
 
 
+def test_the_constant_centre_is_seeded_per_image_whatever_the_workers_and_the_global_rng(tmp_path):
+    """Each global crop of the centre's pass is drawn after seeding every generator from (seed, image), as the training
+    loader does: the same centre with 0 and 2 data workers, and with the global RNG advanced before (a cold cache fill
+    draws from it). The crops are random (the centre of the deterministic view differs), so the comparison means something."""
+    import random
+
+    import numpy as np
+
+    raw = tiny_config(tmp_path, data={"train_subset": 24, "eval_batch_size": 8})
+    raw["method"] = {"name": "rob", "projection_dim": 8, "local_crops": 1}
+    centres = {}
+    for workers, state, recipe in ((0, 1, "moco_v2"), (0, 2, "moco_v2"), (2, 1, "moco_v2"), (0, 1, "none")):
+        cfg = build_config({**raw, "data": {**raw["data"], "num_workers": workers}, "aug": {"recipe": recipe}})
+        ctx = TeacherProvider(cfg, train_source(cfg))
+        ctx.features(tap="pooled")  # the cache filled before the global generators are set (a fill may draw from them)
+        torch.manual_seed(state), random.seed(state), np.random.seed(state)
+        torch.rand(state * 7)
+        centres[workers, state, recipe] = build_dataset(RoB, cfg, ctx).tensors["center"]
+    assert torch.equal(centres[0, 1, "moco_v2"], centres[0, 2, "moco_v2"]), "the global RNG moved the centre"
+    assert torch.allclose(centres[0, 1, "moco_v2"], centres[2, 1, "moco_v2"], atol=1e-6), "data.num_workers moved the centre"
+    assert not torch.allclose(centres[0, 1, "moco_v2"], centres[0, 1, "none"], atol=1e-4)
+
+
 @pytest.mark.parametrize("base, method", [
     ("dino", {}), ("regression", {"projection_init": "identity"}), ("msn", {"student_prototypes": "teacher_frozen"}),
     ("dino", {"teacher_crops": "bank", "bank_repeats": 3}), ("msn", {"teacher_crops": "bank", "bank_repeats": 2}),

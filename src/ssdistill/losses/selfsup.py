@@ -7,6 +7,10 @@
   summing to 1; ``sinkhorn_scores`` starts from exp(scores / ε);
 * ``sharpen``, ``prototype_probabilities``, ``msn_cross_entropy`` and ``memax`` (mean-entropy maximisation: log K −
   H(mean_i p_i), minimised, so the average prediction spreads over the prototypes);
+
+``sinkhorn`` and ``memax`` with ``all_ranks=True`` work on the global batch under DDP as the official MSN code does
+(its ``distributed_sinkhorn`` all-reduces Q's total and row sums with B = local batch × world size; ME-MAX all-reduces
+the mean prediction); in a single process they give the same numbers as without it.
 * ``regression_loss``: BYOL / SimSiam's mean (2 − 2 cos(p, sg t)).
 
 Targets never receive gradient.
@@ -19,6 +23,8 @@ from typing import Sequence
 
 import torch
 from torch.nn import functional as F
+
+from ssdistill.distributed import all_reduce_mean, all_reduce_sum_nograd, world_size
 
 
 def dino_targets(teacher: torch.Tensor, center: torch.Tensor | None, temperature: float) -> torch.Tensor:
@@ -51,17 +57,19 @@ def dino_cross_entropy(
 
 
 @torch.no_grad()
-def sinkhorn(matrix: torch.Tensor, iterations: int = 3) -> torch.Tensor:
+def sinkhorn(matrix: torch.Tensor, iterations: int = 3, all_ranks: bool = False) -> torch.Tensor:
     """Sinkhorn–Knopp on a positive [B, K] matrix (as SwAV and MSN): scale to unit total mass, then ``iterations`` times
     give every prototype (column) the mass 1/K and every image (row) 1/B; returned ×B, so each row sums to 1 (and each
-    column to about B/K)."""
+    column to about B/K). ``all_ranks``: the masses are those of every rank's rows together (the total and the column
+    sums all-reduced, B the global batch); each rank gets its own rows of the global result."""
     if iterations <= 0:
         return matrix
+    reduce = all_reduce_sum_nograd if all_ranks else (lambda tensor: tensor)
     q = matrix.float().T  # [K, B]
-    q = q / q.sum()
-    prototypes, images = q.shape
+    q = q / reduce(q.sum())
+    prototypes, images = q.shape[0], q.shape[1] * (world_size() if all_ranks else 1)
     for _ in range(iterations):
-        q = q / q.sum(dim=1, keepdim=True) / prototypes
+        q = q / reduce(q.sum(dim=1, keepdim=True)) / prototypes
         q = q / q.sum(dim=0, keepdim=True) / images
     return (q * images).T
 
@@ -92,9 +100,12 @@ def msn_cross_entropy(anchor_probabilities: torch.Tensor, target_probabilities: 
     return -(targets * torch.log(anchor_probabilities.float().clamp_min(1e-12))).sum(1).mean()
 
 
-def memax(probabilities: torch.Tensor) -> torch.Tensor:
-    """ME-MAX: log K − H(mean_i p_i) ≥ 0, zero when the mean prediction is uniform over the K prototypes."""
+def memax(probabilities: torch.Tensor, all_ranks: bool = False) -> torch.Tensor:
+    """ME-MAX: log K − H(mean_i p_i) ≥ 0, zero when the mean prediction is uniform over the K prototypes. ``all_ranks``:
+    the mean over every rank's rows (MSN's ``AllReduce``: the gradient reaches this rank's rows, DDP averages it)."""
     mean = probabilities.float().mean(0)
+    if all_ranks:
+        mean = all_reduce_mean(mean)
     return (mean * torch.log(mean.clamp_min(1e-12))).sum() + math.log(len(mean))
 
 

@@ -20,6 +20,18 @@ renders at the teacher's resolution (the student's copy is downsampled), so both
 (``teacher_crops: bank``) its outputs are read from a cached bank of ``bank_repeats`` global crops per image drawn with
 the global crop scale, and each step's two global crops are two distinct crops of the bank, replayed for the student at
 its resolution (the same boxes, flips and colours; recorded as the approximation ``teacher_bank(R)``, 6.3).
+
+Several processes (DDP, METHODS 1.14): the batch statistics are those of the global batch, as in the official DINO and
+MSN code, so 2 processes × B images give the numbers of 1 process × 2B on the same images. Reduced over every rank:
+the ``ema`` centre's batch mean (the targets' sum all-reduced / (B · world size), DINO's ``update_center``; every rank
+then holds the same centre, so DDP's broadcast of rank 0's buffers changes nothing); the Sinkhorn-Knopp masses of MSN's
+targets (Q's total and its per-prototype sums all-reduced, B = local batch × world size, MSN's ``distributed_sinkhorn``);
+ME-MAX's mean prediction (all-reduced, the gradient passed through as MSN's ``AllReduce``, DDP averaging it). Not batch
+statistics, so not reduced: the ``constant`` centre (one pass over every training image with each image's crop seeded
+from (seed, image), as the training loader seeds its items, so every process computes the same centre whatever
+``data.num_workers``), the k-means and random columns (seeded, from the shared cache) and the bank centre. Still
+per process: the BatchNorm statistics of the student and its head (as every method here; DINO's own code converts them
+to SyncBatchNorm). In one process every reduction is the identity and the numbers are those of the local batch.
 """
 
 from __future__ import annotations
@@ -33,7 +45,9 @@ from torch.nn import functional as F
 
 from ssdistill.cache.bank import BankCrops
 from ssdistill.config import DistillConfig, MethodConfig
+from ssdistill.data.sampling import SeededItems
 from ssdistill.data.views import augmented_view
+from ssdistill.distributed import global_mean_nograd
 from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
 from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
@@ -196,7 +210,7 @@ class RoB(DistillMethod):
     @classmethod
     def prepare(cls, cfg: DistillConfig, ctx) -> Preparation | None:
         """The projection columns (from the cache for k-means) and, for dino with center=constant, the centre: the mean
-        teacher target over one pass of global crops of the training images."""
+        teacher target over one pass of global crops of the training images (each crop seeded per image)."""
         m, tensors = cfg.method, {}
         if m.target == "head":  # the checkpoint's own head; its last layer doubles as the columns (teacher_frozen prototypes)
             head = read_ssl_head(m.teacher_head, m.teacher_head_prefix, m.teacher_prototypes)
@@ -249,9 +263,10 @@ class RoB(DistillMethod):
         m = cfg.method
         teacher = ctx.teacher(tap="logits" if m.target == "logits" else "pooled")
         view = cls.train_views(cfg, ctx)["global0"]
-        generator = torch.Generator().manual_seed(cfg.trainer.seed)
-        loader = DataLoader(IndexedViews(ctx.source, {"x": view}), batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers,
-                            worker_init_fn=lambda worker: torch.manual_seed(cfg.trainer.seed + worker), generator=generator)
+        # every image's crop is drawn after seeding every generator from (seed, image), as the training loader does:
+        # the centre is the same whatever data.num_workers and whatever the global RNG drew before (a cold cache fill)
+        items = SeededItems(IndexedViews(ctx.source, {"x": view}), cfg.trainer.seed)
+        loader = DataLoader(items, batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers)
         total, count = None, 0
         teacher.to(ctx.device)
         with torch.no_grad():
@@ -316,7 +331,9 @@ class RoB(DistillMethod):
             loss = dino_cross_entropy(outputs, targets, [0, 1], center, s_temp, t_temp, m.same_view_pairs)
             if m.effective("center") == "ema":
                 with torch.no_grad():
-                    self.dino_center.mul_(m.center_momentum).add_(torch.cat(targets).mean(0), alpha=1 - m.center_momentum)
+                    # the batch mean over every rank's targets (DINO's all-reduced centre; the local mean in one process)
+                    batch_center = global_mean_nograd(torch.cat(targets))
+                    self.dino_center.mul_(m.center_momentum).add_(batch_center, alpha=1 - m.center_momentum)
             terms = {}
         elif m.base == "regression":
             pairs = [(0, 1), (1, 0)] + ([(0, 0), (1, 1)] if m.same_view_pairs else [])
@@ -324,11 +341,12 @@ class RoB(DistillMethod):
             terms = {}
         else:
             probabilities = torch.softmax(torch.cat(outputs).float() / m.msn_temperature, dim=1)
-            with torch.no_grad():  # sharpened, equipartitioned teacher targets of the two global crops
-                sharp = [sinkhorn(sharpen(torch.softmax(t / m.msn_temperature, dim=1), m.sharpen_temperature)) for t in targets]
+            with torch.no_grad():  # sharpened teacher targets of the two global crops, equipartitioned over the global batch
+                sharp = [sinkhorn(sharpen(torch.softmax(t / m.msn_temperature, dim=1), m.sharpen_temperature), all_ranks=True)
+                         for t in targets]
             # anchor view v (global crops first, then the focal ones) predicts the target of global crop v mod 2
             cross = msn_cross_entropy(probabilities, torch.cat([sharp[v % 2] for v in range(len(outputs))]))
-            regulariser = memax(probabilities)
+            regulariser = memax(probabilities, all_ranks=True)  # the mean prediction over every rank's anchors
             loss = cross + m.memax_weight * regulariser
             terms = {"cross_entropy": cross, "memax": regulariser}
         return self.log_loss(loss, **terms)
