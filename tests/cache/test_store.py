@@ -305,3 +305,12 @@ def test_on_a_real_full_disk_and_a_read_only_one(tmp_path, caplog):
         assert cached_neighbours(entry, 3).shape == (37, 3) and "is not writable (Read-only file system)" in caplog.text
         with pytest.raises(StorageError, match=r"the folder is not writable \(Read-only file system\)"):
             Entry(disk, replace(KEY, n=38), DIM, chunk_rows=8).fill(compute_in_batches(4))
+
+
+def test_a_claim_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
+    entry = Entry(tmp_path, KEY, DIM, chunk_rows=8)
+    entry.chunk_dir.mkdir(parents=True)
+    monkeypatch.setattr(os, "fdopen", _raise(errno.ENOSPC))
+    with pytest.raises(StorageError, match="no space left on the device"):
+        entry.fill(compute_in_batches(4))
+    assert list(tmp_path.iterdir()) == []

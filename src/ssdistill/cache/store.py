@@ -152,8 +152,12 @@ class Entry:
                 log.warning("cache %s: taking over %s, left by a process that is gone", self.dir, path.name)
                 path.unlink(missing_ok=True)
                 continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+            except BaseException:  # a disk too full for the claim's line: no empty claim left behind
+                path.unlink(missing_ok=True)
+                raise
             return True
         return False
 
