@@ -21,6 +21,7 @@ Every source (folders, lists, WebDataset shards) decodes through ``decode`` and 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import re
@@ -140,30 +141,29 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-_READABLE: dict[tuple, bool] = {}  # (what identifies an image's bytes) -> readable: a split opened again is not re-decoded
+_UNREADABLE: dict[str, list[int]] = {}  # digest of a source's image keys -> its unreadable positions (decoded once)
 
 
 def keep_readable(keys: list[tuple], load: Callable[[int], object], names: list[str]) -> tuple[list[int], list[int]]:
-    """Decode every image once (``load(i)``), remembering the outcome under ``keys[i]`` (for example path, size and
-    modification time) so that a source opened again is not decoded again; return the positions of the readable and of
-    the unreadable images, with one warning naming the unreadable ones the first time they are found."""
-    good: list[int] = []
-    bad: list[int] = []
-    new: list[int] = []
-    for position, key in enumerate(keys):
-        if key not in _READABLE:
+    """Decode every image once (``load(i)``) and return the positions of the readable and of the unreadable images, with
+    one warning naming the unreadable ones. ``keys[i]`` identifies image i's bytes (for example path, size and
+    modification time): the same images opened again in this process (a split is opened several times a run) are not
+    decoded again, nor warned about twice."""
+    digest = hashlib.sha1(repr(keys).encode()).hexdigest()
+    if digest not in _UNREADABLE:
+        bad = []
+        for position in range(len(keys)):
             try:
                 load(position)
             except DataError:
-                _READABLE[key] = False
-                new.append(position)
-            else:
-                _READABLE[key] = True
-        (good if _READABLE[key] else bad).append(position)
-    if new:
-        shown = ", ".join(names[p] for p in new[:3])
-        log.warning("skipped %d unreadable image(s) (data.skip_corrupt=true): %s%s", len(new), shown, " ..." if len(new) > 3 else "")
-    return good, bad
+                bad.append(position)
+        _UNREADABLE[digest] = bad
+        if bad:
+            shown = ", ".join(names[p] for p in bad[:3])
+            log.warning("skipped %d unreadable image(s) (data.skip_corrupt=true): %s%s", len(bad), shown, " ..." if len(bad) > 3 else "")
+    bad = _UNREADABLE[digest]
+    unreadable = set(bad)
+    return [p for p in range(len(keys)) if p not in unreadable], list(bad)
 
 
 def file_key(path: Path) -> tuple:
