@@ -69,7 +69,8 @@ def open_image(file: str | Path | IO[bytes], name: str) -> Iterator[Image.Image]
     except DECODE_ERRORS as exc:
         if _empty(file):
             raise DataError(f"image {name} is an empty file (0 bytes); replace or delete it, or {SKIP_HINT}") from None
-        raise DataError(f"cannot read image {name} ({exc}); replace or delete it, or {SKIP_HINT}") from None
+        reason = "not in an image format PIL can identify" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise DataError(f"cannot read image {name} ({reason}); replace or delete it, or {SKIP_HINT}") from None
 
 
 def _empty(file: str | Path | IO[bytes]) -> bool:
@@ -130,10 +131,6 @@ def displayed_size(file: str | Path | IO[bytes], name: str) -> tuple[int, int]:
 def load_rgb(path: str | Path) -> Image.Image:
     """The image file at ``path`` as ``decode`` returns it."""
     return decode(path, str(path))
-
-
-def decode_bytes(data: bytes, name: str) -> Image.Image:
-    return decode(io.BytesIO(data), name)
 
 
 def is_image_file(path: Path) -> bool:
