@@ -532,7 +532,9 @@ class UnionImages:
 
 def open_images(spec: str, root: str = "~/.cache/ssdistill/datasets", download: bool = False, skip_corrupt: bool = False) -> ImageSource:
     """A folder path, a text file listing image paths (``.txt``), WebDataset shards (``wds:`` + a shard pattern), or
-    ``cifar10:train`` / ``cifar100:test`` / ``stl10:unlabeled`` style names."""
+    ``cifar10:train`` / ``cifar100:test`` / ``stl10:unlabeled`` style names. With ``skip_corrupt`` a folder, list or set of
+    shards decodes every image once up front and leaves the unreadable ones out (named in ``source.skipped`` and in a
+    warning; the fingerprint then covers only the images kept); torchvision datasets have no unreadable files."""
     if not spec:
         raise DataError("no data given; set data.train to an image folder (for example data.train=data/imagenette_mini/train)")
     if spec.startswith("wds:"):
