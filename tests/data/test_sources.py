@@ -180,10 +180,11 @@ LIST_CASES = [  # (list text, the one-line message after the list's path)
     ("img/img000.jpg a\n", " line 1: img/img000.jpg a not found; separate the path and its class with a TAB, not spaces"),
     ("img/img000.jpg\ta\nimg/img001.jpg\n", ": some lines name a class and some do not (line 2 names none); give every line a class (path<TAB>class) or none"),
     ("\tcat\n", " line 1 has a class but no path; each line is `path` or `path<TAB>class`"),
+    ("img\tcat\n", " line 1: img is a folder, not an image; list image files"),
 ]
 
 
-@pytest.mark.parametrize("text, message", LIST_CASES, ids=["three columns", "empty class", "duplicate", "space", "mixed", "no path"])
+@pytest.mark.parametrize("text, message", LIST_CASES, ids=["three columns", "empty class", "duplicate", "space", "mixed", "no path", "folder"])
 def test_malformed_list_lines_are_refused_with_their_line_number(tmp_path, text, message):
     _labelled_list(tmp_path)
     listing = tmp_path / "bad.txt"
@@ -191,6 +192,14 @@ def test_malformed_list_lines_are_refused_with_their_line_number(tmp_path, text,
     with pytest.raises(DataError) as info:
         open_images(str(listing))
     assert str(info.value) == f"{listing}{message}"
+
+
+def test_a_list_in_another_format_is_named_as_a_file(tmp_path):
+    (tmp_path / "train.csv").write_text("img/a.jpg,cat\n")
+    with pytest.raises(DataError) as info:
+        open_images(str(tmp_path / "train.csv"))
+    assert str(info.value) == (f"data path {tmp_path / 'train.csv'} is a file, not a folder; give a folder of images, a .txt list of "
+                               "images (`path` or `path<TAB>class` lines) or wds: shards")
 
 
 def test_list_encodings_and_line_endings(tmp_path):

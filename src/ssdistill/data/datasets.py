@@ -92,7 +92,10 @@ class FolderImages:
         if not self.root.exists():
             raise DataError(f"data path {self.root} not found; point data.train / data.val at an image folder")
         if not self.root.is_dir():
-            raise DataError(f"data path {self.root} is not a folder; point it at a folder of images")
+            raise DataError(
+                f"data path {self.root} is a file, not a folder; give a folder of images, a .txt list of images "
+                f"({LIST_FORMAT.replace('each line is ', '')} lines) or wds: shards"
+            )
         folders = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in JUNK_FOLDERS)
         loose = [p for p in self.root.iterdir() if p.is_file() and is_image_file(p)]
         refusal = _split_layout(self.root, folders)
@@ -236,6 +239,8 @@ class ListImages:
                 raise DataError(f"{self.list_file} line {number} has a class but no path; {LIST_FORMAT}")
             file = Path(name).expanduser()
             file = file if file.is_absolute() else self.list_file.parent / file
+            if file.is_dir():
+                raise DataError(f"{self.list_file} line {number}: {name} is a folder, not an image; list image files")
             if not file.is_file():
                 first = Path(name.split()[0]).expanduser() if " " in name else None
                 if first is not None and label is None and (first if first.is_absolute() else self.list_file.parent / first).is_file():
