@@ -79,6 +79,17 @@ def test_every_orientation_matches_pils_exif_transpose_and_size_agrees(tmp_path,
         assert tuple(out.getpixel((0, 0))) == tuple(stored.getpixel((5, 0)))
 
 
+def test_a_garbled_exif_block_reads_as_no_orientation_without_warnings(tmp_path):
+    import warnings
+
+    path = tmp_path / "garbled.jpg"
+    halves().save(path, exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff", quality=95)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image, size = decode(path, "x"), displayed_size(path, "x")
+    assert image.size == size == (16, 8) and np.abs(pixels(image)[4, 2] - RED).max() < 20
+
+
 def test_orientation_applies_to_list_and_shard_images_too(tmp_path):
     with_orientation(halves(), tmp_path / "p.png", 6)
     (tmp_path / "list.txt").write_text("p.png\n")

@@ -4,7 +4,8 @@ Every source (folders, lists, WebDataset shards) decodes through ``decode`` and 
 
 - EXIF orientation is applied first (``PIL.ImageOps.exif_transpose``): a portrait photo stored sideways with an
   orientation tag reaches the models upright, and its size is the displayed one (width and height swapped for
-  orientations 5-8).
+  orientations 5-8). A garbled EXIF block counts as none (orientation 1), silently.
+- Colour profiles (ICC) are not applied, as in the torchvision / timm pipelines the teachers were trained with.
 - Every mode becomes 8-bit RGB by its value range, never by clipping: 1-bit, L, P and CMYK through PIL; 16-bit
   greyscale (``I;16``, ``I;16B``, ``I;16L``) and 32-bit integer ``I`` images are read as 0-65535 and scaled to 0-255
   (``round(v / 257)``; PIL's own ``convert("RGB")`` clips them at 255, so a 16-bit PNG would come out nearly white);
@@ -55,6 +56,8 @@ def open_image(file: str | Path | IO[bytes], name: str) -> Iterator[Image.Image]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # a garbled EXIF block is read as no EXIF (orientation 1), as viewers do, not warned about on every load
+            warnings.filterwarnings("ignore", message=r"(Possibly )?[Cc]orrupt EXIF|Metadata Warning", category=UserWarning)
             with Image.open(file) as image:
                 yield image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -107,7 +110,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _orientation(image: Image.Image) -> int:
-    return image.getexif().get(ORIENTATION, 1)
+    """The EXIF orientation, 1 (as stored) when the EXIF block is missing, garbled or holds no valid orientation."""
+    try:
+        orientation = image.getexif().get(ORIENTATION, 1)
+    except DECODE_ERRORS:
+        return 1
+    return orientation if orientation in range(1, 9) else 1
 
 
 def decode(file: str | Path | IO[bytes], name: str) -> Image.Image:
