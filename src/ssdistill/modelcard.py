@@ -12,7 +12,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ssdistill.config import TeacherConfig
 from ssdistill.errors import ModelError, short
-from ssdistill.export_config import crop_pct_for, dataset_name, file_digest, public_name
+from ssdistill.export_config import EVAL_CROP_PCT, crop_pct_for, dataset_name, file_digest, public_name
 
 # weights files we can name by content (sha256): ../shared/weights/README.md
 KNOWN_WEIGHTS = {
@@ -126,6 +126,11 @@ def _pct(value: float) -> float:
     return round(float(value), 2)
 
 
+# model-index groups its entries by task type and data set under one task name: one name per task type
+CLASSIFICATION, CLUSTERING = "image classification from frozen features", "k-means clustering of frozen features"
+CLUSTER_NAMES = {"accuracy": "clustering accuracy", "nmi": "NMI", "ari": "ARI"}
+
+
 def eval_results(results: dict | None, row: str, dataset: str, split: str) -> list[EvalResult]:
     """The model-index entries of the exported student (evaluation row ``row``): k-NN top-1 / top-5 under every
     protocol, and from the full suite the linear probe, the few-shot probes, k-means clustering and a method's own
@@ -142,23 +147,23 @@ def eval_results(results: dict | None, row: str, dataset: str, split: str) -> li
     if suite:
         for name, scores in suite.get("knn", {}).items():
             k, temperature = name[1:].split("_t")
-            topk("k-NN classification of frozen features", f"k-NN (k={k}, T={temperature})", f"knn_{name}", scores)
+            topk(CLASSIFICATION, f"k-NN (k={k}, T={temperature})", f"knn_{name}", scores)
         if "linear" in suite:
-            topk("linear probe on frozen features", "linear probe", "linear", suite["linear"])
+            topk(CLASSIFICATION, "linear probe", "linear", suite["linear"])
         for fraction, scores in suite.get("few_shot", {}).items():
             share = f"{float(fraction) * 100:g} %"
-            entries.append(("few-shot linear probe", "accuracy", f"{share} labels linear probe top-1", f"few_shot_{fraction}", scores["top1"]))
+            entries.append((CLASSIFICATION, "accuracy", f"linear probe on {share} of the labels top-1", f"few_shot_{fraction}", scores["top1"]))
         if "classifier" in suite:
-            topk("the method's own classifier", "classifier", "classifier", suite["classifier"])
+            topk(CLASSIFICATION, "the method's own classifier", "classifier", suite["classifier"])
         for name, value in suite.get("clustering", {}).items():
-            entries.append(("k-means clustering of frozen features", {"accuracy": "accuracy"}.get(name, name), f"k-means {name}", "kmeans", value))
+            entries.append((CLUSTERING, name, f"k-means {CLUSTER_NAMES.get(name, name)}", "kmeans", value))
     elif (results.get("knn") or {}).get(row):
         protocol = (results.get("protocol") or {}).get("knn") or {}
         k, temperature = protocol.get("k"), protocol.get("temperature")
-        topk("k-NN classification of frozen features", f"k-NN (k={k}, T={temperature:g})", f"knn_k{k}_t{temperature:g}", results["knn"][row])
+        topk(CLASSIFICATION, f"k-NN (k={k}, T={temperature:g})", f"knn_k{k}_t{temperature:g}", results["knn"][row])
     return [
         EvalResult(
-            task_type="image-classification" if "clustering" not in task else "image-feature-extraction", task_name=task,
+            task_type="image-classification" if task == CLASSIFICATION else "image-feature-extraction", task_name=task,
             dataset_type=dataset, dataset_name=dataset, dataset_split=split, metric_type=kind, metric_name=name,
             metric_config=config, metric_value=_pct(value),
         )
@@ -186,12 +191,16 @@ def hub_base_models(cfg) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def _article(noun: str) -> str:
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
+
+
 def _machine(results: dict, accelerator: str) -> str:
     machine = results.get("machine") or {}
     if machine.get("gpu") and accelerator in ("auto", "gpu", "cuda"):
-        return f"an {machine['gpu']} GPU" if machine["gpu"][0].lower() in "aeiou" else f"a {machine['gpu']} GPU"
+        return _article(f"{machine['gpu']} GPU")
     cpus = machine.get("cpus")
-    return f"{machine.get('cpu_model') or 'a'} CPU" + (f" ({plural(cpus, 'core')})" if cpus else "")
+    return _article(f"{machine.get('cpu_model') or 'unnamed'} CPU") + (f" ({plural(cpus, 'core')})" if cpus else "")
 
 
 def _preprocessing_lines(meta: dict, side: int) -> list[str]:
@@ -201,16 +210,24 @@ def _preprocessing_lines(meta: dict, side: int) -> list[str]:
 
     pre = meta["preprocessing"]
     counts = pre.get("evaluation_images") or {}
+    resize = round(side / EVAL_CROP_PCT)
+    crop_text = f"resized each image's shorter side to {resize} px (round({side} / {EVAL_CROP_PCT:g}), bicubic) and cropped the centre {side} px"
+    squash_text = f"resized each image straight to {side} x {side} px (bicubic)"
+    if pre["reproduces"] == "all" and pre["declared"] == "resize":
+        return [f"The evaluation below {squash_text}, as this transform does (crop_pct 1.0, crop_mode squash): all its images "
+                f"are at most {NATIVE_MAX_SIDE} px a side. The snippet reproduces its figures."]
     if pre["reproduces"] == "all":
-        return [f"This is the preprocessing the evaluation below used ({pre['evaluation_view']}), so these steps reproduce its figures."]
+        return [f"The evaluation below {crop_text}, as this transform does: all its images are larger than {NATIVE_MAX_SIDE} px. "
+                "The snippet reproduces its figures."]
     if pre["reproduces"].startswith("unknown"):
-        return [f"The evaluation below used: {pre['evaluation_view']}. The declared preprocessing ({pre['declared']}) is that of "
-                "the first case; the evaluation images could not be read at export time to check which case they were."]
+        return [f"The evaluation below {crop_text} for images larger than {NATIVE_MAX_SIDE} px, and {squash_text} for smaller "
+                "ones; this transform is the first case. The evaluation images could not be read at export time to check "
+                "which case they were."]
     return [
-        f"No single timm transform reproduces the evaluation below: {pre['evaluation_view']}. Of the "
-        f"{plural(counts['examined'], 'evaluation image')} examined, {counts['cropped']} took the centre crop and "
-        f"{counts['resized']} the straight resize; the declared preprocessing ({pre['declared']}) covers the more common case "
-        f"({pre['reproduces']}). To reproduce the figures, choose per image:",
+        f"No single timm transform reproduces the evaluation below: it {crop_text} for images larger than {NATIVE_MAX_SIDE} px "
+        f"and {squash_text} for the others. Of the {plural(counts['examined'], 'evaluation image')} examined, "
+        f"{counts['cropped']} took the centre crop and {counts['resized']} the straight resize; the declared preprocessing "
+        f"({pre['declared']}) covers the more common case ({pre['reproduces']}). To reproduce the figures, choose per image:",
         "",
         "```python",
         "config = timm.data.resolve_data_config({}, model=model)",

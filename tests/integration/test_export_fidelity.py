@@ -274,7 +274,8 @@ def test_the_card_parses_with_huggingface_hub_and_its_model_index_is_the_recorde
     body = card.text
     assert f"{row['images_per_s']:.0f} images/s" in body and "GFLOPs" in body and "M parameters" in body and "CPU" in body
     assert "1 of 1 planned epoch," in body and "1 warm-up epoch)" in body and "1 warm-up epochs" not in body
-    assert "reproduce its figures" in body
+    assert "resized each image's shorter side to 37 px (round(32 / 0.875), bicubic) and cropped the centre 32 px" in body
+    assert "The snippet reproduces its figures." in body
 
 
 def test_base_model_is_the_teacher_when_it_is_a_hub_model(demo_run):
