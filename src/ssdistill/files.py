@@ -76,3 +76,13 @@ def write_failure(exc: OSError, folder: Path, what: str, need: int | None = None
     if exc.errno in NOT_WRITABLE:
         return f"cannot write {what} in {folder}: the folder is not writable ({exc.strerror})"
     return f"cannot write {what} in {folder} ({exc.strerror or type(exc).__name__})"
+
+
+def remedy(exc: OSError) -> str:
+    """What the user can do about a write's ``exc`` where it happened: free space, make the folder writable, or check
+    the disk (an I/O error, a network file system that failed)."""
+    if exc.errno in NO_SPACE:
+        return "free space there"
+    if exc.errno in NOT_WRITABLE:
+        return "make the folder writable"
+    return "check the disk"

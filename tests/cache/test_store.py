@@ -223,7 +223,7 @@ def test_no_room_for_an_entry_is_one_line_and_leaves_nothing(tmp_path, monkeypat
         entry.fill(compute_in_batches(4))
     message = str(caught.value)
     assert message.startswith(f"the teacher cache entry t (37 x {DIM} float32) needs 740 B in {tmp_path} (no space left on the device, ")
-    assert message.endswith("free space there or point the cache at a folder with room (cache.dir=PATH, `ssdistill cache --dir PATH` or "
+    assert message.endswith("; free space there, or point the cache at another folder (cache.dir=PATH, `ssdistill cache --dir PATH` or "
                             "$SSDISTILL_CACHE_DIR), or set cache.enabled=false")
     assert "\n" not in message and list(tmp_path.iterdir()) == []  # no claim, no staging file, no entry folder
 
@@ -255,7 +255,7 @@ def test_a_quota_and_a_read_only_folder_are_one_line(tmp_path, monkeypatch):
         Entry(tmp_path, KEY, DIM, chunk_rows=8).fill(compute_in_batches(4))
     monkeypatch.setattr(os, "posix_fallocate", _raise(errno.EROFS))
     with pytest.raises(StorageError, match=rf"^cannot write the teacher cache entry t \(37 x {DIM} float32\) in {tmp_path}: the folder "
-                       r"is not writable \(Read-only file system\); free space there or point the cache"):
+                       r"is not writable \(Read-only file system\); make the folder writable, or point the cache"):
         Entry(tmp_path, KEY, DIM, chunk_rows=8).fill(compute_in_batches(4))
 
 
@@ -314,3 +314,23 @@ def test_a_claim_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch
     with pytest.raises(StorageError, match="no space left on the device"):
         entry.fill(compute_in_batches(4))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_io_error_writing_an_entry_is_one_line_and_keeps_what_was_finished(tmp_path, monkeypatch):
+    entry = Entry(tmp_path, KEY, DIM, chunk_rows=8)
+    writes, pwrite = [0], os.pwrite
+
+    def failing(fd, data, offset):  # a network file system that fails after the first chunk
+        writes[0] += 1
+        if writes[0] > 1:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", failing)
+    with pytest.raises(StorageError) as caught:
+        entry.fill(compute_in_batches(4))
+    assert str(caught.value) == (
+        f"cannot write the teacher cache entry t (37 x {DIM} float32) in {tmp_path} (Input/output error); check the disk, or point "
+        "the cache at another folder (cache.dir=PATH, `ssdistill cache --dir PATH` or $SSDISTILL_CACHE_DIR), or set cache.enabled=false"
+    )
+    assert entry.done_chunks() == {0} and not list(entry.chunk_dir.glob("*.claim"))

@@ -125,7 +125,7 @@ def test_a_checkpoint_into_a_full_run_dir_is_one_line(tmp_path, capsys):
         code, err = _run_in_process(capsys, ["distill", "--config", str(recipe), f"cache.dir={tmp_path / 'cache'}"])
         assert code == 2 and len(err.splitlines()) == 1, err
         assert err.startswith("error: checkpoint ") and f"in {runs / 'tiny' / 'checkpoints'} (no space left on the device" in err, err
-        assert "set run.dir to a folder with room" in err
+        assert err.endswith("; free space there or set run.dir to another folder")
         assert leftovers(runs) == []  # the run folder of a run that never checkpointed, and no staging file
 
 
@@ -173,3 +173,23 @@ def test_simulated_quota_in_a_checkpoint_write_is_one_line(tmp_path, monkeypatch
     assert code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("error: checkpoint epoch000.ckpt needs about ") and f"in {checkpoints} (the disk quota is exceeded)" in err, err
     assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_a_checkpoint_folder_that_fails_is_one_line_naming_it(tmp_path, monkeypatch):
+    from ssdistill.errors import StorageError
+    from ssdistill.models.checkpoints import save_checkpoint_file
+
+    state = {"state_dict": {"w": torch.zeros(1000)}, "epoch": 1}
+    for code, expected in (
+        (errno.EROFS, f"cannot write checkpoint last.ckpt in {tmp_path}: the folder is not writable (Read-only file system); make the "
+                      "folder writable or set run.dir to another folder"),
+        (errno.EIO, f"cannot write checkpoint last.ckpt in {tmp_path} (Input/output error); check the disk or set run.dir to another folder"),
+    ):
+        def failing(obj, target, *args, code=code, **kwargs):
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(torch, "save", failing)
+        with pytest.raises(StorageError) as caught:
+            save_checkpoint_file(state, tmp_path / "last.ckpt")
+        assert str(caught.value) == expected
+        assert list(tmp_path.iterdir()) == []  # no staging file

@@ -44,7 +44,7 @@ import torch
 
 from ssdistill._version import __version__
 from ssdistill.errors import StorageError
-from ssdistill.files import NO_SPACE, NOT_WRITABLE, atomic_output, atomic_write_text, write_failure
+from ssdistill.files import NO_SPACE, NOT_WRITABLE, atomic_output, atomic_write_text, remedy, write_failure
 
 FORMAT_VERSION = 1
 DEFAULT_ROOT = "~/.cache/ssdistill/teacher-cache"
@@ -235,7 +235,7 @@ class Entry:
                 f"(`ssdistill cache rm {self.dir.name}`) so the next run recomputes it"
             )
         hint = (
-            "free space there or point the cache at a folder with room (cache.dir=PATH, `ssdistill cache --dir PATH` or "
+            f"{remedy(exc)}, or point the cache at another folder (cache.dir=PATH, `ssdistill cache --dir PATH` or "
             "$SSDISTILL_CACHE_DIR), or set cache.enabled=false"
         )
         return StorageError(f"{write_failure(exc, root, what, need)}; {hint}")

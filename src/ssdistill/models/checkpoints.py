@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ssdistill.errors import ModelError, StorageError, short
-from ssdistill.files import atomic_output, write_failure
+from ssdistill.files import atomic_output, remedy, write_failure
 
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
@@ -144,4 +144,4 @@ def save_checkpoint_file(checkpoint: dict, path: str | Path) -> None:
         message = write_failure(exc, path.parent, what, need)
         if need:
             message = message.replace(f"{what} needs", f"{what} needs about", 1)
-        raise StorageError(f"{message}; free space there or set run.dir to a folder with room") from None
+        raise StorageError(f"{message}; {remedy(exc)} or set run.dir to another folder") from None
