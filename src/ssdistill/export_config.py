@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -114,15 +115,22 @@ def timm_hub_config(backbone: nn.Module, data_config: dict[str, Any], path: Path
 
 
 def file_digest(path: str | Path) -> str | None:
-    """sha256 of a file (None when it cannot be read)."""
+    """sha256 of a file (None when it cannot be read); a file unchanged since it was last hashed is not read again (an
+    export names a teacher's weights in config.json and in the card)."""
     try:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        stat = Path(path).stat()
+        return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
     except OSError:
         return None
+
+
+@lru_cache(maxsize=32)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def dataset_name(spec: str | None) -> tuple[str, str | None]:

@@ -352,3 +352,19 @@ def test_export_refuses_a_folder_holding_files_it_did_not_write(demo_run, mixed_
     with pytest.raises(SystemExit):
         main(["export", str(run), "--output", str(tmp_path / "file")])
     assert "is a file: give --output a folder" in capsys.readouterr().err
+
+
+def test_an_older_timm_writer_without_data_config_gives_the_same_config(tmp_path, monkeypatch):
+    """timm before data_config: the writer's output with the declared preprocessing set by hand equals what the newer
+    writer writes with it."""
+    import timm.models._hub as hub
+
+    from ssdistill.export_config import timm_hub_config
+    from ssdistill.models.students import Student
+
+    student = Student("test_resnet", resolution=32)
+    data, _ = declared_preprocessing(32, student.mean, student.std, None)
+    current = timm_hub_config(student.backbone, data, tmp_path / "new.json", "other")
+    writer = hub.save_config_for_hf
+    monkeypatch.setattr(hub, "save_config_for_hf", lambda model, config_path, model_config=None, model_args=None: writer(model, config_path, model_config, model_args))
+    assert timm_hub_config(student.backbone, data, tmp_path / "old.json", "other") == current
