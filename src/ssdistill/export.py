@@ -1,11 +1,13 @@
 """Ship a distilled student as a folder in timm's Hugging Face Hub layout: ``model.safetensors`` (the timm backbone's
-own state dict, classifier removed), ``config.json`` (architecture, model_args, pretrained_cfg with the preprocessing,
-and an ``ssdistill`` record of where it came from) and a ``README.md`` model card; optionally ``student.onnx`` checked
-against PyTorch with onnxruntime, and an upload to the Hub.
+own state dict, classifier removed), ``config.json`` (what timm's own Hub writer writes, with the run's evaluation
+preprocessing declared, plus an ``ssdistill`` record of where it came from: export_config.py) and a ``README.md`` model
+card (modelcard.py); optionally ``student.onnx`` checked against PyTorch with onnxruntime, and an upload to the Hub.
 
-    timm.create_model("local-dir:PATH", pretrained=True)   # or "hf-hub:USER/REPO" once pushed
+    model = timm.create_model("local-dir:PATH", pretrained=True)   # or "hf-hub:USER/REPO" once pushed
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
 
-gives the student's features for images normalised with the mean / std recorded in config.json.
+gives the student's features as the run's evaluation measured them. A folder holding files an export did not write
+is refused unless ``overwrite``.
 """
 
 from __future__ import annotations
