@@ -334,3 +334,16 @@ def test_an_io_error_writing_an_entry_is_one_line_and_keeps_what_was_finished(tm
         "the cache at another folder (cache.dir=PATH, `ssdistill cache --dir PATH` or $SSDISTILL_CACHE_DIR), or set cache.enabled=false"
     )
     assert entry.done_chunks() == {0} and not list(entry.chunk_dir.glob("*.claim"))
+
+
+def test_an_os_error_of_the_teacher_input_is_not_called_a_cache_error(tmp_path):
+    """An unreadable image (PIL raises OSError subclasses) or a wait that timed out is the caller's error, unchanged."""
+    entry = Entry(tmp_path, KEY, DIM, chunk_rows=8)
+
+    def unreadable(rows):
+        yield rows_to_vectors(rows[:4])
+        raise OSError("image file is truncated (3 bytes not processed)")
+
+    with pytest.raises(OSError, match="^image file is truncated") as caught:
+        entry.fill(unreadable)
+    assert not isinstance(caught.value, StorageError) and not list(entry.chunk_dir.glob("*.claim"))

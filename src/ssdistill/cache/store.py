@@ -219,6 +219,10 @@ class Entry:
         error (full disk, quota, read-only folder, I/O error) is raised as one line (``StorageError``)."""
         try:
             self._fill(compute, rank, world, wait_seconds, poll_seconds, stale_seconds)
+        except _ComputeFailed as failed:  # an image the teacher reads, not the cache: its own error, unchanged
+            raise failed.error from None
+        except TimeoutError:
+            raise
         except OSError as exc:
             need = self.nbytes if not self.data_path.is_file() else None
             self.discard_if_unused()
@@ -290,7 +294,7 @@ class Entry:
         writing), flushed to disk before its checksum file marks the chunk done."""
         span = self.rows_of(chunk)
         blocks, position = [], 0
-        for block in compute(list(span)):
+        for block in _compute_errors_apart(compute(list(span))):
             blocks.append(block.detach().cpu().float().numpy().astype(self.np_dtype))
             position += len(block)
             os.utime(self._claim_file(chunk))  # the claim's heartbeat
@@ -389,6 +393,27 @@ def remove_entries(names: list[str], root: str | Path | None = None) -> list[str
     for name in chosen:
         shutil.rmtree(base / name)
     return chosen
+
+
+class _ComputeFailed(Exception):
+    """Carries an OSError of ``compute`` (an unreadable image, say) past the translation of the cache's own file-system
+    errors into ``StorageError``."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _compute_errors_apart(blocks: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    iterator = iter(blocks)
+    while True:
+        try:
+            block = next(iterator)
+        except StopIteration:
+            return
+        except OSError as exc:
+            raise _ComputeFailed(exc) from exc
+        yield block
 
 
 def _reserve(fd: int, nbytes: int, fresh: bool) -> None:
