@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 import yaml
 from pydantic import ValidationError
@@ -26,7 +28,7 @@ from ssdistill.data.datasets import open_images
 from ssdistill.distributed import launch_rank_world
 from ssdistill.engine.provider import TeacherProvider, open_split
 from ssdistill.engine.records import machine, versions
-from ssdistill.engine.resume import check_resume
+from ssdistill.engine.resume import ForcedChanges, check_resume, run_checkpoint
 from ssdistill.engine.run import (
     build_students,
     check_inputs,
@@ -36,7 +38,7 @@ from ssdistill.engine.run import (
     run_distillation,
     train_source,
 )
-from ssdistill.engine.rundir import RUN_DIR_ENV, existing_run_dir, new_run_dir
+from ssdistill.engine.rundir import RUN_DIR_ENV, busy, existing_run_dir, lock_run, new_run_dir, unlock_run
 from ssdistill.errors import ConfigError, DataError
 from ssdistill.eval.run_evaluation import evaluate_run, knn_table
 from ssdistill.eval.suite import Candidate, SuiteOptions, evaluate_suite
@@ -68,27 +70,59 @@ def distill(
         overrides = parse_overrides(overrides)
     merged_overrides = merge_nested(overrides or {}, sections)
     forced: list[str] = []
+    lead = is_rank_zero()  # the process that locks the run directory and writes its config (not DDP's other processes)
     if resume is not None:
         run_dir = existing_run_dir(resume)
-        cfg = build_config(run_dir / "config.yaml", merged_overrides)
-        forced = check_resume(run_dir, build_config(run_dir / "config.yaml"), cfg, force)  # before anything is written
-        check_inputs(cfg)
+        if lead:
+            lock_run(run_dir)  # before anything is read: a second resume of the same run is refused here
+        try:
+            cfg = build_config(run_dir / "config.yaml", merged_overrides)
+            forced = check_resume(run_dir, build_config(run_dir / "config.yaml"), cfg, force)  # before anything is written
+            check_inputs(cfg)
+        except BaseException:
+            unlock_run(run_dir)
+            raise
+        # config.yaml is rewritten once the checkpoint is restored under the resumed config (a forced change it cannot
+        # take leaves it as it was); the optimiser and schedule follow the resumed config from the resumed step
+        callbacks = [*callbacks, ForcedChanges(), *([ConfigWriter(cfg, run_dir)] if lead else [])]
     else:
         cfg = build_config(config, merged_overrides)
         check_inputs(cfg)  # before the run directory exists
         run_dir = new_run_dir(cfg.run.dir, cfg.run.name, cfg.method.name)
-    if is_rank_zero():
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if lead:
+            lock_run(run_dir)
+            write_config(cfg, run_dir)
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP worker processes re-run this script and must join this run
     try:
         return run_distillation(cfg, run_dir, resume is not None, callbacks, quiet, {"resumed_with_changes": forced} if forced else None)
     except BaseException:
-        if resume is None and is_rank_zero():
+        if resume is None and lead:
             remove_failed_start(run_dir)
         raise
     finally:
+        unlock_run(run_dir)
         if os.environ.get("LOCAL_RANK") is None:
             os.environ.pop(RUN_DIR_ENV, None)
+
+
+def write_config(cfg: DistillConfig, run_dir: Path) -> None:
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+class ConfigWriter(L.Callback):
+    """Writes a resumed run's config.yaml once its checkpoint was restored under it: when training starts, or when fit
+    ends for a run whose training was already complete (killed while it was evaluated)."""
+
+    def __init__(self, cfg: DistillConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir, self.written = cfg, run_dir, False
+
+    def on_train_start(self, trainer, module) -> None:
+        write_config(self.cfg, self.run_dir)
+        self.written = True
+
+    def on_fit_end(self, trainer, module) -> None:
+        if not self.written:
+            write_config(self.cfg, self.run_dir)
 
 
 def is_rank_zero() -> bool:
@@ -134,7 +168,11 @@ def evaluate(
         run = Path(checkpoint).resolve().parent.parent
     device = compute_device("auto")
     if run is not None:
-        cfg, first = load_student_from_run(run, checkpoint)
+        run = existing_run_dir(run)
+        path, state = run_checkpoint(run, checkpoint)  # the newest readable checkpoint unless one is named
+        if held := busy(run):
+            print(f"warning: {held}: evaluating its checkpoint of step {state.get('global_step')}, not its final student", file=sys.stderr)
+        cfg, first = load_student_from_run(run, path)
         updates = {
             "data": {"knn_train": train or cfg.data.knn_train, "val": val or cfg.data.val},
             "eval": {"knn_k": k, "knn_t": temperature, "suite": "full" if full else "knn"},
@@ -142,13 +180,12 @@ def evaluate(
         cfg = build_config(cfg, updates)
         method = METHODS[cfg.method.name]
         members = method.run_members(cfg)
-        students = {member: first if i == 0 else load_student_from_run(run, checkpoint, member)[1] for i, member in enumerate(members)}
+        students = {member: first if i == 0 else load_student_from_run(run, path, member)[1] for i, member in enumerate(members)}
         ctx = TeacherProvider(cfg, train_source(cfg), device)
         resolution = {member: spec.resolution for member, spec in members.items()}
-        path = Path(checkpoint) if checkpoint else Path(run) / "checkpoints" / "last.ckpt"
-        classifiers = method.classifiers_from_checkpoint(cfg, torch.load(path, map_location="cpu", weights_only=False)["state_dict"])
+        classifiers = method.classifiers_from_checkpoint(cfg, state["state_dict"])
         knn, suite, note, classes = evaluate_run(
-            cfg, ctx, students, build_students(method, cfg), resolution, existing_run_dir(run), classifiers, split=evaluation_split(cfg),
+            cfg, ctx, students, build_students(method, cfg), resolution, run, classifiers, split=evaluation_split(cfg),
             copies=set(method.run_copies(cfg)),
         )
         if knn is None:
@@ -156,7 +193,8 @@ def evaluate(
         record = {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "run_dir": str(run),
-            "checkpoint": str(checkpoint or Path(run) / "checkpoints" / "last.ckpt"),
+            "checkpoint": str(path),
+            "step": state.get("global_step"),
             "data": {"train": cfg.data.knn_train or cfg.data.train, "val": cfg.data.val, "classes": classes},
             "knn": knn,
             "evaluation": suite,

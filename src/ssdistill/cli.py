@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from ssdistill.errors import SsdistillError, one_line
+from ssdistill.errors import Interrupted, SsdistillError, one_line
 
 
 def _options_epilog() -> str:
@@ -185,16 +187,35 @@ def _cache(args: argparse.Namespace) -> None:
         print(f"{row['data']}: {row['shape'][0]} x {row['shape'][1]} in {row['seconds']:.1f} s ({row['images_per_s']:.0f} images/s)")
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record is logged (``main`` called in-process more than
+    once, under a test's captured streams, must neither repeat lines nor write to a closed stream)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    logging.getLogger("ssdistill").addHandler(handler)
+    package = logging.getLogger("ssdistill")
+    if not any(isinstance(h, _Stderr) for h in package.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        package.addHandler(handler)
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # `cache --config CONFIG key=value`: argparse leaves positionals after an option over, as for no other command
         if args.command != "cache" or not getattr(args, "config", None):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.names = [*args.names, *extra]
+    # SIGTERM (a scheduler's preemption) outside training ends like Ctrl-C, with exit code 143; while training,
+    # Lightning's own handler finishes the batch and saves the run first (engine/trainer.py fit)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         if args.command == "list":
             _print_list()
@@ -263,9 +284,19 @@ def main(argv: list[str] | None = None) -> None:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}; check that the folder is writable and has space", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted):
+            print(f"interrupted: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
         print("interrupted: a run resumes with `ssdistill distill --resume RUN_DIR`, a cache fill where it stopped", file=sys.stderr)
         sys.exit(130)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _terminated(signum, frame) -> None:
+    raise Interrupted("SIGTERM; a run resumes with `ssdistill distill --resume RUN_DIR`, a cache fill where it stopped", 143)
 
 
 if __name__ == "__main__":

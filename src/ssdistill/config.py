@@ -196,6 +196,13 @@ class RunConfig(Section):
     )
     experiment: str = Field("ssdistill", description="MLflow experiment / W&B project the run is logged under")
 
+    @field_validator("name")
+    @classmethod
+    def _plain_folder_name(cls, value: str | None) -> str | None:
+        if value is not None and (value.strip() in ("", ".", "..") or "/" in value or "\\" in value or "\0" in value):
+            raise ValueError(f"run.name must be a plain folder name, got {value!r}: put the parent folders in run.dir")
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _one_logger_once(cls, data: Any) -> Any:

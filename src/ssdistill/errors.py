@@ -41,3 +41,13 @@ class TrainingError(SsdistillError):
 
 class StorageError(SsdistillError):
     """A folder cannot take what must be written there: a full disk or quota, a read-only folder, an I/O error."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C (SIGINT) or a scheduler's SIGTERM. The CLI prints ``interrupted: <message>`` (where it
+    stopped, how to resume) and exits with ``exit_code`` (130 / 143). A KeyboardInterrupt, so code that cleans up after
+    Ctrl-C cleans up after it too."""
+
+    def __init__(self, message: str, exit_code: int = 130, run_dir=None, step: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code, self.run_dir, self.step = exit_code, run_dir, step

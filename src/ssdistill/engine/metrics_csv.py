@@ -1,8 +1,11 @@
-"""Keep ``metrics.csv`` whole across resumes.
+"""Keep ``metrics.csv`` whole across resumes, each (step, metric) once.
 
-Lightning's CSV logger starts a fresh file when a run resumes; ssdistill sets the old file aside first
-and afterwards writes one file with the rows logged up to the resumed checkpoint followed by the new ones
-(rows logged after the checkpoint were lost work and are re-run, so they are dropped)."""
+Lightning's CSV logger starts a fresh file when a run resumes. Before a resume from the checkpoint of step S,
+ssdistill sets the rows logged so far aside (``metrics.before-resume.csv``), keeping only those the checkpoint includes:
+rows logged at step S or later were lost work (a training step logs under the step count before it, so the batch after
+the checkpoint logs under S) and are logged again by the resumed run. Once training ends, however it ends (finished,
+interrupted, failed), ``metrics.csv`` becomes the rows set aside followed by the new ones. A process killed before that
+leaves both files; the next resume folds them together the same way."""
 
 from __future__ import annotations
 
@@ -15,33 +18,44 @@ from ssdistill.files import atomic_write_text
 PREVIOUS = "metrics.before-resume.csv"
 
 
-def set_aside(run_dir: Path) -> Path | None:
-    current = run_dir / "metrics.csv"
-    if not current.is_file():
-        return None
-    previous = run_dir / PREVIOUS
-    if previous.is_file():  # resumed before: fold the older part in first
-        merge(run_dir, previous, upto_step=None, new=current)
-    current.replace(previous)
-    return previous
-
-
 def _rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
 
 
-def merge(run_dir: Path, previous: Path, upto_step: int | None, new: Path | None = None) -> None:
-    """Write ``metrics.csv`` = rows of ``previous`` with step <= ``upto_step`` + rows of ``new``; remove ``previous``."""
-    new = new or run_dir / "metrics.csv"
-    old_rows = [r for r in _rows(previous) if upto_step is None or int(float(r.get("step") or 0)) <= upto_step]
-    new_rows = _rows(new) if new.is_file() else []
+def _step(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or 0)
+    except ValueError:
+        return 0.0
+
+
+def _write(path: Path, rows: list[dict[str, str]]) -> None:
     fields: list[str] = []
-    for row in old_rows + new_rows:
-        fields += [k for k in row if k not in fields]
+    for row in rows:
+        fields += [k for k in row if k not in fields and k is not None]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(old_rows + new_rows)
-    atomic_write_text(run_dir / "metrics.csv", buffer.getvalue())
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def set_aside(run_dir: Path, resumed_step: int) -> Path | None:
+    """Before resuming from the checkpoint of ``resumed_step``: the rows logged before that step (of an earlier set-aside
+    file and of ``metrics.csv``) into ``metrics.before-resume.csv``; ``metrics.csv`` is removed. None when nothing was
+    logged yet."""
+    current, previous = run_dir / "metrics.csv", run_dir / PREVIOUS
+    parts = [path for path in (previous, current) if path.is_file()]
+    if not parts:
+        return None
+    _write(previous, [row for path in parts for row in _rows(path) if _step(row) < resumed_step])
+    current.unlink(missing_ok=True)
+    return previous
+
+
+def merge(run_dir: Path, previous: Path) -> None:
+    """``metrics.csv`` = the rows set aside in ``previous`` + the rows logged since; ``previous`` is removed."""
+    current = run_dir / "metrics.csv"
+    _write(current, _rows(previous) + (_rows(current) if current.is_file() else []))
     previous.unlink()

@@ -6,8 +6,14 @@ schedule is then laid out over the new length). Anything else is refused with on
 ``force``, in which case the changes are recorded in results.json as ``resumed_with_changes``. The check runs before
 anything in the run directory is touched. A finished run (results.json written for its epochs) has nothing to resume.
 
-``last.ckpt`` is the newest checkpoint; when it cannot be read (a kill during its write, a damaged disk), the newest
-per-epoch checkpoint that can be read is used instead, with a warning.
+A forced change is applied from the resumed step on (the optimiser's hyper-parameters and the schedule are set from the
+new config once the checkpoint is restored, :class:`ForcedChanges`); a change that alters the shapes of what the
+checkpoint holds (a student's architecture or resolution, the method, the optimiser) cannot be applied and is refused
+even with ``force``.
+
+The newest checkpoint is the readable one with the highest step, normally ``last.ckpt``; when that cannot be read (a kill
+during its write, a damaged disk) the newest readable per-epoch one is used instead, with a warning (resume, eval and
+export alike).
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from typing import Any
 
 import torch
 
+import lightning as L
+
 from ssdistill.config import DistillConfig
-from ssdistill.errors import ConfigError
+from ssdistill.errors import ConfigError, ModelError
 
 SAFE_TO_CHANGE = (
     "eval.",
@@ -31,6 +39,17 @@ SAFE_TO_CHANGE = (
     "data.num_workers",
     "data.eval_batch_size",
     "cache.dir",
+)
+
+
+# changes that alter what the checkpoint's tensors are (their shapes, or which ones exist): never applicable to it
+CANNOT_APPLY = (
+    "method.name",
+    "student.arch",
+    "student.resolution",
+    "student.model_args",
+    "students.",
+    "optim.optimizer",
 )
 
 
@@ -83,12 +102,21 @@ def check_resume(run_dir: Path, saved: DistillConfig, requested: DistillConfig, 
         return []
     described = [f"{key}: {old!r} -> {new!r}" for key, (old, new) in unsafe.items()]
     if not force:
-        shown = "; ".join(described[:4]) + (f"; and {len(described) - 4} more" if len(described) > 4 else "")
         raise ConfigError(
-            f"resume would change what {run_dir} trains ({shown}): a resumed run keeps its config; start a new run, or pass "
-            f"--force (force=True) to resume anyway with the change recorded"
+            f"resume would change what {run_dir} trains ({_shown(described)}): a resumed run keeps its config; start a new run, "
+            f"or pass --force (force=True) to resume anyway with the change applied from the resumed step and recorded"
+        )
+    impossible = [line for line, key in zip(described, unsafe) if key.startswith(CANNOT_APPLY)]
+    if impossible:
+        raise ConfigError(
+            f"--force cannot apply {_shown(impossible)} to {run_dir}: its checkpoint holds weights of another shape (or "
+            f"optimiser state of another kind); start a new run for it"
         )
     return described
+
+
+def _shown(described: list[str]) -> str:
+    return "; ".join(described[:4]) + (f"; and {len(described) - 4} more" if len(described) > 4 else "")
 
 
 def trained_epochs(checkpoint: dict) -> int:
@@ -99,22 +127,83 @@ def trained_epochs(checkpoint: dict) -> int:
         return int(checkpoint.get("epoch", -1)) + 1
 
 
-def resume_checkpoint(run_dir: Path) -> tuple[Path, int]:
-    """The checkpoint to resume from and its global step: ``last.ckpt``, or when it cannot be read the newest readable
-    per-epoch one (each candidate is read once, here)."""
-    folder = run_dir / "checkpoints"
-    last = folder / "last.ckpt"
-    candidates = [last] if last.is_file() else []
-    candidates += sorted((p for p in folder.glob("*.ckpt") if p.name != "last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    if not candidates:
-        raise ConfigError(f"nothing to resume in {run_dir}: no checkpoint in {folder} (the run stopped before its first checkpoint)")
-    for path in candidates:
-        try:
-            step = int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
-        except Exception as exc:  # noqa: BLE001 - a checkpoint that cannot be read is skipped, whatever the reason
-            print(f"warning: checkpoint {path} cannot be read ({str(exc).splitlines()[0][:120]}); trying an older one", file=sys.stderr)
+def _reason(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+
+
+def _step(path: Path) -> int:
+    """The global step of a checkpoint (its tensors are mapped, not read: cheap for every kept checkpoint)."""
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+
+
+def newest_checkpoint(run_dir: Path, quiet: bool = False, skip: tuple[Path, ...] = ()) -> tuple[Path, int] | None:
+    """(path, global step) of the run's readable checkpoint with the highest step (``last.ckpt`` on a tie), or None
+    when it has none. Every ``*.ckpt`` counts: a run written by an older version may hold its final state in
+    ``last-v1.ckpt`` beside an older ``last.ckpt``. Unreadable files are skipped, with a warning unless ``quiet``."""
+    folder = Path(run_dir) / "checkpoints"
+    found = []
+    for path in sorted(folder.glob("*.ckpt")) if folder.is_dir() else []:
+        if path in skip:
             continue
-        if path != last:
-            print(f"warning: resuming from {path.name}, the newest readable checkpoint", file=sys.stderr)
-        return path, step
-    raise ConfigError(f"no checkpoint in {folder} can be read; the run cannot be resumed: start it again")
+        try:
+            found.append((_step(path), path.name == "last.ckpt", path.stat().st_mtime, path))
+        except Exception as exc:  # noqa: BLE001 - a checkpoint that cannot be read is skipped, whatever the reason
+            if not quiet:
+                print(f"warning: checkpoint {path} cannot be read ({_reason(exc)}); it is skipped", file=sys.stderr)
+    if not found:
+        return None
+    step, _, _, path = max(found)
+    if path.name != "last.ckpt" and not quiet:
+        print(f"warning: using {path.name} (step {step}), the newest readable checkpoint of {run_dir}", file=sys.stderr)
+    return path, step
+
+
+def resume_checkpoint(run_dir: Path) -> tuple[Path, int]:
+    """The checkpoint to resume from and its global step: the newest readable one (normally ``last.ckpt``)."""
+    folder = run_dir / "checkpoints"
+    if not any(folder.glob("*.ckpt")):
+        raise ConfigError(f"nothing to resume in {run_dir}: no checkpoint in {folder} (the run stopped before its first checkpoint)")
+    found = newest_checkpoint(run_dir)
+    if found is None:
+        raise ConfigError(f"no checkpoint in {folder} can be read; the run cannot be resumed: start it again")
+    return found
+
+
+def run_checkpoint(run_dir: Path, checkpoint: str | Path | None = None) -> tuple[Path, dict]:
+    """(path, contents) of the checkpoint that ``eval`` / ``export`` read: ``checkpoint`` when given (one line when it is
+    missing or unreadable), else the run's newest readable one."""
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise ModelError(f"checkpoint {path} not found; pass a .ckpt file of the run (or leave --checkpoint out for its newest)")
+        try:
+            return path, torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"checkpoint {path} cannot be read ({_reason(exc)}); pass another checkpoint of the run") from None
+    skipped: tuple[Path, ...] = ()
+    while (found := newest_checkpoint(run_dir, skip=skipped)) is not None:
+        try:
+            return found[0], torch.load(found[0], map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - readable header, damaged tensors: the next one
+            print(f"warning: checkpoint {found[0]} cannot be read ({_reason(exc)}); it is skipped", file=sys.stderr)
+            skipped += (found[0],)
+    folder = Path(run_dir) / "checkpoints"
+    if any(folder.glob("*.ckpt")):
+        raise ModelError(f"no checkpoint in {folder} can be read: the run has to be trained again")
+    raise ModelError(f"{run_dir} has no checkpoint yet (in {folder}): it has not finished an epoch")
+
+
+class ForcedChanges(L.Callback):
+    """Applies a resumed run's config to what the checkpoint restored: the optimiser's hyper-parameters (learning rate,
+    weight decay, momentum...) and the schedule's peak, from the resumed step on. Lightning restores the optimiser and
+    schedule states as they were saved, so a changed ``optim.lr`` would otherwise never be used. When nothing changed this
+    recomputes exactly the restored values."""
+
+    def on_train_start(self, trainer, module) -> None:
+        fresh = module.configure_optimizers()  # the optimiser and schedule the new config builds (state-free)
+        optimiser, schedule = trainer.optimizers[0], trainer.lr_scheduler_configs[0].scheduler
+        schedule.base_lrs = list(fresh["lr_scheduler"]["scheduler"].base_lrs)
+        for group, new, base, factor in zip(optimiser.param_groups, fresh["optimizer"].param_groups, schedule.base_lrs, schedule.lr_lambdas):
+            group.update({key: value for key, value in new.items() if key != "params"})
+            group["lr"] = base * factor(schedule.last_epoch)  # what LambdaLR computes: the restored value when unchanged
+        schedule._last_lr = [group["lr"] for group in optimiser.param_groups]

@@ -29,9 +29,9 @@ from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.module import PRIMARY_STUDENT, DistillMethod, student_label
 from ssdistill.engine.provider import TeacherProvider, open_split
 from ssdistill.engine.records import RESULTS_VERSION, machine, peak_rss_mb, versions
-from ssdistill.engine.resume import resume_checkpoint
+from ssdistill.engine.resume import resume_checkpoint, run_checkpoint
 from ssdistill.engine.rundir import existing_run_dir
-from ssdistill.engine.trainer import TrainingClock, build_trainer
+from ssdistill.engine.trainer import TrainingClock, build_trainer, fit, refuse_single_image_batches
 from ssdistill.distributed import world_size
 from ssdistill.engine.trackers import log_final
 from ssdistill.errors import ConfigError, DataError, ModelError
@@ -174,6 +174,7 @@ def run_distillation(
     needs = method.teacher_needs(cfg)
     check_teachers(cfg, needs)
     students = build_students(method, cfg)
+    refuse_single_image_batches(cfg.data.batch_size, students.values())  # before the teacher's signals are computed
     initial_states = {member: copy.deepcopy(s.state_dict()) for member, s in students.items()}
     ctx = TeacherProvider(cfg, source, device)
     signals = ctx.fulfil(needs)
@@ -183,6 +184,7 @@ def run_distillation(
     # (a cold cache fill draws random numbers, a warm cache does not)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     module = method(cfg, students, signals, dataset_size=len(source), prepared=prepared.tensors)
+    refuse_single_image_batches(cfg.data.batch_size, [module])  # the method's heads too
     # data order and every item's augmentations are functions of (seed, epoch, image): a resumed run sees exactly the
     # batches an uninterrupted one would (the samplers shard themselves across DDP processes)
     size = len(prepared.dataset)
@@ -201,8 +203,12 @@ def run_distillation(
     # count this process's share of the images
     module.batches_per_epoch = lambda: min(len(loader), cfg.trainer.limit_train_batches or len(loader))
     last, resumed_step = resume_checkpoint(run_dir) if resuming else (None, 0)
-    previous_metrics = metrics_csv.set_aside(run_dir) if resuming and trainer.is_global_zero else None
-    trainer.fit(module, loader, ckpt_path=str(last) if resuming else None)
+    previous_metrics = metrics_csv.set_aside(run_dir, resumed_step) if resuming and trainer.is_global_zero else None
+    try:  # Ctrl-C and SIGTERM end in Interrupted (a resume hint); metrics.csv is whole however training ends
+        fit(trainer, module, loader, last, run_dir)
+    finally:
+        if previous_metrics is not None:
+            metrics_csv.merge(run_dir, previous_metrics)
     clock = next(c for c in trainer.callbacks if isinstance(c, TrainingClock))
     this_attempt = clock.this_attempt()
     timing: dict[str, float] = {}
@@ -211,8 +217,6 @@ def run_distillation(
     timing["train_seconds"] = clock.before + this_attempt  # every attempt of a resumed run
     timing["train_seconds_this_attempt"] = this_attempt
     timing["epoch_train_seconds"] = [round(seconds, 3) for seconds in clock.epochs]  # each epoch's batches (time to a quality)
-    if previous_metrics is not None:
-        metrics_csv.merge(run_dir, previous_metrics, upto_step=resumed_step)
     timing["train_images_per_s"] = images_per_second(
         module.batches_trained, this_attempt, clock.epochs, module.batches_per_epoch(), cfg.data.batch_size * trainer.world_size
     )
@@ -362,18 +366,15 @@ def results_record(cfg, run_dir, method, students, ctx, source, knn, note, timin
 def load_student_from_run(
     run_dir: str | Path, checkpoint: str | Path | None = None, member: str | None = None
 ) -> tuple[DistillConfig, Student]:
-    """Rebuild a run's student ``member`` (default: its first) and load its weights from ``checkpoint`` (default
-    ``checkpoints/last.ckpt``)."""
+    """Rebuild a run's student ``member`` (default: its first) and load its weights from ``checkpoint`` (default: the
+    run's newest readable checkpoint, normally ``checkpoints/last.ckpt``)."""
     run = existing_run_dir(run_dir)
     cfg = build_config(run / "config.yaml")
     members = METHODS[cfg.method.name].run_members(cfg)
     member = member or next(iter(members))
     if member not in members:
         raise ModelError(f"the run has no student member '{member}'; its members are {', '.join(members)}")
-    path = Path(checkpoint) if checkpoint else run / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ModelError(f"checkpoint {path} not found; has the run finished an epoch?")
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    state = run_checkpoint(run, checkpoint)[1]["state_dict"]
     student = build_student(members[member], cfg.trainer.seed)
     prefix = f"{member}."
     student.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})

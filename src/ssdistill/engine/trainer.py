@@ -4,18 +4,22 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ssdistill.config import DistillConfig
 from ssdistill.models.checkpoints import save_checkpoint_file
-from ssdistill.errors import ConfigError
+from ssdistill.errors import ConfigError, Interrupted
 from ssdistill.engine.trackers import TrackerStart, tracker_loggers
 
 
@@ -97,8 +101,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that follows its run directory when it moves: the paths a checkpoint remembers (last, best, the
-    kept per-epoch files) are re-rooted at the current folder on resume, so ``last.ckpt`` is overwritten in place instead
-    of Lightning writing ``last-v1.ckpt`` beside a stale ``last.ckpt``."""
+    kept per-epoch files) are re-rooted at the current folder on resume. ``last.ckpt`` is always overwritten in place,
+    whichever checkpoint callback writes it (per epoch, every N steps, on SIGTERM): Lightning's version counter would
+    otherwise write ``last-v1.ckpt`` beside a ``last.ckpt`` the other callback wrote, and the final state of a finished
+    run would not be in ``last.ckpt``.
+
+    ``on_sigterm``: when the process received SIGTERM (a scheduler's preemption), save ``last.ckpt`` at the end of the
+    batch being trained, where the every-N-steps checkpoints are saved (a mid-epoch checkpoint resumes exactly); then
+    Lightning stops training. One process only: under DDP the other processes learn of the signal a batch later, and the
+    save is collective, so there the last per-epoch / per-N-steps checkpoint is what a resume finds."""
+
+    def __init__(self, *args, on_sigterm: bool = False, **kwargs) -> None:
+        super().__init__(*args, enable_version_counter=False, **kwargs)
+        self.on_sigterm = on_sigterm
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)
+        if self.on_sigterm and trainer.received_sigterm and trainer.world_size == 1 and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def load_state_dict(self, state_dict: dict) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
@@ -136,8 +156,9 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
         monitor="epoch",
         mode="max",
         save_last=True,
+        on_sigterm=True,
     )
-    all_callbacks = [TrainingClock(), every_epoch, *callbacks]
+    all_callbacks = [TrainingClock(), every_epoch, *callbacks, StopWatch()]
     if t.checkpoint_every_n_steps:
         all_callbacks.append(
             RunCheckpoint(dirpath=checkpoints, every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=0, save_last=True)
@@ -168,3 +189,82 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
         use_distributed_sampler=distributed_sampler,
         plugins=[AtomicCheckpointIO()],
     )
+
+
+class StopWatch(L.Callback):
+    """Remembers why training stopped early: Lightning turns Ctrl-C into ``sys.exit(1)`` and SIGTERM into an exit with
+    code 0, and only its callbacks see the cause."""
+
+    def __init__(self) -> None:
+        self.cause: BaseException | None = None
+        self.started = False  # training started: a resumed run's checkpoint was restored
+
+    def on_train_start(self, trainer, module) -> None:
+        self.started = True
+
+    def on_exception(self, trainer, module, exception: BaseException) -> None:
+        self.cause = exception
+
+
+def fit(trainer: L.Trainer, module: L.LightningModule, loader, checkpoint: Path | None, run_dir: Path) -> None:
+    """``trainer.fit``, with Ctrl-C and SIGTERM ending in :class:`Interrupted` (exit 130 / 143 with a resume hint) instead
+    of Lightning's bare exits. SIGTERM is left to Lightning while it trains (it finishes the batch, saves ``last.ckpt``
+    and stops, see :class:`RunCheckpoint`); SIGINT's and SIGTERM's handlers are put back afterwards (Lightning leaves
+    SIGINT ignored after a Ctrl-C)."""
+    main = threading.current_thread() is threading.main_thread()
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) if main else None
+    if main:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Lightning chains an existing handler: it must not raise mid-batch
+    watch = next(c for c in trainer.callbacks if isinstance(c, StopWatch))
+    try:
+        trainer.fit(module, loader, ckpt_path=str(checkpoint) if checkpoint else None)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        cause = exc if isinstance(exc, SIGTERMException) else watch.cause
+        if isinstance(cause, (KeyboardInterrupt, SIGTERMException)):
+            raise interruption(trainer, run_dir, "SIGTERM" if isinstance(cause, SIGTERMException) else "Ctrl-C") from None
+        raise
+    except (RuntimeError, ValueError, KeyError) as exc:
+        if checkpoint is None or watch.started:
+            raise
+        detail = " ".join(str(exc).split())
+        raise ConfigError(
+            f"checkpoint {checkpoint} does not fit the resumed config ({detail[:200]}): a forced change alters what the "
+            f"checkpoint holds; resume without it or start a new run"
+        ) from None
+    finally:
+        if handlers is not None:
+            signal.signal(signal.SIGINT, handlers[0])
+            signal.signal(signal.SIGTERM, handlers[1])
+
+
+def interruption(trainer: L.Trainer, run_dir: Path, what: str) -> Interrupted:
+    """The one line an interrupted run ends with: where it stopped and the checkpoint a resume continues from."""
+    from ssdistill.engine.resume import newest_checkpoint
+
+    code = 143 if what == "SIGTERM" else 130
+    found = newest_checkpoint(run_dir, quiet=True)
+    if found is None:
+        return Interrupted(
+            f"{what} at step {trainer.global_step}, before the first checkpoint of {run_dir}: nothing to resume; start the run again",
+            code, run_dir, None,
+        )
+    return Interrupted(
+        f"{what} at step {trainer.global_step}; {run_dir} resumes from its checkpoint of step {found[1]}: "
+        f"ssdistill distill --resume {run_dir}",
+        code, run_dir, found[1],
+    )
+
+
+def refuse_single_image_batches(batch_size: int, modules) -> None:
+    """A training batch of one image cannot train BatchNorm (its statistics need two values per channel): refused in one
+    line before training rather than a traceback at the first batch. The samplers drop a last partial batch, so every
+    batch has ``data.batch_size`` images."""
+    if batch_size > 1:
+        return
+    for module in modules:
+        found = next((m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training), None)
+        if found is not None:
+            raise ConfigError(
+                f"data.batch_size=1 cannot train this run: it has BatchNorm layers ({type(found).__name__}), whose statistics "
+                "need at least 2 images per batch; set data.batch_size to 2 or more"
+            )

@@ -8,11 +8,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
-from ssdistill.engine.rundir import existing_run_dir
+from ssdistill.engine.records import RESULTS_VERSION
+from ssdistill.engine.rundir import busy, existing_run_dir
 from ssdistill.files import atomic_write_text
 from ssdistill.errors import ConfigError
 from ssdistill.eval.classes import class_note
@@ -50,16 +52,37 @@ def _number(value: str | None) -> float:
         return math.nan
 
 
+def _record(path: Path, remedy: str) -> dict:
+    """A run's JSON record; a damaged one (cut short by a full disk, edited by hand) is one line naming the file."""
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is damaged (not valid JSON: {str(exc).splitlines()[0]}); {remedy}") from None
+    if not isinstance(record, dict) or "knn" not in record:
+        raise ConfigError(f"{path} is not a run record (no 'knn' entry); {remedy}")
+    return record
+
+
 def load_run(path: str | Path) -> dict:
     """A run's results, full evaluation (evaluation.json, else the one made after training), metrics and config."""
     run = existing_run_dir(path)
     results_path = run / "results.json"
+    held = busy(run)
     if not results_path.is_file():
+        if held:
+            raise ConfigError(f"{held}: its report can be made once it has finished")
         raise ConfigError(f"{run} has no results.json: the run has not finished (resume it with `ssdistill distill --resume {run}`)")
-    results = json.loads(results_path.read_text())
+    if held:
+        print(f"warning: {held}: the report shows its results.json from before this training", file=sys.stderr)
+    results = _record(results_path, f"evaluate the run again with `ssdistill eval {run}`, or resume it with `ssdistill distill --resume {run}`")
+    if results.get("results_version", 1) < RESULTS_VERSION or not isinstance(results.get("data"), dict) or "method" not in results:
+        raise ConfigError(
+            f"{results_path} was written by an older ssdistill (results_version {results.get('results_version', 1)}, this one "
+            f"reads {RESULTS_VERSION}): evaluate the run again with `ssdistill eval {run}`, which the report then shows"
+        )
     record = {"knn": results.get("knn"), "evaluation": results.get("evaluation"), "data": results["data"]}
     if (run / "evaluation.json").is_file():
-        evaluated = json.loads((run / "evaluation.json").read_text())
+        evaluated = _record(run / "evaluation.json", f"remove it, or evaluate the run again with `ssdistill eval {run}`")
         record.update(knn=evaluated["knn"], evaluation=evaluated.get("evaluation") or record["evaluation"])
     metrics_path = run / "metrics.csv"
     metrics = list(csv.DictReader(metrics_path.open())) if metrics_path.is_file() else []

@@ -1,0 +1,259 @@
+"""A run's life through the real CLI: the last checkpoint of a finished run is its final state whatever the checkpoint
+cadence; --force applies what it records or refuses what it cannot apply; Ctrl-C and SIGTERM end with a resume hint
+(exit 130 / 143); a run directory is locked while a process trains in it; metrics.csv holds each step once; damaged
+files and impossible settings cost one line."""
+
+import collections
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from integration.common import tiny_config
+from integration.test_distill import Interrupt
+from integration.test_exact_resume import Record
+from ssdistill import distill
+from ssdistill.cli import main
+
+
+def _cli(capsys, *argv):
+    """(exit code, stdout, stderr lines) of ``ssdistill ARGV`` run in-process."""
+    code = 0
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, [line for line in err.splitlines() if line.strip()]
+
+
+def _one_error(code, err, fragment):
+    errors = [line for line in err if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and fragment in errors[0], err
+    assert not any("Traceback" in line for line in err), err
+    return errors[0]
+
+
+def _weights(path):
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("student.")}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _cells(run_dir):
+    """Every logged (step, metric) of metrics.csv with how often it appears."""
+    found = collections.Counter()
+    for row in csv.DictReader((run_dir / "metrics.csv").open()):
+        found.update((row["step"], key) for key, value in row.items() if value not in ("", None) and key not in ("step", "epoch"))
+    return found
+
+
+def _recipe(tmp_path, **updates):
+    config = tiny_config(tmp_path, **updates)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path / "recipe.yaml"
+
+
+def test_a_finished_run_with_step_checkpoints_ends_with_its_final_state(tmp_path, capsys):
+    """checkpoint_every_n_steps=3 with 4 steps an epoch: the step checkpoints and the epoch checkpoints share last.ckpt
+    (it used to stay at step 6 while the final state went to last-v1.ckpt): eval scores the final student, export takes
+    it, and a damaged last.ckpt or an older version's last-v1.ckpt still gives the final student."""
+    recipe = _recipe(tmp_path, trainer={"epochs": 2, "checkpoint_every_n_steps": 3})
+    assert _cli(capsys, "distill", "--config", recipe)[0] == 0
+    run = tmp_path / "runs" / "tiny"
+    results = json.loads((run / "results.json").read_text())
+    folder = run / "checkpoints"
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["epoch000.ckpt", "epoch001.ckpt", "last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == results["steps"] == 8
+    assert _same(_weights(folder / "last.ckpt"), _weights(folder / "epoch001.ckpt"))  # the end of the last epoch
+
+    def knn_of_eval():
+        code, out, err = _cli(capsys, "eval", run, "--knn-only", "--json", "--num-workers", 0)
+        assert code == 0, err
+        return json.loads(out)["knn"]["student"]["top1"], err
+
+    assert knn_of_eval()[0] == results["knn"]["student"]["top1"]
+    code, out, err = _cli(capsys, "export", run)
+    assert code == 0 and "model.safetensors" in out, err
+
+    final = (folder / "last.ckpt").read_bytes()
+    (folder / "last.ckpt").write_bytes(final[: len(final) // 2])  # a damaged disk
+    top1, err = knn_of_eval()
+    assert top1 == results["knn"]["student"]["top1"]
+    assert any(line.startswith(f"warning: checkpoint {folder / 'last.ckpt'} cannot be read") for line in err), err
+    assert f"warning: using epoch001.ckpt (step 8), the newest readable checkpoint of {run}" in err
+    assert _cli(capsys, "export", run, "--output", tmp_path / "export2")[0] == 0
+
+    # a run written by an older version: the final state in last-v1.ckpt beside an older last.ckpt
+    shutil.copy(folder / "epoch000.ckpt", folder / "last.ckpt")
+    (folder / "last-v1.ckpt").write_bytes(final)
+    assert knn_of_eval()[0] == results["knn"]["student"]["top1"]
+
+
+def _killed(tmp_path, name, epochs=3, at=1, **trainer):
+    config = tiny_config(tmp_path, trainer={"epochs": epochs, "log_every_n_steps": 1, **trainer})
+    config["run"]["name"] = name
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        distill(config, callbacks=[Interrupt(at=at)], quiet=True)
+    return tmp_path / "runs" / name
+
+
+def test_force_applies_a_changed_learning_rate_from_the_resumed_step(tmp_path, capsys):
+    run = _killed(tmp_path, "plain")
+    shutil.copytree(run, tmp_path / "runs" / "forced")
+    forced = tmp_path / "runs" / "forced"
+    assert _cli(capsys, "distill", "--resume", run)[0] == 0
+    code, _, err = _cli(capsys, "distill", "--resume", forced, "--force", "optim.lr=0.2")
+    assert code == 0, err
+    assert json.loads((forced / "results.json").read_text())["resumed_with_changes"] == ["optim.lr: 0.05 -> 0.2"]
+    assert yaml.safe_load((forced / "config.yaml").read_text())["optim"]["lr"] == 0.2
+    assert not _same(_weights(run / "checkpoints" / "last.ckpt"), _weights(forced / "checkpoints" / "last.ckpt"))
+
+    def lrs(run_dir):
+        return {int(r["step"]): float(r["train/lr"]) for r in csv.DictReader((run_dir / "metrics.csv").open()) if r.get("train/lr")}
+
+    plain, changed = lrs(run), lrs(forced)
+    assert plain.keys() == changed.keys() == set(range(12))
+    assert all(changed[s] == plain[s] for s in range(4))  # the first attempt's steps, before the change
+    assert all(changed[s] == pytest.approx(4 * plain[s], rel=1e-5) for s in range(4, 12) if plain[s] > 0)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (["student.arch=resnet10t"], "--force cannot apply student.arch: 'test_resnet' -> 'resnet10t'"),
+    (["student.resolution=48"], "--force cannot apply student.resolution: 32 -> 48"),
+    (["method.projector_hidden=[64]"], "does not fit the resumed config"),  # found when the checkpoint is restored
+])
+def test_force_refuses_what_it_cannot_apply_and_leaves_the_config(tmp_path, capsys, change, fragment):
+    run = _killed(tmp_path, "tiny", epochs=2)
+    before = {name: (run / name).read_bytes() for name in ("config.yaml", "metrics.csv")}
+    checkpoint = (run / "checkpoints" / "last.ckpt").read_bytes()
+    code, _, err = _cli(capsys, "distill", "--resume", run, "--force", *change)
+    _one_error(code, err, fragment)
+    assert (run / "config.yaml").read_bytes() == before["config.yaml"]
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == checkpoint and not (run / "results.json").exists()
+    assert _cells(run) == collections.Counter(
+        (r["step"], k) for r in csv.DictReader(iter(before["metrics.csv"].decode().splitlines()))
+        for k, v in r.items() if v and k not in ("step", "epoch")
+    )
+
+
+def test_a_resume_logs_every_step_once(tmp_path, capsys):
+    """Killed at step 7, one step after the step-6 checkpoint (the step-6 batch was logged under step 6): the resumed run
+    logs step 6 again, and metrics.csv holds it once, exactly the cells of an uninterrupted run."""
+    base = tiny_config(tmp_path, trainer={"epochs": 3, "checkpoint_every_n_steps": 2, "log_every_n_steps": 1})
+    distill({**base, "run": {**base["run"], "name": "whole"}}, quiet=True)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        distill({**base, "run": {**base["run"], "name": "killed"}}, callbacks=[Record(kill_at=7)], quiet=True)
+    killed = tmp_path / "runs" / "killed"
+    assert _cli(capsys, "distill", "--resume", killed)[0] == 0
+    whole = _cells(tmp_path / "runs" / "whole")
+    assert max(whole.values()) == 1 and _cells(killed) == whole
+
+
+def _wait(condition, process, seconds=240):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, f"the run ended first: {process.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _step(path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
+    except Exception:  # noqa: BLE001 - being replaced
+        return -1
+
+
+def test_sigterm_and_ctrl_c_end_with_a_resume_hint_and_a_locked_run_refuses_others(tmp_path, capsys):
+    """Real processes resuming a run: while one trains, a second resume, export and report are refused in one line
+    naming it and eval warns; SIGTERM stops it after the batch with last.ckpt saved at that step (exit 143), Ctrl-C
+    with its last checkpoint (exit 130), each with a one-line resume hint; the run then resumes to the very student an
+    uninterrupted run reaches, with each step once in metrics.csv."""
+    # 50 batches an epoch, a step checkpoint every 40: a SIGTERM between two of them saves a step of its own
+    config = tiny_config(tmp_path, trainer={"epochs": 4, "log_every_n_steps": 1, "checkpoint_every_n_steps": 40}, data={"train_subset": 800})
+    distill({**config, "run": {**config["run"], "name": "whole"}}, quiet=True)
+    run = tmp_path / "runs" / "tiny"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        distill(config, callbacks=[Interrupt(at=1)], quiet=True)  # last.ckpt at step 50
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    resume = [sys.executable, "-m", "ssdistill", "distill", "--resume", str(run)]
+
+    def start():
+        # SIGINT as a terminal delivers it (a test run started in the background has SIGINT ignored, and children inherit that)
+        return subprocess.Popen(resume, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    trains = start()
+    _wait(lambda: _step(run / "checkpoints" / "last.ckpt") >= 80, trains)  # training: its first step checkpoint
+    time.sleep(0.2)
+    trains.send_signal(signal.SIGSTOP)  # held still (and its lock held) while the others try the run
+    held = f"{run} is being trained by process {trains.pid}"
+    _one_error(*_cli(capsys, "distill", "--resume", run)[::2], f"{held}; wait for it to end (or stop it) before resuming the run")
+    _one_error(*_cli(capsys, "export", run)[::2], f"{held}: export it once it has finished")
+    _one_error(*_cli(capsys, "report", run)[::2], f"{held}: its report can be made once it has finished")
+    code, _, err = _cli(capsys, "eval", run, "--knn-only", "--num-workers", 0)
+    assert code == 0 and any(line.startswith(f"warning: {held}: evaluating its checkpoint of step") for line in err), err
+
+    trains.send_signal(signal.SIGCONT)
+    trains.send_signal(signal.SIGTERM)
+    err = [line for line in trains.communicate(timeout=120)[1].splitlines() if line.strip()]
+    assert trains.returncode == 143 and not any("Traceback" in line for line in err), err
+    step = _step(run / "checkpoints" / "last.ckpt")
+    assert 80 < step < 200 and step % 40  # saved at the batch it stopped after, not at a step checkpoint
+    assert err[-1] == f"interrupted: SIGTERM at step {step}; {run} resumes from its checkpoint of step {step}: ssdistill distill --resume {run}"
+    assert not (run / "results.json").exists() and max(_cells(run).values()) == 1
+
+    interrupted = start()
+    _wait(lambda: _step(run / "checkpoints" / "last.ckpt") > step, interrupted)
+    interrupted.send_signal(signal.SIGINT)
+    err = [line for line in interrupted.communicate(timeout=120)[1].splitlines() if line.strip()]
+    assert interrupted.returncode == 130 and not any("Traceback" in line for line in err), err
+    kept = _step(run / "checkpoints" / "last.ckpt")
+    assert [line for line in err if line.startswith("interrupted:")] == [
+        f"interrupted: Ctrl-C at step {err[-1].split(' at step ')[1].split(';')[0]}; {run} resumes from its checkpoint of step "
+        f"{kept}: ssdistill distill --resume {run}"
+    ]
+
+    assert _cli(capsys, "distill", "--resume", run)[0] == 0
+    assert _same(_weights(run / "checkpoints" / "last.ckpt"), _weights(tmp_path / "runs" / "whole" / "checkpoints" / "last.ckpt"))
+    assert _cells(run) == _cells(tmp_path / "runs" / "whole")
+
+
+def test_lifecycle_bad_input_is_one_line(tmp_path, capsys):
+    """Batch size 1 with BatchNorm, a run.name with a slash, report of a damaged or older results.json, eval / export of
+    a run without a readable checkpoint."""
+    recipe = _recipe(tmp_path, trainer={"epochs": 1})
+    code, _, err = _cli(capsys, "distill", "--config", recipe, "data.batch_size=1")
+    _one_error(code, err, "data.batch_size=1 cannot train this run: it has BatchNorm layers (BatchNorm2d)")
+    code, _, err = _cli(capsys, "distill", "--config", recipe, "run.name=a/b")
+    _one_error(code, err, "run.name must be a plain folder name, got 'a/b': put the parent folders in run.dir")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+    assert _cli(capsys, "distill", "--config", recipe)[0] == 0
+    run = tmp_path / "runs" / "tiny"
+    results = (run / "results.json").read_text()
+    (run / "results.json").write_text(results[: len(results) // 2])
+    _one_error(*_cli(capsys, "report", run)[::2], f"{run / 'results.json'} is damaged (not valid JSON")
+    record = json.loads(results)
+    record["results_version"] = 1
+    (run / "results.json").write_text(json.dumps(record))
+    _one_error(*_cli(capsys, "report", run)[::2], f"{run / 'results.json'} was written by an older ssdistill (results_version 1")
+
+    for path in (run / "checkpoints").glob("*.ckpt"):
+        path.write_bytes(b"damaged")
+    _one_error(*_cli(capsys, "eval", run, "--knn-only")[::2], f"no checkpoint in {run / 'checkpoints'} can be read")
+    _one_error(*_cli(capsys, "export", run)[::2], f"no checkpoint in {run / 'checkpoints'} can be read")
+    _one_error(*_cli(capsys, "eval", run, "--checkpoint", run / "checkpoints" / "epoch000.ckpt")[::2],
+               f"checkpoint {run / 'checkpoints' / 'epoch000.ckpt'} cannot be read")
