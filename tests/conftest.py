@@ -37,6 +37,35 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
 
 
+MESSAGES_ENV = "SSDISTILL_RECORD_MESSAGES"  # scripts/bad_input_table.py: where the CLI's error lines are collected
+
+
+@pytest.fixture(autouse=True)
+def record_error_lines(monkeypatch):
+    """With SSDISTILL_RECORD_MESSAGES=FILE, every one-line error the CLI prints in-process is appended to FILE with the
+    test that provoked it: docs/bad-input.md is written from those lines (scripts/bad_input_table.py), so the page shows
+    exactly what the tests see."""
+    target = os.environ.get(MESSAGES_ENV)
+    if not target:
+        yield
+        return
+    import json
+
+    import ssdistill.cli as cli
+
+    original = cli.one_line
+
+    def recorded(exc):
+        line = original(exc)
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+        with open(target, "a") as handle:
+            handle.write(json.dumps({"test": test, "message": line}) + "\n")
+        return line
+
+    monkeypatch.setattr(cli, "one_line", recorded)
+    yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_teacher_cache(tmp_path_factory):
     """Every test session gets its own teacher cache (shared by its tests, never by later sessions)."""
