@@ -347,3 +347,16 @@ def test_an_os_error_of_the_teacher_input_is_not_called_a_cache_error(tmp_path):
     with pytest.raises(OSError, match="^image file is truncated") as caught:
         entry.fill(unreadable)
     assert not isinstance(caught.value, StorageError) and not list(entry.chunk_dir.glob("*.claim"))
+
+
+def test_a_file_system_without_fallocate_gets_the_space_written(tmp_path, monkeypatch):
+    whole = Entry(tmp_path / "a", KEY, DIM, chunk_rows=8)
+    open_or_fill(whole, compute_in_batches(4))
+    monkeypatch.setattr(os, "posix_fallocate", _raise(errno.EOPNOTSUPP))
+    entry = Entry(tmp_path / "b", KEY, DIM, chunk_rows=8)
+    open_or_fill(entry, compute_in_batches(4))
+    assert entry.data_path.read_bytes() == whole.data_path.read_bytes()
+    monkeypatch.delattr(os, "posix_fallocate")  # macOS has none
+    entry = Entry(tmp_path / "c", KEY, DIM, chunk_rows=8)
+    open_or_fill(entry, compute_in_batches(4))
+    assert entry.data_path.read_bytes() == whole.data_path.read_bytes()
