@@ -46,7 +46,9 @@ from ssdistill._version import __version__
 from ssdistill.errors import StorageError
 from ssdistill.files import NO_SPACE, NOT_WRITABLE, atomic_output, atomic_write_text, remedy, write_failure
 
-FORMAT_VERSION = 1
+# 2: images decoded upright (EXIF orientation) and by their value range (data/images.py); an entry of format 1 may hold
+# a sideways or clipped image's features under the same dataset fingerprint, so it is never read again
+FORMAT_VERSION = 2
 DEFAULT_ROOT = "~/.cache/ssdistill/teacher-cache"
 ROOT_ENV = "SSDISTILL_CACHE_DIR"
 DTYPES = {"float16": np.float16, "float32": np.float32}
