@@ -39,7 +39,8 @@ from ssdistill.engine.run import (
     train_source,
 )
 from ssdistill.engine.rundir import RUN_DIR_ENV, busy, existing_run_dir, lock_run, new_run_dir, unlock_run
-from ssdistill.errors import ConfigError, DataError
+from ssdistill.engine.trainer import interruption
+from ssdistill.errors import ConfigError, DataError, Interrupted
 from ssdistill.eval.run_evaluation import evaluate_run, knn_table
 from ssdistill.eval.suite import Candidate, SuiteOptions, evaluate_suite
 from ssdistill.files import atomic_write_text
@@ -95,6 +96,13 @@ def distill(
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP worker processes re-run this script and must join this run
     try:
         return run_distillation(cfg, run_dir, resume is not None, callbacks, quiet, {"resumed_with_changes": forced} if forced else None)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM before or after training (the teacher's signals, the evaluation)
+        if resume is None and lead:
+            remove_failed_start(run_dir)
+        if isinstance(exc, Interrupted) and exc.run_dir is not None:
+            raise
+        what = "SIGTERM" if getattr(exc, "exit_code", 130) == 143 else "Ctrl-C"
+        raise interruption(run_dir, what, "outside training (teacher signals or evaluation)") from None
     except BaseException:
         if resume is None and lead:
             remove_failed_start(run_dir)

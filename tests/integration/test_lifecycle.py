@@ -257,3 +257,25 @@ def test_lifecycle_bad_input_is_one_line(tmp_path, capsys):
     _one_error(*_cli(capsys, "export", run)[::2], f"no checkpoint in {run / 'checkpoints'} can be read")
     _one_error(*_cli(capsys, "eval", run, "--checkpoint", run / "checkpoints" / "epoch000.ckpt")[::2],
                f"checkpoint {run / 'checkpoints' / 'epoch000.ckpt'} cannot be read")
+
+
+def test_ctrl_c_during_the_evaluation_names_the_run_and_the_resume_evaluates_it(tmp_path, capsys, monkeypatch):
+    import ssdistill.engine.run as engine_run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    recipe = _recipe(tmp_path, trainer={"epochs": 1})
+    evaluate_run = engine_run.evaluate_run
+    monkeypatch.setattr(engine_run, "evaluate_run", interrupted)
+    code, _, err = _cli(capsys, "distill", "--config", recipe)
+    run = tmp_path / "runs" / "tiny"
+    assert code == 130 and [line for line in err if line.startswith("interrupted")] == [
+        f"interrupted: Ctrl-C outside training (teacher signals or evaluation); {run} resumes from its checkpoint of step 4: "
+        f"ssdistill distill --resume {run}"
+    ], err
+    monkeypatch.setattr(engine_run, "evaluate_run", evaluate_run)
+    config = (run / "config.yaml").read_text()
+    code, _, err = _cli(capsys, "distill", "--resume", run, "eval.knn_k=5")  # nothing left to train: evaluated
+    assert code == 0 and json.loads((run / "results.json").read_text())["steps"] == 4, err
+    assert (run / "config.yaml").read_text() != config and "knn_k: 5" in (run / "config.yaml").read_text()

@@ -221,7 +221,8 @@ def fit(trainer: L.Trainer, module: L.LightningModule, loader, checkpoint: Path 
     except (SystemExit, KeyboardInterrupt) as exc:
         cause = exc if isinstance(exc, SIGTERMException) else watch.cause
         if isinstance(cause, (KeyboardInterrupt, SIGTERMException)):
-            raise interruption(trainer, run_dir, "SIGTERM" if isinstance(cause, SIGTERMException) else "Ctrl-C") from None
+            what = "SIGTERM" if isinstance(cause, SIGTERMException) else "Ctrl-C"
+            raise interruption(run_dir, what, f"at step {trainer.global_step}") from None
         raise
     except (RuntimeError, ValueError, KeyError) as exc:
         if checkpoint is None or watch.started:
@@ -237,20 +238,17 @@ def fit(trainer: L.Trainer, module: L.LightningModule, loader, checkpoint: Path 
             signal.signal(signal.SIGTERM, handlers[1])
 
 
-def interruption(trainer: L.Trainer, run_dir: Path, what: str) -> Interrupted:
-    """The one line an interrupted run ends with: where it stopped and the checkpoint a resume continues from."""
+def interruption(run_dir: Path, what: str, where: str) -> Interrupted:
+    """The one line an interrupted run ends with: where it stopped (``where``: "at step 7", "while it was evaluated") and
+    the checkpoint a resume continues from. ``what``: Ctrl-C or SIGTERM."""
     from ssdistill.engine.resume import newest_checkpoint
 
     code = 143 if what == "SIGTERM" else 130
     found = newest_checkpoint(run_dir, quiet=True)
     if found is None:
-        return Interrupted(
-            f"{what} at step {trainer.global_step}, before the first checkpoint of {run_dir}: nothing to resume; start the run again",
-            code, run_dir, None,
-        )
+        return Interrupted(f"{what} {where}, before the first checkpoint of {run_dir}: nothing to resume; start the run again", code, run_dir)
     return Interrupted(
-        f"{what} at step {trainer.global_step}; {run_dir} resumes from its checkpoint of step {found[1]}: "
-        f"ssdistill distill --resume {run_dir}",
+        f"{what} {where}; {run_dir} resumes from its checkpoint of step {found[1]}: ssdistill distill --resume {run_dir}",
         code, run_dir, found[1],
     )
 
