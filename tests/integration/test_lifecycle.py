@@ -156,6 +156,10 @@ def test_a_resume_logs_every_step_once(tmp_path, capsys):
     with pytest.raises(RuntimeError, match="simulated kill"):
         distill({**base, "run": {**base["run"], "name": "killed"}}, callbacks=[Record(kill_at=7)], quiet=True)
     killed = tmp_path / "runs" / "killed"
+    config = (killed / "config.yaml").read_bytes()
+    code, _, err = _cli(capsys, "distill", "--resume", killed, "--force", "data.batch_size=8")  # the epoch's position is by batch
+    _one_error(code, err, f"--force cannot apply data.batch_size: 16 -> 8 to {killed} from its mid-epoch checkpoint (step 6)")
+    assert (killed / "config.yaml").read_bytes() == config
     assert _cli(capsys, "distill", "--resume", killed)[0] == 0
     whole = _cells(tmp_path / "runs" / "whole")
     assert max(whole.values()) == 1 and _cells(killed) == whole

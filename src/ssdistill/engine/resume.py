@@ -112,7 +112,26 @@ def check_resume(run_dir: Path, saved: DistillConfig, requested: DistillConfig, 
             f"--force cannot apply {_shown(impossible)} to {run_dir}: its checkpoint holds weights of another shape (or "
             f"optimiser state of another kind); start a new run for it"
         )
+    batches = [line for line, key in zip(described, unsafe) if key in SAME_EPOCH_BATCHES]
+    found = newest_checkpoint(run_dir, quiet=True) if batches else None
+    if found is not None and _mid_epoch(found[0]):
+        raise ConfigError(
+            f"--force cannot apply {_shown(batches)} to {run_dir} from its mid-epoch checkpoint (step {found[1]}): the rest of "
+            f"that epoch is the old batches' (the images already trained are skipped by position); start a new run for it"
+        )
     return described
+
+
+# changes that make a mid-epoch checkpoint's position in its epoch (batches already trained) point at other images
+SAME_EPOCH_BATCHES = ("data.batch_size", "data.train", "data.train_subset", "trainer.accumulate_grad_batches", "trainer.seed")
+
+
+def _mid_epoch(path: Path) -> bool:
+    try:
+        progress = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["loops"]["fit_loop"]["epoch_progress"]["current"]
+        return int(progress["started"]) > int(progress["processed"])
+    except Exception:  # noqa: BLE001 - unreadable or of another layout: resume itself will say
+        return False
 
 
 def _shown(described: list[str]) -> str:

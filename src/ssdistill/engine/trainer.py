@@ -198,9 +198,12 @@ class StopWatch(L.Callback):
     def __init__(self) -> None:
         self.cause: BaseException | None = None
         self.started = False  # training started: a resumed run's checkpoint was restored
+        self.terminated = False  # SIGTERM came while fit set up, before Lightning's own handler was in place
 
     def on_train_start(self, trainer, module) -> None:
         self.started = True
+        if self.terminated and not trainer.received_sigterm:
+            raise SIGTERMException()
 
     def on_exception(self, trainer, module, exception: BaseException) -> None:
         self.cause = exception
@@ -209,13 +212,14 @@ class StopWatch(L.Callback):
 def fit(trainer: L.Trainer, module: L.LightningModule, loader, checkpoint: Path | None, run_dir: Path) -> None:
     """``trainer.fit``, with Ctrl-C and SIGTERM ending in :class:`Interrupted` (exit 130 / 143 with a resume hint) instead
     of Lightning's bare exits. SIGTERM is left to Lightning while it trains (it finishes the batch, saves ``last.ckpt``
-    and stops, see :class:`RunCheckpoint`); SIGINT's and SIGTERM's handlers are put back afterwards (Lightning leaves
-    SIGINT ignored after a Ctrl-C)."""
+    and stops, see :class:`RunCheckpoint`; one that comes while fit sets up stops it before the first batch); a
+    checkpoint that does not fit the module (a forced change) is one line. SIGINT's and SIGTERM's handlers are put back
+    afterwards (Lightning leaves SIGINT ignored after a Ctrl-C)."""
     main = threading.current_thread() is threading.main_thread()
     handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) if main else None
-    if main:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Lightning chains an existing handler: it must not raise mid-batch
     watch = next(c for c in trainer.callbacks if isinstance(c, StopWatch))
+    if main:  # noted only: Lightning chains this handler to its own, and nothing may raise mid-batch
+        signal.signal(signal.SIGTERM, lambda signum, frame: setattr(watch, "terminated", True))
     try:
         trainer.fit(module, loader, ckpt_path=str(checkpoint) if checkpoint else None)
     except (SystemExit, KeyboardInterrupt) as exc:
