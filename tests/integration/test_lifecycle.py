@@ -283,3 +283,22 @@ def test_ctrl_c_during_the_evaluation_names_the_run_and_the_resume_evaluates_it(
     code, _, err = _cli(capsys, "distill", "--resume", run, "eval.knn_k=5")  # nothing left to train: evaluated
     assert code == 0 and json.loads((run / "results.json").read_text())["steps"] == 4, err
     assert (run / "config.yaml").read_text() != config and "knn_k: 5" in (run / "config.yaml").read_text()
+
+
+def test_a_sigterm_while_training_sets_up_stops_before_the_first_batch(tmp_path):
+    """Before Lightning's own SIGTERM handler is in place (checkpoint restore, setup) the signal is noted and training
+    stops before its first batch; a new run without a checkpoint leaves nothing behind."""
+    import lightning as L
+
+    from ssdistill.errors import Interrupted
+
+    class Preempted(L.Callback):
+        def on_fit_start(self, trainer, module):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Interrupted) as stopped:
+        distill(tiny_config(tmp_path), callbacks=[Preempted()], quiet=True)
+    run = tmp_path / "runs" / "tiny"
+    assert stopped.value.exit_code == 143
+    assert str(stopped.value) == f"SIGTERM at step 0, before the first checkpoint of {run}: nothing to resume; start the run again"
+    assert not run.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -82,6 +83,11 @@ def lock_run(run_dir: Path) -> None:
         os.close(fd)
         held = busy(run_dir) or f"{run_dir} is being trained by another process"
         raise ConfigError(f"{held}; wait for it to end (or stop it) before resuming the run") from None
+    except OSError as exc:  # a file system without locks (some network and FUSE mounts): train unlocked, and say so
+        os.close(fd)
+        print(f"warning: {run_dir} cannot be locked ({exc.strerror}): a second process training this run at the same time "
+              "would not be refused", file=sys.stderr)
+        return
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     _held[str(run_dir)] = fd
