@@ -14,6 +14,7 @@ import re
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class Section(BaseModel):
@@ -200,7 +201,7 @@ class RunConfig(Section):
     @classmethod
     def _plain_folder_name(cls, value: str | None) -> str | None:
         if value is not None and (value.strip() in ("", ".", "..") or "/" in value or "\\" in value or "\0" in value):
-            raise ValueError(f"run.name must be a plain folder name, got {value!r}: put the parent folders in run.dir")
+            raise PydanticCustomError("plain_name", "run.name must be a plain folder name, not a path: put the parent folders in run.dir")
         return value
 
     @model_validator(mode="before")

@@ -242,7 +242,7 @@ def test_lifecycle_bad_input_is_one_line(tmp_path, capsys):
     code, _, err = _cli(capsys, "distill", "--config", recipe, "data.batch_size=1")
     _one_error(code, err, "data.batch_size=1 cannot train this run: it has BatchNorm layers (BatchNorm2d)")
     code, _, err = _cli(capsys, "distill", "--config", recipe, "run.name=a/b")
-    _one_error(code, err, "run.name must be a plain folder name, got 'a/b': put the parent folders in run.dir")
+    _one_error(code, err, "invalid value for 'run.name': run.name must be a plain folder name, not a path: put the parent folders in run.dir (got 'a/b')")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
     assert _cli(capsys, "distill", "--config", recipe)[0] == 0

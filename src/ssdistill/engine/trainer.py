@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ssdistill.config import DistillConfig
 from ssdistill.models.checkpoints import save_checkpoint_file
-from ssdistill.errors import ConfigError, Interrupted
+from ssdistill.errors import ConfigError, Interrupted, short
 from ssdistill.engine.trackers import TrackerStart, tracker_loggers
 
 
@@ -231,9 +231,10 @@ def fit(trainer: L.Trainer, module: L.LightningModule, loader, checkpoint: Path 
     except (RuntimeError, ValueError, KeyError) as exc:
         if checkpoint is None or watch.started:
             raise
-        detail = " ".join(str(exc).split())
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]  # the first mismatch
         raise ConfigError(
-            f"checkpoint {checkpoint} does not fit the resumed config ({detail[:200]}): a forced change alters what the "
+            f"checkpoint {checkpoint} does not fit the resumed config ({short(detail, 200)}): a forced change alters what the "
             f"checkpoint holds; resume without it or start a new run"
         ) from None
     finally:
