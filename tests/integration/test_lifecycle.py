@@ -100,6 +100,11 @@ def test_a_finished_run_with_step_checkpoints_ends_with_its_final_state(tmp_path
     (folder / "last-v1.ckpt").write_bytes(final)
     assert knn_of_eval()[0] == results["knn"]["student"]["top1"]
 
+    # an evaluation of an earlier checkpoint is not shown as the run's
+    assert _cli(capsys, "eval", run, "--knn-only", "--num-workers", 0, "--checkpoint", folder / "epoch000.ckpt")[0] == 0
+    code, _, err = _cli(capsys, "report", run, "--markdown")
+    assert code == 0 and f"warning: {run / 'evaluation.json'} evaluated the checkpoint of step 4, not the final one (step 8)" in err[0], err
+
 
 def _killed(tmp_path, name, epochs=3, at=1, **trainer):
     config = tiny_config(tmp_path, trainer={"epochs": epochs, "log_every_n_steps": 1, **trainer})

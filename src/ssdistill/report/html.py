@@ -83,7 +83,13 @@ def load_run(path: str | Path) -> dict:
     record = {"knn": results.get("knn"), "evaluation": results.get("evaluation"), "data": results["data"]}
     if (run / "evaluation.json").is_file():
         evaluated = _record(run / "evaluation.json", f"remove it, or evaluate the run again with `ssdistill eval {run}`")
-        record.update(knn=evaluated["knn"], evaluation=evaluated.get("evaluation") or record["evaluation"])
+        step = evaluated.get("step")  # the checkpoint evaluated (a record without it is from before steps were recorded)
+        if step is not None and step != results.get("steps"):
+            print(f"warning: {run / 'evaluation.json'} evaluated the checkpoint of step {step}, not the final one (step "
+                  f"{results.get('steps')}): the report shows results.json's evaluation; `ssdistill eval {run}` renews it",
+                  file=sys.stderr)
+        else:
+            record.update(knn=evaluated["knn"], evaluation=evaluated.get("evaluation") or record["evaluation"])
     metrics_path = run / "metrics.csv"
     metrics = list(csv.DictReader(metrics_path.open())) if metrics_path.is_file() else []
     return {
