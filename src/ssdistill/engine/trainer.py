@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -133,7 +135,8 @@ def quiet_lightning() -> None:
     """No third-party noise in a run's output: Lightning's banner lines (GPU / TPU available, tips for its cloud
     products, checkpoint restore notices) are informational, and a deprecation inside Lightning is not the user's to
     fix; warnings and errors still show."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.rank_zero"):
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.trainer.connectors.signal_connector"):  # "Received SIGTERM": the resume hint says it
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
@@ -209,6 +212,20 @@ class StopWatch(L.Callback):
         self.cause = exception
 
 
+class WorkerStart:
+    """A data-loading worker's start: SIGTERM ignored (a SIGTERM sent to the whole process group, as systemd or a job
+    scheduler may, would otherwise kill the workers mid-batch and turn the trainer's clean stop into a traceback; the
+    trainer shuts its workers down when it stops), then the loader's own start (Lightning's worker seeding)."""
+
+    def __init__(self, inner=None) -> None:
+        self.inner = inner
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if self.inner is not None:
+            self.inner(worker_id)
+
+
 def fit(trainer: L.Trainer, module: L.LightningModule, loader, checkpoint: Path | None, run_dir: Path) -> None:
     """``trainer.fit``, with Ctrl-C and SIGTERM ending in :class:`Interrupted` (exit 130 / 143 with a resume hint) instead
     of Lightning's bare exits. SIGTERM is left to Lightning while it trains (it finishes the batch, saves ``last.ckpt``
@@ -218,6 +235,11 @@ def fit(trainer: L.Trainer, module: L.LightningModule, loader, checkpoint: Path 
     main = threading.current_thread() is threading.main_thread()
     handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) if main else None
     watch = next(c for c in trainer.callbacks if isinstance(c, StopWatch))
+    if getattr(loader, "num_workers", 0) > 0 and not isinstance(loader.worker_init_fn, WorkerStart):
+        inner = loader.worker_init_fn
+        if inner is None and int(os.environ.get("PL_SEED_WORKERS", 0)):
+            inner = pl_worker_init_function  # what Lightning would add (the process's global rank)
+        loader.worker_init_fn = WorkerStart(inner)
     if main:  # noted only: Lightning chains this handler to its own, and nothing may raise mid-batch
         signal.signal(signal.SIGTERM, lambda signum, frame: setattr(watch, "terminated", True))
     try:
