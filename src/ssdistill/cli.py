@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -286,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt as exc:
         if isinstance(exc, Interrupted):
-            print(f"interrupted: {exc}", file=sys.stderr)
+            if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":  # once, not per DDP process
+                print(f"interrupted: {exc}", file=sys.stderr)
             sys.exit(exc.exit_code)
         print("interrupted: a run resumes with `ssdistill distill --resume RUN_DIR`, a cache fill where it stopped", file=sys.stderr)
         sys.exit(130)
