@@ -138,7 +138,7 @@ def test_force_applies_a_changed_learning_rate_from_the_resumed_step(tmp_path, c
     (["student.arch=resnet10t"], "--force cannot apply student.arch: 'test_resnet' -> 'resnet10t'"),
     (["student.resolution=48"], "--force cannot apply student.resolution: 32 -> 48"),
     (["method.projector_hidden=[64]"], "does not fit the resumed config"),  # found when the checkpoint is restored
-])
+], ids=["student.arch", "student.resolution", "method.projector_hidden"])
 def test_force_refuses_what_it_cannot_apply_and_leaves_the_config(tmp_path, capsys, change, fragment):
     run = _killed(tmp_path, "tiny", epochs=2)
     before = {name: (run / name).read_bytes() for name in ("config.yaml", "metrics.csv")}
@@ -244,32 +244,56 @@ def test_sigterm_and_ctrl_c_end_with_a_resume_hint_and_a_locked_run_refuses_othe
     assert _cells(run) == _cells(tmp_path / "runs" / "whole")
 
 
-def test_lifecycle_bad_input_is_one_line(tmp_path, capsys):
-    """Batch size 1 with BatchNorm, a run.name with a slash, report of a damaged or older results.json, eval / export of
-    a run without a readable checkpoint."""
-    recipe = _recipe(tmp_path, trainer={"epochs": 1})
-    code, _, err = _cli(capsys, "distill", "--config", recipe, "data.batch_size=1")
-    _one_error(code, err, "data.batch_size=1 cannot train this run: it has BatchNorm layers (BatchNorm2d)")
-    code, _, err = _cli(capsys, "distill", "--config", recipe, "run.name=a/b")
-    _one_error(code, err, "invalid value for 'run.name': run.name must be a plain folder name, not a path: put the parent folders in run.dir (got 'a/b')")
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A recipe and a finished one-epoch run of it (copied by each case that damages it)."""
+    folder = tmp_path_factory.mktemp("finished")
+    recipe = _recipe(folder, trainer={"epochs": 1})
+    distill(yaml.safe_load(recipe.read_text()), quiet=True)
+    return recipe, folder / "runs" / "tiny"
 
-    assert _cli(capsys, "distill", "--config", recipe)[0] == 0
-    run = tmp_path / "runs" / "tiny"
-    results = (run / "results.json").read_text()
-    (run / "results.json").write_text(results[: len(results) // 2])
-    _one_error(*_cli(capsys, "report", run)[::2], f"{run / 'results.json'} is damaged (not valid JSON")
-    record = json.loads(results)
+
+def _damaged_results(run):
+    text = (run / "results.json").read_text()
+    (run / "results.json").write_text(text[: len(text) // 2])
+
+
+def _older_results(run):
+    record = json.loads((run / "results.json").read_text())
     record["results_version"] = 1
     (run / "results.json").write_text(json.dumps(record))
-    _one_error(*_cli(capsys, "report", run)[::2], f"{run / 'results.json'} was written by an older ssdistill (results_version 1")
 
+
+def _damaged_checkpoints(run):
     for path in (run / "checkpoints").glob("*.ckpt"):
         path.write_bytes(b"damaged")
-    _one_error(*_cli(capsys, "eval", run, "--knn-only")[::2], f"no checkpoint in {run / 'checkpoints'} can be read")
-    _one_error(*_cli(capsys, "export", run)[::2], f"no checkpoint in {run / 'checkpoints'} can be read")
-    _one_error(*_cli(capsys, "eval", run, "--checkpoint", run / "checkpoints" / "epoch000.ckpt")[::2],
-               f"checkpoint {run / 'checkpoints' / 'epoch000.ckpt'} cannot be read")
+
+
+BAD = [  # (case, damage done to a copy of the finished run, arguments ({r}: the run, {c}: the recipe), message fragment)
+    ("batch-size-1-with-BatchNorm", None, ["distill", "--config", "{c}", "data.batch_size=1"],
+     "data.batch_size=1 cannot train this run: it has BatchNorm layers (BatchNorm2d), whose statistics need at least 2 images"),
+    ("run.name-with-a-slash", None, ["distill", "--config", "{c}", "run.name=a/b"],
+     "invalid value for 'run.name': run.name must be a plain folder name, not a path: put the parent folders in run.dir (got 'a/b')"),
+    ("report-of-a-truncated-results.json", _damaged_results, ["report", "{r}"], "{r}/results.json is damaged (not valid JSON"),
+    ("report-of-an-older-results.json", _older_results, ["report", "{r}"],
+     "{r}/results.json was written by an older ssdistill (results_version 1, this one reads 2)"),
+    ("eval-without-a-readable-checkpoint", _damaged_checkpoints, ["eval", "{r}", "--knn-only"], "no checkpoint in {r}/checkpoints can be read"),
+    ("export-without-a-readable-checkpoint", _damaged_checkpoints, ["export", "{r}"], "no checkpoint in {r}/checkpoints can be read"),
+    ("eval-of-a-damaged---checkpoint", _damaged_checkpoints, ["eval", "{r}", "--checkpoint", "{r}/checkpoints/epoch000.ckpt"],
+     "checkpoint {r}/checkpoints/epoch000.ckpt cannot be read"),
+]
+
+
+@pytest.mark.parametrize("case, damage, arguments, fragment", BAD, ids=[case for case, *_ in BAD])
+def test_lifecycle_bad_input_is_one_line(finished, tmp_path, capsys, case, damage, arguments, fragment):
+    recipe, original = finished
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(original, run)
+    if damage is not None:
+        damage(run)
+    code, _, err = _cli(capsys, *[a.format(r=run, c=recipe) for a in arguments])
+    _one_error(code, err, fragment.format(r=run))
+    assert not (recipe.parent / "runs" / "a").exists() and sorted(p.name for p in (recipe.parent / "runs").iterdir()) == ["tiny"]
 
 
 def test_ctrl_c_during_the_evaluation_names_the_run_and_the_resume_evaluates_it(tmp_path, capsys, monkeypatch):
