@@ -272,6 +272,8 @@ def _damaged_checkpoints(run):
 BAD = [  # (case, damage done to a copy of the finished run, arguments ({r}: the run, {c}: the recipe), message fragment)
     ("batch-size-1-with-BatchNorm", None, ["distill", "--config", "{c}", "data.batch_size=1"],
      "data.batch_size=1 cannot train this run: it has BatchNorm layers (BatchNorm2d), whose statistics need at least 2 images"),
+    ("fewer-images-than-a-batch-per-DDP-process", None, ["distill", "--config", "{c}", "trainer.devices=8", "trainer.accelerator=cpu"],
+     "has 64 images, fewer than data.batch_size=16 for each of its 8 processes; lower the batch size"),
     ("run.name-with-a-slash", None, ["distill", "--config", "{c}", "run.name=a/b"],
      "invalid value for 'run.name': run.name must be a plain folder name, not a path: put the parent folders in run.dir (got 'a/b')"),
     ("report-of-a-truncated-results.json", _damaged_results, ["report", "{r}"], "{r}/results.json is damaged (not valid JSON"),

@@ -165,10 +165,12 @@ def run_distillation(
     method = METHODS[cfg.method.name]
     device = compute_device(cfg.trainer.accelerator)
     source = train_source(cfg)
-    if len(source) < cfg.data.batch_size:
+    processes = (cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1) * cfg.trainer.num_nodes
+    if len(source) // max(processes, 1) < cfg.data.batch_size:  # the samplers drop partial batches: no step at all
+        each = f" for each of its {processes} processes" if processes > 1 else ""
         raise DataError(
             f"{cfg.data.train or getattr(source, 'description', 'the training set')} has {len(source)} images, fewer than "
-            f"data.batch_size={cfg.data.batch_size}; lower the batch size"
+            f"data.batch_size={cfg.data.batch_size}{each}; lower the batch size"
         )
 
     needs = method.teacher_needs(cfg)
