@@ -279,23 +279,26 @@ class CKA(DistillMethod):
             results[name] = row
         return {"tasks": results}
 
-    def _task_knn(self, ctx, task: str, rows: torch.Tensor, split, hidden: torch.Tensor, view, args) -> dict[str, float] | None:
+    def _task_knn(self, ctx, task: str, rows: torch.Tensor, split, hidden: torch.Tensor, view, args) -> dict[str, Any] | None:
         """Weighted k-NN of the student within one task (METHODS 5.6): the task's labelled training images as memory,
-        its evaluation split as queries, classes matched by name (``eval.classes``: a class of the split the task's
-        training images lack is refused, or left out with ``eval.shared_classes``); None when the training images are
-        unlabelled."""
+        its evaluation split as queries, classes matched by name (``eval.classes``). It comes after training, so a class
+        of the split that the task's training images lack is left out and named in the row (``classes_left_out``) rather
+        than refused; None when the training images are unlabelled or hold one class (a k-NN among one class scores
+        nothing)."""
         source = ctx.source
         if source.labels is None:
             return None
         positions = torch.nonzero(rows).flatten().tolist()
         names = [source.classes[source.labels[i]].split("/", 1)[-1] for i in positions]  # the union prefixes the task
         own = sorted(set(names))
+        if len(own) < 2:
+            return None
         memory_images = RelabelledImages(source, positions, [own.index(n) for n in names], own)
         aligned = align_classes(
-            memory_images, split, self.cfg.eval.shared_classes, f"task {task}'s training images", f"method.tasks.{task}.val",
-            k=self.cfg.eval.knn_k, check_images=False,
+            memory_images, split, True, f"task {task}'s training images", f"method.tasks.{task}.val", k=self.cfg.eval.knn_k, check_images=False
         )
         memory = extract_features(self.student, memory_images, view, *args, "student task memory")
         queries = aligned.rows(hidden)
         knn = knn_accuracy(memory, torch.tensor(memory_images.labels), queries, torch.tensor(aligned.query.labels), self.cfg.eval.knn_k, self.cfg.eval.knn_t)
-        return {"top1": knn["top1"]}
+        left_out = aligned.record.get("classes_left_out")
+        return {"top1": knn["top1"], **({"classes_left_out": left_out} if left_out else {})}
