@@ -40,10 +40,10 @@ from ssdistill.engine.run import (
 )
 from ssdistill.engine.rundir import RUN_DIR_ENV, busy, existing_run_dir, lock_run, new_run_dir, unlock_run
 from ssdistill.engine.trainer import interruption
-from ssdistill.errors import ConfigError, DataError, Interrupted
+from ssdistill.errors import ConfigError, DataError, Interrupted, StorageError
 from ssdistill.eval.run_evaluation import evaluate_run, knn_table
 from ssdistill.eval.suite import Candidate, SuiteOptions, evaluate_suite
-from ssdistill.files import atomic_write_text
+from ssdistill.files import atomic_write_text, remedy, write_failure
 from ssdistill.methods.registry import METHODS
 from ssdistill.models.teachers import build_teacher
 from ssdistill.recipe import build_config, merge_nested, parse_overrides
@@ -91,8 +91,15 @@ def distill(
         check_inputs(cfg)  # before the run directory exists
         run_dir = new_run_dir(cfg.run.dir, cfg.run.name, cfg.method.name)
         if lead:
-            lock_run(run_dir)
-            write_config(cfg, run_dir)
+            try:
+                lock_run(run_dir)
+                write_config(cfg, run_dir)
+            except BaseException as exc:  # a run.dir too full for config.yaml: one line, and no folder left behind
+                unlock_run(run_dir)
+                remove_failed_start(run_dir)
+                if isinstance(exc, OSError):
+                    raise StorageError(f"{write_failure(exc, run_dir, 'config.yaml')}; {remedy(exc)} or set run.dir to another folder") from None
+                raise
     os.environ[RUN_DIR_ENV] = str(run_dir)  # DDP worker processes re-run this script and must join this run
     try:
         return run_distillation(cfg, run_dir, resume is not None, callbacks, quiet, {"resumed_with_changes": forced} if forced else None)

@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+from ssdistill.files import NO_SPACE, NOT_WRITABLE
 from ssdistill.errors import Interrupted, SsdistillError, one_line
 
 
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:  # the file system said no (permissions, a full disk, a file where a folder belongs)
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}; check that the folder is writable and has space", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if exc.errno in (*NO_SPACE, *NOT_WRITABLE) else 1)  # the user's disk or folder, as other bad input
     except KeyboardInterrupt as exc:
         if isinstance(exc, Interrupted):
             if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":  # once, not per DDP process

@@ -193,3 +193,21 @@ def test_a_checkpoint_folder_that_fails_is_one_line_naming_it(tmp_path, monkeypa
             save_checkpoint_file(state, tmp_path / "last.ckpt")
         assert str(caught.value) == expected
         assert list(tmp_path.iterdir()) == []  # no staging file
+
+
+def test_a_run_dir_too_full_for_the_config_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    """The first write of a new run (config.yaml, right after its folder and lock) on a full disk: one line, exit 2, and
+    neither the run folder nor its lock file is left."""
+    import ssdistill.api as api
+
+    recipe = _recipe(tmp_path)
+
+    def full(cfg, run_dir):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(api, "write_config", full)
+    code, err = _run_in_process(capsys, ["distill", "--config", str(recipe), f"cache.dir={tmp_path / 'cache'}"])
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: config.yaml needs more space in {tmp_path / 'runs' / 'tiny'} (no space left on the device"), err
+    assert err.endswith("; free space there or set run.dir to another folder"), err
+    assert not (tmp_path / "runs" / "tiny").exists()
