@@ -99,3 +99,8 @@ def test_the_suite_scores_by_name_and_cuts_a_cached_teachers_rows():
     assert suite["classes"]["query_images_left_out"] == 1 and suite["classes"]["classes_left_out"] == ["zz"]
     with pytest.raises(DataError, match="'zz'"):
         evaluate_suite([teacher], memory, query, SuiteOptions.knn_only(3, 0.07))
+
+
+def test_shared_classes_with_no_class_in_common_is_refused():
+    with pytest.raises(DataError, match="has no class in common with"):
+        align_classes(Labelled("ab", [0, 1]), Labelled("xy", [0, 1], "q"), shared=True)

@@ -180,3 +180,18 @@ def test_ssdistill_eval_scores_the_members_classifiers_again(supervised_run):
     again = evaluate(run, full=False, num_workers=0)["knn"]
     for label in ("student", "student_peer1"):
         assert again[label]["classifier"]["top1"] == results["knn"][label]["classifier"]["top1"]
+
+
+def test_classifiers_are_not_scored_against_a_memory_of_other_classes(supervised_run, tmp_path):
+    """The members' classifiers output data.train's class ids: with a k-NN memory (and val) of other classes, every
+    evaluation reads val in the memory's ids, so the classifiers are left out rather than scored in the wrong ids."""
+    from conftest import DEMO_DATA
+    from ssdistill.api import evaluate
+
+    run, _ = supervised_run
+    for split in ("train", "val"):
+        for folder in sorted(p for p in (DEMO_DATA / split).iterdir() if p.is_dir())[1:]:
+            (tmp_path / split).mkdir(exist_ok=True)
+            (tmp_path / split / folder.name).symlink_to(folder)
+    knn = evaluate(run, train=str(tmp_path / "train"), val=str(tmp_path / "val"), full=False, num_workers=0)["knn"]
+    assert all("classifier" not in row for row in knn.values()) and "student" in knn

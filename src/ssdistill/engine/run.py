@@ -21,7 +21,7 @@ import lightning as L
 import torch
 
 from ssdistill.config import DistillConfig, StudentConfig, teacher_label
-from ssdistill.data.datasets import ImageSource, SubsetImages, open_images, seeded_subset
+from ssdistill.data.datasets import ImageSource, SubsetImages, seeded_subset
 from ssdistill.data.sampling import EpochKeyed, ResumableLoader, SeededItems, ShuffledBatchSampler
 from ssdistill.data.views import original_view
 from ssdistill.engine import metrics_csv
@@ -131,17 +131,12 @@ def check_inputs(cfg: DistillConfig) -> None:
 def check_classes(cfg: DistillConfig) -> None:
     """The evaluation will match data.val's classes to the k-NN memory's by name: refuse now, before anything is trained,
     what it would refuse then (a class the memory lacks, a one-class memory, the same images in both), and warn now of
-    what it would warn of. Unreadable images are not looked for here (the evaluation itself checks again)."""
+    what it would warn of. The splits are opened as the run opens them (a split is decoded once per process, so
+    data.skip_corrupt costs nothing more here)."""
     if not cfg.data.val:
         return
-    data = cfg.data
-    query = open_images(data.val, data.root, data.download)
-    if cfg.data.knn_train:
-        memory = open_images(cfg.data.knn_train, data.root, data.download)
-    elif METHODS[cfg.method.name].training_source(cfg, lambda spec: open_split(cfg, spec)) is None:
-        memory = seeded_subset(open_images(data.train, data.root, data.download), data.train_subset, cfg.trainer.seed)
-    else:
-        return  # a method's own training source (CKA's union of tasks) is evaluated on its own split
+    query = open_split(cfg, cfg.data.val)
+    memory = open_split(cfg, cfg.data.knn_train) if cfg.data.knn_train else train_source(cfg)
     if memory.labels is None or query.labels is None:
         return  # said by check_inputs (data.val) or by the evaluation's note (unlabelled data.train)
     align_classes(memory, query, cfg.eval.shared_classes, memory_name(cfg), f"data.val ({cfg.data.val})", k=cfg.eval.knn_k)

@@ -142,6 +142,11 @@ def align_classes(
         alignment = ClassAlignment(query, None, record)
     else:
         positions = [i for i, label in enumerate(query.labels) if query_names[label] in scored_names]
+        if not positions:
+            raise DataError(
+                f"{query_name} has no class in common with {memory_name} (its classes: {_listed(query_present)}; the memory's: "
+                f"{_listed(populated)}): nothing can be scored; give both splits the same class folder names"
+            )
         labels = [index[query_names[query.labels[i]]] for i in positions]
         alignment = ClassAlignment(RelabelledImages(query, positions, labels, memory_names), positions, record)
     record["scored_classes"] = len(set(query_present) & scored_names)

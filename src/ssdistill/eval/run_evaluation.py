@@ -94,11 +94,11 @@ def evaluate_run(
     query_spec, query = split if split is not None else (cfg.data.val, ctx.open(cfg.data.val))
     if query.labels is None:
         return None, None, f"the evaluation split ({query_spec}) has no class folders, so k-NN cannot be scored", None
-    candidates = teacher_candidates(cfg, ctx, memory, memory_spec, query_spec, query) if cfg.eval.teacher else []
-    candidates += student_candidates(students, initial if cfg.eval.random_init else None, resolution, classifiers, copies)
     if classifiers and class_names(memory) != class_names(ctx.source):  # a classifier's ids are the training split's
         log.warning("the k-NN memory (data.knn_train) has other classes than the training split: its trained classifiers are not scored")
         classifiers = None
+    candidates = teacher_candidates(cfg, ctx, memory, memory_spec, query_spec, query) if cfg.eval.teacher else []
+    candidates += student_candidates(students, initial if cfg.eval.random_init else None, resolution, classifiers, copies)
     primary = (cfg.eval.knn_k, cfg.eval.knn_t)
     full = cfg.eval.suite == "full"
     if full:

@@ -29,7 +29,7 @@ from ssdistill.data.datasets import IndexedViews, SubsetImages, UnionImages
 from ssdistill.data.views import augmented_view, original_view
 from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
 from ssdistill.engine.module import DistillMethod
-from ssdistill.errors import ConfigError
+from ssdistill.errors import ConfigError, DataError
 from ssdistill.eval.classes import RelabelledImages, align_classes
 from ssdistill.eval.clustering import cluster_metrics, hungarian_accuracy, kmeans_clustering, task_clustering
 from ssdistill.eval.features import extract_features
@@ -294,9 +294,12 @@ class CKA(DistillMethod):
         if len(own) < 2:
             return None
         memory_images = RelabelledImages(source, positions, [own.index(n) for n in names], own)
-        aligned = align_classes(
-            memory_images, split, True, f"task {task}'s training images", f"method.tasks.{task}.val", k=self.cfg.eval.knn_k, check_images=False
-        )
+        try:
+            aligned = align_classes(
+                memory_images, split, True, f"task {task}'s training images", f"method.tasks.{task}.val", k=self.cfg.eval.knn_k, check_images=False
+            )
+        except DataError:  # no class in common: nothing to score, said by the row's absence
+            return None
         memory = extract_features(self.student, memory_images, view, *args, "student task memory")
         queries = aligned.rows(hidden)
         knn = knn_accuracy(memory, torch.tensor(memory_images.labels), queries, torch.tensor(aligned.query.labels), self.cfg.eval.knn_k, self.cfg.eval.knn_t)
