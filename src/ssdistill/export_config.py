@@ -21,13 +21,12 @@ from typing import Any, Iterable
 
 from torch import nn
 
-from ssdistill.data.datasets import TORCHVISION_SPLITS, ImageSource
+from ssdistill.data.datasets import SPLIT_NAMES, TORCHVISION_SPLITS, ImageSource
 from ssdistill.data.views import NATIVE_MAX_SIDE
 
 EVAL_CROP_PCT = 0.875  # original_view's crop_pct: the evaluation's resize side is round(res / 0.875)
 EVAL_INTERPOLATION = "bicubic"  # original_view's interpolation
 SIZE_CHECK_LIMIT = 20000  # images of a split whose size is read (evenly spaced beyond that)
-SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing", "eval", "evaluation", "unlabeled", "unlabelled"}
 # keys of timm's pretrained_cfg that the export sets on purpose (the rest is exactly what timm's writer writes)
 DECLARED_KEYS = ("input_size", "crop_pct", "crop_mode", "interpolation", "mean", "std", "pool_size", "test_input_size",
                  "test_crop_pct", "license", "tag")
