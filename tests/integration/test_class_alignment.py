@@ -34,6 +34,8 @@ def workdir(tmp_path_factory):
     _folder(t / "val_extra", CLASSES, renamed={"zz_extra": CLASSES[0]})
     _folder(t / "val_renamed", CLASSES[1:], renamed={"tench": CLASSES[0]})
     _folder(t / "one_class", CLASSES[:1], split="train")
+    _folder(t / "empty_class", CLASSES[1:], split="train")
+    (t / "empty_class" / CLASSES[0]).mkdir()  # a class folder with no image left in it
     return t
 
 
@@ -48,6 +50,8 @@ REFUSED = [  # (case, overrides, message fragment)
     ("renamed class", ["data.val={t}/val_renamed"], f"class 'tench' that the k-NN memory data.train ({DEMO_DATA}/train) does not have (its classes not in data.val ({{t}}/val_renamed): '{CLASSES[0]}')"),
     ("one-class train", ["data.train={t}/one_class"], f"has only one class ('{CLASSES[0]}')"),
     ("val equal to train", [f"data.val={DEMO_DATA}/train", "data.train_subset=null"], "holds the same images as the k-NN memory"),
+    ("train with an empty class folder", ["data.train={t}/empty_class", "data.train_subset=null"],
+     f"data.val ({DEMO_DATA}/val) has class '{CLASSES[0]}' of which the k-NN memory data.train ({{t}}/empty_class) has no image"),
 ]
 
 
