@@ -278,16 +278,6 @@ def test_an_io_error_reading_an_entry_is_one_line(tmp_path, monkeypatch):
     )
 
 
-def test_a_sparse_data_file_of_an_older_version_gets_its_space_reserved(tmp_path):
-    entry = Entry(tmp_path, replace(KEY, n=4096), DIM, chunk_rows=1024)
-    entry.chunk_dir.mkdir(parents=True)
-    with open(entry.data_path, "wb") as handle:
-        handle.truncate(entry.nbytes)  # how fills wrote it before: holes, a full disk met later as SIGBUS
-    assert entry.data_path.stat().st_blocks * 512 < entry.nbytes
-    open_or_fill(entry, compute_in_batches(256))
-    assert entry.data_path.stat().st_blocks * 512 >= entry.nbytes
-
-
 def test_on_a_real_full_disk_and_a_read_only_one(tmp_path, caplog):
     """A small tmpfs: an entry larger than the disk is refused in one line with nothing left; a complete entry in a
     cache that became read-only still reads, its derived results are then only not kept; a fill there is one line."""
@@ -337,7 +327,7 @@ def test_an_io_error_writing_an_entry_is_one_line_and_keeps_what_was_finished(tm
 
 
 def test_an_os_error_of_the_teacher_input_is_not_called_a_cache_error(tmp_path):
-    """An unreadable image (PIL raises OSError subclasses) or a wait that timed out is the caller's error, unchanged."""
+    """An unreadable image (PIL raises OSError subclasses) is the caller's error, unchanged."""
     entry = Entry(tmp_path, KEY, DIM, chunk_rows=8)
 
     def unreadable(rows):
@@ -360,3 +350,23 @@ def test_a_file_system_without_fallocate_gets_the_space_written(tmp_path, monkey
     entry = Entry(tmp_path / "c", KEY, DIM, chunk_rows=8)
     open_or_fill(entry, compute_in_batches(4))
     assert entry.data_path.read_bytes() == whole.data_path.read_bytes()
+
+
+def test_a_fill_that_waits_too_long_on_other_processes_is_one_line(tmp_path):
+    """Chunks claimed by a live process that never finishes them: after wait_seconds the fill gives up in one line (a
+    StorageError: the CLI's `error: ...`, exit 2) naming the process that holds a claim, not a TimeoutError that the
+    CLI would call a folder that is not writable or full."""
+    import socket
+
+    entry = Entry(tmp_path, KEY, DIM, chunk_rows=8)
+    entry.chunk_dir.mkdir(parents=True)
+    for chunk in range(entry.num_chunks):  # this test's own pid: alive, so never taken over as stale
+        (entry.chunk_dir / f"{chunk:06d}.claim").write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    with pytest.raises(StorageError) as caught:
+        entry.fill(compute_in_batches(4, fail_after=0), wait_seconds=0.2, poll_seconds=0.05)
+    assert str(caught.value) == (
+        f"other processes did not finish their part of the teacher cache entry t in {tmp_path} within 0.2 s (chunk 000000 "
+        f"is claimed by process {os.getpid()} on {socket.gethostname()}); if they hang, stop them and run again (the "
+        "finished chunks are kept), or set cache.enabled=false"
+    )
+    assert len(list(entry.chunk_dir.glob("*.claim"))) == entry.num_chunks  # the other process's claims stay

@@ -233,3 +233,75 @@ def test_empty_and_fake_image_files_are_named(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "ok.JPG")  # an upper-case extension is an image
     source = open_images(str(tmp_path), skip_corrupt=True)
     assert [p.name for p in source.paths] == ["ok.JPG"] and sorted(p.name for p in source.skipped) == ["empty.jpg", "notes.jpg"]
+
+
+def png_chunks(data: bytes) -> list[bytes]:
+    """The chunk types of a PNG file, in file order."""
+    kinds, at = [], 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        kinds.append(data[at + 4 : at + 8])
+        at += 12 + length
+    return kinds
+
+
+def with_chunk_after_pixels(data: bytes, kind: bytes, payload: bytes) -> bytes:
+    """``data`` (a PNG) with one more chunk between its last IDAT and IEND."""
+    chunk = struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+    return data[:-12] + chunk + data[-12:]
+
+
+def test_measuring_a_png_reads_its_header_only_and_agrees_with_decoding(tmp_path, monkeypatch):
+    """The augmentation bank and the export's size census measure every image: a PNG's size (EXIF orientation applied)
+    comes from its header, no pixel decoded (PIL's PNG getexif would decode the whole image to look for an EXIF block
+    after the pixels). decode and displayed_size read the orientation from the same place: an eXIf chunk before the
+    pixels (where PIL writes it) turns both; one after the pixels turns neither."""
+    from PIL import ImageFile
+
+    plain, turned, late = tmp_path / "plain.png", tmp_path / "turned.png", tmp_path / "late.png"
+    halves().save(plain)
+    with_orientation(halves(), turned, 6)
+    assert png_chunks(turned.read_bytes()).index(b"eXIf") < png_chunks(turned.read_bytes()).index(b"IDAT")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    late.write_bytes(with_chunk_after_pixels(plain.read_bytes(), b"eXIf", exif.tobytes()))
+    assert png_chunks(late.read_bytes())[-2:] == [b"eXIf", b"IEND"]
+
+    loads, load = [], ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self) or load(self))
+    sizes = {path.name: displayed_size(path, str(path)) for path in (plain, turned, late)}
+    assert FolderImages(tmp_path).size(0) == (16, 8)  # late.png, through a source
+    assert sizes == {"plain.png": (16, 8), "turned.png": (8, 16), "late.png": (16, 8)} and loads == []
+    for path in (plain, turned, late):
+        image = decode(path, str(path))
+        assert image.size == sizes[path.name]
+        assert tuple(image.getpixel((2, 2))) == RED  # upright: the stored left half is the displayed top half
+        assert tuple(image.getpixel((image.width - 3, image.height - 3))) == BLUE
+    assert loads  # the count sees decoding
+
+
+def test_a_bug_after_reading_is_not_called_an_unreadable_image(tmp_path, monkeypatch):
+    """Only PIL's own reading (Image.open, load) becomes 'cannot read image ...': an error in the code that converts the
+    pixels is raised as itself, and data.skip_corrupt=true does not silently leave the images out over it."""
+    import ssdistill.data.images as images
+
+    Image.new("RGB", (4, 4), RED).save(tmp_path / "ok.png")
+
+    def broken(image):
+        raise KeyError("a bug in the conversion")
+
+    monkeypatch.setattr(images, "to_rgb", broken)
+    with pytest.raises(KeyError, match="a bug in the conversion"):
+        decode(tmp_path / "ok.png", "ok.png")
+    with pytest.raises(KeyError, match="a bug in the conversion"):
+        FolderImages(tmp_path, skip_corrupt=True)
+
+
+def test_premultiplied_alpha_is_composited_on_white():
+    """La and RGBa (alpha premultiplied into the colour): a stored 50 at alpha 128 shows 50 + 255 * 127 / 255 = 177."""
+    la = Image.new("La", (2, 1))
+    la.putdata([(50, 128), (0, 0)])
+    assert np.abs(pixels(to_rgb(la)) - [[[177] * 3, list(WHITE)]]).max() <= 1
+    rgba = Image.new("RGBa", (1, 1))
+    rgba.putdata([(50, 0, 128, 128)])
+    assert np.abs(pixels(to_rgb(rgba)) - [[[177, 127, 255]]]).max() <= 1

@@ -261,3 +261,65 @@ def test_hidden_files_dangling_symlinks_and_folders_named_like_images_are_left_o
     assert [p.name for p in source.paths] == ["img000.jpg", "img001.jpg", "DOG000.JPEG"]
     assert "symlink(s) to missing files" in caplog.text and "gone.jpg" in caplog.text
     assert "left out 1 photo(s) in a format PIL cannot read (convert them to JPEG or PNG)" in caplog.text and "IMG_0001.HEIC" in caplog.text
+
+
+def test_skip_corrupt_remembers_each_source_by_one_short_digest(tmp_path, monkeypatch, caplog):
+    """Which images of a source are unreadable is remembered per process (a split is opened several times a run) under
+    one digest computed file by file: not the repr of a list of per-image keys, which for shards repeated every shard's
+    path and size once per image (gigabytes on a large set). The same images are decoded and warned about once; a
+    changed file is decoded again."""
+    import os
+
+    import ssdistill.data.datasets as datasets
+    from conftest import write_images
+
+    identities, real = [], datasets.keep_readable
+    monkeypatch.setattr(datasets, "keep_readable", lambda identity, *rest: identities.append(identity) or real(identity, *rest))
+    listing, paths = _labelled_list(tmp_path, corrupt_at=2)
+    members = {}
+    for i, path in enumerate(write_images(tmp_path / "for-shards", 4)):
+        members[f"k{i}.jpg"] = b"not an image" if i == 1 else path.read_bytes()
+    _tar(tmp_path / "s-0.tar", dict(list(members.items())[:2]))
+    _tar(tmp_path / "s-1.tar", dict(list(members.items())[2:]))
+    for spec, decoded in ((str(tmp_path / "img"), True), (str(listing), False), (f"wds:{tmp_path}/s-{{0..1}}.tar", True)):
+        caplog.clear()
+        assert len(open_images(spec, skip_corrupt=True).skipped) == 1
+        assert ("skipped 1 unreadable" in caplog.text) == decoded  # the list holds the folder's files in its order
+        caplog.clear()
+        assert len(open_images(spec, skip_corrupt=True).skipped) == 1 and "skipped" not in caplog.text  # remembered
+    assert all(isinstance(identity, str) and len(identity) == 40 for identity in identities)
+    assert len(set(identities)) == 2
+    os.utime(paths[2], ns=(0, 0))  # the unreadable file changed (here: its modification time)
+    caplog.clear()
+    assert len(open_images(str(listing), skip_corrupt=True).skipped) == 1 and "skipped 1 unreadable" in caplog.text
+
+
+def test_split_names_have_one_definition(tmp_path):
+    """data.datasets refuses a folder of splits and the export names a data set after a split's parent folder with the
+    same names, among them STL-10's unlabeled/ and a holdout/ split."""
+    from conftest import write_images
+    from ssdistill import export_config
+    from ssdistill.data import datasets
+
+    assert export_config.SPLIT_NAMES is datasets.SPLIT_NAMES
+    assert export_config.dataset_name("/x/imagenette/holdout") == ("imagenette", "holdout")
+    assert export_config.dataset_name("/x/stl/unlabeled") == ("stl", "unlabeled")
+    for split in ("train", "test", "unlabeled"):
+        write_images(tmp_path / "stl" / split / "cat", 1)
+    with pytest.raises(DataError) as info:
+        open_images(str(tmp_path / "stl"))
+    stl = tmp_path / "stl"
+    assert str(info.value) == (
+        f"{stl} holds the splits test/, train/, unlabeled/ rather than class folders; point data.train at {stl / 'train'} "
+        f"and data.val at {stl / 'test'}"
+    )
+    write_images(tmp_path / "only" / "unlabeled" / "cat", 1)
+    with pytest.raises(DataError, match=r"holds the splits unlabeled/ rather than class folders; point data.train at .*unlabeled$"):
+        open_images(str(tmp_path / "only"))
+
+
+def test_shard_member_extensions_do_not_shadow_image_file_extensions():
+    from ssdistill.data import datasets, images
+
+    assert datasets.IMAGE_EXTENSIONS is images.IMAGE_EXTENSIONS and ".png" in datasets.IMAGE_EXTENSIONS
+    assert datasets.SHARD_IMAGE_MEMBERS == tuple(extension[1:] for extension in images.IMAGE_EXTENSIONS)

@@ -196,10 +196,7 @@ class Entry:
             self.data_path.unlink()
         if not self.data_path.is_file():
             with atomic_output(self.data_path) as tmp, open(tmp, "wb") as handle:
-                _reserve(handle.fileno(), self.nbytes, fresh=True)
-        elif self.data_path.stat().st_blocks * 512 < self.nbytes:  # sparse (written by an older version): reserve its holes
-            with open(self.data_path, "r+b") as handle:
-                _reserve(handle.fileno(), self.nbytes, fresh=False)
+                _reserve(handle.fileno(), self.nbytes)
         damaged = [c for c in self.damaged_chunks() if c in self.done_chunks()]
         if damaged:
             log.warning("cache %s: %d chunk(s) fail their checksum; recomputing them", self.dir, len(damaged))
@@ -223,8 +220,8 @@ class Entry:
             self._fill(compute, rank, world, wait_seconds, poll_seconds, stale_seconds)
         except _ComputeFailed as failed:  # an image the teacher reads, not the cache: its own error, unchanged
             raise failed.error from None
-        except TimeoutError:
-            raise
+        except _WaitedTooLong:
+            raise self.wait_error(wait_seconds) from None
         except OSError as exc:
             need = self.nbytes if not self.data_path.is_file() else None
             self.discard_if_unused()
@@ -245,6 +242,23 @@ class Entry:
             "$SSDISTILL_CACHE_DIR), or set cache.enabled=false"
         )
         return StorageError(f"{write_failure(exc, root, what, need)}; {hint}")
+
+    def wait_error(self, wait_seconds: float) -> StorageError:
+        """One line for a fill that gave up waiting on the chunks other processes claimed: which process holds a claim
+        still (host and pid, from the claim file) and what to do."""
+        holder = ""
+        try:
+            claims = sorted(self.chunk_dir.glob("*.claim"))
+            if claims:
+                host, pid = claims[0].read_text().split()
+                holder = f" (chunk {claims[0].stem} is claimed by process {pid} on {host})"
+        except (OSError, ValueError):  # released or half-written meanwhile: no holder to name
+            pass
+        return StorageError(
+            f"other processes did not finish their part of the teacher cache entry {self.key.teacher} in {self.dir.parent} "
+            f"within {_duration(wait_seconds)}{holder}; if they hang, stop them and run again (the finished chunks are "
+            "kept), or set cache.enabled=false"
+        )
 
     def discard_if_unused(self) -> None:
         """After a failed fill: remove the entry's folder when it holds no finished chunk and no process claims any of
@@ -309,7 +323,7 @@ class Entry:
 
     def _sleep_until(self, deadline: float, poll_seconds: float) -> None:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"cache {self.dir}: other processes did not finish their part of the fill")
+            raise _WaitedTooLong()
         time.sleep(poll_seconds)
 
     def _write_manifest(self) -> None:
@@ -397,6 +411,18 @@ def remove_entries(names: list[str], root: str | Path | None = None) -> list[str
     return chosen
 
 
+class _WaitedTooLong(Exception):
+    """The fill waited ``wait_seconds`` for chunks that other live processes claimed (``Entry.wait_error`` says it)."""
+
+
+def _duration(seconds: float) -> str:
+    """A wait for people: ``24 h``, ``30 min``, ``0.5 s``."""
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
 class _ComputeFailed(Exception):
     """Carries an OSError of ``compute`` (an unreadable image, say) past the translation of the cache's own file-system
     errors into ``StorageError``."""
@@ -418,10 +444,10 @@ def _compute_errors_apart(blocks: Iterator[torch.Tensor]) -> Iterator[torch.Tens
         yield block
 
 
-def _reserve(fd: int, nbytes: int, fresh: bool) -> None:
-    """Allocate ``nbytes`` of disk for the file ``fd`` now, so that a disk without room fails here (ENOSPC) and not
-    rows later. Where the file system cannot allocate (no ``posix_fallocate``), a ``fresh`` file is written with zeros
-    instead; an existing one is only sized (its rows are ordinary writes, so a full disk is still an OSError)."""
+def _reserve(fd: int, nbytes: int) -> None:
+    """Allocate ``nbytes`` of disk for the new, empty file ``fd`` now, so that a disk without room fails here (ENOSPC)
+    and not rows later. Where the file system cannot allocate (no ``posix_fallocate``), the file is written with zeros
+    instead."""
     if nbytes <= 0:
         return
     allocate = getattr(os, "posix_fallocate", None)
@@ -432,9 +458,6 @@ def _reserve(fd: int, nbytes: int, fresh: bool) -> None:
         except OSError as exc:
             if exc.errno in NO_SPACE or exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
                 raise
-    if not fresh:
-        os.ftruncate(fd, nbytes)
-        return
     block = bytes(1 << 20)
     for offset in range(0, nbytes, len(block)):
         _write_at(fd, memoryview(block)[: min(len(block), nbytes - offset)], offset)

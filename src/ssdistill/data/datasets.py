@@ -20,9 +20,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ssdistill.data.images import IMAGE_EXTENSIONS as IMAGE_FILE_EXTENSIONS
-from ssdistill.data.images import UNREADABLE_EXTENSIONS
-from ssdistill.data.images import decode, displayed_size, file_key, is_image_file, keep_readable, load_rgb
+from ssdistill.data.images import IMAGE_EXTENSIONS, UNREADABLE_EXTENSIONS
+from ssdistill.data.images import decode, displayed_size, files_identity, is_image_file, keep_readable, load_rgb
 from ssdistill.errors import DataError
 
 TORCHVISION_SPLITS = {
@@ -56,7 +55,11 @@ class ImageSource(Protocol):
     def fingerprint(self) -> str: ...
 
 
-SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing", "eval", "holdout")
+# folder (or list file) names that name a split of a data set, not the data set: a folder whose sub-folders all have
+# such names is refused as a split (it is the data set), and an export names the data set after the split's parent
+SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing", "eval", "evaluation", "holdout",
+               "unlabeled", "unlabelled")
+VAL_SPLIT_NAMES = ("val", "valid", "validation", "eval", "evaluation", "holdout", "test", "testing")  # what data.val points at
 # folders that file managers, archivers and NAS boxes leave behind: never a class
 JUNK_FOLDERS = {"__MACOSX", "@eaDir", "lost+found", "$RECYCLE.BIN", "System Volume Information", "__pycache__"}
 
@@ -73,8 +76,8 @@ def _split_layout(root: Path, folders: list[Path]) -> str | None:
     if not folders or not set(names) <= set(SPLIT_NAMES):
         return None
     found = ", ".join(f"{d.name}/" for d in folders)
-    train = next((names[n] for n in ("train", "training") if n in names), None)
-    val = next((names[n] for n in ("val", "valid", "validation", "eval", "holdout", "test", "testing") if n in names), None)
+    train = next((names[n] for n in ("train", "training", "unlabeled", "unlabelled") if n in names), None)
+    val = next((names[n] for n in VAL_SPLIT_NAMES if n in names), None)
     point = " and ".join(f"{key} at {folder}" for key, folder in (("data.train", train), ("data.val", val)) if folder)
     return f"{root} holds the splits {found} rather than class folders; point {point}"
 
@@ -121,7 +124,7 @@ class FolderImages:
         self._lines: list[str] | None = None
         self.skipped: list[Path] = []
         if skip_corrupt:
-            good, bad = keep_readable([file_key(p) for p in self.paths], self.load, [str(p) for p in self.paths])
+            good, bad = keep_readable(files_identity(self.paths), len(self.paths), self.load, lambda i: str(self.paths[i]))
             self.skipped = [self.paths[i] for i in bad]
             self.paths = [self.paths[i] for i in good]
             if self.labels is not None:
@@ -208,7 +211,7 @@ class ListImages:
         self._fingerprint: str | None = None
         self._lines: list[str] | None = None
         if skip_corrupt:
-            good, bad = keep_readable([file_key(p) for p in self.paths], self.load, [str(p) for p in self.paths])
+            good, bad = keep_readable(files_identity(self.paths), len(self.paths), self.load, lambda i: str(self.paths[i]))
             self.skipped = [self.paths[i] for i in bad]
             self.paths, self.names = [self.paths[i] for i in good], [self.names[i] for i in good]
             if self.labels is not None:
@@ -283,7 +286,7 @@ class ListImages:
         return self._fingerprint
 
 
-IMAGE_EXTENSIONS = tuple(extension[1:] for extension in IMAGE_FILE_EXTENSIONS)  # shard members' image extensions
+SHARD_IMAGE_MEMBERS = tuple(extension[1:] for extension in IMAGE_EXTENSIONS)  # a shard member's image extensions, no dot
 _SHARD_INDEX: dict[tuple, list[dict]] = {}  # (shard paths, sizes, mtimes) -> samples: each set of shards indexed once
 
 
@@ -311,7 +314,7 @@ class ShardImages:
             _SHARD_INDEX[stats] = self._index(pattern)
         self.samples = _SHARD_INDEX[stats]
         if not self.samples:
-            raise DataError(f"wds:{pattern} holds no images ({', '.join(IMAGE_EXTENSIONS)} members)")
+            raise DataError(f"wds:{pattern} holds no images ({', '.join(SHARD_IMAGE_MEMBERS)} members)")
         if all("cls" in sample for sample in self.samples):
             self.classes = [str(c) for c in range(max(sample["cls"] for sample in self.samples) + 1)]
             labelled = True
@@ -322,8 +325,8 @@ class ShardImages:
         self._fingerprint: str | None = None
         self.skipped: list = []
         if skip_corrupt:
-            good, bad = keep_readable([(stats, i) for i in range(len(self.samples))], self.load,
-                                      [self._name(i) for i in range(len(self.samples))])
+            identity = hashlib.sha1(repr(("wds", stats)).encode()).hexdigest()  # the index's positions are its samples
+            good, bad = keep_readable(identity, len(self.samples), self.load, self._name)
             self.skipped = [self._name(i) for i in bad]
             self.samples = [self.samples[i] for i in good]  # a new list: the shared index stays whole
             if not self.samples:
@@ -351,7 +354,7 @@ class ShardImages:
                         sample = samples.setdefault(key, {"key": key, "shard": shard_id})
                         if sample["shard"] != shard_id:
                             raise DataError(f"wds:{pattern}: key {key} appears in two shards; sample keys must be unique")
-                        if ext in IMAGE_EXTENSIONS and "image" not in sample:
+                        if ext in SHARD_IMAGE_MEMBERS and "image" not in sample:
                             sample["image"] = (member.offset_data, member.size)
                         elif ext == "cls":
                             sample["cls"] = self._class(tar.extractfile(member).read(), key, shard)
