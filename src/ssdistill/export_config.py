@@ -23,6 +23,7 @@ from torch import nn
 
 from ssdistill.data.datasets import SPLIT_NAMES, TORCHVISION_SPLITS, ImageSource
 from ssdistill.data.views import NATIVE_MAX_SIDE
+from ssdistill.errors import SsdistillError
 
 EVAL_CROP_PCT = 0.875  # original_view's crop_pct: the evaluation's resize side is round(res / 0.875)
 EVAL_INTERPOLATION = "bicubic"  # original_view's interpolation
@@ -45,16 +46,23 @@ def crop_pct_for(resolution: int) -> float:
 
 def evaluation_paths(sources: Iterable[ImageSource], limit: int = SIZE_CHECK_LIMIT) -> dict[str, int]:
     """How many images of the evaluation's splits take the centre-crop path (longer side above NATIVE_MAX_SIDE) and how
-    many the straight resize; each split's first ``limit`` sizes, evenly spaced beyond that (read from file headers)."""
+    many the straight resize; each split's first ``limit`` sizes, evenly spaced beyond that (read from file headers). An
+    image whose size cannot be read is left out (counted as ``unreadable`` when there are any)."""
     counts = {"cropped": 0, "resized": 0, "examined": 0, "total": 0}
+    unreadable = 0
     for source in sources:
         total = len(source)
         step = max(1, math.ceil(total / limit))
         for index in range(0, total, step):
-            counts["cropped" if max(source.size(index)) > NATIVE_MAX_SIDE else "resized"] += 1
+            try:
+                size = source.size(index)
+            except (SsdistillError, OSError):  # a damaged image (the run skipped it with data.skip_corrupt)
+                unreadable += 1
+                continue
+            counts["cropped" if max(size) > NATIVE_MAX_SIDE else "resized"] += 1
             counts["examined"] += 1
         counts["total"] += total
-    return counts
+    return {**counts, "unreadable": unreadable} if unreadable else counts
 
 
 def declared_preprocessing(resolution: int, mean, std, counts: dict[str, int] | None) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -81,8 +81,10 @@ def _number(value: Any, digits: int = 1) -> str:
 
 
 def plural(count: float, noun: str) -> str:
-    """``1 epoch``, ``2 epochs``, ``0.5 epochs`` (only exactly one is singular)."""
-    return f"{count:g} {noun}" if count == 1 else f"{count:g} {noun}s"
+    """``1 epoch``, ``1,281,167 images``, ``0.5 epochs`` (only exactly one is singular; whole numbers in full, with
+    thousands separators)."""
+    shown = f"{int(count):,}" if float(count).is_integer() else f"{count:g}"
+    return f"{shown} {noun}" if count == 1 else f"{shown} {noun}s"
 
 
 def _significant(value: float, digits: int = 4) -> str:
@@ -160,7 +162,10 @@ def eval_results(results: dict | None, row: str, dataset: str, split: str) -> li
     elif (results.get("knn") or {}).get(row):
         protocol = (results.get("protocol") or {}).get("knn") or {}
         k, temperature = protocol.get("k"), protocol.get("temperature")
-        topk(CLASSIFICATION, f"k-NN (k={k}, T={temperature:g})", f"knn_k{k}_t{temperature:g}", results["knn"][row])
+        if k is not None and temperature is not None:
+            topk(CLASSIFICATION, f"k-NN (k={k}, T={temperature:g})", f"knn_k{k}_t{temperature:g}", results["knn"][row])
+        else:  # an evaluation that did not record its protocol
+            topk(CLASSIFICATION, "k-NN", "knn", results["knn"][row])
     return [
         EvalResult(
             task_type="image-classification" if task == CLASSIFICATION else "image-feature-extraction", task_name=task,
@@ -195,12 +200,16 @@ def _article(noun: str) -> str:
     return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
 
-def _machine(results: dict, accelerator: str) -> str:
-    machine = results.get("machine") or {}
-    if machine.get("gpu") and accelerator in ("auto", "gpu", "cuda"):
+def _machine(results: dict) -> str:
+    """What the figures' evaluation measured on: ``evaluated_on`` (``gpu`` / ``cpu``, export.evaluated_on) with the
+    recorded machine's GPU or CPU; the machine that ran the evaluation when the record does not say."""
+    machine, device = results.get("machine") or {}, results.get("evaluated_on")
+    if device == "gpu" and machine.get("gpu"):
         return _article(f"{machine['gpu']} GPU")
-    cpus = machine.get("cpus")
-    return _article(f"{machine.get('cpu_model') or 'unnamed'} CPU") + (f" ({plural(cpus, 'core')})" if cpus else "")
+    if device == "cpu" and machine:
+        cpus = machine.get("cpus")
+        return _article(f"{machine.get('cpu_model') or 'unnamed'} CPU") + (f" ({plural(cpus, 'core')})" if cpus else "")
+    return "the machine that ran the evaluation"
 
 
 def _preprocessing_lines(meta: dict, side: int) -> list[str]:
@@ -260,6 +269,7 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
     train = meta["train_data"]
     marks = [*results.get("deviations", []), *results.get("approximations", [])]
     protocol = figures.get("knn_protocol") or {}
+    missing = figures.get("missing")
     name = repo.split("/")[-1] if repo else f"{config['architecture']}-ssdistill-{meta['method']}"
     licence_id, licence_name = licence_fields(licence)
     base = hub_base_models(cfg)  # one Hub teacher: a string, several: a list (the Hub's base_model forms)
@@ -282,10 +292,17 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
         "",
         "```python",
         "import timm",
+        "from PIL import ImageOps",
         f'model = timm.create_model("{where}", pretrained=True).eval()',
         "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))",
-        'features = model(transform(image.convert("RGB")).unsqueeze(0))  # image: a PIL image',
+        "image = ImageOps.exif_transpose(image).convert(\"RGB\")  # image: a PIL image, upright as the evaluation read it",
+        "features = model(transform(image).unsqueeze(0))",
         "```",
+        "",
+        "This reads an image as ssdistill's evaluation did (upright by its EXIF orientation, as RGB) except for "
+        "transparent images, which the evaluation laid on white (`convert(\"RGB\")` drops the alpha channel instead), and "
+        "16-bit images, which it scaled to 8 bits (divided by 257; `convert(\"RGB\")` does not scale them): for those the "
+        "features differ from the evaluation's.",
         "",
         *_preprocessing_lines(meta, side),
         "",
@@ -293,13 +310,16 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
         "",
     ]
     if student.get("params_m") is not None:
+        measured_by = "`ssdistill eval`" if results.get("figures_file") == "evaluation.json" else "the run's evaluation"
         lines.append(
             f"{_significant(student['params_m'], 3)} M parameters, {_significant(student['gflops'])} GFLOPs per {side} px image, "
-            f"{student['images_per_s']:.0f} images/s (forward pass on batches of 64, measured by the run's evaluation on "
-            f"{_machine(results, cfg.trainer.accelerator)})."
+            f"{student['images_per_s']:.0f} images/s (forward pass on batches of 64, measured by "
+            f"{measured_by} on "
+            f"{_machine(results)})."
         )
     else:
-        lines.append("Not measured (the run has no evaluation): run `ssdistill eval RUN` and export again.")
+        lines.append(f"Not measured: {missing}, and export again." if missing else
+                     "Not measured (the run has no evaluation): run `ssdistill eval RUN` and export again.")
     lines += [
         "",
         "## Teachers",
@@ -322,14 +342,18 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
         "",
     ]
     if evaluation:
+        knn = (f"k-NN with k={protocol['k']}, temperature {protocol['temperature']:g}" if protocol.get("k") is not None
+               and protocol.get("temperature") is not None else "k-NN (its k and temperature were not recorded)")
         lines += [
-            f"On `{val['name']}` ({val['split']} split); k-NN with k={protocol.get('k', '?')}, temperature "
-            f"{protocol.get('temperature', '?')}; the {'teacher' if len(teachers) == 1 else 'teachers'} and a random-init "
+            f"On `{val['name']}` ({val['split']} split), measured on the exported checkpoint (step {figures.get('step')}); "
+            f"{knn}; the {'teacher' if len(teachers) == 1 else 'teachers'} and a random-init "
             "student of the same architecture are evaluated the same way. The figures are also in this card's metadata "
             "(`model-index`).",
             "",
             _table(header, evaluation),
         ]
+    elif missing:
+        lines.append(f"No evaluation figures: {missing}, and export again.")
     else:
         lines.append("The run was not evaluated (no results.json): run `ssdistill eval RUN` and export again.")
     lines += [

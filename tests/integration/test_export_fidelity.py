@@ -368,3 +368,139 @@ def test_an_older_timm_writer_without_data_config_gives_the_same_config(tmp_path
     writer = hub.save_config_for_hf
     monkeypatch.setattr(hub, "save_config_for_hf", lambda model, config_path, model_config=None, model_args=None: writer(model, config_path, model_config, model_args))
     assert timm_hub_config(student.backbone, data, tmp_path / "old.json", "other") == current
+
+
+# ----- the figures belong to the exported checkpoint; the export folder's run identity; the card's wording (review 2, 6, 7, 10, 14, 15)
+
+def _run_copy(run: Path, where: Path) -> Path:
+    """A copy of a finished run (its records and checkpoints; no export, no features) to edit."""
+    copy = where / run.name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export", "features"))
+    return copy
+
+
+def _edit_json(path: Path, **changes) -> dict:
+    record = {**json.loads(path.read_text()), **changes}
+    path.write_text(json.dumps(record))
+    return record
+
+
+def test_figures_come_from_the_one_record_that_measured_the_exported_checkpoint(demo_run, tmp_path):
+    run = _run_copy(demo_run[0], tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    step = results["steps"]
+    other = {"train": results["data"]["knn_train"], "val": "/elsewhere/other_set/val"}
+    gpu = {"gpu": "NVIDIA H100 80GB HBM3", "cpus": 16, "cpu_model": "Some CPU"}
+    row = {"top1": 11.0, "top5": 22.0, "params_m": 1.5, "gflops": 0.25, "images_per_s": 1234.0}
+    evaluation = {"step": step - 1, "knn": {"student": row}, "evaluation": None, "data": other, "machine": gpu}
+    (run / "evaluation.json").write_text(json.dumps(evaluation))  # `eval --checkpoint` of an earlier checkpoint
+    figures = json.loads(export_run(run, output=tmp_path / "a")["config"].read_text())["ssdistill"]["evaluation"]
+    assert figures["source"] == "results.json" and figures["step"] == step
+    assert figures["knn"]["student"]["top1"] == round(results["knn"]["student"]["top1"], 2) and figures["data"]["name"] == "imagenette_mini"
+    assert "suite" in figures  # results.json's own suite, not mixed with the other record
+
+    (run / "evaluation.json").write_text(json.dumps({**evaluation, "step": step}))  # `eval --val OTHER` of the final checkpoint
+    written = export_run(run, output=tmp_path / "b")
+    figures = json.loads(written["config"].read_text())["ssdistill"]["evaluation"]
+    assert figures["source"] == "evaluation.json" and figures["knn"] == {"student": {"top1": 11.0, "top5": 22.0}}
+    assert figures["data"] == {"name": "other_set", "split": "val"} and "suite" not in figures  # k-NN, suite and data: one record
+    card = written["card"].read_text()
+    assert "measured by `ssdistill eval` on a NVIDIA H100 80GB HBM3 GPU)" in card  # eval measures on the GPU when there is one
+    assert {(r.dataset_name, r.metric_value) for r in ModelCard(card).data.eval_results} == {("other_set", 11.0), ("other_set", 22.0)}
+
+
+def test_results_json_figures_name_the_device_the_run_evaluated_on(demo_run, tmp_path):
+    """The run's own evaluation ran on its trainer.accelerator: a CPU run on a machine with a GPU measured on the CPU."""
+    run = _run_copy(demo_run[0], tmp_path)
+    results = json.loads((run / "results.json").read_text())
+    config = {**results["config"], "trainer": {**results["config"]["trainer"], "accelerator": "cpu"}}
+    _edit_json(run / "results.json", machine={**results["machine"], "gpu": "NVIDIA H100 80GB HBM3"}, config=config)
+    card = export_run(run, output=tmp_path / "cpu")["card"].read_text()
+    assert "H100" not in card and "measured by the run's evaluation on a" in card and f"{results['machine']['cpu_model']} CPU" in card
+    _edit_json(run / "results.json", machine=None)
+    assert "measured by the run's evaluation on the machine that ran the evaluation)" in export_run(run, output=tmp_path / "none")["card"].read_text()
+
+
+def test_an_export_of_a_checkpoint_no_record_measured_carries_no_figures_and_says_so(demo_run, tmp_path, caplog):
+    run = _run_copy(demo_run[0], tmp_path)
+    step = _edit_json(run / "results.json", steps=json.loads((run / "results.json").read_text())["steps"] + 5)["steps"] - 5
+    with caplog.at_level("WARNING", logger="ssdistill"):
+        written = export_run(run, output=tmp_path / "none")
+    figures = json.loads(written["config"].read_text())["ssdistill"]["evaluation"]
+    reason = f"the run's evaluations measured other checkpoints (results.json step {step + 5}), not this one (step {step})"
+    assert figures == {"row": "student", "step": step, "missing": f"{reason}; `ssdistill eval RUN` measures them"}
+    card = written["card"].read_text()
+    assert f"No evaluation figures: {reason}; `ssdistill eval RUN` measures them, and export again." in card
+    assert not ModelCard(card).data.eval_results and "images/s" not in card
+    assert f"the export of {run / 'checkpoints' / 'last.ckpt'} carries no evaluation figures: {reason}; `ssdistill eval {run}` measures them" in caplog.text
+
+
+def test_a_damaged_results_json_is_one_line_and_an_older_one_gives_no_figures(demo_run, tmp_path, capsys):
+    run = _run_copy(demo_run[0], tmp_path)
+    text = (run / "results.json").read_text()
+    (run / "results.json").write_text(text[: len(text) // 2])
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(run), "--output", str(tmp_path / "out")])
+    message = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and message.count("\n") == 0 and message.startswith(f"error: {run / 'results.json'} is damaged (not valid JSON: ")
+    assert message.endswith(f"remove it and evaluate the run with `ssdistill eval {run}` (the export then takes that evaluation's figures)")
+    old = {k: v for k, v in json.loads(text).items() if k not in ("results_version", "method")}
+    (run / "results.json").write_text(json.dumps(old))
+    figures = json.loads(export_run(run, output=tmp_path / "out")["config"].read_text())["ssdistill"]["evaluation"]
+    assert figures["missing"] == "the run's results.json was written by an older ssdistill; `ssdistill eval RUN` measures them"
+
+
+def test_a_resumed_moved_run_and_a_killed_export_are_still_the_same_run(demo_run, tmp_path):
+    """The run identity ignores config.yaml's safe overrides (a resume rewrites it) and the run's folder (moved or
+    copied); a folder with only export files and no config.json (an export killed after model.safetensors) is ours."""
+    run = _run_copy(demo_run[0], tmp_path / "first")
+    out = tmp_path / "out"
+    export_run(run, output=out)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["eval"]["knn_k"] += 1
+    config["data"]["num_workers"] = 1
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    moved = tmp_path / "elsewhere" / run.name
+    shutil.move(str(run), str(moved))
+    export_run(moved, output=out)  # not "the export of another run"
+    (out / "config.json").unlink()
+    (out / "README.md").unlink()
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
+    export_run(moved, output=out)
+    config["trainer"]["seed"] += 1  # a forced change of what is trained: another run's export is refused
+    (moved / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(Exception, match="holds the export of another run"):
+        export_run(moved, output=out)
+
+
+def test_counts_read_in_full_and_the_snippet_reads_images_upright(demo_run):
+    from ssdistill.modelcard import plural
+
+    assert plural(1281167, "image") == "1,281,167 images" and plural(1, "epoch") == "1 epoch" and plural(0.5, "epoch") == "0.5 epochs"
+    assert plural(1281167.0, "image") == "1,281,167 images"
+    card = (demo_run[1] / "README.md").read_text()
+    assert 'image = ImageOps.exif_transpose(image).convert("RGB")' in card and "from PIL import ImageOps" in card
+    assert "transparent images, which the evaluation laid on white" in card and "16-bit images, which it scaled to 8 bits" in card
+
+
+def test_the_size_census_of_a_skip_corrupt_run_decodes_no_image(tmp_path, monkeypatch):
+    """Export opens the evaluation splits without skip_corrupt (which decodes every image) and leaves an image whose
+    header cannot be read out of the census."""
+    import ssdistill.data.datasets as datasets
+    from ssdistill.export import census_sources
+    from ssdistill.export_config import evaluation_paths
+    from ssdistill.recipe import build_config
+
+    for name in ("a", "b"):
+        write_images(tmp_path / "data" / "train" / name, 3, size=32, seed=1)
+        write_images(tmp_path / "data" / "val" / name, 2, size=32, seed=2)
+    (tmp_path / "data" / "val" / "a" / "broken.jpg").write_bytes(b"not an image")
+    cfg = build_config(tiny_config(tmp_path, data={"train": str(tmp_path / "data" / "train"), "val": str(tmp_path / "data" / "val"),
+                                                   "skip_corrupt": True, "train_subset": None}))
+
+    def decoding(*args, **kwargs):
+        raise AssertionError("the census decoded every image (skip_corrupt)")
+
+    monkeypatch.setattr(datasets, "keep_readable", decoding)
+    counts = evaluation_paths(census_sources(cfg, None))
+    assert counts == {"cropped": 0, "resized": 10, "examined": 10, "total": 11, "unreadable": 1}

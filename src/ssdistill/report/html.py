@@ -52,7 +52,7 @@ def _number(value: str | None) -> float:
         return math.nan
 
 
-def _record(path: Path, remedy: str) -> dict:
+def read_record(path: Path, remedy: str) -> dict:
     """A run's JSON record; a damaged one (cut short by a full disk, edited by hand) is one line naming the file."""
     try:
         record = json.loads(path.read_text())
@@ -61,6 +61,11 @@ def _record(path: Path, remedy: str) -> dict:
     if not isinstance(record, dict) or "knn" not in record:
         raise ConfigError(f"{path} is not a run record (no 'knn' entry); {remedy}")
     return record
+
+
+def current_results(results: dict) -> bool:
+    """Whether a results.json is in this ssdistill's format (an older one lacks what the report and export read)."""
+    return results.get("results_version", 1) >= RESULTS_VERSION and isinstance(results.get("data"), dict) and "method" in results
 
 
 def load_run(path: str | Path) -> dict:
@@ -74,15 +79,15 @@ def load_run(path: str | Path) -> dict:
         raise ConfigError(f"{run} has no results.json: the run has not finished (resume it with `ssdistill distill --resume {run}`)")
     if held:
         print(f"warning: {held}: the report shows its results.json from before this training", file=sys.stderr)
-    results = _record(results_path, f"evaluate the run again with `ssdistill eval {run}`, or resume it with `ssdistill distill --resume {run}`")
-    if results.get("results_version", 1) < RESULTS_VERSION or not isinstance(results.get("data"), dict) or "method" not in results:
+    results = read_record(results_path, f"evaluate the run again with `ssdistill eval {run}`, or resume it with `ssdistill distill --resume {run}`")
+    if not current_results(results):
         raise ConfigError(
             f"{results_path} was written by an older ssdistill (results_version {results.get('results_version', 1)}, this one "
             f"reads {RESULTS_VERSION}): evaluate the run again with `ssdistill eval {run}`, which the report then shows"
         )
     record = {"knn": results.get("knn"), "evaluation": results.get("evaluation"), "data": results["data"]}
     if (run / "evaluation.json").is_file():
-        evaluated = _record(run / "evaluation.json", f"remove it, or evaluate the run again with `ssdistill eval {run}`")
+        evaluated = read_record(run / "evaluation.json", f"remove it, or evaluate the run again with `ssdistill eval {run}`")
         step = evaluated.get("step")  # the checkpoint evaluated (a record without it is from before steps were recorded)
         if step is not None and step != results.get("steps"):
             print(f"warning: {run / 'evaluation.json'} evaluated the checkpoint of step {step}, not the final one (step "
