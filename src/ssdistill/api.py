@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +47,8 @@ from ssdistill.files import atomic_write_text, remedy, write_failure
 from ssdistill.methods.registry import METHODS
 from ssdistill.models.teachers import build_teacher
 from ssdistill.recipe import build_config, merge_nested, parse_overrides
+
+log = logging.getLogger("ssdistill")
 
 __all__ = ["distill", "evaluate", "fill_cache", "teacher_split_features", "load_student_from_run"]
 
@@ -186,7 +188,7 @@ def evaluate(
         run = existing_run_dir(run)
         path, state = run_checkpoint(run, checkpoint)  # the newest readable checkpoint unless one is named
         if held := busy(run):
-            print(f"warning: {held}: evaluating its checkpoint of step {state.get('global_step')}, not its final student", file=sys.stderr)
+            log.warning("%s: evaluating its checkpoint of step %s, not its final student", held, state.get("global_step"))
         cfg, first = load_student_from_run(run, path)
         updates = {
             "data": {"knn_train": train or cfg.data.knn_train, "val": val or cfg.data.val},

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from ssdistill.distributed import is_global_zero
 from ssdistill.files import NO_SPACE, NOT_WRITABLE
 from ssdistill.errors import Interrupted, SsdistillError, one_line
 
@@ -201,6 +201,10 @@ class _Stderr(logging.StreamHandler):
     def stream(self, value) -> None:
         pass
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Warnings once per run, not once per DDP process: only the first process of a launch shows them."""
+        return (record.levelno >= logging.ERROR or is_global_zero()) and super().filter(record)
+
 
 def main(argv: list[str] | None = None) -> None:
     package = logging.getLogger("ssdistill")
@@ -287,12 +291,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc.strerror or exc}{where}; check that the folder is writable and has space", file=sys.stderr)
         sys.exit(2 if exc.errno in (*NO_SPACE, *NOT_WRITABLE) else 1)  # the user's disk or folder, as other bad input
     except KeyboardInterrupt as exc:
-        if isinstance(exc, Interrupted):
-            if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0":  # once, not per DDP process
-                print(f"interrupted: {exc}", file=sys.stderr)
-            sys.exit(exc.exit_code)
-        print("interrupted: a run resumes with `ssdistill distill --resume RUN_DIR`, a cache fill where it stopped", file=sys.stderr)
-        sys.exit(130)
+        if is_global_zero():  # once, not per DDP process
+            plain = "a run resumes with `ssdistill distill --resume RUN_DIR`, a cache fill where it stopped"
+            print(f"interrupted: {exc if isinstance(exc, Interrupted) else plain}", file=sys.stderr)
+        sys.exit(exc.exit_code if isinstance(exc, Interrupted) else 130)
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)

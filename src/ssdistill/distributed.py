@@ -19,6 +19,23 @@ def launch_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def process_count(devices: int | str, num_nodes: int, accelerator: str) -> int:
+    """The DDP processes a run's trainer starts: devices per node times nodes, ``devices="auto"`` resolved as Lightning
+    resolves it (every visible GPU when the accelerator is a CUDA one, or ``auto`` on a machine with CUDA; else 1)."""
+    if devices == "auto":
+        cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        devices = torch.cuda.device_count() if cuda else 1
+    return int(devices) * num_nodes
+
+
+def is_global_zero() -> bool:
+    """Whether this is the first process of its launch (DDP's global rank 0): the process group's rank once it exists,
+    before that the launcher's (torchrun's or SLURM's rank, Lightning's LOCAL_RANK and NODE_RANK)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return launch_rank_world()[0] == 0 and all(os.environ.get(key, "0") in ("", "0") for key in ("LOCAL_RANK", "NODE_RANK"))
+
+
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 

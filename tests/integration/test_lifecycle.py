@@ -91,8 +91,8 @@ def test_a_finished_run_with_step_checkpoints_ends_with_its_final_state(tmp_path
     (folder / "last.ckpt").write_bytes(final[: len(final) // 2])  # a damaged disk
     top1, err = knn_of_eval()
     assert top1 == results["knn"]["student"]["top1"]
-    assert any(line.startswith(f"warning: checkpoint {folder / 'last.ckpt'} cannot be read") for line in err), err
-    assert f"warning: using epoch001.ckpt (step 8), the newest readable checkpoint of {run}" in err
+    assert any(line.startswith(f"WARNING: checkpoint {folder / 'last.ckpt'} cannot be read") for line in err), err
+    assert f"WARNING: using epoch001.ckpt (step 8), the newest readable checkpoint of {run}" in err
     assert _cli(capsys, "export", run, "--output", tmp_path / "export2")[0] == 0
 
     # a run written by an older version: the final state in last-v1.ckpt beside an older last.ckpt
@@ -103,7 +103,7 @@ def test_a_finished_run_with_step_checkpoints_ends_with_its_final_state(tmp_path
     # an evaluation of an earlier checkpoint is not shown as the run's
     assert _cli(capsys, "eval", run, "--knn-only", "--num-workers", 0, "--checkpoint", folder / "epoch000.ckpt")[0] == 0
     code, _, err = _cli(capsys, "report", run, "--markdown")
-    assert code == 0 and f"warning: {run / 'evaluation.json'} evaluated the checkpoint of step 4, not the final one (step 8)" in err[0], err
+    assert code == 0 and f"WARNING: {run / 'evaluation.json'} evaluated the checkpoint of step 4, not the final one (step 8)" in err[0], err
 
 
 def _killed(tmp_path, name, epochs=3, at=1, **trainer):
@@ -219,7 +219,7 @@ def test_sigterm_and_ctrl_c_end_with_a_resume_hint_and_a_locked_run_refuses_othe
     _one_error(*_cli(capsys, "export", run)[::2], f"{held}: export it once it has finished")
     _one_error(*_cli(capsys, "report", run)[::2], f"{held}: its report can be made once it has finished")
     code, _, err = _cli(capsys, "eval", run, "--knn-only", "--num-workers", 0)
-    assert code == 0 and any(line.startswith(f"warning: {held}: evaluating its checkpoint of step") for line in err), err
+    assert code == 0 and any(line.startswith(f"WARNING: {held}: evaluating its checkpoint of step") for line in err), err
 
     trains.send_signal(signal.SIGCONT)
     os.killpg(trains.pid, signal.SIGTERM)
@@ -337,3 +337,100 @@ def test_a_sigterm_while_training_sets_up_stops_before_the_first_batch(tmp_path)
     assert stopped.value.exit_code == 143
     assert str(stopped.value) == f"SIGTERM at step 0, before the first checkpoint of {run}: nothing to resume; start the run again"
     assert not run.exists()
+
+
+def test_an_error_while_a_resume_restores_its_checkpoint_is_not_called_a_config_mismatch(finished, tmp_path):
+    """Only a checkpoint that does not fit the resumed module is the user's config (one line); an out-of-memory, a
+    process group that cannot start or a bug while the checkpoint is restored is raised as it is."""
+    import lightning as L
+
+    class OutOfMemory(L.Callback):
+        def on_load_checkpoint(self, trainer, module, checkpoint):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(finished[1], run)
+    config = (run / "config.yaml").read_bytes()
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        distill(resume=run, trainer={"epochs": 2}, callbacks=[OutOfMemory()], quiet=True)
+    assert (run / "config.yaml").read_bytes() == config
+
+
+def test_a_sigterm_after_the_last_batch_stops_the_run_before_its_evaluation(tmp_path):
+    """A SIGTERM while Lightning tears down (its own handler gone, the run's flag-only one back) still stops the run,
+    with its resume hint, instead of being dropped while the run evaluates and exits 0."""
+    import lightning as L
+
+    from ssdistill.errors import Interrupted
+
+    class PreemptedAtTheEnd(L.Callback):
+        def on_fit_end(self, trainer, module):  # after Lightning's teardown put the handlers back
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Interrupted) as stopped:
+        distill(tiny_config(tmp_path, trainer={"epochs": 1}), callbacks=[PreemptedAtTheEnd()], quiet=True)
+    run = tmp_path / "runs" / "tiny"
+    assert stopped.value.exit_code == 143 and not (run / "results.json").exists()
+    assert str(stopped.value) == f"SIGTERM after training; {run} resumes from its checkpoint of step 4: ssdistill distill --resume {run}"
+
+
+def test_a_file_system_without_locks_lets_the_run_be_reported(finished, tmp_path, capsys, caplog, monkeypatch):
+    """flock refused with ENOLCK (some network and FUSE mounts): training goes on unlocked with a warning, and the
+    commands that ask whether a process trains the run (report, eval, export) find none instead of failing."""
+    import errno
+
+    import ssdistill.engine.rundir as rundir
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(finished[1], run)
+    (run / rundir.LOCK_FILE).touch()
+    monkeypatch.setattr(rundir.fcntl, "flock", no_locks)
+    code, out, err = _cli(capsys, "report", run, "--markdown")
+    assert code == 0 and "distilled test_resnet" in out and not err, err
+    rundir.lock_run(run)
+    rundir.unlock_run(run)
+    assert [r.getMessage() for r in caplog.records if r.name == "ssdistill"] == [
+        f"{run} cannot be locked ({os.strerror(errno.ENOLCK)}): a second process training this run at the same time would not be refused"
+    ]
+
+
+def test_devices_auto_counts_every_gpu_as_lightning_does(finished, tmp_path, capsys, monkeypatch):
+    """trainer.devices=auto starts a process per visible GPU: the check of one batch per process counts them all (it
+    counted one), on the CPU and with trainer.accelerator=cpu one process."""
+    from ssdistill.distributed import process_count
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert [process_count("auto", 1, a) for a in ("auto", "gpu", "cuda", "cpu", "mps")] == [8, 8, 8, 1, 1]
+    assert process_count("auto", 2, "auto") == 16 and process_count(3, 2, "auto") == 6
+    recipe = finished[0]
+    code, _, err = _cli(capsys, "distill", "--config", recipe, "trainer.devices=auto", "run.name=auto")
+    _one_error(code, err, "has 64 images, fewer than data.batch_size=16 for each of its 8 processes; lower the batch size")
+    assert not (recipe.parent / "runs" / "auto").exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert process_count("auto", 1, "auto") == 1
+
+
+def test_warnings_and_the_interrupted_line_come_from_the_first_process_only(finished, tmp_path, capsys, monkeypatch):
+    """Warnings go through the package logger ("WARNING: ..."), and they, like the plain Ctrl-C line, are shown by the
+    first process of a launch only, not once per DDP process."""
+    import ssdistill.cli as cli
+
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(finished[1], run)
+    (run / "evaluation.json").write_text(json.dumps({"step": 1, "knn": {}}))
+    warned = f"WARNING: {run / 'evaluation.json'} evaluated the checkpoint of step 1, not the final one (step 4)"
+
+    def stopped():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_print_list", stopped)
+    code, _, err = _cli(capsys, "report", run, "--markdown")
+    assert code == 0 and len(err) == 1 and err[0].startswith(warned), err
+    assert _cli(capsys, "list") == (130, "", ["interrupted: a run resumes with `ssdistill distill --resume RUN_DIR`, a cache fill where it stopped"])
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a process Lightning started for the second device
+    assert _cli(capsys, "report", run, "--markdown")[::2] == (0, [])
+    assert _cli(capsys, "list") == (130, "", [])

@@ -19,7 +19,7 @@ export alike).
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ import lightning as L
 
 from ssdistill.config import DistillConfig
 from ssdistill.errors import ConfigError, ModelError
+
+log = logging.getLogger("ssdistill")
 
 SAFE_TO_CHANGE = (
     "eval.",
@@ -168,12 +170,12 @@ def newest_checkpoint(run_dir: Path, quiet: bool = False, skip: tuple[Path, ...]
             found.append((_step(path), path.name == "last.ckpt", path.stat().st_mtime, path))
         except Exception as exc:  # noqa: BLE001 - a checkpoint that cannot be read is skipped, whatever the reason
             if not quiet:
-                print(f"warning: checkpoint {path} cannot be read ({_reason(exc)}); it is skipped", file=sys.stderr)
+                log.warning("checkpoint %s cannot be read (%s); it is skipped", path, _reason(exc))
     if not found:
         return None
     step, _, _, path = max(found)
     if path.name != "last.ckpt" and not quiet:
-        print(f"warning: using {path.name} (step {step}), the newest readable checkpoint of {run_dir}", file=sys.stderr)
+        log.warning("using %s (step %d), the newest readable checkpoint of %s", path.name, step, run_dir)
     return path, step
 
 
@@ -204,7 +206,7 @@ def run_checkpoint(run_dir: Path, checkpoint: str | Path | None = None) -> tuple
         try:
             return found[0], torch.load(found[0], map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001 - readable header, damaged tensors: the next one
-            print(f"warning: checkpoint {found[0]} cannot be read ({_reason(exc)}); it is skipped", file=sys.stderr)
+            log.warning("checkpoint %s cannot be read (%s); it is skipped", found[0], _reason(exc))
             skipped += (found[0],)
     folder = Path(run_dir) / "checkpoints"
     if any(folder.glob("*.ckpt")):

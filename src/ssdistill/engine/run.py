@@ -32,7 +32,7 @@ from ssdistill.engine.records import RESULTS_VERSION, machine, peak_rss_mb, vers
 from ssdistill.engine.resume import resume_checkpoint, run_checkpoint
 from ssdistill.engine.rundir import existing_run_dir
 from ssdistill.engine.trainer import TrainingClock, build_trainer, fit, refuse_single_image_batches
-from ssdistill.distributed import world_size
+from ssdistill.distributed import process_count, world_size
 from ssdistill.engine.trackers import log_final
 from ssdistill.errors import ConfigError, DataError, ModelError
 from ssdistill.eval.features import extract_features
@@ -160,7 +160,7 @@ def run_distillation(
     method = METHODS[cfg.method.name]
     device = compute_device(cfg.trainer.accelerator)
     source = train_source(cfg)
-    processes = (cfg.trainer.devices if isinstance(cfg.trainer.devices, int) else 1) * cfg.trainer.num_nodes
+    processes = process_count(cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.accelerator)
     if len(source) // max(processes, 1) < cfg.data.batch_size:  # the samplers drop partial batches: no step at all
         each = f" for each of its {processes} processes" if processes > 1 else ""
         raise DataError(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -12,6 +12,7 @@ from ssdistill.distributed import launch_rank_world
 from ssdistill.errors import ConfigError, StorageError
 
 RUN_DIR_ENV = "SSDISTILL_RUN_DIR"  # set for DDP worker processes so they join the parent's run
+log = logging.getLogger("ssdistill")
 
 
 def new_run_dir(parent: str | Path, name: str | None, method: str) -> Path:
@@ -85,8 +86,8 @@ def lock_run(run_dir: Path) -> None:
         raise ConfigError(f"{held}; wait for it to end (or stop it) before resuming the run") from None
     except OSError as exc:  # a file system without locks (some network and FUSE mounts): train unlocked, and say so
         os.close(fd)
-        print(f"warning: {run_dir} cannot be locked ({exc.strerror}): a second process training this run at the same time "
-              "would not be refused", file=sys.stderr)
+        log.warning("%s cannot be locked (%s): a second process training this run at the same time would not be refused",
+                    run_dir, exc.strerror)
         return
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
@@ -100,7 +101,8 @@ def unlock_run(run_dir: Path) -> None:
 
 
 def training_process(run_dir: Path) -> int | None:
-    """The id of the process training in ``run_dir`` now (0 when it cannot be read), or None when none is."""
+    """The id of the process training in ``run_dir`` now (0 when it cannot be read), or None when none is (or when the
+    file system has no locks: training there is unlocked, see :func:`lock_run`)."""
     if str(run_dir) in _held:
         return os.getpid()
     try:
@@ -113,6 +115,8 @@ def training_process(run_dir: Path) -> int | None:
     except BlockingIOError:
         text = os.pread(fd, 32, 0).decode(errors="replace").strip()
         return int(text) if text.isdigit() else 0
+    except OSError:  # no locks on this file system (ENOLCK and the like): nobody can hold one
+        return None
     finally:
         os.close(fd)
 

@@ -20,8 +20,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ssdistill.config import DistillConfig
+from ssdistill.distributed import process_count
 from ssdistill.models.checkpoints import save_checkpoint_file
 from ssdistill.errors import ConfigError, Interrupted, short
+from ssdistill.engine.resume import newest_checkpoint
 from ssdistill.engine.trackers import TrackerStart, tracker_loggers
 
 
@@ -148,7 +150,7 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     quiet_lightning()
     t = cfg.trainer
-    processes = (t.devices if isinstance(t.devices, int) else 1) * t.num_nodes
+    processes = process_count(t.devices, t.num_nodes, t.accelerator)
     checkpoints = run_dir / "checkpoints"
     every_epoch = RunCheckpoint(
         dirpath=checkpoints,
@@ -229,9 +231,11 @@ class WorkerStart:
 def fit(trainer: L.Trainer, module: L.LightningModule, loader, checkpoint: Path | None, run_dir: Path) -> None:
     """``trainer.fit``, with Ctrl-C and SIGTERM ending in :class:`Interrupted` (exit 130 / 143 with a resume hint) instead
     of Lightning's bare exits. SIGTERM is left to Lightning while it trains (it finishes the batch, saves ``last.ckpt``
-    and stops, see :class:`RunCheckpoint`; one that comes while fit sets up stops it before the first batch); a
-    checkpoint that does not fit the module (a forced change) is one line. SIGINT's and SIGTERM's handlers are put back
-    afterwards (Lightning leaves SIGINT ignored after a Ctrl-C)."""
+    and stops, see :class:`RunCheckpoint`; one that comes while fit sets up stops it before the first batch; one that
+    comes after the last batch, while Lightning tears down, stops the run once fit returns, before the evaluation); a
+    checkpoint that does not fit the module (a forced change: a state dict or optimiser parameter groups of other
+    shapes) is one line, any other error while it is restored is raised as it is. SIGINT's and SIGTERM's handlers are
+    put back afterwards (Lightning leaves SIGINT ignored after a Ctrl-C)."""
     main = threading.current_thread() is threading.main_thread()
     handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) if main else None
     watch = next(c for c in trainer.callbacks if isinstance(c, StopWatch))
@@ -251,8 +255,8 @@ def fit(trainer: L.Trainer, module: L.LightningModule, loader, checkpoint: Path 
             raise interruption(run_dir, what, f"at step {trainer.global_step}") from None
         raise
     except (RuntimeError, ValueError, KeyError) as exc:
-        if checkpoint is None or watch.started:
-            raise
+        if checkpoint is None or watch.started or not any(sign in str(exc) for sign in LOAD_MISMATCHES):
+            raise  # an out-of-memory, a process group that cannot start, a bug: not the user's config
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]  # the first mismatch
         raise ConfigError(
@@ -263,13 +267,17 @@ def fit(trainer: L.Trainer, module: L.LightningModule, loader, checkpoint: Path 
         if handlers is not None:
             signal.signal(signal.SIGINT, handlers[0])
             signal.signal(signal.SIGTERM, handlers[1])
+    if watch.terminated:  # noted by the flag-only handler Lightning chains to its own and puts back when it tears down
+        raise interruption(run_dir, "SIGTERM", "after training")
+
+
+# what torch says when a checkpoint's tensors or optimiser state do not fit the module built from the resumed config
+LOAD_MISMATCHES = ("Error(s) in loading state_dict", "size mismatch", "parameter group")
 
 
 def interruption(run_dir: Path, what: str, where: str) -> Interrupted:
     """The one line an interrupted run ends with: where it stopped (``where``: "at step 7", "while it was evaluated") and
     the checkpoint a resume continues from. ``what``: Ctrl-C or SIGTERM."""
-    from ssdistill.engine.resume import newest_checkpoint
-
     code = 143 if what == "SIGTERM" else 130
     found = newest_checkpoint(run_dir, quiet=True)
     if found is None:

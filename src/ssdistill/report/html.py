@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
-import sys
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
@@ -20,6 +20,8 @@ from ssdistill.errors import ConfigError
 from ssdistill.eval.classes import class_note
 from ssdistill.eval.tables import comparison_rows, markdown_table, model_group, model_identities, model_keys, model_names, model_rows, task_rows
 from ssdistill.report.svg import line_chart, scatter_chart
+
+log = logging.getLogger("ssdistill")
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1180px; color: #222; }
@@ -78,7 +80,7 @@ def load_run(path: str | Path) -> dict:
             raise ConfigError(f"{held}: its report can be made once it has finished")
         raise ConfigError(f"{run} has no results.json: the run has not finished (resume it with `ssdistill distill --resume {run}`)")
     if held:
-        print(f"warning: {held}: the report shows its results.json from before this training", file=sys.stderr)
+        log.warning("%s: the report shows its results.json from before this training", held)
     results = read_record(results_path, f"evaluate the run again with `ssdistill eval {run}`, or resume it with `ssdistill distill --resume {run}`")
     if not current_results(results):
         raise ConfigError(
@@ -90,9 +92,8 @@ def load_run(path: str | Path) -> dict:
         evaluated = read_record(run / "evaluation.json", f"remove it, or evaluate the run again with `ssdistill eval {run}`")
         step = evaluated.get("step")  # the checkpoint evaluated (a record without it is from before steps were recorded)
         if step is not None and step != results.get("steps"):
-            print(f"warning: {run / 'evaluation.json'} evaluated the checkpoint of step {step}, not the final one (step "
-                  f"{results.get('steps')}): the report shows results.json's evaluation; `ssdistill eval {run}` renews it",
-                  file=sys.stderr)
+            log.warning("%s evaluated the checkpoint of step %s, not the final one (step %s): the report shows results.json's "
+                        "evaluation; `ssdistill eval %s` renews it", run / "evaluation.json", step, results.get("steps"), run)
         else:
             record.update(knn=evaluated["knn"], evaluation=evaluated.get("evaluation") or record["evaluation"])
     metrics_path = run / "metrics.csv"
