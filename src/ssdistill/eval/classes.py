@@ -22,6 +22,14 @@ from ssdistill.errors import DataError
 log = logging.getLogger("ssdistill")
 
 SHOWN = 3  # class names a message lists before "..."
+_warned: set[str] = set()  # the check before training and the evaluation after it would say the same thing twice
+
+
+def _warn_once(message: str, *args) -> None:
+    text = message % args
+    if text not in _warned:
+        _warned.add(text)
+        log.warning(text)
 
 
 def class_names(source: ImageSource) -> list[str]:
@@ -154,7 +162,7 @@ def align_classes(
     if missing:
         record["classes_left_out"] = missing
         record["query_images_left_out"] = len(query) - len(alignment.query)
-        log.warning(
+        _warn_once(
             "%s: %d of its %d classes are not in %s and are left out (eval.shared_classes=true): %d images scored, %d left out",
             query_name, len(missing), len(query_present), memory_name, len(alignment.query), len(query) - len(alignment.query),
         )
@@ -162,7 +170,7 @@ def align_classes(
         few = [memory_names[c] for c in sorted(memory_counts) if 0 < memory_counts[c] < k]
         if few:
             record["classes_with_fewer_than_k_memory_images"] = few
-            log.warning(
+            _warn_once(
                 "%s has fewer than k=%d images of class %s: its queries are outvoted by other classes' neighbours (lower eval.knn_k)",
                 memory_name, k, _listed(few),
             )
