@@ -213,8 +213,10 @@ def evaluate(
             "checkpoint": str(path),
             "step": state.get("global_step"),
             "data": {"train": cfg.data.knn_train or cfg.data.train, "val": cfg.data.val, "classes": classes},
+            "protocol": {"knn": {"k": cfg.eval.knn_k, "temperature": cfg.eval.knn_t, "tap": "pooled", "view": "original"}},
             "knn": knn,
             "evaluation": suite,
+            "device": str(device),  # where images/s were measured
             "machine": machine(),
             "versions": versions(),
         }

@@ -354,6 +354,7 @@ def results_record(cfg, run_dir, method, students, ctx, source, knn, note, timin
         "deviations": method.deviations(cfg),
         "teacher_cache": cfg.cache.enabled,
         "teacher_in_training": teacher_in_training,
+        "device": str(ctx.device),  # where the evaluation (and its images/s) ran
         "machine": machine(),
         "versions": versions(),
         "config": cfg.to_dict(),
