@@ -24,7 +24,7 @@ def _collected() -> set[str]:
 
 def test_the_bad_input_page_lists_every_case_and_no_stale_one():
     page = table.PAGE.read_text()
-    listed = set(re.findall(r"<!-- (\S+::\S+) -->", page))
+    listed = set(re.findall(r"<!-- (\S+::.+?) -->", page))
     collected = _collected()
     # the parametrised refusals (one row per bad input); other tests of these files may record lines too
     cases = {test for test in collected if "[" in test and re.search(r"bad|refuse", test.split("::")[1])}
