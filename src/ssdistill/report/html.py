@@ -85,7 +85,8 @@ def load_run(path: str | Path) -> dict:
     if not current_results(results):
         raise ConfigError(
             f"{results_path} was written by an older ssdistill (results_version {results.get('results_version', 1)}, this one "
-            f"reads {RESULTS_VERSION}): evaluate the run again with `ssdistill eval {run}`, which the report then shows"
+            f"reads {RESULTS_VERSION}), which lacks what the report shows: make its report with the ssdistill that trained it, or "
+            f"train the run again"
         )
     record = {"knn": results.get("knn"), "evaluation": results.get("evaluation"), "data": results["data"]}
     if (run / "evaluation.json").is_file():
