@@ -84,8 +84,8 @@ def check_output_folder(out: Path, identity: str, overwrite: bool) -> None:
     recorded = previous.get("ssdistill") if isinstance(previous, dict) else None
     if not isinstance(recorded, dict) or recorded.get("run_id") != identity:
         raise ModelError(
-            f"the export folder {out} holds the export of another run: export into a new or empty folder with --output, "
-            "or pass --overwrite to replace it"
+            f"the export folder {out} holds the export of another run (or one written by another ssdistill version): export into "
+            "a new or empty folder with --output, or pass --overwrite to replace it"
         )
 
 
