@@ -36,7 +36,7 @@ TITLES = {
     "test_full_disk.py": "Full disks and unwritable folders",
     "test_export_fidelity.py": "Export",
 }
-TMP = re.compile(r"/tmp/(?:pytest-of-[^/]+/pytest-\d+/[^/\s]+|[^/\s]+)")
+TMP = re.compile(r"/tmp/(?:pytest-of-[^/]+/pytest-\d+/(?:popen-gw\d+/)?[^/\s]+|[^/\s]+)")  # a test's own folder, with or without xdist
 
 HEADER = """# When the input is wrong
 
