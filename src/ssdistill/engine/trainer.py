@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from functools import partial
 import threading
 import time
 import warnings
@@ -121,8 +122,16 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, module, outputs, batch, batch_idx)
-        if self.on_sigterm and trainer.received_sigterm and trainer.world_size == 1 and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if not self.on_sigterm or trainer.world_size != 1:
+            return
+        watch = next((c for c in trainer.callbacks if isinstance(c, StopWatch)), None)
+        pending = watch is not None and watch.pending
+        if trainer.received_sigterm or pending:
+            if self._last_global_step_saved != trainer.global_step:
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            if pending:  # saved: now Lightning may stop, at the end of this batch (sigterm_noted held it back)
+                watch.pending = False
+                trainer._signal_connector.received_sigterm = True
 
     def load_state_dict(self, state_dict: dict) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
@@ -204,6 +213,7 @@ class StopWatch(L.Callback):
         self.cause: BaseException | None = None
         self.started = False  # training started: a resumed run's checkpoint was restored
         self.terminated = False  # SIGTERM came while fit set up, before Lightning's own handler was in place
+        self.pending = False  # SIGTERM came while training: Lightning's stop held back until last.ckpt is saved
 
     def on_train_start(self, trainer, module) -> None:
         self.started = True
@@ -245,7 +255,7 @@ def fit(trainer: L.Trainer, module: L.LightningModule, loader, checkpoint: Path 
             inner = pl_worker_init_function  # what Lightning would add (the process's global rank)
         loader.worker_init_fn = WorkerStart(inner)
     if main:  # noted only: Lightning chains this handler to its own, and nothing may raise mid-batch
-        signal.signal(signal.SIGTERM, lambda signum, frame: setattr(watch, "terminated", True))
+        signal.signal(signal.SIGTERM, partial(sigterm_noted, trainer, watch))
     try:
         trainer.fit(module, loader, ckpt_path=str(checkpoint) if checkpoint else None)
     except (SystemExit, KeyboardInterrupt) as exc:
@@ -269,6 +279,17 @@ def fit(trainer: L.Trainer, module: L.LightningModule, loader, checkpoint: Path 
             signal.signal(signal.SIGTERM, handlers[1])
     if watch.terminated:  # noted by the flag-only handler Lightning chains to its own and puts back when it tears down
         raise interruption(run_dir, "SIGTERM", "after training")
+
+
+def sigterm_noted(trainer, watch: StopWatch, signum, frame) -> None:
+    """SIGTERM noted; Lightning calls this after its own handler, which set ``received_sigterm``. In one process while
+    training, that flag is held back until RunCheckpoint has saved ``last.ckpt`` at the end of a batch: Lightning checks
+    it again after the checkpoint callbacks, so a signal that came between the two would stop training a batch past
+    the newest checkpoint (the resume then repeats that batch's step from the older one)."""
+    watch.terminated = True
+    if watch.started and trainer.world_size == 1:
+        watch.pending = True
+        trainer._signal_connector.received_sigterm = False
 
 
 # what torch says when a checkpoint's tensors or optimiser state do not fit the module built from the resumed config
