@@ -75,7 +75,7 @@ def table(bench: str, tier: str, rows: dict[str, dict], labels: dict[str, str], 
     lines = [
         f"{bench.upper()}, tier `{tier}`: two tasks (classes 0-4: task a, 5-9: task b), each taught by its own teacher "
         f"({', '.join(f'{t}: {n}' for t, n in names.items())}); ACC = Hungarian-matched clustering accuracy on the task's "
-        f"evaluation split; CKA is the project's reconstruction (METHODS 5); `python -m benchmarks.quality --tier {tier} --bench {bench}`",
+        f"evaluation split; CKA is the project's reconstruction (docs/methods/cka.md); `python -m benchmarks.quality --tier {tier} --bench {bench}`",
         "",
         "| " + " | ".join(header) + " |",
         "| --- | " + " | ".join(["---:"] * (len(header) - 2)) + " | --- |",

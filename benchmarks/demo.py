@@ -1,10 +1,11 @@
-"""The README's demo figures, from a run of the demo recipe (the run `make demo` makes).
+"""The demo figures of the benchmarks page (and the README's headline), from a run of the demo recipe (the run
+`make demo` makes).
 
-    python -m benchmarks.demo --readme              # run configs/demo/feature.yaml, rewrite the README's demo blocks
-    python -m benchmarks.demo --table-only --readme # only re-render the blocks from benchmarks/results/demo-cpu.json
+    python -m benchmarks.demo --docs              # run configs/demo/feature.yaml, rewrite the demo blocks and the headline
+    python -m benchmarks.demo --table-only --docs # only re-render the blocks from benchmarks/results/demo-cpu.json
 
 The run's results record (every figure, the machine with its CPU model and vector extensions, versions, seed) is
-written to benchmarks/results/demo-cpu.json; the README blocks between ``<!-- demo:results -->`` and
+written to benchmarks/results/demo-cpu.json; the blocks of docs/benchmarks.md between ``<!-- demo:results -->`` and
 ``<!-- demo:output -->`` markers are rendered from it. Figures move by a few points from one CPU to another (the
 seed spread of the same recipe is in benchmarks/results/spread-cpu.md).
 """
@@ -17,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.quality import README, RESULTS, REPO, replace_block
+from benchmarks.quality import DOCS, RESULTS, REPO, replace_block
 
 RECIPE = REPO / "configs" / "demo" / "feature.yaml"
 ROW = RESULTS / "demo-cpu.json"
@@ -58,7 +59,7 @@ def results_block(record: dict) -> str:
         "",
         f"The distilled student keeps {record['retained_pct']:.1f} % of the teacher's k-NN accuracy after {record['steps']} optimisation "
         f"steps on {record['data']['train_size']:,} images, and runs about {student['images_per_s'] / teacher['images_per_s']:.0f} times "
-        f"faster than the teacher on this CPU. Measured {record['created'][:10]} by `python -m benchmarks.demo --readme` (the run "
+        f"faster than the teacher on this CPU. Measured {record['created'][:10]} by `python -m benchmarks.demo --docs` (the run "
         f"`make demo` makes; ssdistill {record['versions']['ssdistill']}, torch {record['versions']['torch']}) on "
         f"{cores} cores of an {machine.get('cpu_model', 'unknown CPU')} (torch dispatching to {machine.get('torch_cpu_capability', '?')}). "
         "Figures move by a few points from one CPU to another: the same seeds take other kernel paths, round differently, "
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--table-only", action="store_true", help="only re-render from benchmarks/results/demo-cpu.json")
-    parser.add_argument("--readme", action="store_true", help="rewrite the README's demo blocks")
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true", help="rewrite the demo blocks of docs/benchmarks.md and the README's headline")
     args = parser.parse_args(argv)
     if args.table_only:
         if not ROW.is_file():
@@ -92,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         record = run_demo()
         ROW.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(ROW, json.dumps(record, indent=2))
-    write(record, README if args.readme else None)
+    write(record, DOCS if args.docs else None)
+    if args.docs:
+        from benchmarks import headline
+
+        headline.main([])
     print(results_block(record))
     print(output_block(record))
     return 0

@@ -4,14 +4,14 @@
     python -m benchmarks.quality --tier cpu --bench q2 --only seed bingo
     python -m benchmarks.quality --tier smoke                         # CIFAR-10 slice, about a minute per method
     python -m benchmarks.quality --tier gpu --bench q1                # resnet18 at 224, on a machine with one GPU
-    python -m benchmarks.quality --tier cpu --bench q1 --table-only --readme
-    python -m benchmarks.quality --tier cpu --bench q1 --alignment --readme   # CKA / dCor² with the teacher, old rows
+    python -m benchmarks.quality --tier cpu --bench q1 --table-only --docs
+    python -m benchmarks.quality --tier cpu --bench q1 --alignment --docs   # CKA / dCor² with the teacher, old rows
 
 A row is the recipe ``configs/<bench>/<method>.yaml`` with the tier's overrides. Each finished row is written to
 ``benchmarks/results/<bench>/<method>-<tier>.json`` as soon as it completes and is not recomputed unless
 ``--force``; an interrupted row resumes from its run's last checkpoint. After every row the markdown table
-``benchmarks/results/<bench>-<tier>.md`` is regenerated from the JSON files (``--readme`` also replaces the README
-block between ``<!-- bench:<bench>-<tier> -->`` and ``<!-- /bench:<bench>-<tier> -->``).
+``benchmarks/results/<bench>-<tier>.md`` is regenerated from the JSON files (``--docs`` also replaces the block of the
+documentation's benchmarks page, docs/benchmarks.md, between ``<!-- bench:<bench>-<tier> -->`` and ``<!-- /bench:<bench>-<tier> -->``).
 
 The smoke tier checks that learning happens and exits non-zero when a row fails its check (``check_row``).
 """
@@ -31,7 +31,8 @@ from ssdistill.eval.tables import cell
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-README = REPO / "README.md"
+README = REPO / "README.md"  # its one results table: benchmarks/headline.py
+DOCS = REPO / "docs" / "benchmarks.md"  # the documentation site's benchmarks page: every table
 SHARED_WEIGHTS = REPO.parent / "shared" / "weights"
 
 # baselines (feature regression also from another teacher and from both), then the published methods (MV-MR also
@@ -700,13 +701,13 @@ def write_table(bench: str, tier: str, results_dir: Path = RESULTS, readme: Path
 
 def show_table(markdown: str | None, measure_command: str, readme_marker: str | None) -> int:
     """A diagnostic's command-line ending: print its table (exit 1 with a hint when nothing is on record yet) and, given
-    a marker, fill that README block with it."""
+    a marker, fill that block of docs/benchmarks.md with it."""
     if markdown is None:
         print(f"no record yet: run {measure_command}", file=sys.stderr)
         return 1
     print(markdown)
     if readme_marker is not None:
-        replace_block(REPO / "README.md", readme_marker, markdown)
+        replace_block(DOCS, readme_marker, markdown)
     return 0
 
 
@@ -754,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true", help="only regenerate the markdown tables from the JSON files")
     parser.add_argument("--alignment", action="store_true",
                         help="fill teacher alignment (CKA, dCor² on val) into finished rows that lack it, then regenerate the tables")
-    parser.add_argument("--readme", action="store_true", help="also replace the tables' blocks in README.md")
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true", help="also replace the tables' blocks in docs/benchmarks.md")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the row JSON files and tables")
     parser.add_argument("--runs", type=Path, help="parent of the run directories (default: the recipe's run.dir)")
     parser.add_argument("--seed", type=int, help="train the rows with trainer.seed=SEED, another seed of the same rows (their run "
@@ -762,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
                         "benchmarks/results/seeds")
     args = parser.parse_args(argv)
     benches = args.bench or TIERS[args.tier].benches
-    readme = README if args.readme else None
+    readme = DOCS if args.docs else None
     if args.alignment:
         for bench in benches:
             for method in METHODS:

@@ -12,7 +12,7 @@ teacher cache; the runs use augmented global crops), for each recipe and for eac
 * how many columns are some image's top column.
 
     python -m benchmarks.rob_targets                       # Q2 (cifar_resnet56, 512 columns, a pass of the teacher)
-    python -m benchmarks.rob_targets --table-only --readme # re-render the table (and the README block)
+    python -m benchmarks.rob_targets --table-only --docs # re-render the table (and its block in docs/benchmarks.md)
 
 The record is benchmarks/results/<bench>/rob_targets-cpu.json. It describes the targets, not training: which target
 difference moves the students is measured by ablation rows (for example ``method.memax_weight=0``).
@@ -129,13 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", default="q2", help="benchmark whose rob_dino_kmeans and rob_msn recipes give teacher, data and columns")
     parser.add_argument("--table-only", action="store_true", help="render the table from the record, measure nothing")
-    parser.add_argument("--readme", action="store_true", help="also fill the README block bench:<bench>-cpu-rob-targets")
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true", help="also fill the docs/benchmarks.md block bench:<bench>-cpu-rob-targets")
     args = parser.parse_args(argv)
     if not args.table_only:
         measure(args.bench)
     from benchmarks.quality import show_table
 
-    marker = f"bench:{args.bench}-cpu-rob-targets" if args.readme else None
+    marker = f"bench:{args.bench}-cpu-rob-targets" if args.docs else None
     return show_table(table(args.bench), f"python -m benchmarks.rob_targets --bench {args.bench}", marker)
 
 

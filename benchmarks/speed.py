@@ -359,11 +359,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="ssdistill speed benchmarks (ratios measured side by side).")
     parser.add_argument("--tier", choices=sorted(TIERS), default="cpu")
     parser.add_argument("--only", nargs="*", choices=FIGURES, default=list(FIGURES))
-    parser.add_argument("--readme", action="store_true", help="also replace the README block between <!-- bench:speed-<tier> --> markers")
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true", help="also replace the docs/benchmarks.md block between <!-- bench:speed-<tier> --> markers")
     parser.add_argument("--table-only", action="store_true", help="only regenerate the markdown from the JSON file")
     args = parser.parse_args()
     if args.table_only:
-        _write_table(args.tier, json.loads((RESULTS / f"speed-{args.tier}.json").read_text()), args.readme)
+        _write_table(args.tier, json.loads((RESULTS / f"speed-{args.tier}.json").read_text()), args.docs)
         return
     tier = TIERS[args.tier]
     rows = []
@@ -405,16 +405,16 @@ def main() -> None:
     for row in rows:
         row["date"] = record["date"]
     atomic_write_text(path, json.dumps(record, indent=2))
-    _write_table(args.tier, record, args.readme)
+    _write_table(args.tier, record, args.docs)
 
 
 def _write_table(tier: str, record: dict, readme: bool) -> None:
-    from benchmarks.quality import README, replace_block
+    from benchmarks.quality import DOCS, replace_block
 
     markdown = _markdown(record)
     atomic_write_text(RESULTS / f"speed-{tier}.md", markdown)
     if readme:
-        replace_block(README, f"bench:speed-{tier}", markdown)
+        replace_block(DOCS, f"bench:speed-{tier}", markdown)
     print(markdown)
 
 

@@ -4,7 +4,7 @@ CPUs: other kernel paths round differently, and a training trajectory follows th
 
     python -m benchmarks.spread                          # every check, seeds 0-3 (about an hour on 2 cores)
     python -m benchmarks.spread --only mvmr_teacher --seeds 0 1 2 3 4 5
-    python -m benchmarks.spread --table-only --readme   # re-render the table (and the README block)
+    python -m benchmarks.spread --table-only --docs   # re-render the table (and its block in docs/benchmarks.md)
 
 Each (check, seed) is written to benchmarks/results/spread-cpu.json as soon as it finishes and is not recomputed
 (``--force`` does); benchmarks/results/spread-cpu.md gives min / mean / max of every figure next to the bound its
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
     parser.add_argument("--force", action="store_true", help="recompute (check, seed) pairs already measured")
     parser.add_argument("--table-only", action="store_true")
-    parser.add_argument("--readme", action="store_true", help="also replace the README block between <!-- spread --> markers")
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true", help="also replace the block of docs/benchmarks.md between <!-- spread --> markers")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     path = args.results / "spread-cpu.json"
@@ -203,10 +203,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{check} seed {seed}: {figures}", flush=True)
     markdown = table(record)
     atomic_write_text(args.results / "spread-cpu.md", markdown)
-    if args.readme:
-        from benchmarks.quality import README, replace_block
+    if args.docs:
+        from benchmarks.quality import DOCS, replace_block
 
-        replace_block(README, "spread", markdown)
+        replace_block(DOCS, "spread", markdown)
     print(markdown)
     return 0
 

@@ -6,7 +6,7 @@ student's side answer that: a student distilled at 96 px can hardly hold more of
 itself holds at 96 px.
 
     python -m benchmarks.teacher_resolution                       # Q1: EfficientNet-Lite0 at 96, 128, 160 and 224 px
-    python -m benchmarks.teacher_resolution --table-only --readme # re-render the table (and the README block)
+    python -m benchmarks.teacher_resolution --table-only --docs # re-render the table (and its block in docs/benchmarks.md)
 
 Each side is written to benchmarks/results/<bench>/teacher_resolution-cpu.json as soon as it is measured and is not
 measured again (``--force`` does); the same figure for one side is
@@ -90,13 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sides", type=int, nargs="+", default=list(SIDES), help="teacher input sides in px")
     parser.add_argument("--force", action="store_true", help="measure sides already on record again")
     parser.add_argument("--table-only", action="store_true", help="render the table from the record, measure nothing")
-    parser.add_argument("--readme", action="store_true", help="also fill the README block bench:<bench>-cpu-teacher-resolution")
+    parser.add_argument("--docs", "--readme", dest="docs", action="store_true", help="also fill the docs/benchmarks.md block bench:<bench>-cpu-teacher-resolution")
     args = parser.parse_args(argv)
     if not args.table_only:
         measure(args.bench, args.sides, args.force)
     from benchmarks.quality import show_table
 
-    marker = f"bench:{args.bench}-cpu-teacher-resolution" if args.readme else None
+    marker = f"bench:{args.bench}-cpu-teacher-resolution" if args.docs else None
     return show_table(table(args.bench), f"python -m benchmarks.teacher_resolution --bench {args.bench}", marker)
 
 
