@@ -6,7 +6,7 @@ STAMP := $(VENV)/.ssdistill-installed
 # torch/torchvision are pinned to the builds these machines serve from local disk
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test data clean
+.PHONY: demo test data docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ TEST_WORKERS ?= auto
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 tests
 
+# the documentation site (mkdocs.yml, pages in docs/): built into site/, or served on http://127.0.0.1:8000
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+
 # unpack the full benchmark datasets from ../shared/data into .data/ (needed by configs/q1, configs/q2)
 data:
 	mkdir -p .data/imagenette2_224 .data/cifar10
@@ -32,4 +39,4 @@ data:
 	test -d .data/cifar10/train || tar xzf ../shared/data/cifar10_jpeg.tar.gz -C .data/cifar10
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs site .pytest_cache
