@@ -28,3 +28,14 @@ def test_batch_statistics_normalise_with_the_batch_and_leave_the_layer_as_it_was
     assert torch.allclose(inside, expected, atol=1e-5)
     assert not bn.training and int(bn.num_batches_tracked) == 0
     assert torch.equal(bn.running_mean, torch.full((2,), 5.0)) and torch.equal(bn.running_var, torch.full((2,), 4.0))
+
+
+def test_grouped_forward_never_leaves_a_group_of_one_image():
+    """7 images in 3 groups: 3, 2, 2 (not 3, 3, 1, which BatchNorm refuses in training mode with a traceback)."""
+    sizes = []
+    grouped_forward(lambda x: sizes.append(len(x)) or x, torch.randn(7, 4), groups=3)
+    assert sorted(sizes) == [2, 2, 3]
+    bn = torch.nn.BatchNorm1d(4).train()
+    for n in range(2, 12):
+        for groups in range(1, 9):
+            assert grouped_forward(bn, torch.randn(n, 4), groups).shape == (n, 4)

@@ -21,7 +21,9 @@ def grouped_forward(network: Callable[[torch.Tensor], torch.Tensor], images: tor
     """``network`` applied to ``groups`` random sub-batches (at least 2 images each); rows in input order."""
     groups = max(1, min(groups, len(images) // 2))
     order = torch.randperm(len(images), device=images.device)
-    outputs = torch.cat([network(chunk) for chunk in images[order].chunk(groups)])
+    # tensor_split: sizes differ by at most one, so every group has >= 2 images (chunk would leave 7 images in groups of
+    # 3, 3 and 1, and BatchNorm cannot normalise one image)
+    outputs = torch.cat([network(chunk) for chunk in images[order].tensor_split(groups)])
     return outputs[torch.argsort(order)]
 
 
