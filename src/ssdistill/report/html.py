@@ -24,14 +24,17 @@ from ssdistill.report.svg import line_chart, scatter_chart
 log = logging.getLogger("ssdistill")
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1180px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 24px auto; padding: 0 16px; max-width: 1180px; color: #222; }
+.table { overflow-x: auto; }
 table { border-collapse: collapse; margin: 8px 0 20px; font-size: 14px; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f3f3f3; }
-.charts { display: flex; flex-wrap: wrap; gap: 12px; }
+.charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 460px), 1fr)); gap: 16px; align-items: start; }
+.charts svg.chart { display: block; width: 100%; max-width: 560px; height: auto; }
 pre { background: #f7f7f7; padding: 10px; overflow-x: auto; font-size: 12px; }
 .note { color: #666; font-size: 13px; }
+@media (max-width: 600px) { body { margin: 8px auto; padding: 0 8px; } h1 { font-size: 1.5em; } }
 """
 
 # Marks every chart with the size it was drawn at, so a headless browser can confirm the plots rendered.
@@ -133,7 +136,7 @@ def _class_names(results: dict) -> list[str] | None:
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='table'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def _run_charts(run: dict) -> list[str]:
@@ -148,23 +151,71 @@ def _run_charts(run: dict) -> list[str]:
         series = [(term, *_series(metrics, "epoch", f"train/{term}_epoch")) for term in terms]
         charts.append(line_chart(series, f"loss terms per epoch ({name})", "epoch", "value", f"terms-{name}"))
     charts.append(line_chart([("lr", *_series(metrics, "step", "train/lr"))], f"learning rate ({name})", "step", "lr", f"lr-{name}"))
-    monitors = []  # the student's k-NN monitor, and each member's in a cohort
-    for member, column in _monitor_columns(run):
-        xs, ys = _series(metrics, "epoch", column)
-        if xs:
-            monitors.append((member, [x + 1 for x in xs], ys))
-    if monitors:
-        charts.append(line_chart(monitors, f"k-NN top-1 during training ({name})", "epoch", "%", f"knn-{name}"))
+    for metric, curves in monitor_series(run).items():  # every monitor the run logged, a curve per member
+        title, _, chart_id = _monitor_names(metric)
+        charts.append(_monitor_chart(metric, curves, f"{title} ({name})", f"{chart_id}-{name}", baselines=True))
     return charts
 
 
-def _monitor_columns(run: dict) -> list[tuple[str, str]]:
-    """(member, metrics.csv column) of every k-NN monitor a run logged, in the order of the run's members:
-    ``monitor/knn_top1`` for the student, ``monitor/<member>/knn_top1`` for the members of a cohort."""
-    columns = {k for r in run["metrics"][:1] for k in r if k.startswith("monitor/") and k.endswith("/knn_top1")}
-    found = {("student" if c == "monitor/knn_top1" else c.split("/")[1]): c for c in columns}
-    order = list(run["results"].get("students") or ["student"])
-    return sorted(found.items(), key=lambda item: (order.index(item[0]) if item[0] in order else len(order), item[0]))
+# how the report names the monitors it knows: metric -> (chart title, y label, chart id); any other monitor/* column
+# is plotted too, under its own name
+MONITORS = {
+    "teacher_cka": ("alignment with the teacher: linear CKA, no labels", "CKA", "monitor-teacher-cka"),
+    "knn_top1": ("k-NN top-1 during training", "top-1 %", "knn"),
+    "knn_top5": ("k-NN top-5 during training", "top-5 %", "knn-top5"),
+}
+START = "_start"  # a monitor's value before the first step (``<metric>_start``): the epoch-0 point of its curve
+
+
+def _monitor_names(metric: str) -> tuple[str, str, str]:
+    slug = "".join(c if c.isalnum() else "-" for c in metric.lower())
+    return MONITORS.get(metric, (f"monitor {metric}", metric, f"monitor-{slug}"))
+
+
+def monitor_series(run: dict) -> dict[str, dict[str, dict]]:
+    """Every monitor a run logged (any ``monitor/*`` column of metrics.csv), as metric -> member -> curve, in the order
+    of MONITORS then by name, members in the run's order. ``monitor/<metric>`` is the student's, ``monitor/<member>/<metric>``
+    a cohort member's. A curve is {"x", "y", "xlabel", "start"}: x counts the epochs trained (a value logged more than
+    once an epoch: the step), and ``<metric>_start``, logged once before training, is the point at 0 (``start``)."""
+    metrics = run["metrics"]
+    members = list(run["results"].get("students") or ["student"])
+    columns: dict[str, dict[str, str]] = {}
+    for column in metrics[0] if metrics else []:
+        if not column.startswith("monitor/"):
+            continue
+        parts = column.split("/")[1:]
+        member, metric = (parts[0], "/".join(parts[1:])) if len(parts) > 1 and parts[0] in members else ("student", "/".join(parts))
+        columns.setdefault(metric, {})[member] = column
+    found: dict[str, dict[str, dict]] = {}
+    for metric, by_member in columns.items():
+        if metric.endswith(START) and metric[: -len(START)] in columns:
+            continue
+        for member, column in by_member.items():
+            rows = [r for r in metrics if r.get(column) not in (None, "")]
+            if not rows:
+                continue
+            epochs = [int(_number(r.get("epoch"))) if math.isfinite(_number(r.get("epoch"))) else -1 for r in rows]
+            by_step = len(set(epochs)) < len(epochs) or -1 in epochs
+            xs = [_number(r.get("step")) if by_step else e + 1.0 for r, e in zip(rows, epochs)]
+            start_column = columns.get(metric + START, {}).get(member)
+            start = next((_number(r[start_column]) for r in metrics if start_column and r.get(start_column) not in (None, "")), None)
+            curve = {"x": xs, "y": [_number(r[column]) for r in rows], "xlabel": "step" if by_step else "epochs trained", "start": start}
+            if start is not None and math.isfinite(start):
+                curve["x"], curve["y"] = [0.0, *curve["x"]], [start, *curve["y"]]
+            found.setdefault(metric, {})[member] = curve
+    order = list(MONITORS)
+    ranked = sorted(found, key=lambda m: (order.index(m) if m in order else len(order), m))
+    return {m: dict(sorted(found[m].items(), key=lambda kv: (members.index(kv[0]) if kv[0] in members else len(members), kv[0])))
+            for m in ranked}
+
+
+def _monitor_chart(metric: str, curves: dict[str, dict], title: str, chart_id: str, baselines: bool) -> str:
+    """One monitor's chart: a curve per member (or run), and with ``baselines`` each curve's start as a dashed line."""
+    _, ylabel, _ = _monitor_names(metric)
+    xlabels = {curve["xlabel"] for curve in curves.values()}
+    series = [(name, curve["x"], curve["y"]) for name, curve in curves.items()]
+    starts = [(name, curve["start"]) for name, curve in curves.items() if baselines and curve["start"] is not None]
+    return line_chart(series, title, xlabels.pop() if len(xlabels) == 1 else "epochs trained / step", ylabel, chart_id, baselines=starts)
 
 
 def _embedding_charts(runs: list[dict]) -> list[str]:
@@ -217,10 +268,12 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
     if len(runs) > 1:
         losses = [(r["name"], *_series(r["metrics"], "epoch", "train/loss_epoch")) for r in runs]
         overlaid = [line_chart(losses, "training loss per epoch", "epoch", "loss", "loss-all")]
-        monitors = [(r["name"] if member == "student" else f"{r['name']} [{member}]", *_series(r["metrics"], "epoch", column))
-                    for r in runs for member, column in _monitor_columns(r)]
-        if any(xs for _, xs, _ in monitors):
-            overlaid.append(line_chart(monitors, "k-NN top-1 during training", "epoch", "%", "knn-all"))
+        per_run = [(r, monitor_series(r)) for r in runs]
+        for metric in dict.fromkeys(m for _, found in per_run for m in found):  # each monitor, every run's members overlaid
+            curves = {(r["name"] if member == "student" else f"{r['name']} [{member}]"): curve
+                      for r, found in per_run for member, curve in found.get(metric, {}).items()}
+            title, _, chart_id = _monitor_names(metric)
+            overlaid.append(_monitor_chart(metric, curves, title, f"{chart_id}-all", baselines=False))
         sections.append("<h2>Curves</h2><div class='charts'>" + "".join(c for c in overlaid if c) + "</div>")
     for run in runs:
         charts = [c for c in _run_charts(run) if c]
@@ -238,7 +291,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
                 notes.append(f"<p class='note'>{label}: {escape('; '.join(items))}</p>")
         sections.append(f"<h2>Config: {escape(run['name'])}</h2>{''.join(notes)}<pre>{escape(run['config'])}</pre>")
     page = (
-        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width, initial-scale=1'><title>{escape(title)}</title>"
         f"<style>{STYLE}</style><script>{RENDER_CHECK}</script></head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
     path = Path(output) if output else (runs[0]["dir"] / "report.html" if len(runs) == 1 else Path("report.html"))

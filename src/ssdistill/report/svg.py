@@ -1,16 +1,69 @@
-"""Small self-contained SVG charts for the HTML report (no plotting library, nothing fetched by the page)."""
+"""Small self-contained SVG charts for the HTML report (no plotting library, nothing fetched by the page).
+
+Every chart is laid out before it is drawn (:func:`layout`), so that no text overlaps another or leaves the chart:
+the title wraps onto a second line (then shrinks) to fit the width, the legend sits below the plot in centred rows that
+wrap, the y axis leaves room for its widest tick label before the axis label, x tick labels are thinned until they do
+not touch, and the data ranges get a margin so that no point sits on the frame. The SVG scales with its container
+(viewBox, width 100%), so a chart fits a phone's width. Text widths are estimated with DejaVu Sans's advance widths,
+the widest of the common sans-serif fonts, so that text set in a narrower font fits too."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from html import escape
+from typing import Callable
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-WIDTH, HEIGHT = 560, 300
-MARGIN = {"left": 62, "right": 16, "top": 30, "bottom": 42}
+WIDTH = 520  # viewBox units; the page shows a chart at most about this many pixels wide and scales it down below that
+PLOT_HEIGHT, SCATTER_HEIGHT = 210, 300  # of the plot area of a line chart, of a scatter chart
+PAD, GAP, TICK_LEN = 8, 6, 4
+TITLE, MIN_TITLE, LABEL, TICK, LEGEND = 16, 11, 14, 13, 13  # font sizes
+ASCENT, DESCENT = 0.93, 0.24  # of the font's line box, in em (DejaVu Sans: 1901/2048 and 483/2048)
+BOLD = 1.12  # bold text is this much wider (DejaVu Sans Bold: 1.10)
+# DejaVu Sans advance widths of the characters ' ' (32) to '~' (126), in thousandths of an em; other characters: 1 em
+_ADVANCE = (
+    318, 401, 460, 838, 636, 950, 780, 275, 390, 390, 500, 838, 318, 361, 318, 337, 636, 636, 636, 636, 636, 636, 636, 636,
+    636, 636, 337, 337, 838, 838, 838, 531, 1000, 684, 686, 698, 770, 632, 575, 775, 752, 295, 295, 656, 557, 863, 748, 787,
+    603, 787, 695, 635, 611, 732, 684, 989, 685, 611, 685, 390, 337, 390, 838, 500, 500, 613, 635, 550, 635, 615, 352, 635,
+    634, 278, 278, 579, 278, 974, 634, 612, 635, 635, 411, 521, 392, 634, 592, 818, 592, 592, 525, 636, 337, 636, 838,
+)
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+def text_width(text: str, size: float, bold: bool = False) -> float:
+    """Estimated width of ``text`` set at ``size`` (px)."""
+    em = sum(_ADVANCE[ord(c) - 32] if 32 <= ord(c) < 127 else 1000 for c in text) / 1000
+    return em * size * (BOLD if bold else 1.0)
+
+
+def shorten(text: str, size: float, width: float, bold: bool = False) -> str:
+    """``text``, cut with an ellipsis where it would be wider than ``width``."""
+    if text_width(text, size, bold) <= width:
+        return text
+    while text and text_width(text + "…", size, bold) > width:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
+def fit_title(title: str, width: float) -> tuple[list[str], float]:
+    """The title's lines (one, else two broken at the space that balances them) and its font size, the largest from
+    TITLE down to MIN_TITLE at which every line fits ``width``; past that, the lines are cut with an ellipsis."""
+    words = title.split(" ")
+
+    def balanced(size: float) -> tuple[str, str]:
+        splits = [(" ".join(words[:i]), " ".join(words[i:])) for i in range(1, len(words))]
+        return min(splits, key=lambda pair: max(text_width(line, size, True) for line in pair))
+
+    for size in range(TITLE, MIN_TITLE - 1, -1):
+        if text_width(title, size, True) <= width:
+            return [title], size
+        if len(words) > 1 and max(text_width(line, size, True) for line in balanced(size)) <= width:
+            return list(balanced(size)), size
+    lines = balanced(MIN_TITLE) if len(words) > 1 else (title,)
+    return [shorten(line, MIN_TITLE, width, True) for line in lines], MIN_TITLE
+
+
+def _ticks(low: float, high: float, count: int = 5, integer: bool = False) -> list[float]:
     if not math.isfinite(low) or not math.isfinite(high):
         return []
     if high <= low:
@@ -18,65 +71,196 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / count
     step = 10 ** math.floor(math.log10(raw))
     step *= next(m for m in (1, 2, 2.5, 5, 10) if m * step >= raw)
+    if integer:
+        step = max(1.0, round(step))
     first = math.ceil(low / step) * step
-    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+    return [round(first + i * step, 12) for i in range(int((high - first) / step + 1e-9) + 1)]
 
 
 def _fmt(value: float) -> str:
     if value == 0:
         return "0"
+    if value == int(value) and abs(value) < 1e6:
+        return str(int(value))
     if abs(value) >= 1000 or abs(value) < 0.01:
         return f"{value:.1e}"
     return f"{value:.3g}"
 
 
-def _frame(title: str, xlabel: str, ylabel: str, x_range, y_range, chart_id: str) -> tuple[list[str], callable]:
+@dataclass(frozen=True)
+class Legend:
+    """One legend entry: a name, its colour and its mark (line, dash: a dashed line, dot)."""
+
+    name: str
+    colour: str
+    mark: str = "line"
+
+
+@dataclass
+class Layout:
+    """Where everything of a chart goes, in viewBox units (boxes are (x, y, width, height))."""
+
+    width: float
+    height: float
+    title: list[tuple[str, float]]  # (line, baseline)
+    title_size: float
+    plot: tuple[float, float, float, float]
+    x_ticks: list[tuple[float, str, float]]  # (value, label, x)
+    y_ticks: list[tuple[float, str, float]]  # (value, label, y)
+    x_label: tuple[str, float]  # (text, baseline)
+    y_label: tuple[str, float]  # (text, baseline x of the rotated label)
+    legend: list[tuple[Legend, str, float, float]]  # (entry, shown name, x of its mark, baseline)
+    legend_box: tuple[float, float, float, float] | None
+    place: Callable[[float, float], tuple[float, float]]
+
+    def text_boxes(self) -> list[tuple[str, tuple[float, float, float, float]]]:
+        """(what, box) of every text the chart draws, as estimated (the tests check that none overlap)."""
+        boxes = []
+        for line, base in self.title:
+            w = text_width(line, self.title_size, True)
+            boxes.append(("title", (self.width / 2 - w / 2, base - ASCENT * self.title_size, w, (ASCENT + DESCENT) * self.title_size)))
+        left, top, _, plot_h = self.plot
+        for _, label, x in self.x_ticks:
+            w = text_width(label, TICK)
+            base = self._x_tick_baseline()
+            boxes.append(("x tick", (x - w / 2, base - ASCENT * TICK, w, (ASCENT + DESCENT) * TICK)))
+        for _, label, y in self.y_ticks:
+            w = text_width(label, TICK)
+            base = y + 0.35 * TICK
+            boxes.append(("y tick", (left - GAP - w, base - ASCENT * TICK, w, (ASCENT + DESCENT) * TICK)))
+        text, base = self.x_label
+        w = text_width(text, LABEL)
+        boxes.append(("x label", (left + self.plot[2] / 2 - w / 2, base - ASCENT * LABEL, w, (ASCENT + DESCENT) * LABEL)))
+        text, base = self.y_label
+        w = text_width(text, LABEL)  # rotated a quarter turn: the glyphs stand left of the baseline
+        boxes.append(("y label", (base - ASCENT * LABEL, top + plot_h / 2 - w / 2, (ASCENT + DESCENT) * LABEL, w)))
+        for _, shown, x, base in self.legend:
+            boxes.append(("legend", (x + 23, base - ASCENT * LEGEND, text_width(shown, LEGEND), (ASCENT + DESCENT) * LEGEND)))
+        return boxes
+
+    def _x_tick_baseline(self) -> float:
+        return self.plot[1] + self.plot[3] + TICK_LEN + 4 + ASCENT * TICK
+
+
+def _padded(low: float, high: float, share: float) -> tuple[float, float]:
+    if high <= low:
+        half = abs(low) * 0.1 or 1.0
+        return low - half, high + half
+    margin = (high - low) * share
+    return low - margin, high + margin
+
+
+def layout(title: str, xlabel: str, ylabel: str, x_range: tuple[float, float], y_range: tuple[float, float],
+           legend: list[Legend], integer_x: bool = False, plot_height: float = PLOT_HEIGHT) -> Layout:
+    """The chart's geometry for data spanning ``x_range`` and ``y_range`` (already padded)."""
     (x0, x1), (y0, y1) = x_range, y_range
     if x1 <= x0:
-        x0, x1 = x0 - 1, x1 + 1
+        x0, x1 = _padded(x0, x1, 0)
     if y1 <= y0:
-        y0, y1 = y0 - 1, y1 + 1
-    left, top = MARGIN["left"], MARGIN["top"]
-    inner_w, inner_h = WIDTH - left - MARGIN["right"], HEIGHT - top - MARGIN["bottom"]
+        y0, y1 = _padded(y0, y1, 0)
+    lines, title_size = fit_title(title, WIDTH - 2 * PAD)
+    step = 1.25 * title_size
+    title = [(line, PAD + ASCENT * title_size + i * step) for i, line in enumerate(lines)]
+    top = title[-1][1] + DESCENT * title_size + GAP + 0.6 * TICK
+    y_ticks = [(v, _fmt(v)) for v in _ticks(y0, y1)]
+    x_ticks = [(v, _fmt(v)) for v in _ticks(x0, x1, integer=integer_x)]
+    widest_y = max((text_width(label, TICK) for _, label in y_ticks), default=0)
+    left = PAD + (ASCENT + DESCENT) * LABEL + GAP + widest_y + GAP
+    right = PAD + max((text_width(label, TICK) / 2 for _, label in x_ticks), default=0)
+    plot_w, plot_h = WIDTH - left - right, plot_height
 
     def place(x: float, y: float) -> tuple[float, float]:
-        return left + (x - x0) / (x1 - x0) * inner_w, top + (1 - (y - y0) / (y1 - y0)) * inner_h
+        return left + (x - x0) / (x1 - x0) * plot_w, top + (1 - (y - y0) / (y1 - y0)) * plot_h
 
-    parts = [
-        f'<svg class="chart" id="{escape(chart_id)}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{escape(title)}">',
-        f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-        f'<text x="{WIDTH / 2}" y="18" text-anchor="middle" font-size="14" font-weight="bold">{escape(title)}</text>',
-        f'<rect x="{left}" y="{top}" width="{inner_w}" height="{inner_h}" fill="none" stroke="#999"/>',
-    ]
-    for tick in _ticks(x0, x1):
-        px, _ = place(tick, y0)
-        parts.append(f'<line x1="{px:.1f}" y1="{top + inner_h}" x2="{px:.1f}" y2="{top + inner_h + 4}" stroke="#999"/>')
-        parts.append(f'<text x="{px:.1f}" y="{top + inner_h + 16}" text-anchor="middle" font-size="11">{_fmt(tick)}</text>')
-    for tick in _ticks(y0, y1):
-        _, py = place(x0, tick)
-        parts.append(f'<line x1="{left}" y1="{py:.1f}" x2="{left + inner_w}" y2="{py:.1f}" stroke="#eee"/>')
-        parts.append(f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end" font-size="11">{_fmt(tick)}</text>')
-    parts.append(f'<text x="{left + inner_w / 2}" y="{HEIGHT - 8}" text-anchor="middle" font-size="12">{escape(xlabel)}</text>')
-    parts.append(
-        f'<text x="14" y="{top + inner_h / 2}" text-anchor="middle" font-size="12" transform="rotate(-90 14 {top + inner_h / 2})">{escape(ylabel)}</text>'
+    placed_x = [(v, label, place(v, y0)[0]) for v, label in x_ticks]
+    every = 1
+    while every < len(placed_x) and any(
+        b[2] - a[2] < (text_width(a[1], TICK) + text_width(b[1], TICK)) / 2 + GAP for a, b in zip(placed_x[::every], placed_x[every::every])
+    ):
+        every += 1
+    placed_x = placed_x[::every]
+    placed_y = [(v, label, place(x0, v)[1]) for v, label in y_ticks]
+    x_tick_base = top + plot_h + TICK_LEN + 4 + ASCENT * TICK
+    x_label_base = x_tick_base + DESCENT * TICK + GAP / 2 + ASCENT * LABEL
+    bottom = x_label_base + DESCENT * LABEL
+    entries, legend_box = [], None
+    if legend:
+        row_h, room = (ASCENT + DESCENT) * LEGEND + 5, WIDTH - 2 * PAD
+        rows: list[list[tuple[Legend, str, float]]] = [[]]
+        for entry in legend:
+            shown = shorten(entry.name, LEGEND, room - 23)
+            w = 23 + text_width(shown, LEGEND)
+            row = rows[-1]
+            if row and sum(e[2] for e in row) + 16 * len(row) + w > room:
+                rows.append(row := [])
+            row.append((entry, shown, w))
+        legend_top = bottom + GAP + 2
+        for r, row in enumerate(rows):
+            used = sum(e[2] for e in row) + 16 * (len(row) - 1)
+            x = (WIDTH - used) / 2
+            for entry, shown, w in row:
+                entries.append((entry, shown, x, legend_top + r * row_h + ASCENT * LEGEND))
+                x += w + 16
+        widest = max(sum(e[2] for e in row) + 16 * (len(row) - 1) for row in rows)
+        legend_box = ((WIDTH - widest) / 2, legend_top, widest, len(rows) * row_h - 5)
+        bottom = legend_top + len(rows) * row_h - 5
+    return Layout(
+        width=WIDTH, height=math.ceil(bottom + PAD), title=title, title_size=title_size, plot=(left, top, plot_w, plot_h),
+        x_ticks=placed_x, y_ticks=placed_y, x_label=(shorten(xlabel, LABEL, plot_w), x_label_base),
+        y_label=(shorten(ylabel, LABEL, plot_h), PAD + ASCENT * LABEL), legend=entries, legend_box=legend_box, place=place,
     )
-    return parts, place
 
 
-def _legend(entries: list[tuple[str, str]]) -> list[str]:
-    """(name, colour) boxes in the top-right corner of the plot area."""
-    parts = []
-    for i, (name, colour) in enumerate(entries[:10]):
-        y = MARGIN["top"] + 12 + 15 * i
-        x = WIDTH - MARGIN["right"] - 150
-        parts.append(f'<rect x="{x}" y="{y - 8}" width="10" height="10" fill="{colour}"/>')
-        parts.append(f'<text x="{x + 14}" y="{y + 1}" font-size="11">{escape(name[:24])}</text>')
-    return parts
+def _draw(lay: Layout, chart_id: str, aria: str, body: list[str]) -> str:
+    left, top, plot_w, plot_h = lay.plot
+    clip = f"clip-{chart_id}"
+    parts = [
+        f'<svg class="chart" id="{escape(chart_id)}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {lay.width} {lay.height}" '
+        f'width="100%" preserveAspectRatio="xMidYMin meet" role="img" aria-label="{escape(aria)}" font-family="DejaVu Sans, Verdana, sans-serif">',
+        f'<defs><clipPath id="{escape(clip)}"><rect x="{left:.1f}" y="{top:.1f}" width="{plot_w:.1f}" height="{plot_h:.1f}"/></clipPath></defs>',
+        f'<rect x="0" y="0" width="{lay.width}" height="{lay.height}" fill="white"/>',
+    ]
+    parts += [f'<text class="title" x="{lay.width / 2}" y="{base:.1f}" text-anchor="middle" font-size="{lay.title_size}" '
+              f'font-weight="bold">{escape(line)}</text>' for line, base in lay.title]
+    for _, label, y in lay.y_ticks:
+        parts.append(f'<line x1="{left:.1f}" y1="{y:.1f}" x2="{left + plot_w:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+        parts.append(f'<text class="tick y" x="{left - GAP:.1f}" y="{y + 0.35 * TICK:.1f}" text-anchor="end" font-size="{TICK}">{label}</text>')
+    base = lay._x_tick_baseline()
+    for _, label, x in lay.x_ticks:
+        parts.append(f'<line x1="{x:.1f}" y1="{top + plot_h:.1f}" x2="{x:.1f}" y2="{top + plot_h + TICK_LEN:.1f}" stroke="#999"/>')
+        parts.append(f'<text class="tick x" x="{x:.1f}" y="{base:.1f}" text-anchor="middle" font-size="{TICK}">{label}</text>')
+    parts.append(f'<rect class="plot-area" x="{left:.1f}" y="{top:.1f}" width="{plot_w:.1f}" height="{plot_h:.1f}" fill="none" stroke="#999"/>')
+    parts.append(f'<g clip-path="url(#{escape(clip)})">')
+    parts += body
+    parts.append("</g>")
+    text, base = lay.x_label
+    parts.append(f'<text class="label x" x="{left + plot_w / 2:.1f}" y="{base:.1f}" text-anchor="middle" font-size="{LABEL}">{escape(text)}</text>')
+    text, base = lay.y_label
+    middle = top + plot_h / 2
+    parts.append(f'<text class="label y" x="{base:.1f}" y="{middle:.1f}" text-anchor="middle" font-size="{LABEL}" '
+                 f'transform="rotate(-90 {base:.1f} {middle:.1f})">{escape(text)}</text>')
+    for entry, shown, x, base in lay.legend:
+        mid = base - 0.35 * LEGEND
+        if entry.mark == "dot":
+            mark = f'<circle cx="{x + 9:.1f}" cy="{mid:.1f}" r="4" fill="{entry.colour}"/>'
+        else:
+            dash = ' stroke-dasharray="4 3"' if entry.mark == "dash" else ""
+            mark = f'<line x1="{x:.1f}" y1="{mid:.1f}" x2="{x + 18:.1f}" y2="{mid:.1f}" stroke="{entry.colour}" stroke-width="2"{dash}/>'
+        tip = f"<title>{escape(entry.name)}</title>" if shown != entry.name else ""
+        parts.append(f'<g class="legend">{tip}{mark}<text x="{x + 23:.1f}" y="{base:.1f}" font-size="{LEGEND}">{escape(shown)}</text></g>')
+    parts.append("</svg>")
+    return "\n".join(parts)
 
 
-def line_chart(series: list[tuple[str, list[float], list[float]]], title: str, xlabel: str, ylabel: str, chart_id: str) -> str:
-    """One polyline per (name, xs, ys); non-finite points are dropped."""
+def _data(points: list[tuple[float, float]]) -> str:
+    return " ".join(f"{x!r},{y!r}" for x, y in points)
+
+
+def line_chart(series: list[tuple[str, list[float], list[float]]], title: str, xlabel: str, ylabel: str, chart_id: str,
+               baselines: list[tuple[str, float]] | None = None) -> str:
+    """One polyline per (name, xs, ys), non-finite points dropped; a ``baselines`` entry (name of a series, value) is a
+    dashed line across the plot in that series' colour (where the series started). Each series carries its values as
+    ``data-points`` ("x,y x,y ...")."""
     clean = []
     for name, xs, ys in series:
         points = [(x, y) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
@@ -84,34 +268,48 @@ def line_chart(series: list[tuple[str, list[float], list[float]]], title: str, x
             clean.append((name, points))
     if not clean:
         return ""
+    colours = {name: PALETTE[i % len(PALETTE)] for i, (name, _) in enumerate(clean)}
+    lines = [(name, value) for name, value in baselines or [] if name in colours and math.isfinite(value)]
     all_x = [x for _, pts in clean for x, _ in pts]
-    all_y = [y for _, pts in clean for _, y in pts]
-    parts, place = _frame(title, xlabel, ylabel, (min(all_x), max(all_x)), (min(all_y), max(all_y)), chart_id)
-    for i, (name, points) in enumerate(clean):
-        path = " ".join(f"{px:.1f},{py:.1f}" for px, py in (place(x, y) for x, y in points))
-        colour = PALETTE[i % len(PALETTE)]
+    all_y = [y for _, pts in clean for _, y in pts] + [value for _, value in lines]
+    legend = []
+    if len(clean) > 1 or lines:
+        for name, _ in clean:
+            legend.append(Legend(name, colours[name]))
+            legend += [Legend(f"{name}: at start", colours[name], "dash") for line, _ in lines if line == name]
+    integer_x = all(x == int(x) for x in all_x)
+    x_range = _padded(min(all_x), max(all_x), 0.025) if len(set(all_x)) > 1 else (min(all_x), max(all_x))
+    lay = layout(title, xlabel, ylabel, x_range, _padded(min(all_y), max(all_y), 0.06), legend, integer_x)
+    left, _, plot_w, _ = lay.plot
+    body = []
+    for name, value in lines:
+        _, y = lay.place(0, value)
+        body.append(f'<line class="baseline" data-name="{escape(name)}" data-value="{value!r}" x1="{left:.1f}" y1="{y:.1f}" '
+                    f'x2="{left + plot_w:.1f}" y2="{y:.1f}" stroke="{colours[name]}" stroke-width="1.2" stroke-dasharray="4 3"/>')
+    for name, points in clean:
+        colour, placed = colours[name], [lay.place(x, y) for x, y in points]
+        data = f'data-name="{escape(name)}" data-points="{_data(points)}"'
         if len(points) == 1:
-            px, py = place(*points[0])
-            parts.append(f'<circle class="series" cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}"/>')
-        else:
-            parts.append(f'<polyline class="series" points="{path}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
-    if len(clean) > 1:
-        parts += _legend([(name, PALETTE[i % len(PALETTE)]) for i, (name, _) in enumerate(clean)])
-    parts.append("</svg>")
-    return "\n".join(parts)
+            body.append(f'<circle class="series" {data} cx="{placed[0][0]:.1f}" cy="{placed[0][1]:.1f}" r="3" fill="{colour}"/>')
+            continue
+        path = " ".join(f"{px:.1f},{py:.1f}" for px, py in placed)
+        body.append(f'<polyline class="series" {data} points="{path}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
+        if len(points) <= 40:  # few points (per-epoch values): mark each
+            body += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.4" fill="{colour}"/>' for px, py in placed]
+    return _draw(lay, chart_id, title, body)
 
 
 def scatter_chart(xs: list[float], ys: list[float], labels: list[int], title: str, chart_id: str, class_names: list[str] | None = None) -> str:
-    """Points coloured by class (the 2-D embedding map)."""
+    """Points coloured by class (the 2-D embedding map); the legend names the classes when there are at most 10."""
     if not xs:
         return ""
-    parts, place = _frame(title, "component 1", "component 2", (min(xs), max(xs)), (min(ys), max(ys)), chart_id)
-    for x, y, label in zip(xs, ys, labels):
-        px, py = place(x, y)
-        parts.append(f'<circle class="series" cx="{px:.1f}" cy="{py:.1f}" r="2.2" fill="{PALETTE[label % len(PALETTE)]}" fill-opacity="0.75"/>')
     classes = sorted(set(labels))
-    if len(classes) <= 10:
-        name = lambda c: class_names[c] if class_names and c < len(class_names) else f"class {c}"  # noqa: E731
-        parts += _legend([(name(c), PALETTE[c % len(PALETTE)]) for c in classes])
-    parts.append("</svg>")
-    return "\n".join(parts)
+    name = lambda c: class_names[c] if class_names and c < len(class_names) else f"class {c}"  # noqa: E731
+    legend = [Legend(name(c), PALETTE[c % len(PALETTE)], "dot") for c in classes] if len(classes) <= 10 else []
+    lay = layout(title, "component 1", "component 2", _padded(min(xs), max(xs), 0.04), _padded(min(ys), max(ys), 0.04), legend,
+                 plot_height=SCATTER_HEIGHT)
+    body = []
+    for x, y, label in zip(xs, ys, labels):
+        px, py = lay.place(x, y)
+        body.append(f'<circle class="series" cx="{px:.1f}" cy="{py:.1f}" r="2.2" fill="{PALETTE[label % len(PALETTE)]}" fill-opacity="0.75"/>')
+    return _draw(lay, chart_id, title, body)
