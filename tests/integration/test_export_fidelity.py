@@ -92,27 +92,25 @@ def demo_run(tmp_path_factory):
     return run, written["config"].parent
 
 
-def _strings(value):
+def _leaves(value):
+    """Every key and leaf value of a nested JSON-like value."""
     if isinstance(value, dict):
         for key, item in value.items():
             yield str(key)
-            yield from _strings(item)
+            yield from _leaves(item)
     elif isinstance(value, list):
         for item in value:
-            yield from _strings(item)
-    elif isinstance(value, str):
+            yield from _leaves(item)
+    else:
         yield value
+
+
+def _strings(value):
+    return [leaf for leaf in _leaves(value) if isinstance(leaf, str)]
 
 
 def _floats(value):
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _floats(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _floats(item)
-    elif isinstance(value, float):
-        yield value
+    return [leaf for leaf in _leaves(value) if isinstance(leaf, float)]
 
 
 def _front_matter(card_text: str) -> dict:
