@@ -1,6 +1,6 @@
-"""Data beyond folders: a text file listing image paths, and WebDataset tar shards (``wds:``) made from the demo data
-with webdataset's own writer. Both give the folder's images and labels in a fixed order, train to the folder's k-NN,
-and fingerprint their content, not their location."""
+"""Data beyond folders: a text file listing image paths gives the folder's images and labels in a fixed order and
+fingerprints its content, not its location (WebDataset shards: test_shards.py, where a list run, a shard run and the
+folder run train the same student)."""
 
 import shutil
 
@@ -8,43 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import DEMO_DATA
-from integration.common import tiny_config
-from ssdistill import distill
-from ssdistill.data.datasets import FolderImages, ListImages, ShardImages, open_images
+from ssdistill.data.datasets import FolderImages, ListImages, open_images
 from ssdistill.errors import DataError
-
-
-def write_shards(folder: FolderImages, out, per_shard: int, name: str) -> str:
-    """WebDataset shards of ``folder`` in its order: <key>.jpg (the file's bytes) and <key>.cls (its class)."""
-    import webdataset as wds
-
-    out.mkdir(parents=True, exist_ok=True)
-    with wds.ShardWriter(str(out / f"{name}-%04d.tar"), maxcount=per_shard, verbose=0) as sink:
-        for i, path in enumerate(folder.paths):
-            sink.write({"__key__": f"{folder.classes[folder.labels[i]]}_{path.stem}", "jpg": path.read_bytes(), "cls": folder.labels[i]})
-    shards = sorted(out.glob(f"{name}-*.tar"))
-    return f"wds:{out}/{name}-{{0000..{len(shards) - 1:04d}}}.tar"
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shards")
-    train, val = FolderImages(DEMO_DATA / "train"), FolderImages(DEMO_DATA / "val")
-    return {"train": write_shards(train, root, 300, "train"), "val": write_shards(val, root, 1000, "val"), "root": root}
-
-
-def test_shards_give_the_folder_images_labels_and_a_location_free_fingerprint(shards, tmp_path):
-    folder, source = FolderImages(DEMO_DATA / "train"), open_images(shards["train"])
-    assert isinstance(source, ShardImages) and len(source.shards) == 4  # 1,000 images, 300 a shard
-    assert len(source) == len(folder) and source.labels == folder.labels
-    for i in (0, 299, 300, 999):  # across shard boundaries: the same pixels as the folder's file
-        assert np.array_equal(np.asarray(source.load(i)), np.asarray(folder.load(i)))
-        assert source.size(i) == folder.size(i)
-    assert source.keys[0] == f"{folder.classes[0]}_{folder.paths[0].stem}"
-    moved = tmp_path / "elsewhere"
-    shutil.copytree(shards["root"], moved)
-    assert open_images(shards["train"].replace(str(shards["root"]), str(moved))).fingerprint() == source.fingerprint()
-    assert source.fingerprint() != folder.fingerprint()
 
 
 def test_a_path_list_gives_the_listed_images_with_their_classes(tmp_path):
@@ -62,7 +27,7 @@ def test_a_path_list_gives_the_listed_images_with_their_classes(tmp_path):
     assert open_images(str(relative)).labels is None and np.array_equal(np.asarray(open_images(str(relative)).load(0)), np.asarray(folder.load(0)))
 
 
-def test_bad_lists_and_shards_are_refused_in_one_line(tmp_path):
+def test_bad_lists_are_refused_in_one_line(tmp_path):
     listing = tmp_path / "bad.txt"
     listing.write_text("img/nowhere.jpg\n")
     with pytest.raises(DataError, match=r"bad.txt line 1: img/nowhere.jpg not found"):
@@ -71,35 +36,6 @@ def test_bad_lists_and_shards_are_refused_in_one_line(tmp_path):
     listing.write_text(f"{folder.paths[0]}\tcat\n{folder.paths[1]}\n")
     with pytest.raises(DataError, match="some lines name a class and some do not"):
         open_images(str(listing))
-    with pytest.raises(DataError, match=r"shard .*missing-0000.tar not found; give local .tar shards"):
-        open_images(f"wds:{tmp_path}/missing-{{0000..0001}}.tar")
-
-
-def test_training_on_shards_and_on_a_list_matches_the_folder(shards, tmp_path):
-    """Same images in the same order, same seed: the folder run, the WebDataset run (two loader workers reading the
-    shards in place) and the list run train the same student."""
-    folder = FolderImages(DEMO_DATA / "train")
-    listing = tmp_path / "train.txt"
-    listing.write_text("\n".join(f"{p}\t{folder.classes[c]}" for p, c in zip(folder.paths, folder.labels)) + "\n")
-    import torch
-
-    scores, students = {}, {}
-    for name, train, val, workers in (
-        ("folder", str(DEMO_DATA / "train"), str(DEMO_DATA / "val"), 0),
-        ("wds", shards["train"], shards["val"], 2),
-        ("list", str(listing), str(DEMO_DATA / "val"), 0),
-    ):
-        # one teacher weights file for the three runs (tiny_config writes it once under tmp_path)
-        config = tiny_config(tmp_path, data={"train": train, "val": val, "num_workers": workers}, trainer={"epochs": 2}, run={"name": name})
-        results = distill(config, quiet=True)
-        scores[name] = results["knn"]["student"]["top1"]
-        assert results["data"]["train"] == train and results["data"]["train_size"] == 64
-        state = torch.load(tmp_path / "runs" / name / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-        students[name] = {k: v for k, v in state.items() if k.startswith("student.")}
-    for name in ("wds", "list"):  # the same student, weight for weight, and so the same k-NN
-        assert students[name].keys() == students["folder"].keys()
-        assert all(torch.equal(students[name][k], students["folder"][k]) for k in students["folder"]), name
-        assert scores[name] == scores["folder"]
 
 
 def _labelled_list(tmp_path, name="list.txt", corrupt_at=None):
@@ -140,36 +76,6 @@ def _tar(path, members: dict[str, bytes]) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-
-
-def test_shards_skip_unreadable_images_with_labels_aligned_and_their_own_fingerprint(tmp_path):
-    from conftest import write_images
-
-    paths = write_images(tmp_path / "img", 4)
-    members = {}
-    for i, path in enumerate(paths):
-        members[f"k{i}.jpg"] = b"not an image" if i == 1 else path.read_bytes()
-        members[f"k{i}.cls"] = str(i % 2).encode()
-    _tar(tmp_path / "s-0.tar", members)
-    strict = open_images(f"wds:{tmp_path}/s-0.tar")
-    with pytest.raises(DataError, match=r"cannot read image sample k1 in shard .*s-0.tar .*set data.skip_corrupt=true"):
-        strict.load(1)
-    skipping = open_images(f"wds:{tmp_path}/s-0.tar", skip_corrupt=True)
-    assert skipping.keys == ["k0", "k2", "k3"] and skipping.labels == [0, 0, 1] and skipping.classes == ["0", "1"]
-    assert skipping.skipped == [f"sample k1 in shard {tmp_path / 's-0.tar'}"]
-    assert np.array_equal(np.asarray(skipping.load(1)), np.asarray(FolderImages(tmp_path / "img").load(2)))
-    assert skipping.fingerprint() != strict.fingerprint()
-    assert len(open_images(f"wds:{tmp_path}/s-0.tar")) == 4  # the shared shard index stays whole
-
-
-def test_a_cls_member_that_is_not_an_integer_names_its_sample_and_shard(tmp_path):
-    _tar(tmp_path / "c-0.tar", {"k0.jpg": b"x", "k0.cls": b"0", "k1.jpg": b"x", "k1.cls": b"cat\n"})
-    with pytest.raises(DataError) as info:
-        open_images(f"wds:{tmp_path}/c-0.tar")
-    assert str(info.value) == (
-        f"sample k1 in shard {tmp_path / 'c-0.tar'}: its .cls member holds 'cat', not a class index; .cls must hold a "
-        "non-negative integer (0, 1, ...)"
-    )
 
 
 LIST_CASES = [  # (list text, the one-line message after the list's path)
@@ -271,10 +177,12 @@ def test_skip_corrupt_remembers_each_source_by_one_short_digest(tmp_path, monkey
     import os
 
     import ssdistill.data.datasets as datasets
+    import ssdistill.data.shards as shards
     from conftest import write_images
 
     identities, real = [], datasets.keep_readable
-    monkeypatch.setattr(datasets, "keep_readable", lambda identity, *rest: identities.append(identity) or real(identity, *rest))
+    for module in (datasets, shards):
+        monkeypatch.setattr(module, "keep_readable", lambda identity, *rest: identities.append(identity) or real(identity, *rest))
     listing, paths = _labelled_list(tmp_path, corrupt_at=2)
     members = {}
     for i, path in enumerate(write_images(tmp_path / "for-shards", 4)):

@@ -9,7 +9,6 @@ per-sample teacher signals can be looked up by index.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import random
@@ -21,7 +20,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ssdistill.data.images import IMAGE_EXTENSIONS, UNREADABLE_EXTENSIONS
-from ssdistill.data.images import decode, displayed_size, files_identity, is_image_file, keep_readable, load_rgb
+from ssdistill.data.images import displayed_size, files_identity, is_image_file, keep_readable, load_rgb
+from ssdistill.data.shards import CACHE_FOLDER, SHARD_IMAGE_MEMBERS, ShardImages  # noqa: F401 (SHARD_IMAGE_MEMBERS: re-exported)
 from ssdistill.errors import DataError
 
 TORCHVISION_SPLITS = {
@@ -286,133 +286,6 @@ class ListImages:
         return self._fingerprint
 
 
-SHARD_IMAGE_MEMBERS = tuple(extension[1:] for extension in IMAGE_EXTENSIONS)  # a shard member's image extensions, no dot
-_SHARD_INDEX: dict[tuple, list[dict]] = {}  # (shard paths, sizes, mtimes) -> samples: each set of shards indexed once
-
-
-class ShardImages:
-    """WebDataset tar shards (``wds:/data/train-{000000..000099}.tar``, the pattern brace-expanded as webdataset does):
-    each sample is the tar members that share a key (``<key>.jpg``, optionally ``<key>.cls`` with its integer class).
-    The shards are indexed once (tar headers only, no image is decoded) and read in place: sample i is always the same
-    key, so teacher-cache rows, banks and neighbour lists stay addressable, and every loader worker reads its images
-    straight from their offsets. Keys must be unique across the shards. With ``skip_corrupt`` unreadable images are
-    left out (the class list stays that of every sample)."""
-
-    def __init__(self, pattern: str, skip_corrupt: bool = False) -> None:
-        try:
-            from webdataset.shardlists import expand_urls
-        except ImportError:
-            raise DataError("wds: shards need the webdataset package: pip install 'ssdistill[data]' (or pip install webdataset)") from None
-
-        self.pattern = pattern
-        self.shards = [Path(url).expanduser() for url in expand_urls(pattern)]
-        missing = [str(s) for s in self.shards if not s.is_file()]
-        if not self.shards or missing:
-            raise DataError(f"wds:{pattern}: shard {missing[0] if missing else pattern} not found; give local .tar shards (brace patterns allowed)")
-        stats = tuple((str(shard.resolve()), shard.stat().st_size, shard.stat().st_mtime_ns) for shard in self.shards)
-        if stats not in _SHARD_INDEX:  # a split is opened several times a run (checks, monitor, evaluation): index it once
-            _SHARD_INDEX[stats] = self._index(pattern)
-        self.samples = _SHARD_INDEX[stats]
-        if not self.samples:
-            raise DataError(f"wds:{pattern} holds no images ({', '.join(SHARD_IMAGE_MEMBERS)} members)")
-        if all("cls" in sample for sample in self.samples):
-            self.classes = [str(c) for c in range(max(sample["cls"] for sample in self.samples) + 1)]
-            labelled = True
-        else:
-            self.classes, labelled = [], False
-        self.description = f"wds:{pattern}"
-        self._files: dict[int, int] = {}
-        self._fingerprint: str | None = None
-        self.skipped: list = []
-        if skip_corrupt:
-            identity = hashlib.sha1(repr(("wds", stats)).encode()).hexdigest()  # the index's positions are its samples
-            good, bad = keep_readable(identity, len(self.samples), self.load, self._name)
-            self.skipped = [self._name(i) for i in bad]
-            self.samples = [self.samples[i] for i in good]  # a new list: the shared index stays whole
-            if not self.samples:
-                raise DataError(f"every image in wds:{pattern} is unreadable; check the shards")
-        self.keys = [sample["key"] for sample in self.samples]
-        self.labels: list[int] | None = [sample["cls"] for sample in self.samples] if labelled else None
-
-    def _index(self, pattern: str) -> list[dict]:
-        """Every sample with an image: its key, shard, image member's (offset, size) and class, in shard order."""
-        import tarfile
-
-        samples: dict[str, dict] = {}
-        for shard_id, shard in enumerate(self.shards):
-            try:
-                with tarfile.open(shard, "r:") as tar:
-                    for member in tar:
-                        if not member.isfile():
-                            continue
-                        stem = member.name.rsplit("/", 1)
-                        base = stem[-1]
-                        if base.startswith("."):  # macOS tar's ._<name> resource forks, hidden files
-                            continue
-                        key = (stem[0] + "/" if len(stem) == 2 else "") + base.split(".", 1)[0]
-                        ext = base.split(".", 1)[1].lower() if "." in base else ""
-                        sample = samples.setdefault(key, {"key": key, "shard": shard_id})
-                        if sample["shard"] != shard_id:
-                            raise DataError(f"wds:{pattern}: key {key} appears in two shards; sample keys must be unique")
-                        if ext in SHARD_IMAGE_MEMBERS and "image" not in sample:
-                            sample["image"] = (member.offset_data, member.size)
-                        elif ext == "cls":
-                            sample["cls"] = self._class(tar.extractfile(member).read(), key, shard)
-            except (tarfile.TarError, OSError) as exc:
-                raise DataError(f"cannot index shard {shard} ({exc}); shards must be uncompressed tar files of WebDataset samples") from None
-        return [sample for sample in samples.values() if "image" in sample]
-
-    @staticmethod
-    def _class(data: bytes, key: str, shard: Path) -> int:
-        """A ``.cls`` member's class index; anything but a non-negative integer is a one-line DataError."""
-        text = data.decode("utf-8", errors="replace").strip()
-        if not text.isdigit() or not text.isascii():
-            shown = text if len(text) <= 40 else text[:40] + "…"
-            raise DataError(
-                f"sample {key} in shard {shard}: its .cls member holds {shown!r}, not a class index; .cls must hold a "
-                "non-negative integer (0, 1, ...)"
-            )
-        return int(text)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getstate__(self) -> dict:  # open shard files stay in their process (each loader worker opens its own)
-        return {**self.__dict__, "_files": {}}
-
-    def _name(self, index: int) -> str:
-        """How messages and ``skipped`` name sample ``index``: its key and shard."""
-        sample = self.samples[index]
-        return f"sample {sample['key']} in shard {self.shards[sample['shard']]}"
-
-    def _bytes(self, index: int) -> bytes:
-        """The image member's bytes, read with pread: no shared file offset, so forked loader workers that inherit an
-        open shard never race on a seek."""
-        sample = self.samples[index]
-        fd = self._files.get(sample["shard"])
-        if fd is None:
-            fd = self._files[sample["shard"]] = os.open(self.shards[sample["shard"]], os.O_RDONLY)
-        offset, size = sample["image"]
-        return os.pread(fd, size, offset)
-
-    def load(self, index: int) -> Image.Image:
-        return decode(io.BytesIO(self._bytes(index)), self._name(index))
-
-    def size(self, index: int) -> tuple[int, int]:
-        """(width, height) as ``load`` returns the image (EXIF orientation applied), from the image's header."""
-        return displayed_size(io.BytesIO(self._bytes(index)), self._name(index))
-
-    def fingerprint(self) -> str:
-        """Shard names, sample keys and image sizes in bytes (the same shards under another path match; skipped
-        unreadable samples are left out)."""
-        if self._fingerprint is None:
-            digest = hashlib.sha1(b"wds\n")
-            for sample in self.samples:
-                digest.update(f"{self.shards[sample['shard']].name}:{sample['key']}:{sample['image'][1]}\n".encode())
-            self._fingerprint = digest.hexdigest()[:16]
-        return self._fingerprint
-
-
 class TorchvisionImages:
     """CIFAR-10/100 and STL-10 by name (``cifar10:train``); downloads only when asked to."""
 
@@ -539,14 +412,15 @@ class UnionImages:
 
 
 def open_images(spec: str, root: str = "~/.cache/ssdistill/datasets", download: bool = False, skip_corrupt: bool = False) -> ImageSource:
-    """A folder path, a text file listing image paths (``.txt``), WebDataset shards (``wds:`` + a shard pattern), or
+    """A folder path, a text file listing image paths (``.txt``), WebDataset shards (``wds:`` + a shard pattern of local
+    paths, http(s):// URLs or ``pipe:`` commands; remote shards are cached under ``root``/wds-cache), or
     ``cifar10:train`` / ``cifar100:test`` / ``stl10:unlabeled`` style names. With ``skip_corrupt`` a folder, list or set of
     shards decodes every image once up front and leaves the unreadable ones out (named in ``source.skipped`` and in a
     warning; the fingerprint then covers only the images kept); torchvision datasets have no unreadable files."""
     if not spec:
         raise DataError("no data given; set data.train to an image folder (for example data.train=data/imagenette_mini/train)")
     if spec.startswith("wds:"):
-        return ShardImages(spec[len("wds:"):], skip_corrupt=skip_corrupt)
+        return ShardImages(spec[len("wds:"):], skip_corrupt=skip_corrupt, cache=Path(root).expanduser() / CACHE_FOLDER)
     if spec.endswith(".txt") and Path(spec).expanduser().is_file():
         return ListImages(spec, skip_corrupt=skip_corrupt)
     name, _, split = spec.partition(":")
