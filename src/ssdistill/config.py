@@ -31,7 +31,10 @@ class DataConfig(Section):
     knn_train: str | None = Field(
         None, description="labelled memory set for k-NN; default: data.train when it has class folders"
     )
-    root: str = Field("~/.cache/ssdistill/datasets", description="where torchvision datasets live / are downloaded")
+    root: str = Field(
+        "~/.cache/ssdistill/datasets",
+        description="where torchvision datasets live / are downloaded, and where remote wds: shards are cached (<root>/wds-cache)",
+    )
     download: bool = Field(False, description="download torchvision datasets when missing (needs network)")
     train_subset: int | None = Field(None, gt=0, description="use a fixed seeded subset of this many training images")
     batch_size: int = Field(128, gt=0, description="images per step per device")
