@@ -25,7 +25,8 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     train: str = Field(
-        "", description="training images: an image folder (class sub-folders optional) or a torchvision name such as cifar10:train"
+        "", description="training images: an image folder (class sub-folders optional), a .txt list of image paths, WebDataset "
+        "shards (wds:/path/train-{000..009}.tar, wds:https://..., wds:pipe:<command>) or a torchvision name such as cifar10:train"
     )
     val: str | None = Field(None, description="labelled evaluation split (ImageFolder or torchvision name such as cifar10:test)")
     knn_train: str | None = Field(
