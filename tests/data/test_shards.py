@@ -252,6 +252,14 @@ def test_shard_patterns_that_cannot_be_read_are_refused_in_one_line(tmp_path):
         "wds:s3://bucket/train-{000..009}.tar: shards cannot be read from s3:// URLs; give local .tar shards, http(s):// URLs "
         "or pipe:<command> (brace patterns allowed), for example wds:pipe:aws s3 cp s3://bucket/train-{000..009}.tar -"
     )
+    with pytest.raises(DataError) as info:
+        open_images("wds:/data/${SSDISTILL_TEST_UNSET}/a-{0..1}.tar")
+    assert str(info.value) == ("wds:/data/${SSDISTILL_TEST_UNSET}/a-{0..1}.tar: ${SSDISTILL_TEST_UNSET} reads the environment "
+                               "variable WDS_SSDISTILL_TEST_UNSET, which is not set; set it or write the value into the pattern")
+    tar(tmp_path / "text-0.tar", {"k0.txt": b"cat", "k0.json": b"{}"})
+    with pytest.raises(DataError, match=r"^wds:.*text-0.tar holds no images \(jpg, jpeg, .*members\); each sample needs an "
+                                        r"image member such as <key>.jpg$"):
+        open_images(f"wds:{tmp_path}/text-0.tar")
     (tmp_path / "notes.tar").write_bytes(b"<html>not a tar</html>")
     with pytest.raises(DataError, match=rf"^cannot index shard {tmp_path}/notes.tar \(.*\); shards must be uncompressed tar files"):
         open_images(f"wds:file://{tmp_path}/notes.tar")

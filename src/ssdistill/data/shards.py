@@ -50,6 +50,7 @@ SHARD_IMAGE_MEMBERS = tuple(extension[1:] for extension in IMAGE_EXTENSIONS)  # 
 JSON_LABEL_KEYS = ("label", "cls", "class")  # where a .json member holds the sample's class (index or name)
 CACHE_FOLDER = "wds-cache"  # under data.root: downloaded shards
 SHARDS_HINT = "give local .tar shards, http(s):// URLs or pipe:<command> (brace patterns allowed)"
+PIPE_EXAMPLES = {"s3": "aws s3 cp {url} -", "gs": "gcloud storage cat {url}"}  # a command that writes a shard to stdout
 _SHARD_INDEX: dict[tuple, list[dict]] = {}  # (shard paths, sizes, mtimes) -> samples: each set of shards indexed once
 
 log = logging.getLogger(__name__)
@@ -81,17 +82,17 @@ def expand(pattern: str) -> list[str]:
         from webdataset.shardlists import expand_urls
     except ImportError:
         raise DataError("wds: shards need the webdataset package: pip install 'ssdistill[data]' (or pip install webdataset)") from None
-    try:
-        urls = expand_urls(pattern)
-    except AssertionError as exc:  # ${name} with no WDS_name in the environment
-        raise DataError(f"wds:{pattern}: {exc}; set it or write the value into the pattern") from None
+    unset = [name for name in re.findall(r"\$\{(\w+)\}", pattern) if f"WDS_{name}" not in os.environ]
+    if unset:  # webdataset reads ${name} from the environment variable WDS_name
+        raise DataError(f"wds:{pattern}: ${{{unset[0]}}} reads the environment variable WDS_{unset[0]}, which is not set; set it or "
+                        "write the value into the pattern")
+    urls = expand_urls(pattern)
     for url in urls:
         scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", url)
         if scheme and scheme.group(1).lower() not in ("http", "https", "file"):
-            raise DataError(
-                f"wds:{pattern}: shards cannot be read from {scheme.group(1)}:// URLs; {SHARDS_HINT}, for example "
-                f"wds:pipe:aws s3 cp {scheme.group(1)}://bucket/train-{{000..009}}.tar -"
-            )
+            name = scheme.group(1).lower()
+            command = PIPE_EXAMPLES.get(name, "<a command that writes the shard to its standard output>").format(url=pattern)
+            raise DataError(f"wds:{pattern}: shards cannot be read from {name}:// URLs; {SHARDS_HINT}, for example wds:pipe:{command}")
     return urls
 
 
@@ -263,7 +264,8 @@ class ShardImages:
             _SHARD_INDEX[stats] = self._index(pattern)
         self.samples = _SHARD_INDEX[stats]
         if not self.samples:
-            raise DataError(f"wds:{pattern} holds no images ({', '.join(SHARD_IMAGE_MEMBERS)} members)")
+            raise DataError(f"wds:{pattern} holds no images ({', '.join(SHARD_IMAGE_MEMBERS)} members); each sample needs an image "
+                            "member such as <key>.jpg")
         self.classes, labels = self._classes(pattern)
         self.description = f"wds:{pattern}"
         self._files: dict[int, int] = {}
