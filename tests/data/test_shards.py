@@ -200,6 +200,31 @@ def test_download_failures_are_one_line_and_leave_nothing_in_the_cache(shards, t
     assert sorted(p.name for p in cached) == ["shard-0.tar", "shard-1.tar"]  # the shards before the missing one
 
 
+def test_a_cache_that_cannot_be_written_is_one_line(shards, tmp_path, monkeypatch):
+    import errno
+
+    from ssdistill.data import shards as module
+
+    (tmp_path / "file").write_text("not a folder")
+    spec = f"wds:pipe:cat {shards['served']}/shard-0.tar"
+    folder = tmp_path / "file" / "wds-cache" / hashlib.sha1(spec[4:].encode()).hexdigest()[:16]
+    with pytest.raises(DataError) as info:
+        open_images(spec, root=str(tmp_path / "file"))
+    assert str(info.value) == f"cannot create the shard cache folder {folder} (Not a directory); set data.root to a writable folder"
+
+    def full(url, temp):
+        temp.write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(module, "_run_command", full)
+    folder = tmp_path / "wds-cache" / hashlib.sha1(spec[4:].encode()).hexdigest()[:16]
+    with pytest.raises(DataError) as info:
+        open_images(spec, root=str(tmp_path))
+    assert str(info.value) == (f"cannot write shard {spec[4:]} into the shard cache {folder} (No space left on device); free space "
+                               "there or set data.root to a writable folder with room")
+    assert [p.name for p in folder.iterdir()] == [".lock"]
+
+
 def test_a_download_cut_short_is_never_trusted(shards, tmp_path):
     """A body shorter than its Content-Length, or a command that writes half a tar and exits 0, is refused and leaves
     no shard; the download after it (a killed one's temporary file lying beside it) is whole."""

@@ -23,6 +23,7 @@ name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import io
@@ -135,9 +136,17 @@ def cached_shard(url: str, cache: Path) -> Path:
             if problem:
                 raise DataError(f"cannot index shard {url} ({problem}); shards must be uncompressed tar files of WebDataset samples")
             os.replace(temp, dest)
+        except OSError as exc:  # writing the cache (the network's errors are DataErrors by now)
+            raise DataError(
+                f"cannot write shard {url} into the shard cache {folder} ({exc.strerror or exc}); free space there or set data.root "
+                "to a writable folder with room"
+            ) from None
         finally:
             temp.unlink(missing_ok=True)
     return dest
+
+
+LOCAL_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 
 
 def _download(url: str, temp: Path) -> None:
@@ -156,6 +165,8 @@ def _download(url: str, temp: Path) -> None:
     except urllib.error.URLError as exc:
         reason = str(exc.reason)
     except (OSError, ValueError, http.client.HTTPException) as exc:  # timeouts, resets, a body cut short
+        if isinstance(exc, OSError) and exc.errno in LOCAL_WRITE_ERRORS:
+            raise  # the cache's disk, not the network
         reason = str(exc) or type(exc).__name__
     else:
         return
