@@ -187,19 +187,64 @@ class EvalConfig(Section):
     )
 
 
+TRACKERS = ("csv", "tensorboard", "mlflow", "wandb")  # run.loggers: CSV is always written, the others on request
+
+
+def _tracker_settings(value: Any) -> dict[str, dict[str, Any]]:
+    """``run.loggers`` in its one form ``{name: {settings}}`` from names, a mapping, or a list mixing names and one-key
+    mappings (``[tensorboard, {mlflow: {tags: {team: vision}}}]``); a name given twice counts once, its settings twice
+    are refused."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = []
+        for item in value:
+            if isinstance(item, dict) and len(item) == 1:
+                items.append(next(iter(item.items())))
+            elif isinstance(item, str):
+                items.append((item, None))
+            else:
+                raise PydanticCustomError(
+                    "tracker_item", "each item is a tracker name or {name: {settings}}, for example [tensorboard, {mlflow: {tags: {team: vision}}}]"
+                )
+    else:
+        raise PydanticCustomError("trackers", "expected tracker names or a mapping {name: {settings}}, for example [tensorboard, mlflow]")
+    found: dict[str, dict[str, Any]] = {}
+    for name, settings in items:
+        if name not in TRACKERS:
+            raise PydanticCustomError("tracker", f"unknown tracker '{name}'; the trackers are {', '.join(TRACKERS)}")
+        if settings is not None and not isinstance(settings, dict):
+            raise PydanticCustomError(
+                "tracker_settings", f"the settings of tracker {name} must be a mapping {{setting: value}}"
+            )
+        if settings and found.get(name):
+            raise PydanticCustomError("tracker_twice", f"tracker {name} is given settings twice; give its settings once")
+        if name == "csv" and settings:
+            raise PydanticCustomError("csv_settings", "the csv tracker takes no settings (metrics.csv is written by ssdistill itself)")
+        found[name] = {**found.get(name, {}), **(settings or {})}
+    return found
+
+
 class RunConfig(Section):
     dir: str = Field("runs", description="parent folder of run directories")
     name: str | None = Field(None, description="run directory name; default: <method>-<timestamp>; an existing name gets a suffix")
-    loggers: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = Field(
-        default_factory=list,
-        description="experiment trackers through Lightning's loggers: tensorboard (RUN/tensorboard), mlflow (run.mlflow_uri), "
-        "wandb (WANDB_MODE=offline works without an account); each gets the loss curves, the config as parameters and the "
-        "final evaluation as metrics; CSV (RUN/metrics.csv) is always on",
+    loggers: dict[Literal["csv", "tensorboard", "mlflow", "wandb"], dict[str, Any]] = Field(
+        default_factory=dict,
+        description="experiment trackers through Lightning's loggers: names ([tensorboard, mlflow, wandb]) or {name: {settings}} "
+        "passed to the Lightning logger (mlflow: tags, experiment_name, artifact_location, log_model, tracking_uri; wandb: offline, "
+        "entity, group, tags, job_type, notes; tensorboard: log_graph, ...); each gets the loss curves, the config as parameters, "
+        "the final evaluation as metrics and the run's files (docs/trackers.md); CSV (RUN/metrics.csv) is always on",
     )
     mlflow_uri: str | None = Field(
-        None, description="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///<run.dir>/mlflow.db (every run of run.dir in one store)"
+        None, description="MLflow tracking URI (run.loggers.mlflow.tracking_uri wins); default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///<run.dir>/mlflow.db (every run of run.dir in one store, artifacts in <run.dir>/mlartifacts)"
     )
-    experiment: str = Field("ssdistill", description="MLflow experiment / W&B project the run is logged under")
+    experiment: str = Field(
+        "ssdistill", description="MLflow experiment / W&B project the run is logged under (run.loggers.mlflow.experiment_name and "
+        "run.loggers.wandb.project win)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -208,12 +253,14 @@ class RunConfig(Section):
             raise PydanticCustomError("plain_name", "run.name must be a plain folder name, not a path: put the parent folders in run.dir")
         return value
 
-    @model_validator(mode="before")
+    @field_validator("loggers", mode="before")
     @classmethod
-    def _one_logger_once(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("loggers"), list):
-            data = {**data, "loggers": list(dict.fromkeys(data["loggers"]))}
-        return data
+    def _one_form(cls, value: Any) -> Any:
+        return _tracker_settings(value)
+
+    def tracker_names(self) -> list[str]:
+        """The trackers of ``run.loggers`` besides CSV (always written), in their order."""
+        return [name for name in self.loggers if name != "csv"]
 
 
 def official(value: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ssdistill.data.datasets import ImageSource, open_images, seeded_subset
 from ssdistill.engine.module import student_label
 from ssdistill.engine.resume import SAFE_TO_CHANGE, flatten, run_checkpoint, trained_epochs
 from ssdistill.engine.rundir import busy, existing_run_dir
+from ssdistill.engine.trackers import send_files
 from ssdistill.errors import ModelError, SsdistillError
 from ssdistill.export_config import (
     dataset_name, declared_preprocessing, evaluation_paths, file_digest, public_name, rounded, timm_hub_config, weights_record,
@@ -326,6 +327,8 @@ def export_run(
         (out / "student.onnx").unlink(missing_ok=True)  # a previous export's: it would not match these weights
     if push_to_hub:
         written["hub"] = upload(out, push_to_hub, private=private)
+    # the export into the run's MLflow / W&B runs (run.loggers), under export/ (export/<member> for a cohort's member)
+    send_files(cfg, run_dir, [out], "export" if len(members) == 1 else f"export/{member}")
     return written
 
 

@@ -33,7 +33,7 @@ from ssdistill.engine.resume import resume_checkpoint, run_checkpoint
 from ssdistill.engine.rundir import existing_run_dir
 from ssdistill.engine.trainer import TrainingClock, build_trainer, fit, refuse_single_image_batches
 from ssdistill.distributed import process_count, world_size
-from ssdistill.engine.trackers import log_final
+from ssdistill.engine.trackers import check_trackers, log_final
 from ssdistill.errors import ConfigError, DataError, ModelError
 from ssdistill.eval.features import extract_features
 from ssdistill.eval.monitor import AlignmentMonitor, KNNMonitor
@@ -100,7 +100,9 @@ def evaluation_split(cfg: DistillConfig) -> tuple[str, ImageSource] | None:
 
 def check_inputs(cfg: DistillConfig) -> None:
     """What can be checked before a run directory exists, so that a mistake costs one line and leaves nothing behind:
-    the evaluation splits exist and have class folders, teacher weight files exist, the cache folder is writable."""
+    the evaluation splits exist and have class folders, teacher weight files exist, the cache folder is writable, the trackers
+    of run.loggers and their settings."""
+    check_trackers(cfg)
     for setting, spec in (("data.val", cfg.data.val), ("data.knn_train", cfg.data.knn_train)):
         if spec:
             split = open_split(cfg, spec)
@@ -238,7 +240,7 @@ def run_distillation(
     results.update(extra)
     results.update(record or {})
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
-    log_final(trainer, results)
+    log_final(trainer, results, run_dir)
     if not quiet:
         print(format_summary(results))
     return results

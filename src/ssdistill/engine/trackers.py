@@ -1,17 +1,28 @@
 """Experiment trackers through Lightning's own loggers (``run.loggers``): TensorBoard, MLflow, Weights & Biases.
 
+``run.loggers`` names the trackers, each with its own settings (``{mlflow: {tags: {team: vision}}}``), which go to the
+Lightning logger's constructor on top of ssdistill's defaults; the settings ssdistill itself controls (where a tracker
+writes in the run directory, the run ids a resume needs) are refused, and so is a setting the logger does not take, both
+before anything trains (:func:`check_trackers`).
+
 Every tracker gets what Lightning logs during training (losses, loss terms, learning rate, the k-NN and alignment
-monitors), the resolved config as its parameters when training starts, and the final evaluation (k-NN, and the full
-suite's linear probe and the rest when it ran) as metrics at the last step. A tracker's run id is kept in the run
-directory (``trackers.json``) so that a resumed run goes on logging into the same tracker run. CSV
-(``metrics.csv``) is always written, whatever the list says.
+monitors), the resolved config as its parameters when training starts, the final evaluation (k-NN, and the full suite's
+linear probe and the rest when it ran) as metrics at the last step, and the run's files at the end (config.yaml,
+results.json, evaluation.json, metrics.csv, report.html: MLflow artifacts, W&B run files, TensorBoard text entries of
+the config and results). ``ssdistill export`` sends the exported student to the run's MLflow and W&B runs
+(:func:`send_files`). A tracker's run id is kept in the run directory (``trackers.json``) so that a resumed run goes on
+logging into the same tracker run, and an export reaches it. CSV (``metrics.csv``) is always written, whatever the list
+says. Documented in docs/trackers.md.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,8 +35,28 @@ from ssdistill.engine.resume import flatten
 from ssdistill.errors import ConfigError, short
 from ssdistill.files import atomic_write_text
 
+log = logging.getLogger("ssdistill")
+
 IDS_FILE = "trackers.json"
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+RUN_FILES = ("config.yaml", "results.json", "evaluation.json", "metrics.csv", "report.html")  # sent when present
+REMOTE_MLFLOW = ("http:", "https:", "databricks", "uc:")  # tracking URIs of a server, which places artifacts itself
+
+_IDS = "ssdistill keeps the {tracker} run id in RUN/trackers.json so that a resume logs into the same run"
+# settings of the Lightning loggers that ssdistill sets itself: refused with the reason
+RESERVED = {
+    "tensorboard": dict.fromkeys(("save_dir", "name", "version", "log_dir"), "TensorBoard's events are written to RUN/tensorboard"),
+    "mlflow": {
+        "run_id": _IDS.format(tracker="MLflow"),
+        "save_dir": "ssdistill always gives MLflow a tracking URI: set tracking_uri (or run.mlflow_uri) instead",
+    },
+    "wandb": {
+        **dict.fromkeys(("save_dir", "dir"), "W&B's files are written to RUN/wandb"),
+        **dict.fromkeys(("id", "version", "resume", "resume_from", "fork_from"), _IDS.format(tracker="W&B")),
+        "experiment": "ssdistill starts the W&B run itself",
+        "anonymous": "W&B ignores it (deprecated, it has no effect)",
+    },
+}
 
 
 def _require(name: str) -> None:
@@ -33,6 +64,50 @@ def _require(name: str) -> None:
 
     if importlib.util.find_spec(PACKAGES[name]) is None:
         raise ConfigError(f"run.loggers: {name} needs the {PACKAGES[name]} package: pip install 'ssdistill[loggers]' (or drop {name})")
+
+
+def _parameters(function) -> set[str]:
+    return {p.name for p in inspect.signature(function).parameters.values() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"self"}
+
+
+def _logger_class(name: str) -> type[Logger]:
+    from lightning.pytorch import loggers
+
+    return {"tensorboard": loggers.TensorBoardLogger, "mlflow": loggers.MLFlowLogger, "wandb": loggers.WandbLogger}[name]
+
+
+def valid_settings(name: str) -> set[str]:
+    """The settings a tracker takes: its Lightning logger's arguments, and those of what the logger passes its other
+    keyword arguments to (TensorBoard's SummaryWriter, ``wandb.init``), less the ones ssdistill sets itself."""
+    accepted = _parameters(_logger_class(name).__init__)
+    if name == "tensorboard":
+        from torch.utils.tensorboard import SummaryWriter
+
+        accepted |= _parameters(SummaryWriter.__init__)
+    elif name == "wandb":
+        import wandb
+
+        accepted |= _parameters(wandb.init)
+    return accepted - set(RESERVED[name])
+
+
+def check_trackers(cfg: DistillConfig) -> None:
+    """Each tracker's package is installed and each of its settings is one its logger takes and ssdistill leaves to the
+    user; one line otherwise (called before the run directory exists)."""
+    for name in cfg.run.tracker_names():
+        _require(name)
+        settings = cfg.run.loggers[name]
+        for key in settings:
+            if key in RESERVED[name]:
+                raise ConfigError(f"run.loggers.{name}.{key} is set by ssdistill ({RESERVED[name][key]}); remove the setting")
+        valid = valid_settings(name) if settings else set()
+        for key in settings:
+            if key not in valid:
+                raise ConfigError(
+                    f"run.loggers.{name} has no setting '{key}'; {_logger_class(name).__name__} takes {', '.join(sorted(valid))}"
+                )
+        if name == "wandb" and settings.get("offline") and settings.get("log_model"):
+            raise ConfigError("run.loggers.wandb: log_model cannot upload checkpoints offline; drop log_model or offline")
 
 
 def _saved_ids(run_dir: Path) -> dict[str, str]:
@@ -44,48 +119,69 @@ def _saved_ids(run_dir: Path) -> dict[str, str]:
 
 
 def mlflow_uri(cfg: DistillConfig, run_dir: Path) -> str:
-    """The MLflow tracking URI: run.mlflow_uri, else $MLFLOW_TRACKING_URI, else one SQLite store for every run of the
-    runs folder (MLflow's plain-folder store is in maintenance mode and refused by MLflow 3 unless asked for)."""
-    return cfg.run.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.parent.resolve() / 'mlflow.db'}"
+    """The MLflow tracking URI: run.loggers.mlflow.tracking_uri, else run.mlflow_uri, else the store the run's MLflow
+    run is in (trackers.json; a resume or an export goes on there), else $MLFLOW_TRACKING_URI, else one SQLite store for
+    every run of the runs folder (MLflow's plain-folder store is in maintenance mode and refused by MLflow 3 unless
+    asked for)."""
+    return (
+        cfg.run.loggers.get("mlflow", {}).get("tracking_uri") or cfg.run.mlflow_uri or _saved_ids(run_dir).get("mlflow_uri")
+        or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.parent.resolve() / 'mlflow.db'}"
+    )
+
+
+def mlflow_artifact_root(uri: str, run_dir: Path) -> str | None:
+    """Where a new MLflow experiment keeps its artifacts: ``<run.dir>/mlartifacts`` for a store this process writes
+    itself (MLflow's default is ``./mlruns`` of the current folder), None (the server's choice) for a tracking server."""
+    return None if uri.startswith(REMOTE_MLFLOW) else (run_dir.parent.resolve() / "mlartifacts").as_uri()
+
+
+def logger_arguments(name: str, cfg: DistillConfig, run_dir: Path) -> dict[str, Any]:
+    """The Lightning logger's constructor arguments: ssdistill's defaults, then the tracker's settings (which win)."""
+    # a copy: a logger may change what it is given (Lightning's MLflow logger adds the run name to the tags)
+    ids, settings = _saved_ids(run_dir), copy.deepcopy(cfg.run.loggers.get(name, {}))
+    if name == "tensorboard":
+        return {"default_hp_metric": False, **settings, "save_dir": str(run_dir), "name": "tensorboard", "version": ""}
+    if name == "mlflow":
+        uri = mlflow_uri(cfg, run_dir)
+        found = {"experiment_name": cfg.run.experiment, "run_name": run_dir.name, "artifact_location": mlflow_artifact_root(uri, run_dir)}
+        return {**found, **settings, "tracking_uri": uri, "run_id": ids.get("mlflow")}
+    if settings.pop("offline", False):  # wandb.init's own mode: Lightning's offline=True sets $WANDB_MODE for the whole process
+        settings.setdefault("mode", "offline")
+    return {"name": run_dir.name, "project": cfg.run.experiment, **settings, "save_dir": str(run_dir), "id": ids.get("wandb"), "resume": "allow"}
+
+
+def build_logger(name: str, cfg: DistillConfig, run_dir: Path) -> Logger:
+    if name == "mlflow":
+        import mlflow  # noqa: F401 - configures its loggers on import: quieted below
+
+        # database set-up notices on the first run of a store, "experiment not found, creating it"
+        for noisy in ("mlflow", "alembic", "lightning.pytorch.loggers.mlflow"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    logger = _logger_class(name)(**logger_arguments(name, cfg, run_dir))
+    if name == "wandb":
+        # Lightning passes wandb.init anonymous=None, which wandb (0.23 on) counts as set and warns of on every run
+        # ("The anonymous setting has no effect"): not passing it is what wandb asks for
+        logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 def tracker_loggers(cfg: DistillConfig, run_dir: Path) -> list[Logger]:
-    """The Lightning loggers of ``run.loggers`` besides CSV (checked for their packages before anything trains)."""
-    ids = _saved_ids(run_dir)
-    loggers: list[Logger] = []
-    for name in cfg.run.loggers:
-        if name == "csv":
-            continue
-        _require(name)
-        if name == "tensorboard":
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False))
-        elif name == "mlflow":
-            import mlflow  # noqa: F401 - configures its loggers on import: quieted below
-            from lightning.pytorch.loggers import MLFlowLogger
-
-            # database set-up notices on the first run of a store, "experiment not found, creating it"
-            for noisy in ("mlflow", "alembic", "lightning.pytorch.loggers.mlflow"):
-                logging.getLogger(noisy).setLevel(logging.ERROR)
-            loggers.append(MLFlowLogger(
-                experiment_name=cfg.run.experiment, run_name=run_dir.name, tracking_uri=mlflow_uri(cfg, run_dir), run_id=ids.get("mlflow"),
-            ))
-        else:
-            from lightning.pytorch.loggers import WandbLogger
-
-            loggers.append(WandbLogger(
-                save_dir=str(run_dir), name=run_dir.name, project=cfg.run.experiment, id=ids.get("wandb"), resume="allow",
-            ))
-    return loggers
+    """The Lightning loggers of ``run.loggers`` besides CSV (checked before anything trains: :func:`check_trackers`)."""
+    check_trackers(cfg)
+    return [build_logger(name, cfg, run_dir) for name in cfg.run.tracker_names()]
 
 
 def _trackers(trainer: L.Trainer) -> list[Logger]:
     return [logger for logger in trainer.loggers if not isinstance(logger, CSVLogger)]
 
 
+def _kind(logger: Logger) -> str:
+    return type(logger).__name__.removesuffix("Logger").lower()
+
+
 def config_params(cfg: DistillConfig) -> dict[str, Any]:
-    """The resolved config as flat tracker parameters: ``optim.lr``, ``method.name``, ... (lists and None as text)."""
+    """The resolved config as flat tracker parameters: ``optim.lr``, ``method.name``, ``run.loggers.mlflow.tags.team``
+    ... (lists, empty mappings and None as text)."""
     return {key: value if isinstance(value, (int, float, str, bool)) else json.dumps(value) for key, value in flatten(cfg.to_dict()).items()}
 
 
@@ -115,24 +211,26 @@ class TrackerStart(L.Callback):
         ids = _saved_ids(self.run_dir)
         for logger in trackers:
             try:
-                if type(logger).__name__ == "MLFlowLogger":
-                    _mlflow_params(logger, params)
+                if _kind(logger) == "mlflow":
+                    _mlflow_params(logger, params, self.cfg.run.loggers["mlflow"].get("tags") or {})
                 else:
                     logger.log_hyperparams(params)
-                if type(logger).__name__ == "TensorBoardLogger":
+                if _kind(logger) == "tensorboard":
                     _tensorboard_hparams(logger, params)
             except Exception as exc:  # noqa: BLE001 - e.g. MLflow refuses a changed parameter after resume --force
                 warnings.warn(f"{type(logger).__name__} kept the parameters it had ({short(str(exc))})", stacklevel=1)
-            kind = type(logger).__name__.removesuffix("Logger").lower()
-            if kind in ("mlflow", "wandb"):
-                ids[kind] = str(logger.run_id if kind == "mlflow" else logger.version)
+            if _kind(logger) == "mlflow":
+                ids.update(mlflow=str(logger.run_id), mlflow_uri=logger._tracking_uri)
+            elif _kind(logger) == "wandb":
+                ids["wandb"] = str(logger.version)
         if ids:
             atomic_write_text(self.run_dir / IDS_FILE, json.dumps(ids, indent=2))
 
 
-def _mlflow_params(logger, params: dict[str, Any]) -> None:
+def _mlflow_params(logger, params: dict[str, Any], tags: dict[str, Any]) -> None:
     """MLflow parameters cannot change once logged: a resumed run (``trainer.epochs`` extended, or a change forced)
-    logs the parameters its MLflow run lacks, and each changed one as the tag ``resumed.<key>`` with its new value."""
+    logs the parameters its MLflow run lacks, and each changed one as the tag ``resumed.<key>`` with its new value. The
+    tags of ``run.loggers.mlflow.tags`` are set on the run (Lightning sets them only on a new one)."""
     logged = logger.experiment.get_run(logger.run_id).data.params
     missing = {key: value for key, value in params.items() if key not in logged}
     if missing:
@@ -140,6 +238,8 @@ def _mlflow_params(logger, params: dict[str, Any]) -> None:
     for key, value in params.items():  # Lightning keeps the first 250 characters of a value: compare those
         if key in logged and logged[key] != str(value)[:250]:
             logger.experiment.set_tag(logger.run_id, f"resumed.{key}", str(value))
+    for key, value in tags.items():
+        logger.experiment.set_tag(logger.run_id, str(key), str(value))
 
 
 def _tensorboard_hparams(logger, params: dict[str, Any]) -> None:
@@ -170,15 +270,91 @@ def final_metrics(results: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def log_final(trainer: L.Trainer, results: dict[str, Any]) -> None:
-    """The final evaluation into every tracker at the last step (rank zero; Lightning has closed them after training,
-    so each is finalised again to flush)."""
+def run_files(run_dir: Path) -> list[Path]:
+    """The run's files a tracker receives at the end (``RUN_FILES`` that exist)."""
+    return [run_dir / name for name in RUN_FILES if (run_dir / name).is_file()]
+
+
+def _to_mlflow(client, run_id: str, paths: list[Path], folder: str) -> None:
+    for path in paths:
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), folder or None)  # a folder's files, under ``folder``
+        else:
+            client.log_artifact(run_id, str(path), folder or None)
+
+
+def _to_wandb(run, paths: list[Path], folder: str) -> None:
+    """Copied into the W&B run's files folder (so that an offline run holds them for ``wandb sync``; a saved file
+    from elsewhere would be a link to a file that may change) and saved now."""
+    root = Path(run.dir)
+    for path in paths:
+        target = root / folder / ("" if path.is_dir() else path.name)  # a folder's files, under ``folder``
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.copytree(path, target, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(path, target)
+        for saved in sorted(target.rglob("*")) if path.is_dir() else [target]:
+            if saved.is_file():
+                run.save(str(saved), base_path=str(root), policy="now")
+
+
+def _to_tensorboard(writer, paths: list[Path], step: int) -> None:
+    """TensorBoard has no file store: the config and the records (text) become text entries ``run/<file name>``."""
+    for path in paths:
+        if path.suffix in (".yaml", ".json"):
+            writer.add_text(f"run/{path.name}", f"```\n{path.read_text()}\n```", global_step=step)
+    writer.flush()
+
+
+def _log_files(logger: Logger, paths: list[Path], step: int) -> None:
+    kind = _kind(logger)
+    if kind == "mlflow":
+        _to_mlflow(logger.experiment, logger.run_id, paths, "")
+    elif kind == "wandb":
+        _to_wandb(logger.experiment, paths, "")
+    elif kind == "tensorboard":
+        _to_tensorboard(logger.experiment, paths, step)
+
+
+def log_final(trainer: L.Trainer, results: dict[str, Any], run_dir: Path) -> None:
+    """The final evaluation into every tracker at the last step, and the run's files (rank zero; Lightning has closed
+    them after training, so each is finalised again to flush). A tracker that cannot take them is a warning: the run
+    itself has finished."""
     trackers = _trackers(trainer)
     if not trackers or not trainer.is_global_zero:
         return
     metrics = final_metrics(results)
     for logger in trackers:
         logger.log_metrics(metrics, step=trainer.global_step)
+        try:
+            _log_files(logger, run_files(run_dir), trainer.global_step)
+        except Exception as exc:  # noqa: BLE001 - a tracker server gone away, a full disk: the run's own files are whole
+            log.warning("%s did not take the run's files (%s); they are in %s", type(logger).__name__, short(str(exc)), run_dir)
         logger.finalize("success")
-        if type(logger).__name__ == "WandbLogger":  # Lightning leaves the W&B run open; finishing writes its summary
+        if _kind(logger) == "wandb":  # Lightning leaves the W&B run open; finishing writes its summary
             logger.experiment.finish()
+
+
+def send_files(cfg: DistillConfig, run_dir: Path, paths: list[Path], folder: str) -> list[str]:
+    """After the run (an export, a report): files, and the files of folders, into the run's MLflow and W&B runs,
+    re-opened by their ids in trackers.json, under ``folder``; returns the trackers that took them. A tracker that cannot is a warning."""
+    ids, sent = _saved_ids(run_dir), []
+    for name in ("mlflow", "wandb"):
+        if name not in cfg.run.loggers or not ids.get(name):
+            continue
+        try:
+            if name == "mlflow":
+                from mlflow.tracking import MlflowClient
+
+                _to_mlflow(MlflowClient(mlflow_uri(cfg, run_dir)), ids["mlflow"], paths, folder)
+            else:
+                run = build_logger("wandb", cfg, run_dir).experiment
+                try:
+                    _to_wandb(run, paths, folder)
+                finally:
+                    run.finish()
+            sent.append(name)
+        except Exception as exc:  # noqa: BLE001 - the files are written; the tracker is the extra copy
+            log.warning("the %s run of %s did not take %s (%s)", name, run_dir, ", ".join(p.name for p in paths), short(str(exc)))
+    return sent
