@@ -333,6 +333,18 @@ def test_labels_from_cls_json_and_txt_members(tmp_path):
     assert plain.labels is None and plain.classes == []
 
 
+def test_class_names_that_look_like_captions_are_warned_about_once(tmp_path, caplog):
+    captions = [{"txt": f"a photo of thing {i}".encode()} for i in range(19)] + [{"txt": b"a photo of thing 0"}]
+    spec = _labelled(tmp_path, captions)
+    assert len(open_images(spec).classes) == 19 and len(open_images(spec).classes) == 19
+    assert caplog.text.count("different class names") == 1 and (
+        f"{spec}: its 20 samples have 19 different class names; if the .txt / .json names are captions rather than classes, "
+        "give the k-NN a labelled memory split (data.knn_train)") in caplog.text
+    caplog.clear()
+    open_images(_labelled(tmp_path, [{"txt": b"ab"[i % 2 : i % 2 + 1]} for i in range(20)], "classes-0.tar"))
+    assert "different class names" not in caplog.text
+
+
 LABEL_CASES = [  # (label members of samples k0, k1; the one-line message after "wds:<shard>" or "sample k1 in shard <shard>")
     ([{"cls": b"0"}, {"cls": b"cat\n"}],
      ": its .cls member holds 'cat', not a class index; .cls must hold a non-negative integer (0, 1, ...)"),

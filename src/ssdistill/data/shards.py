@@ -52,6 +52,8 @@ JSON_LABEL_KEYS = ("label", "cls", "class")  # where a .json member holds the sa
 CACHE_FOLDER = "wds-cache"  # under data.root: downloaded shards
 SHARDS_HINT = "give local .tar shards, http(s):// URLs or pipe:<command> (brace patterns allowed)"
 PIPE_EXAMPLES = {"s3": "aws s3 cp {url} -", "gs": "gcloud storage cat {url}"}  # a command that writes a shard to stdout
+CAPTION_CHECK = 20  # from this many samples on, more class names than half the samples is warned about (captions?)
+_WARNED: set[str] = set()
 _SHARD_INDEX: dict[tuple, list[dict]] = {}  # (shard paths, sizes, mtimes) -> samples: each set of shards indexed once
 
 log = logging.getLogger(__name__)
@@ -352,6 +354,11 @@ class ShardImages:
         if kinds == {"index"}:
             return [str(c) for c in range(max(values) + 1)], values
         classes = sorted(set(values))
+        if len(values) >= CAPTION_CHECK and len(classes) > len(values) / 2 and pattern not in _WARNED:
+            _WARNED.add(pattern)  # a split is opened several times a run
+            log.warning("wds:%s: its %s samples have %s different class names; if the .txt / .json names are captions rather "
+                        "than classes, give the k-NN a labelled memory split (data.knn_train)", pattern, f"{len(values):,}",
+                        f"{len(classes):,}")
         ids = {name: i for i, name in enumerate(classes)}
         return classes, [ids[value] for value in values]
 
