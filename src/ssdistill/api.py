@@ -39,6 +39,7 @@ from ssdistill.engine.run import (
     train_source,
 )
 from ssdistill.engine.rundir import RUN_DIR_ENV, busy, existing_run_dir, lock_run, new_run_dir, unlock_run
+from ssdistill.engine.trackers import send_to_run_trackers
 from ssdistill.engine.trainer import interruption
 from ssdistill.errors import ConfigError, DataError, Interrupted, StorageError
 from ssdistill.eval.run_evaluation import evaluate_run, knn_table
@@ -221,6 +222,7 @@ def evaluate(
             "versions": versions(),
         }
         atomic_write_text(existing_run_dir(run) / "evaluation.json", json.dumps(record, indent=2))
+        send_to_run_trackers(existing_run_dir(run), [existing_run_dir(run) / "evaluation.json"])  # run.loggers: MLflow, W&B
         return record
     if teacher is None:
         raise ConfigError("ssdistill eval needs a run directory, --checkpoint, or --teacher NAME")

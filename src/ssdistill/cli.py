@@ -233,7 +233,12 @@ def main(argv: list[str] | None = None) -> None:
             if args.markdown:
                 print(markdown_report(args.runs))
             else:
-                print(f"report: {build_report(args.runs, args.output)}")
+                written = build_report(args.runs, args.output)
+                if len(args.runs) == 1:  # a run's report goes to its trackers too (run.loggers: MLflow, W&B)
+                    from ssdistill.engine.trackers import send_to_run_trackers
+
+                    send_to_run_trackers(args.runs[0], [written])
+                print(f"report: {written}")
         elif args.command == "export":
             from ssdistill.export import export_run
 

@@ -16,6 +16,7 @@ import yaml
 
 from integration.common import tiny_config
 from ssdistill import distill
+from ssdistill.cli import main
 from ssdistill.errors import ConfigError
 from ssdistill.recipe import build_config
 
@@ -27,7 +28,7 @@ LOGGERS = [
 
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory):
-    """The run and its export, from a working folder of their own (MLflow once put its artifacts in ./mlruns of the
+    """The run, its evaluation, report and export, from a working folder of their own (MLflow once put its artifacts in ./mlruns of the
     current folder); W&B offline (no account, no network), its terminal output kept to check what it printed."""
     pytest.importorskip("wandb", reason="W&B is an optional extra (pip install 'ssdistill[loggers]')")
     import wandb
@@ -49,7 +50,10 @@ def tracked_run(tmp_path_factory):
         os.chdir(elsewhere)
         try:
             results = distill(config, quiet=True)
-            export = export_run(tmp_path / "runs" / "tracked")
+            run = tmp_path / "runs" / "tracked"
+            main(["eval", str(run), "--num-workers", "0"])  # evaluation.json, then report.html: each to the trackers
+            main(["report", str(run)])
+            export = export_run(run)
         finally:
             os.chdir(here)
             # the W&B service process writes and closes the record log after run.finish() returns (finish only informs
@@ -106,13 +110,14 @@ def test_mlflow_run_holds_the_config_the_settings_the_evaluation_and_the_run_fil
     # the artifacts: the run's files, and the export (ssdistill export), in <run.dir>/mlartifacts whatever the folder
     # the run was started from
     listed = {a.path: a for a in client.list_artifacts(ids["mlflow"])}
-    assert set(listed) == {"config.yaml", "results.json", "metrics.csv", "export"} and listed["export"].is_dir
+    assert set(listed) == {"config.yaml", "results.json", "metrics.csv", "evaluation.json", "report.html", "export"} and listed["export"].is_dir
     exported = {a.path for a in client.list_artifacts(ids["mlflow"], "export")}
     assert exported == {"export/model.safetensors", "export/config.json", "export/README.md"}
     root = (run.parent.resolve() / "mlartifacts").as_uri()
     assert experiment.artifact_location == root and record.info.artifact_uri == f"{root}/{ids['mlflow']}/artifacts"
     stored = run.parent / "mlartifacts" / ids["mlflow"] / "artifacts"
-    assert (stored / "results.json").read_bytes() == (run / "results.json").read_bytes()
+    for name in ("results.json", "evaluation.json", "report.html"):
+        assert (stored / name).read_bytes() == (run / name).read_bytes()
     assert list(tracked_run["elsewhere"].iterdir()) == []  # no ./mlruns (nor anything else) in the working folder
     downloaded = Path(client.download_artifacts(ids["mlflow"], "export/model.safetensors", str(run.parent / "download")))
     assert downloaded.read_bytes() == Path(tracked_run["export"]["weights"]).read_bytes()
@@ -146,8 +151,12 @@ def test_weights_and_biases_offline_run_holds_the_settings_config_evaluation_and
     run, results = tracked_run["run"], tracked_run["results"]
     run_id = json.loads((run / "trackers.json").read_text())["wandb"]
     folders = sorted((run / "wandb").glob("offline-run-*"))
-    assert len(folders) == 2 and all(f.name.endswith(f"-{run_id}") for f in folders)  # the run, then its export
-    records = list(_wandb_records(folders[0] / f"run-{run_id}.wandb"))
+    # the run, then its evaluation, report and export, each into the same W&B run (re-opened by its id)
+    # (each its own offline folder, named by its start time and the run id, with -1 and so on for the same second)
+    assert len(folders) == 4 and all((f / f"run-{run_id}.wandb").is_file() for f in folders)
+    holding = {name: [f for f in folders if (f / "files" / name).exists()] for name in ("config.yaml", "evaluation.json", "report.html", "export")}
+    assert all(len(found) == 1 for found in holding.values()) and len({found[0] for found in holding.values()}) == 4
+    records = list(_wandb_records(holding["config.yaml"][0] / f"run-{run_id}.wandb"))
     [start] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert (start.run_group, list(start.tags), start.job_type, start.display_name, start.project) == ("ablation", ["tiny"], "distill", "tracked", "ssdistill")
     config = {item.key: json.loads(item.value_json) for r in records if r.WhichOneof("record_type") == "config" for item in r.config.update}
@@ -161,14 +170,15 @@ def test_weights_and_biases_offline_run_holds_the_settings_config_evaluation_and
     saved = {f.path for r in records if r.WhichOneof("record_type") == "files" for f in r.files.files}
     assert {"config.yaml", "results.json", "metrics.csv"} <= saved
     for name in ("config.yaml", "results.json", "metrics.csv"):  # copies in the run (what `wandb sync` uploads)
-        copy = folders[0] / "files" / name
+        copy = holding["config.yaml"][0] / "files" / name
         assert not copy.is_symlink() and copy.read_bytes() == (run / name).read_bytes()
-    # the export, into the same W&B run (re-opened by its id)
-    again = list(_wandb_records(folders[1] / f"run-{run_id}.wandb"))
+    for name in ("evaluation.json", "report.html"):
+        assert (holding[name][0] / "files" / name).read_bytes() == (run / name).read_bytes()
+    again = list(_wandb_records(holding["export"][0] / f"run-{run_id}.wandb"))
     assert [r.run.run_id for r in again if r.WhichOneof("record_type") == "run"] == [run_id]
     assert {"export/model.safetensors", "export/config.json", "export/README.md"} <= {
         f.path for r in again if r.WhichOneof("record_type") == "files" for f in r.files.files}
-    assert (folders[1] / "files" / "export" / "model.safetensors").read_bytes() == Path(tracked_run["export"]["weights"]).read_bytes()
+    assert (holding["export"][0] / "files" / "export" / "model.safetensors").read_bytes() == Path(tracked_run["export"]["weights"]).read_bytes()
     # W&B spoke (the capture works) but printed no "anonymous" warning, nor counted one as printed
     from wandb.errors import term
 
