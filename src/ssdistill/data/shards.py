@@ -324,7 +324,7 @@ class ShardImages:
             except (tarfile.TarError, OSError) as exc:
                 raise DataError(f"cannot index shard {self.shown[shard_id]} ({exc}); shards must be uncompressed tar files of WebDataset samples") from None
             for sample in found:  # labels once the shard's members are all seen (a .cls may follow its image)
-                label = _label(sample, f"sample {sample['key']} in shard {self.shown[shard_id]}") if "image" in sample else None
+                label = _label(sample, f"sample {sample['key']} in shard {self.shown[shard_id]}")
                 for ext in ("cls", "json", "txt"):
                     sample.pop(ext, None)
                 if label is not None:
