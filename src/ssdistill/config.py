@@ -191,11 +191,13 @@ TRACKERS = ("csv", "tensorboard", "mlflow", "wandb")  # run.loggers: CSV is alwa
 
 
 def _tracker_settings(value: Any) -> dict[str, dict[str, Any]]:
-    """``run.loggers`` in its one form ``{name: {settings}}`` from names, a mapping, or a list mixing names and one-key
+    """``run.loggers`` in its one form ``{name: {settings}}`` from a name, names, a mapping, or a list mixing names and one-key
     mappings (``[tensorboard, {mlflow: {tags: {team: vision}}}]``); a name given twice counts once, its settings twice
     are refused."""
     if value is None:
         return {}
+    if isinstance(value, str):  # run.loggers=mlflow
+        value = [value]
     if isinstance(value, dict):
         items = list(value.items())
     elif isinstance(value, (list, tuple)):

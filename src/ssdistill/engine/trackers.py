@@ -18,6 +18,7 @@ says. Documented in docs/trackers.md.
 from __future__ import annotations
 
 import copy
+import difflib
 import inspect
 import json
 import logging
@@ -103,8 +104,10 @@ def check_trackers(cfg: DistillConfig) -> None:
         valid = valid_settings(name) if settings else set()
         for key in settings:
             if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=1)
                 raise ConfigError(
-                    f"run.loggers.{name} has no setting '{key}'; {_logger_class(name).__name__} takes {', '.join(sorted(valid))}"
+                    f"run.loggers.{name} has no setting '{key}'{f' (did you mean {close[0]}?)' if close else ''}; "
+                    f"{_logger_class(name).__name__} takes {', '.join(sorted(valid))}"
                 )
         if name == "wandb" and settings.get("offline") and settings.get("log_model"):
             raise ConfigError("run.loggers.wandb: log_model cannot upload checkpoints offline; drop log_model or offline")

@@ -1,0 +1,154 @@
+"""``run.loggers`` with settings: the one form the schema keeps, what goes to each Lightning logger (ssdistill's defaults,
+the user's settings winning), and every refusal as the one line the user sees, before anything trains."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from integration.common import tiny_config
+from ssdistill import distill
+from ssdistill.engine.resume import config_changes
+from ssdistill.engine.trackers import build_logger, check_trackers, config_params, logger_arguments, valid_settings
+from ssdistill.errors import ConfigError
+from ssdistill.recipe import build_config
+
+
+def trackers(loggers, **run):
+    return build_config(overrides={"run": {"loggers": loggers, **run}})
+
+
+def test_names_mappings_and_mixed_lists_are_one_form():
+    expected = {"tensorboard": {}, "mlflow": {"tags": {"team": "vision"}}}
+    assert trackers(["tensorboard", {"mlflow": {"tags": {"team": "vision"}}}]).run.loggers == expected
+    assert trackers({"tensorboard": None, "mlflow": {"tags": {"team": "vision"}}}).run.loggers == expected  # `tensorboard:` in YAML
+    assert trackers(["mlflow", {"mlflow": {"tags": {"team": "vision"}}}, "tensorboard", "mlflow"]).run.loggers == {
+        "mlflow": {"tags": {"team": "vision"}}, "tensorboard": {}}  # a name again adds nothing
+    assert trackers("wandb").run.loggers == {"wandb": {}}  # run.loggers=wandb on the command line
+    assert trackers(None).run.loggers == {} == build_config().run.loggers
+    assert trackers(["csv", "wandb"]).run.tracker_names() == ["wandb"]
+
+
+def test_a_run_written_with_the_list_form_resumes_with_the_same_config():
+    """Run directories written before the mapping form: their config.yaml reads back to the config of today's form, so
+    that a resume sees no change."""
+    old = trackers(["csv", "tensorboard", "mlflow"])
+    new = trackers({"csv": {}, "tensorboard": {}, "mlflow": {}})
+    assert old == new and config_changes(old, new) == {}
+    assert build_config(old.to_dict()) == old
+
+
+def test_settings_are_parameters_of_the_run():
+    params = config_params(trackers({"mlflow": {"tags": {"team": "vision"}}, "tensorboard": {}}))
+    assert params["run.loggers.mlflow.tags.team"] == "vision" and params["run.loggers.tensorboard"] == "{}"
+
+
+@pytest.mark.parametrize("loggers, message", [
+    (["neptune"], "invalid value for 'run.loggers': unknown tracker 'neptune'; the trackers are csv, tensorboard, mlflow, wandb "
+                  "(got ['neptune'])"),
+    (3, "invalid value for 'run.loggers': expected tracker names or a mapping {name: {settings}}, for example "
+        "[tensorboard, mlflow] (got 3)"),
+    ({"mlflow": ["team"]}, "invalid value for 'run.loggers': the settings of tracker mlflow must be a mapping {setting: value} "
+                           "(got {'mlflow': ['team']})"),
+    ([{"mlflow": {"tags": {"a": 1}}}, {"mlflow": {"run_name": "x"}}],
+     "invalid value for 'run.loggers': tracker mlflow is given settings twice; give its settings once "
+     "(got [{'mlflow': {'tags': {'a': 1}}}, {'mlflow': {'run_name': 'x'}}])"),
+    ({"csv": {"flush_logs_every_n_steps": 10}}, "invalid value for 'run.loggers': the csv tracker takes no settings "
+                                                "(metrics.csv is written by ssdistill itself) (got {'csv': {'flush_logs_every_n_steps': 10}})"),
+    ([{"mlflow": {}, "wandb": {}}], "invalid value for 'run.loggers': each item is a tracker name or {name: {settings}}, for "
+                                    "example [tensorboard, {mlflow: {tags: {team: vision}}}] (got [{'mlflow': {}, 'wandb': {}}])"),
+])
+def test_a_malformed_tracker_list_is_one_line(loggers, message):
+    with pytest.raises(ConfigError) as error:
+        trackers(loggers)
+    assert str(error.value) == message
+
+
+MLFLOW_TAKES = "artifact_location, experiment_name, log_model, prefix, run_name, synchronous, tags, tracking_uri"
+
+
+@pytest.mark.parametrize("loggers, message", [
+    ({"mlflow": {"tag": {"team": "vision"}}},
+     f"run.loggers.mlflow has no setting 'tag' (did you mean tags?); MLFlowLogger takes {MLFLOW_TAKES}"),
+    ({"mlflow": {"run_id": "0123"}}, "run.loggers.mlflow.run_id is set by ssdistill (ssdistill keeps the MLflow run id in "
+                                     "RUN/trackers.json so that a resume logs into the same run); remove the setting"),
+    ({"mlflow": {"save_dir": "mlruns"}}, "run.loggers.mlflow.save_dir is set by ssdistill (ssdistill always gives MLflow a "
+                                         "tracking URI: set tracking_uri (or run.mlflow_uri) instead); remove the setting"),
+    ({"tensorboard": {"save_dir": "tb"}}, "run.loggers.tensorboard.save_dir is set by ssdistill (TensorBoard's events are "
+                                          "written to RUN/tensorboard); remove the setting"),
+    ({"tensorboard": {"log_graphs": True}},
+     "run.loggers.tensorboard has no setting 'log_graphs' (did you mean log_graph?); TensorBoardLogger takes comment, "
+     "default_hp_metric, filename_suffix, flush_secs, log_graph, max_queue, prefix, purge_step, sub_dir"),
+    ({"wandb": {"id": "abc"}}, "run.loggers.wandb.id is set by ssdistill (ssdistill keeps the W&B run id in RUN/trackers.json "
+                               "so that a resume logs into the same run); remove the setting"),
+    ({"wandb": {"dir": "/tmp/wandb"}}, "run.loggers.wandb.dir is set by ssdistill (W&B's files are written to RUN/wandb); "
+                                       "remove the setting"),
+    ({"wandb": {"anonymous": True}}, "run.loggers.wandb.anonymous is set by ssdistill (W&B ignores it (deprecated, it has no "
+                                     "effect)); remove the setting"),
+    ({"wandb": {"offline": True, "log_model": True}},
+     "run.loggers.wandb: log_model cannot upload checkpoints offline; drop log_model or offline"),
+])
+def test_a_setting_the_logger_does_not_take_or_ssdistill_sets_is_refused_before_the_run_starts(tmp_path, loggers, message):
+    config = tiny_config(tmp_path, run={"dir": str(tmp_path / "runs"), "name": "t", "loggers": loggers})
+    with pytest.raises(ConfigError) as error:
+        distill(config, quiet=True)
+    assert str(error.value) == message
+    assert not (tmp_path / "runs" / "t").exists()  # refused before the run directory (and any training)
+
+
+def test_a_misspelled_wandb_setting_names_the_wandb_init_arguments():
+    with pytest.raises(ConfigError) as error:
+        check_trackers(trackers({"wandb": {"groups": "ablation"}}))
+    line = str(error.value)
+    assert line.startswith("run.loggers.wandb has no setting 'groups' (did you mean group?); WandbLogger takes ")
+    named = set(line.split(" takes ")[1].split(", "))
+    assert {"entity", "group", "job_type", "notes", "tags", "offline", "project", "mode", "settings", "log_model"} <= named
+    assert named == valid_settings("wandb") and not named & {"id", "dir", "save_dir", "resume", "anonymous"}
+    assert "\n" not in line
+
+
+def test_mlflow_gets_its_defaults_from_the_run_section_and_its_settings_win(tmp_path):
+    run_dir = tmp_path / "runs" / "r"
+    plain = logger_arguments("mlflow", trackers(["mlflow"], dir=str(tmp_path / "runs"), experiment="exp"), run_dir)
+    assert plain == {"experiment_name": "exp", "run_name": "r", "artifact_location": (tmp_path / "runs" / "mlartifacts").as_uri(),
+                     "tracking_uri": f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "run_id": None}
+    by_section = logger_arguments("mlflow", trackers(["mlflow"], mlflow_uri=f"sqlite:///{tmp_path}/other.db"), run_dir)
+    assert by_section["tracking_uri"] == f"sqlite:///{tmp_path}/other.db"
+    mine = {"experiment_name": "mine", "artifact_location": "s3://bucket/mine", "tracking_uri": "http://127.0.0.1:5000",
+            "tags": {"team": "vision"}, "log_model": True}
+    given = logger_arguments("mlflow", trackers({"mlflow": mine}, mlflow_uri="sqlite:///x.db", experiment="exp"), run_dir)
+    assert given == {**mine, "run_name": "r", "run_id": None}
+    server = logger_arguments("mlflow", trackers(["mlflow"], mlflow_uri="https://mlflow.example.org"), run_dir)
+    assert server["artifact_location"] is None  # a tracking server places artifacts itself
+
+
+def test_a_users_mlflow_artifact_location_is_where_the_experiment_keeps_its_artifacts(tmp_path):
+    cfg = trackers({"mlflow": {"artifact_location": str(tmp_path / "mine"), "experiment_name": "own"}}, dir=str(tmp_path / "runs"))
+    logger = build_logger("mlflow", cfg, tmp_path / "runs" / "r")
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        experiment = logger.experiment.get_experiment(logger.experiment_id)
+    finally:  # Lightning's MLflow logger sets the process-wide tracking URI
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        if uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+    assert experiment.name == "own" and Path(experiment.artifact_location.removeprefix("file://")) == tmp_path / "mine"
+
+
+def test_wandb_and_tensorboard_arguments(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    run_dir = tmp_path / "runs" / "r"
+    cfg = trackers({"wandb": {"offline": True, "group": "ablation", "entity": "team"}, "tensorboard": {"log_graph": True}}, experiment="exp")
+    arguments = logger_arguments("wandb", cfg, run_dir)
+    assert arguments == {"name": "r", "project": "exp", "mode": "offline", "group": "ablation", "entity": "team",
+                         "save_dir": str(run_dir), "id": None, "resume": "allow"}
+    assert logger_arguments("wandb", trackers({"wandb": {"project": "mine"}}, experiment="exp"), run_dir)["project"] == "mine"
+    logger = build_logger("wandb", cfg, run_dir)
+    # what wandb.init will be given: no anonymous (wandb warns of any value), W&B's own offline mode
+    assert "anonymous" not in logger._wandb_init and logger._wandb_init["mode"] == "offline"
+    assert "WANDB_MODE" not in os.environ  # Lightning's offline=True would set it for the whole process
+    assert logger_arguments("tensorboard", cfg, run_dir) == {
+        "default_hp_metric": False, "log_graph": True, "save_dir": str(run_dir), "name": "tensorboard", "version": ""}
