@@ -245,9 +245,6 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:40] + "…")
 
 
-MEMBER_OF = {"index": "a class index", "name": "a class name"}
-
-
 class ShardImages:
     """WebDataset tar shards (``wds:/data/train-{000000..000099}.tar``, ``wds:https://host/train-{000..009}.tar``,
     ``wds:pipe:<command>``): each sample is the tar members that share a key (``<key>.jpg`` and optionally a label
