@@ -133,6 +133,45 @@ def test_http_shards_are_downloaded_once_into_the_cache_and_read_as_the_local_co
     assert np.array_equal(np.asarray(remote.load(700)), np.asarray(folder.load(700)))
 
 
+def test_two_processes_opening_one_remote_shard_download_it_once(shards, tmp_path):
+    """Two openers at once (DDP ranks, runs started together): the second waits on the cache folder's lock and reads the
+    first one's download. Threads stand in for processes: each opens the lock file itself, and flock locks conflict
+    between separate opens."""
+    import time
+
+    from ssdistill.data.shards import cached_shard
+
+    data = (shards["served"] / "shard-0.tar").read_bytes()
+    requests = []
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            time.sleep(0.5)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/shard-0.tar"
+    found = []
+    try:
+        openers = [threading.Thread(target=lambda: found.append(cached_shard(url, tmp_path))) for _ in range(2)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert requests == ["/shard-0.tar"] and len(found) == 2 and found[0] == found[1] and found[0].read_bytes() == data
+
+
 def test_a_pipe_command_shard_is_cached_and_matches_the_local_shard(shards, tmp_path):
     served = shards["served"]
     local = open_images(f"wds:{served}/shard-{{0..1}}.tar")
