@@ -5,9 +5,11 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from integration.common import tiny_config
 from ssdistill import distill
+from ssdistill.cli import main
 from ssdistill.engine.resume import config_changes
 from ssdistill.engine.trackers import build_logger, check_trackers, config_params, logger_arguments, valid_settings
 from ssdistill.errors import ConfigError
@@ -88,12 +90,18 @@ MLFLOW_TAKES = "artifact_location, experiment_name, log_model, prefix, run_name,
     ({"wandb": {"offline": True, "log_model": True}},
      "run.loggers.wandb: log_model cannot upload checkpoints offline; drop log_model or offline"),
 ])
-def test_a_setting_the_logger_does_not_take_or_ssdistill_sets_is_refused_before_the_run_starts(tmp_path, loggers, message):
+def test_a_setting_the_logger_does_not_take_or_ssdistill_sets_is_refused_before_the_run_starts(tmp_path, capsys, loggers, message):
+    """Through the CLI: exit code 2 and the one line on stderr, before the run directory exists (and so before any
+    teacher signal or training)."""
     config = tiny_config(tmp_path, run={"dir": str(tmp_path / "runs"), "name": "t", "loggers": loggers})
-    with pytest.raises(ConfigError) as error:
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exit_code:
+        main(["distill", "--config", str(tmp_path / "recipe.yaml")])
+    assert exit_code.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(ConfigError) as error:  # and through the API
         distill(config, quiet=True)
     assert str(error.value) == message
-    assert not (tmp_path / "runs" / "t").exists()  # refused before the run directory (and any training)
 
 
 def test_a_misspelled_wandb_setting_names_the_wandb_init_arguments():
