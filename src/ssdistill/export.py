@@ -278,7 +278,8 @@ def export_run(
     repository's URL). A checkpoint that has not trained every planned epoch (a killed or running run) is refused
     unless ``allow_unfinished``; config.json records the epochs really trained. ``licence``: the licence the model
     card gives the student's weights (default ``other``). A folder holding other files than a previous export of
-    the same run is refused unless ``overwrite``."""
+    the same run is refused unless ``overwrite``. The folder also goes to the run's MLflow and W&B runs (``run.loggers``),
+    under ``export/``."""
     run_dir = existing_run_dir(run)
     last, state = run_checkpoint(run_dir, checkpoint)  # the newest readable checkpoint unless one is named
     cfg, student = load_student_from_run(run_dir, last, member)
