@@ -1,7 +1,8 @@
 """``ssdistill report RUN_DIR [RUN_DIR ...]``: one self-contained HTML page (inline SVG, no server, nothing fetched)
-with the results table, loss and learning-rate curves, k-NN during training, a 2-D map of student and teacher
-features coloured by class, and the resolved config; several runs give a comparison table and overlaid curves.
-Also a markdown table for READMEs."""
+with the results table, loss and learning-rate curves, every monitor the run logged during training (the label-free
+alignment with the teacher, k-NN, any other ``monitor/*`` column of metrics.csv; a curve per member of a cohort), a
+2-D map of student and teacher features coloured by class, and the resolved config; several runs give a comparison
+table and overlaid curves. Also a markdown table for READMEs. docs/report.md describes the page."""
 
 from __future__ import annotations
 
@@ -119,6 +120,12 @@ def _series(metrics: list[dict], x_key: str, y_key: str) -> tuple[list[float], l
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def _per_epoch(metrics: list[dict], y_key: str) -> tuple[list[float], list[float]]:
+    """A value logged once an epoch against the epochs trained when it was logged (metrics.csv's epoch counts from 0)."""
+    xs, ys = _series(metrics, "epoch", y_key)
+    return [x + 1 for x in xs], ys
+
+
 def _class_names(results: dict) -> list[str] | None:
     """The class names of the evaluation's label ids: the memory's, as the evaluation matched them (older records: the
     val folder's sub-folders)."""
@@ -145,11 +152,11 @@ def _run_charts(run: dict) -> list[str]:
     if len(steps[0]) >= 2:
         charts = [line_chart([("loss", *steps)], f"training loss ({name})", "step", "loss", f"loss-{name}")]
     else:  # short runs log no step values (trainer.log_every_n_steps): per-epoch means instead
-        charts = [line_chart([("loss", *_series(metrics, "epoch", "train/loss_epoch"))], f"training loss ({name})", "epoch", "loss", f"loss-{name}")]
+        charts = [line_chart([("loss", *_per_epoch(metrics, "train/loss_epoch"))], f"training loss ({name})", "epochs trained", "loss", f"loss-{name}")]
     terms = sorted({k[len("train/"):-len("_epoch")] for r in metrics[:1] for k in r if k.startswith("train/") and k.endswith("_epoch")} - {"loss"})
     if terms:
-        series = [(term, *_series(metrics, "epoch", f"train/{term}_epoch")) for term in terms]
-        charts.append(line_chart(series, f"loss terms per epoch ({name})", "epoch", "value", f"terms-{name}"))
+        series = [(term, *_per_epoch(metrics, f"train/{term}_epoch")) for term in terms]
+        charts.append(line_chart(series, f"loss terms per epoch ({name})", "epochs trained", "value", f"terms-{name}"))
     charts.append(line_chart([("lr", *_series(metrics, "step", "train/lr"))], f"learning rate ({name})", "step", "lr", f"lr-{name}"))
     for metric, curves in monitor_series(run).items():  # every monitor the run logged, a curve per member
         title, _, chart_id = _monitor_names(metric)
@@ -266,8 +273,8 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
         if (tasks := task_rows(run["results"])) is not None:
             sections.append(f"<h2>Tasks: {escape(run['name'])}</h2>" + _html_table(*tasks))
     if len(runs) > 1:
-        losses = [(r["name"], *_series(r["metrics"], "epoch", "train/loss_epoch")) for r in runs]
-        overlaid = [line_chart(losses, "training loss per epoch", "epoch", "loss", "loss-all")]
+        losses = [(r["name"], *_per_epoch(r["metrics"], "train/loss_epoch")) for r in runs]
+        overlaid = [line_chart(losses, "training loss per epoch", "epochs trained", "loss", "loss-all")]
         per_run = [(r, monitor_series(r)) for r in runs]
         for metric in dict.fromkeys(m for _, found in per_run for m in found):  # each monitor, every run's members overlaid
             curves = {(r["name"] if member == "student" else f"{r['name']} [{member}]"): curve

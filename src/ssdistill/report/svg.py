@@ -20,20 +20,25 @@ PLOT_HEIGHT, SCATTER_HEIGHT = 210, 300  # of the plot area of a line chart, of a
 PAD, GAP, TICK_LEN = 8, 6, 4
 TITLE, MIN_TITLE, LABEL, TICK, LEGEND = 16, 11, 14, 13, 13  # font sizes
 ASCENT, DESCENT = 0.93, 0.24  # of the font's line box, in em (DejaVu Sans: 1901/2048 and 483/2048)
-BOLD = 1.12  # bold text is this much wider (DejaVu Sans Bold: 1.10)
-# DejaVu Sans advance widths of the characters ' ' (32) to '~' (126), in thousandths of an em; other characters: 1 em
+# DejaVu Sans and DejaVu Sans Bold advance widths of the characters ' ' (32) to '~' (126), in thousandths of an em
 _ADVANCE = (
     318, 401, 460, 838, 636, 950, 780, 275, 390, 390, 500, 838, 318, 361, 318, 337, 636, 636, 636, 636, 636, 636, 636, 636,
     636, 636, 337, 337, 838, 838, 838, 531, 1000, 684, 686, 698, 770, 632, 575, 775, 752, 295, 295, 656, 557, 863, 748, 787,
     603, 787, 695, 635, 611, 732, 684, 989, 685, 611, 685, 390, 337, 390, 838, 500, 500, 613, 635, 550, 635, 615, 352, 635,
     634, 278, 278, 579, 278, 974, 634, 612, 635, 635, 411, 521, 392, 634, 592, 818, 592, 592, 525, 636, 337, 636, 838,
 )
+_BOLD_ADVANCE = (
+    348, 456, 521, 838, 696, 1002, 872, 306, 457, 457, 523, 838, 380, 415, 380, 365, 696, 696, 696, 696, 696, 696, 696, 696,
+    696, 696, 400, 400, 838, 838, 838, 580, 1000, 774, 762, 734, 830, 683, 683, 821, 837, 372, 372, 775, 637, 995, 837, 850,
+    733, 850, 770, 720, 682, 812, 774, 1103, 771, 724, 725, 457, 365, 457, 838, 500, 500, 675, 716, 593, 716, 678, 435, 716,
+    712, 343, 343, 665, 343, 1042, 712, 687, 716, 716, 493, 595, 478, 712, 652, 924, 645, 652, 582, 712, 365, 712, 838,
+)
 
 
 def text_width(text: str, size: float, bold: bool = False) -> float:
-    """Estimated width of ``text`` set at ``size`` (px)."""
-    em = sum(_ADVANCE[ord(c) - 32] if 32 <= ord(c) < 127 else 1000 for c in text) / 1000
-    return em * size * (BOLD if bold else 1.0)
+    """Estimated width of ``text`` set at ``size`` (px); a character past ASCII counts 1 em."""
+    table = _BOLD_ADVANCE if bold else _ADVANCE
+    return sum(table[ord(c) - 32] if 32 <= ord(c) < 127 else 1000 for c in text) / 1000 * size
 
 
 def shorten(text: str, size: float, width: float, bold: bool = False) -> str:
@@ -98,48 +103,22 @@ class Legend:
 
 @dataclass
 class Layout:
-    """Where everything of a chart goes, in viewBox units (boxes are (x, y, width, height))."""
+    """Where everything of a chart goes, in viewBox units."""
 
     width: float
     height: float
     title: list[tuple[str, float]]  # (line, baseline)
     title_size: float
-    plot: tuple[float, float, float, float]
+    plot: tuple[float, float, float, float]  # the plot area: x, y, width, height
     x_ticks: list[tuple[float, str, float]]  # (value, label, x)
     y_ticks: list[tuple[float, str, float]]  # (value, label, y)
     x_label: tuple[str, float]  # (text, baseline)
     y_label: tuple[str, float]  # (text, baseline x of the rotated label)
     legend: list[tuple[Legend, str, float, float]]  # (entry, shown name, x of its mark, baseline)
-    legend_box: tuple[float, float, float, float] | None
-    place: Callable[[float, float], tuple[float, float]]
-
-    def text_boxes(self) -> list[tuple[str, tuple[float, float, float, float]]]:
-        """(what, box) of every text the chart draws, as estimated (the tests check that none overlap)."""
-        boxes = []
-        for line, base in self.title:
-            w = text_width(line, self.title_size, True)
-            boxes.append(("title", (self.width / 2 - w / 2, base - ASCENT * self.title_size, w, (ASCENT + DESCENT) * self.title_size)))
-        left, top, _, plot_h = self.plot
-        for _, label, x in self.x_ticks:
-            w = text_width(label, TICK)
-            base = self._x_tick_baseline()
-            boxes.append(("x tick", (x - w / 2, base - ASCENT * TICK, w, (ASCENT + DESCENT) * TICK)))
-        for _, label, y in self.y_ticks:
-            w = text_width(label, TICK)
-            base = y + 0.35 * TICK
-            boxes.append(("y tick", (left - GAP - w, base - ASCENT * TICK, w, (ASCENT + DESCENT) * TICK)))
-        text, base = self.x_label
-        w = text_width(text, LABEL)
-        boxes.append(("x label", (left + self.plot[2] / 2 - w / 2, base - ASCENT * LABEL, w, (ASCENT + DESCENT) * LABEL)))
-        text, base = self.y_label
-        w = text_width(text, LABEL)  # rotated a quarter turn: the glyphs stand left of the baseline
-        boxes.append(("y label", (base - ASCENT * LABEL, top + plot_h / 2 - w / 2, (ASCENT + DESCENT) * LABEL, w)))
-        for _, shown, x, base in self.legend:
-            boxes.append(("legend", (x + 23, base - ASCENT * LEGEND, text_width(shown, LEGEND), (ASCENT + DESCENT) * LEGEND)))
-        return boxes
-
-    def _x_tick_baseline(self) -> float:
-        return self.plot[1] + self.plot[3] + TICK_LEN + 4 + ASCENT * TICK
+    place: Callable[[float, float], tuple[float, float]]  # (x, y) value -> its point
+    x_range: tuple[float, float]  # the values at the plot area's left and right edges
+    y_range: tuple[float, float]  # at its bottom and top edges
+    x_tick_base: float  # the baseline of the x tick labels
 
 
 def _padded(low: float, high: float, share: float) -> tuple[float, float]:
@@ -159,7 +138,7 @@ def layout(title: str, xlabel: str, ylabel: str, x_range: tuple[float, float], y
     if y1 <= y0:
         y0, y1 = _padded(y0, y1, 0)
     lines, title_size = fit_title(title, WIDTH - 2 * PAD)
-    step = 1.25 * title_size
+    step = 1.2 * title_size + 4  # room for the line boxes a browser rounds up at small sizes (a phone)
     title = [(line, PAD + ASCENT * title_size + i * step) for i, line in enumerate(lines)]
     top = title[-1][1] + DESCENT * title_size + GAP + 0.6 * TICK
     y_ticks = [(v, _fmt(v)) for v in _ticks(y0, y1)]
@@ -183,7 +162,7 @@ def layout(title: str, xlabel: str, ylabel: str, x_range: tuple[float, float], y
     x_tick_base = top + plot_h + TICK_LEN + 4 + ASCENT * TICK
     x_label_base = x_tick_base + DESCENT * TICK + GAP / 2 + ASCENT * LABEL
     bottom = x_label_base + DESCENT * LABEL
-    entries, legend_box = [], None
+    entries = []
     if legend:
         row_h, room = (ASCENT + DESCENT) * LEGEND + 5, WIDTH - 2 * PAD
         rows: list[list[tuple[Legend, str, float]]] = [[]]
@@ -201,23 +180,20 @@ def layout(title: str, xlabel: str, ylabel: str, x_range: tuple[float, float], y
             for entry, shown, w in row:
                 entries.append((entry, shown, x, legend_top + r * row_h + ASCENT * LEGEND))
                 x += w + 16
-        widest = max(sum(e[2] for e in row) + 16 * (len(row) - 1) for row in rows)
-        legend_box = ((WIDTH - widest) / 2, legend_top, widest, len(rows) * row_h - 5)
         bottom = legend_top + len(rows) * row_h - 5
     return Layout(
         width=WIDTH, height=math.ceil(bottom + PAD), title=title, title_size=title_size, plot=(left, top, plot_w, plot_h),
         x_ticks=placed_x, y_ticks=placed_y, x_label=(shorten(xlabel, LABEL, plot_w), x_label_base),
-        y_label=(shorten(ylabel, LABEL, plot_h), PAD + ASCENT * LABEL), legend=entries, legend_box=legend_box, place=place,
+        y_label=(shorten(ylabel, LABEL, plot_h), PAD + ASCENT * LABEL), legend=entries, place=place,
+        x_range=(x0, x1), y_range=(y0, y1), x_tick_base=x_tick_base,
     )
 
 
 def _draw(lay: Layout, chart_id: str, aria: str, body: list[str]) -> str:
     left, top, plot_w, plot_h = lay.plot
-    clip = f"clip-{chart_id}"
     parts = [
         f'<svg class="chart" id="{escape(chart_id)}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {lay.width} {lay.height}" '
         f'width="100%" preserveAspectRatio="xMidYMin meet" role="img" aria-label="{escape(aria)}" font-family="DejaVu Sans, Verdana, sans-serif">',
-        f'<defs><clipPath id="{escape(clip)}"><rect x="{left:.1f}" y="{top:.1f}" width="{plot_w:.1f}" height="{plot_h:.1f}"/></clipPath></defs>',
         f'<rect x="0" y="0" width="{lay.width}" height="{lay.height}" fill="white"/>',
     ]
     parts += [f'<text class="title" x="{lay.width / 2}" y="{base:.1f}" text-anchor="middle" font-size="{lay.title_size}" '
@@ -225,14 +201,13 @@ def _draw(lay: Layout, chart_id: str, aria: str, body: list[str]) -> str:
     for _, label, y in lay.y_ticks:
         parts.append(f'<line x1="{left:.1f}" y1="{y:.1f}" x2="{left + plot_w:.1f}" y2="{y:.1f}" stroke="#eee"/>')
         parts.append(f'<text class="tick y" x="{left - GAP:.1f}" y="{y + 0.35 * TICK:.1f}" text-anchor="end" font-size="{TICK}">{label}</text>')
-    base = lay._x_tick_baseline()
+    base = lay.x_tick_base
     for _, label, x in lay.x_ticks:
         parts.append(f'<line x1="{x:.1f}" y1="{top + plot_h:.1f}" x2="{x:.1f}" y2="{top + plot_h + TICK_LEN:.1f}" stroke="#999"/>')
         parts.append(f'<text class="tick x" x="{x:.1f}" y="{base:.1f}" text-anchor="middle" font-size="{TICK}">{label}</text>')
-    parts.append(f'<rect class="plot-area" x="{left:.1f}" y="{top:.1f}" width="{plot_w:.1f}" height="{plot_h:.1f}" fill="none" stroke="#999"/>')
-    parts.append(f'<g clip-path="url(#{escape(clip)})">')
-    parts += body
-    parts.append("</g>")
+    spans = f'data-x-range="{lay.x_range[0]!r} {lay.x_range[1]!r}" data-y-range="{lay.y_range[0]!r} {lay.y_range[1]!r}"'
+    parts.append(f'<rect class="plot-area" {spans} x="{left:.1f}" y="{top:.1f}" width="{plot_w:.1f}" height="{plot_h:.1f}" fill="none" stroke="#999"/>')
+    parts += body  # inside the plot area: the ranges have a margin around the data
     text, base = lay.x_label
     parts.append(f'<text class="label x" x="{left + plot_w / 2:.1f}" y="{base:.1f}" text-anchor="middle" font-size="{LABEL}">{escape(text)}</text>')
     text, base = lay.y_label
