@@ -223,7 +223,7 @@ class TrackerStart(L.Callback):
             except Exception as exc:  # noqa: BLE001 - e.g. MLflow refuses a changed parameter after resume --force
                 warnings.warn(f"{type(logger).__name__} kept the parameters it had ({short(str(exc))})", stacklevel=1)
             if _kind(logger) == "mlflow":
-                ids.update(mlflow=str(logger.run_id), mlflow_uri=logger._tracking_uri)
+                ids.update(mlflow=str(logger.run_id), mlflow_uri=mlflow_uri(self.cfg, self.run_dir))
             elif _kind(logger) == "wandb":
                 ids["wandb"] = str(logger.version)
         if ids:
