@@ -28,8 +28,9 @@ def test_overrides_parse_yaml_values():
     # a command line's trainer.precision=32 parses as the number 32: it means the precision "32"
     assert build_config(overrides=["trainer.precision=32"]).trainer.precision == "32"
     assert build_config(overrides=["trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
+    assert build_config(overrides=["trainer.precision=64"]).trainer.precision == "64"  # Lightning's alias of 64-true
     with pytest.raises(ConfigError, match="trainer.precision"):
-        build_config(overrides=["trainer.precision=64"])
+        build_config(overrides=["trainer.precision=8"])
 
 
 @pytest.mark.parametrize(

@@ -141,7 +141,26 @@ class TrainerConfig(Section):
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field("auto", description="Lightning accelerator")
     devices: Union[int, Literal["auto"]] = Field(1, description="devices per node (processes); >1 uses DDP")
     num_nodes: int = Field(1, gt=0, description="nodes (DDP via torchrun/SLURM)")
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field("32", description="training precision (bf16-mixed also on CPU)")
+    # every value Lightning 2.6's Trainer accepts (lightning.fabric.connector._PRECISION_INPUT; its integers 16 / 32 / 64 are
+    # read as text: trainer.precision=32 on a command line); tests/engine/test_trainer_options.py keeps the two sets equal
+    precision: Literal[
+        "32", "32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "transformer-engine",
+        "transformer-engine-float16", "64", "16", "bf16",
+    ] = Field(
+        "32", description="training precision, as Lightning names it: 32 / 32-true, bf16-mixed (also on CPU), bf16-true (weights "
+        "in bfloat16), 16-mixed (GPU), 16-true, 64-true, transformer-engine (GPU, NVIDIA's package); aliases 16 = 16-mixed, "
+        "bf16 = bf16-mixed, 64 = 64-true",
+    )
+    strategy: str = Field(
+        "auto", description="Lightning strategy by its registered name (ddp, ddp_spawn, ddp_fork, ddp_find_unused_parameters_true, "
+        "fsdp, deepspeed, ...); auto: ddp when the run has more than one process, else one device",
+    )
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="further keyword arguments of lightning.Trainer (deterministic, benchmark, "
+        "detect_anomaly, profiler, gradient_clip_algorithm, ...); the arguments ssdistill sets from its own keys are refused "
+        "with the key to use",
+    )
+
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:

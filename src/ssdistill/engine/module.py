@@ -59,10 +59,10 @@ def ema_update(target: torch.nn.Module, online: torch.nn.Module, momentum: float
     """``target <- m target + (1 - m) online`` over parameters and floating buffers (BatchNorm statistics): the copy is
     never run during training, so its statistics must follow the online model's too; integer buffers are copied."""
     for t, o in zip(target.parameters(), online.parameters(), strict=True):
-        t.lerp_(o.detach(), 1.0 - momentum)
+        t.lerp_(o.detach().to(t.dtype), 1.0 - momentum)  # the copy may be wider (float32 beside 16-bit weights: keep_ema_wide)
     for t, o in zip(target.buffers(), online.buffers(), strict=True):
         if t.is_floating_point():
-            t.lerp_(o, 1.0 - momentum)
+            t.lerp_(o.to(t.dtype), 1.0 - momentum)
         else:
             t.copy_(o)
 
@@ -200,6 +200,30 @@ class DistillMethod(L.LightningModule):
         for signal in self.signals.values():
             signal.to(self.device)
         self.prepared = {key: value.to(self.device) for key, value in self.prepared.items()}
+        self.keep_ema_wide()
+
+    def keep_ema_wide(self) -> None:
+        """The engine's EMA copies in float32 when Lightning converted the module to 16 bits (trainer.precision=bf16-true
+        or 16-true): in bfloat16 an update of (1 - m) = 0.1 % of a weight's distance to the online weight is below the
+        format's resolution and would round away, leaving the copy frozen. The copies are never trained or run during
+        training, so nothing else sees their dtype; a resumed run takes them back from the checkpoint at full width
+        (Lightning loads it before the conversion)."""
+        restored = getattr(self, "_ema_checkpoint", {})
+        for source in type(self).ema_sources(self.cfg):
+            member = ema_member(source)
+            target = getattr(self, member)
+            if any(p.dtype in (torch.float16, torch.bfloat16) for p in target.parameters()):
+                target.float()
+                prefix = f"{member}."
+                state = {key[len(prefix):]: value for key, value in restored.items() if key.startswith(prefix)}
+                if state:
+                    target.load_state_dict(state)
+        self._ema_checkpoint = {}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """The EMA copies' tensors of a resumed checkpoint, for ``keep_ema_wide``."""
+        prefixes = tuple(f"{ema_member(source)}." for source in type(self).ema_sources(self.cfg))
+        self._ema_checkpoint = {k: v for k, v in checkpoint.get("state_dict", {}).items() if prefixes and k.startswith(prefixes)}
 
     def log_loss(self, loss: torch.Tensor, **terms: torch.Tensor) -> torch.Tensor:
         if not torch.isfinite(loss):
@@ -207,13 +231,21 @@ class DistillMethod(L.LightningModule):
                 f"loss became {loss.item()} at step {self.global_step}; lower optim.lr, set optim.grad_clip, or use trainer.precision=32"
             )
         batch_size = self.cfg.data.batch_size
-        # under DDP the logged loss is the mean over the processes (the global batch's), not rank 0's share
-        # (the terms stay rank 0's: a rank may log other terms, e.g. teacher drop, and a sync needs the same keys everywhere)
+        # under DDP the logged loss and terms are the mean over the processes (the global batch's), not rank 0's share;
+        # a method whose step may log other terms on other processes (teacher drop: a sync needs the same keys on every
+        # process, in the same order) logs rank 0's terms, declared so (rank_zero_only: no collective, and Lightning
+        # does not suggest sync_dist)
         sync = self._trainer is not None and self.trainer.world_size > 1
+        own = sync and self.terms_differ_across_ranks()
         self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size, sync_dist=sync)
         for key, value in terms.items():
-            self.log(f"train/{key}", value.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
+            self.log(f"train/{key}", value.detach(), on_step=True, on_epoch=True, batch_size=batch_size, sync_dist=sync, rank_zero_only=own)
         return loss
+
+    def terms_differ_across_ranks(self) -> bool:
+        """Whether the loss terms a step logs (``log_loss``'s keywords) may differ from one DDP process to another in
+        the same step. Default: no, every process logs the same terms."""
+        return False
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Never save a diverged run: a non-finite weight stops training before the checkpoint is written, so the last

@@ -26,6 +26,7 @@ from ssdistill.data.sampling import EpochKeyed, ResumableLoader, SeededItems, Sh
 from ssdistill.data.views import original_view
 from ssdistill.engine import metrics_csv
 from ssdistill.engine.datasets import build_dataset
+from ssdistill.engine.lightning_options import check_trainer_options, lightning_record
 from ssdistill.engine.module import PRIMARY_STUDENT, DistillMethod, student_label
 from ssdistill.engine.provider import TeacherProvider, open_split
 from ssdistill.engine.records import RESULTS_VERSION, machine, peak_rss_mb, versions
@@ -101,8 +102,9 @@ def evaluation_split(cfg: DistillConfig) -> tuple[str, ImageSource] | None:
 def check_inputs(cfg: DistillConfig) -> None:
     """What can be checked before a run directory exists, so that a mistake costs one line and leaves nothing behind:
     the evaluation splits exist and have class folders, teacher weight files exist, the cache folder is writable, the trackers
-    of run.loggers and their settings."""
+    of run.loggers and their settings, Lightning's trainer settings (strategy, precision, trainer.extra)."""
     check_trackers(cfg)
+    check_trainer_options(cfg)
     for setting, spec in (("data.val", cfg.data.val), ("data.knn_train", cfg.data.knn_train)):
         if spec:
             split = open_split(cfg, spec)
@@ -197,10 +199,10 @@ def run_distillation(
     )
     restore = DataPosition(loader)
     trainer = build_trainer(cfg, run_dir, [*callbacks, restore, *monitors(cfg, source, module, ctx)], distributed_sampler=False)
-    loader.progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    loader.progress = partial(batches_processed, trainer)  # partials, not lambdas: trainer.strategy=ddp_spawn pickles them
     # read when the optimiser is built, inside fit: under DDP the process group exists by then, so the samplers
     # count this process's share of the images
-    module.batches_per_epoch = lambda: min(len(loader), cfg.trainer.limit_train_batches or len(loader))
+    module.batches_per_epoch = partial(batches_per_epoch, loader, cfg.trainer.limit_train_batches)
     last, resumed_step = resume_checkpoint(run_dir) if resuming else (None, 0)
     previous_metrics = metrics_csv.set_aside(run_dir, resumed_step) if resuming and trainer.is_global_zero else None
     try:  # Ctrl-C and SIGTERM end in Interrupted (a resume hint); metrics.csv is whole however training ends
@@ -224,6 +226,7 @@ def run_distillation(
         return {}
 
     start = time.perf_counter()
+    module.float()  # evaluated in float32 (trainer.precision=bf16-true, 16-true and 64-true converted the weights)
     trained = {member: s.cpu() for member, s in module.students().items()}
     initial = _initial_students(method, cfg, initial_states)
     resolution = {member: spec.resolution for member, spec in method.run_members(cfg).items()}
@@ -236,6 +239,7 @@ def run_distillation(
         cfg, run_dir, method, trained, ctx, source, knn, note, timing, trainer.global_step, bool(needs), split[0] if split else None
     )
     results["evaluation"] = suite
+    results["training"].update(lightning_record(cfg, trainer))  # the precision and strategy Lightning resolved, trainer.extra
     results["data"]["classes"] = classes  # how data.val's classes were matched to the memory's, what was left out
     results.update(extra)
     results.update(record or {})
@@ -244,6 +248,16 @@ def run_distillation(
     if not quiet:
         print(format_summary(results))
     return results
+
+
+def batches_processed(trainer: L.Trainer) -> int:
+    """Batches of this epoch the trainer has processed (the loader's position for a resumable state)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
+def batches_per_epoch(loader, limit: int | None) -> int:
+    """This process's batches per epoch (the samplers shard themselves across DDP processes), capped at ``limit``."""
+    return min(len(loader), limit or len(loader))
 
 
 class DataPosition(L.Callback):

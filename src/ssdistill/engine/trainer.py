@@ -1,29 +1,30 @@
-"""Lightning trainer factory: devices, DDP, precision, checkpoints every epoch + last.ckpt, CSV logs (and the trackers of
-``run.loggers``)."""
+"""Lightning trainer factory: devices, strategy (DDP), precision and the ``trainer.extra`` passthrough
+(``engine/lightning_options.py``), checkpoints every epoch + last.ckpt, CSV logs (and the trackers of ``run.loggers``), the
+progress bar (``engine/progress.py``)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 from functools import partial
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ssdistill.config import DistillConfig
-from ssdistill.distributed import process_count
 from ssdistill.models.checkpoints import save_checkpoint_file
 from ssdistill.errors import ConfigError, Interrupted, short
+from ssdistill.engine.lightning_options import lightning_trainer, quiet_lightning
+from ssdistill.engine.progress import RunProgressBar
 from ssdistill.engine.resume import newest_checkpoint
 from ssdistill.engine.trackers import TrackerStart, tracker_loggers
 
@@ -38,6 +39,7 @@ class TrainingClock(L.Callback):
     def __init__(self) -> None:
         self.before = 0.0  # seconds of earlier attempts, up to the checkpoint this attempt resumed from
         self.started: float | None = None
+        self.measured: float | None = None  # this attempt's seconds, measured in a spawned process (SpawnedRunLauncher)
         self.epochs: list[float] = []
         self.epoch_started: float | None = None
 
@@ -53,6 +55,8 @@ class TrainingClock(L.Callback):
             self.epoch_started = None
 
     def this_attempt(self) -> float:
+        if self.measured is not None:
+            return self.measured
         return 0.0 if self.started is None else time.perf_counter() - self.started
 
     def total(self) -> float:
@@ -93,6 +97,66 @@ class Throughput(L.Callback):
             seconds = wait * len(self.computes) / len(self.waits) + compute
             module.log("img/s", self.images * trainer.world_size * len(self.computes) / seconds, prog_bar=True, logger=False, on_step=True, on_epoch=False)
             module.log("data_wait", wait / (wait + compute * len(self.waits) / len(self.computes)), prog_bar=True, logger=False, on_step=True, on_epoch=False)
+
+
+class SpawnedRunLauncher(_MultiProcessingLauncher):
+    """Lightning's launcher of spawned / forked processes (trainer.strategy=ddp_spawn, ddp_fork, ddp_notebook), which
+    also brings back to the launching process what the run reads after training besides the weights (which Lightning
+    brings back itself): the loops' progress (global step, epoch), the training clock and the batches trained."""
+
+    def launch(self, function, *args, trainer: L.Trainer | None = None, **kwargs):
+        """Lightning's launch; with ``spawn`` what each process receives (the trainer, the module, the loader and the
+        callbacks, whose views and datasets hold closures) is pickled by cloudpickle, which carries closures, as
+        bytes that Lightning's own wrapper unpickles in the new process."""
+        if self._start_method != "spawn":
+            return super().launch(function, *args, trainer=trainer, **kwargs)
+        import cloudpickle
+        import torch.multiprocessing as mp
+        from lightning.pytorch.strategies.launchers.multiprocessing import _GlobalStateSnapshot
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        if self._already_fit and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+            raise NotImplementedError("a spawn-based strategy cannot fit twice with one trainer")
+        os.environ["MASTER_PORT"] = str(self._strategy.cluster_environment.main_port)
+        return_queue = mp.get_context("spawn").SimpleQueue()
+        payload = cloudpickle.dumps((self, trainer, function, args, kwargs, _GlobalStateSnapshot.capture()))
+        context = mp.start_processes(_spawned, args=(payload, return_queue), nprocs=self._strategy.num_processes, start_method="spawn", join=False)
+        self.procs = context.processes
+        while not context.join():
+            pass
+        output = return_queue.get()
+        if trainer is None:
+            return output
+        self._already_fit |= trainer.state.fn == TrainerFn.FITTING
+        self._recover_results_in_main_process(output, trainer)
+        return output.trainer_results
+
+    def get_extra_results(self, trainer: L.Trainer) -> dict:
+        extra = super().get_extra_results(trainer)
+        clock = next(c for c in trainer.callbacks if isinstance(c, TrainingClock))
+        extra["ssdistill"] = {
+            "fit_loop": trainer.fit_loop.state_dict(),
+            "clock": {"before": clock.before, "this_attempt": clock.this_attempt(), "epochs": list(clock.epochs)},
+            "batches_trained": getattr(trainer.lightning_module, "batches_trained", 0),
+        }
+        return extra
+
+    def update_main_process_results(self, trainer: L.Trainer, extra: dict) -> None:
+        super().update_main_process_results(trainer, extra)
+        state = extra["ssdistill"]
+        trainer.fit_loop.load_state_dict(state["fit_loop"])
+        clock = next(c for c in trainer.callbacks if isinstance(c, TrainingClock))
+        clock.before, clock.measured, clock.epochs = state["clock"]["before"], state["clock"]["this_attempt"], state["clock"]["epochs"]
+        trainer.lightning_module.batches_trained = state["batches_trained"]
+
+
+def _spawned(process_idx: int, payload: bytes, return_queue) -> None:
+    """A spawned process of SpawnedRunLauncher: unpickle what the launching process sent, then Lightning's own start."""
+    import cloudpickle
+
+    quiet_lightning()  # a new interpreter: the launching process's logger levels and warning filters are not inherited
+    launcher, trainer, function, args, kwargs, global_states = cloudpickle.loads(payload)
+    launcher._wrapping_function(process_idx, trainer, function, args, kwargs, return_queue, global_states)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -142,24 +206,9 @@ class RunCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
 
-def quiet_lightning() -> None:
-    """No third-party noise in a run's output: Lightning's banner lines (GPU / TPU available, tips for its cloud
-    products, checkpoint restore notices) are informational, and a deprecation inside Lightning is not the user's to
-    fix; warnings and errors still show."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.rank_zero",
-                 "lightning.pytorch.trainer.connectors.signal_connector"):  # "Received SIGTERM": the resume hint says it
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
-    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-
-
 def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (), distributed_sampler: bool = True) -> L.Trainer:
-    # the run directory always holds config.yaml already; resumes keep metrics.csv (engine/metrics_csv.py)
-    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     quiet_lightning()
     t = cfg.trainer
-    processes = process_count(t.devices, t.num_nodes, t.accelerator)
     checkpoints = run_dir / "checkpoints"
     every_epoch = RunCheckpoint(
         dirpath=checkpoints,
@@ -178,17 +227,13 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
             RunCheckpoint(dirpath=checkpoints, every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=0, save_last=True)
         )
     if t.progress_bar:
-        all_callbacks += [TQDMProgressBar(refresh_rate=1), Throughput(cfg.data.batch_size)]
+        all_callbacks += [RunProgressBar(refresh_rate=1), Throughput(cfg.data.batch_size)]
     loggers = [CSVLogger(save_dir=str(run_dir), name="", version=""), *tracker_loggers(cfg, run_dir)]
     all_callbacks.append(TrackerStart(cfg, run_dir))
     if isinstance(t.devices, int) and t.devices < 1:
         raise ConfigError(f"trainer.devices must be at least 1 (or auto), got {t.devices}")
-    return L.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy="ddp" if processes > 1 else "auto",
-        precision=t.precision,
+    trainer = lightning_trainer(  # accelerator, devices, nodes, strategy, precision and trainer.extra from the config
+        cfg,
         accumulate_grad_batches=t.accumulate_grad_batches,
         max_epochs=t.epochs,
         callbacks=all_callbacks,
@@ -203,6 +248,10 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
         use_distributed_sampler=distributed_sampler,
         plugins=[AtomicCheckpointIO()],
     )
+    launcher = getattr(trainer.strategy, "_launcher", None)
+    if type(launcher) is _MultiProcessingLauncher:  # ddp_spawn, ddp_fork: the run's state comes back with the weights
+        trainer.strategy._launcher = SpawnedRunLauncher(trainer.strategy, start_method=launcher._start_method)
+    return trainer
 
 
 class StopWatch(L.Callback):

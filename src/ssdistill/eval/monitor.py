@@ -61,7 +61,9 @@ class KNNMonitor(L.Callback):
             )
             prefix = "monitor/" if member == "student" else f"monitor/{member}/"
             for name, value in scores.items():
-                pl_module.log(f"{prefix}knn_{name}", value, on_step=False, on_epoch=True, rank_zero_only=True)
+                # computed on rank zero only and declared so (rank_zero_only); with it sync_dist=True runs no collective
+                # (there is nothing to reduce) and stops Lightning suggesting one under DDP
+                pl_module.log(f"{prefix}knn_{name}", value, on_step=False, on_epoch=True, rank_zero_only=True, sync_dist=True)
 
 
 class AlignmentMonitor(L.Callback):
@@ -93,5 +95,5 @@ class AlignmentMonitor(L.Callback):
         for member, student in pl_module.students().items():
             features = extract_features(student, self.images, self.views[member], self.batch_size, 0, pl_module.device, "monitor alignment")
             name = f"monitor/teacher_cka{suffix}" if member == "student" else f"monitor/{member}/teacher_cka{suffix}"
-            pl_module.log(name, float(linear_cka(features, self.target)), on_step=False, on_epoch=True,
-                          prog_bar=progress_bar and member == "student", rank_zero_only=True)
+            pl_module.log(name, float(linear_cka(features, self.target)), on_step=False, on_epoch=True,  # rank zero's: as KNNMonitor
+                          prog_bar=progress_bar and member == "student", rank_zero_only=True, sync_dist=True)

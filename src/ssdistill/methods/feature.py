@@ -137,6 +137,9 @@ class FeatureDistillation(DistillMethod):
             return standardize_with(target, self.prepared[f"{teacher}:mean"], self.prepared[f"{teacher}:std"])
         return target
 
+    def terms_differ_across_ranks(self) -> bool:  # teacher drop draws each process's kept teachers on its own
+        return self.cfg.method.teacher_drop > 0 and len(self.targets) > 1
+
     def _kept(self) -> list[str]:
         names = list(self.targets)
         p = self.cfg.method.teacher_drop

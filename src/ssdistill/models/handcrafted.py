@@ -29,7 +29,8 @@ def hog(images: torch.Tensor, binning: str = "fractional") -> torch.Tensor:
     pooling -> [B, 3 * 24, H/8, W/8]. ``fractional`` splits the magnitude m between the two nearest bins by
     distance; ``released`` votes m and (1 - m) as the official code does (METHODS 2.9, pitfall 9)."""
     b, c, h, w = images.shape
-    sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=images.device)
+    # float32 whatever the default dtype (trainer.precision=bf16-true sets it to bfloat16 during training steps)
+    sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=images.device, dtype=torch.float32)
     kernels = torch.stack([sobel_x, sobel_x.T]).unsqueeze(1)  # [2, 1, 3, 3]: g_x, g_y
     gradients = F.conv2d(images.reshape(b * c, 1, h, w).float(), kernels, padding=1)
     gx, gy = gradients[:, 0], gradients[:, 1]
@@ -45,7 +46,7 @@ def hog(images: torch.Tensor, binning: str = "fractional") -> torch.Tensor:
         lower_vote, upper_vote = magnitude, 1 - magnitude
     else:
         raise ValueError(f"unknown HOG binning '{binning}' (fractional, released)")
-    histogram = torch.zeros(b * c, HOG_BINS, h, w, device=images.device)
+    histogram = torch.zeros(b * c, HOG_BINS, h, w, device=images.device, dtype=torch.float32)
     histogram.scatter_add_(1, lower_bin.unsqueeze(1), lower_vote.unsqueeze(1))
     histogram.scatter_add_(1, upper_bin.unsqueeze(1), upper_vote.unsqueeze(1))
     pooled = F.avg_pool2d(histogram, HOG_CELL)
