@@ -41,7 +41,7 @@ log = logging.getLogger("ssdistill")
 IDS_FILE = "trackers.json"
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 RUN_FILES = ("config.yaml", "results.json", "evaluation.json", "metrics.csv", "report.html")  # sent when present
-REMOTE_MLFLOW = ("http:", "https:", "databricks", "uc:")  # tracking URIs of a server, which places artifacts itself
+REMOTE_MLFLOW = ("http:", "https:", "databricks")  # tracking URIs of a server, which places artifacts itself
 
 _IDS = "ssdistill keeps the {tracker} run id in RUN/trackers.json so that a resume logs into the same run"
 # settings of the Lightning loggers that ssdistill sets itself: refused with the reason
@@ -162,8 +162,8 @@ def build_logger(name: str, cfg: DistillConfig, run_dir: Path) -> Logger:
             logging.getLogger(noisy).setLevel(logging.ERROR)
     logger = _logger_class(name)(**logger_arguments(name, cfg, run_dir))
     if name == "wandb":
-        # Lightning passes wandb.init anonymous=None, which wandb (0.23 on) counts as set and warns of on every run
-        # ("The anonymous setting has no effect"): not passing it is what wandb asks for
+        # Lightning passes wandb.init anonymous=None, which recent wandb (0.31 here; wandb PR #10909) counts as set and
+        # warns of on every run ("The anonymous setting has no effect"): not passing it is what wandb asks for
         logger._wandb_init.pop("anonymous", None)
     return logger
 
