@@ -160,3 +160,20 @@ def test_wandb_and_tensorboard_arguments(tmp_path, monkeypatch):
     assert "WANDB_MODE" not in os.environ  # Lightning's offline=True would set it for the whole process
     assert logger_arguments("tensorboard", cfg, run_dir) == {
         "default_hp_metric": False, "log_graph": True, "save_dir": str(run_dir), "name": "tensorboard", "version": ""}
+
+
+def test_files_a_tracker_cannot_take_after_the_run_are_a_warning_and_a_run_without_trackers_reads_nothing(tmp_path, caplog):
+    import json
+    import logging
+
+    from ssdistill.engine.trackers import send_files, send_to_run_trackers
+
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    (run_dir / "report.html").write_text("<html></html>")
+    assert send_to_run_trackers(run_dir, [run_dir / "report.html"]) == []  # no trackers.json: not even config.yaml is read
+    (run_dir / "trackers.json").write_text(json.dumps({"mlflow": "0" * 32, "mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}))
+    with caplog.at_level(logging.WARNING, logger="ssdistill"):
+        assert send_files(trackers(["mlflow"]), run_dir, [run_dir / "report.html"], "") == []
+    [record] = [r for r in caplog.records if r.name == "ssdistill"]
+    assert record.getMessage().startswith(f"the mlflow run of {run_dir} did not take report.html (")

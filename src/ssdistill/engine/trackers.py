@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +220,7 @@ class TrackerStart(L.Callback):
                 if _kind(logger) == "tensorboard":
                     _tensorboard_hparams(logger, params)
             except Exception as exc:  # noqa: BLE001 - e.g. MLflow refuses a changed parameter after resume --force
-                warnings.warn(f"{type(logger).__name__} kept the parameters it had ({short(str(exc))})", stacklevel=1)
+                log.warning("%s kept the parameters it had (%s)", type(logger).__name__, short(str(exc)))
             if _kind(logger) == "mlflow":
                 ids.update(mlflow=str(logger.run_id), mlflow_uri=mlflow_uri(self.cfg, self.run_dir))
             elif _kind(logger) == "wandb":
