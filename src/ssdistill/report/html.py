@@ -167,7 +167,7 @@ def _run_charts(run: dict) -> list[str]:
 # how the report names the monitors it knows: metric -> (chart title, y label, chart id); any other monitor/* column
 # is plotted too, under its own name
 MONITORS = {
-    "teacher_cka": ("alignment with the teacher: linear CKA, no labels", "CKA", "monitor-teacher-cka"),
+    "teacher_cka": ("linear CKA with the teacher (no labels)", "CKA", "monitor-teacher-cka"),
     "knn_top1": ("k-NN top-1 during training", "top-1 %", "knn"),
     "knn_top5": ("k-NN top-5 during training", "top-5 %", "knn-top5"),
 }

@@ -193,7 +193,7 @@ def _draw(lay: Layout, chart_id: str, aria: str, body: list[str]) -> str:
     left, top, plot_w, plot_h = lay.plot
     parts = [
         f'<svg class="chart" id="{escape(chart_id)}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {lay.width} {lay.height}" '
-        f'width="100%" preserveAspectRatio="xMidYMin meet" role="img" aria-label="{escape(aria)}" font-family="DejaVu Sans, Verdana, sans-serif">',
+        f'width="100%" preserveAspectRatio="xMidYMin meet" role="img" aria-label="{escape(aria)}" font-family="DejaVu Sans, sans-serif">',
         f'<rect x="0" y="0" width="{lay.width}" height="{lay.height}" fill="white"/>',
     ]
     parts += [f'<text class="title" x="{lay.width / 2}" y="{base:.1f}" text-anchor="middle" font-size="{lay.title_size}" '
