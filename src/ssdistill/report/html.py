@@ -210,10 +210,11 @@ def monitor_series(run: dict) -> dict[str, dict[str, dict]]:
             if start is not None and math.isfinite(start):
                 curve["x"], curve["y"] = [0.0, *curve["x"]], [start, *curve["y"]]
             found.setdefault(metric, {})[member] = curve
-    order = list(MONITORS)
-    ranked = sorted(found, key=lambda m: (order.index(m) if m in order else len(order), m))
-    return {m: dict(sorted(found[m].items(), key=lambda kv: (members.index(kv[0]) if kv[0] in members else len(members), kv[0])))
-            for m in ranked}
+    def rank(name: str, order: list[str]) -> tuple[int, str]:
+        return order.index(name) if name in order else len(order), name
+
+    return {metric: {member: found[metric][member] for member in sorted(found[metric], key=lambda m: rank(m, members))}
+            for metric in sorted(found, key=lambda m: rank(m, list(MONITORS)))}
 
 
 def _monitor_chart(metric: str, curves: dict[str, dict], title: str, chart_id: str, baselines: bool) -> str:
