@@ -385,6 +385,17 @@ def teacher_label(name: str) -> str:
     return "teacher" if name == SHORTHAND_TEACHER else f"teacher_{name}"
 
 
+def _as_items(loggers: Any) -> list:
+    """``run.loggers`` in any of its forms (a name, a list, a mapping) as a list of names and one-key mappings."""
+    if loggers is None:
+        return []
+    if isinstance(loggers, str):
+        return [loggers]
+    if isinstance(loggers, dict):
+        return [{name: settings} for name, settings in loggers.items()]
+    return list(loggers)
+
+
 class DistillConfig(Section):
     method: MethodConfig = Field(default_factory=MethodConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -414,7 +425,7 @@ class DistillConfig(Section):
             loggers = trainer["loggers"]
             run = dict(data.get("run") or {})
             if loggers:
-                run["loggers"] = [*run.get("loggers", []), *loggers]
+                run["loggers"] = [*_as_items(run.get("loggers")), *_as_items(loggers)]
             data = {**data, "trainer": {k: v for k, v in trainer.items() if k != "loggers"}, "run": run}
         return data
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import REPO
 from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.cli import main
@@ -177,3 +178,15 @@ def test_files_a_tracker_cannot_take_after_the_run_are_a_warning_and_a_run_witho
         assert send_files(trackers(["mlflow"]), run_dir, [run_dir / "report.html"], "") == []
     [record] = [r for r in caplog.records if r.name == "ssdistill"]
     assert record.getMessage().startswith(f"the mlflow run of {run_dir} did not take report.html (")
+
+
+def test_the_old_trainer_loggers_key_joins_any_form_of_run_loggers():
+    """``trainer.loggers`` (before 0.2) is added to ``run.loggers`` whether that is a name, a list or a mapping (a
+    mapping's settings kept, a name not split into letters)."""
+    from ssdistill.recipe import build_config
+
+    demo = REPO / "configs" / "demo" / "feature.yaml"
+    mapped = build_config(demo, {"trainer": {"loggers": ["tensorboard"]}, "run": {"loggers": {"mlflow": {"tags": {"a": 1}}}}})
+    assert mapped.run.loggers == {"mlflow": {"tags": {"a": 1}}, "tensorboard": {}}
+    named = build_config(demo, {"trainer": {"loggers": "tensorboard"}, "run": {"loggers": "mlflow"}})
+    assert named.run.loggers == {"mlflow": {}, "tensorboard": {}}
