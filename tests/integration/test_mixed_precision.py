@@ -35,3 +35,30 @@ def test_bf16_mixed_trains_on_cpu_in_bfloat16_with_float32_weights(tmp_path, met
     assert results["training"]["precision"] == "bf16-mixed" and results["training"]["student_channels_last"] == {"student": True}
     state = torch.load(tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert all(v.dtype == torch.float32 for k, v in state.items() if k.startswith("student.") and v.is_floating_point())
+
+
+def test_bf16_true_trains_bfloat16_weights_keeps_the_ema_in_float32_and_evaluates_on_cpu(tmp_path):
+    """trainer.precision=bf16-true: Lightning converts the module to bfloat16 (student, heads, DisCo's mean student and
+    its queue); the engine's EMA copy stays float32 (its 1 % steps would round away in bfloat16); the monitors, the
+    evaluation (in float32) and the record work; the checkpoint holds what was trained."""
+    config = tiny_config(tmp_path, trainer={"epochs": 2, "precision": "bf16-true", "ema_momentum": 0.99, "log_every_n_steps": 1},
+                         eval={"align_images": 16, "random_init": True})
+    config["method"] = {"name": "disco", "queue_size": 64}
+    dtypes = Dtypes()
+    results = distill(config, callbacks=[dtypes], quiet=True)
+    assert dtypes.seen == {torch.bfloat16}
+    assert results["training"]["precision"] == results["training"]["precision_used"] == "bf16-true"
+    assert {"student", "student_ema", "random_init"} <= set(results["knn"])
+    assert all(0 < row["top1"] <= 100 for row in results["knn"].values())
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "tiny" / "metrics.csv")))
+    losses = [float(row["train/loss_step"]) for row in rows if row["train/loss_step"]]
+    cka = [float(row["monitor/teacher_cka"]) for row in rows if row.get("monitor/teacher_cka")]
+    assert len(losses) == results["steps"] == 8 and all(math.isfinite(x) for x in losses) and len(cka) == 2
+    state = torch.load(tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    trained = {k: v for k, v in state.items() if not k.startswith("ema.") and v.is_floating_point()}
+    assert any(k.startswith("queue.") for k in trained) and all(v.dtype == torch.bfloat16 for v in trained.values())
+    ema = {k: v for k, v in state.items() if k.startswith("ema.") and v.is_floating_point()}
+    assert ema and all(v.dtype == torch.float32 for v in ema.values())
+    # float32 values no bfloat16 holds: the copy moved by steps finer than bfloat16 resolves
+    weight = ema["ema.backbone.conv1.weight"] if "ema.backbone.conv1.weight" in ema else next(v for v in ema.values() if v.ndim == 4)
+    assert not torch.equal(weight, weight.bfloat16().float())
