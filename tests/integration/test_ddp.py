@@ -14,9 +14,11 @@ from ssdistill import distill
 
 
 def test_two_process_ddp_on_cpu_gives_each_rank_disjoint_samples(tmp_path):
-    config = tiny_config(tmp_path, trainer={"epochs": 2, "devices": 2, "accelerator": "cpu"}, eval={"random_init": True})
+    config = tiny_config(tmp_path, trainer={"epochs": 2, "devices": 2, "accelerator": "cpu"},
+                         eval={"random_init": True, "align_images": 16, "monitor_every": 1})
     done = _ddp_run(tmp_path, config)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "sync_dist" not in done.stdout + done.stderr  # the monitors say they are rank zero's; the loss is synced
     for epoch in (0, 1):
         records = [json.loads((tmp_path / f"indices-rank{r}-epoch{epoch}.json").read_text()) for r in (0, 1)]
         assert all(rec["world"] == 2 for rec in records)
@@ -129,3 +131,35 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     # half, in rank order under DDP (rank 0's 16, then rank 1's) and in batch order with one process
     for half in (slice(0, 32), slice(32, 64)):
         assert sorted(queues[1][half].tolist()) == sorted(queues[2][half].tolist())
+
+
+def test_ddp_spawn_with_two_cpu_processes_trains_evaluates_and_logs_without_sync_hints(tmp_path):
+    """trainer.strategy=ddp_spawn: Lightning pickles the trainer, module, loader and callbacks into two new processes
+    (cloudpickle carries the views' closures); the global step, the clock and the weights come back to the launching
+    process, which evaluates and writes the record. DisCo logs loss terms (synced: the mean over the processes) and the
+    monitors log on rank zero: Lightning prints no sync_dist hint."""
+    config = tiny_config(tmp_path, trainer={"epochs": 2, "devices": 2, "accelerator": "cpu", "strategy": "ddp_spawn"},
+                         eval={"align_images": 16, "monitor_every": 1})
+    config["method"] = {"name": "disco", "queue_size": 64}
+    done = _ddp_run(tmp_path, config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sync_dist" not in done.stdout + done.stderr
+    for epoch in (0, 1):  # each spawned process took its own half of every epoch
+        a, b = (set(json.loads((tmp_path / f"indices-rank{r}-epoch{epoch}.json").read_text())["indices"]) for r in (0, 1))
+        assert len(a) == len(b) == 32 and not a & b
+    run_dir = tmp_path / "runs" / "tiny"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["steps"] == 4 and results["knn"]["student"]["top1"] > 0
+    training = results["training"]
+    assert training["strategy"] == "ddp_spawn" and training["strategy_used"] == "DDPStrategy" and training["processes"] == 2
+    assert training["images_per_optimiser_step"] == 32 and results["timing"]["train_seconds"] > 0
+    assert len(results["timing"]["epoch_train_seconds"]) == 2
+    rows = _rows(run_dir)
+    assert [r["monitor/teacher_cka"] != "" for r in rows if r.get("train/loss_epoch")] == [True, True]
+    assert sum(1 for r in rows if r.get("train/contrastive_epoch")) == 2
+
+
+def _rows(run_dir):
+    import csv
+
+    return list(csv.DictReader(open(run_dir / "metrics.csv")))
