@@ -62,3 +62,18 @@ def test_bf16_true_trains_bfloat16_weights_keeps_the_ema_in_float32_and_evaluate
     # float32 values no bfloat16 holds: the copy moved by steps finer than bfloat16 resolves
     weight = ema["ema.backbone.conv1.weight"] if "ema.backbone.conv1.weight" in ema else next(v for v in ema.values() if v.ndim == 4)
     assert not torch.equal(weight, weight.bfloat16().float())
+
+
+def test_a_resumed_bf16_true_run_equals_the_uninterrupted_one_bitwise_float32_ema_included(tmp_path):
+    """The checkpoint of a bf16-true run holds bfloat16 weights and the float32 EMA copy; Lightning loads it into the
+    float32-built module before converting it, and the EMA copy is taken back at full width."""
+    from integration.test_distill import Interrupt
+
+    base = tiny_config(tmp_path, trainer={"epochs": 2, "precision": "bf16-true", "ema_momentum": 0.99})
+    distill({**base, "run": {"dir": str(tmp_path / "runs"), "name": "whole"}}, quiet=True)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        distill({**base, "run": {"dir": str(tmp_path / "runs"), "name": "killed"}}, callbacks=[Interrupt(at=1)], quiet=True)
+    distill(resume=tmp_path / "runs" / "killed", quiet=True)
+    a, b = (torch.load(tmp_path / "runs" / name / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"] for name in ("whole", "killed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a["ema.backbone.conv1.0.weight"].dtype == torch.float32 and a["student.backbone.conv1.0.weight"].dtype == torch.bfloat16
