@@ -63,7 +63,8 @@ class KNNMonitor(L.Callback):
             for name, value in scores.items():
                 # computed on rank zero only and declared so (rank_zero_only); with it sync_dist=True runs no collective
                 # (there is nothing to reduce) and stops Lightning suggesting one under DDP
-                pl_module.log(f"{prefix}knn_{name}", value, on_step=False, on_epoch=True, rank_zero_only=True, sync_dist=True)
+                pl_module.log(f"{prefix}knn_{name}", value, on_step=False, on_epoch=True, rank_zero_only=True, sync_dist=True,
+                              prog_bar=member == "student" and name == "top1")  # "knn" on the bar (engine/progress.py)
 
 
 class AlignmentMonitor(L.Callback):
