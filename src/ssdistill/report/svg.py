@@ -141,7 +141,7 @@ def layout(title: str, xlabel: str, ylabel: str, x_range: tuple[float, float], y
     step = 1.2 * title_size + 4  # room for the line boxes a browser rounds up at small sizes (a phone)
     title = [(line, PAD + ASCENT * title_size + i * step) for i, line in enumerate(lines)]
     top = title[-1][1] + DESCENT * title_size + GAP + 0.6 * TICK
-    y_ticks = [(v, _fmt(v)) for v in _ticks(y0, y1)]
+    y_ticks = [(v, _fmt(v)) for v in _ticks(y0, y1, count=6)]
     x_ticks = [(v, _fmt(v)) for v in _ticks(x0, x1, integer=integer_x)]
     widest_y = max((text_width(label, TICK) for _, label in y_ticks), default=0)
     left = PAD + (ASCENT + DESCENT) * LABEL + GAP + widest_y + GAP
