@@ -57,6 +57,7 @@ def recipe(tmp_path_factory):
 CASES = [  # (override, the whole line the user sees)
     ("trainer.extra.determinstic=true",
      "error: trainer.extra.determinstic is not an argument of lightning.Trainer; did you mean 'deterministic'?"),
+    ("trainer.extra.xyzzy=1", "error: trainer.extra.xyzzy is not an argument of lightning.Trainer; the ones it takes: min_epochs, max_steps, "),
     ("trainer.extra.max_epochs=5", "error: trainer.extra.max_epochs is set by ssdistill from trainer.epochs; set trainer.epochs instead"),
     ("trainer.extra.logger=false", "error: trainer.extra.logger is set by ssdistill from run.loggers; set run.loggers instead"),
     ("trainer.extra.plugins=[]", "error: trainer.extra.plugins is set by ssdistill itself and cannot be passed; remove it from trainer.extra"),

@@ -107,7 +107,7 @@ def check_trainer_options(cfg: DistillConfig) -> None:
             raise ConfigError(f"trainer.extra.{key} cannot be used: {NOT_FOR_A_RUN[key]}")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"its arguments: {', '.join(k for k in known if k not in OWN_ARGUMENTS)}"
+            hint = f"did you mean '{close[0]}'?" if close else f"the ones it takes: {', '.join(k for k in known if k not in OWN_ARGUMENTS and k not in NOT_FOR_A_RUN)}"
             raise ConfigError(f"trainer.extra.{key} is not an argument of lightning.Trainer; {hint}")
     check_precision(cfg)
     with warnings.catch_warnings():
