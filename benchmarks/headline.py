@@ -56,7 +56,7 @@ def table(results: Path = RESULTS) -> str:
                 continue
             method, record = max(found, key=lambda item: _metrics(item[1], "student")["k20"] or 0.0)
             k20 = _metrics(record, "student")["k20"]
-            shown = label if len(methods) == 1 else f"{label}: {LABELS.get(method, method)}"
+            shown = label if len(methods) == 1 else LABELS.get(method, method)  # the best row of several, by its own name
             lines.append(f"| Q1 | {shown} | {cell(k20)} | {cell(100 * k20 / teacher, 0)} | "
                          f"{_duration((record.get('timing') or {}).get('train_seconds'))} |")
     return (
