@@ -77,3 +77,25 @@ def test_a_resumed_bf16_true_run_equals_the_uninterrupted_one_bitwise_float32_em
     a, b = (torch.load(tmp_path / "runs" / name / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"] for name in ("whole", "killed"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert a["ema.backbone.conv1.0.weight"].dtype == torch.float32 and a["student.backbone.conv1.0.weight"].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("method", ["mcl_supervised", "cka"])
+def test_bf16_true_runs_methods_whose_heads_read_teacher_outputs(tmp_path, method):
+    """CKA's adapters take the teachers' cached float32 features, supervised MCL's classifiers are scored after
+    training: under bf16-true every layer takes its input in its weights' dtype, and the evaluation runs in float32."""
+    from integration.common import cka_tasks
+
+    config = tiny_config(tmp_path, trainer={"epochs": 1, "precision": "bf16-true", "log_every_n_steps": 1})
+    if method == "cka":
+        config.pop("teacher")
+        for section, values in cka_tasks(tmp_path).items():
+            config[section] = {**config.get(section, {}), **values}
+        config["method"] = cka_tasks(tmp_path)["method"]
+    else:
+        config["method"] = {"name": "mcl", "mode": "supervised"}
+    results = distill(config, quiet=True)
+    assert results["training"]["precision_used"] == "bf16-true" and results["steps"] > 0
+    rows = [row for row in csv.DictReader(open(tmp_path / "runs" / "tiny" / "metrics.csv")) if row.get("train/loss_step")]
+    assert rows and all(math.isfinite(float(row["train/loss_step"])) for row in rows)
+    state = torch.load(tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.bfloat16}

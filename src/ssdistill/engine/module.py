@@ -67,6 +67,28 @@ def ema_update(target: torch.nn.Module, online: torch.nn.Module, momentum: float
             t.copy_(o)
 
 
+# Lightning precisions that convert the whole module (weights and all) to another dtype than float32
+WHOLE_MODULE_PRECISIONS = ("bf16-true", "16-true", "64-true")
+
+
+def cast_inputs_to_weights(module: torch.nn.Module) -> None:
+    """Every layer of ``module`` with weights of its own takes its floating inputs in its weights' dtype: under
+    trainer.precision=bf16-true (16-true, 64-true) Lightning converts the module and the batch, but teacher signals
+    (float32 tables and outputs) reach heads and adapters as they are, and a float32 input to a bfloat16 layer is an
+    error. Once per module (the hooks stay: the evaluation converts the module back to float32, where they do nothing)."""
+    if getattr(module, "_inputs_cast", False):
+        return
+    for layer in module.modules():
+        if next(layer.parameters(recurse=False), None) is not None:
+            layer.register_forward_pre_hook(_cast_to_weights)
+    module._inputs_cast = True
+
+
+def _cast_to_weights(layer: torch.nn.Module, args: tuple) -> tuple:
+    dtype = next(layer.parameters(recurse=False)).dtype
+    return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != dtype else a for a in args)
+
+
 class DistillMethod(L.LightningModule):
     name: str = ""
     config_class: type[MethodConfig] = MethodConfig
@@ -201,6 +223,8 @@ class DistillMethod(L.LightningModule):
             signal.to(self.device)
         self.prepared = {key: value.to(self.device) for key, value in self.prepared.items()}
         self.keep_ema_wide()
+        if self._trainer is not None and self.trainer.precision in WHOLE_MODULE_PRECISIONS:
+            cast_inputs_to_weights(self)
 
     def keep_ema_wide(self) -> None:
         """The engine's EMA copies in float32 when Lightning converted the module to 16 bits (trainer.precision=bf16-true
