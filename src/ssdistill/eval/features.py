@@ -36,20 +36,28 @@ def extract_features(
 
 
 @torch.no_grad()
-def model_throughput(model: nn.Module, resolution: int, batch_size: int = 64, repeats: int = 3, device: torch.device | str = "cpu") -> float:
-    """Images/s of the bare forward pass on an in-memory batch (after one warm-up pass)."""
+def model_throughput(
+    model: nn.Module, resolution: int, batch_size: int = 64, repeats: int = 3, device: torch.device | str = "cpu", enough_seconds: float = 1.0,
+) -> float:
+    """Images/s of the bare forward pass on an in-memory batch (after one warm-up pass): ``repeats`` timed passes, fewer
+    once ``enough_seconds`` are timed (a large teacher on a CPU takes seconds a batch, and one such pass already times
+    it to a few per cent)."""
     was_training = model.training
     model.eval().to(device)
     images = torch.rand(batch_size, 3, resolution, resolution, device=device)
     model(images)
     start = time.perf_counter()
-    for _ in range(repeats):
+    done = 0
+    while done < repeats:
         out = model(images)
-    if out.is_cuda:
-        torch.cuda.synchronize()
+        if out.is_cuda:
+            torch.cuda.synchronize()
+        done += 1
+        if time.perf_counter() - start >= enough_seconds:
+            break
     seconds = time.perf_counter() - start
     model.train(was_training)
-    return batch_size * repeats / seconds
+    return batch_size * done / seconds
 
 
 @torch.no_grad()
