@@ -57,9 +57,7 @@ class Student(nn.Module):
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # images in the weights' dtype: under trainer.precision=bf16-true / 16-true / 64-true the weights are converted and
-        # the monitors, evaluation and export feed float32 images (a no-op in float32)
-        x = self.normalize(images.to(self.normalize.mean.dtype))
+        x = self.normalize(images)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
