@@ -18,19 +18,20 @@ import pytest
 from conftest import REPO
 
 README = REPO / "README.md"
-RUNNABLE_PAGES = (README, REPO / "docs" / "getting-started.md")
+RUNNABLE_PAGES = (README, REPO / "docs" / "getting-started.md")  # run by every test run
+OTHER_PAGES = tuple(sorted(set((REPO / "docs").rglob("*.md")) - set(RUNNABLE_PAGES)))  # their blocks: configs checked, run on request
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 BLOCK = re.compile(r"^<!-- runnable -->\n```(bash|python)\n(.*?)^```", re.S | re.M)
 
 
-def runnable_blocks() -> list[tuple[str, str, str]]:
-    """(id, language, code) of every block marked runnable in the README and in getting started."""
+def runnable_blocks(pages=RUNNABLE_PAGES) -> list[tuple[str, str, str]]:
+    """(id, language, code) of every block marked runnable in ``pages`` (the README and getting started)."""
     blocks = []
-    for page in RUNNABLE_PAGES:
+    for page in pages:
         if not page.is_file():
             continue
         for number, match in enumerate(BLOCK.finditer(page.read_text()), 1):
-            blocks.append((f"{page.name}#{number}", match.group(1), match.group(2)))
+            blocks.append((f"{page.relative_to(REPO)}#{number}", match.group(1), match.group(2)))
     return blocks
 
 
@@ -109,7 +110,7 @@ def test_the_site_builds_strictly(tmp_path):
 
 def test_every_runnable_block_is_found():
     blocks = runnable_blocks()
-    assert any(b[0].startswith("README") for b in blocks) and any(b[0].startswith("getting-started") for b in blocks)
+    assert any(b[0].startswith("README") for b in blocks) and any(b[0].startswith("docs/getting-started") for b in blocks)
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +135,57 @@ def test_documented_command_runs(block, reader_folder):
     done = subprocess.run(command, cwd=reader_folder["path"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{name} failed ({done.returncode}):\n{code}\n--- output ---\n{(done.stdout + done.stderr)[-3000:]}"
     reader_folder["ran"].add(code)
+
+
+def distill_commands(code: str) -> list[list[str]]:
+    """The arguments of every ``ssdistill distill`` command of a shell block (continuation lines joined, comments
+    dropped)."""
+    import shlex
+
+    joined = re.sub(r"\\\n\s*", " ", code)
+    commands = []
+    for line in joined.splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:2] == ["ssdistill", "distill"]:
+            commands.append(words[2:])
+    return commands
+
+
+def resolved_config(arguments: list[str]):
+    """The config a ``ssdistill distill`` command line resolves to, as the command line builds it."""
+    from ssdistill.recipe import build_config, parse_overrides
+
+    config, overrides, words = None, [], list(arguments)
+    while words:
+        word = words.pop(0)
+        if word == "--config":
+            config = words.pop(0)
+        elif word == "--recipe":
+            overrides.append(f"recipe={words.pop(0)}")
+        else:
+            overrides.append(word)
+    return build_config(config, parse_overrides(overrides))
+
+
+OTHER_BLOCKS = [block for block in runnable_blocks(OTHER_PAGES) if block[1] == "bash"]
+
+
+@pytest.mark.parametrize("block", OTHER_BLOCKS, ids=lambda b: b[0])
+def test_documented_run_of_a_method_page_resolves_and_passes_the_pre_training_checks(block, monkeypatch):
+    """Every other page's runnable blocks, checked on every test run without training: each ``ssdistill distill``
+    command's config resolves (no unknown key, no invalid value) and passes the checks a run makes before training
+    (splits, teachers, trackers, trainer settings). SSDISTILL_DOCS_RUN_ALL=1 runs them in full
+    (test_documented_run_of_a_method_page_trains)."""
+    from ssdistill.engine.run import check_inputs
+
+    monkeypatch.chdir(REPO)
+    commands = distill_commands(block[2])
+    assert commands, f"{block[0]} is marked runnable but runs no ssdistill distill"
+    for arguments in commands:
+        check_inputs(resolved_config(arguments))
+
+
+@pytest.mark.skipif(os.environ.get("SSDISTILL_DOCS_RUN_ALL") != "1", reason="set SSDISTILL_DOCS_RUN_ALL=1 to train every page's runnable blocks")
+@pytest.mark.parametrize("block", OTHER_BLOCKS, ids=lambda b: b[0])
+def test_documented_run_of_a_method_page_trains(block, reader_folder):
+    test_documented_command_runs(block, reader_folder)
