@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from conftest import REPO
@@ -139,7 +140,7 @@ def test_ddp_spawn_with_two_cpu_processes_trains_evaluates_and_logs_without_sync
     process, which evaluates and writes the record. DisCo logs loss terms (synced: the mean over the processes) and the
     monitors log on rank zero: Lightning prints no sync_dist hint."""
     config = tiny_config(tmp_path, trainer={"epochs": 2, "devices": 2, "accelerator": "cpu", "strategy": "ddp_spawn"},
-                         eval={"align_images": 16, "monitor_every": 1})
+                         eval={"align_images": 16, "monitor_every": 1}, run={"loggers": ["mlflow"]})
     config["method"] = {"name": "disco", "queue_size": 64}
     done = _ddp_run(tmp_path, config)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -157,6 +158,17 @@ def test_ddp_spawn_with_two_cpu_processes_trains_evaluates_and_logs_without_sync
     rows = _rows(run_dir)
     assert [r["monitor/teacher_cka"] != "" for r in rows if r.get("train/loss_epoch")] == [True, True]
     assert sum(1 for r in rows if r.get("train/contrastive_epoch")) == 2
+    # the tracker: one MLflow run holds the training curves (logged by the spawned rank zero) and the final figures
+    # (logged by the launching process, which re-opens that run by its id)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{run_dir.parent / 'mlflow.db'}")
+    found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(found) == 1, [r.info.run_id for r in found]
+    record = found[0]
+    assert record.info.run_id == json.loads((run_dir / "trackers.json").read_text())["mlflow"]
+    assert record.data.metrics["final/student/knn_top1"] == pytest.approx(results["knn"]["student"]["top1"])
+    assert "train/loss_epoch" in record.data.metrics and record.info.status == "FINISHED"
 
 
 def _rows(run_dir):

@@ -244,7 +244,7 @@ def run_distillation(
     results.update(extra)
     results.update(record or {})
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
-    log_final(trainer, results, run_dir)
+    log_final(trainer, results, run_dir, cfg)
     if not quiet:
         print(format_summary(results))
     return results

@@ -319,13 +319,23 @@ def _log_files(logger: Logger, paths: list[Path], step: int) -> None:
         _to_tensorboard(logger.experiment, paths, step)
 
 
-def log_final(trainer: L.Trainer, results: dict[str, Any], run_dir: Path) -> None:
+def trained_elsewhere(trainer: L.Trainer) -> bool:
+    """Training ran in processes this one launched (trainer.strategy=ddp_spawn, ddp_fork): this process's tracker
+    loggers were copied into them and never started here."""
+    launcher = getattr(trainer.strategy, "_launcher", None)
+    return getattr(launcher, "_start_method", None) in ("spawn", "fork", "forkserver")
+
+
+def log_final(trainer: L.Trainer, results: dict[str, Any], run_dir: Path, cfg: DistillConfig | None = None) -> None:
     """The final evaluation into every tracker at the last step, and the run's files (rank zero; Lightning has closed
     them after training, so each is finalised again to flush). A tracker that cannot take them is a warning: the run
-    itself has finished."""
+    itself has finished. After a spawned run the trackers are re-opened from the ids its rank zero kept in
+    trackers.json, so the final figures join the training curves' tracker runs rather than starting new ones."""
     trackers = _trackers(trainer)
     if not trackers or not trainer.is_global_zero:
         return
+    if cfg is not None and trained_elsewhere(trainer):
+        trackers = [build_logger(_kind(logger), cfg, run_dir) for logger in trackers]
     metrics = final_metrics(results)
     for logger in trackers:
         logger.log_metrics(metrics, step=trainer.global_step)
