@@ -1,4 +1,4 @@
-"""Q3 (BENCHMARKS.md): multi-teacher amalgamation. Two teachers, each the unsupervised classifier of its own task
+"""Q3 (docs/benchmarks.md): multi-teacher amalgamation. Two teachers, each the unsupervised classifier of its own task
 (classes 0-4 and 5-9 of Imagenette: bench ``q3``; of a CIFAR-10 slice: ``q3c``), one student for both.
 
 A row's figures per task come from its record's ``tasks`` (CKA rows: the student's task heads, the teacher heads,

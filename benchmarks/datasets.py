@@ -1,4 +1,4 @@
-"""Benchmark datasets, unpacked from ../shared/data on first use (BENCHMARKS.md).
+"""Benchmark datasets, unpacked from ../shared/data on first use (docs/benchmarks.md).
 
 The smoke tier uses a fixed, class-balanced CIFAR-10 slice (the first N images of every class of the JPEG copy),
 extracted straight from the archive: seconds, no full unpack.

@@ -1,4 +1,4 @@
-"""Quality benchmarks (BENCHMARKS.md, section Q): one row per method and benchmark, one command per tier.
+"""Quality benchmarks (docs/benchmarks.md): one row per method and benchmark, one command per tier.
 
     python -m benchmarks.quality --tier cpu --bench q1               # every Q1 row (10-60 min each on 2 cores)
     python -m benchmarks.quality --tier cpu --bench q2 --only seed bingo

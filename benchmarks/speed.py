@@ -1,4 +1,4 @@
-"""Speed benchmarks (BENCHMARKS.md, section P): each figure a ratio of two timings taken side by side.
+"""Speed benchmarks (docs/benchmarks.md#speed): each figure a ratio of two timings taken side by side.
 
     python -m benchmarks.speed --tier cpu              # P1-P5 on this machine (P5: peak memory of Q1 runs)
     python -m benchmarks.speed --tier smoke --only P4  # seconds, for CI
@@ -138,7 +138,7 @@ def _step_fixture(method: str, batch_size: int, overrides: dict | None = None):
 
 def p2_step_overhead(method: str, batch_size: int = 64, repeats: int = 10) -> dict:
     """One training step with cached teacher signals (forward, loss, backward) / the bare student forward+backward
-    on the same views, both measured here on the same batch (BENCHMARKS.md P2; goal <= 1.15)."""
+    on the same views, both measured here on the same batch (docs/benchmarks.md P2; goal <= 1.15)."""
     recipe, student, module, batch = _step_fixture(method, batch_size)
     queue = getattr(module, "queue", None)
     passes = list(batch["views"].values())

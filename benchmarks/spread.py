@@ -1,4 +1,4 @@
-"""Seed spread of every learning assertion in the test suite (BENCHMARKS.md): the figure each test asserts, measured
+"""Seed spread of every learning assertion in the test suite (docs/benchmarks.md): the figure each test asserts, measured
 over several seeds, so that its margin can be set with room for another CPU (figures move by a few points between
 CPUs: other kernel paths round differently, and a training trajectory follows the rounding).
 

@@ -27,6 +27,8 @@ FILES = (  # the test files whose cases the page lists, in the page's order
     "tests/integration/test_lifecycle.py",
     "tests/integration/test_full_disk.py",
     "tests/integration/test_export_fidelity.py",
+    "tests/engine/test_tracker_settings.py",
+    "tests/engine/test_trainer_options.py",
 )
 TITLES = {
     "test_bad_input.py": "Configs, paths, weights and folders",
@@ -35,6 +37,8 @@ TITLES = {
     "test_lifecycle.py": "A run's life: resume, signals, locks, checkpoints",
     "test_full_disk.py": "Full disks and unwritable folders",
     "test_export_fidelity.py": "Export",
+    "test_tracker_settings.py": "Experiment trackers (run.loggers)",
+    "test_trainer_options.py": "Trainer settings (precision, strategy, trainer.extra)",
 }
 TMP = re.compile(r"/tmp/(?:pytest-of-[^/]+/pytest-\d+/(?:popen-gw\d+/)?[^/\s]+|[^/\s]+)")  # a test's own folder, with or without xdist
 

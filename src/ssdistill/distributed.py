@@ -1,4 +1,4 @@
-"""Collectives that are no-ops in a single process (METHODS 1.14): with no process group, or a group of one, each
+"""Collectives that are no-ops in a single process (docs/distributed.md): with no process group, or a group of one, each
 returns its input itself (a batch mean is ``rows.mean(0)``), so single-process numbers do not depend on them."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""BENCHMARKS.md smoke tier, in every test run (first half of the rows; the second is test_smoke_tier_b.py): each
+"""docs/benchmarks.md smoke tier, in every test run (first half of the rows; the second is test_smoke_tier_b.py): each
 method on 600 real CIFAR-10 images (no labels in training), 12 epochs with the real ResNet-56 teacher (Q3C: ResNet-56
 and ResNet-44, each teaching its own five classes), must pass ``benchmarks.quality.check_row``: distillation rows lift
 the student's k-NN above the random-init student's (same images, fixed seeds; margins per method) and lower their loss;

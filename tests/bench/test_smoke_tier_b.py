@@ -1,4 +1,4 @@
-"""BENCHMARKS.md smoke tier, second half of the rows (see test_smoke_tier.py)."""
+"""docs/benchmarks.md smoke tier, second half of the rows (see test_smoke_tier.py)."""
 
 import pytest
 

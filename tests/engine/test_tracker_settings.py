@@ -90,7 +90,8 @@ MLFLOW_TAKES = "artifact_location, experiment_name, log_model, prefix, run_name,
                                      "effect)); remove the setting"),
     ({"wandb": {"offline": True, "log_model": True}},
      "run.loggers.wandb: log_model cannot upload checkpoints offline; drop log_model or offline"),
-])
+], ids=["mlflow.tag", "mlflow.run_id", "mlflow.save_dir", "tensorboard.save_dir", "tensorboard.log_graphs", "wandb.id", "wandb.dir",
+        "wandb.anonymous", "wandb.log_model offline"])
 def test_a_setting_the_logger_does_not_take_or_ssdistill_sets_is_refused_before_the_run_starts(tmp_path, capsys, loggers, message):
     """Through the CLI: exit code 2 and the one line on stderr, before the run directory exists (and so before any
     teacher signal or training)."""

@@ -1,4 +1,4 @@
-"""CKA's loss terms (METHODS 5.4, the project's reconstruction) against values computed by hand on tiny inputs, the
+"""CKA's loss terms (docs/methods/cka.md, the project's reconstruction) against values computed by hand on tiny inputs, the
 positive masks (same task and pseudo-class; the diagonal as specified) and which side each term sends gradient to."""
 
 import math

@@ -1,4 +1,4 @@
-"""MCL's four terms (METHODS 4.3, 4.4) and the distillation KL (1.8) against values computed by hand on tiny inputs,
+"""MCL's four terms (docs/methods/mcl.md) and the distillation KL (1.8) against values computed by hand on tiny inputs,
 written out with scalar arithmetic independently of the masks and matrix code under test."""
 
 import math

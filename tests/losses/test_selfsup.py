@@ -1,4 +1,4 @@
-"""RoB's target-branch losses (METHODS 1.9, 6.3-6.5) against values computed by hand and against an established
+"""RoB's target-branch losses (docs/methods/rob.md) against values computed by hand and against an established
 implementation of the same losses (the ``lightly`` package, a test-only dependency)."""
 
 import math

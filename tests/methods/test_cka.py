@@ -1,4 +1,4 @@
-"""CKA (METHODS 5, the project's reconstruction): tasks as data (the union of the tasks' folders, every image tagged with
+"""CKA (docs/methods/cka.md, the project's reconstruction): tasks as data (the union of the tasks' folders, every image tagged with
 its task through shuffling and DDP sharding), teacher task heads (k-means reproducible from a seed and cached, or the
 teacher's classifier restricted to a class subset), which parameters each term moves, config errors, and a run end to
 end with the per-task evaluation in results.json, the summary and the report."""

@@ -1,4 +1,4 @@
-"""Feature distillation from several named teachers (METHODS 1.17): one adaptor head per teacher, per-teacher
+"""Feature distillation from several named teachers (docs/methods/multi-teacher.md): one adaptor head per teacher, per-teacher
 targets and weights, teacher dropping, standardisation with the teachers' cached statistics; one teacher is plain
 feature regression, unchanged."""
 

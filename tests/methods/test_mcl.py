@@ -1,4 +1,4 @@
-"""MCL (METHODS 4): the cohort's members and their declarations, a label-free step (column-aligned queues, each
+"""MCL (docs/methods/mcl.md): the cohort's members and their declarations, a label-free step (column-aligned queues, each
 member's keys, gradients), a supervised step, the two-images-per-class sampler, config errors, and a supervised cohort
 run end to end (classifier top-1 per member, the ensemble row, per-member export)."""
 

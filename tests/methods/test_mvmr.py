@@ -96,7 +96,7 @@ def test_every_teacher_gets_its_own_weighted_term():
 
 
 def _released_dcor(x, y):
-    """The released code's distance correlation, written out from its formulas (METHODS 2.4): distances from the
+    """The released code's distance correlation, written out from its formulas (docs/methods/mvmr.md): distances from the
     raw Gram form, squared distances clamped at 1e-4, double centring, sqrt(mean(AB)/n²) / sqrt(dVarX dVarY)."""
     def centred(a):
         r = (a * a).sum(1, keepdim=True)

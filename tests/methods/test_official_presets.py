@@ -11,7 +11,7 @@ from ssdistill.recipe import build_config
 from ssdistill.errors import ConfigError
 from ssdistill.methods.registry import METHODS
 
-# The official behaviour as METHODS.md documents it (2.4, 2.9 and the decision boxes of 2 and 3, 3.6, 3.9), written
+# The official behaviour as the method pages document it (docs/methods/mvmr.md, bingo.md, baselines.md), written
 # out here independently of the fields' declarations.
 DOCUMENTED = {
     ("mvmr", "kd"): {
@@ -38,7 +38,7 @@ DOCUMENTED = {
     ("moco", None): {
         "momentum": 0.999, "temperature": 0.2, "out_dim": 128, "queue_size": 65536, "mask_same_id": False, "head_hidden": None,
     },
-    # METHODS 4.3 (MoCo+MCL: MoCo-v1 head, τ 0.07, K 65536, m 0.999, all weights 1, T 3) and 4.4 (CIFAR: Embed
+    # docs/methods/mcl.md (MoCo+MCL: MoCo-v1 head, τ 0.07, K 65536, m 0.999, all weights 1, T 3) and 4.4 (CIFAR: Embed
     # Linear-ReLU-Linear to 128, τ 0.1, α = β = 0.1, γ = λ = 1, T 3, the diagonal mask reused in ICL, no logit KD)
     ("mcl", "label_free"): {
         "head": "linear", "out_dim": 128, "temperature": 0.07, "kl_temperature": 3.0, "vcl_weight": 1.0, "icl_weight": 1.0,

@@ -1,4 +1,4 @@
-"""RoB (METHODS 6): the teacher replaces the target branch of DINO, BYOL/SimSiam regression and MSN. The multi-crop
+"""RoB (docs/methods/rob.md): the teacher replaces the target branch of DINO, BYOL/SimSiam regression and MSN. The multi-crop
 views, the constant centre (the mean teacher target of one pass of global crops), the projection targets, that the
 teacher never receives gradient, the EMA copy, config errors, and each base end to end."""
 

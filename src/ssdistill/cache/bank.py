@@ -1,4 +1,4 @@
-"""Augmentation bank: teacher outputs of R fixed augmented views per image (METHODS 1.4).
+"""Augmentation bank: teacher outputs of R fixed augmented views per image (docs/teacher-cache.md).
 
 Methods whose teacher must see augmented views can read them from the cache instead of running the
 teacher every step. Each view's parameters (crop box, flip, colour jitter, grayscale, blur) are a

@@ -1,4 +1,4 @@
-"""Neighbour bags and k-means pseudo-labels over cached teacher embeddings (METHODS 1.5, CKA).
+"""Neighbour bags and k-means pseudo-labels over cached teacher embeddings (docs/methods/bingo.md, CKA).
 
 Both are exact and memory-bounded: similarities are computed block by block (``block`` x ``block``),
 never as an N x N matrix, so 1M x 2048 features work on one GPU or on a CPU with patience.

@@ -1,4 +1,4 @@
-"""``batch_cutmix`` (METHODS 1.12): one box per batch pastes ``b`` into ``a``."""
+"""``batch_cutmix`` (docs/methods/index.md): one box per batch pastes ``b`` into ``a``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``neighbour_pair`` views (METHODS 1.12, 1.5): each load of item i draws one member p of its bag and returns views
+"""``neighbour_pair`` views (docs/methods/index.md): each load of item i draws one member p of its bag and returns views
 of both. Views are either rendered here (``views``: name -> generator, applied to the anchor as ``<name>a`` and to
 the neighbour as ``<name>p``) or, for a teacher augmentation bank, the bank rows of one random stored view each."""
 

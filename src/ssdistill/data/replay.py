@@ -4,7 +4,7 @@
 jitter factors and order, grayscale, blur sigma relative to the view side) from a seeded generator;
 ``render`` applies it to an image at a given resolution. The same parameters rendered at the teacher's
 224 px and at the student's 96 px give the same crop with the same colours, which is what the
-augmentation bank of the teacher cache stores (METHODS 1.4).
+augmentation bank of the teacher cache stores (docs/teacher-cache.md).
 """
 
 from __future__ import annotations

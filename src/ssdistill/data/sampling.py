@@ -4,11 +4,11 @@
 sharded across DDP processes), a function of (seed, epoch). ``EpochKeyed`` passes any batch sampler's indices to the
 dataset as keys that also carry the epoch, and ``SeededItems`` seeds every random number generator from (seed, epoch,
 image) before loading an item, so each item's augmentations are fixed whichever worker loads it, whether workers
-persist across epochs, and whether the run was resumed (METHODS 1.14; issue: exact resume).
+persist across epochs, and whether the run was resumed (docs/distributed.md; issue: exact resume).
 
 Batch samplers a method can ask the engine for (``Preparation.batch_sampler``):
 
-``ClassPairBatchSampler``: supervised MCL's "two images per class" batches (METHODS 4.4; the official code's
+``ClassPairBatchSampler``: supervised MCL's "two images per class" batches (docs/methods/mcl.md; the official code's
 MPerClassSampler with m = 2), so that every row of the in-batch contrast has a positive. Each batch draws B/2 classes
 (distinct while the data has that many, else as evenly as possible) and two images of each, all images of a batch
 different while a class has enough of them. An epoch has

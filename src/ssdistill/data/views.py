@@ -26,7 +26,7 @@ NATIVE_MAX_SIDE = 96
 
 
 def original_view(resolution: int, crop_pct: float = 0.875, interpolation: str = "bicubic") -> Callable[[Image.Image], torch.Tensor]:
-    """Deterministic view: resize the shorter side to resolution / crop_pct and centre-crop (METHODS 1.12)."""
+    """Deterministic view: resize the shorter side to resolution / crop_pct and centre-crop (docs/methods/index.md)."""
     mode = INTERPOLATION[interpolation]
     direct = v2.Compose([v2.Resize((resolution, resolution), interpolation=mode, antialias=True), *_TO_FLOAT])
     cropped = v2.Compose(

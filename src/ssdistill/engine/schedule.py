@@ -1,4 +1,4 @@
-"""Learning-rate schedules as pure functions of the optimiser step (METHODS 1.13)."""
+"""Learning-rate schedules as pure functions of the optimiser step (docs/methods/index.md)."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def student_candidates(
 def teacher_candidates(
     cfg: DistillConfig, ctx: TeacherProvider, memory: ImageSource, memory_spec: str, query_spec: str, query: ImageSource | None = None
 ) -> list[Candidate]:
-    """Every named teacher with its pooled tap (the tap every evaluation reads, METHODS 7.1) and its own view; its
+    """Every named teacher with its pooled tap (the tap every evaluation reads, docs/evaluation.md) and its own view; its
     features from the cache when it is on (those of the training split reused from the run)."""
     rows = []
     for name in cfg.teachers:

@@ -1,4 +1,4 @@
-"""The loss terms of contrastive knowledge amalgamation, CKA (METHODS 5.4; the project's reconstruction: the paper's
+"""The loss terms of contrastive knowledge amalgamation, CKA (docs/methods/cka.md; the project's reconstruction: the paper's
 formulas are not public). M teachers, each with its own unsupervised task; every image of a batch carries its task id
 (the data subset it comes from) and, per teacher t, a pseudo-class ŷ_t (argmax of that teacher's task logits).
 
@@ -121,7 +121,7 @@ def reconstruction(decoded: Sequence[torch.Tensor], features: Sequence[torch.Ten
 
 
 def mean_pairwise_cosine(embeddings: torch.Tensor) -> torch.Tensor:
-    """Collapse guard (METHODS 5.4): the mean cosine between different rows of unit embeddings (1 = collapsed)."""
+    """Collapse guard (docs/methods/cka.md): the mean cosine between different rows of unit embeddings (1 = collapsed)."""
     n = len(embeddings)
     if n < 2:
         return embeddings.new_zeros(())

@@ -1,4 +1,4 @@
-"""Dependence measures between two batches of representations (METHODS 1.10): distance correlation,
+"""Dependence measures between two batches of representations (docs/methods/mvmr.md): distance correlation,
 HSIC and linear CKA, all on one double-centring routine, always in float32 with autocast off.
 
 X is [n, p] and Y is [n, q] (or [n, ...], flattened per sample): the widths may differ, the rows
@@ -59,7 +59,7 @@ def distance_correlation(x: torch.Tensor, y: torch.Tensor, clamp: float = 1e-4, 
     """Distance correlation of two batches.
 
     ``biased`` (default, as in the paper): the V-statistic dCor(X, Y) in [0, 1] (Székely et al. 2007) with the
-    distance clamp of METHODS 1.10, dCor = sqrt(dCov²(X,Y) / sqrt(dCov²(X,X) dCov²(Y,Y))), each root taken of
+    distance clamp of docs/methods/mvmr.md, dCor = sqrt(dCov²(X,Y) / sqrt(dCov²(X,X) dCov²(Y,Y))), each root taken of
     max(., 1e-12). It is strongly biased upwards for wide representations and small batches (about 0.99 for
     independent 1280-d and 1024-d Gaussians at n = 64).
     ``unbiased``: the bias-corrected squared distance correlation R*² (Székely & Rizzo 2014, U-centred), about 0

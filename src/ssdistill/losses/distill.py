@@ -1,4 +1,4 @@
-"""Temperature-scaled distillation KL (METHODS 1.8), in float32:
+"""Temperature-scaled distillation KL (docs/methods/mcl.md), in float32:
 
     KL_T(s ‖ t) = T² · (1/B) Σ_i Σ_c p^t_ic (log p^t_ic − log p^s_ic),   p^s = softmax(s / T),   p^t = softmax(sg(t) / T)
 

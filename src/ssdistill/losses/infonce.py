@@ -1,4 +1,4 @@
-"""InfoNCE in the two forms the contrastive methods need (METHODS 1.6), log-sum-exp in float32.
+"""InfoNCE in the two forms the contrastive methods need (docs/methods/bingo.md), log-sum-exp in float32.
 
 * ``info_nce``: the general multi-positive form over any contrast set with positive weights W, an
   exclusion mask E and per-anchor weights; rows without a positive are skipped, never NaN.
@@ -119,7 +119,7 @@ def similarity_distribution_loss(
     exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SEED: soft cross-entropy H(p_t, softmax(ℓ_s)) between the teacher's and the student's similarity
-    distributions over [own teacher embedding, queue minus the ``exclude``d entries] (METHODS 3.9).
+    distributions over [own teacher embedding, queue minus the ``exclude``d entries] (docs/methods/baselines.md).
     Gradient reaches ``student`` only."""
     if student.shape != teacher.shape or student.shape[1] != queue.shape[1]:
         raise ValueError(f"student {tuple(student.shape)}, teacher {tuple(teacher.shape)} and queue {tuple(queue.shape)} disagree")

@@ -1,4 +1,4 @@
-"""The four loss terms of Mutual Contrastive Learning (METHODS 4.3, 4.4) for a cohort of M networks, from the
+"""The four loss terms of Mutual Contrastive Learning (docs/methods/mcl.md) for a cohort of M networks, from the
 contrastive logits of every (anchor network, contrast network) pair:
 
     VCL      = Σ_m C(ℓ_mm)                          vanilla: each network against its own contrast set
@@ -43,7 +43,7 @@ def mutual_contrastive_terms(
 
 
 def class_positive_masks(labels: torch.Tensor, include_self_pair: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(W_within, W_across, E) of the supervised in-batch terms (METHODS 4.4): W_within = same class, not self;
+    """(W_within, W_across, E) of the supervised in-batch terms (docs/methods/mcl.md): W_within = same class, not self;
     E = the diagonal, left out of every vanilla denominator. Across networks the same image is left out too (the
     official code reuses the diagonal mask, ``include_self_pair`` off) or counts as one more positive (on), in which
     case nothing is excluded; the caller passes ``E`` for the across blocks only when ``include_self_pair`` is off."""

@@ -1,4 +1,4 @@
-"""FIFO queue of L2-normalised keys with their sample ids (METHODS 1.7), shared by MoCo-v2, SEED, DisCo and BINGO.
+"""FIFO queue of L2-normalised keys with their sample ids (docs/methods/baselines.md), shared by MoCo-v2, SEED, DisCo and BINGO.
 
 Keys are all-gathered across DDP ranks before they are written, so every rank holds the same queue; the write
 wraps around the end (no divisibility requirement). The queue is a buffer: it is saved in checkpoints and a

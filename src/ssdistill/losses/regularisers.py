@@ -1,4 +1,4 @@
-"""Regularisers on a batch of embeddings (METHODS 1.11)."""
+"""Regularisers on a batch of embeddings (docs/methods/rob.md)."""
 
 from __future__ import annotations
 

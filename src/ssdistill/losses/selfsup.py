@@ -1,4 +1,4 @@
-"""The target-branch losses of the joint-embedding methods RoB wraps (METHODS 1.9, 6.3–6.5), in float32:
+"""The target-branch losses of the joint-embedding methods RoB wraps (docs/methods/rob.md), in float32:
 
 * ``dino_cross_entropy``: H(softmax((t − c)/τ_t), s/τ_s) averaged over the (teacher view, student view) pairs and the
   images; a teacher view is one of the student's views (the global crops) and is not paired with itself unless
@@ -75,7 +75,7 @@ def sinkhorn(matrix: torch.Tensor, iterations: int = 3, all_ranks: bool = False)
 
 
 def sinkhorn_scores(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3) -> torch.Tensor:
-    """SwAV codes: ``sinkhorn`` of exp(scores / ε) (METHODS 1.9)."""
+    """SwAV codes: ``sinkhorn`` of exp(scores / ε) (docs/methods/rob.md)."""
     with torch.no_grad():
         scores = scores.float() / epsilon
         return sinkhorn(torch.exp(scores - scores.max()), iterations)

@@ -1,4 +1,4 @@
-"""BINGO (METHODS 3): bags of the teacher's K nearest neighbours, contrastive against teacher keys and a queue.
+"""BINGO (docs/methods/bingo.md): bags of the teacher's K nearest neighbours, contrastive against teacher keys and a queue.
 
 Bags come once from the teacher cache (exact top-K cosine neighbours of the original-view embeddings, self
 excluded). Each item returns student views of its anchor (q_a) and of a random bag member (q_p); the teacher's keys

@@ -1,4 +1,4 @@
-"""CKA, contrastive knowledge amalgamation (METHODS 5; "CKA (ssdistill reconstruction)": the paper's formulas are not
+"""CKA, contrastive knowledge amalgamation (docs/methods/cka.md; "CKA (ssdistill reconstruction)": the paper's formulas are not
 public, every term is switchable). Several teachers, each with its own unsupervised classification task on its own
 data, are amalgamated into one student that solves all the tasks.
 
@@ -280,7 +280,7 @@ class CKA(DistillMethod):
         return {"tasks": results}
 
     def _task_knn(self, ctx, task: str, rows: torch.Tensor, split, hidden: torch.Tensor, view, args) -> dict[str, Any] | None:
-        """Weighted k-NN of the student within one task (METHODS 5.6): the task's labelled training images as memory,
+        """Weighted k-NN of the student within one task (docs/methods/cka.md): the task's labelled training images as memory,
         its evaluation split as queries, classes matched by name (``eval.classes``). It comes after training, so a class
         of the split that the task's training images lack is left out and named in the row (``classes_left_out``) rather
         than refused; None when the training images are unlabelled or hold one class (a k-NN among one class scores

@@ -1,4 +1,4 @@
-"""DisCo (METHODS 3.9): the student is a full MoCo-v2 learner (methods/moco.py) whose final embeddings of both
+"""DisCo (docs/methods/baselines.md): the student is a full MoCo-v2 learner (methods/moco.py) whose final embeddings of both
 views are also pulled to the teacher's: L = InfoNCE + w‖n(q₁) - n(t₁)‖² + w‖n(q₂) - n(t₂)‖², averaged over the
 batch; w = 32 reproduces the official code's sum over a 32-image GPU batch.
 

@@ -1,4 +1,4 @@
-"""Feature distillation (regression baseline), from one teacher or several (METHODS 1.17, the RADIO / UNIC / Theia
+"""Feature distillation (regression baseline), from one teacher or several (docs/methods/multi-teacher.md, the RADIO / UNIC / Theia
 family): the student backbone feeds one adaptor head per teacher, and each head regresses its teacher's embedding of
 the same image. Teachers may differ in resolution and width. With one teacher this is plain feature regression.
 
@@ -11,7 +11,7 @@ the kept ones re-weighted to the same total). Where the targets come from (``tea
 is described in ``methods/paired.py``.
 
 ``relational: seed`` adds a relational term on top of the regression (the recipe ablation of issue 23): SEED's soft
-cross-entropy between similarity distributions (METHODS 3.9) with the step's own batch as the key set instead of a
+cross-entropy between similarity distributions (docs/methods/baselines.md) with the step's own batch as the key set instead of a
 queue: for image i, the student's head output s_i (normalised) is compared with the normalised targets t_j of the
 batch, logits [<s_i, t_i>, <s_i, t_j> (j != i)] / τ_s, trained towards softmax([<t_i, t_i>, <t_i, t_j>] / τ_t).
 The batch's own key is left out of the "queue" part (it is the first column already). Weighted by

@@ -1,4 +1,4 @@
-"""MCL, Mutual Contrastive Learning (METHODS 4): a cohort of M students trained together, no teacher. Each member
+"""MCL, Mutual Contrastive Learning (docs/methods/mcl.md): a cohort of M students trained together, no teacher. Each member
 contrasts its own embeddings (vanilla, VCL) and its embeddings against a peer's (interactive, ICL), and matches its
 peers' contrastive distributions by KL (soft VCL, soft ICL); the terms are ``losses/mutual.py``.
 

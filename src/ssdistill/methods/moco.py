@@ -1,4 +1,4 @@
-"""MoCo-v2 on the student alone: the no-teacher baseline of BINGO's tables (METHODS 3.9).
+"""MoCo-v2 on the student alone: the no-teacher baseline of BINGO's tables (docs/methods/baselines.md).
 
 A query encoder (student + MLP head) and its momentum copy (the key encoder) see two augmented views of each
 image; the query must pick its own key out of a queue of earlier keys: CE([<q, k>, q Qᵀ] / τ, 0) (older keys of its

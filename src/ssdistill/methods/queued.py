@@ -1,5 +1,5 @@
 """Config fields and the exclusion mask shared by the methods that contrast against a queue of keys (MoCo-v2,
-SEED, DisCo, BINGO; METHODS 1.7).
+SEED, DisCo, BINGO; docs/methods/baselines.md).
 
 ``mask_same_id`` (default off, as in every official code): older queue keys written for the query's own image
 (and, for BINGO, for its drawn neighbour) are left out of the negatives. The official queues (65,536 keys over

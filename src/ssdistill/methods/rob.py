@@ -1,4 +1,4 @@
-"""RoB, "replace one branch" (METHODS 6; no official code is public, the decisions box says what we chose): a
+"""RoB, "replace one branch" (docs/methods/rob.md; no official code is public, the decisions box says what we chose): a
 joint-embedding self-supervised method keeps its views and its loss, but its target branch is the frozen teacher.
 
 * ``base: dino`` (6.3): multi-crop views (2 global crops, ``local_crops`` local ones), the student on every crop (batched
@@ -21,7 +21,7 @@ renders at the teacher's resolution (the student's copy is downsampled), so both
 the global crop scale, and each step's two global crops are two distinct crops of the bank, replayed for the student at
 its resolution (the same boxes, flips and colours; recorded as the approximation ``teacher_bank(R)``, 6.3).
 
-Several processes (DDP, METHODS 1.14): the batch statistics are those of the global batch, as in the official DINO and
+Several processes (DDP, docs/distributed.md): the batch statistics are those of the global batch, as in the official DINO and
 MSN code, so 2 processes × B images give the numbers of 1 process × 2B on the same images. Reduced over every rank:
 the ``ema`` centre's batch mean (the targets' sum all-reduced / (B · world size), DINO's ``update_center``; every rank
 then holds the same centre, so DDP's broadcast of rank 0's buffers changes nothing); the Sinkhorn-Knopp masses of MSN's

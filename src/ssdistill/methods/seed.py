@@ -1,4 +1,4 @@
-"""SEED (METHODS 3.9): the student matches the teacher's similarity distribution over a queue of teacher
+"""SEED (docs/methods/baselines.md): the student matches the teacher's similarity distribution over a queue of teacher
 embeddings. Both networks see the same augmented view; s = n(head(student(x))), t = n(teacher(x)); the student's
 logits [<s, t>, s Qᵀ] / τ_s are trained towards softmax([<t, t>, t Qᵀ] / τ_t) by soft cross-entropy; then t enters
 the queue (older entries of the same image stay in both distributions unless ``mask_same_id``, as in the official

@@ -1,5 +1,5 @@
 """The teacher's BatchNorm mode for methods whose official code runs the teacher online in training mode (BINGO,
-DisCo; METHODS 3.10 pitfall 1): ``eval`` (ssdistill default) uses running statistics, so a key depends on its image
+DisCo; docs/methods/bingo.md pitfall 1): ``eval`` (ssdistill default) uses running statistics, so a key depends on its image
 only; ``train`` takes the statistics of ``teacher_bn_groups`` random sub-batches (a single-process stand-in for the
 official shuffle-BN inside each GPU's 32 images), as the official code does. ``train`` needs the online teacher:
 cached outputs were computed in eval mode, so where the teacher's outputs are cached the switch has no effect (it is

@@ -1,4 +1,4 @@
-"""BatchNorm helpers for keys computed with batch statistics (METHODS 1.14).
+"""BatchNorm helpers for keys computed with batch statistics (docs/distributed.md).
 
 * ``grouped_forward`` runs a network on random sub-batches and restores the order: a single-process
   stand-in for shuffle-BN, so batch statistics cannot tell which key belongs to which query.

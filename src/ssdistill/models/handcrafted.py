@@ -1,4 +1,4 @@
-"""Non-learnable representations of an image batch for MV-MR (METHODS 2.3), computed without gradient.
+"""Non-learnable representations of an image batch for MV-MR (docs/methods/mvmr.md), computed without gradient.
 
 Every function takes student-normalised images [B, 3, H, W] and returns [B, ...] (flattened by the
 dependence measures). ``build_representations`` checks the names and optional dependencies up front.
@@ -27,7 +27,7 @@ def raw_pixels(images: torch.Tensor) -> torch.Tensor:
 def hog(images: torch.Tensor, binning: str = "fractional") -> torch.Tensor:
     """Per-channel histogram of oriented gradients: Sobel gradients, 24 unsigned orientation bins, 8x8 average
     pooling -> [B, 3 * 24, H/8, W/8]. ``fractional`` splits the magnitude m between the two nearest bins by
-    distance; ``released`` votes m and (1 - m) as the official code does (METHODS 2.9, pitfall 9)."""
+    distance; ``released`` votes m and (1 - m) as the official code does (docs/methods/mvmr.md, pitfall 9)."""
     b, c, h, w = images.shape
     # float32 whatever the default dtype (trainer.precision=bf16-true sets it to bfloat16 during training steps)
     sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=images.device, dtype=torch.float32)

@@ -1,4 +1,4 @@
-"""MLP heads (projectors, predictors) from one builder (METHODS 1.2)."""
+"""MLP heads (projectors, predictors) from one builder (docs/methods/index.md)."""
 
 from __future__ import annotations
 

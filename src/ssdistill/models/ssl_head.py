@@ -1,4 +1,4 @@
-"""A teacher checkpoint's own self-supervised head, read as plain tensors (RoB's ``target: head``, METHODS 6.2).
+"""A teacher checkpoint's own self-supervised head, read as plain tensors (RoB's ``target: head``, docs/methods/rob.md).
 
 The heads of joint-embedding checkpoints share one shape: an MLP (Linear layers, optionally each followed by
 BatchNorm1d, GELU between them) whose output is L2-normalised and compared with K unit rows (DINO's weight-normalised
