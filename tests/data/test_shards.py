@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import http.server
 import io
+import os
 import shutil
 import socket
 import tarfile
@@ -443,3 +444,31 @@ def test_skip_corrupt_leaves_out_a_broken_image_of_a_list_and_of_a_remote_shard_
             config = tiny_config(tmp_path, data={**data, "skip_corrupt": True}, trainer={"epochs": 1}, run={"name": name + "-skip"})
             results = distill(config, quiet=True)
             assert results["data"]["train_size"] == 20 and results["data"]["skipped_unreadable"] == [shown], name
+
+
+def test_a_source_of_many_shards_keeps_few_files_open_and_closes_them_when_dropped(tmp_path, monkeypatch):
+    """Shard files stay open for pread, but at most OpenShards.limit at once (least recently read closed first), and
+    all are closed when the source is garbage-collected: a set of thousands of shards stays under the open-file limit."""
+    import gc
+
+    from ssdistill.data import shards
+
+    monkeypatch.setattr(shards.OpenShards.__init__, "__defaults__", (3,))
+    for name in ("a", "b"):
+        write_images(tmp_path / "imgs" / name, 12)
+    folder = FolderImages(tmp_path / "imgs")
+    spec = write_shards(folder, tmp_path / "shards", per_shard=2, name="many")
+    source = open_images(spec)
+    assert len(source.shards) == 12
+
+    def opened() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = opened()
+    for index in range(len(source)):
+        source.load(index)
+        assert opened() - before <= 3
+    assert len(source._files.open) == 3
+    del source
+    gc.collect()
+    assert opened() == before

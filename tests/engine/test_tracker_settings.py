@@ -1,6 +1,7 @@
 """``run.loggers`` with settings: the one form the schema keeps, what goes to each Lightning logger (ssdistill's defaults,
 the user's settings winning), and every refusal as the one line the user sees, before anything trains."""
 
+import json
 import os
 from pathlib import Path
 
@@ -191,3 +192,59 @@ def test_the_old_trainer_loggers_key_joins_any_form_of_run_loggers():
     assert mapped.run.loggers == {"mlflow": {"tags": {"a": 1}}, "tensorboard": {}}
     named = build_config(demo, {"trainer": {"loggers": "tensorboard"}, "run": {"loggers": "mlflow"}})
     assert named.run.loggers == {"mlflow": {}, "tensorboard": {}}
+
+
+def test_after_a_spawned_run_the_final_figures_join_the_recorded_mlflow_run_and_the_process_keeps_its_tracking_uri(tmp_path, monkeypatch, caplog):
+    """log_final in a launching process whose training ran in spawned processes (trainer.strategy=ddp_spawn): the MLflow
+    run is re-opened from trackers.json, takes the final figures, and MLflow's process-wide tracking URI (and
+    $MLFLOW_TRACKING_URI) is as before; a tracker that fails there is one warning, not a traceback."""
+    from types import SimpleNamespace
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ssdistill.engine.trackers import build_logger, log_final
+    from ssdistill.recipe import build_config
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = mlflow.get_tracking_uri()
+    run_dir = tmp_path / "runs" / "spawned"
+    run_dir.mkdir(parents=True)
+    cfg = build_config(tiny_config(tmp_path, run={"dir": str(tmp_path / "runs"), "name": "spawned", "loggers": ["mlflow"]}))
+    uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    started = MlflowClient(uri).create_run(MlflowClient(uri).create_experiment("ssdistill")).info.run_id  # what rank zero made
+    (run_dir / "trackers.json").write_text(json.dumps({"mlflow": started, "mlflow_uri": uri}))
+    (run_dir / "results.json").write_text("{}")
+    never_started = build_logger("mlflow", build_config(tiny_config(tmp_path, run={"loggers": ["mlflow"]})), tmp_path / "elsewhere")
+    trainer = SimpleNamespace(loggers=[never_started], is_global_zero=True, global_step=7,
+                              strategy=SimpleNamespace(_launcher=SimpleNamespace(_start_method="spawn")))
+    log_final(trainer, {"knn": {"student": {"top1": 41.5}}}, run_dir, cfg)
+    record = MlflowClient(uri).get_run(started)
+    assert record.data.metrics["final/student/knn_top1"] == 41.5 and record.info.status == "FINISHED"
+    assert [a.path for a in MlflowClient(uri).list_artifacts(started)] == ["results.json"]
+    assert "MLFLOW_TRACKING_URI" not in os.environ and mlflow.get_tracking_uri() == before
+    assert len(MlflowClient(uri).search_runs([record.info.experiment_id])) == 1
+    # a tracker that fails after training: one warning, the run goes on
+    broken = SimpleNamespace(log_metrics=lambda *a, **k: (_ for _ in ()).throw(RuntimeError("server gone")))
+    trainer = SimpleNamespace(loggers=[type("MLFlowLogger", (), {"log_metrics": broken.log_metrics})()], is_global_zero=True,
+                              global_step=7, strategy=SimpleNamespace(_launcher=None))
+    with caplog.at_level("WARNING", logger="ssdistill"):
+        log_final(trainer, {"knn": {"student": {"top1": 41.5}}}, run_dir, cfg)
+    assert "did not take the run's final figures and files (server gone)" in caplog.text
+
+
+def test_a_resume_into_another_mlflow_store_starts_a_new_mlflow_run_there_with_a_warning(tmp_path, caplog):
+    """The recorded MLflow run id belongs to the store it was made in: a resume whose run.mlflow_uri points elsewhere
+    does not ask that store for a run it never held (MLflow's 'Run not found' traceback at fit start)."""
+    from ssdistill.recipe import build_config
+
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    (run_dir / "trackers.json").write_text(json.dumps({"mlflow": "abc123", "mlflow_uri": "sqlite:///old.db"}))
+    same = build_config(tiny_config(tmp_path, run={"loggers": ["mlflow"], "mlflow_uri": "sqlite:///old.db"}))
+    assert logger_arguments("mlflow", same, run_dir)["run_id"] == "abc123"
+    moved = build_config(tiny_config(tmp_path, run={"loggers": ["mlflow"], "mlflow_uri": "sqlite:///new.db"}))
+    with caplog.at_level("WARNING", logger="ssdistill"):
+        arguments = logger_arguments("mlflow", moved, run_dir)
+    assert arguments["run_id"] is None and arguments["tracking_uri"] == "sqlite:///new.db"
+    assert "the MLflow store changed since r started (was sqlite:///old.db, now sqlite:///new.db)" in caplog.text

@@ -2,6 +2,7 @@
 trainer and the run record, and what Lightning would refuse (or fail on with a traceback) is one line through the CLI
 before a run directory exists; the progress bar keeps the loss and the alignment monitor at 80 columns."""
 
+import os
 import io
 import json
 import typing
@@ -57,7 +58,9 @@ def recipe(tmp_path_factory):
 CASES = [  # (override, the whole line the user sees)
     ("trainer.extra.determinstic=true",
      "error: trainer.extra.determinstic is not an argument of lightning.Trainer; did you mean 'deterministic'?"),
-    ("trainer.extra.xyzzy=1", "error: trainer.extra.xyzzy is not an argument of lightning.Trainer; the ones it takes: min_epochs, max_steps, "),
+    ("trainer.extra.xyzzy=1", "error: trainer.extra.xyzzy is not an argument of lightning.Trainer; the ones it takes: limit_val_batches, "),
+    ("trainer.extra.max_steps=10", "error: trainer.extra.max_steps cannot be used: it stops training before trainer.epochs while the "
+     "record and the schedule say trainer.epochs; set trainer.epochs (and trainer.limit_train_batches) instead"),
     ("trainer.extra.max_epochs=5", "error: trainer.extra.max_epochs is set by ssdistill from trainer.epochs; set trainer.epochs instead"),
     ("trainer.extra.logger=false", "error: trainer.extra.logger is set by ssdistill from run.loggers; set run.loggers instead"),
     ("trainer.extra.plugins=[]", "error: trainer.extra.plugins is set by ssdistill itself and cannot be passed; remove it from trainer.extra"),
@@ -147,3 +150,14 @@ def test_the_bar_of_a_run_in_an_80_column_terminal_shows_the_alignment_monitor(t
     assert frames and all(len(f) <= 79 for f in frames)
     assert all("loss=" in f and "cka=" in f for f in frames), frames[-1]  # epoch 0's monitor shows all through epoch 1
     assert isinstance(RunProgressBar(), TQDMProgressBar)
+
+
+def test_checking_trainer_settings_leaves_the_process_torch_settings_as_they_were(tmp_path):
+    """The pre-training check builds a throwaway Lightning trainer; with trainer.extra.deterministic/benchmark that
+    would switch deterministic algorithms and cuDNN's flags on for the whole process even when the run is then refused."""
+    from ssdistill.engine.lightning_options import check_trainer_options
+    from ssdistill.recipe import build_config
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    check_trainer_options(build_config(tiny_config(tmp_path, trainer={"accelerator": "cpu", "extra": {"deterministic": True, "benchmark": True}})))
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG")) == before

@@ -154,7 +154,8 @@ def test_weights_and_biases_offline_run_holds_the_settings_config_evaluation_and
     # the run, then its evaluation, report and export, each into the same W&B run (re-opened by its id)
     # (each its own offline folder, named by its start time and the run id, with -1 and so on for the same second)
     assert len(folders) == 4 and all((f / f"run-{run_id}.wandb").is_file() for f in folders)
-    holding = {name: [f for f in folders if (f / "files" / name).exists()] for name in ("config.yaml", "evaluation.json", "report.html", "export")}
+    # the run's files under files/ssdistill/, beside W&B's own config.yaml
+    holding = {name: [f for f in folders if (f / "files" / "ssdistill" / name).exists()] for name in ("config.yaml", "evaluation.json", "report.html", "export")}
     assert all(len(found) == 1 for found in holding.values()) and len({found[0] for found in holding.values()}) == 4
     records = list(_wandb_records(holding["config.yaml"][0] / f"run-{run_id}.wandb"))
     [start] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
@@ -168,17 +169,17 @@ def test_weights_and_biases_offline_run_holds_the_settings_config_evaluation_and
              for item in r.history.item if item.nested_key == ["trainer/global_step"] or item.key == "trainer/global_step"]
     assert len(steps) >= results["steps"]
     saved = {f.path for r in records if r.WhichOneof("record_type") == "files" for f in r.files.files}
-    assert {"config.yaml", "results.json", "metrics.csv"} <= saved
+    assert {"ssdistill/config.yaml", "ssdistill/results.json", "ssdistill/metrics.csv"} <= saved
     for name in ("config.yaml", "results.json", "metrics.csv"):  # copies in the run (what `wandb sync` uploads)
-        copy = holding["config.yaml"][0] / "files" / name
+        copy = holding["config.yaml"][0] / "files" / "ssdistill" / name
         assert not copy.is_symlink() and copy.read_bytes() == (run / name).read_bytes()
     for name in ("evaluation.json", "report.html"):
-        assert (holding[name][0] / "files" / name).read_bytes() == (run / name).read_bytes()
+        assert (holding[name][0] / "files" / "ssdistill" / name).read_bytes() == (run / name).read_bytes()
     again = list(_wandb_records(holding["export"][0] / f"run-{run_id}.wandb"))
     assert [r.run.run_id for r in again if r.WhichOneof("record_type") == "run"] == [run_id]
-    assert {"export/model.safetensors", "export/config.json", "export/README.md"} <= {
+    assert {"ssdistill/export/model.safetensors", "ssdistill/export/config.json", "ssdistill/export/README.md"} <= {
         f.path for r in again if r.WhichOneof("record_type") == "files" for f in r.files.files}
-    assert (holding["export"][0] / "files" / "export" / "model.safetensors").read_bytes() == Path(tracked_run["export"]["weights"]).read_bytes()
+    assert (holding["export"][0] / "files" / "ssdistill" / "export" / "model.safetensors").read_bytes() == Path(tracked_run["export"]["weights"]).read_bytes()
     # W&B spoke (the capture works) but printed no "anonymous" warning, nor counted one as printed
     from wandb.errors import term
 

@@ -38,6 +38,8 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
@@ -245,6 +247,35 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:40] + "…")
 
 
+class OpenShards:
+    """The shard files one process reads from, open for pread: at most ``limit`` at once, the least recently read
+    closed first (a set of thousands of shards stays under the process's open-file limit), all closed when the
+    source is garbage-collected or ``close()`` is called."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self.open: OrderedDict[int, int] = OrderedDict()
+        self._finalizer = weakref.finalize(self, OpenShards._close_all, self.open)
+
+    @staticmethod
+    def _close_all(open_files: OrderedDict) -> None:
+        while open_files:
+            os.close(open_files.popitem()[1])
+
+    def descriptor(self, shard: int, path: Path) -> int:
+        fd = self.open.get(shard)
+        if fd is not None:
+            self.open.move_to_end(shard)
+            return fd
+        if len(self.open) >= self.limit:
+            os.close(self.open.popitem(last=False)[1])
+        fd = self.open[shard] = os.open(path, os.O_RDONLY)
+        return fd
+
+    def close(self) -> None:
+        self._close_all(self.open)
+
+
 class ShardImages:
     """WebDataset tar shards (``wds:/data/train-{000000..000099}.tar``, ``wds:https://host/train-{000..009}.tar``,
     ``wds:pipe:<command>``): each sample is the tar members that share a key (``<key>.jpg`` and optionally a label
@@ -278,7 +309,7 @@ class ShardImages:
                             "member such as <key>.jpg")
         self.classes, labels = self._classes(pattern)
         self.description = f"wds:{pattern}"
-        self._files: dict[int, int] = {}
+        self._files = OpenShards()
         self._fingerprint: str | None = None
         self.skipped: list = []
         if skip_corrupt:
@@ -363,7 +394,7 @@ class ShardImages:
         return len(self.samples)
 
     def __getstate__(self) -> dict:  # open shard files stay in their process (each loader worker opens its own)
-        return {**self.__dict__, "_files": {}}
+        return {**self.__dict__, "_files": OpenShards()}
 
     def _name(self, index: int) -> str:
         """How messages and ``skipped`` name sample ``index``: its key and shard."""
@@ -374,9 +405,7 @@ class ShardImages:
         """The image member's bytes, read with pread: no shared file offset, so forked loader workers that inherit an
         open shard never race on a seek."""
         sample = self.samples[index]
-        fd = self._files.get(sample["shard"])
-        if fd is None:
-            fd = self._files[sample["shard"]] = os.open(self.shards[sample["shard"]], os.O_RDONLY)
+        fd = self._files.descriptor(sample["shard"], self.shards[sample["shard"]])
         offset, size = sample["image"]
         return os.pread(fd, size, offset)
 

@@ -4,13 +4,16 @@ one line before a run directory exists, and recorded in the run record as Lightn
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import logging
+import os
 import warnings
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.strategies import StrategyRegistry
 
@@ -47,6 +50,14 @@ NOT_FOR_A_RUN = {
     "barebones": "it switches off the checkpoints and logs every run writes",
     "fast_dev_run": "it switches off the checkpoints and logs every run writes; for a quick check set trainer.epochs=1 "
     "trainer.limit_train_batches=2",
+    # the run record says what was trained (trainer.epochs, the schedule over them, the data): these would make it wrong
+    "max_steps": "it stops training before trainer.epochs while the record and the schedule say trainer.epochs; set trainer.epochs "
+    "(and trainer.limit_train_batches) instead",
+    "max_time": "it stops training at a time while the record and the schedule say trainer.epochs; set trainer.epochs instead",
+    "min_steps": "the run trains exactly trainer.epochs; set trainer.epochs instead",
+    "min_epochs": "the run trains exactly trainer.epochs; set trainer.epochs instead",
+    "overfit_batches": "it trains on other images than the record names; for a quick check set trainer.limit_train_batches",
+    "reload_dataloaders_every_n_epochs": "the run's loader keeps its own epoch order for an exact resume",
 }
 TRANSFORMER_ENGINE = ("transformer-engine", "transformer-engine-float16")
 
@@ -110,9 +121,27 @@ def check_trainer_options(cfg: DistillConfig) -> None:
             hint = f"did you mean '{close[0]}'?" if close else f"the ones it takes: {', '.join(k for k in known if k not in OWN_ARGUMENTS and k not in NOT_FOR_A_RUN)}"
             raise ConfigError(f"trainer.extra.{key} is not an argument of lightning.Trainer; {hint}")
     check_precision(cfg)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), process_settings_kept():
         warnings.simplefilter("ignore")
         lightning_trainer(cfg, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+
+
+@contextlib.contextmanager
+def process_settings_kept():
+    """The process-wide torch settings a Trainer sets while it is built (``deterministic`` / ``benchmark``:
+    deterministic algorithms, cuDNN's flags, cuBLAS's workspace variable), given back afterwards: the check's throwaway
+    trainer changes nothing for a run that is then refused, or for other code in the process."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
+        if saved[4] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[4]
 
 
 def check_precision(cfg: DistillConfig) -> None:

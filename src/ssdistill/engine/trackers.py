@@ -146,7 +146,12 @@ def logger_arguments(name: str, cfg: DistillConfig, run_dir: Path) -> dict[str, 
     if name == "mlflow":
         uri = mlflow_uri(cfg, run_dir)
         found = {"experiment_name": cfg.run.experiment, "run_name": run_dir.name, "artifact_location": mlflow_artifact_root(uri, run_dir)}
-        return {**found, **settings, "tracking_uri": uri, "run_id": ids.get("mlflow")}
+        run_id = ids.get("mlflow")
+        if run_id and ids.get("mlflow_uri", uri) != uri:  # a resume pointed at another store: the recorded run is not there
+            log.warning("the MLflow store changed since %s started (was %s, now %s): it is logged into a new MLflow run there",
+                        run_dir.name, ids["mlflow_uri"], uri)
+            run_id = None
+        return {**found, **settings, "tracking_uri": uri, "run_id": run_id}
     if settings.pop("offline", False):  # wandb.init's own mode: Lightning's offline=True sets $WANDB_MODE for the whole process
         settings.setdefault("mode", "offline")
     return {"name": run_dir.name, "project": cfg.run.experiment, **settings, "save_dir": str(run_dir), "id": ids.get("wandb"), "resume": "allow"}
@@ -187,6 +192,16 @@ def config_params(cfg: DistillConfig) -> dict[str, Any]:
     return {key: value if isinstance(value, (int, float, str, bool)) else json.dumps(value) for key, value in flatten(cfg.to_dict()).items()}
 
 
+def give_back_mlflow_uri(user_uri: str | None) -> None:
+    """MLflow's tracking URI (process-wide, also in $MLFLOW_TRACKING_URI) as it was before a tracker set it."""
+    if os.environ.get("MLFLOW_TRACKING_URI") != user_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(user_uri)
+        if user_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 class TrackerStart(L.Callback):
     """When training starts (rank zero): the config becomes every tracker's parameters, and the trackers' run ids are
     kept in the run directory for a resume."""
@@ -198,12 +213,8 @@ class TrackerStart(L.Callback):
         self.user_uri = os.environ.get("MLFLOW_TRACKING_URI")
 
     def teardown(self, trainer, module, stage: str) -> None:
-        if "mlflow" in self.cfg.run.loggers and os.environ.get("MLFLOW_TRACKING_URI") != self.user_uri:
-            import mlflow
-
-            mlflow.set_tracking_uri(self.user_uri)
-            if self.user_uri is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
+        if "mlflow" in self.cfg.run.loggers:
+            give_back_mlflow_uri(self.user_uri)
 
     def on_fit_start(self, trainer, module) -> None:
         trackers = _trackers(trainer)
@@ -285,12 +296,16 @@ def _to_mlflow(client, run_id: str, paths: list[Path], folder: str) -> None:
             client.log_artifact(run_id, str(path), folder or None)
 
 
+WANDB_FOLDER = "ssdistill"  # the run's files in a W&B run: beside, not over, W&B's own config.yaml, summary and logs
+
+
 def _to_wandb(run, paths: list[Path], folder: str) -> None:
-    """Copied into the W&B run's files folder (so that an offline run holds them for ``wandb sync``; a saved file
-    from elsewhere would be a link to a file that may change) and saved now."""
+    """Copied into the W&B run's files folder under ``ssdistill/`` (so that an offline run holds them for ``wandb
+    sync``; a saved file from elsewhere would be a link to a file that may change; W&B writes a config.yaml of its own
+    at the top) and saved now."""
     root = Path(run.dir)
     for path in paths:
-        target = root / folder / ("" if path.is_dir() else path.name)  # a folder's files, under ``folder``
+        target = root / WANDB_FOLDER / folder / ("" if path.is_dir() else path.name)  # a folder's files, under ``folder``
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             shutil.copytree(path, target, dirs_exist_ok=True)
@@ -334,18 +349,25 @@ def log_final(trainer: L.Trainer, results: dict[str, Any], run_dir: Path, cfg: D
     trackers = _trackers(trainer)
     if not trackers or not trainer.is_global_zero:
         return
-    if cfg is not None and trained_elsewhere(trainer):
-        trackers = [build_logger(_kind(logger), cfg, run_dir) for logger in trackers]
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI")  # a re-opened MLflow logger sets it process-wide: given back below
+    reopen = cfg is not None and trained_elsewhere(trainer)
     metrics = final_metrics(results)
-    for logger in trackers:
-        logger.log_metrics(metrics, step=trainer.global_step)
-        try:
-            _log_files(logger, run_files(run_dir), trainer.global_step)
-        except Exception as exc:  # noqa: BLE001 - a tracker server gone away, a full disk: the run's own files are whole
-            log.warning("%s did not take the run's files (%s); they are in %s", type(logger).__name__, short(str(exc)), run_dir)
-        logger.finalize("success")
-        if _kind(logger) == "wandb":  # Lightning leaves the W&B run open; finishing writes its summary
-            logger.experiment.finish()
+    try:
+        for logger in trackers:
+            name = type(logger).__name__
+            try:
+                if reopen:
+                    logger = build_logger(_kind(logger), cfg, run_dir)
+                logger.log_metrics(metrics, step=trainer.global_step)
+                _log_files(logger, run_files(run_dir), trainer.global_step)
+                logger.finalize("success")
+                if _kind(logger) == "wandb":  # Lightning leaves the W&B run open; finishing writes its summary
+                    logger.experiment.finish()
+            except Exception as exc:  # noqa: BLE001 - a tracker server gone away, a full disk: the run's own files are whole
+                log.warning("%s did not take the run's final figures and files (%s); they are in %s", name, short(str(exc)), run_dir)
+    finally:
+        if any(_kind(logger) == "mlflow" for logger in trackers):
+            give_back_mlflow_uri(user_uri)
 
 
 def send_files(cfg: DistillConfig, run_dir: Path, paths: list[Path], folder: str) -> list[str]:

@@ -112,8 +112,10 @@ class SpawnedRunLauncher(_MultiProcessingLauncher):
             return super().launch(function, *args, trainer=trainer, **kwargs)
         import cloudpickle
         import torch.multiprocessing as mp
-        from lightning.pytorch.strategies.launchers.multiprocessing import _GlobalStateSnapshot
+        from lightning.pytorch.strategies.launchers.multiprocessing import _check_missing_main_guard, _GlobalStateSnapshot
         from lightning.pytorch.trainer.states import TrainerFn
+
+        _check_missing_main_guard()  # Lightning's clear message for a script without `if __name__ == "__main__":`
 
         if self._already_fit and trainer is not None and trainer.state.fn == TrainerFn.FITTING:
             raise NotImplementedError("a spawn-based strategy cannot fit twice with one trainer")
