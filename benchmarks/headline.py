@@ -63,7 +63,8 @@ def table(results: Path = RESULTS) -> str:
         "Weighted k-NN top-1 (k = 20) of each model's features on the validation images, 2 CPU cores, no GPU. Demo: 1,000 "
         "unlabelled training images of Imagenette, 20 epochs (`make demo`). Q1: all of Imagenette (9,469 training images), "
         "MobileNetV3-Small student at 96 px unless noted, 30 epochs (60 for the recommended recipe). Every row, with the "
-        "linear probe, the machine and the date: [benchmarks](docs/benchmarks.md). Rendered by `python -m benchmarks.headline`.\n\n"
+        "linear probe, the machine and the date: [benchmarks](docs/benchmarks.md) (some rows trained beside other jobs, so "
+        "their train times are upper bounds). Rendered by `python -m benchmarks.headline`.\n\n"
         + "\n".join(lines) + "\n"
     )
 

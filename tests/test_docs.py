@@ -95,7 +95,8 @@ def test_the_readme_results_table_is_the_one_the_benchmark_records_render():
 
 
 def test_no_benchmark_table_lives_in_two_places():
-    """Each generated block (``<!-- bench:... -->``, ``<!-- demo:... -->``, ``<!-- spread -->``) is in exactly one file."""
+    """Each generated block (``<!-- bench:... -->``, ``<!-- demo:... -->``, ``<!-- spread -->``) is in exactly one file
+    (the ``rows:`` blocks of the other pages: tests/test_doc_tables.py)."""
     pages = [README, *(REPO / "docs").rglob("*.md")]
     seen: dict[str, list[str]] = {}
     for page in pages:
