@@ -212,7 +212,8 @@ def test_after_a_spawned_run_the_final_figures_join_the_recorded_mlflow_run_and_
     run_dir.mkdir(parents=True)
     cfg = build_config(tiny_config(tmp_path, run={"dir": str(tmp_path / "runs"), "name": "spawned", "loggers": ["mlflow"]}))
     uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
-    started = MlflowClient(uri).create_run(MlflowClient(uri).create_experiment("ssdistill")).info.run_id  # what rank zero made
+    experiment = MlflowClient(uri).create_experiment("ssdistill", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    started = MlflowClient(uri).create_run(experiment).info.run_id  # what rank zero made
     (run_dir / "trackers.json").write_text(json.dumps({"mlflow": started, "mlflow_uri": uri}))
     (run_dir / "results.json").write_text("{}")
     never_started = build_logger("mlflow", build_config(tiny_config(tmp_path, run={"loggers": ["mlflow"]})), tmp_path / "elsewhere")
