@@ -249,3 +249,12 @@ def test_a_resume_into_another_mlflow_store_starts_a_new_mlflow_run_there_with_a
         arguments = logger_arguments("mlflow", moved, run_dir)
     assert arguments["run_id"] is None and arguments["tracking_uri"] == "sqlite:///new.db"
     assert "the MLflow store changed since r started (was sqlite:///old.db, now sqlite:///new.db)" in caplog.text
+
+
+def test_a_tracking_uri_password_is_not_sent_as_a_parameter(tmp_path):
+    from ssdistill.recipe import build_config
+
+    cfg = build_config(tiny_config(tmp_path, run={"loggers": ["mlflow"], "mlflow_uri": "https://ana:s3cret@mlflow.example.org/api"}))
+    params = config_params(cfg)
+    assert params["run.mlflow_uri"] == "https://ana:***@mlflow.example.org/api"
+    assert "s3cret" not in json.dumps(params) and params["optim.lr"] == cfg.optim.lr

@@ -189,7 +189,19 @@ def _kind(logger: Logger) -> str:
 def config_params(cfg: DistillConfig) -> dict[str, Any]:
     """The resolved config as flat tracker parameters: ``optim.lr``, ``method.name``, ``run.loggers.mlflow.tags.team``
     ... (lists, empty mappings and None as text)."""
-    return {key: value if isinstance(value, (int, float, str, bool)) else json.dumps(value) for key, value in flatten(cfg.to_dict()).items()}
+    return {key: _without_password(value) if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+            for key, value in flatten(cfg.to_dict()).items()}
+
+
+def _without_password(value: Any) -> Any:
+    """A URI's password is not a parameter: ``https://user:secret@host`` is sent as ``https://user:***@host``."""
+    if isinstance(value, str) and "://" in value and "@" in value.split("://", 1)[1].split("/", 1)[0]:
+        scheme, rest = value.split("://", 1)
+        host_part, _, path = rest.partition("/")
+        credentials, host = host_part.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" + (f"/{path}" if path or rest.endswith("/") else "")
+    return value
 
 
 def give_back_mlflow_uri(user_uri: str | None) -> None:
