@@ -461,14 +461,22 @@ def test_a_source_of_many_shards_keeps_few_files_open_and_closes_them_when_dropp
     source = open_images(spec)
     assert len(source.shards) == 12
 
-    def opened() -> int:
-        return len(os.listdir("/proc/self/fd"))
+    shard_folder = str(tmp_path / "shards")
 
-    before = opened()
+    def opened() -> int:  # this process's open files that are shards of this test (other tests' files come and go)
+        targets = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:  # closed between the listing and the read
+                pass
+        return sum(target.startswith(shard_folder) for target in targets)
+
+    assert opened() == 0
     for index in range(len(source)):
         source.load(index)
-        assert opened() - before <= 3
-    assert len(source._files.open) == 3
+        assert opened() <= 3
+    assert len(source._files.open) == 3 and opened() == 3
     del source
     gc.collect()
-    assert opened() == before
+    assert opened() == 0
