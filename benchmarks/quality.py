@@ -518,7 +518,7 @@ def _mvmr_terms(method_config: dict) -> str:
 def _teacher_labels(record: dict) -> dict[str, str]:
     """Evaluation row label -> teacher name of every teacher a row record evaluated (records before named teachers
     have the one teacher, labelled ``teacher``)."""
-    from ssdistill.config import teacher_label
+    from ssdistill.labels import teacher_label
 
     named = record.get("teachers")
     if named is None:

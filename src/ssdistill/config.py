@@ -16,6 +16,8 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from ssdistill.labels import SHORTHAND_TEACHER
+
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are re-checked on assignment."""
@@ -375,14 +377,7 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-SHORTHAND_TEACHER = "teacher"  # the name of the teacher given by the ``teacher:`` section
 _TEACHER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-
-
-def teacher_label(name: str) -> str:
-    """How a named teacher appears in evaluation rows, loss terms and signals: ``teacher`` for the shorthand teacher,
-    ``teacher_<name>`` for the others."""
-    return "teacher" if name == SHORTHAND_TEACHER else f"teacher_{name}"
 
 
 def _as_items(loggers: Any) -> list:

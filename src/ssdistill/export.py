@@ -24,9 +24,7 @@ from safetensors.torch import save_file
 
 from ssdistill._version import __version__
 
-from ssdistill.config import teacher_label
 from ssdistill.data.datasets import ImageSource, open_images, seeded_subset
-from ssdistill.engine.module import student_label
 from ssdistill.engine.resume import SAFE_TO_CHANGE, flatten, run_checkpoint, trained_epochs
 from ssdistill.engine.rundir import busy, existing_run_dir
 from ssdistill.engine.trackers import send_files
@@ -36,6 +34,7 @@ from ssdistill.export_config import (
 )
 from ssdistill.files import atomic_output, atomic_write_text
 from ssdistill.engine.run import load_student_from_run
+from ssdistill.labels import student_label, teacher_label
 from ssdistill.methods.registry import METHODS
 from ssdistill.modelcard import licence_fields, model_card, push_to_hub as upload
 from ssdistill.models.students import Student

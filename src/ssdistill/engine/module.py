@@ -31,28 +31,13 @@ from ssdistill.distributed import rank
 from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
 from ssdistill.engine.schedule import warmup_cosine
 from ssdistill.errors import TrainingError
+from ssdistill.labels import ENSEMBLE, PRIMARY_STUDENT, ema_member
 from ssdistill.losses.queue import KeyQueue
 from ssdistill.models.students import Student
 
 if TYPE_CHECKING:  # the provider is the context methods prepare their data with
     from ssdistill.data.datasets import ImageSource
     from ssdistill.engine.provider import TeacherProvider
-
-PRIMARY_STUDENT = "student"
-ENSEMBLE = "ensemble"  # the evaluation row of a cohort's members together (``student_ensemble``); no member is named so
-
-
-def student_label(member: str, prefix: str = "student") -> str:
-    """How a student member appears in evaluation rows: ``student`` / ``random_init`` for the one member named
-    ``student``, ``student_<name>`` / ``random_init_<name>`` for the members of a cohort."""
-    return prefix if member == PRIMARY_STUDENT else f"{prefix}_{member}"
-
-
-def ema_member(member: str) -> str:
-    """The member name of the engine's EMA copy of ``member`` (``trainer.ema_momentum``): ``ema`` for the one member
-    named ``student`` (evaluation row ``student_ema``), ``<member>_ema`` for a cohort's members."""
-    return "ema" if member == PRIMARY_STUDENT else f"{member}_ema"
-
 
 @torch.no_grad()
 def ema_update(target: torch.nn.Module, online: torch.nn.Module, momentum: float) -> None:

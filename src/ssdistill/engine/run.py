@@ -20,14 +20,14 @@ from typing import Any
 import lightning as L
 import torch
 
-from ssdistill.config import DistillConfig, StudentConfig, teacher_label
+from ssdistill.config import DistillConfig, StudentConfig
 from ssdistill.data.datasets import ImageSource, SubsetImages, seeded_subset
 from ssdistill.data.sampling import EpochKeyed, ResumableLoader, SeededItems, ShuffledBatchSampler
 from ssdistill.data.views import original_view
 from ssdistill.engine import metrics_csv
 from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.lightning_options import check_trainer_options, lightning_record
-from ssdistill.engine.module import PRIMARY_STUDENT, DistillMethod, student_label
+from ssdistill.engine.module import DistillMethod
 from ssdistill.engine.provider import TeacherProvider, open_split
 from ssdistill.engine.records import RESULTS_VERSION, machine, peak_rss_mb, versions
 from ssdistill.engine.resume import resume_checkpoint, run_checkpoint
@@ -42,6 +42,7 @@ from ssdistill.eval.classes import align_classes
 from ssdistill.eval.run_evaluation import evaluate_run, memory_name
 from ssdistill.eval.tables import format_summary
 from ssdistill.files import atomic_write_text
+from ssdistill.labels import PRIMARY_STUDENT, student_label, teacher_label
 from ssdistill.methods.registry import METHODS
 from ssdistill.models.students import Student
 from ssdistill.recipe import build_config

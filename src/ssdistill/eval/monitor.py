@@ -18,6 +18,7 @@ from ssdistill.data.datasets import ImageSource
 from ssdistill.eval.features import extract_features
 from ssdistill.eval.classes import align_classes
 from ssdistill.eval.knn import knn_accuracy
+from ssdistill.labels import is_primary, monitor_prefix
 from ssdistill.losses.dependence import linear_cka
 
 
@@ -59,12 +60,12 @@ class KNNMonitor(L.Callback):
                 extract(self.memory, "train"), torch.tensor(self.memory.labels), extract(self.query, "val"), torch.tensor(self.query.labels),
                 self.k, self.temperature, device=pl_module.device,
             )
-            prefix = "monitor/" if member == "student" else f"monitor/{member}/"
+            prefix = monitor_prefix(member)
             for name, value in scores.items():
                 # computed on rank zero only and declared so (rank_zero_only); with it sync_dist=True runs no collective
                 # (there is nothing to reduce) and stops Lightning suggesting one under DDP
                 pl_module.log(f"{prefix}knn_{name}", value, on_step=False, on_epoch=True, rank_zero_only=True, sync_dist=True,
-                              prog_bar=member == "student" and name == "top1")  # "knn" on the bar (engine/progress.py)
+                              prog_bar=is_primary(member) and name == "top1")  # "knn" on the bar (engine/progress.py)
 
 
 class AlignmentMonitor(L.Callback):
@@ -95,6 +96,6 @@ class AlignmentMonitor(L.Callback):
             return
         for member, student in pl_module.students().items():
             features = extract_features(student, self.images, self.views[member], self.batch_size, 0, pl_module.device, "monitor alignment")
-            name = f"monitor/teacher_cka{suffix}" if member == "student" else f"monitor/{member}/teacher_cka{suffix}"
+            name = f"{monitor_prefix(member)}teacher_cka{suffix}"
             pl_module.log(name, float(linear_cka(features, self.target)), on_step=False, on_epoch=True,  # rank zero's: as KNNMonitor
-                          prog_bar=progress_bar and member == "student", rank_zero_only=True, sync_dist=True)
+                          prog_bar=progress_bar and is_primary(member), rank_zero_only=True, sync_dist=True)

@@ -13,13 +13,13 @@ from typing import Any
 
 from torch import nn
 
-from ssdistill.config import DistillConfig, teacher_label
+from ssdistill.config import DistillConfig
 from ssdistill.data.datasets import ImageSource
 from ssdistill.data.views import original_view
-from ssdistill.engine.module import ENSEMBLE, student_label
 from ssdistill.engine.provider import TeacherProvider
 from ssdistill.eval.classes import class_names
 from ssdistill.eval.suite import KNN_PROTOCOLS, Candidate, SuiteOptions, evaluate_suite, protocol_name
+from ssdistill.labels import ENSEMBLE, student_label, teacher_label
 from ssdistill.models.students import CohortEnsemble, Student
 
 log = logging.getLogger("ssdistill")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ssdistill.config import teacher_label
 from ssdistill.eval.classes import class_note
+from ssdistill.labels import is_primary, member_suffix, teacher_label
 
 MODEL_GROUPS = ("teacher", "random_init", "student")  # rows: every teacher, then random-init students, then trained ones
 
@@ -148,8 +148,8 @@ def model_names(results: dict) -> dict[str, str]:
         names[teacher_label(name)] = f"teacher {teacher['name']}" + ("" if name == "teacher" else f" [{name}]") + reference
     students = results.get("students") or {"student": results["student"]}
     for member, student in students.items():
-        tag = "" if member == "student" else f" [{member}]"
-        suffix = "" if member == "student" else f"_{member}"
+        tag = "" if is_primary(member) else f" [{member}]"
+        suffix = member_suffix(member)
         names[f"random_init{suffix}"] = f"random-init {student['arch']}{tag}"
         names[f"student{suffix}"] = f"{'distilled' if trained else 'trained'} {student['arch']}{tag} ({results['method']})"
     if len(students) > 1:
@@ -166,7 +166,7 @@ def model_identities(results: dict) -> dict[str, str]:
     seed = results.get("seed")
     students = results.get("students") or {"student": results.get("student") or {}}
     for i, (member, student) in enumerate(students.items()):
-        suffix = "" if member == "student" else f"_{member}"
+        suffix = member_suffix(member)
         identities[f"random_init{suffix}"] = f"{student.get('arch')}@{student.get('resolution')}:seed{seed}+{i}"
     return identities
 

@@ -24,7 +24,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from ssdistill.config import DistillConfig, MethodConfig, Section, teacher_label
+from ssdistill.config import DistillConfig, MethodConfig, Section
 from ssdistill.data.datasets import IndexedViews, SubsetImages, UnionImages
 from ssdistill.data.views import augmented_view, original_view
 from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
@@ -34,6 +34,7 @@ from ssdistill.eval.classes import RelabelledImages, align_classes
 from ssdistill.eval.clustering import cluster_metrics, hungarian_accuracy, kmeans_clustering, task_clustering
 from ssdistill.eval.features import extract_features
 from ssdistill.eval.knn import knn_accuracy
+from ssdistill.labels import teacher_label
 from ssdistill.losses.amalgamation import alignment, inter_contrast, intra_contrast, mean_pairwise_cosine, reconstruction, task_distillation
 from ssdistill.models.heads import mlp
 

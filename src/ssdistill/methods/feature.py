@@ -26,11 +26,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ssdistill.config import DistillConfig, teacher_label
+from ssdistill.config import DistillConfig
 from ssdistill.engine.contract import Preparation
 from ssdistill.engine.module import DistillMethod
 from ssdistill.data.mixing import batch_cutmix
 from ssdistill.errors import ConfigError
+from ssdistill.labels import teacher_label
 from ssdistill.losses.infonce import batch_similarity_distribution_loss
 from ssdistill.losses.regression import center_batch, feature_regression_loss, standardize_batch, standardize_with
 from ssdistill.methods.paired import PairedViewConfig, TeacherView, paired_need, paired_target, paired_views, student_images

@@ -27,8 +27,9 @@ from ssdistill.config import SELECTS, DistillConfig, StudentConfig
 from ssdistill.data.sampling import ClassPairBatchSampler
 from ssdistill.data.views import augmented_view
 from ssdistill.engine.contract import Preparation
-from ssdistill.engine.module import PRIMARY_STUDENT, DistillMethod
+from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
+from ssdistill.labels import PRIMARY_STUDENT
 from ssdistill.losses.distill import distill_kl
 from ssdistill.losses.infonce import logits_nce, positive_first_ce, queue_logits
 from ssdistill.losses.mutual import class_positive_masks, mutual_contrastive_terms

@@ -22,11 +22,12 @@ import torch
 from pydantic import Field, field_validator
 from torch.nn import functional as F
 
-from ssdistill.config import SELECTS, DistillConfig, MethodConfig, official, teacher_label
+from ssdistill.config import SELECTS, DistillConfig, MethodConfig, official
 from ssdistill.data.views import augmented_view, original_view
 from ssdistill.engine.contract import TeacherNeed
 from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
+from ssdistill.labels import teacher_label
 from ssdistill.losses.dependence import distance_correlation
 from ssdistill.losses.regularisers import std_hinge
 from ssdistill.models.handcrafted import HANDCRAFTED, build_representations

@@ -20,6 +20,7 @@ from ssdistill.files import atomic_write_text
 from ssdistill.errors import ConfigError
 from ssdistill.eval.classes import class_note
 from ssdistill.eval.tables import comparison_rows, markdown_table, model_group, model_identities, model_keys, model_names, model_rows, task_rows
+from ssdistill.labels import is_primary
 from ssdistill.report.svg import line_chart, scatter_chart
 
 log = logging.getLogger("ssdistill")
@@ -278,7 +279,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
         overlaid = [line_chart(losses, "training loss per epoch", "epochs trained", "loss", "loss-all")]
         per_run = [(r, monitor_series(r)) for r in runs]
         for metric in dict.fromkeys(m for _, found in per_run for m in found):  # each monitor, every run's members overlaid
-            curves = {(r["name"] if member == "student" else f"{r['name']} [{member}]"): curve
+            curves = {(r["name"] if is_primary(member) else f"{r['name']} [{member}]"): curve
                       for r, found in per_run for member, curve in found.get(metric, {}).items()}
             title, _, chart_id = _monitor_names(metric)
             overlaid.append(_monitor_chart(metric, curves, title, f"{chart_id}-all", baselines=False))
