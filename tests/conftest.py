@@ -112,3 +112,15 @@ def shared_weights(name: str) -> Path:
     if not matches:
         pytest.skip(f"{SHARED / 'weights'} has no {name} weights (only in checkouts with ../shared)")
     return matches[0]
+
+
+def write_tar(path: Path, members: dict[str, bytes]) -> None:
+    """An uncompressed tar file of ``members`` (name -> bytes), in that order: hand-made WebDataset shards."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))

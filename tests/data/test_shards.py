@@ -7,18 +7,16 @@ fingerprint equals the local copy's, and a run trains to the folder run's studen
 import contextlib
 import hashlib
 import http.server
-import io
 import os
 import shutil
 import socket
-import tarfile
 import threading
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import DEMO_DATA, write_images
+from conftest import DEMO_DATA, write_images, write_tar
 from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.data.datasets import FolderImages, ShardImages, open_images, seeded_subset
@@ -38,14 +36,6 @@ def write_shards(folder: FolderImages, out, per_shard: int, name: str, label: st
     count = len(list(out.glob(f"{name}-*.tar")))
     last = pattern % (count - 1)
     return f"wds:{out}/{name}-{{{pattern % 0}..{last}}}.tar"
-
-
-def tar(path, members: dict[str, bytes]) -> None:
-    with tarfile.open(path, "w") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
 
 
 class Server:
@@ -321,7 +311,7 @@ def test_shard_patterns_that_cannot_be_read_are_refused_in_one_line(tmp_path):
         open_images("wds:/data/${SSDISTILL_TEST_UNSET}/a-{0..1}.tar")
     assert str(info.value) == ("wds:/data/${SSDISTILL_TEST_UNSET}/a-{0..1}.tar: ${SSDISTILL_TEST_UNSET} reads the environment "
                                "variable WDS_SSDISTILL_TEST_UNSET, which is not set; set it or write the value into the pattern")
-    tar(tmp_path / "text-0.tar", {"k0.txt": b"cat", "k0.json": b"{}"})
+    write_tar(tmp_path / "text-0.tar", {"k0.txt": b"cat", "k0.json": b"{}"})
     with pytest.raises(DataError, match=r"^wds:.*text-0.tar holds no images \(jpg, jpeg, .*members\); each sample needs an "
                                         r"image member such as <key>.jpg$"):
         open_images(f"wds:{tmp_path}/text-0.tar")
@@ -336,7 +326,7 @@ def test_shards_skip_unreadable_images_with_labels_aligned_and_their_own_fingerp
     for i, path in enumerate(paths):
         members[f"k{i}.jpg"] = b"not an image" if i == 1 else path.read_bytes()
         members[f"k{i}.cls"] = str(i % 2).encode()
-    tar(tmp_path / "s-0.tar", members)
+    write_tar(tmp_path / "s-0.tar", members)
     strict = open_images(f"wds:{tmp_path}/s-0.tar")
     with pytest.raises(DataError, match=r"cannot read image sample k1 in shard .*s-0.tar .*set data.skip_corrupt=true"):
         strict.load(1)
@@ -355,7 +345,7 @@ def _labelled(tmp_path, labels: list[dict[str, bytes]], name: str = "l-0.tar") -
     for i, (path, extra) in enumerate(zip(images, labels)):
         members[f"k{i}.jpg"] = path.read_bytes()
         members.update({f"k{i}.{ext}": data for ext, data in extra.items()})
-    tar(tmp_path / name, members)
+    write_tar(tmp_path / name, members)
     return f"wds:{tmp_path}/{name}"
 
 
@@ -432,7 +422,7 @@ def test_skip_corrupt_leaves_out_a_broken_image_of_a_list_and_of_a_remote_shard_
     members = {}
     for i, p in enumerate(files):
         members[f"s{i:02d}.jpg"], members[f"s{i:02d}.txt"] = p.read_bytes(), p.parent.name.encode()
-    tar(served / "b-0.tar", members)
+    write_tar(served / "b-0.tar", members)
     with serving(served) as server:
         for name, spec, shown in (("list", str(tmp_path / "list.txt"), str(broken)),
                                   ("http", f"wds:{server.url}/b-0.tar", f"sample s07 in shard {server.url}/b-0.tar")):

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import DEMO_DATA
+from conftest import DEMO_DATA, write_tar
 from ssdistill.data.datasets import FolderImages, ListImages, open_images
 from ssdistill.errors import DataError
 
@@ -65,17 +65,6 @@ def test_a_list_skips_unreadable_images_with_labels_aligned_and_its_own_fingerpr
     without = tmp_path / "without.txt"
     without.write_text("".join(line for i, line in enumerate(listing.read_text().splitlines(True)) if i != 2))
     assert open_images(str(without)).fingerprint() == skipping.fingerprint()
-
-
-def _tar(path, members: dict[str, bytes]) -> None:
-    import io
-    import tarfile
-
-    with tarfile.open(path, "w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 LIST_CASES = [  # (list text, the one-line message after the list's path)
@@ -187,8 +176,8 @@ def test_skip_corrupt_remembers_each_source_by_one_short_digest(tmp_path, monkey
     members = {}
     for i, path in enumerate(write_images(tmp_path / "for-shards", 4)):
         members[f"k{i}.jpg"] = b"not an image" if i == 1 else path.read_bytes()
-    _tar(tmp_path / "s-0.tar", dict(list(members.items())[:2]))
-    _tar(tmp_path / "s-1.tar", dict(list(members.items())[2:]))
+    write_tar(tmp_path / "s-0.tar", dict(list(members.items())[:2]))
+    write_tar(tmp_path / "s-1.tar", dict(list(members.items())[2:]))
     for spec, decoded in ((str(tmp_path / "img"), True), (str(listing), False), (f"wds:{tmp_path}/s-{{0..1}}.tar", True)):
         caplog.clear()
         assert len(open_images(spec, skip_corrupt=True).skipped) == 1
