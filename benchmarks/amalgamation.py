@@ -33,7 +33,7 @@ def add_task_scores(bench: str, record: dict) -> bool:
         return False
     from ssdistill.data.views import original_view
     from ssdistill.engine.provider import open_split
-    from ssdistill.engine.run import build_student, load_student_from_run
+    from ssdistill.runs.load import build_student, load_student_from_run
     from ssdistill.eval.clustering import task_clustering
 
     cfg, student = load_student_from_run(record["run_dir"])

@@ -74,7 +74,7 @@ def measure(bench: str, results_dir: Path = RESULTS) -> dict:
     from ssdistill.engine.datasets import build_dataset
     from ssdistill.engine.provider import TeacherProvider
     from ssdistill.engine.records import versions
-    from ssdistill.engine.run import train_source
+    from ssdistill.runs.assemble import train_source
     from ssdistill.files import atomic_write_text
     from ssdistill.methods.rob import RoB
     from ssdistill.recipe import build_config

@@ -187,7 +187,7 @@ def test_documented_run_of_a_method_page_resolves_and_passes_the_pre_training_ch
     command's config resolves (no unknown key, no invalid value) and passes the checks a run makes before training
     (splits, teachers, trackers, trainer settings). SSDISTILL_DOCS_RUN_ALL=1 runs them in full
     (test_documented_run_of_a_method_page_trains)."""
-    from ssdistill.engine.run import check_inputs
+    from ssdistill.runs.assemble import check_inputs
 
     monkeypatch.chdir(REPO)
     commands = distill_commands(block[2])

@@ -126,3 +126,49 @@ def test_the_lowest_floors_import_nothing_above_them(low):
 def test_config_names_nothing_from_the_methods():
     text = MODULES["ssdistill.config"].read_text()
     assert "ssdistill.methods" not in text and not any(m.startswith("ssdistill.methods") for m in GRAPH["ssdistill.config"])
+
+
+# The floors of the package, top down: a module may import modules of its own floor and of the floors below, never one
+# above (CONTRIBUTING.md, "The floors"). A room is a top-level module or sub-package of ssdistill.
+FLOORS = (
+    ("ssdistill", "ssdistill.cli", "ssdistill.__main__"),  # the command line and the root facade
+    ("ssdistill.api", "ssdistill.export"),  # the Python API, the timm export
+    ("ssdistill.runs",),  # a run assembled, trained, evaluated, read back
+    ("ssdistill.recipe",),  # YAML + key=value -> config, dispatching on the method
+    ("ssdistill.methods", "ssdistill.report"),  # the methods and the HTML report
+    ("ssdistill.engine",),  # what methods stand on: the method base class, provider, trainer, trackers
+    ("ssdistill.cache", "ssdistill.eval", "ssdistill.modelcard", "ssdistill.export_config"),
+    ("ssdistill.models",),
+    ("ssdistill.data",),
+    ("ssdistill.config", "ssdistill.losses"),
+    ("ssdistill.files", "ssdistill.distributed", "ssdistill.errors", "ssdistill._version", "ssdistill.labels"),  # the ground floor
+)
+
+
+def room(module: str) -> str:
+    return module if module == "ssdistill" else ".".join(module.split(".")[:2])
+
+
+def floor(module: str) -> int:
+    """0 for the top floor, growing downwards."""
+    return next(i for i, rooms in enumerate(FLOORS) if room(module) in rooms)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of ``graph`` that runs back up a floor, as 'importer -> imported'."""
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets if floor(b) < floor(a))
+
+
+def test_every_module_has_a_floor():
+    assert [m for m in MODULES if not any(room(m) in rooms for rooms in FLOORS)] == []
+
+
+def test_no_import_runs_back_up_a_floor():
+    assert upward_imports(GRAPH) == []
+
+
+def test_an_import_that_runs_back_up_is_found():
+    planted = {**GRAPH, "ssdistill.engine.provider": GRAPH["ssdistill.engine.provider"] | {"ssdistill.methods.registry"}}
+    assert upward_imports(planted) == ["ssdistill.engine.provider -> ssdistill.methods.registry"]
+    planted = {**GRAPH, "ssdistill.labels": {"ssdistill.runs.train"}}
+    assert upward_imports(planted) == ["ssdistill.labels -> ssdistill.runs.train"]

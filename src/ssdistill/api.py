@@ -1,6 +1,6 @@
 """Python API: ``distill`` (train + evaluate a student), ``evaluate`` (a run's models, or a teacher alone),
-``fill_cache`` and ``teacher_split_features``. A thin facade over the run (``engine/run.py``), the teacher provider
-(``engine/provider.py``) and the run evaluation (``eval/run_evaluation.py``).
+``fill_cache`` and ``teacher_split_features``. A thin facade over the run (``runs/``: assemble, train, evaluation, load) and the
+teacher provider (``engine/provider.py``).
 
     import ssdistill
     results = ssdistill.distill("configs/demo/feature.yaml", trainer={"epochs": 5})
@@ -8,12 +8,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +23,21 @@ from pydantic import ValidationError
 from ssdistill.cache.fill import cached_teacher_features
 from ssdistill.config import DistillConfig, TeacherConfig, is_tap
 from ssdistill.data.datasets import open_images
-from ssdistill.distributed import launch_rank_world
+from ssdistill.distributed import compute_device, launch_rank_world
 from ssdistill.engine.provider import TeacherProvider, open_split
-from ssdistill.engine.records import machine, versions
-from ssdistill.engine.resume import ForcedChanges, check_resume, run_checkpoint
-from ssdistill.engine.run import (
-    build_students,
-    check_inputs,
-    compute_device,
-    evaluation_split,
-    load_student_from_run,
-    run_distillation,
-    train_source,
-)
-from ssdistill.engine.rundir import RUN_DIR_ENV, busy, existing_run_dir, lock_run, new_run_dir, unlock_run
-from ssdistill.engine.trackers import send_to_run_trackers
+from ssdistill.engine.resume import ForcedChanges, check_resume
+from ssdistill.engine.rundir import RUN_DIR_ENV, existing_run_dir, lock_run, new_run_dir, unlock_run
 from ssdistill.engine.trainer import interruption
 from ssdistill.errors import ConfigError, DataError, Interrupted, StorageError
-from ssdistill.eval.run_evaluation import evaluate_run, knn_table
 from ssdistill.eval.suite import Candidate, SuiteOptions, evaluate_suite
 from ssdistill.files import atomic_write_text, remedy, write_failure
 from ssdistill.methods.registry import METHODS
 from ssdistill.models.teachers import build_teacher
 from ssdistill.recipe import build_config, merge_nested, parse_overrides
+from ssdistill.runs.assemble import check_inputs, train_source
+from ssdistill.runs.evaluation import evaluate_saved_run, knn_table
+from ssdistill.runs.load import load_student_from_run
+from ssdistill.runs.train import run_distillation
 
 log = logging.getLogger("ssdistill")
 
@@ -186,44 +176,12 @@ def evaluate(
         run = Path(checkpoint).resolve().parent.parent
     device = compute_device("auto")
     if run is not None:
-        run = existing_run_dir(run)
-        path, state = run_checkpoint(run, checkpoint)  # the newest readable checkpoint unless one is named
-        if held := busy(run):
-            log.warning("%s: evaluating its checkpoint of step %s, not its final student", held, state.get("global_step"))
-        cfg, first = load_student_from_run(run, path)
+        cfg = build_config(existing_run_dir(run) / "config.yaml")
         updates = {
             "data": {"knn_train": train or cfg.data.knn_train, "val": val or cfg.data.val},
             "eval": {"knn_k": k, "knn_t": temperature, "suite": "full" if full else "knn"},
         }
-        cfg = build_config(cfg, updates)
-        method = METHODS[cfg.method.name]
-        members = method.run_members(cfg)
-        students = {member: first if i == 0 else load_student_from_run(run, path, member)[1] for i, member in enumerate(members)}
-        ctx = TeacherProvider(cfg, train_source(cfg), device)
-        resolution = {member: spec.resolution for member, spec in members.items()}
-        classifiers = method.classifiers_from_checkpoint(cfg, state["state_dict"])
-        knn, suite, note, classes = evaluate_run(
-            cfg, ctx, students, build_students(method, cfg), resolution, run, classifiers, split=evaluation_split(cfg),
-            copies=set(method.run_copies(cfg)),
-        )
-        if knn is None:
-            raise DataError(note)
-        record = {
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "run_dir": str(run),
-            "checkpoint": str(path),
-            "step": state.get("global_step"),
-            "data": {"train": cfg.data.knn_train or cfg.data.train, "val": cfg.data.val, "classes": classes},
-            "protocol": {"knn": {"k": cfg.eval.knn_k, "temperature": cfg.eval.knn_t, "tap": "pooled", "view": "original"}},
-            "knn": knn,
-            "evaluation": suite,
-            "device": str(device),  # where images/s were measured
-            "machine": machine(),
-            "versions": versions(),
-        }
-        atomic_write_text(existing_run_dir(run) / "evaluation.json", json.dumps(record, indent=2))
-        send_to_run_trackers(existing_run_dir(run), [existing_run_dir(run) / "evaluation.json"])  # run.loggers: MLflow, W&B
-        return record
+        return evaluate_saved_run(run, checkpoint, updates, device)
     if teacher is None:
         raise ConfigError("ssdistill eval needs a run directory, --checkpoint, or --teacher NAME")
     if not train or not val:

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 written = build_report(args.runs, args.output)
                 if len(args.runs) == 1:  # a run's report goes to its trackers too (run.loggers: MLflow, W&B)
-                    from ssdistill.engine.trackers import send_to_run_trackers
+                    from ssdistill.runs.load import send_to_run_trackers
 
                     send_to_run_trackers(args.runs[0], [written])
                 print(f"report: {written}")

@@ -96,3 +96,11 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return tensor
     return _AllReduceMean.apply(tensor)
+
+
+def compute_device(accelerator: str) -> torch.device:
+    """Where a run's models compute: this process's GPU (``LOCAL_RANK``) when the accelerator allows CUDA and there is
+    one, else the CPU."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")

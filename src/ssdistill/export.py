@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from ssdistill._version import __version__
 
 from ssdistill.data.datasets import ImageSource, open_images, seeded_subset
-from ssdistill.engine.resume import SAFE_TO_CHANGE, flatten, run_checkpoint, trained_epochs
+from ssdistill.engine.resume import SAFE_TO_CHANGE, flatten
 from ssdistill.engine.rundir import busy, existing_run_dir
 from ssdistill.engine.trackers import send_files
 from ssdistill.errors import ModelError, SsdistillError
@@ -33,7 +33,7 @@ from ssdistill.export_config import (
     dataset_name, declared_preprocessing, evaluation_paths, file_digest, public_name, rounded, timm_hub_config, weights_record,
 )
 from ssdistill.files import atomic_output, atomic_write_text
-from ssdistill.engine.run import load_student_from_run
+from ssdistill.runs.load import load_run
 from ssdistill.labels import student_label, teacher_label
 from ssdistill.methods.registry import METHODS
 from ssdistill.modelcard import licence_fields, model_card, push_to_hub as upload
@@ -42,7 +42,7 @@ from ssdistill.report.html import current_results, read_record
 
 WEIGHTS_FILE = "model.safetensors"  # the name timm's local-dir: and hf-hub: loaders look for first
 EXPORT_FILES = (WEIGHTS_FILE, "config.json", "README.md", "student.onnx")  # every file an export writes
-GPU_ACCELERATORS = ("auto", "gpu", "cuda")  # engine.run.compute_device: these evaluate on the GPU when there is one
+GPU_ACCELERATORS = ("auto", "gpu", "cuda")  # distributed.compute_device: these evaluate on the GPU when there is one
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def figures_source(results: dict | None, evaluation: dict | None, older: bool, s
 
 
 def _suite_protocol(suite: dict | None) -> dict[str, Any] | None:
-    """The primary k-NN protocol of a full suite: its rows' first (``eval.run_evaluation`` puts the primary first)."""
+    """The primary k-NN protocol of a full suite: its rows' first (``runs.evaluation`` puts the primary first)."""
     for row in ((suite or {}).get("models") or {}).values():
         for name in row.get("knn") or {}:
             k, temperature = name[1:].split("_t")
@@ -140,7 +140,7 @@ def _suite_protocol(suite: dict | None) -> dict[str, Any] | None:
 def evaluated_on(record: dict, source: str, accelerator: str | None = None) -> str | None:
     """``gpu`` or ``cpu``: what the record's figures were measured on; None when the record does not say. A recorded
     device counts; else results.json's evaluation ran on the run's ``trainer.accelerator`` and ``ssdistill eval`` on
-    ``auto`` (engine.run.compute_device), the GPU when the recorded machine had one."""
+    ``auto`` (distributed.compute_device), the GPU when the recorded machine had one."""
     machine = record.get("machine") if isinstance(record.get("machine"), dict) else None
     device = record.get("device") or (machine or {}).get("device")
     if device:
@@ -215,15 +215,15 @@ def census_sources(cfg, record: dict | None) -> list[ImageSource]:
         memory = open_(memory_spec)
     elif cfg.data.knn_train:
         memory = open_(cfg.data.knn_train)
-    else:  # engine.run.train_source without skip_corrupt
+    else:  # runs.assemble.train_source without skip_corrupt
         own = method.training_source(cfg, open_)
         memory = seeded_subset(own if own is not None else open_(cfg.data.train), cfg.data.train_subset, cfg.trainer.seed)
     val = data.get("val")
-    if val is not None and val not in (cfg.data.val, f"{cfg.method.name} evaluation split"):  # engine.run.evaluation_split's name
+    if val is not None and val not in (cfg.data.val, f"{cfg.method.name} evaluation split"):  # runs.assemble.evaluation_split's name
         query = open_(val)
     elif cfg.data.val:
         query = open_(cfg.data.val)
-    else:  # engine.run.evaluation_split without skip_corrupt: the method's own evaluation split, if any
+    else:  # runs.assemble.evaluation_split without skip_corrupt: the method's own evaluation split, if any
         query = method.evaluation_source(cfg, open_)
     return [memory] + ([query] if query is not None else [])
 
@@ -280,9 +280,10 @@ def export_run(
     the same run is refused unless ``overwrite``. The folder also goes to the run's MLflow and W&B runs (``run.loggers``),
     under ``export/``."""
     run_dir = existing_run_dir(run)
-    last, state = run_checkpoint(run_dir, checkpoint)  # the newest readable checkpoint unless one is named
-    cfg, student = load_student_from_run(run_dir, last, member)
-    epochs = trained_epochs(state)
+    loaded = load_run(run_dir, checkpoint, [member] if member else None)  # the newest readable checkpoint unless one is named
+    cfg, last, epochs = loaded.cfg, loaded.checkpoint, loaded.epochs
+    member = member or next(iter(loaded.students))
+    student = loaded.students[member]
     if epochs < cfg.trainer.epochs and not allow_unfinished:
         held = busy(run_dir)
         raise ModelError(
@@ -290,8 +291,7 @@ def export_run(
             f"{last} holds {epochs} of the run's {cfg.trainer.epochs} epochs (killed or still running): resume it first "
             f"(ssdistill distill --resume {run_dir}), or export it as it is with --allow-unfinished"
         )
-    members = METHODS[cfg.method.name].run_members(cfg)
-    member = member or next(iter(members))
+    members = loaded.method.run_members(cfg)
     resolution = members[member].resolution
     student.eval()
     # default folder: RUN/export, or RUN/export/<member> for each member of a cohort (so members never overwrite each other)
@@ -302,7 +302,7 @@ def export_run(
     weights = {k: v.detach().contiguous().clone() for k, v in student.backbone.state_dict().items()}
     with atomic_output(out / WEIGHTS_FILE) as tmp:
         save_file(weights, str(tmp), metadata={"format": "pt", "architecture": student.arch})
-    step, label = state.get("global_step"), student_label(member)
+    step, label = loaded.step, student_label(member)
     results, evaluation, older = run_records(run_dir)
     record, source, missing = figures_source(results, evaluation, older, step)
     figures = figures_record(cfg, record, source, label) if record else None

@@ -83,7 +83,7 @@ def test_bingo_selects_the_faiss_backend_for_its_cached_bags(tmp_path, monkeypat
     pytest.importorskip("faiss", reason="faiss-cpu is in the dev extra; without it the backend is optional")
     from integration.common import tiny_config
     from ssdistill.engine.provider import TeacherProvider
-    from ssdistill.engine.run import train_source
+    from ssdistill.runs.assemble import train_source
     from ssdistill.methods.registry import METHODS
     from ssdistill.recipe import build_config
 

@@ -9,7 +9,7 @@ import torch
 from integration.common import tiny_config
 from ssdistill.engine.contract import TeacherNeed
 from ssdistill.engine.provider import TeacherProvider
-from ssdistill.engine.run import train_source
+from ssdistill.runs.assemble import train_source
 from ssdistill.errors import ConfigError
 from ssdistill.eval.features import extract_features
 from ssdistill.recipe import build_config

@@ -1,6 +1,6 @@
 import pytest
 
-from ssdistill.engine.run import images_per_second
+from ssdistill.runs.record import images_per_second
 
 
 def test_throughput_is_this_attempts_batches_over_its_seconds():

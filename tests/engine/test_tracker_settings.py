@@ -169,7 +169,8 @@ def test_files_a_tracker_cannot_take_after_the_run_are_a_warning_and_a_run_witho
     import json
     import logging
 
-    from ssdistill.engine.trackers import send_files, send_to_run_trackers
+    from ssdistill.engine.trackers import send_files
+    from ssdistill.runs.load import send_to_run_trackers
 
     run_dir = tmp_path / "runs" / "r"
     run_dir.mkdir(parents=True)

@@ -63,21 +63,11 @@ def cka_tasks(tmp_path: Path, heads: tuple[str, str] = ("kmeans", "classifier"))
 
 
 def assembled(cfg):
-    """A method module built through the real run assembly (provider, needs, preparation) without a trainer:
-    (provider, preparation, module); ``module.terms`` holds the loss terms of its last step."""
-    import torch
+    """A method module built through the real run assembly (``runs.assemble``: provider, needs, preparation) without a
+    trainer: (provider, preparation, module); ``module.terms`` holds the loss terms of its last step."""
+    from ssdistill.runs.assemble import assemble
 
-    from ssdistill.engine.datasets import build_dataset
-    from ssdistill.engine.provider import TeacherProvider
-    from ssdistill.engine.run import build_students, train_source
-    from ssdistill.methods.registry import METHODS
-
-    method = METHODS[cfg.method.name]
-    source = train_source(cfg)
-    ctx = TeacherProvider(cfg, source)
-    signals = ctx.fulfil(method.teacher_needs(cfg))
-    prepared = build_dataset(method, cfg, ctx)
-    torch.manual_seed(0)
-    module = method(cfg, build_students(method, cfg), signals, dataset_size=len(source), prepared=prepared.tensors)
+    run = assemble(cfg)
+    ctx, prepared, module = run.ctx, run.prepared, run.module
     module.log_loss = lambda loss, **terms: (setattr(module, "terms", terms), loss)[1]  # no Lightning trainer here
     return ctx, prepared, module

@@ -67,7 +67,7 @@ def _by_hand(run_dir, val):
     """k-NN top-1 of the run's student and teacher with the query labels mapped to the memory's by class name, by hand."""
     from ssdistill.data.datasets import open_images, seeded_subset
     from ssdistill.data.views import original_view
-    from ssdistill.engine.run import load_student_from_run
+    from ssdistill.runs.load import load_student_from_run
     from ssdistill.eval.features import extract_features
     from ssdistill.eval.knn import knn_accuracy
     from ssdistill.models.teachers import build_teacher

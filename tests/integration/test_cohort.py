@@ -13,7 +13,7 @@ import torch
 
 from integration.common import tiny_config
 from ssdistill import distill
-from ssdistill.engine.run import load_student_from_run
+from ssdistill.runs.load import load_student_from_run
 from ssdistill.eval.tables import comparison_rows
 from ssdistill.export import export_run
 from ssdistill.methods.registry import METHODS

@@ -13,7 +13,7 @@ from integration.test_cohort import PairFeature
 from ssdistill import distill
 from ssdistill.cli import main
 from ssdistill.engine.module import ema_update
-from ssdistill.engine.run import build_students
+from ssdistill.runs.load import build_students
 from ssdistill.errors import TrainingError
 from ssdistill.methods.feature import FeatureDistillation
 from ssdistill.methods.registry import METHODS

@@ -303,7 +303,7 @@ def test_lifecycle_bad_input_is_one_line(finished, tmp_path, capsys, case, damag
 
 
 def test_ctrl_c_during_the_evaluation_names_the_run_and_the_resume_evaluates_it(tmp_path, capsys, monkeypatch):
-    import ssdistill.engine.run as engine_run
+    import ssdistill.runs.train as engine_run
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -13,7 +13,7 @@ from integration.common import assembled, cka_tasks, tiny_config
 from ssdistill import distill
 from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.provider import TeacherProvider
-from ssdistill.engine.run import train_source
+from ssdistill.runs.assemble import train_source
 from ssdistill.errors import ConfigError
 from ssdistill.methods.cka import CKA
 from ssdistill.recipe import build_config

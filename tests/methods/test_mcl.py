@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.data.sampling import ClassPairBatchSampler
-from ssdistill.engine.run import build_students
+from ssdistill.runs.load import build_students
 from ssdistill.errors import ConfigError, DataError
 from ssdistill.export import export_run
 from ssdistill.losses.distill import distill_kl

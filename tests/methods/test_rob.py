@@ -12,7 +12,7 @@ from integration.common import assembled, tiny_config
 from ssdistill import distill
 from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.provider import TeacherProvider
-from ssdistill.engine.run import train_source
+from ssdistill.runs.assemble import train_source
 from ssdistill.errors import ConfigError
 from ssdistill.methods.rob import RoB
 from ssdistill.recipe import build_config

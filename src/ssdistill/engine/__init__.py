@@ -1,2 +1,2 @@
-"""The training engine: the method base class (``engine.module``), the run (``engine.run``), the teacher provider
+"""The training engine: the method base class (``engine.module``), the teacher provider
 (``engine.provider``), the run record (``engine.records``), trainer, schedule, run directories and CSV logs."""

@@ -404,14 +404,3 @@ def send_files(cfg: DistillConfig, run_dir: Path, paths: list[Path], folder: str
         except Exception as exc:  # noqa: BLE001 - the files are written; the tracker is the extra copy
             log.warning("the %s run of %s did not take %s (%s)", name, run_dir, ", ".join(p.name for p in paths), short(str(exc)))
     return sent
-
-
-def send_to_run_trackers(run: str | Path, paths: list[Path], folder: str = "") -> list[str]:
-    """:func:`send_files` for a finished run's directory (``ssdistill eval``'s evaluation.json, ``ssdistill report``'s
-    report.html): nothing to do, and nothing read, for a run without trackers."""
-    run_dir = Path(run)
-    if not (run_dir / IDS_FILE).is_file():
-        return []
-    from ssdistill.recipe import build_config
-
-    return send_files(build_config(run_dir / "config.yaml"), run_dir, paths, folder)

@@ -1,13 +1,16 @@
 """Evaluating a run: every named teacher, a random-init copy of every student and every trained student, side by
-side on one protocol (k-NN only, or the full suite), with each model's alignment with the primary teacher.
+side on one protocol (k-NN only, or the full suite), with each model's alignment with the primary teacher; at the end
+of training (``evaluate_run``) or later, from the run's folder (``evaluate_saved_run``, ``ssdistill eval RUN``).
 
-Rows are labelled ``teacher`` / ``teacher_<name>`` (``config.teacher_label``), ``random_init`` / ``random_init_<member>``
-and ``student`` / ``student_<member>`` (``engine.module.student_label``), in that order; a cohort adds
+Rows are labelled ``teacher`` / ``teacher_<name>``, ``random_init`` / ``random_init_<member>`` and ``student`` /
+``student_<member>`` (``labels.teacher_label``, ``labels.student_label``), in that order; a cohort adds
 ``student_ensemble`` (its members' normalised features concatenated)."""
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +20,17 @@ from ssdistill.config import DistillConfig
 from ssdistill.data.datasets import ImageSource
 from ssdistill.data.views import original_view
 from ssdistill.engine.provider import TeacherProvider
+from ssdistill.engine.records import machine, versions
+from ssdistill.engine.rundir import busy
+from ssdistill.errors import DataError
 from ssdistill.eval.classes import class_names
 from ssdistill.eval.suite import KNN_PROTOCOLS, Candidate, SuiteOptions, evaluate_suite, protocol_name
 from ssdistill.labels import ENSEMBLE, student_label, teacher_label
 from ssdistill.models.students import CohortEnsemble, Student
+from ssdistill.files import atomic_write_text
+from ssdistill.recipe import build_config
+from ssdistill.runs.assemble import evaluation_split, memory_name, train_source
+from ssdistill.runs.load import build_students, load_run, send_to_run_trackers
 
 log = logging.getLogger("ssdistill")
 
@@ -63,11 +73,6 @@ def teacher_candidates(
         queries = ctx.features(name, query_spec, query, "pooled") if cfg.cache.enabled else None
         rows.append(Candidate(teacher_label(name), teacher, teacher.original_view(), teacher.preprocess.resolution, bank, queries))
     return rows
-
-
-def memory_name(cfg: DistillConfig) -> str:
-    """How messages name the k-NN memory split."""
-    return f"data.knn_train ({cfg.data.knn_train})" if cfg.data.knn_train else f"the k-NN memory data.train ({cfg.data.train})"
 
 
 def evaluate_run(
@@ -123,3 +128,39 @@ def knn_table(suite: dict[str, Any], k: int, temperature: float) -> dict[str, di
         label: {**row["knn"][protocol_name(k, temperature)], **{key: row[key] for key in KNN_ROW_KEYS if key in row}}
         for label, row in suite["models"].items()
     }
+
+
+def evaluate_saved_run(
+    run_dir: str | Path, checkpoint: str | Path | None, updates: dict[str, Any], device
+) -> dict[str, Any]:
+    """Evaluate a run's students from its folder (the checkpoint read once) next to its teachers and random-init
+    students, under its config with ``updates`` (evaluation settings: data.knn_train, data.val, eval.*); the record is
+    written to ``RUN/evaluation.json`` and sent to the run's trackers."""
+    loaded = load_run(run_dir, checkpoint)
+    run = loaded.run_dir
+    if held := busy(run):
+        log.warning("%s: evaluating its checkpoint of step %s, not its final student", held, loaded.step)
+    cfg, method = build_config(loaded.cfg, updates), loaded.method
+    ctx = TeacherProvider(cfg, train_source(cfg), device)
+    knn, suite, note, classes = evaluate_run(
+        cfg, ctx, loaded.students, build_students(method, cfg), loaded.resolution, run, loaded.classifiers, split=evaluation_split(cfg),
+        copies=set(method.run_copies(cfg)),
+    )
+    if knn is None:
+        raise DataError(note)
+    record = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run_dir": str(run),
+        "checkpoint": str(loaded.checkpoint),
+        "step": loaded.step,
+        "data": {"train": cfg.data.knn_train or cfg.data.train, "val": cfg.data.val, "classes": classes},
+        "protocol": {"knn": {"k": cfg.eval.knn_k, "temperature": cfg.eval.knn_t, "tap": "pooled", "view": "original"}},
+        "knn": knn,
+        "evaluation": suite,
+        "device": str(device),  # where images/s were measured
+        "machine": machine(),
+        "versions": versions(),
+    }
+    atomic_write_text(run / "evaluation.json", json.dumps(record, indent=2))
+    send_to_run_trackers(run, [run / "evaluation.json"])  # run.loggers: MLflow, W&B
+    return record
