@@ -14,7 +14,7 @@ from ssdistill.config import TeacherConfig
 from ssdistill.errors import ModelError, short
 from ssdistill.export_config import EVAL_CROP_PCT, crop_pct_for, dataset_name, file_digest, public_name
 
-# weights files we can name by content (sha256): ../shared/weights/README.md
+# weights files we can name by content (sha256): the CIFAR ResNets of the pytorch_resnet_cifar10 release (docs/benchmarks.md)
 KNOWN_WEIGHTS = {
     **{
         digest: (f"CIFAR-10 ResNet-{depth} of GitHub akamaster/pytorch_resnet_cifar10 (pretrained_models/)", "BSD-2-Clause")

@@ -1,4 +1,4 @@
-"""Weighted k-NN classifier on L2-normalised features (Wu et al. 2018; METHODS section 7.2)."""
+"""Weighted k-NN classifier on L2-normalised features (Wu et al. 2018; docs/evaluation.md)."""
 
 from __future__ import annotations
 

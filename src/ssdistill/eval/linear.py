@@ -1,4 +1,4 @@
-"""Linear probe and few-shot evaluation on frozen features (docs/evaluation.md, BENCHMARKS Q1).
+"""Linear probe and few-shot evaluation on frozen features (docs/evaluation.md; the Q1 protocol: docs/benchmarks.md).
 
 A multinomial logistic regression, fitted full-batch with L-BFGS on standardised features. Its L2 strength is
 chosen on a seeded, class-stratified hold-out part of the *training* split, then the probe is refitted on the

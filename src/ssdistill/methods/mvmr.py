@@ -1,4 +1,4 @@
-"""MV-MR: multi-view, multi-representation dependence maximisation (METHODS section 2).
+"""MV-MR: multi-view, multi-representation dependence maximisation (docs/methods/mvmr.md).
 
 One student encoder (backbone + projector) sees an augmented view x̃ and the original view x⁰ in two
 passes. The loss ties z̃ and z⁰ (MSE + 1 - dCor), keeps every dimension's std above γ on both, and
