@@ -86,8 +86,7 @@ def measure(bench: str, results_dir: Path = RESULTS) -> dict:
     if dino_cfg.method.teacher_crops != "online":
         raise SystemExit(f"{bench}: this diagnostic needs the online-teacher recipes (Q2); {bench}'s read a bank")
     ctx = TeacherProvider(dino_cfg, train_source(dino_cfg))
-    ctx.fulfil(RoB.teacher_needs(dino_cfg))
-    prepared = build_dataset(RoB, dino_cfg, ctx).tensors  # the k-means columns and the constant centre, as the run makes them
+    prepared = build_dataset(RoB, dino_cfg, ctx, ctx.fulfil(RoB.teacher_needs(dino_cfg))).tensors  # the k-means columns and the constant centre, as the run makes them
     scores = F.normalize(ctx.features(tap="pooled").float(), dim=1) @ prepared["columns"]
     m, (_, t_temp) = msn_cfg.method, RoB.dino_temperatures(dino_cfg.method)
     rows = recipes(scores, prepared["center"], {"temperature": t_temp}, {"temperature": m.msn_temperature, "sharpen": m.sharpen_temperature},

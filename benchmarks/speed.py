@@ -113,6 +113,7 @@ def p3_cache_speedup(images: int) -> dict:
 def _step_fixture(method: str, batch_size: int, overrides: dict | None = None):
     """(recipe, student, module, batch) of one training step of ``method``'s recipe with random cached teacher signals."""
     from ssdistill.cache.signals import TableSignal
+    from ssdistill.engine.contract import Fulfilment
     from ssdistill.engine.datasets import layout
     from ssdistill.engine.provider import TeacherProvider
     from ssdistill.recipe import build_config
@@ -130,9 +131,7 @@ def _step_fixture(method: str, batch_size: int, overrides: dict | None = None):
     module = method_class(cfg, student, signals, dataset_size=Q1_TRAIN_IMAGES)  # a queue is full from the start (random unit keys)
     module.log_loss = lambda loss, **terms: loss  # no Lightning trainer here: skip logging
     # the batch the method's dataset yields with its signals read from tables (its own declared layout)
-    ctx = TeacherProvider(cfg, None)
-    ctx.signals = signals
-    batch = layout(method_class, cfg, ctx).example(batch_size, Q1_TRAIN_IMAGES)
+    batch = layout(method_class, cfg, TeacherProvider(cfg, None), Fulfilment(signals)).example(batch_size, Q1_TRAIN_IMAGES)
     return recipe, student, module, batch
 
 

@@ -237,5 +237,5 @@ def fill_run_cache(config: str | Path | dict | DistillConfig, overrides: list[st
         raise ConfigError("cache.enabled is false in this config: there is no cache to fill (drop the override or set cache.enabled=true)")
     method = METHODS[cfg.method.name]
     ctx = TeacherProvider(cfg, train_source(cfg))
-    ctx.fulfil(method.teacher_needs(cfg))
-    return {name: dict(record) for name, record in ctx.records.items()}
+    fulfilment = ctx.fulfil(method.teacher_needs(cfg))
+    return {name: dict(record) for name, record in fulfilment.records.items()}

@@ -24,14 +24,15 @@ def test_a_need_over_a_subset_covers_that_subset_from_the_cache(tmp_path, demo_d
         for image in sorted(folder.iterdir())[:6]:
             (val / folder.name / image.name).write_bytes(image.read_bytes())
     val = str(val)
-    signals = ctx.fulfil({"whole": TeacherNeed(), "val": TeacherNeed(subset=val)})
+    fulfilment = ctx.fulfil({"whole": TeacherNeed(), "val": TeacherNeed(subset=val)})
+    signals = fulfilment.signals
     source = ctx.open(val)
     table = signals["val"].table
     assert table.shape == (len(source), signals["whole"].dim) and len(signals["whole"].table) == len(ctx.source)
     teacher = ctx.teacher()
     direct = extract_features(teacher, source, teacher.original_view(), 64, 0, "cpu", "teacher")
     assert torch.allclose(table.float(), direct, atol=2e-2 * direct.abs().max().item())  # fp16 cache
-    assert ctx.records["val"]["subset"] == val and ctx.records["val"]["from"] == "cache"
+    assert fulfilment.records["val"]["subset"] == val and fulfilment.records["val"]["from"] == "cache"
 
 
 def test_needs_the_provider_cannot_serve_are_clear_errors(tmp_path):
@@ -53,14 +54,45 @@ def test_a_logits_need_reads_the_pooled_entry_through_the_teacher_s_classifier(t
     the cache off they are computed directly."""
     cfg = build_config(tiny_config(tmp_path))
     ctx = TeacherProvider(cfg, train_source(cfg))
-    signals = ctx.fulfil({"logits": TeacherNeed(tap="logits"), "pooled": TeacherNeed(tap="pooled")})
+    fulfilment = ctx.fulfil({"logits": TeacherNeed(tap="logits"), "pooled": TeacherNeed(tap="pooled")})
+    signals = fulfilment.signals
     teacher = ctx.teacher(tap="logits")
     direct = extract_features(teacher, ctx.source, teacher.original_view(), 64, 0, "cpu", "teacher")
     assert signals["logits"].table.shape == direct.shape == (len(ctx.source), 1000)
     assert torch.allclose(signals["logits"].table.float(), direct, atol=2e-2 * direct.abs().max().item())
-    assert ctx.records["logits"]["from"] == "cache (pooled outputs, through the teacher's classifier)"
-    assert ctx.records["pooled"]["from"] == "cache"
+    assert fulfilment.records["logits"]["from"] == "cache (pooled outputs, through the teacher's classifier)"
+    assert fulfilment.records["pooled"]["from"] == "cache"
     off = build_config(tiny_config(tmp_path, cache={"enabled": False}))
     ctx_off = TeacherProvider(off, train_source(off))
-    assert torch.allclose(ctx_off.fulfil({"logits": TeacherNeed(tap="logits")})["logits"].table, direct, atol=1e-5)
-    assert ctx_off.records["logits"]["from"] == "computed once"
+    computed = ctx_off.fulfil({"logits": TeacherNeed(tap="logits")})
+    assert torch.allclose(computed.signals["logits"].table, direct, atol=1e-5)
+    assert computed.records["logits"]["from"] == "computed once"
+
+
+def test_fulfil_returns_one_fulfilment_and_leaves_no_state_on_the_provider(tmp_path):
+    """Everything fulfil makes comes back in one frozen Fulfilment (signals, records, approximations, the bank with its
+    crops' parameters, seconds); the provider's public attributes are those it was built with, before and after."""
+    import dataclasses
+
+    from ssdistill.cache.signals import OnlineSignal, TableSignal
+    from ssdistill.engine.contract import Fulfilment
+
+    cfg = build_config(tiny_config(tmp_path, teacher={"precompute": False}))
+    ctx = TeacherProvider(cfg, train_source(cfg))
+    public = {key: value for key, value in vars(ctx).items() if not key.startswith("_")}
+    assert sorted(public) == ["cfg", "device", "source"]
+    online = ctx.fulfil({"t": TeacherNeed()})
+    assert isinstance(online.signals["t"], OnlineSignal) and online.records["t"]["from"] == "online"
+    assert online.seconds is None and online.bank is None and online.approximations == ()
+    assert sorted(online.batch_views()) == ["t:original"]  # the view the dataset adds for the online original view
+    banked = ctx.fulfil({"b": TeacherNeed("bank", repeats=2)})
+    assert {key: value for key, value in vars(ctx).items() if not key.startswith("_")} == public
+    assert isinstance(banked, Fulfilment) and isinstance(banked.signals["b"], TableSignal) and banked.batch_views() == {}
+    assert banked.approximations == ("teacher_bank(2)",) and banked.records["b"]["from"] == "cache (bank)"
+    assert banked.bank.repeats == 2 and banked.bank.params.shape[0] == 2 * len(ctx.source) and banked.seconds > 0
+    table, params = ctx.bank(2)  # the same bank, read once by the provider: the very tensors the fulfilment holds
+    assert table is banked.signals["b"].table and params is banked.bank.params
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        banked.seconds = 0.0
+    with pytest.raises(ConfigError, match="one augmentation bank per run"):
+        ctx.fulfil({"b": TeacherNeed("bank", repeats=2), "c": TeacherNeed("bank", repeats=3)})

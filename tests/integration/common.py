@@ -62,12 +62,18 @@ def cka_tasks(tmp_path: Path, heads: tuple[str, str] = ("kmeans", "classifier"))
     }
 
 
-def assembled(cfg):
-    """A method module built through the real run assembly (``runs.assemble``: provider, needs, preparation) without a
-    trainer: (provider, preparation, module); ``module.terms`` holds the loss terms of its last step."""
+def assembled_run(cfg):
+    """A run put together by the real run assembly (``runs.assemble``: provider, needs and their fulfilment,
+    preparation) without a trainer; ``run.module.terms`` holds the loss terms of its last step."""
     from ssdistill.runs.assemble import assemble
 
     run = assemble(cfg)
-    ctx, prepared, module = run.ctx, run.prepared, run.module
+    module = run.module
     module.log_loss = lambda loss, **terms: (setattr(module, "terms", terms), loss)[1]  # no Lightning trainer here
-    return ctx, prepared, module
+    return run
+
+
+def assembled(cfg):
+    """``assembled_run``'s (provider, preparation, module)."""
+    run = assembled_run(cfg)
+    return run.ctx, run.prepared, run.module

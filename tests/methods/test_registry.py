@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from integration.common import assembled, cka_tasks, tiny_config
+from integration.common import assembled_run, cka_tasks, tiny_config
 from ssdistill.engine.datasets import layout
 from ssdistill.methods.registry import METHODS
 from ssdistill.recipe import build_config
@@ -24,14 +24,14 @@ def _assembled(tmp_path, name):
         raw.pop("teacher")
         raw.update({section: {**raw.get(section, {}), **values} for section, values in cka_tasks(tmp_path).items()})
     cfg = build_config(raw)
-    ctx, prepared, module = assembled(cfg)
-    return cfg, METHODS[name], ctx, prepared.dataset, module
+    run = assembled_run(cfg)
+    return cfg, METHODS[name], run, run.prepared.dataset, run.module
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_trains_one_step_on_the_batch_it_describes(tmp_path, name):
-    cfg, method, ctx, dataset, module = _assembled(tmp_path, name)
-    described = layout(method, cfg, ctx)
+    cfg, method, run, dataset, module = _assembled(tmp_path, name)
+    described = layout(method, cfg, run.ctx, run.fulfilment)
     item = dataset[0]
     assert set(item["views"]) == set(described.views), "the dataset's views are the declared ones"
     for view, resolution in described.views.items():
@@ -52,9 +52,10 @@ def test_every_method_trains_one_step_on_the_batch_it_describes(tmp_path, name):
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_declares_its_teachers_by_name(tmp_path, name):
-    cfg, method, ctx, _, module = _assembled(tmp_path, name)
+    cfg, method, run, _, module = _assembled(tmp_path, name)
     needs = method.teacher_needs(cfg)
     assert set(module.signals) == set(needs)
     assert all((need.teacher or cfg.primary_teacher) in cfg.teachers for need in needs.values())
-    assert set(ctx.records) == set(needs) and all(len(r["fingerprint"]) == 16 for r in ctx.records.values())
+    records = run.fulfilment.records
+    assert set(records) == set(needs) and all(len(r["fingerprint"]) == 16 for r in records.values())
     assert module.member_names == list(method.student_members(cfg)) and module.member_names

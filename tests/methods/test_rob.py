@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from integration.common import assembled, tiny_config
+from integration.common import assembled, assembled_run, tiny_config
 from ssdistill import distill
 from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.provider import TeacherProvider
@@ -43,7 +43,7 @@ def test_the_constant_centre_is_the_mean_teacher_target_of_one_pass(tmp_path):
     raw["method"] = {"name": "rob", "projection_dim": 8, "local_crops": 1}
     cfg = build_config(raw)
     ctx = TeacherProvider(cfg, train_source(cfg))
-    prepared = build_dataset(RoB, cfg, ctx).tensors
+    prepared = build_dataset(RoB, cfg, ctx, ctx.fulfil(RoB.teacher_needs(cfg))).tensors
     teacher, view = ctx.teacher(tap="pooled"), RoB.train_views(cfg, ctx)["global0"]
     with torch.no_grad():
         targets = [F.normalize(teacher(view(ctx.source.load(i)).unsqueeze(0)), dim=1) @ prepared["columns"] for i in range(len(ctx.source))]
@@ -69,7 +69,7 @@ def test_the_constant_centre_is_seeded_per_image_whatever_the_workers_and_the_gl
         ctx.features(tap="pooled")  # the cache filled before the global generators are set (a fill may draw from them)
         torch.manual_seed(state), random.seed(state), np.random.seed(state)
         torch.rand(state * 7)
-        centres[workers, state, recipe] = build_dataset(RoB, cfg, ctx).tensors["center"]
+        centres[workers, state, recipe] = build_dataset(RoB, cfg, ctx, ctx.fulfil(RoB.teacher_needs(cfg))).tensors["center"]
     assert torch.equal(centres[0, 1, "moco_v2"], centres[0, 2, "moco_v2"]), "the global RNG moved the centre"
     assert torch.allclose(centres[0, 1, "moco_v2"], centres[2, 1, "moco_v2"], atol=1e-6), "data.num_workers moved the centre"
     assert not torch.allclose(centres[0, 1, "moco_v2"], centres[0, 1, "none"], atol=1e-4)
@@ -135,13 +135,17 @@ def test_the_bank_replays_the_exact_global_crop_boxes(tmp_path):
     teacher on that very crop; the constant centre is the mean target over the bank; the layout describes the items."""
     from ssdistill.data.replay import AugParams, render
 
-    cfg, ctx, prepared, module = _assembled(tmp_path, teacher_crops="bank", bank_repeats=3, global_scale=(0.6, 1.0), local_crops=1)
-    params, repeats = ctx.bank_params
+    raw = tiny_config(tmp_path)
+    raw["method"] = {"name": "rob", "projection_dim": 8, "local_crops": 1, "teacher_crops": "bank", "bank_repeats": 3, "global_scale": (0.6, 1.0)}
+    cfg = build_config(raw)
+    run = assembled_run(cfg)
+    ctx, prepared, fulfilment = run.ctx, run.prepared, run.fulfilment
+    params, repeats = fulfilment.bank.params, fulfilment.bank.repeats
     assert repeats == 3 and len(params) == 3 * len(ctx.source)
-    assert ctx.records["teacher"]["crop_scale"] == [0.6, 1.0] and ctx.approximations == ["teacher_bank(3)"]
+    assert fulfilment.records["teacher"]["crop_scale"] == [0.6, 1.0] and fulfilment.approximations == ("teacher_bank(3)",)
     areas = params[:, 2] * params[:, 3]  # height and width as fractions of the image: the crop's share of its area
     assert areas.min() > 0.55 and areas.max() <= 1.0
-    teacher, signal = ctx.teacher(tap="pooled"), ctx.signals["teacher"]
+    teacher, signal = ctx.teacher(tap="pooled"), fulfilment.signals["teacher"]
     torch.manual_seed(1)
     for index in (0, 5, 17):
         item = prepared.dataset[index]
@@ -176,14 +180,17 @@ def test_a_logits_bank_is_the_classifier_of_the_pooled_bank(tmp_path):
     from ssdistill.cache.store import cache_root
     from ssdistill.data.replay import AugParams, render
 
-    cfg, ctx, prepared, module = _assembled(tmp_path, teacher_crops="bank", bank_repeats=2, target="logits", local_crops=1)
-    record = ctx.records["teacher"]
+    raw = tiny_config(tmp_path)
+    raw["method"] = {"name": "rob", "projection_dim": 8, "local_crops": 1, "teacher_crops": "bank", "bank_repeats": 2, "target": "logits"}
+    run = assembled_run(build_config(raw))
+    ctx, fulfilment = run.ctx, run.fulfilment
+    record = fulfilment.records["teacher"]
     assert record["tap"] == "logits" and record["from"] == "cache (bank of pooled outputs, through the teacher's classifier)"
     keys = [json.loads(path.read_text())["key"] for path in cache_root().rglob("manifest.json")]
     ours = {key["tap"] for key in keys if key["view"].startswith("bank:R=2:") and key["n"] == 2 * len(ctx.source)}
     assert ours == {"pooled"}
-    teacher, signal = ctx.teacher(tap="logits"), ctx.signals["teacher"]
-    params, _ = ctx.bank_params
+    teacher, signal = ctx.teacher(tap="logits"), fulfilment.signals["teacher"]
+    params = fulfilment.bank.params
     assert signal.table.shape == (2 * len(ctx.source), teacher.dim)
     for row in (0, 3, 2 * len(ctx.source) - 1):
         crop = render(ctx.source.load(row // 2), AugParams.from_row(params[row]), teacher.preprocess.resolution, teacher.preprocess.interpolation)

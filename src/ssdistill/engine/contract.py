@@ -1,19 +1,24 @@
 """What a method declares to the engine, as data: the teacher signals it needs (``TeacherNeed``) and the layout of
-the batches its dataset yields (``BatchLayout``).
+the batches its dataset yields (``BatchLayout``); and what the engine hands back (``Fulfilment``).
 
 A need names a teacher (a key of ``cfg.teachers``; None: the primary teacher), the view the teacher sees and the
 output tap. The engine's teacher provider (``engine/provider.py``) fulfils every need of a method, from the cache or
-online, and hands the method ``signals: {need name: TeacherSignal}``; the method never learns how.
+online, in one call that returns a ``Fulfilment``; the method receives its ``signals: {need name: TeacherSignal}``
+and never learns how.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
+import numpy as np
 import torch
 
 from ssdistill.config import is_tap
+
+if TYPE_CHECKING:
+    from ssdistill.cache.signals import TeacherSignal
 
 TeacherView = Literal["original", "augmented", "bank"]
 
@@ -82,3 +87,30 @@ class Preparation:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     batch_sampler: Any = None  # a sampler of whole batches of indices (None: shuffled batches of data.batch_size); it
     # shards itself across DDP processes and has ``set_epoch`` (data/sampling.py)
+
+
+@dataclass(frozen=True)
+class Bank:
+    """The augmentation bank a signal reads: each bank row's crop parameters ``params`` [N * R, P] (``data.replay``) and
+    ``repeats`` R, the crops per image (bank row ``i * R + r`` is crop r of image i)."""
+
+    params: np.ndarray
+    repeats: int
+
+
+@dataclass(frozen=True)
+class Fulfilment:
+    """What ``TeacherProvider.fulfil(needs)`` made of a method's needs: one ``signals`` entry per need, by need name;
+    ``records``, how each was fulfilled (results.json ``signals``); ``approximations``, how a signal only approximates the
+    method (``teacher_bank(R)``); ``bank``, the augmentation bank a signal reads (its crops are what the student replays),
+    None without one; ``seconds`` spent computing or reading precomputed signals (None: all of them online)."""
+
+    signals: dict[str, TeacherSignal] = field(default_factory=dict)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    approximations: tuple[str, ...] = ()
+    bank: Bank | None = None
+    seconds: float | None = None
+
+    def batch_views(self) -> dict[str, Callable]:
+        """The views the dataset must render for online signals of the original view, by their batch view name."""
+        return {signal.batch_view: signal.teacher.original_view() for signal in self.signals.values() if signal.batch_view is not None}

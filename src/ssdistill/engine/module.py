@@ -192,7 +192,7 @@ class DistillMethod(L.LightningModule):
 
     @classmethod
     def batch_layout(cls, cfg: DistillConfig, ctx: "TeacherProvider") -> BatchLayout | None:
-        """What one item of the dataset of ``prepare`` holds, given the fulfilled signals (``ctx.signals``); None for
+        """What one item of the dataset of ``prepare`` holds (given the method's fulfilled signals); None for
         the engine's default dataset, whose layout the engine knows (``engine.datasets.layout``)."""
         return None
 

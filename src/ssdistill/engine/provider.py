@@ -5,14 +5,14 @@ sources, so that no method threads cache arguments by hand.
 
 Where a need is fulfilled is decided here and only here: ``original`` needs are read from the cache (or computed
 once) when ``teacher.precompute``, else computed in the step on a view the dataset adds to the batch; ``augmented``
-needs run the teacher online; ``bank`` needs read an augmentation bank (recorded under ``approximations``).
+needs run the teacher online; ``bank`` needs read an augmentation bank (recorded under ``approximations``). ``fulfil``
+returns all of it as one ``Fulfilment``; the provider keeps nothing of it but private caches of the tables it read, so
+that a method's ``prepare`` reading the same table (``features``, ``bank``) gets the same tensor.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
-
 import numpy as np
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from ssdistill.cache.signals import OnlineSignal, TableSignal, TeacherSignal
 from ssdistill.cache.store import Entry
 from ssdistill.config import DistillConfig, TeacherConfig
 from ssdistill.data.datasets import ImageSource, open_images
-from ssdistill.engine.contract import TeacherNeed
+from ssdistill.engine.contract import Bank, Fulfilment, TeacherNeed
 from ssdistill.errors import ConfigError
 from ssdistill.eval.features import extract_features
 from ssdistill.models.teachers import FrozenTeacher, build_teacher
@@ -41,19 +41,12 @@ class TeacherProvider:
 
     def __init__(self, cfg: DistillConfig, source: ImageSource, device: torch.device | str = "cpu") -> None:
         self.cfg, self.source, self.device = cfg, source, torch.device(device)
-        self.signals: dict[str, TeacherSignal] = {}
-        self.records: dict[str, dict[str, Any]] = {}  # need name -> what fulfilled it (results.json "signals")
-        self.approximations: list[str] = []  # how a signal only approximates the method (teacher_bank(R))
-        self.signal_seconds: float | None = None  # time spent computing / reading precomputed signals
-        self.bank_params: tuple[np.ndarray, int] | None = None  # (parameters, repeats) of the bank a need reads
         self._teachers: dict[tuple[str, str], FrozenTeacher] = {}
         self._tables: dict[tuple[str, str, str], torch.Tensor] = {}
         self._derived: set[tuple[str, str, str]] = set()  # keys of the logits tables derived from a pooled entry
+        self._banks: dict[tuple, tuple[torch.Tensor, np.ndarray, bool]] = {}  # bank tables read, by their arguments
 
     # ----- teachers ----------------------------------------------------------------------------------
-    def names(self) -> list[str]:
-        return list(self.cfg.teachers)
-
     def teacher_config(self, name: str | None = None) -> TeacherConfig:
         name = name or self.cfg.primary_teacher
         if name not in self.cfg.teachers:
@@ -137,7 +130,8 @@ class TeacherProvider:
         crop_scale: tuple[float, float] | None = None,
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Teacher outputs [N * R, D] (``tap``) of R fixed augmented views per training image and their parameters
-        [N * R, P]; the views are drawn with ``aug``, its crop area range replaced by ``crop_scale`` when given."""
+        [N * R, P]; the views are drawn with ``aug``, its crop area range replaced by ``crop_scale`` when given. Read
+        once from the cache (filled on first use) and kept for the rest of the run."""
         table, params, _ = self._bank(repeats, name, what, tap, crop_scale)
         return table, params
 
@@ -146,6 +140,14 @@ class TeacherProvider:
     ) -> tuple[torch.Tensor, np.ndarray, bool]:
         """``bank()`` and whether its logits were derived from the pooled bank through the teacher's classifier."""
         self._cache_needed(what)
+        key = (name or self.cfg.primary_teacher, self.teacher(name, tap).output, repeats, crop_scale)
+        if key not in self._banks:
+            self._banks[key] = self._read_bank(repeats, name, tap, crop_scale)
+        return self._banks[key]
+
+    def _read_bank(
+        self, repeats: int, name: str | None, tap: str | None, crop_scale: tuple[float, float] | None,
+    ) -> tuple[torch.Tensor, np.ndarray, bool]:
         data, cache, aug = self.cfg.data, self.cfg.cache, self.cfg.aug
         if crop_scale is not None:
             aug = aug.model_copy(update={"crop_scale_min": crop_scale[0], "crop_scale_max": crop_scale[1]})
@@ -159,9 +161,15 @@ class TeacherProvider:
         return table, params, head is not None
 
     # ----- fulfilling needs --------------------------------------------------------------------------
-    def fulfil(self, needs: dict[str, TeacherNeed]) -> dict[str, TeacherSignal]:
-        """One signal per need, by need name; ``batch_views()`` then lists the views the dataset must add."""
+    def fulfil(self, needs: dict[str, TeacherNeed]) -> Fulfilment:
+        """One signal per need, by need name, with how each was fulfilled, the approximations, the bank a need reads and
+        the seconds the precomputed signals took (``Fulfilment``; its ``batch_views()`` lists the views the dataset must
+        add)."""
         start, precomputed = time.perf_counter(), False
+        signals: dict[str, TeacherSignal] = {}
+        records: dict[str, dict] = {}
+        approximations: list[str] = []
+        bank = None
         banks = [need for need in needs.values() if need.view == "bank"]
         if len(banks) > 1:
             raise ConfigError("one augmentation bank per run: the student replays one bank's crops; use teacher_view=original or same for the others")
@@ -185,25 +193,16 @@ class TeacherProvider:
                 table, params, derived = self._bank(need.repeats, teacher_name, f"the teacher signal '{name}' (bank)", need.tap, need.crop_scale)
                 how = "cache (bank of pooled outputs, through the teacher's classifier)" if derived else "cache (bank)"
                 signal, precomputed = TableSignal(table, teacher.fingerprint, index_key="bank_row"), True
-                self.bank_params = (params, need.repeats)
-                self.approximations.append(f"teacher_bank({need.repeats})")
-            self.signals[name] = signal
-            self.records[name] = {
+                bank = Bank(params, need.repeats)
+                approximations.append(f"teacher_bank({need.repeats})")
+            signals[name] = signal
+            records[name] = {
                 "teacher": teacher_name, "view": need.view, "tap": teacher.output, "fingerprint": signal.fingerprint,
                 "from": how, **({"repeats": need.repeats} if need.repeats else {}),
                 **({"crop_scale": list(need.crop_scale)} if need.crop_scale else {}), **({"subset": need.subset} if need.subset else {}),
             }
-        if precomputed:
-            self.signal_seconds = time.perf_counter() - start
-        return self.signals
-
-    def batch_views(self) -> dict[str, Callable]:
-        """The views the dataset must render for online signals of the original view, by their batch view name."""
-        views = {}
-        for signal in self.signals.values():
-            if signal.batch_view is not None:
-                views[signal.batch_view] = signal.teacher.original_view()
-        return views
+        seconds = time.perf_counter() - start if precomputed else None
+        return Fulfilment(signals, records, tuple(approximations), bank, seconds)
 
 
 def _through(head: nn.Module, table: torch.Tensor) -> torch.Tensor:

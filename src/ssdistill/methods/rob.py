@@ -236,12 +236,12 @@ class RoB(DistillMethod):
                 generator = torch.Generator().manual_seed(cfg.trainer.seed)
                 tensors["columns"] = F.normalize(torch.randn(features.shape[1], m.projection_dim, generator=generator), dim=0)
         dataset = None
-        if m.teacher_crops == "bank":
-            params, repeats = ctx.bank_params
-            dataset = BankCrops(ctx.source, params, repeats, cfg.student.resolution, len(GLOBAL), cls.train_views(cfg, ctx), name="global")
+        if m.teacher_crops == "bank":  # the bank the teacher need reads (the provider read it once, for both)
+            table, params = ctx.bank(m.bank_repeats, tap=cls.teacher_needs(cfg)["teacher"].tap, crop_scale=tuple(m.global_scale))
+            dataset = BankCrops(ctx.source, params, m.bank_repeats, cfg.student.resolution, len(GLOBAL), cls.train_views(cfg, ctx), name="global")
         if m.base == "dino" and m.effective("center") == "constant":
             if m.teacher_crops == "bank":  # one pass over the bank's global crops
-                tensors["center"] = cls.project(ctx.signals["teacher"].table.float(), tensors, m).mean(0)
+                tensors["center"] = cls.project(table.float(), tensors, m).mean(0)
             else:
                 tensors["center"] = cls.constant_center(cfg, ctx, tensors)
         return Preparation(dataset=dataset, tensors=tensors)

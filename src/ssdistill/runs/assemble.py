@@ -21,7 +21,7 @@ from ssdistill.config import DistillConfig
 from ssdistill.data.datasets import ImageSource, SubsetImages, seeded_subset
 from ssdistill.data.views import original_view
 from ssdistill.distributed import process_count
-from ssdistill.engine.contract import Preparation
+from ssdistill.engine.contract import Fulfilment, Preparation
 from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.lightning_options import check_trainer_options
 from ssdistill.engine.module import DistillMethod
@@ -40,8 +40,8 @@ from ssdistill.runs.load import build_students
 @dataclass
 class Run:
     """What ``assemble`` put together: the config, the method (class) and its module, the device, the training images, the
-    teacher provider with the method's signals fulfilled, the method's needs, its prepared dataset, and each student
-    member's random-init weights (the evaluation's random-init rows)."""
+    teacher provider, the method's needs and their fulfilment (signals, records, approximations, bank, seconds), its
+    prepared dataset, and each student member's random-init weights (the evaluation's random-init rows)."""
 
     cfg: DistillConfig
     method: type[DistillMethod]
@@ -50,6 +50,7 @@ class Run:
     source: ImageSource
     ctx: TeacherProvider
     needs: dict
+    fulfilment: Fulfilment
     prepared: Preparation
     initial_states: dict[str, dict]
 
@@ -76,12 +77,12 @@ def assemble(cfg: DistillConfig, device: torch.device | str = "cpu") -> Run:
     refuse_single_image_batches(cfg.data.batch_size, students.values())  # before the teacher's signals are computed
     initial_states = {member: copy.deepcopy(s.state_dict()) for member, s in students.items()}
     ctx = TeacherProvider(cfg, source, device)
-    signals = ctx.fulfil(needs)
-    prepared = build_dataset(method, cfg, ctx)
+    fulfilment = ctx.fulfil(needs)
+    prepared = build_dataset(method, cfg, ctx, fulfilment)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    module = method(cfg, students, signals, dataset_size=len(source), prepared=prepared.tensors)
+    module = method(cfg, students, fulfilment.signals, dataset_size=len(source), prepared=prepared.tensors)
     refuse_single_image_batches(cfg.data.batch_size, [module])  # the method's heads too
-    return Run(cfg, method, module, device, source, ctx, needs, prepared, initial_states)
+    return Run(cfg, method, module, device, source, ctx, needs, fulfilment, prepared, initial_states)
 
 
 def memory_name(cfg: DistillConfig) -> str:

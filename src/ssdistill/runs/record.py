@@ -61,7 +61,7 @@ def results_record(run: Run, run_dir: Path, students: dict, knn, note: str | Non
         "students": members,
         "teacher": teachers.get(cfg.primary_teacher),
         "teachers": teachers,
-        "signals": ctx.records,
+        "signals": {name: dict(record) for name, record in run.fulfilment.records.items()},
         "data": {
             "train": cfg.data.train or getattr(source, "description", ""),
             "train_size": len(source),
@@ -75,7 +75,7 @@ def results_record(run: Run, run_dir: Path, students: dict, knn, note: str | Non
         "knn_note": note,
         "retained_pct": retained,
         "timing": timing,
-        "approximations": ctx.approximations,
+        "approximations": list(run.fulfilment.approximations),
         "deviations": method.deviations(cfg),
         "teacher_cache": cfg.cache.enabled,
         "teacher_in_training": teacher_in_training,

@@ -91,8 +91,8 @@ def training_timing(trainer: L.Trainer, run) -> dict[str, Any]:
     clock = next(c for c in trainer.callbacks if isinstance(c, TrainingClock))
     this_attempt = clock.this_attempt()
     timing: dict[str, Any] = {}
-    if run.ctx.signal_seconds is not None:
-        timing["teacher_signal_seconds"] = run.ctx.signal_seconds
+    if run.fulfilment.seconds is not None:
+        timing["teacher_signal_seconds"] = run.fulfilment.seconds
     timing["train_seconds"] = clock.before + this_attempt  # every attempt of a resumed run
     timing["train_seconds_this_attempt"] = this_attempt
     timing["epoch_train_seconds"] = [round(seconds, 3) for seconds in clock.epochs]  # each epoch's batches (time to a quality)
