@@ -6,7 +6,7 @@ STAMP := $(VENV)/.ssdistill-installed
 # torch/torchvision are pinned to the builds these machines serve from local disk
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test data docs docs-serve clean
+.PHONY: demo test test-fast data docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ demo: $(STAMP)
 TEST_WORKERS ?= auto
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 tests
+
+# the fast tier while changing code: every test but the slow ones (end-to-end trainings under tests/integration/, the
+# smoke tier, DDP, the documentation's trainings and site build: the rule is in tests/conftest.py), under 3 minutes on
+# 2 cores; `make test` above is the whole suite (what CI runs), before a commit. Each fails when it collects nothing.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=10 -m "not slow" tests
 
 # the documentation site (mkdocs.yml, pages in docs/): built into site/, or served on http://127.0.0.1:8000
 docs: $(STAMP)

@@ -32,7 +32,50 @@ LONGEST_FIRST = (
 )
 
 
+# The test tiers. `make test` runs every test (CI runs it); `make test-fast` runs `pytest -m "not slow"`: the tests that
+# check the parts one at a time (losses, config, data, models, a method's step, evaluation, cache, report, layering,
+# labels) in under 3 minutes on 2 cores. A test is `slow` (marked here, at collection, so that no test file needs to
+# remember it) when
+#   - it lives under tests/integration/: end-to-end runs through the API or the CLI, each of which trains a student;
+#   - its file's name says `smoke` or `ddp`: the smoke tier (benchmark rows that must learn, minutes each) and the tests
+#     that start several processes in a process group (DDP);
+#   - or it is named in SLOW_TESTS below, with the reason (a long run or a slow tool outside those folders).
+# A new test that trains end to end belongs under tests/integration/; a new slow test elsewhere gets a line in
+# SLOW_TESTS (or `pytestmark = pytest.mark.slow` in its file). tests/test_tiers.py checks the fast tier stays large and
+# free of these, and that every entry below still names a test.
+SLOW_FOLDERS = ("tests/integration/",)
+SLOW_FILE_WORDS = ("smoke", "ddp")
+SLOW_TESTS = {  # a test file (all its tests) or a test's node id without its parameters -> why it is slow
+    "tests/test_docs.py::test_the_site_builds_strictly": "mkdocs build --strict of the whole site",
+    "tests/test_docs.py::test_documented_command_runs": "trains every runnable block of the README and getting started",
+    "tests/test_docs.py::test_documented_run_of_a_method_page_trains": "trains the method pages' blocks (opt-in)",
+    "tests/test_bad_input_docs.py": "collects the bad-input test files in a second pytest process",
+    "tests/cache/test_cached_distill.py": "trains runs with and without the cache; one test touches a 3 GiB ballast",
+    "tests/data/test_shards.py::test_training_on_local_and_http_shards_and_on_a_list_matches_the_folder": "trains 3 runs",
+    "tests/methods/test_cka.py::test_a_cka_run_reports_every_task": "trains and evaluates a CKA run",
+    "tests/methods/test_cka.py::test_two_unlabelled_folders_and_two_teachers_from_the_command_line": "trains a CLI run",
+    # these four share one module fixture that trains a supervised cohort end to end
+    "tests/methods/test_mcl.py::test_a_supervised_cohort_trains_end_to_end_with_a_row_per_member_and_the_ensemble":
+        "trains a cohort",
+    "tests/methods/test_mcl.py::test_each_member_of_the_cohort_exports": "trains a cohort",
+    "tests/methods/test_mcl.py::test_ssdistill_eval_scores_the_members_classifiers_again": "trains a cohort",
+    "tests/methods/test_mcl.py::test_classifiers_are_not_scored_against_a_memory_of_other_classes": "trains a cohort",
+}
+
+
+def is_slow(nodeid: str) -> bool:
+    """Whether the test with this node id belongs to the slow tier (the rule above)."""
+    path = nodeid.split("::")[0]
+    name = path.rsplit("/", 1)[-1]
+    return (path.startswith(SLOW_FOLDERS) or any(word in name for word in SLOW_FILE_WORDS)
+            or path in SLOW_TESTS or nodeid.split("[")[0] in SLOW_TESTS)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if is_slow(item.nodeid):
+            item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
 
