@@ -96,3 +96,24 @@ def test_fulfil_returns_one_fulfilment_and_leaves_no_state_on_the_provider(tmp_p
         banked.seconds = 0.0
     with pytest.raises(ConfigError, match="one augmentation bank per run"):
         ctx.fulfil({"b": TeacherNeed("bank", repeats=2), "c": TeacherNeed("bank", repeats=3)})
+
+
+def test_mean_output_is_one_seeded_pass_of_the_teacher(tmp_path):
+    """ctx.mean_output(view, transform): the mean of transform(teacher(view(image))) over the training images, by the
+    package's one teacher loop; on a deterministic view it is the mean of the extracted features; a random view is drawn
+    per image from (seed, image), so the mean is the same with 0 and 2 data workers and after the global RNG moved."""
+    from ssdistill.data.views import augmented_view
+
+    cfg = build_config(tiny_config(tmp_path, data={"train_subset": 24, "eval_batch_size": 8}))
+    ctx = TeacherProvider(cfg, train_source(cfg))
+    teacher = ctx.teacher()
+    direct = extract_features(teacher, ctx.source, teacher.original_view(), 64, 0, "cpu", "teacher")
+    assert torch.allclose(ctx.mean_output(teacher.original_view()), direct.mean(0), atol=1e-5)
+    assert torch.allclose(ctx.mean_output(teacher.original_view(), lambda out: out.square()), direct.square().mean(0), atol=1e-5)
+    crop = augmented_view(32, cfg.aug)
+    first = ctx.mean_output(crop)
+    torch.manual_seed(123), torch.rand(5)
+    assert torch.equal(ctx.mean_output(crop), first), "the global RNG moved the mean"
+    workers = build_config(tiny_config(tmp_path, data={"train_subset": 24, "eval_batch_size": 8, "num_workers": 2}))
+    assert torch.allclose(TeacherProvider(workers, train_source(workers)).mean_output(crop), first, atol=1e-6)
+    assert not torch.allclose(first, direct.mean(0), atol=1e-3)  # the crops are random: the comparison means something

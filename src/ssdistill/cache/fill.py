@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset, Subset
 
 from ssdistill.cache.store import Entry, EntryKey, cache_root, open_or_fill
 from ssdistill.data.datasets import ImageSource
 from ssdistill.distributed import launch_rank_world
 from ssdistill.errors import DataError
+from ssdistill.eval.features import ViewedImages, model_outputs
 from ssdistill.models.teachers import FrozenTeacher
 
 
@@ -28,36 +28,20 @@ def original_view_spec(teacher: FrozenTeacher) -> str:
 def teacher_compute(
     teacher: FrozenTeacher, images: Dataset, batch_size: int, num_workers: int, device: torch.device | str, desc: str
 ) -> Callable[[list[int]], Iterator[torch.Tensor]]:
-    """A ``compute(rows)`` for ``Entry.fill``: the teacher on ``images[row]`` (tensors), batch by batch, in row order,
-    with a progress bar showing images/s and the time left."""
+    """A ``compute(rows)`` for ``Entry.fill``: the teacher on ``images[row]`` (tensors), batch by batch, in row order
+    (``eval.features.model_outputs``, with its progress bar), refusing non-finite outputs."""
 
     def compute(rows: list[int]) -> Iterator[torch.Tensor]:
-        loader = DataLoader(Subset(images, rows), batch_size=batch_size, shuffle=False, num_workers=num_workers)
-        teacher.to(device)
-        with tqdm(total=len(rows), desc=desc, unit="img", dynamic_ncols=True, disable=None) as bar:
-            done = 0
-            for batch in loader:
-                out = teacher(batch.to(device, non_blocking=True))
-                finite = torch.isfinite(out).all(1)
-                if not finite.all():  # never store NaN rows: a training step would fail on them much later
-                    bad = [rows[done + int(i)] for i in (~finite).nonzero().flatten()[:5]]
-                    raise DataError(f"the teacher gave non-finite outputs for rows {bad} of {desc}; check those images and the teacher weights")
-                yield out
-                done += len(batch)
-                bar.update(len(batch))
+        done = 0
+        for out in model_outputs(teacher, Subset(images, rows), batch_size, num_workers, device, desc):
+            finite = torch.isfinite(out).all(1)
+            if not finite.all():  # never store NaN rows: a training step would fail on them much later
+                bad = [rows[done + int(i)] for i in (~finite).nonzero().flatten()[:5]]
+                raise DataError(f"the teacher gave non-finite outputs for rows {bad} of {desc}; check those images and the teacher weights")
+            yield out
+            done += len(out)
 
     return compute
-
-
-class _OriginalViews(Dataset):
-    def __init__(self, source: ImageSource, teacher: FrozenTeacher) -> None:
-        self.source, self.view = source, teacher.original_view()
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.view(self.source.load(index))
 
 
 def cached_teacher_features(
@@ -98,6 +82,6 @@ def filled_teacher_entry(
     )
     entry = Entry(cache_root(root), key, teacher.dim, chunk_rows_for(batch_size), label=dataset_name)
     rank, world = launch_rank_world()
-    compute = teacher_compute(teacher, _OriginalViews(source, teacher), batch_size, num_workers, device, f"teacher cache {dataset_name}")
+    compute = teacher_compute(teacher, ViewedImages(source, teacher.original_view()), batch_size, num_workers, device, f"teacher cache {dataset_name}")
     open_or_fill(entry, compute, rank, world)
     return entry

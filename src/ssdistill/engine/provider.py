@@ -13,6 +13,8 @@ that a method's ``prepare`` reading the same table (``features``, ``bank``) gets
 from __future__ import annotations
 
 import time
+from typing import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -24,9 +26,10 @@ from ssdistill.cache.signals import OnlineSignal, TableSignal, TeacherSignal
 from ssdistill.cache.store import Entry
 from ssdistill.config import DistillConfig, TeacherConfig
 from ssdistill.data.datasets import ImageSource, open_images
+from ssdistill.data.sampling import SeededItems
 from ssdistill.engine.contract import Bank, Fulfilment, TeacherNeed
 from ssdistill.errors import ConfigError
-from ssdistill.eval.features import extract_features
+from ssdistill.eval.features import ViewedImages, extract_features, model_outputs
 from ssdistill.models.teachers import FrozenTeacher, build_teacher
 
 
@@ -159,6 +162,24 @@ class TeacherProvider:
         if head is not None:
             table = _through(head, table)
         return table, params, head is not None
+
+    def mean_output(
+        self, view: Callable, transform: Callable[[torch.Tensor], torch.Tensor] | None = None, name: str | None = None,
+        tap: str | None = None,
+    ) -> torch.Tensor:
+        """The mean over the training images of ``transform`` (on the device, batch by batch; default: none) of the
+        teacher's outputs (``tap``) on ``view`` of each image, in one pass. Each image's view is drawn after seeding every
+        generator from (``trainer.seed``, image), as the training loader seeds its items (``SeededItems``): the mean is the
+        same whatever ``data.num_workers`` and whatever the global RNG drew before (a cold cache fill)."""
+        data = self.cfg.data
+        items = SeededItems(ViewedImages(self.source, view), self.cfg.trainer.seed)
+        total, count = None, 0
+        with torch.no_grad():
+            for out in model_outputs(self.teacher(name, tap), items, data.eval_batch_size, data.num_workers, self.device, "teacher mean"):
+                rows = (out if transform is None else transform(out)).cpu()
+                total = rows.sum(0) if total is None else total + rows.sum(0)
+                count += len(rows)
+        return total / count
 
     # ----- fulfilling needs --------------------------------------------------------------------------
     def fulfil(self, needs: dict[str, TeacherNeed]) -> Fulfilment:

@@ -1,17 +1,49 @@
-"""Frozen-feature extraction: model in eval mode, no gradient, one pass in dataset order."""
+"""Frozen-feature extraction: model in eval mode, no gradient, one pass in dataset order.
+
+``model_outputs`` is the package's one loop that runs a frozen model over a dataset of images: the features here, the
+teacher cache and bank fills (``cache.fill.teacher_compute``) and the provider's mean teacher output
+(``TeacherProvider.mean_output``) all go through it."""
 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from ssdistill.data.datasets import ImageSource, IndexedViews
+from ssdistill.data.datasets import ImageSource
+
+
+class ViewedImages(Dataset):
+    """``view(image)`` of every image of ``source``, in order: one [3, r, r] tensor per item."""
+
+    def __init__(self, source: ImageSource, view: Callable) -> None:
+        self.source, self.view = source, view
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.view(self.source.load(index))
+
+
+@torch.no_grad()
+def model_outputs(
+    model: Callable, images: Dataset, batch_size: int, num_workers: int, device: torch.device | str, desc: str
+) -> Iterator[torch.Tensor]:
+    """``model`` (moved to ``device``) over ``images``, a dataset of image tensors, in order, without gradient: yields each
+    batch's outputs, on ``device``, with a progress bar showing images/s and the time left. The caller sets the
+    model's mode (a ``FrozenTeacher`` is always in eval mode)."""
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    model.to(device)
+    with tqdm(total=len(images), desc=desc, unit="img", dynamic_ncols=True, leave=False, disable=None) as bar:
+        for batch in loader:
+            yield model(batch.to(device, non_blocking=True))
+            bar.update(len(batch))
 
 
 @torch.no_grad()
@@ -24,14 +56,13 @@ def extract_features(
     device: torch.device | str = "cpu",
     desc: str = "features",
 ) -> torch.Tensor:
-    """fp32 features [N, D], row i = sample i."""
-    loader = DataLoader(IndexedViews(source, {"x": view}), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    """fp32 features [N, D], row i = sample i (``model`` in eval mode for the pass, its mode restored after)."""
     was_training = model.training
-    model.eval().to(device)
-    rows: list[torch.Tensor] = []
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
-        rows.append(model(batch["views"]["x"].to(device, non_blocking=True)).float().cpu())
-    model.train(was_training)
+    model.eval()
+    try:
+        rows = [out.float().cpu() for out in model_outputs(model, ViewedImages(source, view), batch_size, num_workers, device, desc)]
+    finally:
+        model.train(was_training)
     return torch.cat(rows)
 
 

@@ -45,7 +45,6 @@ from torch.nn import functional as F
 
 from ssdistill.cache.bank import BankCrops
 from ssdistill.config import DistillConfig, MethodConfig
-from ssdistill.data.sampling import SeededItems
 from ssdistill.data.views import augmented_view
 from ssdistill.distributed import global_mean_nograd
 from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
@@ -256,25 +255,11 @@ class RoB(DistillMethod):
 
     @classmethod
     def constant_center(cls, cfg: DistillConfig, ctx, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-        from torch.utils.data import DataLoader
-
-        from ssdistill.data.datasets import IndexedViews
-
+        """The mean teacher target over one pass of global crops, one per training image, by the provider (each crop
+        seeded from (seed, image): the same whatever data.num_workers and whatever the global RNG drew before)."""
         m = cfg.method
-        teacher = ctx.teacher(tap="logits" if m.target == "logits" else "pooled")
         view = cls.train_views(cfg, ctx)["global0"]
-        # every image's crop is drawn after seeding every generator from (seed, image), as the training loader does:
-        # the centre is the same whatever data.num_workers and whatever the global RNG drew before (a cold cache fill)
-        items = SeededItems(IndexedViews(ctx.source, {"x": view}), cfg.trainer.seed)
-        loader = DataLoader(items, batch_size=cfg.data.eval_batch_size, num_workers=cfg.data.num_workers)
-        total, count = None, 0
-        teacher.to(ctx.device)
-        with torch.no_grad():
-            for batch in loader:
-                target = cls.project(teacher(batch["views"]["x"].to(ctx.device)), tensors, m).cpu()
-                total = target.sum(0) if total is None else total + target.sum(0)
-                count += len(target)
-        return total / count
+        return ctx.mean_output(view, lambda out: cls.project(out, tensors, m), tap=cls.teacher_needs(cfg)["teacher"].tap)
 
     @staticmethod
     def project(teacher_output: torch.Tensor, tensors: dict[str, torch.Tensor], m: RoBConfig) -> torch.Tensor:
