@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from benchmarks.quality import (
-    LABELS, METHODS, RECIPE_LABELS_ELSEWHERE, RECIPE_ROWS, RESULTS, TASK_BENCHES, WITH_LABELS, _duration, _metrics, _primary_label,
-    replace_block, row_path, time_to_quality,
-)
+from benchmarks.quality import RESULTS, replace_block, row_path
+from benchmarks.quality.records import duration as _duration, metrics as _metrics, primary_label as _primary_label, time_to_quality
+from benchmarks.quality.rows import CATALOGUE, LABELS, METHODS, RECIPE_ROWS, TASK_BENCHES, WITH_LABELS
 from ssdistill.eval.tables import cell
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -125,7 +124,7 @@ def _label(row: Row) -> str:
         return row.label
     if row.method is None:
         return {"teacher": "teacher", "random_init": "random-init student"}[row.model]
-    label = (row.bench != "q1" and RECIPE_LABELS_ELSEWHERE.get(row.method)) or LABELS[row.method]
+    label = CATALOGUE.label(row.method, row.bench)  # a recipe row means another thing off Q1 (rows.yaml: bench_labels)
     return label + (": its EMA copy" if row.model == "student_ema" else "")
 
 

@@ -15,7 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.quality import LABELS, README, RESULTS, _duration, _metrics, replace_block, row_path
+from benchmarks.quality import README, RESULTS, replace_block, row_path
+from benchmarks.quality.records import duration as _duration, metrics as _metrics
+from benchmarks.quality.rows import LABELS
 from ssdistill.eval.tables import cell
 
 # Q1 rows of the headline: (label, rows of which the one with the best k-NN is shown)

@@ -87,21 +87,23 @@ def mvmr_ssl(seed: int, runs: Path) -> dict[str, float]:
 
 def smoke(seed: int, runs: Path) -> dict[str, float]:
     """tests/bench/test_smoke_tier*.py: the k-NN lift over random init and the loss ratio of every smoke-tier row the
-    tests check (``quality.SMOKE_TESTS``), and the figures of their extra checks. Seed 0 is the smoke tier itself: its
+    tests check (``benchmarks.quality.smoke.smoke_tests``), and the figures of their extra checks. Seed 0 is the smoke tier itself: its
     rows are (re)written to benchmarks/results like ``--tier smoke --force``."""
-    from benchmarks import quality
+    from benchmarks.quality import RESULTS
+    from benchmarks.quality.run import run_tier
+    from benchmarks.quality.smoke import smoke_tests
 
-    results = quality.RESULTS if seed == 0 else runs / "results"
+    results = RESULTS if seed == 0 else runs / "results"
     done = {}
-    for bench, method in (row for rows in quality.SMOKE_TESTS.values() for row in rows):
-        done.update(quality.run_tier("smoke", [bench], [method], results_dir=results, runs_dir=runs / "runs",
-                                     seed=None if seed == 0 else seed, force=seed == 0, log=lambda line: None))
+    for bench, method in (row for rows in smoke_tests().values() for row in rows):
+        done.update(run_tier("smoke", [bench], [method], results_dir=results, runs_dir=runs / "runs",
+                             seed=None if seed == 0 else seed, force=seed == 0, log=lambda line: None))
     return {name: value for (_, method), record in done.items() for name, value in smoke_figures(method, record).items()}
 
 
 def smoke_figures(method: str, record: dict) -> dict[str, float]:
     """A smoke row's k-NN lift over random init and its last epoch's loss over the first comparable epoch's."""
-    from benchmarks.quality import first_comparable_epoch
+    from benchmarks.quality.smoke import first_comparable_epoch
 
     losses, knn = record["epoch_losses"], record["knn"]
     figures = {f"{method}_knn_lift": knn["student"]["top1"] - knn["random_init"]["top1"],
@@ -129,19 +131,20 @@ BOUNDS = {
 
 
 def _smoke_bounds() -> dict[str, str]:
-    """The bounds of benchmarks.quality.check_row, per smoke figure."""
-    from benchmarks import quality
+    """The bounds of benchmarks.quality.smoke.check_row, per smoke figure."""
+    from benchmarks.quality.rows import catalogue
 
-    bounds = {"mvmr_ssl_loss_ratio": f"<= {1 - quality.SMOKE_LOSS_DROP:g}", "mcl_supervised_loss_ratio": f"<= {1 - quality.SMOKE_LOSS_DROP:g}"}
+    rows, checks = catalogue(), catalogue().checks
+    bounds = {"mvmr_ssl_loss_ratio": f"<= {1 - checks['loss_drop']:g}", "mcl_supervised_loss_ratio": f"<= {1 - checks['loss_drop']:g}"}
     for member in ("student", "student_peer1"):
-        bounds[f"mcl_supervised_{member}_knn_lift"] = f">= {quality.SMOKE_KNN_MARGIN['default']:g}"
-        bounds[f"mcl_supervised_{member}_classifier"] = f">= {quality.SMOKE_CLASSIFIER_MIN:g}"
+        bounds[f"mcl_supervised_{member}_knn_lift"] = f">= {checks['knn_margin']:g}"
+        bounds[f"mcl_supervised_{member}_classifier"] = f">= {checks['classifier_min']:g}"
     for task in ("a", "b"):
-        bounds[f"cka_task_{task}_acc_lift"] = f">= {quality.SMOKE_TASK_MARGIN:g}"
-    for method in (method for rows in quality.SMOKE_TESTS.values() for _, method in rows):
-        if method not in quality.NO_TEACHER:
-            bounds[f"{method}_knn_lift"] = f">= {quality.SMOKE_KNN_MARGIN.get(method, quality.SMOKE_KNN_MARGIN['default']):g}"
-            bounds[f"{method}_dcor2_lift"] = f">= {quality.SMOKE_DCOR2_MARGIN:g}"
+        bounds[f"cka_task_{task}_acc_lift"] = f">= {checks['task_margin']:g}"
+    for method in (method for pairs in rows.smoke_tests().values() for _, method in pairs):
+        if rows.has_teacher(method):
+            bounds[f"{method}_knn_lift"] = f">= {rows.knn_margin(method):g}"
+            bounds[f"{method}_dcor2_lift"] = f">= {checks['dcor2_margin']:g}"
             bounds[f"{method}_loss_ratio"] = "< 1"
     return bounds
 

@@ -1,14 +1,15 @@
 """The quality benchmark harness: rows are resumable, tables come from the JSON files, the smoke check can fail."""
 
-import io
 import json
 import math
-import tarfile
 
 import pytest
 
-from benchmarks import quality
-from benchmarks.datasets import cifar10_slice
+from benchmarks.quality import rows, run, smoke, tables, tiers
+from benchmarks.quality.__main__ import main
+from benchmarks.quality.docs import replace_block
+from benchmarks.quality.paths import row_path
+from benchmarks.quality.records import time_to_quality
 
 
 def _row(student, random_init=20.0, teacher=80.0, losses=(3.0, 2.5, 2.0), dcor2=(0.4, 0.05), **extra):
@@ -30,35 +31,35 @@ def _row(student, random_init=20.0, teacher=80.0, losses=(3.0, 2.5, 2.0), dcor2=
 
 
 def test_smoke_check_accepts_learning_and_names_each_failure():
-    assert quality.check_row("seed", _row(student=30.0)) == []
-    [failure] = quality.check_row("seed", _row(student=23.9))
+    assert smoke.check_row("seed", _row(student=30.0)) == []
+    [failure] = smoke.check_row("seed", _row(student=23.9))
     assert "23.9 % is not 4 points above random init 20.0 %" in failure
-    assert quality.check_row("bingo", _row(student=22.5, config={"method": {"warm_epochs": 0}})) == []  # its own margin
-    assert quality.check_row("mvmr_kd", _row(student=18.5)) == []  # its k-NN only must not fall by more than 2 points
-    [failure] = quality.check_row("mvmr_kd", _row(student=17.5))
+    assert smoke.check_row("bingo", _row(student=22.5, config={"method": {"warm_epochs": 0}})) == []  # its own margin
+    assert smoke.check_row("mvmr_kd", _row(student=18.5)) == []  # its k-NN only must not fall by more than 2 points
+    [failure] = smoke.check_row("mvmr_kd", _row(student=17.5))
     assert "17.5 % is not within 2 points of (or above) random init 20.0 %" in failure
-    [failure] = quality.check_row("disco", _row(student=30.0, dcor2=(0.09, 0.05)))
+    [failure] = smoke.check_row("disco", _row(student=30.0, dcor2=(0.09, 0.05)))
     assert "dCor² with the teacher 0.090 is not 0.05 above random init 0.050" in failure
     no_alignment = _row(student=30.0)
     del no_alignment["knn"]["student"]["teacher_alignment"]
-    assert "no teacher alignment" in quality.check_row("feature", no_alignment)[0]
-    [failure] = quality.check_row("feature", _row(student=30.0, losses=(2.0, 2.5)))
+    assert "no teacher alignment" in smoke.check_row("feature", no_alignment)[0]
+    [failure] = smoke.check_row("feature", _row(student=30.0, losses=(2.0, 2.5)))
     assert "loss did not fall" in failure
     # a queue holds random keys in epoch 0 (an easier loss): queue methods compare the last epoch with epoch 1, BINGO's
     # official form with the first epoch after its intra-only warm-up
-    assert quality.check_row("seed", _row(student=30.0, losses=(2.0, 2.6, 2.5))) == []
-    [failure] = quality.check_row("disco", _row(student=30.0, losses=(2.0, 2.5, 2.6)))
+    assert smoke.check_row("seed", _row(student=30.0, losses=(2.0, 2.6, 2.5))) == []
+    [failure] = smoke.check_row("disco", _row(student=30.0, losses=(2.0, 2.5, 2.6)))
     assert "loss did not fall (epoch 1 2.500 -> last 2.600)" in failure
     bingo = lambda losses, **method: _row(student=30.0, losses=losses, config={"method": {"name": "bingo", **method}})  # noqa: E731
-    assert quality.check_row("bingo", bingo((2.0, 2.1, 2.9, 2.8), warm_epochs=1)) == []  # epoch 2 (2.9) -> 2.8
-    assert quality.check_row("bingo", bingo((2.0, 2.1, 2.9, 2.8), warm_epochs=1, loss_form="paper")) != []  # epoch 1 (2.1)
-    assert quality.first_comparable_epoch("feature", _row(30.0)) == 0 and quality.first_comparable_epoch("bingo", bingo((1, 1), warm_epochs=0)) == 1
-    assert "not finite" in quality.check_row("bingo", _row(student=30.0, losses=(2.0, math.nan)))[0]
-    assert "missing" in quality.check_row("disco", _row(student=30.0, losses=()))[0]
+    assert smoke.check_row("bingo", bingo((2.0, 2.1, 2.9, 2.8), warm_epochs=1)) == []  # epoch 2 (2.9) -> 2.8
+    assert smoke.check_row("bingo", bingo((2.0, 2.1, 2.9, 2.8), warm_epochs=1, loss_form="paper")) != []  # epoch 1 (2.1)
+    assert smoke.first_comparable_epoch("feature", _row(30.0)) == 0 and smoke.first_comparable_epoch("bingo", bingo((1, 1), warm_epochs=0)) == 1
+    assert "not finite" in smoke.check_row("bingo", _row(student=30.0, losses=(2.0, math.nan)))[0]
+    assert "missing" in smoke.check_row("disco", _row(student=30.0, losses=()))[0]
     # no-teacher rows: k-NN is not required to rise, MV-MR's loss must fall by 10 %
-    assert quality.check_row("moco", _row(student=18.0, losses=(5.0, 6.0))) == []
-    assert quality.check_row("mvmr_ssl", _row(student=18.0, losses=(4.0, 3.5))) == []
-    [failure] = quality.check_row("mvmr_ssl", _row(student=18.0, losses=(4.0, 3.8)))
+    assert smoke.check_row("moco", _row(student=18.0, losses=(5.0, 6.0))) == []
+    assert smoke.check_row("mvmr_ssl", _row(student=18.0, losses=(4.0, 3.5))) == []
+    [failure] = smoke.check_row("mvmr_ssl", _row(student=18.0, losses=(4.0, 3.8)))
     assert "less than 10%" in failure
 
 
@@ -72,10 +73,10 @@ def test_table_is_built_from_the_row_files(tmp_path):
     evaluation["models"]["student"]["teacher_alignment"] = {"linear_cka": 0.612, "dcor2": 0.5849, "samples": 2048}
     rows = {"feature": _row(40.0, evaluation=evaluation), "moco": _row(21.0, approximations=["something approximated"], deviations=["momentum: 0.99 (official: 0.999)"])}
     for method, record in rows.items():
-        path = quality.row_path(tmp_path, "q2", method, "cpu")
+        path = row_path(tmp_path, "q2", method, "cpu")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record))
-    markdown = quality.table("q2", "cpu", tmp_path)
+    markdown = tables.table("q2", "cpu", tmp_path)
     lines = markdown.splitlines()
     assert "`python -m benchmarks.quality --tier cpu --bench q2`" in lines[0] and "2 CPU cores, no GPU" in lines[0]
     teacher, random_init, moco, feature = lines[4:8]
@@ -85,7 +86,7 @@ def test_table_is_built_from_the_row_files(tmp_path):
     assert feature == "| feature regression | 40.0 | 39.0 | 41.0 | 50 | 51 | 0.61 | 0.58 | 90 s | 250 |  |"
     # a row without the full evaluation takes its teacher alignment from its k-NN record
     assert moco == "| MoCo-v2 (no teacher) | 21.0 | – | – | 26 | – | 0.40 | 0.40 | 90 s | 250 | no teacher; something approximated; momentum: 0.99 (official: 0.999) |"
-    assert "no q1 rows" in quality.table("q1", "cpu", tmp_path).lower()
+    assert "no q1 rows" in tables.table("q1", "cpu", tmp_path).lower()
 
 
 def test_a_row_that_trained_an_ema_copy_shows_it_as_a_second_row_under_its_student(tmp_path):
@@ -97,10 +98,10 @@ def test_a_row_that_trained_an_ema_copy_shows_it_as_a_second_row_under_its_stude
     }
     record = _row(44.0, evaluation=evaluation, config={"trainer": {"ema_momentum": 0.999}})
     record["knn"]["student_ema"] = {"top1": 40.0}
-    path = quality.row_path(tmp_path, "q2", "rob_dino_kmeans", "cpu")
+    path = row_path(tmp_path, "q2", "rob_dino_kmeans", "cpu")
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(record))
-    lines = quality.table("q2", "cpu", tmp_path).splitlines()
+    lines = tables.table("q2", "cpu", tmp_path).splitlines()
     student, ema = lines[6:8]
     assert student.startswith("| RoB-DINO, k-means projection | 44.0 | 43.0 | 46.0 | 55 | 56 |")
     # 40 / 80 = 50 % of the teacher's k-NN, 42 / 82 = 51 % of its linear probe; no time of its own
@@ -109,7 +110,7 @@ def test_a_row_that_trained_an_ema_copy_shows_it_as_a_second_row_under_its_stude
     assert len(lines) == 8  # a row without an EMA copy has no second row
     del record["knn"]["student_ema"], evaluation["models"]["student_ema"]
     path.write_text(json.dumps(record))
-    assert len(quality.table("q2", "cpu", tmp_path).splitlines()) == 7
+    assert len(tables.table("q2", "cpu", tmp_path).splitlines()) == 7
 
 
 def test_teacher_alignment_is_filled_into_old_rows_from_the_features_their_run_kept(tmp_path, monkeypatch):
@@ -125,34 +126,34 @@ def test_teacher_alignment_is_filled_into_old_rows_from_the_features_their_run_k
     torch.save(torch.randn(50, 4, generator=torch.Generator().manual_seed(1)), run_dir / "features" / "random_init-val-abc.pt")
     monkeypatch.setattr(ssdistill.api, "teacher_split_features", lambda cfg, spec: teacher if spec == "va" else None)
     record = {"run_dir": str(run_dir), "evaluation": {"models": {"teacher": {}, "student": {}, "random_init": {}}}}
-    assert quality.add_teacher_alignment(record)
+    assert run.add_teacher_alignment(record)
     models = record["evaluation"]["models"]
     assert models["student"]["teacher_alignment"]["linear_cka"] == pytest.approx(1.0, abs=1e-5)
     assert models["random_init"]["teacher_alignment"]["dcor2"] < 0.5 and "teacher_alignment" not in models["teacher"]
-    assert not quality.add_teacher_alignment(record)  # nothing left to fill
+    assert not run.add_teacher_alignment(record)  # nothing left to fill
     torch.save(teacher, run_dir / "features" / "student-val-def.pt")
     del models["student"]["teacher_alignment"]
     with pytest.raises(SystemExit, match="2 student val feature files"):
-        quality.add_teacher_alignment(record)
+        run.add_teacher_alignment(record)
 
 
 def test_mvmr_rows_name_their_representations_and_sign():
     kd = _row(30.0, config={"method": {"name": "mvmr", "mode": "kd"}})
     ssl = _row(25.0, config={"method": {"name": "mvmr", "mode": "ssl", "handcrafted_sign": "released"}})
     both = _row(31.0, config={"method": {"name": "mvmr", "mode": "kd", "representations": ["hog"]}})
-    assert quality._notes("mvmr_kd", kd) == "representations: teacher"
-    assert quality._notes("mvmr_ssl", ssl) == "no teacher; representations: raw, hog, local_std, released sign"
-    assert quality._notes("mvmr_kd", both) == "representations: teacher, hog, paper sign"
-    assert quality._notes("feature", _row(40.0, config={"method": {"name": "feature"}})) == ""
+    assert tables.notes("mvmr_kd", kd) == "representations: teacher"
+    assert tables.notes("mvmr_ssl", ssl) == "no teacher; representations: raw, hog, local_std, released sign"
+    assert tables.notes("mvmr_kd", both) == "representations: teacher, hog, paper sign"
+    assert tables.notes("feature", _row(40.0, config={"method": {"name": "feature"}})) == ""
 
 
 def test_readme_block_is_replaced_between_its_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- bench:q1-cpu -->\nold table\n<!-- /bench:q1-cpu -->\nafter\n")
-    quality.replace_block(readme, "bench:q1-cpu", "| new |\n")
+    replace_block(readme, "bench:q1-cpu", "| new |\n")
     assert readme.read_text() == "intro\n<!-- bench:q1-cpu -->\n| new |\n<!-- /bench:q1-cpu -->\nafter\n"
     with pytest.raises(SystemExit, match="no <!-- bench:q2-cpu --> ... <!-- /bench:q2-cpu --> block"):
-        quality.replace_block(readme, "bench:q2-cpu", "x")
+        replace_block(readme, "bench:q2-cpu", "x")
 
 
 def test_finished_rows_are_read_back_and_recomputed_only_when_forced(tmp_path, monkeypatch):
@@ -168,19 +169,18 @@ def test_finished_rows_are_read_back_and_recomputed_only_when_forced(tmp_path, m
         return record
 
     monkeypatch.setattr("ssdistill.distill", fake_distill)
-    monkeypatch.setattr(quality, "_smoke_overrides", lambda bench, method: {"eval": {"suite": "knn"}})
-    monkeypatch.setitem(quality.TIERS, "smoke", quality.Tier("smoke", ("q2",), quality._smoke_overrides, "test"))
+    monkeypatch.setitem(tiers.TIERS, "smoke", tiers.Tier("smoke", ("q2",), lambda bench, method: {"eval": {"suite": "knn"}}, "test"))
     args = dict(results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
-    first = quality.run_row("smoke", "q2", "feature", **args)
+    first = run.run_row("smoke", "q2", "feature", **args)
     assert len(calls) == 1 and first["epoch_losses"] == [2.0, 1.5]
     assert first["benchmark"]["command"] == "python -m benchmarks.quality --tier smoke --bench q2 --only feature"
-    saved = json.loads(quality.row_path(tmp_path / "results", "q2", "feature", "smoke").read_text())
+    saved = json.loads(row_path(tmp_path / "results", "q2", "feature", "smoke").read_text())
     assert saved["knn"]["student"]["top1"] == 30.0
     (tmp_path / "runs" / "q2-feature-smoke" / "metrics.csv").unlink()  # its run directory is gone (a CI tmp dir)
-    again = quality.run_row("smoke", "q2", "feature", **args)
+    again = run.run_row("smoke", "q2", "feature", **args)
     assert len(calls) == 1  # finished row: read back
     assert again["epoch_losses"] == [2.0, 1.5]  # kept from the row file
-    quality.run_row("smoke", "q2", "feature", force=True, **args)
+    run.run_row("smoke", "q2", "feature", force=True, **args)
     assert len(calls) == 2  # --force: the run directory was deleted and the row measured again
 
 
@@ -195,92 +195,30 @@ def test_a_run_interrupted_after_a_checkpoint_is_resumed(tmp_path, monkeypatch):
         return _row(30.0, run_dir=str(resume))
 
     monkeypatch.setattr("ssdistill.distill", fake_distill)
-    monkeypatch.setitem(quality.TIERS, "smoke", quality.Tier("smoke", ("q2",), lambda b, m: {}, "test"))
-    quality.run_row("smoke", "q2", "seed", results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
+    monkeypatch.setitem(tiers.TIERS, "smoke", tiers.Tier("smoke", ("q2",), lambda b, m: {}, "test"))
+    run.run_row("smoke", "q2", "seed", results_dir=tmp_path / "results", runs_dir=tmp_path / "runs")
     assert resumed == [run_dir]
 
 
 def test_unknown_recipe_is_a_clear_error():
-    with pytest.raises(SystemExit, match="no recipe configs/q2/nothing.yaml"):
-        quality.recipe_path("q2", "nothing")
-
-
-def test_cifar_slice_takes_the_first_images_of_every_class(tmp_path):
-    archive = tmp_path / "cifar.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for split, count in (("train", 5), ("test", 3)):
-            for cls in ("cat", "dog"):
-                for i in range(count):
-                    data = f"{split}/{cls}/{i}".encode()
-                    info = tarfile.TarInfo(f"{split}/{cls}/{i:04d}.jpg")
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-    dest = cifar10_slice({"train": 2, "test": 1}, dest=tmp_path / "slice", archive=archive)
-    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*.jpg"))
-    assert files == ["test/cat/0000.jpg", "test/dog/0000.jpg", "train/cat/0000.jpg", "train/cat/0001.jpg",
-                     "train/dog/0000.jpg", "train/dog/0001.jpg"]
-    assert (dest / "train" / "dog" / "0001.jpg").read_bytes() == b"train/dog/1"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
-    archive.unlink()
-    assert cifar10_slice({"train": 2, "test": 1}, dest=tmp_path / "slice", archive=archive) == dest  # reused
-    with pytest.raises(FileNotFoundError, match="need ../shared/data next to the repository"):
-        cifar10_slice({"train": 2}, dest=tmp_path / "other", archive=archive)
-
-
-def test_full_benchmark_data_is_unpacked_once(tmp_path):
-    from benchmarks.datasets import unpack_benchmark_data
-
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    with tarfile.open(shared / "cifar10_jpeg.tar.gz", "w:gz") as tar:
-        info = tarfile.TarInfo("train/cat/0000.jpg")
-        info.size = 3
-        tar.addfile(info, io.BytesIO(b"jpg"))
-    dest = unpack_benchmark_data("q2", tmp_path / "data", shared)
-    assert dest == tmp_path / "data" / "cifar10" and (dest / "train" / "cat" / "0000.jpg").read_bytes() == b"jpg"
-    (shared / "cifar10_jpeg.tar.gz").unlink()
-    assert unpack_benchmark_data("q2", tmp_path / "data", shared) == dest  # already there: the archive is not read
-    with pytest.raises(FileNotFoundError, match="the q1 benchmark needs ../shared/data"):
-        unpack_benchmark_data("q1", tmp_path / "data", shared)
-
-
-def test_demo_blocks_are_rendered_from_the_demo_record(tmp_path):
-    """The README's demo figures are the demo run's record, rendered (python -m benchmarks.demo --readme)."""
-    from benchmarks import demo
-
-    row = lambda top1, speed: {"top1": top1, "params_m": 1.52, "images_per_s": speed}  # noqa: E731
-    record = {
-        "created": "2026-12-01T10:00:00+00:00", "epochs": 20, "steps": 300, "retained_pct": 47.5,
-        "student": {"resolution": 96}, "data": {"train_size": 1000}, "protocol": {"knn": {"k": 20, "temperature": 0.07}},
-        "knn": {"teacher": row(94.0, 40.0), "random_init": row(21.0, 2400.0), "student": row(44.65, 2200.0)},
-        "timing": {"train_seconds": 91.4}, "versions": {"ssdistill": "0.1.0", "torch": "2.x"},
-        "machine": {"cpus": 2, "cpu_model": "Some CPU", "torch_cpu_capability": "AVX2"}, "printed": "model ...\nrun directory: runs/demo",
-    }
-    block = demo.results_block(record)
-    assert "| **distilled student** (feature distillation, 20 epochs, 91 s of training) | **44.6 %** | 1.52 M | 2,200 |" in block
-    assert "keeps 47.5 % of the teacher's k-NN accuracy after 300 optimisation steps on 1,000 images" in block
-    assert "about 55 times faster" in block and "2 cores of an Some CPU" in block
-    readme = tmp_path / "README.md"
-    readme.write_text("a\n<!-- demo:results -->\nold\n<!-- /demo:results -->\nb\n<!-- demo:output -->\nx\n<!-- /demo:output -->\n")
-    demo.write(record, readme)
-    text = readme.read_text()
-    assert "old" not in text and "**44.6 %**" in text and "```\nmodel ...\nrun directory: runs/demo\n```" in text
+    with pytest.raises(SystemExit, match="no recipe configs/q2/nothing.yaml: benchmark q2 has no row for nothing"):
+        rows.recipe_path("q2", "nothing")
 
 
 def test_a_superseded_row_stands_in_marked_until_its_row_is_measured(tmp_path):
-    old = quality.row_path(tmp_path / "superseded", "q2", "seed", "cpu")
+    old = row_path(tmp_path / "superseded", "q2", "seed", "cpu")
     old.parent.mkdir(parents=True)
     old.write_text(json.dumps(_row(33.0, superseded="measured under older defaults", deviations=["mask_same_id: True (official: False)"])))
-    current = quality.row_path(tmp_path, "q2", "feature", "cpu")
+    current = row_path(tmp_path, "q2", "feature", "cpu")
     current.parent.mkdir(parents=True)
     current.write_text(json.dumps(_row(40.0)))
-    lines = quality.table("q2", "cpu", tmp_path).splitlines()
+    lines = tables.table("q2", "cpu", tmp_path).splitlines()
     [seed] = [line for line in lines if line.startswith("| SEED")]
     assert seed.startswith("| SEED (superseded, see notes) | 33.0 |")
     assert seed.endswith("mask_same_id: True (official: False); superseded: measured under older defaults |")
-    current = quality.row_path(tmp_path, "q2", "seed", "cpu")
+    current = row_path(tmp_path, "q2", "seed", "cpu")
     current.write_text(json.dumps(_row(35.0)))
-    [seed] = [line for line in quality.table("q2", "cpu", tmp_path).splitlines() if line.startswith("| SEED")]
+    [seed] = [line for line in tables.table("q2", "cpu", tmp_path).splitlines() if line.startswith("| SEED")]
     assert seed.startswith("| SEED | 35.0 |")  # the measured row replaces it
 
 
@@ -297,28 +235,28 @@ def _cohort_row(members, **extra):
 
 
 def test_rows_trained_with_labels_check_every_member_and_classifier():
-    assert quality.check_row("mcl_supervised", _cohort_row({"student": (35.0, 35.0, 19.0), "peer1": (33.0, 34.0, 18.0)})) == []
-    failures = quality.check_row("mcl_supervised", _cohort_row({"student": (35.0, 35.0, 19.0), "peer1": (20.0, 15.0, 18.0)}))
+    assert smoke.check_row("mcl_supervised", _cohort_row({"student": (35.0, 35.0, 19.0), "peer1": (33.0, 34.0, 18.0)})) == []
+    failures = smoke.check_row("mcl_supervised", _cohort_row({"student": (35.0, 35.0, 19.0), "peer1": (20.0, 15.0, 18.0)}))
     assert failures == [
         "mcl_supervised: student_peer1 k-NN is 2.0 points above its random init, not 4.0",
         "mcl_supervised: student_peer1 classifier top-1 15.0 is not at least 20.0 %",
     ]
-    assert "less than 10%" in quality.check_row("mcl_independent", {**_cohort_row({"student": (35.0, 35.0, 19.0)}), "epoch_losses": [4.0, 3.9]})[0]
+    assert "less than 10%" in smoke.check_row("mcl_independent", {**_cohort_row({"student": (35.0, 35.0, 19.0)}), "epoch_losses": [4.0, 3.9]})[0]
 
 
 def test_cohort_rows_get_their_own_table_with_every_member(tmp_path):
     supervised = _cohort_row({"student": (35.2, 35.6, 19.0), "peer1": (32.6, 34.4, 18.2)}, deviations=[])
-    path = quality.row_path(tmp_path, "q2", "mcl_supervised", "cpu")
+    path = row_path(tmp_path, "q2", "mcl_supervised", "cpu")
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(supervised))
-    lines = quality.cohort_table("q2", "cpu", tmp_path).splitlines()
+    lines = tables.cohort_table("q2", "cpu", tmp_path).splitlines()
     assert lines[4:7] == [
         "| MCL ×2, supervised (labels, no teacher) | student: cifar_resnet20 | 35.2 | – | – | 35.6 | 19.0 | 90 s | no teacher; trained with the class labels |",
         "|  | peer1: cifar_resnet20 | 32.6 | – | – | 34.4 | 18.2 |  |  |",
         "|  | ensemble (features concatenated) | 36.2 | – | – | – | – |  |  |",
     ]
     # a row trained with labels stays out of the label-free table (its random-init student is another architecture)
-    assert "No q2 rows" in quality.table("q2", "cpu", tmp_path) and quality.cohort_table("q1", "cpu", tmp_path) is None
+    assert "No q2 rows" in tables.table("q2", "cpu", tmp_path) and tables.cohort_table("q1", "cpu", tmp_path) is None
 
 
 def _task_row(head=(40.0, 45.0), random_init=(30.0, 28.0), **extra):
@@ -337,7 +275,7 @@ def test_cka_rows_must_beat_the_random_init_student_on_every_task():
     assert task_check(_task_row(), 5.0) == []
     assert task_check(_task_row(head=(40.0, 30.0)), 5.0) == ["task b: student head ACC 30.0 % is not 5.0 points above random-init k-means 28.0 %"]
     assert task_check(_row(35.0), 5.0) == ["no per-task evaluation in the record"]
-    assert quality.check_row("cka", _task_row(head=(31.0, 45.0))) == ["cka: task a: student head ACC 31.0 % is not 5.0 points above random-init k-means 30.0 %"]
+    assert smoke.check_row("cka", _task_row(head=(31.0, 45.0))) == ["cka: task a: student head ACC 31.0 % is not 5.0 points above random-init k-means 30.0 %"]
 
 
 def test_the_q3_table_shows_each_teacher_on_its_task_and_every_row_per_task(tmp_path):
@@ -345,29 +283,16 @@ def test_the_q3_table_shows_each_teacher_on_its_task_and_every_row_per_task(tmp_
     for task in classifier["tasks"].values():
         task.update(head="classifier", teacher_head={"accuracy": 99.0, "nmi": 95.0, "ari": 97.0})
     for method, record in (("cka", _task_row()), ("cka_classifier", classifier), ("cka_task_only", _task_row(head=(35.0, 33.0)))):
-        path = quality.row_path(tmp_path, "q3c", method, "cpu")
+        path = row_path(tmp_path, "q3c", method, "cpu")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record))
-    lines = quality.task_table("q3c", "cpu", tmp_path).splitlines()
+    lines = tables.task_table("q3c", "cpu", tmp_path).splitlines()
     assert "(a: r56, b: r44)" in lines[0] and "--bench q3c" in lines[0]
     assert lines[4].startswith("| teacher r56 (kmeans head), its own task a | – | – | 90.0 / 80.0 / 70.0 | – | – | – |")
     assert lines[6].startswith("| teacher r56 (classifier head), its own task a | – | – | 99.0 / 95.0 / 97.0 |")  # each head once
     assert lines[8] == "| random-init student | 20.0 | – | – | 30.0 | – | 28.0 | – |  |"
     assert lines[9] == "| CKA, every term (k-means task heads) | 35.0 | – | 40.0 / 10.0 / 5.0 | 39.0 | 45.0 / 10.0 / 5.0 | 44.0 | 90 s |  |"
     assert lines[11].startswith("| task KD only (L_task) | 35.0 | – | 35.0 / 10.0 / 5.0 | 34.0 |")
-
-
-def test_task_folders_link_each_task_s_classes_and_their_union(tmp_path):
-    from benchmarks.datasets import task_folders
-
-    for split in ("train", "test"):
-        for c in ("c0", "c1", "c2", "c3"):
-            (tmp_path / "src" / split / c).mkdir(parents=True)
-            (tmp_path / "src" / split / c / "1.jpg").write_bytes(b"x")
-    out = task_folders(tmp_path / "src", tmp_path / "tasks", {"a": [0, 1], "b": [2, 3]})
-    assert sorted(p.name for p in (out / "a" / "test").iterdir()) == ["c0", "c1"]
-    assert sorted(p.name for p in (out / "union" / "train").iterdir()) == ["c0", "c1", "c2", "c3"]
-    assert (out / "b" / "train" / "c3").resolve() == (tmp_path / "src" / "train" / "c3").resolve()
 
 
 def test_the_recipe_table_gives_time_to_a_share_of_the_teacher_from_the_monitor(tmp_path):
@@ -382,28 +307,28 @@ def test_the_recipe_table_gives_time_to_a_share_of_the_teacher_from_the_monitor(
     )
     record = _row(71.0, teacher=80.0, timing={"train_seconds": 70.0, "epoch_train_seconds": [10.0, 10.0, 12.0, 12.0, 13.0, 13.0]})
     record["knn"]["student_ema"] = {"top1": 70.5}
-    curve = quality.monitor_curve(run_dir, record)
+    curve = run.monitor_curve(run_dir, record)
     assert curve == [{"epoch": 2, "train_seconds": 20.0, "student": 60.0, "ema": 58.0}, {"epoch": 4, "train_seconds": 44.0, "student": 66.0, "ema": 69.0},
                      {"epoch": 6, "train_seconds": 70.0, "student": 71.0, "ema": 70.0}]
     record["monitor_knn"] = curve
     # 70 % of 80 = 56 and 75 % = 60 (epoch 2, 20 s); 80 % = 64 (epoch 4, 44 s); 85 % = 68 (epoch 4 by the EMA copy's
     # 69); 90 % = 72 never
-    assert quality.time_to_quality(record) == {0.70: 20.0, 0.75: 20.0, 0.80: 44.0, 0.85: 44.0, 0.90: None}
+    assert time_to_quality(record) == {0.70: 20.0, 0.75: 20.0, 0.80: 44.0, 0.85: 44.0, 0.90: None}
     for method, row in (("recipe_shared", _row(60.0)), ("recommended", record), ("feature", _row(60.0))):
-        path = quality.row_path(tmp_path, "q1", method, "cpu")
+        path = row_path(tmp_path, "q1", method, "cpu")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(row))
-    lines = quality.recipe_table("q1", "cpu", tmp_path).splitlines()
+    lines = tables.recipe_table("q1", "cpu", tmp_path).splitlines()
     assert "--only recipe_shared recommended" in lines[0]
     assert lines[4].startswith("| shared recipe (feature regression), k-NN monitored | 60.0 |") and lines[4].count("| – / – / – / – / – |") == 1
     assert lines[5].startswith("| recommended recipe: the row above with the student at 128 px (1.7x its FLOPs) | 71.0 | – | 89 | 70.5 | 70 s | 20 s / 20 s / 44 s / 44 s / – |")
-    method_rows = quality.table("q1", "cpu", tmp_path)
+    method_rows = tables.table("q1", "cpu", tmp_path)
     assert "feature regression" in method_rows and "recommended recipe" not in method_rows and "k-NN monitored" not in method_rows
-    assert quality.recipe_table("q2", "cpu", tmp_path) is None
-    path = quality.row_path(tmp_path, "q2", "recommended", "cpu")  # elsewhere the rows are the recipes, not Q1's steps
+    assert tables.recipe_table("q2", "cpu", tmp_path) is None
+    path = row_path(tmp_path, "q2", "recommended", "cpu")  # elsewhere the rows are the recipes, not Q1's steps
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
-    q2 = quality.recipe_table("q2", "cpu", tmp_path)
+    q2 = tables.recipe_table("q2", "cpu", tmp_path)
     assert "ingredients added" not in q2 and "| recommended recipe, unchanged from Q1: " in q2 and "128 px" not in q2
 
 
@@ -419,15 +344,15 @@ def test_another_seed_of_a_row_has_its_own_run_directory_and_command(tmp_path, m
         return _row(30.0, run_dir=str(run_dir))
 
     monkeypatch.setattr("ssdistill.distill", fake_distill)
-    monkeypatch.setitem(quality.TIERS, "smoke", quality.Tier("smoke", ("q2",), lambda b, m: {}, "test"))
+    monkeypatch.setitem(tiers.TIERS, "smoke", tiers.Tier("smoke", ("q2",), lambda b, m: {}, "test"))
     seed0 = tmp_path / "runs" / "q2-feature-smoke" / "checkpoints"
     seed0.mkdir(parents=True)
     (seed0 / "last.ckpt").write_bytes(b"seed 0's checkpoint")
-    record = quality.run_row("smoke", "q2", "feature", results_dir=tmp_path / "seeds", runs_dir=tmp_path / "runs", seed=1)
+    record = run.run_row("smoke", "q2", "feature", results_dir=tmp_path / "seeds", runs_dir=tmp_path / "runs", seed=1)
     assert seen == [("q2-feature-smoke-seed1", 1, None)]
     assert json.loads((tmp_path / "seeds" / "q2" / "feature-seed1-smoke.json").read_text())["knn"]["student"]["top1"] == 30.0
-    quality.run_row("smoke", "q2", "feature", results_dir=tmp_path / "seeds", runs_dir=tmp_path / "runs", seed=2)
+    run.run_row("smoke", "q2", "feature", results_dir=tmp_path / "seeds", runs_dir=tmp_path / "runs", seed=2)
     assert [name for name, *_ in seen] == ["q2-feature-smoke-seed1", "q2-feature-smoke-seed2"]  # seed 2 is not seed 1's row read back
     assert record["benchmark"]["command"] == f"python -m benchmarks.quality --tier smoke --bench q2 --only feature --seed 1 --results {tmp_path / 'seeds'}"
     with pytest.raises(SystemExit, match="a folder of their own"):
-        quality.main(["--tier", "smoke", "--bench", "q2", "--only", "feature", "--seed", "1"])
+        main(["--tier", "smoke", "--bench", "q2", "--only", "feature", "--seed", "1"])
