@@ -26,7 +26,8 @@ def _slice_available() -> bool:
 def test_every_row_builds_the_run_it_built_before_the_rows_became_data():
     expected = json.loads(SNAPSHOT.read_text())
     keys = [(t, bench, name, seed) for t in TIERS for bench in TIERS[t].benches for name in rows.catalogue().on(bench) for seed in (None, 1)]
-    assert sorted(f"{t}/{b}/{n}" + ("" if s is None else f"/seed{s}") for t, b, n, s in keys) == sorted(expected)
+    keys = [key for key in keys if "/".join(map(str, key[:3])) + ("" if key[3] is None else f"/seed{key[3]}") in expected]
+    assert len(keys) == len(expected) == 238  # every row of then is a row of now (rows added since are not in the snapshot)
     if not _slice_available():
         keys = [key for key in keys if key[0] != "smoke"]  # the smoke tier's overrides name the CIFAR-10 slice's folders
     for tier, bench, name, seed in keys:
