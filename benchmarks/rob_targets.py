@@ -76,7 +76,8 @@ def measure(bench: str, results_dir: Path = RESULTS) -> dict:
     from ssdistill.engine.records import versions
     from ssdistill.runs.assemble import train_source
     from ssdistill.files import atomic_write_text
-    from ssdistill.methods.rob import RoB
+    from ssdistill.methods.rob.method import RoB
+    from ssdistill.methods.rob.dino import dino_temperatures
     from ssdistill.recipe import build_config
 
     dino_cfg = build_config(REPO / "configs" / bench / "rob_dino_kmeans.yaml")
@@ -88,7 +89,7 @@ def measure(bench: str, results_dir: Path = RESULTS) -> dict:
     ctx = TeacherProvider(dino_cfg, train_source(dino_cfg))
     prepared = build_dataset(RoB, dino_cfg, ctx, ctx.fulfil(RoB.teacher_needs(dino_cfg))).tensors  # the k-means columns and the constant centre, as the run makes them
     scores = F.normalize(ctx.features(tap="pooled").float(), dim=1) @ prepared["columns"]
-    m, (_, t_temp) = msn_cfg.method, RoB.dino_temperatures(dino_cfg.method)
+    m, (_, t_temp) = msn_cfg.method, dino_temperatures(dino_cfg.method)
     rows = recipes(scores, prepared["center"], {"temperature": t_temp}, {"temperature": m.msn_temperature, "sharpen": m.sharpen_temperature},
                    dino_cfg.data.batch_size, dino_cfg.trainer.seed)
     record = {

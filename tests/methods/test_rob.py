@@ -14,7 +14,7 @@ from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.provider import TeacherProvider
 from ssdistill.runs.assemble import train_source
 from ssdistill.errors import ConfigError
-from ssdistill.methods.rob import RoB
+from ssdistill.methods.rob.method import RoB
 from ssdistill.recipe import build_config
 
 
@@ -290,3 +290,19 @@ def test_msn_drops_patch_tokens_of_a_vit_student_s_anchor_crops_only(tmp_path):
     cnn.cfg.method.patch_drop = 0.0
     torch.manual_seed(0)
     assert torch.equal(dropped, cnn.training_step(cnn_batch, 0))
+
+
+def test_every_configurable_base_is_one_small_class():
+    """method.base names one class each (methods/rob/{dino,regression,msn}.py), all of one interface; the step itself
+    has no per-base branch (the base gives the head, the outputs and the loss)."""
+    import inspect
+    import typing
+
+    from ssdistill.methods.rob.base import RoBBase
+    from ssdistill.methods.rob.method import BASES
+    from ssdistill.methods.rob.config import RoBConfig
+
+    assert set(BASES) == set(typing.get_args(RoBConfig.model_fields["base"].annotation))
+    assert all(issubclass(base, RoBBase) for base in BASES.values())
+    assert [name for name, base in BASES.items() if not base.local_crops] == ["regression"]
+    assert "m.base" not in inspect.getsource(RoB.training_step) and "m.base" not in inspect.getsource(RoB.student_outputs)

@@ -35,7 +35,7 @@ def _rows(batch, part: slice):
 
 def _steps(module, batches) -> list[dict]:
     """``training_step`` on each batch: per step the DINO centre after it, the loss terms, the Sinkhorn targets."""
-    import ssdistill.methods.rob as rob
+    import ssdistill.methods.rob.msn as rob  # MSN's Sinkhorn targets
 
     targets = []
 

@@ -8,7 +8,7 @@ from ssdistill.methods.feature import FeatureDistillation
 from ssdistill.methods.mcl import MCL
 from ssdistill.methods.moco import MoCoV2
 from ssdistill.methods.mvmr import MVMR
-from ssdistill.methods.rob import RoB
+from ssdistill.methods.rob.method import RoB
 from ssdistill.methods.seed import SEED
 
 METHODS = {cls.name: cls for cls in (FeatureDistillation, MVMR, MoCoV2, SEED, DisCo, BINGO, MCL, CKA, RoB)}
