@@ -5,6 +5,7 @@ test_smoke_tier_b.py group b) or leave out and why (``smoke_untested``), and the
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from benchmarks.quality import hooks, rows
@@ -54,7 +55,7 @@ def check_row(method: str, record: dict) -> list[str]:
     catalogue = rows.catalogue()
     checks, row = catalogue.checks, catalogue.rows[method]
     losses = record.get("epoch_losses") or []
-    if not losses or any(loss != loss or abs(loss) == float("inf") for loss in losses):
+    if not losses or not all(math.isfinite(loss) for loss in losses):
         return [f"{method}: losses missing or not finite: {losses}"]
     start = min(first_comparable_epoch(method, record), len(losses) - 1)
     knn = record.get("knn") or {}

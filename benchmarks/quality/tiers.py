@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from benchmarks.quality import rows
 from benchmarks.quality.paths import REPO, SHARED_WEIGHTS
