@@ -73,8 +73,8 @@ def is_slow(nodeid: str) -> bool:
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if is_slow(item.nodeid):
+    for item in items:  # the node id from the repository root, whatever pytest's rootdir
+        if is_slow(item.path.relative_to(REPO).as_posix() + item.nodeid[len(item.nodeid.split("::")[0]):]):
             item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
