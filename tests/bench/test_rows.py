@@ -46,6 +46,13 @@ def test_the_rows_without_a_teacher_are_those_whose_method_declares_no_teacher_n
     catalogue = rows.catalogue()
     assert [n for n in catalogue.names if not catalogue.has_teacher(n)] == [
         "moco", "mcl", "mvmr_ssl", "mvmr_ssl_official", "mcl_independent", "mcl_supervised"]
+    from ssdistill.methods.registry import METHODS
+    from ssdistill.recipe import build_config
+
+    for name, row in catalogue.rows.items():  # a row is read from its first benchmark's recipe: the others agree
+        for bench in row.benches:
+            cfg = build_config(row.recipe_path(bench), row.overrides)
+            assert bool(METHODS[cfg.method.name].teacher_needs(cfg)) == catalogue.has_teacher(name), (name, bench)
     assert sorted(rows.WITH_LABELS) == ["mcl_independent", "mcl_supervised"]
     assert catalogue.in_group("cohort") == ("mcl", "mcl_independent", "mcl_supervised")
     assert catalogue.label("recommended", "q1") != catalogue.label("recommended", "q2")  # Q1's ablation step, Q2's recipe
