@@ -18,7 +18,6 @@ from ssdistill.eval.tables import comparison_rows
 from ssdistill.export import export_run
 from ssdistill.methods.registry import METHODS
 from ssdistill.methods.feature import FeatureConfig, FeatureDistillation
-from ssdistill.methods.paired import paired_target, student_images
 from ssdistill.report.html import build_report, load_run, markdown_report
 from ssdistill.losses.regression import center_batch, feature_regression_loss
 
@@ -38,8 +37,9 @@ class PairFeature(FeatureDistillation):
         return {"student": cfg.student, "peer": cfg.student}
 
     def training_step(self, batch, batch_idx):
-        target = center_batch(paired_target(batch, self.signals["teacher"]))
-        images = student_images(batch, self.cfg.student.resolution)
+        pairing = self.cfg.method.pairing
+        target = center_batch(pairing.target(batch, self.signals["teacher"]))
+        images = pairing.student_images(batch, self.cfg.student.resolution)
         terms = {m: feature_regression_loss(self.projector(s(images)), target, "cosine") for m, s in self.students().items()}
         return self.log_loss(sum(terms.values()), **{f"loss_{m}": t.detach() for m, t in terms.items()})
 

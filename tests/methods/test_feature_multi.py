@@ -157,7 +157,6 @@ def test_mixing_shows_the_teacher_and_the_student_the_same_mixed_crops(mix):
     """method.mix: the shared crop (teacher resolution) is mixed with a shuffled copy of the batch, and that mixed image
     is what the teacher embeds and what the student's view is resized from."""
     from ssdistill.data.mixing import batch_cutmix
-    from ssdistill.methods.paired import student_images
 
     cfg = build_config({"method": {"name": "feature", "projector_hidden": [16], "teacher_view": "same", "mix": mix, "mix_alpha": 0.4},
                         "teacher": {"name": "efficientnet_lite0"}, "student": {"arch": "test_resnet", "resolution": 32}})
@@ -179,7 +178,7 @@ def test_mixing_shows_the_teacher_and_the_student_the_same_mixed_crops(mix):
     else:
         expected, lam = batch_cutmix(shared, other)
     assert 0.0 < lam < 1.0 and torch.allclose(teacher.seen[0], expected)
-    assert torch.allclose(student_inputs[0], student_images({"views": {"shared": expected}}, 32))
+    assert torch.allclose(student_inputs[0], cfg.method.pairing.student_images({"views": {"shared": expected}}, 32))
 
 
 def test_mixing_needs_the_teacher_online_and_is_one_line():

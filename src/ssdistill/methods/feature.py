@@ -34,7 +34,7 @@ from ssdistill.errors import ConfigError
 from ssdistill.labels import teacher_label
 from ssdistill.losses.infonce import batch_similarity_distribution_loss
 from ssdistill.losses.regression import center_batch, feature_regression_loss, standardize_batch, standardize_with
-from ssdistill.methods.paired import PairedViewConfig, TeacherView, paired_need, paired_target, paired_views, student_images
+from ssdistill.methods.paired import PairedViewConfig, TeacherView, paired_need
 from ssdistill.models.heads import mlp
 
 
@@ -116,7 +116,7 @@ class FeatureDistillation(DistillMethod):
 
     @classmethod
     def train_views(cls, cfg: DistillConfig, ctx) -> dict:
-        return paired_views(cfg, ctx, cfg.method.teacher_view)
+        return cfg.method.pairing.views(cfg, ctx)
 
     @classmethod
     def prepare(cls, cfg: DistillConfig, ctx) -> Preparation | None:
@@ -170,13 +170,13 @@ class FeatureDistillation(DistillMethod):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         m = self.cfg.method
         batch = self._mixed(batch)
-        features = self.student(student_images(batch, self.cfg.student.resolution))
+        features = self.student(m.pairing.student_images(batch, self.cfg.student.resolution))
         kept = self._kept()
         weights = {name: m.teacher_weights.get(name, 1.0) for name in self.targets}
         scale = sum(weights.values()) / max(sum(weights[name] for name in kept), 1e-12)  # dropped terms keep the total
         terms = {}
         for name in kept:
-            target = self._normalise(name, paired_target(batch, self.signals[self.targets[name]]))
+            target = self._normalise(name, m.pairing.target(batch, self.signals[self.targets[name]]))
             output = self.head(name)(features)
             terms[name] = feature_regression_loss(output, target, m.loss)
             if m.relational == "seed":

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from ssdistill.config import DistillConfig, official
 from ssdistill.engine.module import DistillMethod
 from ssdistill.losses.infonce import similarity_distribution_loss
-from ssdistill.methods.paired import PairedViewConfig, TeacherView, paired_need, paired_target, paired_views, student_images
+from ssdistill.methods.paired import PairedViewConfig, TeacherView, paired_need
 from ssdistill.methods.queued import QueueConfig, excluded_keys, key_queue
 from ssdistill.models.heads import mlp
 
@@ -57,11 +57,12 @@ class SEED(DistillMethod):
 
     @classmethod
     def train_views(cls, cfg: DistillConfig, ctx) -> dict:
-        return paired_views(cfg, ctx, cfg.method.teacher_view)
+        return cfg.method.pairing.views(cfg, ctx)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         m = self.cfg.method
-        images, target = student_images(batch, self.cfg.student.resolution), paired_target(batch, self.signal)
+        pairing = m.pairing
+        images, target = pairing.student_images(batch, self.cfg.student.resolution), pairing.target(batch, self.signal)
         s = F.normalize(self.head(self.student(images)), dim=1)
         t = F.normalize(target.float(), dim=1)
         own = excluded_keys(m, self.queue, batch["index"])
