@@ -1,8 +1,9 @@
 """Quality benchmarks (docs/benchmarks.md): one row per method and benchmark, one command per tier.
 
-The rows are data, benchmarks/rows.yaml (``rows.py`` reads and checks it); the package holds the tiers (``tiers.py``),
-measuring rows (``run.py``), reading their records (``records.py``), the tables (``tables.py``), the documentation's
-generated blocks (``docs.py``), the smoke tier's checks (``smoke.py``) and the command line (``__main__.py``).
+The rows are data, benchmarks/rows.yaml (``rows.py`` reads and checks it; ``hooks.py`` holds the few per-row hooks it
+names); the package holds the paths (``paths.py``), the tiers (``tiers.py``), measuring rows (``run.py``), reading their
+records (``records.py``), the tables (``tables.py``), the documentation's generated blocks (``docs.py``), the smoke
+tier's checks (``smoke.py``) and the command line (``__main__.py``).
 """
 
 # what the other benchmark scripts read from here (speed.py, demo.py, spread.py, rob_targets.py, teacher_resolution.py)
