@@ -117,3 +117,16 @@ def test_mean_output_is_one_seeded_pass_of_the_teacher(tmp_path):
     workers = build_config(tiny_config(tmp_path, data={"train_subset": 24, "eval_batch_size": 8, "num_workers": 2}))
     assert torch.allclose(TeacherProvider(workers, train_source(workers)).mean_output(crop), first, atol=1e-6)
     assert not torch.allclose(first, direct.mean(0), atol=1e-3)  # the crops are random: the comparison means something
+
+
+def test_every_frozen_pass_goes_through_the_one_loop():
+    """No method builds a DataLoader (the provider runs every teacher pass): besides the training loader
+    (data/sampling.ResumableLoader, a DataLoader subclass) the package's only loader is the frozen-model loop
+    (eval/features.model_outputs)."""
+    from pathlib import Path
+
+    import ssdistill
+
+    root = Path(ssdistill.__file__).parent
+    building = sorted(str(path.relative_to(root)) for path in root.rglob("*.py") if "DataLoader(" in path.read_text())
+    assert building == ["eval/features.py"]
