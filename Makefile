@@ -6,7 +6,7 @@ STAMP := $(VENV)/.ssdistill-installed
 # torch/torchvision are pinned to the builds these machines serve from local disk
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-fast data docs docs-serve clean
+.PHONY: demo test lint test-fast data docs docs-serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(STAMP)
 # 2 cores; `make test` above is the whole suite (what CI runs), before a commit. Each fails when it collects nothing.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=10 -m "not slow" tests
+
+# ruff (pinned in the dev extra; rules in pyproject.toml): lint, and the formatting check; `ruff format .` fixes the latter
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # the documentation site (mkdocs.yml, pages in docs/): built into site/, or served on http://127.0.0.1:8000
 docs: $(STAMP)

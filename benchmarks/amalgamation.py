@@ -33,8 +33,8 @@ def add_task_scores(bench: str, record: dict) -> bool:
         return False
     from ssdistill.data.views import original_view
     from ssdistill.engine.provider import open_split
-    from ssdistill.runs.load import build_student, load_student_from_run
     from ssdistill.eval.clustering import task_clustering
+    from ssdistill.runs.load import build_student, load_student_from_run
 
     cfg, student = load_student_from_run(record["run_dir"])
     view = original_view(cfg.student.resolution)
@@ -96,8 +96,11 @@ def table(bench: str, tier: str, rows: dict[str, dict], labels: dict[str, str], 
             if "teacher_head" in task and (name, task["teacher"], task["head"]) not in shown:
                 shown.add((name, task["teacher"], task["head"]))
                 line(f"teacher {task['teacher']} ({task['head']} head), its own task {name}", {}, {name: (scores(task["teacher_head"]), "–")})
-    line("random-init student", metrics(reference, "random_init"),
-         {name: ("–", cell((task.get("random_init_kmeans") or {}).get("accuracy"))) for name, task in (reference.get("tasks") or {}).items()})
+    line(
+        "random-init student",
+        metrics(reference, "random_init"),
+        {name: ("–", cell((task.get("random_init_kmeans") or {}).get("accuracy"))) for name, task in (reference.get("tasks") or {}).items()},
+    )
     for method, record in rows.items():
         per_task = {
             name: (scores(task.get("student_head")), cell((task.get("student_kmeans") or {}).get("accuracy")))

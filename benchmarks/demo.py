@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.quality import DOCS, RESULTS, REPO, replace_block
+from benchmarks.quality import DOCS, REPO, RESULTS, replace_block
 
 RECIPE = REPO / "configs" / "demo" / "feature.yaml"
 ROW = RESULTS / "demo-cpu.json"
@@ -30,8 +30,9 @@ def run_demo() -> dict:
     from ssdistill.eval.tables import format_summary
 
     with tempfile.TemporaryDirectory() as runs:  # an empty teacher cache too: the figures of a first `make demo`
-        record = distill(RECIPE, trainer={"progress_bar": False}, run={"dir": runs, "name": "demo"},
-                         cache={"dir": str(Path(runs) / "cache")}, quiet=True)
+        record = distill(
+            RECIPE, trainer={"progress_bar": False}, run={"dir": runs, "name": "demo"}, cache={"dir": str(Path(runs) / "cache")}, quiet=True
+        )
         # the summary as `make demo` prints it, with the run directory it would have there
         record["printed"] = format_summary({**record, "run_dir": "runs/demo"})
     record.pop("run_dir", None)
@@ -83,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--table-only", action="store_true", help="only re-render from benchmarks/results/demo-cpu.json")
-    parser.add_argument("--docs", "--readme", dest="docs", action="store_true", help="rewrite the demo blocks of docs/benchmarks.md and the README's headline")
+    parser.add_argument(
+        "--docs", "--readme", dest="docs", action="store_true", help="rewrite the demo blocks of docs/benchmarks.md and the README's headline"
+    )
     args = parser.parse_args(argv)
     if args.table_only:
         if not ROW.is_file():

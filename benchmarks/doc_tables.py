@@ -15,12 +15,15 @@ import argparse
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from benchmarks.quality import RESULTS, replace_block, row_path
-from benchmarks.quality.records import duration as _duration, metrics as _metrics, primary_label as _primary_label, time_to_quality
+from benchmarks.quality.records import duration as _duration
+from benchmarks.quality.records import metrics as _metrics
+from benchmarks.quality.records import primary_label as _primary_label
+from benchmarks.quality.records import time_to_quality
 from benchmarks.quality.rows import CATALOGUE, LABELS, METHODS, RECIPE_ROWS, TASK_BENCHES, WITH_LABELS
 from ssdistill.eval.tables import cell
 
@@ -114,8 +117,10 @@ def _cells(results: Path, row: Row) -> Cells:
         return Cells(_metrics(reference, label), None, teacher_k20, row.model)
     record = _load(results, row.bench, row.method)
     if record is None:
-        raise SystemExit(f"no record {row_path(results, row.bench, row.method, TIER)}: run python -m benchmarks.quality --tier {TIER} "
-                         f"--bench {row.bench} --only {row.method}")
+        raise SystemExit(
+            f"no record {row_path(results, row.bench, row.method, TIER)}: run python -m benchmarks.quality --tier {TIER} "
+            f"--bench {row.bench} --only {row.method}"
+        )
     return Cells(_metrics(record, row.model), record, teacher_k20, row.model)
 
 
@@ -136,8 +141,10 @@ def _benchmarks_link(page: str) -> str:
 def _caption(page: str, benches: dict[str, str], what: str = "") -> str:
     link = _benchmarks_link(page)
     tables = ", ".join(f"[{title}]({link}#{anchor})" for anchor, title in benches.items())
-    return (f"{what or 'Rows'} from the benchmark tables ({tables}; one seed each, tier `{TIER}`), rendered from "
-            f"`benchmarks/results/` by `{COMMAND}`.\n\n")
+    return (
+        f"{what or 'Rows'} from the benchmark tables ({tables}; one seed each, tier `{TIER}`), rendered from "
+        f"`benchmarks/results/` by `{COMMAND}`.\n\n"
+    )
 
 
 def rows_table(results: Path, page: str, rows: list[Row], columns=STANDARD, what: str = "") -> str:
@@ -202,53 +209,82 @@ def choosing_cost(results: Path, page: str) -> str:
 
 
 def choosing_recipe(results: Path, page: str) -> str:
-    return rows_table(results, page, [
-        Row("q1", "recipe_shared", "shared recipe (feature regression, 30 epochs)"),
-        Row("q1", "recipe_shared60", "the shared recipe, 60 epochs"),
-        Row("q1", "recommended_96", "recommended recipe, student at 96 px"),
-        Row("q1", "recommended", "recommended recipe, student at 128 px (`configs/recommended/q1.yaml`)"),
-        Row("q2", "recommended", "recommended recipe, unchanged, student at 32 px"),
-    ], ("k20", "linear", "pct", "time"))
+    return rows_table(
+        results,
+        page,
+        [
+            Row("q1", "recipe_shared", "shared recipe (feature regression, 30 epochs)"),
+            Row("q1", "recipe_shared60", "the shared recipe, 60 epochs"),
+            Row("q1", "recommended_96", "recommended recipe, student at 96 px"),
+            Row("q1", "recommended", "recommended recipe, student at 128 px (`configs/recommended/q1.yaml`)"),
+            Row("q2", "recommended", "recommended recipe, unchanged, student at 32 px"),
+        ],
+        ("k20", "linear", "pct", "time"),
+    )
 
 
 def methods_index(results: Path, page: str) -> str:
-    return rows_table(results, page, [
-        Row("q1", "recommended", "[recommended recipe](recommended.md), 128 px"),
-        Row("q1", "recommended_96", "[recommended recipe](recommended.md), 96 px"),
-        Row("q1", "feature", "[feature regression](feature.md)"),
-        Row("q1", "feature_multi", "[several teachers](multi-teacher.md) (Lite0 + Lite2)"),
-        Row("q1", "bingo", "[BINGO](bingo.md)"),
-        Row("q1", "rob_msn", "[RoB](rob.md)-MSN, k-means prototypes"),
-        Row("q1", "disco", "[DisCo](baselines.md#disco)"),
-        Row("q1", "seed", "[SEED](baselines.md#seed)"),
-        Row("q1", "mvmr_kd", "[MV-MR](mvmr.md), distillation"),
-        Row("q1", "mvmr_ssl", "[MV-MR](mvmr.md), self-supervised"),
-        Row("q3", "cka", "[CKA](cka.md), every term (union of the two tasks)"),
-        Row("q1", "moco", "[MoCo-v2](baselines.md#moco-v2)"),
-        Row("q1", "mcl", "[MCL](mcl.md) ×2, label-free (headline member)"),
-    ], what="The best row of each method")
+    return rows_table(
+        results,
+        page,
+        [
+            Row("q1", "recommended", "[recommended recipe](recommended.md), 128 px"),
+            Row("q1", "recommended_96", "[recommended recipe](recommended.md), 96 px"),
+            Row("q1", "feature", "[feature regression](feature.md)"),
+            Row("q1", "feature_multi", "[several teachers](multi-teacher.md) (Lite0 + Lite2)"),
+            Row("q1", "bingo", "[BINGO](bingo.md)"),
+            Row("q1", "rob_msn", "[RoB](rob.md)-MSN, k-means prototypes"),
+            Row("q1", "disco", "[DisCo](baselines.md#disco)"),
+            Row("q1", "seed", "[SEED](baselines.md#seed)"),
+            Row("q1", "mvmr_kd", "[MV-MR](mvmr.md), distillation"),
+            Row("q1", "mvmr_ssl", "[MV-MR](mvmr.md), self-supervised"),
+            Row("q3", "cka", "[CKA](cka.md), every term (union of the two tasks)"),
+            Row("q1", "moco", "[MoCo-v2](baselines.md#moco-v2)"),
+            Row("q1", "mcl", "[MCL](mcl.md) ×2, label-free (headline member)"),
+        ],
+        what="The best row of each method",
+    )
 
 
 def feature(results: Path, page: str) -> str:
-    return rows_table(results, page, [
-        Row("q1", "feature", "feature regression (Lite0 teacher)"), Row("q1", "feature_lite2"),
-        Row("q1", "recipe_shared60"), Row("q2", "feature", "feature regression (ResNet-56 teacher, 32 px)"),
-    ])
+    return rows_table(
+        results,
+        page,
+        [
+            Row("q1", "feature", "feature regression (Lite0 teacher)"),
+            Row("q1", "feature_lite2"),
+            Row("q1", "recipe_shared60"),
+            Row("q2", "feature", "feature regression (ResNet-56 teacher, 32 px)"),
+        ],
+    )
 
 
 def multi_teacher(results: Path, page: str) -> str:
-    return rows_table(results, page, [
-        Row("q1", "feature", "feature regression, Lite0 alone"), Row("q1", "feature_lite2", "feature regression, Lite2 alone"),
-        Row("q1", "feature_multi"), Row("q3", "feature_multi", "multi-teacher feature distillation (Lite0 + Lite2, on the union)"),
-        Row("q3c", "feature_multi", "multi-teacher feature distillation (ResNet-56 + ResNet-44, on the union)"),
-    ])
+    return rows_table(
+        results,
+        page,
+        [
+            Row("q1", "feature", "feature regression, Lite0 alone"),
+            Row("q1", "feature_lite2", "feature regression, Lite2 alone"),
+            Row("q1", "feature_multi"),
+            Row("q3", "feature_multi", "multi-teacher feature distillation (Lite0 + Lite2, on the union)"),
+            Row("q3c", "feature_multi", "multi-teacher feature distillation (ResNet-56 + ResNet-44, on the union)"),
+        ],
+    )
 
 
 def bingo(results: Path, page: str) -> str:
-    return rows_table(results, page, [
-        Row("q1", "bingo"), Row("q1", "disco", "DisCo, for comparison"), Row("q1", "feature", "feature regression, for comparison"),
-        Row("q2", "bingo"), Row("q2", "disco", "DisCo, for comparison"),
-    ])
+    return rows_table(
+        results,
+        page,
+        [
+            Row("q1", "bingo"),
+            Row("q1", "disco", "DisCo, for comparison"),
+            Row("q1", "feature", "feature regression, for comparison"),
+            Row("q2", "bingo"),
+            Row("q2", "disco", "DisCo, for comparison"),
+        ],
+    )
 
 
 def rob(results: Path, page: str) -> str:
@@ -263,28 +299,51 @@ def rob(results: Path, page: str) -> str:
 
 
 def baselines(results: Path, page: str) -> str:
-    return rows_table(results, page, [
-        Row(bench, method, model=model) for bench in ("q1", "q2")
-        for method, model in ((None, "random_init"), ("moco", "student"), ("seed", "student"), ("disco", "student"))
-    ])
+    return rows_table(
+        results,
+        page,
+        [
+            Row(bench, method, model=model)
+            for bench in ("q1", "q2")
+            for method, model in ((None, "random_init"), ("moco", "student"), ("seed", "student"), ("disco", "student"))
+        ],
+    )
 
 
 def mvmr(results: Path, page: str) -> str:
-    return rows_table(results, page, [
-        Row("q1", None, model="random_init"), Row("q1", "mvmr_kd"), Row("q1", "mvmr_kd_official"), Row("q1", "mvmr_ssl"),
-        Row("q1", "mvmr_ssl_official"), Row("q1", "feature", "feature regression, for comparison"),
-        Row("q2", None, model="random_init"), Row("q2", "mvmr_kd"), Row("q2", "mvmr_ssl"),
-    ], ("k20", "linear", "dcor2", "img_s"))
+    return rows_table(
+        results,
+        page,
+        [
+            Row("q1", None, model="random_init"),
+            Row("q1", "mvmr_kd"),
+            Row("q1", "mvmr_kd_official"),
+            Row("q1", "mvmr_ssl"),
+            Row("q1", "mvmr_ssl_official"),
+            Row("q1", "feature", "feature regression, for comparison"),
+            Row("q2", None, model="random_init"),
+            Row("q2", "mvmr_kd"),
+            Row("q2", "mvmr_ssl"),
+        ],
+        ("k20", "linear", "dcor2", "img_s"),
+    )
 
 
 def recommended(results: Path, page: str) -> str:
-    return rows_table(results, page, [
-        Row("q1", "recipe_shared", "shared recipe (feature regression, 30 epochs)"),
-        Row("q1", "recipe_shared60", "control: the shared recipe, 60 epochs"),
-        Row("q1", "recommended_96", "recommended recipe, student at 96 px"),
-        Row("q1", "recommended", "**recommended recipe, student at 128 px**"), Row("q1", "recommended_norel"),
-        Row("q2", "recommended", "**recommended recipe, unchanged from Q1** (32 px)"), Row("q2", "recommended_norel"),
-    ], ("k20", "linear", "pct", "ema", "ttq80"))
+    return rows_table(
+        results,
+        page,
+        [
+            Row("q1", "recipe_shared", "shared recipe (feature regression, 30 epochs)"),
+            Row("q1", "recipe_shared60", "control: the shared recipe, 60 epochs"),
+            Row("q1", "recommended_96", "recommended recipe, student at 96 px"),
+            Row("q1", "recommended", "**recommended recipe, student at 128 px**"),
+            Row("q1", "recommended_norel"),
+            Row("q2", "recommended", "**recommended recipe, unchanged from Q1** (32 px)"),
+            Row("q2", "recommended_norel"),
+        ],
+        ("k20", "linear", "pct", "ema", "ttq80"),
+    )
 
 
 def mcl(results: Path, page: str) -> str:
@@ -300,8 +359,10 @@ def mcl(results: Path, page: str) -> str:
             continue
         if method == "moco":
             figures = _metrics(record, "student")
-            lines.append(f"| [{bench.upper()}]({link}#{bench}) | MoCo-v2 alone (no teacher) | {cell(figures['k20'])} | "
-                         f"{cell(figures['linear'])} | – | {cell(_metrics(record, 'random_init')['k20'])} |")
+            lines.append(
+                f"| [{bench.upper()}]({link}#{bench}) | MoCo-v2 alone (no teacher) | {cell(figures['k20'])} | "
+                f"{cell(figures['linear'])} | – | {cell(_metrics(record, 'random_init')['k20'])} |"
+            )
             continue
         for member in record.get("students") or {"student": None}:
             label = "student" if member == "student" else f"student_{member}"
@@ -311,8 +372,11 @@ def mcl(results: Path, page: str) -> str:
                 f"| [{bench.upper()} cohorts]({link}#{bench}-cohorts) | {LABELS[method]}: {member} | {cell(figures['k20'])} | "
                 f"{cell(figures['linear'])} | {cell(classifier)} | {cell(_metrics(record, label.replace('student', 'random_init', 1))['k20'])} |"
             )
-    return (_caption(page, {"q1-cohorts": "Q1 cohorts", "q2-cohorts": "Q2 cohorts", "q1": "Q1", "q2": "Q2"}, "Each cohort member")
-            + "\n".join(lines) + "\n")
+    return (
+        _caption(page, {"q1-cohorts": "Q1 cohorts", "q2-cohorts": "Q2 cohorts", "q1": "Q1", "q2": "Q2"}, "Each cohort member")
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 CKA_ROWS = ("feature_multi", "cka", "cka_classifier", "cka_task_only", "cka_cfl", "cka_no_task", "cka_no_intra", "cka_no_inter", "cka_no_align")
@@ -366,8 +430,10 @@ def evaluation_example(results: Path, page: str) -> str:
         lines.append(f"| {name} | " + " | ".join(cell(flat.get(k)) for k in keys) + f" | {cell(model.get('gflops'), 3)} |")
     kept = evaluation.get("retained_pct") or {}
     lines.append("| % of teacher retained | " + " | ".join(cell(kept.get(k)) for k in keys) + " | |")
-    return (f"The record `benchmarks/results/q1/feature-{TIER}-evaluation.json` ({record['created'][:10]}), rendered by `{COMMAND}`; "
-            f"the same run's row is in the [Q1 table]({_benchmarks_link(page)}#q1).\n\n" + "\n".join(lines) + "\n")
+    return (
+        f"The record `benchmarks/results/q1/feature-{TIER}-evaluation.json` ({record['created'][:10]}), rendered by `{COMMAND}`; "
+        f"the same run's row is in the [Q1 table]({_benchmarks_link(page)}#q1).\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 BLOCKS: dict[str, tuple[str, Callable[[Path, str], str]]] = {  # marker name -> (page under docs/, renderer)

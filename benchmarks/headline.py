@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 from benchmarks.quality import README, RESULTS, replace_block, row_path
-from benchmarks.quality.records import duration as _duration, metrics as _metrics
+from benchmarks.quality.records import duration as _duration
+from benchmarks.quality.records import metrics as _metrics
 from benchmarks.quality.rows import LABELS
 from ssdistill.eval.tables import cell
 
@@ -41,8 +42,11 @@ def table(results: Path = RESULTS) -> str:
     demo = _load(Path(results) / "demo-cpu.json")
     if demo is not None:
         knn, teacher = demo["knn"], demo["knn"]["teacher"]["top1"]
-        for label, key in (("teacher EfficientNet-Lite0, 224 px", "teacher"), ("random-init MobileNetV3-Small, 96 px", "random_init"),
-                           ("**distilled student** (feature regression)", "student")):
+        for label, key in (
+            ("teacher EfficientNet-Lite0, 224 px", "teacher"),
+            ("random-init MobileNetV3-Small, 96 px", "random_init"),
+            ("**distilled student** (feature regression)", "student"),
+        ):
             seconds = demo["timing"]["train_seconds"] if key == "student" else None
             lines.append(f"| demo | {label} | {cell(knn[key]['top1'])} | {cell(100 * knn[key]['top1'] / teacher, 0)} | {_duration(seconds)} |")
     records = {method: _load(row_path(results, "q1", method, "cpu")) for _, methods in Q1_ROWS for method in methods}
@@ -50,8 +54,10 @@ def table(results: Path = RESULTS) -> str:
     if reference is not None:
         teacher = _metrics(reference, "teacher")["k20"]
         lines.append(f"| Q1 | teacher EfficientNet-Lite0, 224 px | {cell(teacher)} | 100 | – |")
-        lines.append(f"| Q1 | random-init MobileNetV3-Small, 96 px | {cell(_metrics(reference, 'random_init')['k20'])} | "
-                     f"{cell(100 * _metrics(reference, 'random_init')['k20'] / teacher, 0)} | – |")
+        lines.append(
+            f"| Q1 | random-init MobileNetV3-Small, 96 px | {cell(_metrics(reference, 'random_init')['k20'])} | "
+            f"{cell(100 * _metrics(reference, 'random_init')['k20'] / teacher, 0)} | – |"
+        )
         for label, methods in Q1_ROWS:
             found = [(m, r) for m, r in ((m, records[m]) for m in methods) if r is not None]
             if not found:
@@ -59,15 +65,15 @@ def table(results: Path = RESULTS) -> str:
             method, record = max(found, key=lambda item: _metrics(item[1], "student")["k20"] or 0.0)
             k20 = _metrics(record, "student")["k20"]
             shown = label if len(methods) == 1 else LABELS.get(method, method)  # the best row of several, by its own name
-            lines.append(f"| Q1 | {shown} | {cell(k20)} | {cell(100 * k20 / teacher, 0)} | "
-                         f"{_duration((record.get('timing') or {}).get('train_seconds'))} |")
+            lines.append(
+                f"| Q1 | {shown} | {cell(k20)} | {cell(100 * k20 / teacher, 0)} | {_duration((record.get('timing') or {}).get('train_seconds'))} |"
+            )
     return (
         "Weighted k-NN top-1 (k = 20) of each model's features on the validation images, 2 CPU cores, no GPU. Demo: 1,000 "
         "unlabelled training images of Imagenette, 20 epochs (`make demo`). Q1: all of Imagenette (9,469 training images), "
         "MobileNetV3-Small student at 96 px unless noted, 30 epochs (60 for the recommended recipe). Every row, with the "
         "linear probe, the machine and the date: [benchmarks](docs/benchmarks.md) (some rows trained beside other jobs, so "
-        "their train times are upper bounds). Rendered by `python -m benchmarks.headline`.\n\n"
-        + "\n".join(lines) + "\n"
+        "their train times are upper bounds). Rendered by `python -m benchmarks.headline`.\n\n" + "\n".join(lines) + "\n"
     )
 
 

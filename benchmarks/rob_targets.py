@@ -74,11 +74,11 @@ def measure(bench: str, results_dir: Path = RESULTS) -> dict:
     from ssdistill.engine.datasets import build_dataset
     from ssdistill.engine.provider import TeacherProvider
     from ssdistill.engine.records import versions
-    from ssdistill.runs.assemble import train_source
     from ssdistill.files import atomic_write_text
-    from ssdistill.methods.rob.method import RoB
     from ssdistill.methods.rob.dino import dino_temperatures
+    from ssdistill.methods.rob.method import RoB
     from ssdistill.recipe import build_config
+    from ssdistill.runs.assemble import train_source
 
     dino_cfg = build_config(REPO / "configs" / bench / "rob_dino_kmeans.yaml")
     msn_cfg = build_config(REPO / "configs" / bench / "rob_msn.yaml")
@@ -87,11 +87,19 @@ def measure(bench: str, results_dir: Path = RESULTS) -> dict:
     if dino_cfg.method.teacher_crops != "online":
         raise SystemExit(f"{bench}: this diagnostic needs the online-teacher recipes (Q2); {bench}'s read a bank")
     ctx = TeacherProvider(dino_cfg, train_source(dino_cfg))
-    prepared = build_dataset(RoB, dino_cfg, ctx, ctx.fulfil(RoB.teacher_needs(dino_cfg))).tensors  # the k-means columns and the constant centre, as the run makes them
+    prepared = build_dataset(
+        RoB, dino_cfg, ctx, ctx.fulfil(RoB.teacher_needs(dino_cfg))
+    ).tensors  # the k-means columns and the constant centre, as the run makes them
     scores = F.normalize(ctx.features(tap="pooled").float(), dim=1) @ prepared["columns"]
     m, (_, t_temp) = msn_cfg.method, dino_temperatures(dino_cfg.method)
-    rows = recipes(scores, prepared["center"], {"temperature": t_temp}, {"temperature": m.msn_temperature, "sharpen": m.sharpen_temperature},
-                   dino_cfg.data.batch_size, dino_cfg.trainer.seed)
+    rows = recipes(
+        scores,
+        prepared["center"],
+        {"temperature": t_temp},
+        {"temperature": m.msn_temperature, "sharpen": m.sharpen_temperature},
+        dino_cfg.data.batch_size,
+        dino_cfg.trainer.seed,
+    )
     record = {
         "bench": bench,
         "teacher": dino_cfg.teacher.name,
@@ -121,7 +129,9 @@ def table(bench: str, results_dir: Path = RESULTS) -> str | None:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name, row in record["rows"].items():
-        lines.append(f"| {name} | {row['image_perplexity']:.1f} | {row['top_probability']:.2f} | {row['usage_perplexity']:.0f} | {row['top_columns']} |")
+        lines.append(
+            f"| {name} | {row['image_perplexity']:.1f} | {row['top_probability']:.2f} | {row['usage_perplexity']:.0f} | {row['top_columns']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -129,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", default="q2", help="benchmark whose rob_dino_kmeans and rob_msn recipes give teacher, data and columns")
     parser.add_argument("--table-only", action="store_true", help="render the table from the record, measure nothing")
-    parser.add_argument("--docs", "--readme", dest="docs", action="store_true", help="also fill the docs/benchmarks.md block bench:<bench>-cpu-rob-targets")
+    parser.add_argument(
+        "--docs", "--readme", dest="docs", action="store_true", help="also fill the docs/benchmarks.md block bench:<bench>-cpu-rob-targets"
+    )
     args = parser.parse_args(argv)
     if not args.table_only:
         measure(args.bench)

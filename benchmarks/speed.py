@@ -33,10 +33,22 @@ Q1_TRAIN_IMAGES = 9469
 TIERS = {
     # images for P1 (cache fill), images per epoch for P3, (train, query) feature counts for P4
     "smoke": {"p1_images": 64, "p3_images": 128, "p4_sizes": [(2_000, 500)], "p5_methods": ["feature"], "p5_steps": 2, "p6_demo": False},
-    "cpu": {"p1_images": 1024, "p3_images": 1024, "p4_sizes": [(10_000, 5_000), (50_000, 5_000)],
-            "p5_methods": ["feature", "mvmr_kd", "moco"], "p5_steps": 30, "p6_demo": True},
-    "gpu": {"p1_images": 9469, "p3_images": 9469, "p4_sizes": [(10_000, 10_000), (50_000, 10_000), (1_000_000, 10_000)],
-            "p5_methods": ["feature", "mvmr_kd", "moco"], "p5_steps": 74, "p6_demo": True},
+    "cpu": {
+        "p1_images": 1024,
+        "p3_images": 1024,
+        "p4_sizes": [(10_000, 5_000), (50_000, 5_000)],
+        "p5_methods": ["feature", "mvmr_kd", "moco"],
+        "p5_steps": 30,
+        "p6_demo": True,
+    },
+    "gpu": {
+        "p1_images": 9469,
+        "p3_images": 9469,
+        "p4_sizes": [(10_000, 10_000), (50_000, 10_000), (1_000_000, 10_000)],
+        "p5_methods": ["feature", "mvmr_kd", "moco"],
+        "p5_steps": 74,
+        "p6_demo": True,
+    },
 }
 FIGURES = ("P1", "P2", "P3", "P4", "P5", "P6")
 
@@ -116,9 +128,9 @@ def _step_fixture(method: str, batch_size: int, overrides: dict | None = None):
     from ssdistill.engine.contract import Fulfilment
     from ssdistill.engine.datasets import layout
     from ssdistill.engine.provider import TeacherProvider
-    from ssdistill.recipe import build_config
     from ssdistill.methods.registry import METHODS
     from ssdistill.models.students import Student
+    from ssdistill.recipe import build_config
 
     recipe = {"feature": "configs/demo/feature.yaml", "mvmr": "configs/demo/mvmr_kd.yaml", "seed": "configs/q1/seed.yaml"}[method]
     # SEED reads its teacher embeddings from a table (bank or original view: the same step) and keeps a queue as
@@ -188,7 +200,9 @@ def p6_bf16(demo_runs: bool, repeats: int = 5) -> dict:
     recipe, _, module, batch = _step_fixture("feature", 64, {"data": {"batch_size": 64}})
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device)
-    batch = {k: ({n: v.to(device) for n, v in x.items()} if isinstance(x, dict) else x.to(device) if torch.is_tensor(x) else x) for k, x in batch.items()}
+    batch = {
+        k: ({n: v.to(device) for n, v in x.items()} if isinstance(x, dict) else x.to(device) if torch.is_tensor(x) else x) for k, x in batch.items()
+    }
 
     def step(bf16: bool) -> None:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
@@ -223,12 +237,25 @@ def p6_bf16(demo_runs: bool, repeats: int = 5) -> dict:
         with tempfile.TemporaryDirectory() as scratch:
             for precision in ("32", "bf16-mixed"):
                 name = f"p6-{precision}"
-                command = [sys.executable, "-m", "ssdistill", "distill", "--config", str(REPO / recipe), f"run.dir={scratch}",
-                           f"run.name={name}", f"trainer.precision={precision}", "trainer.progress_bar=false"]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "ssdistill",
+                    "distill",
+                    "--config",
+                    str(REPO / recipe),
+                    f"run.dir={scratch}",
+                    f"run.name={name}",
+                    f"trainer.precision={precision}",
+                    "trainer.progress_bar=false",
+                ]
                 subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
                 results = json.loads((Path(scratch) / name / "results.json").read_text())
-                demo[precision] = {"knn_top1": results["knn"]["student"]["top1"], "train_seconds": results["timing"]["train_seconds"],
-                                   "peak_rss_mib": results["timing"]["peak_rss_mb"]}
+                demo[precision] = {
+                    "knn_top1": results["knn"]["student"]["top1"],
+                    "train_seconds": results["timing"]["train_seconds"],
+                    "peak_rss_mib": results["timing"]["peak_rss_mb"],
+                }
         demo["knn_difference"] = demo["bf16-mixed"]["knn_top1"] - demo["32"]["knn_top1"]
         demo["within_1_point"] = abs(demo["knn_difference"]) <= 1.0
         demo["train_time_ratio"] = demo["bf16-mixed"]["train_seconds"] / demo["32"]["train_seconds"]
@@ -243,8 +270,19 @@ def p5_peak_memory(method: str, steps: int) -> dict:
     recipe = REPO / "configs" / "q1" / f"{method}.yaml"
     total_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     with tempfile.TemporaryDirectory() as scratch:
-        command = [sys.executable, "-m", "ssdistill", "distill", "--config", str(recipe), f"run.dir={scratch}", "run.name=p5",
-                   "trainer.epochs=1", f"trainer.limit_train_batches={steps}", "trainer.progress_bar=false"]
+        command = [
+            sys.executable,
+            "-m",
+            "ssdistill",
+            "distill",
+            "--config",
+            str(recipe),
+            f"run.dir={scratch}",
+            "run.name=p5",
+            "trainer.epochs=1",
+            f"trainer.limit_train_batches={steps}",
+            "trainer.progress_bar=false",
+        ]
         if not (IMAGENETTE / "train").is_dir():
             command += [f"data.train={DEMO / 'train'}", f"data.val={DEMO / 'val'}"]
         start = time.perf_counter()
@@ -284,9 +322,7 @@ def p4_knn(train: int, query: int, dim: int = 512, classes: int = 10, k: int = 2
     start = time.perf_counter()
     ours = knn_scores(torch.from_numpy(bank), torch.from_numpy(bank_labels), torch.from_numpy(queries), classes, k, temperature).argmax(1).numpy()
     ours_seconds = time.perf_counter() - start
-    sklearn = KNeighborsClassifier(
-        n_neighbors=k, algorithm="brute", metric="cosine", weights=lambda d: np.exp((1.0 - d) / temperature), n_jobs=-1
-    )
+    sklearn = KNeighborsClassifier(n_neighbors=k, algorithm="brute", metric="cosine", weights=lambda d: np.exp((1.0 - d) / temperature), n_jobs=-1)
     start = time.perf_counter()
     theirs = sklearn.fit(bank, bank_labels).predict(queries)
     sklearn_seconds = time.perf_counter() - start
@@ -345,9 +381,11 @@ def _markdown(record: dict) -> str:
             detail = f"{row['bf16_step_seconds'] * 1000:.0f} ms vs fp32 {row['fp32_step_seconds'] * 1000:.0f} ms per step of `{row['recipe']}` on {row['device']}"
             demo = row.get("demo")
             if demo:
-                detail += (f"; demo schedule end to end: training time x{demo['train_time_ratio']:.2f}, peak memory x{demo['peak_memory_ratio']:.2f}, "
-                           f"student k-NN {demo['bf16-mixed']['knn_top1']:.1f} % vs {demo['32']['knn_top1']:.1f} % "
-                           f"({'within' if demo['within_1_point'] else 'NOT within'} 1 point)")
+                detail += (
+                    f"; demo schedule end to end: training time x{demo['train_time_ratio']:.2f}, peak memory x{demo['peak_memory_ratio']:.2f}, "
+                    f"student k-NN {demo['bf16-mixed']['knn_top1']:.1f} % vs {demo['32']['knn_top1']:.1f} % "
+                    f"({'within' if demo['within_1_point'] else 'NOT within'} 1 point)"
+                )
         else:
             detail = f"{row['ssdistill_seconds']:.2f} s vs {row['sklearn_seconds']:.2f} s, {row['query']} queries x {row['dim']}-d, predictions agree {100 * row['prediction_agreement']:.2f} %"
         lines.append(f"| {row['figure']} | {row['ratio']:.2f} | {row['goal']} | {detail} |")
@@ -358,7 +396,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="ssdistill speed benchmarks (ratios measured side by side).")
     parser.add_argument("--tier", choices=sorted(TIERS), default="cpu")
     parser.add_argument("--only", nargs="*", choices=FIGURES, default=list(FIGURES))
-    parser.add_argument("--docs", "--readme", dest="docs", action="store_true", help="also replace the docs/benchmarks.md block between <!-- bench:speed-<tier> --> markers")
+    parser.add_argument(
+        "--docs",
+        "--readme",
+        dest="docs",
+        action="store_true",
+        help="also replace the docs/benchmarks.md block between <!-- bench:speed-<tier> --> markers",
+    )
     parser.add_argument("--table-only", action="store_true", help="only regenerate the markdown from the JSON file")
     args = parser.parse_args()
     if args.table_only:

@@ -19,9 +19,9 @@ import json
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -44,8 +44,11 @@ def _run(config: Path, seed: int, runs: Path, name: str, **sections) -> tuple[di
 
 def _lift(results: dict) -> dict[str, float]:
     knn = results["knn"]
-    return {"student_knn": knn["student"]["top1"], "random_init_knn": knn["random_init"]["top1"],
-            "knn_lift": knn["student"]["top1"] - knn["random_init"]["top1"]}
+    return {
+        "student_knn": knn["student"]["top1"],
+        "random_init_knn": knn["random_init"]["top1"],
+        "knn_lift": knn["student"]["top1"] - knn["random_init"]["top1"],
+    }
 
 
 def demo_feature(seed: int, runs: Path) -> dict[str, float]:
@@ -67,20 +70,36 @@ def _monitor_cka(run_dir: Path) -> tuple[float, float]:
 def mvmr_teacher(seed: int, runs: Path) -> dict[str, float]:
     """tests/integration/test_real_images.py::test_mvmr_teacher_term_teaches_the_student_on_real_images."""
     results, run_dir = _run(
-        DEMO / "mvmr_kd.yaml", seed, runs, "mvmr-teacher",
-        method={"weights": {"mse": 0.0, "std": 0.0, "views": 0.0}}, optim={"lr": 0.002}, eval={"teacher": True},
+        DEMO / "mvmr_kd.yaml",
+        seed,
+        runs,
+        "mvmr-teacher",
+        method={"weights": {"mse": 0.0, "std": 0.0, "views": 0.0}},
+        optim={"lr": 0.002},
+        eval={"teacher": True},
     )
     term = _per_epoch(run_dir, "teacher")
     student, random_init = (results["knn"][label]["teacher_alignment"]["dcor2"] for label in ("student", "random_init"))
-    return {**_lift(results), "teacher_term_drop": term[0] - term[-1],
-            "student_dcor2": student, "random_init_dcor2": random_init, "dcor2_lift": student - random_init}
+    return {
+        **_lift(results),
+        "teacher_term_drop": term[0] - term[-1],
+        "student_dcor2": student,
+        "random_init_dcor2": random_init,
+        "dcor2_lift": student - random_init,
+    }
 
 
 def mvmr_ssl(seed: int, runs: Path) -> dict[str, float]:
     """tests/integration/test_real_images_ssl.py::test_mvmr_self_supervised_mode_raises_dependence_with_every_representation."""
     _, run_dir = _run(
-        DEMO / "mvmr_kd.yaml", seed, runs, "mvmr-ssl",
-        method={"mode": "ssl"}, optim={"lr": 0.002}, trainer={"epochs": 8}, eval={"teacher": False, "random_init": False},
+        DEMO / "mvmr_kd.yaml",
+        seed,
+        runs,
+        "mvmr-ssl",
+        method={"mode": "ssl"},
+        optim={"lr": 0.002},
+        trainer={"epochs": 8},
+        eval={"teacher": False, "random_init": False},
     )
     return {f"{term}_drop": (values := _per_epoch(run_dir, term))[0] - values[-1] for term in ("raw", "hog", "local_std", "views")}
 
@@ -96,8 +115,18 @@ def smoke(seed: int, runs: Path) -> dict[str, float]:
     results = RESULTS if seed == 0 else runs / "results"
     done = {}
     for bench, method in (row for rows in smoke_tests().values() for row in rows):
-        done.update(run_tier("smoke", [bench], [method], results_dir=results, runs_dir=runs / "runs",
-                             seed=None if seed == 0 else seed, force=seed == 0, log=lambda line: None))
+        done.update(
+            run_tier(
+                "smoke",
+                [bench],
+                [method],
+                results_dir=results,
+                runs_dir=runs / "runs",
+                seed=None if seed == 0 else seed,
+                force=seed == 0,
+                log=lambda line: None,
+            )
+        )
     return {name: value for (_, method), record in done.items() for name, value in smoke_figures(method, record).items()}
 
 
@@ -106,8 +135,10 @@ def smoke_figures(method: str, record: dict) -> dict[str, float]:
     from benchmarks.quality.smoke import first_comparable_epoch
 
     losses, knn = record["epoch_losses"], record["knn"]
-    figures = {f"{method}_knn_lift": knn["student"]["top1"] - knn["random_init"]["top1"],
-               f"{method}_loss_ratio": losses[-1] / losses[first_comparable_epoch(method, record)]}
+    figures = {
+        f"{method}_knn_lift": knn["student"]["top1"] - knn["random_init"]["top1"],
+        f"{method}_loss_ratio": losses[-1] / losses[first_comparable_epoch(method, record)],
+    }
     if "teacher_alignment" in knn["student"] and "teacher_alignment" in knn["random_init"]:
         figures[f"{method}_dcor2_lift"] = knn["student"]["teacher_alignment"]["dcor2"] - knn["random_init"]["teacher_alignment"]["dcor2"]
     for name, task in (record.get("tasks") or {}).items():  # CKA: each task head over the random-init student's k-means
@@ -120,7 +151,10 @@ def smoke_figures(method: str, record: dict) -> dict[str, float]:
 
 
 CHECKS: dict[str, Callable[[int, Path], dict[str, float]]] = {
-    "demo_feature": demo_feature, "mvmr_teacher": mvmr_teacher, "mvmr_ssl": mvmr_ssl, "smoke": smoke,
+    "demo_feature": demo_feature,
+    "mvmr_teacher": mvmr_teacher,
+    "mvmr_ssl": mvmr_ssl,
+    "smoke": smoke,
 }
 # the bound each test asserts on a figure (figure -> text), shown next to the measured spread
 BOUNDS = {
@@ -153,7 +187,8 @@ BOUNDS["smoke"] = _smoke_bounds()
 
 
 def machine_and_versions() -> dict:
-    from ssdistill.engine.records import machine, versions as _versions
+    from ssdistill.engine.records import machine
+    from ssdistill.engine.records import versions as _versions
 
     return {"machine": machine(), "versions": _versions()}
 
@@ -185,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
     parser.add_argument("--force", action="store_true", help="recompute (check, seed) pairs already measured")
     parser.add_argument("--table-only", action="store_true")
-    parser.add_argument("--docs", "--readme", dest="docs", action="store_true", help="also replace the block of docs/benchmarks.md between <!-- spread --> markers")
+    parser.add_argument(
+        "--docs", "--readme", dest="docs", action="store_true", help="also replace the block of docs/benchmarks.md between <!-- spread --> markers"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     path = args.results / "spread-cpu.json"

@@ -46,8 +46,8 @@ def path(bench: str, results_dir: Path = RESULTS) -> Path:
 
 def measure(bench: str, sides: list[int], force: bool = False, results_dir: Path = RESULTS) -> dict:
     from ssdistill import evaluate
-    from ssdistill.files import atomic_write_text
     from ssdistill.engine.records import versions
+    from ssdistill.files import atomic_write_text
 
     setting = _setting(bench)
     out = path(bench, results_dir)
@@ -55,7 +55,9 @@ def measure(bench: str, sides: list[int], force: bool = False, results_dir: Path
     for side in sides:
         if str(side) in record["rows"] and not force:
             continue
-        row = evaluate(teacher=setting["teacher"], resolution=side, train=setting["train"], val=setting["val"], k=K, temperature=T, full=False)[setting["teacher"]]
+        row = evaluate(teacher=setting["teacher"], resolution=side, train=setting["train"], val=setting["val"], k=K, temperature=T, full=False)[
+            setting["teacher"]
+        ]
         record["rows"][str(side)] = {key: row[key] for key in ("top1", "top5", "images_per_s", "gflops", "resolution") if key in row}
         record["rows"][str(side)]["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         record["versions"] = versions()
@@ -90,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sides", type=int, nargs="+", default=list(SIDES), help="teacher input sides in px")
     parser.add_argument("--force", action="store_true", help="measure sides already on record again")
     parser.add_argument("--table-only", action="store_true", help="render the table from the record, measure nothing")
-    parser.add_argument("--docs", "--readme", dest="docs", action="store_true", help="also fill the docs/benchmarks.md block bench:<bench>-cpu-teacher-resolution")
+    parser.add_argument(
+        "--docs", "--readme", dest="docs", action="store_true", help="also fill the docs/benchmarks.md block bench:<bench>-cpu-teacher-resolution"
+    )
     args = parser.parse_args(argv)
     if not args.table_only:
         measure(args.bench, args.sides, args.force)

@@ -52,8 +52,14 @@ def run_side(out: Path) -> None:
 
 def side(tree: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "SSDISTILL_CACHE_DIR": tempfile.mkdtemp(), "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, str(REPO / "scripts" / "compare_numerics.py"), "--run", str(out)], cwd=tree, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "compare_numerics.py"), "--run", str(out)],
+        cwd=tree,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return json.loads(out.read_text())
 
 
@@ -83,9 +89,14 @@ def main() -> int:
             continue
         same = a == b
         changed += not same
-        print(f"{name:<8} {'identical' if same else 'DIFFERENT'}: " + ", ".join(
-            f"{label} {b['knn'][label]['top1']:.1f}" + ("" if a["knn"].get(label, {}).get("top1") == b["knn"][label]["top1"] else f" (was {a['knn'].get(label, {}).get('top1')})")
-            for label in b["knn"]))
+        print(
+            f"{name:<8} {'identical' if same else 'DIFFERENT'}: "
+            + ", ".join(
+                f"{label} {b['knn'][label]['top1']:.1f}"
+                + ("" if a["knn"].get(label, {}).get("top1") == b["knn"][label]["top1"] else f" (was {a['knn'].get(label, {}).get('top1')})")
+                for label in b["knn"]
+            )
+        )
     return 1 if changed else 0
 
 

@@ -27,8 +27,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per cor
 # half (about 6.5 min); the short files fill in behind on whichever worker frees up. (Before, the real-image file went
 # to the worker that had the second smoke half and the run ended waiting on it.)
 LONGEST_FIRST = (
-    "tests/integration/test_real_images.py", "tests/bench/test_smoke_tier.py", "tests/integration/test_ddp.py",
-    "tests/bench/test_smoke_tier_b.py", "tests/integration/test_real_images_ssl.py",
+    "tests/integration/test_real_images.py",
+    "tests/bench/test_smoke_tier.py",
+    "tests/integration/test_ddp.py",
+    "tests/bench/test_smoke_tier_b.py",
+    "tests/integration/test_real_images_ssl.py",
 )
 
 
@@ -55,8 +58,7 @@ SLOW_TESTS = {  # a test file (all its tests) or a test's node id without its pa
     "tests/methods/test_cka.py::test_a_cka_run_reports_every_task": "trains and evaluates a CKA run",
     "tests/methods/test_cka.py::test_two_unlabelled_folders_and_two_teachers_from_the_command_line": "trains a CLI run",
     # these four share one module fixture that trains a supervised cohort end to end
-    "tests/methods/test_mcl.py::test_a_supervised_cohort_trains_end_to_end_with_a_row_per_member_and_the_ensemble":
-        "trains a cohort",
+    "tests/methods/test_mcl.py::test_a_supervised_cohort_trains_end_to_end_with_a_row_per_member_and_the_ensemble": "trains a cohort",
     "tests/methods/test_mcl.py::test_each_member_of_the_cohort_exports": "trains a cohort",
     "tests/methods/test_mcl.py::test_ssdistill_eval_scores_the_members_classifiers_again": "trains a cohort",
     "tests/methods/test_mcl.py::test_classifiers_are_not_scored_against_a_memory_of_other_classes": "trains a cohort",
@@ -67,14 +69,13 @@ def is_slow(nodeid: str) -> bool:
     """Whether the test with this node id belongs to the slow tier (the rule above)."""
     path = nodeid.split("::")[0]
     name = path.rsplit("/", 1)[-1]
-    return (path.startswith(SLOW_FOLDERS) or any(word in name for word in SLOW_FILE_WORDS)
-            or path in SLOW_TESTS or nodeid.split("[")[0] in SLOW_TESTS)
+    return path.startswith(SLOW_FOLDERS) or any(word in name for word in SLOW_FILE_WORDS) or path in SLOW_TESTS or nodeid.split("[")[0] in SLOW_TESTS
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config, items):
     for item in items:  # the node id from the repository root, whatever pytest's rootdir
-        if is_slow(item.path.relative_to(REPO).as_posix() + item.nodeid[len(item.nodeid.split("::")[0]):]):
+        if is_slow(item.path.relative_to(REPO).as_posix() + item.nodeid[len(item.nodeid.split("::")[0]) :]):
             item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order

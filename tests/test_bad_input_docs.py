@@ -17,7 +17,10 @@ spec.loader.exec_module(table)
 def _collected() -> set[str]:
     listing = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *table.FILES],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return {line.strip() for line in listing.splitlines() if "::" in line}
 

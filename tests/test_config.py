@@ -1,8 +1,8 @@
 import pytest
 
 from ssdistill.config import DistillConfig
-from ssdistill.recipe import build_config, describe_options, parse_overrides
 from ssdistill.errors import ConfigError
+from ssdistill.recipe import build_config, describe_options, parse_overrides
 
 
 def test_defaults_validate_and_method_section_has_its_own_fields():
@@ -117,6 +117,7 @@ def test_a_dumped_config_reads_back_to_the_same_teachers(raw):
 def test_the_schema_alone_refuses_an_unresolved_method_section():
     with pytest.raises(ValueError, match="build configs with ssdistill.recipe.build_config"):
         DistillConfig.model_validate({"method": {"name": "seed"}})
+
 
 def test_distill_merges_overrides_and_keyword_sections_deeply(tmp_path, monkeypatch):
     import yaml

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 README = REPO / "README.md"
@@ -55,7 +54,7 @@ def test_readme_is_a_short_front_page_with_the_install_near_the_top():
     assert len(lines) <= 250, f"README.md has {len(lines)} lines; it must stay <= 250 (move detail to docs/)"
     install = next(i for i, line in enumerate(lines, 1) if line.startswith("## ") and "command" in line.lower())
     assert install <= 60, f"the install commands start at line {install}; they must be within the first 60 lines"
-    assert "make demo" in "\n".join(lines[install:install + 8]) and "make test" in "\n".join(lines[install:install + 8])
+    assert "make demo" in "\n".join(lines[install : install + 8]) and "make test" in "\n".join(lines[install : install + 8])
 
 
 def test_every_link_of_the_readme_resolves_to_a_file_and_anchor_of_the_repository():
@@ -75,8 +74,9 @@ def test_every_link_of_the_readme_resolves_to_a_file_and_anchor_of_the_repositor
 def test_the_repository_cites_only_documents_it_holds():
     """No page, config, docstring or comment sends a reader to the team's internal references (not in the repository):
     they cite the documentation site's pages instead."""
-    listed = subprocess.run(["git", "ls-files", "README.md", "docs", "src", "configs", "benchmarks", "tests", "scripts"], cwd=REPO,
-                            capture_output=True, text=True).stdout.split()
+    listed = subprocess.run(
+        ["git", "ls-files", "README.md", "docs", "src", "configs", "benchmarks", "tests", "scripts"], cwd=REPO, capture_output=True, text=True
+    ).stdout.split()
     found = []
     for name in listed:
         if not name.endswith((".py", ".md", ".yaml", ".yml")) or name == "tests/test_docs.py" or name.startswith("benchmarks/results/"):
@@ -107,12 +107,19 @@ def test_no_benchmark_table_lives_in_two_places():
     assert "bench:q1-cpu" in seen and "demo:results" in seen
 
 
-@pytest.mark.skipif(shutil.which("mkdocs", path=str(Path(sys.executable).parent)) is None and os.environ.get("SSDISTILL_REQUIRE_DOCS") != "1",
-                    reason="mkdocs is not installed (pip install -e '.[docs]')")
+@pytest.mark.skipif(
+    shutil.which("mkdocs", path=str(Path(sys.executable).parent)) is None and os.environ.get("SSDISTILL_REQUIRE_DOCS") != "1",
+    reason="mkdocs is not installed (pip install -e '.[docs]')",
+)
 def test_the_site_builds_strictly(tmp_path):
     mkdocs = Path(sys.executable).parent / "mkdocs"
-    done = subprocess.run([str(mkdocs), "build", "--strict", "-q", "-d", str(tmp_path / "site")], cwd=REPO, capture_output=True,
-                          text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    done = subprocess.run(
+        [str(mkdocs), "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     problems = [line for line in (done.stdout + done.stderr).splitlines() if "WARNING" in line or "ERROR" in line]
     assert done.returncode == 0, "mkdocs build --strict failed:\n" + "\n".join(problems or [done.stderr[-2000:]])
     api = (tmp_path / "site" / "api" / "index.html").read_text()
@@ -141,7 +148,11 @@ def test_documented_command_runs(block, reader_folder):
     name, language, code = block
     if code in reader_folder["ran"]:
         return
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
     command = ["bash", "-euo", "pipefail", "-c", code] if language == "bash" else [sys.executable, "-c", code]
     done = subprocess.run(command, cwd=reader_folder["path"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{name} failed ({done.returncode}):\n{code}\n--- output ---\n{(done.stdout + done.stderr)[-3000:]}"

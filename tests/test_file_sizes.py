@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 LIMIT = 350
@@ -43,8 +42,11 @@ def listed_notes(text: str) -> dict[str, str]:
 def problems(sizes: dict[str, int], notes: dict[str, str]) -> list[str]:
     """What is wrong with the notes for these module sizes: modules over the limit without a note, notes of modules
     that are not over it (or gone), and notes that say nothing."""
-    found = [f"{path} has {lines} lines (over {LIMIT}) and no row in CONTRIBUTING.md's '{HEADING[3:]}': split it, or add a row "
-             f"saying why it is one file" for path, lines in sorted(sizes.items()) if lines > LIMIT and path not in notes]
+    found = [
+        f"{path} has {lines} lines (over {LIMIT}) and no row in CONTRIBUTING.md's '{HEADING[3:]}': split it, or add a row saying why it is one file"
+        for path, lines in sorted(sizes.items())
+        if lines > LIMIT and path not in notes
+    ]
     for path, note in sorted(notes.items()):
         if path not in sizes:
             found.append(f"CONTRIBUTING.md lists {path}, which does not exist: remove its row")
@@ -69,22 +71,27 @@ def test_the_section_is_read_as_written():
 WHY = "it holds one protocol that every part of it reads and writes"
 
 
-@pytest.mark.parametrize("sizes, notes, expected", [
-    ({"src/a.py": 351, "src/b.py": 350}, {"src/a.py": WHY}, []),
-    ({"src/a.py": 351}, {}, ["src/a.py has 351 lines (over 350) and no row"]),
-    ({"src/a.py": 350}, {"src/a.py": WHY}, ["CONTRIBUTING.md lists src/a.py, which has 350 lines (not over 350): remove its row"]),
-    ({}, {"src/gone.py": WHY}, ["CONTRIBUTING.md lists src/gone.py, which does not exist: remove its row"]),
-    ({"src/a.py": 400}, {"src/a.py": "big"}, ["the row of src/a.py in CONTRIBUTING.md does not say why it is one file: 'big'"]),
-])
+@pytest.mark.parametrize(
+    "sizes, notes, expected",
+    [
+        ({"src/a.py": 351, "src/b.py": 350}, {"src/a.py": WHY}, []),
+        ({"src/a.py": 351}, {}, ["src/a.py has 351 lines (over 350) and no row"]),
+        ({"src/a.py": 350}, {"src/a.py": WHY}, ["CONTRIBUTING.md lists src/a.py, which has 350 lines (not over 350): remove its row"]),
+        ({}, {"src/gone.py": WHY}, ["CONTRIBUTING.md lists src/gone.py, which does not exist: remove its row"]),
+        ({"src/a.py": 400}, {"src/a.py": "big"}, ["the row of src/a.py in CONTRIBUTING.md does not say why it is one file: 'big'"]),
+    ],
+)
 def test_the_check_catches_a_planted_case(sizes, notes, expected):
     found = problems(sizes, notes)
     assert len(found) == len(expected) and all(line.startswith(start) for line, start in zip(found, expected))
 
 
 def test_the_rows_are_read_from_the_section_only():
-    text = ("# Contributing\n\n| `src/elsewhere.py` | a table of another section, never read as a note here |\n\n"
-            f"{HEADING}\n\nIntro.\n\n| file | why |\n| --- | --- |\n| `src/ssdistill/x.py` | {WHY} |\n\n## Next\n\n"
-            "| `src/after.py` | a table after the section, never read as a note here either |\n")
+    text = (
+        "# Contributing\n\n| `src/elsewhere.py` | a table of another section, never read as a note here |\n\n"
+        f"{HEADING}\n\nIntro.\n\n| file | why |\n| --- | --- |\n| `src/ssdistill/x.py` | {WHY} |\n\n## Next\n\n"
+        "| `src/after.py` | a table after the section, never read as a note here either |\n"
+    )
     assert listed_notes(text) == {"src/ssdistill/x.py": WHY}
     with pytest.raises(AssertionError, match="no section"):
         listed_notes("# Contributing\n")

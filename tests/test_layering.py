@@ -118,8 +118,13 @@ def test_the_root_package_imports_only_the_version_at_module_level():
 
 @pytest.mark.parametrize("low", ["ssdistill.config", "ssdistill.files", "ssdistill.errors", "ssdistill._version", "ssdistill.labels"])
 def test_the_lowest_floors_import_nothing_above_them(low):
-    allowed = {"ssdistill.config": {"ssdistill.errors", "ssdistill.labels"}, "ssdistill.files": set(), "ssdistill.errors": set(),
-               "ssdistill._version": set(), "ssdistill.labels": set()}
+    allowed = {
+        "ssdistill.config": {"ssdistill.errors", "ssdistill.labels"},
+        "ssdistill.files": set(),
+        "ssdistill.errors": set(),
+        "ssdistill._version": set(),
+        "ssdistill.labels": set(),
+    }
     assert GRAPH[low] <= allowed[low], f"{low} imports {sorted(GRAPH[low] - allowed[low])}"
 
 

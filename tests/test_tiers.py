@@ -11,9 +11,21 @@ import pytest
 from conftest import REPO, SLOW_TESTS, is_slow
 
 # every part of the package has unit tests in the fast tier: a folder of tests or one test file
-PARTS = ("tests/losses/", "tests/data/", "tests/models/", "tests/methods/", "tests/eval/", "tests/cache/",
-         "tests/report/", "tests/engine/", "tests/bench/", "tests/test_config.py", "tests/test_layering.py",
-         "tests/test_labels.py", "tests/test_docs.py")
+PARTS = (
+    "tests/losses/",
+    "tests/data/",
+    "tests/models/",
+    "tests/methods/",
+    "tests/eval/",
+    "tests/cache/",
+    "tests/report/",
+    "tests/engine/",
+    "tests/bench/",
+    "tests/test_config.py",
+    "tests/test_layering.py",
+    "tests/test_labels.py",
+    "tests/test_docs.py",
+)
 # what a test file that starts a process group (DDP) says
 DDP_SIGNS = re.compile(r"init_process_group|ddp_worker|[\"']devices[\"']\s*:\s*[2-9]")
 
@@ -22,8 +34,12 @@ DDP_SIGNS = re.compile(r"init_process_group|ddp_worker|[\"']devices[\"']\s*:\s*[
 def fast_tier() -> tuple[list[str], int]:
     """The node ids `pytest -m "not slow"` collects (in a second pytest process, as `make test-fast` would), and how
     many tests there are in all."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           "-m", "not slow", "tests"], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", "not slow", "tests"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     ids = [line.strip() for line in done.stdout.splitlines() if "::" in line]
     summary = re.search(r"(\d+)/(\d+) tests collected \((\d+) deselected\)", done.stdout)
@@ -48,8 +64,7 @@ def test_the_fast_tier_holds_no_slow_test(fast_tier):
     assert not [f for f in files if re.search(r"smoke|ddp", f.rsplit("/", 1)[-1])]
     ddp = [f for f in files if f != "tests/test_tiers.py" and DDP_SIGNS.search((REPO / f).read_text())]  # not the signs here
     assert not ddp, f"{ddp} start a process group (DDP): name the file *ddp* or move it to tests/integration/"
-    assert not [nodeid for nodeid in ids if nodeid in SLOW_TESTS or nodeid.split("[")[0] in SLOW_TESTS
-                or nodeid.split("::")[0] in SLOW_TESTS]
+    assert not [nodeid for nodeid in ids if nodeid in SLOW_TESTS or nodeid.split("[")[0] in SLOW_TESTS or nodeid.split("::")[0] in SLOW_TESTS]
     assert "tests/test_tiers.py::test_the_fast_tier_holds_no_slow_test" in ids  # this check runs in the fast tier too
 
 

@@ -41,14 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=names, metavar="METHOD", help=f"rows to run, of {', '.join(names)}")
     parser.add_argument("--force", action="store_true", help="recompute finished rows (their run directories are deleted)")
     parser.add_argument("--table-only", action="store_true", help="only regenerate the markdown tables from the JSON files")
-    parser.add_argument("--alignment", action="store_true",
-                        help="fill teacher alignment (CKA, dCor² on val) into finished rows that lack it, then regenerate the tables")
+    parser.add_argument(
+        "--alignment",
+        action="store_true",
+        help="fill teacher alignment (CKA, dCor² on val) into finished rows that lack it, then regenerate the tables",
+    )
     parser.add_argument("--docs", "--readme", dest="docs", action="store_true", help="also replace the tables' blocks in docs/benchmarks.md")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the row JSON files and tables")
     parser.add_argument("--runs", type=Path, help="parent of the run directories (default: the recipe's run.dir)")
-    parser.add_argument("--seed", type=int, help="train the rows with trainer.seed=SEED, another seed of the same rows (their run "
-                        "directories end in -seedSEED, their rows are METHOD-seedSEED-TIER.json) in a results folder of their own, e.g. --results "
-                        "benchmarks/results/seeds")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="train the rows with trainer.seed=SEED, another seed of the same rows (their run "
+        "directories end in -seedSEED, their rows are METHOD-seedSEED-TIER.json) in a results folder of their own, e.g. --results "
+        "benchmarks/results/seeds",
+    )
     args = parser.parse_args(argv)
     benches = args.bench or TIERS[args.tier].benches
     readme = DOCS if args.docs else None
@@ -65,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.seed is not None and args.results.resolve() == RESULTS.resolve():
         raise SystemExit("--seed rows (METHOD-seedN-TIER.json) go to a folder of their own: add --results benchmarks/results/seeds")
-    done = run_tier(args.tier, benches, args.only, results_dir=args.results, runs_dir=args.runs, force=args.force, quiet=False, readme=readme,
-                    seed=args.seed)
+    done = run_tier(
+        args.tier, benches, args.only, results_dir=args.results, runs_dir=args.runs, force=args.force, quiet=False, readme=readme, seed=args.seed
+    )
     for bench in benches:
         print(bench_table(bench, args.tier, args.results))
     if args.tier != "smoke":

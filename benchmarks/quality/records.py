@@ -50,7 +50,10 @@ def time_to_quality(record: dict, fractions=TTQ_FRACTIONS) -> dict[float, float 
     teacher = ((record.get("knn") or {}).get(primary_label(record)) or {}).get("top1")
     found: dict[float, float | None] = {}
     for fraction in fractions:
-        hits = [p["train_seconds"] for p in record.get("monitor_knn") or []
-                if teacher and max(p.get("student", 0.0), p.get("ema", 0.0)) >= fraction * teacher]
+        hits = [
+            p["train_seconds"]
+            for p in record.get("monitor_knn") or []
+            if teacher and max(p.get("student", 0.0), p.get("ema", 0.0)) >= fraction * teacher
+        ]
         found[fraction] = hits[0] if hits else None
     return found

@@ -141,9 +141,19 @@ def _row(source: Path, name: str, entry) -> Row:
     for hook in entry.get("notes") or ():
         if hook not in hooks.NOTES:
             raise SystemExit(f"{where} names note hook '{hook}', not one of {', '.join(hooks.NOTES)} (benchmarks/quality/hooks.py)")
-    row = Row(name, tuple(benches), str(entry["label"]), entry["group"], entry.get("recipe", DEFAULT_RECIPE), entry.get("overrides") or {},
-              entry.get("tiers") or {}, bool(entry.get("labels", False)), entry.get("bench_labels") or {}, tuple(entry.get("notes") or ()),
-              entry.get("smoke") or {})
+    row = Row(
+        name,
+        tuple(benches),
+        str(entry["label"]),
+        entry["group"],
+        entry.get("recipe", DEFAULT_RECIPE),
+        entry.get("overrides") or {},
+        entry.get("tiers") or {},
+        bool(entry.get("labels", False)),
+        entry.get("bench_labels") or {},
+        tuple(entry.get("notes") or ()),
+        entry.get("smoke") or {},
+    )
     for bench in row.benches:
         if not row.recipe_path(bench).is_file():
             raise SystemExit(f"{where} on {bench}: no recipe {row.recipe_path(bench).relative_to(REPO)}; write it, or set the row's recipe")
@@ -158,15 +168,19 @@ def _check_smoke(where: str, row: Row) -> None:
             raise SystemExit(_unknown(f"{where}: smoke", key, SMOKE_KEYS))
     on_smoke = [b for b in row.benches if b in SMOKE_BENCHES]
     if on_smoke and ("test" in smoke) == ("untested" in smoke):
-        raise SystemExit(f"{where} runs on the smoke tier ({', '.join(on_smoke)}): give it smoke: {{test: a}} (or b), or smoke: {{untested: <why>}}, not "
-                         + ("both" if "test" in smoke else "neither"))
+        raise SystemExit(
+            f"{where} runs on the smoke tier ({', '.join(on_smoke)}): give it smoke: {{test: a}} (or b), or smoke: {{untested: <why>}}, not "
+            + ("both" if "test" in smoke else "neither")
+        )
     if not on_smoke and ("test" in smoke or "untested" in smoke):
         raise SystemExit(f"{where} has smoke test/untested but runs on no smoke-tier benchmark ({', '.join(SMOKE_BENCHES)})")
     if "test" in smoke and smoke["test"] not in SMOKE_TEST_GROUPS:
         raise SystemExit(f"{where}: smoke test '{smoke['test']}' is not one of {', '.join(SMOKE_TEST_GROUPS)}")
     start = smoke.get("loss_from_epoch", 0)
     if not (isinstance(start, int) or start in hooks.EPOCHS):
-        raise SystemExit(f"{where}: smoke loss_from_epoch '{start}' is neither an epoch nor one of {', '.join(hooks.EPOCHS)} (benchmarks/quality/hooks.py)")
+        raise SystemExit(
+            f"{where}: smoke loss_from_epoch '{start}' is neither an epoch nor one of {', '.join(hooks.EPOCHS)} (benchmarks/quality/hooks.py)"
+        )
 
 
 def load(path: Path = ROWS_FILE) -> Catalogue:

@@ -16,8 +16,17 @@ from benchmarks.quality.tiers import TIERS, run_dir_and_overrides
 from ssdistill.eval.tables import cell
 
 
-def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESULTS, runs_dir: Path | None = None,
-            force: bool = False, quiet: bool = True, seed: int | None = None) -> dict:
+def run_row(
+    tier_name: str,
+    bench: str,
+    method: str,
+    *,
+    results_dir: Path = RESULTS,
+    runs_dir: Path | None = None,
+    force: bool = False,
+    quiet: bool = True,
+    seed: int | None = None,
+) -> dict:
     """Measure one row (or read it back when finished) and write its JSON; returns the row record."""
     from ssdistill import distill
 
@@ -63,9 +72,19 @@ def run_row(tier_name: str, bench: str, method: str, *, results_dir: Path = RESU
     return record
 
 
-def run_tier(tier: str, benches=None, methods=None, *, results_dir: Path = RESULTS, runs_dir: Path | None = None,
-             force: bool = False, quiet: bool = True, readme: Path | None = None, log=print,
-             seed: int | None = None) -> dict[tuple[str, str], dict]:
+def run_tier(
+    tier: str,
+    benches=None,
+    methods=None,
+    *,
+    results_dir: Path = RESULTS,
+    runs_dir: Path | None = None,
+    force: bool = False,
+    quiet: bool = True,
+    readme: Path | None = None,
+    log=print,
+    seed: int | None = None,
+) -> dict[tuple[str, str], dict]:
     """Every requested row of a tier, each written as it completes; tables regenerated after each row."""
     from benchmarks.quality.tables import write_table
 
@@ -99,8 +118,8 @@ def add_teacher_alignment(record: dict) -> bool:
     run kept on disk (``RUN/features/<model>-val-*.pt``) and the teacher's cached val features; rows evaluated
     before the suite computed it. Returns whether anything was added; a row whose run directory is gone is left."""
     from ssdistill.api import teacher_split_features
-    from ssdistill.recipe import build_config
     from ssdistill.eval.alignment import teacher_alignment
+    from ssdistill.recipe import build_config
 
     models = ((record.get("evaluation") or {}).get("models")) or {}
     missing = [label for label in ("student", "random_init") if label in models and "teacher_alignment" not in models[label]]

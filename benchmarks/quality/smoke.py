@@ -72,7 +72,9 @@ def check_row(method: str, record: dict) -> list[str]:
         if None in alignment:
             failures.append(f"{method}: no teacher alignment of the student and the random-init student (evaluate the teacher)")
         elif not alignment[0] >= alignment[1] + checks["dcor2_margin"]:
-            failures.append(f"{method}: student dCor² with the teacher {alignment[0]:.3f} is not {checks['dcor2_margin']:g} above random init {alignment[1]:.3f}")
+            failures.append(
+                f"{method}: student dCor² with the teacher {alignment[0]:.3f} is not {checks['dcor2_margin']:g} above random init {alignment[1]:.3f}"
+            )
         if not losses[-1] < losses[start]:
             failures.append(f"{method}: loss did not fall (epoch {start} {losses[start]:.3f} -> last {losses[-1]:.3f})")
     if row.group == "task":  # every task: the student's head clusters it better than the random-init student

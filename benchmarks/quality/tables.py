@@ -61,10 +61,12 @@ def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
     gpu = machine.get("gpu") or "no GPU"
     versions = reference.get("versions") or {}
     lines = [
-        (f"{bench.upper()}, tier `{tier}` ({TIERS[tier].description}); student {reference['student']['arch']} at "
-        f"{reference['student']['resolution']} px, teacher {(reference.get('teacher') or {}).get('name', '–')}; "
-        f"rows from {dates[0]} to {dates[-1]} on {machine.get('cpus', '?')} CPU cores, {gpu}, torch {versions.get('torch', '?')}; "
-        f"`python -m benchmarks.quality --tier {tier} --bench {bench}`"),
+        (
+            f"{bench.upper()}, tier `{tier}` ({TIERS[tier].description}); student {reference['student']['arch']} at "
+            f"{reference['student']['resolution']} px, teacher {(reference.get('teacher') or {}).get('name', '–')}; "
+            f"rows from {dates[0]} to {dates[-1]} on {machine.get('cpus', '?')} CPU cores, {gpu}, torch {versions.get('torch', '?')}; "
+            f"`python -m benchmarks.quality --tier {tier} --bench {bench}`"
+        ),
         "",
         "| model | k-NN k20 | k-NN k200 | linear | % of teacher (k-NN) | % of teacher (linear) | CKA with teacher | dCor² with teacher | train time | train img/s | notes |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -86,8 +88,13 @@ def table(bench: str, tier: str, results_dir: Path = RESULTS) -> str:
     for method, record in found.items():
         timing = record.get("timing") or {}
         label = catalogue.label(method, bench)
-        line(label + (" (superseded, see notes)" if record.get("superseded") else ""), metrics(record, "student"),
-             timing.get("train_seconds"), timing.get("train_images_per_s"), notes(method, record))
+        line(
+            label + (" (superseded, see notes)" if record.get("superseded") else ""),
+            metrics(record, "student"),
+            timing.get("train_seconds"),
+            timing.get("train_images_per_s"),
+            notes(method, record),
+        )
         ema = metrics(record, "student_ema")
         if ema["k20"] is not None:  # the same run's EMA copy (trainer.ema_momentum): a second student row, never the headline
             momentum = ((record.get("config") or {}).get("trainer") or {}).get("ema_momentum")
@@ -103,8 +110,10 @@ def cohort_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str | No
     if not found:
         return None
     lines = [
-        (f"{bench.upper()}, tier `{tier}`: cohort rows, every member (no teacher in training); "
-         f"`python -m benchmarks.quality --tier {tier} --bench {bench} --only {' '.join(found)}`"),
+        (
+            f"{bench.upper()}, tier `{tier}`: cohort rows, every member (no teacher in training); "
+            f"`python -m benchmarks.quality --tier {tier} --bench {bench} --only {' '.join(found)}`"
+        ),
         "",
         "| row | member | k-NN k20 | k-NN k200 | linear | classifier top-1 | its random init (k-NN k20) | train time (whole cohort) | notes |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -141,10 +150,12 @@ def recipe_table(bench: str, tier: str, results_dir: Path = RESULTS) -> str | No
     teacher = metrics(reference, primary_label(reference))
     shares = " / ".join(f"{f:.0%}" for f in TTQ_FRACTIONS)
     lines = [
-        (f"{bench.upper()}, tier `{tier}`: the recommended recipe{', its ingredients added one at a time' if bench == 'q1' else ''}; "
-        f"teacher k-NN {cell(teacher['k20'])}, linear {cell(teacher['linear'])}; time to a share of the teacher's k-NN: training "
-        f"seconds until the k-NN monitor (every 2 epochs, student or its EMA) first reached it; "
-        f"`python -m benchmarks.quality --tier {tier} --bench {bench} --only {' '.join(found)}`"),
+        (
+            f"{bench.upper()}, tier `{tier}`: the recommended recipe{', its ingredients added one at a time' if bench == 'q1' else ''}; "
+            f"teacher k-NN {cell(teacher['k20'])}, linear {cell(teacher['linear'])}; time to a share of the teacher's k-NN: training "
+            f"seconds until the k-NN monitor (every 2 epochs, student or its EMA) first reached it; "
+            f"`python -m benchmarks.quality --tier {tier} --bench {bench} --only {' '.join(found)}`"
+        ),
         "",
         f"| row | k-NN k20 | linear | % of teacher (k-NN) | EMA copy k-NN k20 | train time | time to {shares} of teacher k-NN | notes |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",

@@ -5,9 +5,9 @@ A row's config on a tier is its recipe, then the tier's overrides, then the row'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 from benchmarks.quality import rows
 from benchmarks.quality.paths import REPO, SHARED_WEIGHTS
@@ -70,7 +70,12 @@ class Tier:
 
 
 TIERS = {
-    "smoke": Tier("smoke", SMOKE_BENCHES, _smoke_overrides, "Q2 and Q3C recipes on 600 CIFAR-10 images (60 per class; Q3C: classes 0-4 and 5-9 as two tasks), 12 epochs, resnet18 at 32 px; k-NN on 500 test images"),
+    "smoke": Tier(
+        "smoke",
+        SMOKE_BENCHES,
+        _smoke_overrides,
+        "Q2 and Q3C recipes on 600 CIFAR-10 images (60 per class; Q3C: classes 0-4 and 5-9 as two tasks), 12 epochs, resnet18 at 32 px; k-NN on 500 test images",
+    ),
     "cpu": Tier("cpu", ("q1", "q2", "q3", "q3c"), _cpu_overrides, "the recipes as written, full evaluation"),
     "gpu": Tier("gpu", ("q1",), _gpu_overrides, "Q1 recipes with resnet18 at 224, batch 256, 100 epochs, bf16, teacher online"),
 }

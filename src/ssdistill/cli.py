@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 
 from ssdistill.distributed import is_global_zero
-from ssdistill.files import NO_SPACE, NOT_WRITABLE
 from ssdistill.errors import Interrupted, SsdistillError, one_line
+from ssdistill.files import NO_SPACE, NOT_WRITABLE
 
 
 def _options_epilog() -> str:
@@ -39,9 +39,15 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     distill.add_argument("--config", help="YAML recipe (see configs/); default: built-in defaults")
-    distill.add_argument("--recipe", help="a shipped recipe laid under the config and the overrides, e.g. `recommended` (`ssdistill list` shows them)")
-    distill.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from RUN_DIR/checkpoints/last.ckpt (or extend it: trainer.epochs=N)")
-    distill.add_argument("--force", action="store_true", help="with --resume: accept overrides that change what is trained (recorded in results.json)")
+    distill.add_argument(
+        "--recipe", help="a shipped recipe laid under the config and the overrides, e.g. `recommended` (`ssdistill list` shows them)"
+    )
+    distill.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a killed run from RUN_DIR/checkpoints/last.ckpt (or extend it: trainer.epochs=N)"
+    )
+    distill.add_argument(
+        "--force", action="store_true", help="with --resume: accept overrides that change what is trained (recorded in results.json)"
+    )
     distill.add_argument("overrides", nargs="*", metavar="key=value", help="override any option, e.g. trainer.epochs=5")
 
     evaluate = commands.add_parser(
@@ -102,7 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--allow-unfinished", action="store_true", help="export a run that has not trained all its epochs (config.json records how many it has)"
     )
-    export.add_argument("--push-to-hub", metavar="USER/NAME", help="upload the export folder to this Hugging Face Hub repository (created if missing)")
+    export.add_argument(
+        "--push-to-hub", metavar="USER/NAME", help="upload the export folder to this Hugging Face Hub repository (created if missing)"
+    )
     export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     export.add_argument(
         "--overwrite", action="store_true", help="write into a folder that holds other files (those of the export's names are replaced)"
@@ -183,8 +191,14 @@ def _cache(args: argparse.Namespace) -> None:
     from ssdistill.api import fill_cache
 
     for row in fill_cache(
-        args.teacher, args.data, weights=args.weights, output=args.output, batch_size=args.batch_size,
-        num_workers=args.num_workers, cache_dir=args.dir, dtype=args.dtype,
+        args.teacher,
+        args.data,
+        weights=args.weights,
+        output=args.output,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        cache_dir=args.dir,
+        dtype=args.dtype,
     ):
         print(f"{row['data']}: {row['shape'][0]} x {row['shape'][1]} in {row['seconds']:.1f} s ({row['images_per_s']:.0f} images/s)")
 
@@ -243,7 +257,15 @@ def main(argv: list[str] | None = None) -> None:
             from ssdistill.export import export_run
 
             written = export_run(
-                args.run, args.checkpoint, args.output, args.onnx, args.member, args.allow_unfinished, args.push_to_hub, args.private, args.licence,
+                args.run,
+                args.checkpoint,
+                args.output,
+                args.onnx,
+                args.member,
+                args.allow_unfinished,
+                args.push_to_hub,
+                args.private,
+                args.licence,
                 args.overwrite,
             )
             for what, path in written.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -27,13 +27,12 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     train: str = Field(
-        "", description="training images: an image folder (class sub-folders optional), a .txt list of image paths, WebDataset "
-        "shards (wds:/path/train-{000..009}.tar, wds:https://..., wds:pipe:<command>) or a torchvision name such as cifar10:train"
+        "",
+        description="training images: an image folder (class sub-folders optional), a .txt list of image paths, WebDataset "
+        "shards (wds:/path/train-{000..009}.tar, wds:https://..., wds:pipe:<command>) or a torchvision name such as cifar10:train",
     )
     val: str | None = Field(None, description="labelled evaluation split (ImageFolder or torchvision name such as cifar10:test)")
-    knn_train: str | None = Field(
-        None, description="labelled memory set for k-NN; default: data.train when it has class folders"
-    )
+    knn_train: str | None = Field(None, description="labelled memory set for k-NN; default: data.train when it has class folders")
     root: str = Field(
         "~/.cache/ssdistill/datasets",
         description="where torchvision datasets live / are downloaded, and where remote wds: shards are cached (<root>/wds-cache)",
@@ -43,9 +42,7 @@ class DataConfig(Section):
     batch_size: int = Field(128, gt=0, description="images per step per device")
     eval_batch_size: int = Field(256, gt=0, description="images per batch for feature extraction")
     num_workers: int = Field(2, ge=0, description="data-loading worker processes per device")
-    skip_corrupt: bool = Field(
-        False, description="decode every image once up front and skip unreadable ones (counted) instead of failing"
-    )
+    skip_corrupt: bool = Field(False, description="decode every image once up front and skip unreadable ones (counted) instead of failing")
 
 
 class StudentConfig(Section):
@@ -81,7 +78,7 @@ class TeacherConfig(Section):
     )
     key_map: dict[str, str | None] = Field(
         default_factory=lambda: {"module.": ""},
-        description="checkpoint key prefix -> replacement (null: drop those keys; the first matching prefix applies, \"\" matches "
+        description='checkpoint key prefix -> replacement (null: drop those keys; the first matching prefix applies, "" matches '
         "every key), applied before strict loading",
     )
     output: str = Field(
@@ -101,9 +98,7 @@ class TeacherConfig(Section):
     mean: tuple[float, float, float] | None = Field(None, description="normalisation mean; default: pretrained_cfg")
     std: tuple[float, float, float] | None = Field(None, description="normalisation std; default: pretrained_cfg")
     channels_last: bool = Field(True, description="channels_last memory format (about 2.5x faster on CPU for EfficientNet)")
-    precompute: bool = Field(
-        True, description="compute the teacher signal of the original view once before training instead of every step"
-    )
+    precompute: bool = Field(True, description="compute the teacher signal of the original view once before training instead of every step")
 
 
 class CacheConfig(Section):
@@ -141,24 +136,37 @@ class OptimConfig(Section):
 class TrainerConfig(Section):
     epochs: int = Field(20, gt=0, description="training epochs")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field("auto", description="Lightning accelerator")
-    devices: Union[int, Literal["auto"]] = Field(1, description="devices per node (processes); >1 uses DDP")
+    devices: int | Literal["auto"] = Field(1, description="devices per node (processes); >1 uses DDP")
     num_nodes: int = Field(1, gt=0, description="nodes (DDP via torchrun/SLURM)")
     # every value Lightning 2.6's Trainer accepts (lightning.fabric.connector._PRECISION_INPUT; its integers 16 / 32 / 64 are
     # read as text: trainer.precision=32 on a command line); tests/engine/test_trainer_options.py keeps the two sets equal
     precision: Literal[
-        "32", "32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "transformer-engine",
-        "transformer-engine-float16", "64", "16", "bf16",
+        "32",
+        "32-true",
+        "bf16-mixed",
+        "bf16-true",
+        "16-mixed",
+        "16-true",
+        "64-true",
+        "transformer-engine",
+        "transformer-engine-float16",
+        "64",
+        "16",
+        "bf16",
     ] = Field(
-        "32", description="training precision, as Lightning names it: 32 / 32-true, bf16-mixed (also on CPU), bf16-true (weights "
+        "32",
+        description="training precision, as Lightning names it: 32 / 32-true, bf16-mixed (also on CPU), bf16-true (weights "
         "in bfloat16), 16-mixed (GPU), 16-true, 64-true, transformer-engine (GPU, NVIDIA's package); aliases 16 = 16-mixed, "
         "bf16 = bf16-mixed, 64 = 64-true",
     )
     strategy: str = Field(
-        "auto", description="Lightning strategy by its registered name (ddp, ddp_spawn, ddp_fork, ddp_find_unused_parameters_true, "
+        "auto",
+        description="Lightning strategy by its registered name (ddp, ddp_spawn, ddp_fork, ddp_find_unused_parameters_true, "
         "fsdp, deepspeed, ...); auto: ddp when the run has more than one process, else one device",
     )
     extra: dict[str, Any] = Field(
-        default_factory=dict, description="further keyword arguments of lightning.Trainer (deterministic, benchmark, "
+        default_factory=dict,
+        description="further keyword arguments of lightning.Trainer (deterministic, benchmark, "
         "detect_anomaly, profiler, gradient_clip_algorithm, ...); the arguments ssdistill sets from its own keys are refused "
         "with the key to use",
     )
@@ -169,7 +177,9 @@ class TrainerConfig(Section):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # trainer.precision=32 on a command line
 
     accumulate_grad_batches: int = Field(
-        1, ge=1, description="batches per optimiser step (a step sees data.batch_size x this many images; queues take its keys "
+        1,
+        ge=1,
+        description="batches per optimiser step (a step sees data.batch_size x this many images; queues take its keys "
         "once per step, momentum encoders update once per step, the schedule counts steps)",
     )
     seed: int = Field(0, description="seed for weights, data order and augmentations")
@@ -180,7 +190,10 @@ class TrainerConfig(Section):
     )
     keep_checkpoints: int = Field(3, ge=1, description="per-epoch checkpoints kept (besides last.ckpt)")
     ema_momentum: float | None = Field(
-        None, ge=0, lt=1, description="also keep an EMA copy of the student (of each trained member of a cohort), updated after "
+        None,
+        ge=0,
+        lt=1,
+        description="also keep an EMA copy of the student (of each trained member of a cohort), updated after "
         "every optimiser step with this momentum (parameters and BatchNorm statistics) and evaluated as the row student_ema; "
         "export it with `ssdistill export --member ema` (null: off)",
     )
@@ -196,13 +209,16 @@ class EvalConfig(Section):
         "knn", description="after training: knn (k-NN only) or full (both k-NN protocols, linear probe, few-shot, clustering)"
     )
     shared_classes: bool = Field(
-        False, description="an evaluation class the k-NN memory has no image of: false refuses the run, true scores only the "
+        False,
+        description="an evaluation class the k-NN memory has no image of: false refuses the run, true scores only the "
         "classes both splits have (the record says how many images were left out); classes are always matched by name",
     )
     monitor_every: int = Field(0, ge=0, description="k-NN of the student every N epochs during training, logged with the losses (0: off)")
     monitor_images: int = Field(5000, gt=0, description="at most this many labelled training images as the monitoring k-NN memory")
     align_images: int = Field(
-        256, ge=0, description="label-free monitor: linear CKA of the student with the primary teacher on this many fixed images "
+        256,
+        ge=0,
+        description="label-free monitor: linear CKA of the student with the primary teacher on this many fixed images "
         "(from data.val when set, else fixed training images) after every epoch, logged as monitor/teacher_cka, and of the untrained "
         "student before the first step, logged as monitor/teacher_cka_start (0: off)",
     )
@@ -239,9 +255,7 @@ def _tracker_settings(value: Any) -> dict[str, dict[str, Any]]:
         if name not in TRACKERS:
             raise PydanticCustomError("tracker", f"unknown tracker '{name}'; the trackers are {', '.join(TRACKERS)}")
         if settings is not None and not isinstance(settings, dict):
-            raise PydanticCustomError(
-                "tracker_settings", f"the settings of tracker {name} must be a mapping {{setting: value}}"
-            )
+            raise PydanticCustomError("tracker_settings", f"the settings of tracker {name} must be a mapping {{setting: value}}")
         if settings and found.get(name):
             raise PydanticCustomError("tracker_twice", f"tracker {name} is given settings twice; give its settings once")
         if name == "csv" and settings:
@@ -261,12 +275,13 @@ class RunConfig(Section):
         "the final evaluation as metrics and the run's files (docs/trackers.md); CSV (RUN/metrics.csv) is always on",
     )
     mlflow_uri: str | None = Field(
-        None, description="MLflow tracking URI (run.loggers.mlflow.tracking_uri wins); default: $MLFLOW_TRACKING_URI, else "
-        "sqlite:///<run.dir>/mlflow.db (every run of run.dir in one store, artifacts in <run.dir>/mlartifacts)"
+        None,
+        description="MLflow tracking URI (run.loggers.mlflow.tracking_uri wins); default: $MLFLOW_TRACKING_URI, else "
+        "sqlite:///<run.dir>/mlflow.db (every run of run.dir in one store, artifacts in <run.dir>/mlartifacts)",
     )
     experiment: str = Field(
-        "ssdistill", description="MLflow experiment / W&B project the run is logged under (run.loggers.mlflow.experiment_name and "
-        "run.loggers.wandb.project win)"
+        "ssdistill",
+        description="MLflow experiment / W&B project the run is logged under (run.loggers.mlflow.experiment_name and run.loggers.wandb.project win)",
     )
 
     @field_validator("name")
@@ -432,7 +447,7 @@ class DistillConfig(Section):
         return value
 
     @model_validator(mode="after")
-    def _name_the_teachers(self) -> "DistillConfig":
+    def _name_the_teachers(self) -> DistillConfig:
         for name in self.teachers:
             if not _TEACHER_NAME.match(name):
                 raise ValueError(f"teacher name '{name}' must start with a letter and hold only letters, digits and _")

@@ -23,22 +23,29 @@ import torch
 from safetensors.torch import save_file
 
 from ssdistill._version import __version__
-
 from ssdistill.data.datasets import ImageSource, open_images, seeded_subset
 from ssdistill.engine.resume import SAFE_TO_CHANGE, flatten
 from ssdistill.engine.rundir import busy, existing_run_dir
 from ssdistill.engine.trackers import send_files
 from ssdistill.errors import ModelError, SsdistillError
 from ssdistill.export_config import (
-    dataset_name, declared_preprocessing, evaluation_paths, file_digest, public_name, rounded, timm_hub_config, weights_record,
+    dataset_name,
+    declared_preprocessing,
+    evaluation_paths,
+    file_digest,
+    public_name,
+    rounded,
+    timm_hub_config,
+    weights_record,
 )
 from ssdistill.files import atomic_output, atomic_write_text
-from ssdistill.runs.load import load_run
 from ssdistill.labels import student_label, teacher_label
 from ssdistill.methods.registry import METHODS
-from ssdistill.modelcard import licence_fields, model_card, push_to_hub as upload
+from ssdistill.modelcard import licence_fields, model_card
+from ssdistill.modelcard import push_to_hub as upload
 from ssdistill.models.students import Student
 from ssdistill.report.html import current_results, read_record
+from ssdistill.runs.load import load_run
 
 WEIGHTS_FILE = "model.safetensors"  # the name timm's local-dir: and hf-hub: loaders look for first
 EXPORT_FILES = (WEIGHTS_FILE, "config.json", "README.md", "student.onnx")  # every file an export writes
@@ -119,7 +126,8 @@ def figures_source(results: dict | None, evaluation: dict | None, older: bool, s
         return None, None, "the run's evaluation has no k-NN figures (no labelled evaluation split)"
     measured = [
         f"{name} step {record[key]}" if record.get(key) is not None else f"{name} no step recorded"
-        for name, record, key in (("results.json", results, "steps"), ("evaluation.json", evaluation, "step")) if record
+        for name, record, key in (("results.json", results, "steps"), ("evaluation.json", evaluation, "step"))
+        if record
     ]
     if measured:
         return None, None, f"the run's evaluations measured other checkpoints ({', '.join(measured)}), not this one (step {step})"
@@ -204,6 +212,7 @@ def census_sources(cfg, record: dict | None) -> list[ImageSource]:
     """The k-NN memory and evaluation splits the figures were measured on (those the run's config names when there
     are no figures), opened without ``data.skip_corrupt``: the census reads image headers (an unreadable one is left
     out, evaluation_paths), so it decodes no image."""
+
     def open_(spec: str) -> ImageSource:
         return open_images(spec, cfg.data.root, cfg.data.download)
 
@@ -229,8 +238,20 @@ def census_sources(cfg, record: dict | None) -> list[ImageSource]:
 
 
 def student_config(
-    cfg, student: Student, figures: dict | None, results: dict | None, path: Path, *, identity: str, member: str,
-    label: str, resolution: int, epochs: int, step: int | None, checkpoint: Path, missing: str | None = None,
+    cfg,
+    student: Student,
+    figures: dict | None,
+    results: dict | None,
+    path: Path,
+    *,
+    identity: str,
+    member: str,
+    label: str,
+    resolution: int,
+    epochs: int,
+    step: int | None,
+    checkpoint: Path,
+    missing: str | None = None,
     licence: str | None = None,
 ) -> dict[str, Any]:
     """Write config.json to ``path``: timm's own Hub config of the student's backbone (data.views' evaluation view as its
@@ -244,31 +265,40 @@ def student_config(
     config = timm_hub_config(student.backbone, data_config, path, licence_fields(licence)[0])
     train = (results or {}).get("data") or {}
     name, split = dataset_name(train.get("train") or cfg.data.train)
-    config["ssdistill"] = rounded({
-        "version": __version__,
-        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "run_id": identity,
-        "method": cfg.method.name,
-        "member": member,
-        "feature_dim": student.dim,  # the width of the features the model returns (timm's num_features may be pre-head)
-        "checkpoint": {"file": checkpoint.name, "epochs": epochs, "step": step},
-        "weights_sha256": None,  # filled in by export_run once model.safetensors is written
-        "teacher": _teacher(cfg.teacher),
-        "teachers": {label_: _teacher(t) for label_, t in cfg.teachers.items()},
-        "train_data": {"name": name, "split": split, "fingerprint": train.get("train_fingerprint"), "images": train.get("train_size")},
-        "epochs": epochs,  # trained, not planned
-        "planned_epochs": cfg.trainer.epochs,
-        "steps": step,  # of the exported checkpoint
-        "seed": cfg.trainer.seed,
-        "preprocessing": preprocessing,
-        "evaluation": _figures(figures, label, step, missing),
-    })
+    config["ssdistill"] = rounded(
+        {
+            "version": __version__,
+            "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "run_id": identity,
+            "method": cfg.method.name,
+            "member": member,
+            "feature_dim": student.dim,  # the width of the features the model returns (timm's num_features may be pre-head)
+            "checkpoint": {"file": checkpoint.name, "epochs": epochs, "step": step},
+            "weights_sha256": None,  # filled in by export_run once model.safetensors is written
+            "teacher": _teacher(cfg.teacher),
+            "teachers": {label_: _teacher(t) for label_, t in cfg.teachers.items()},
+            "train_data": {"name": name, "split": split, "fingerprint": train.get("train_fingerprint"), "images": train.get("train_size")},
+            "epochs": epochs,  # trained, not planned
+            "planned_epochs": cfg.trainer.epochs,
+            "steps": step,  # of the exported checkpoint
+            "seed": cfg.trainer.seed,
+            "preprocessing": preprocessing,
+            "evaluation": _figures(figures, label, step, missing),
+        }
+    )
     return config
 
 
 def export_run(
-    run: str | Path, checkpoint: str | Path | None = None, output: str | Path | None = None, onnx: bool = False, member: str | None = None,
-    allow_unfinished: bool = False, push_to_hub: str | None = None, private: bool = False, licence: str | None = None,
+    run: str | Path,
+    checkpoint: str | Path | None = None,
+    output: str | Path | None = None,
+    onnx: bool = False,
+    member: str | None = None,
+    allow_unfinished: bool = False,
+    push_to_hub: str | None = None,
+    private: bool = False,
+    licence: str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Path | str]:
     """Write model.safetensors + config.json + README.md (and student.onnx) of the run's student ``member`` (default:
@@ -287,8 +317,9 @@ def export_run(
     if epochs < cfg.trainer.epochs and not allow_unfinished:
         held = busy(run_dir)
         raise ModelError(
-            f"{held}: export it once it has finished, or its checkpoint as it is now with --allow-unfinished" if held else
-            f"{last} holds {epochs} of the run's {cfg.trainer.epochs} epochs (killed or still running): resume it first "
+            f"{held}: export it once it has finished, or its checkpoint as it is now with --allow-unfinished"
+            if held
+            else f"{last} holds {epochs} of the run's {cfg.trainer.epochs} epochs (killed or still running): resume it first "
             f"(ssdistill distill --resume {run_dir}), or export it as it is with --allow-unfinished"
         )
     members = loaded.method.run_members(cfg)
@@ -308,13 +339,30 @@ def export_run(
     figures = figures_record(cfg, record, source, label) if record else None
     if figures is None:  # the card says why (without local paths), and so does a warning
         named = checkpoint is not None
-        log.warning("the export of %s carries no evaluation figures: %s; `ssdistill eval %s%s` measures them, then export again",
-                    last, missing, run_dir, f" --checkpoint {last}" if named else "")
+        log.warning(
+            "the export of %s carries no evaluation figures: %s; `ssdistill eval %s%s` measures them, then export again",
+            last,
+            missing,
+            run_dir,
+            f" --checkpoint {last}" if named else "",
+        )
         missing = f"{missing}; `ssdistill eval RUN{f' --checkpoint {last.name}' if named else ''}` measures them"
     with atomic_output(out / "config.json") as tmp:
         config = student_config(
-            cfg, student, figures, results, tmp, identity=identity, member=member, label=label, resolution=resolution,
-            epochs=epochs, step=step, checkpoint=last, missing=missing, licence=licence,
+            cfg,
+            student,
+            figures,
+            results,
+            tmp,
+            identity=identity,
+            member=member,
+            label=label,
+            resolution=resolution,
+            epochs=epochs,
+            step=step,
+            checkpoint=last,
+            missing=missing,
+            licence=licence,
         )
         config["ssdistill"]["weights_sha256"] = file_digest(out / WEIGHTS_FILE)
         tmp.write_text(json.dumps(config, indent=2) + "\n")
@@ -342,8 +390,13 @@ def export_onnx(student: Student, resolution: int, path: Path, tolerance: float 
     images = torch.rand(2, 3, resolution, resolution)
     with atomic_output(path) as tmp:  # kept only if it passes the check
         torch.onnx.export(
-            student, (images,), str(tmp), input_names=["images"], output_names=["features"],
-            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, dynamo=False,
+            student,
+            (images,),
+            str(tmp),
+            input_names=["images"],
+            output_names=["features"],
+            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+            dynamo=False,
         )
         session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         check = torch.rand(3, 3, resolution, resolution)

@@ -15,9 +15,10 @@ import hashlib
 import inspect
 import json
 import math
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from torch import nn
 
@@ -29,8 +30,19 @@ EVAL_CROP_PCT = 0.875  # original_view's crop_pct: the evaluation's resize side 
 EVAL_INTERPOLATION = "bicubic"  # original_view's interpolation
 SIZE_CHECK_LIMIT = 20000  # images of a split whose size is read (evenly spaced beyond that)
 # keys of timm's pretrained_cfg that the export sets on purpose (the rest is exactly what timm's writer writes)
-DECLARED_KEYS = ("input_size", "crop_pct", "crop_mode", "interpolation", "mean", "std", "pool_size", "test_input_size",
-                 "test_crop_pct", "license", "tag")
+DECLARED_KEYS = (
+    "input_size",
+    "crop_pct",
+    "crop_mode",
+    "interpolation",
+    "mean",
+    "std",
+    "pool_size",
+    "test_input_size",
+    "test_crop_pct",
+    "license",
+    "tag",
+)
 
 
 def crop_pct_for(resolution: int) -> float:
@@ -147,7 +159,7 @@ def dataset_name(spec: str | None) -> tuple[str, str | None]:
     if not spec:
         return "unknown", None
     if spec.startswith("wds:"):
-        return Path(spec[len("wds:"):]).parent.name or "shards", None
+        return Path(spec[len("wds:") :]).parent.name or "shards", None
     name, _, split = spec.partition(":")
     if name.lower() in TORCHVISION_SPLITS and not Path(spec).exists():
         return name.lower(), split or "train"
@@ -167,7 +179,7 @@ def weights_record(weights: str | None) -> dict[str, str] | None:
 
 def public_name(name: str) -> str:
     """A model name without a local folder (``local-dir:/x/y`` -> ``local-dir:y``)."""
-    return f"local-dir:{Path(name[len('local-dir:'):]).name}" if name.startswith("local-dir:") else name
+    return f"local-dir:{Path(name[len('local-dir:') :]).name}" if name.startswith("local-dir:") else name
 
 
 def rounded(value: Any) -> Any:

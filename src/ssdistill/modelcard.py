@@ -34,9 +34,26 @@ UNKNOWN = "not known: check the weights' terms"
 # licence ids the Hugging Face Hub accepts in a card's `license:` (lowercase); any other name becomes
 # `license: other` with `license_name:`
 HUB_LICENCES = {
-    "apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0",
-    "cc-by-nc-sa-4.0", "cc-by-nc-nd-4.0", "gpl-3.0", "lgpl-3.0", "agpl-3.0", "mpl-2.0", "openrail", "bigscience-openrail-m",
-    "creativeml-openrail-m", "llama2", "unlicense", "other",
+    "apache-2.0",
+    "mit",
+    "bsd-2-clause",
+    "bsd-3-clause",
+    "cc0-1.0",
+    "cc-by-4.0",
+    "cc-by-sa-4.0",
+    "cc-by-nc-4.0",
+    "cc-by-nc-sa-4.0",
+    "cc-by-nc-nd-4.0",
+    "gpl-3.0",
+    "lgpl-3.0",
+    "agpl-3.0",
+    "mpl-2.0",
+    "openrail",
+    "bigscience-openrail-m",
+    "creativeml-openrail-m",
+    "llama2",
+    "unlicense",
+    "other",
 }
 
 
@@ -110,11 +127,17 @@ def evaluation_rows(results: dict | None) -> tuple[list[str], list[list[str]]]:
             continue
         second = (row.get("linear") or {}).get("top1") if suite else row.get("top5")
         cka = (row.get("teacher_alignment") or {}).get("linear_cka")
-        rows.append([
-            name, _number(knn.get("top1")), _number(second), f"{cka:.2f}" if cka is not None else "–",
-            _number(row.get("params_m"), 2), _significant(row["gflops"]) if row.get("gflops") is not None else "–",
-            f"{row['images_per_s']:.0f}" if row.get("images_per_s") is not None else "–",
-        ])
+        rows.append(
+            [
+                name,
+                _number(knn.get("top1")),
+                _number(second),
+                f"{cka:.2f}" if cka is not None else "–",
+                _number(row.get("params_m"), 2),
+                _significant(row["gflops"]) if row.get("gflops") is not None else "–",
+                f"{row['images_per_s']:.0f}" if row.get("images_per_s") is not None else "–",
+            ]
+        )
     return header, rows
 
 
@@ -168,9 +191,15 @@ def eval_results(results: dict | None, row: str, dataset: str, split: str) -> li
             topk(CLASSIFICATION, "k-NN", "knn", results["knn"][row])
     return [
         EvalResult(
-            task_type="image-classification" if task == CLASSIFICATION else "image-feature-extraction", task_name=task,
-            dataset_type=dataset, dataset_name=dataset, dataset_split=split, metric_type=kind, metric_name=name,
-            metric_config=config, metric_value=_pct(value),
+            task_type="image-classification" if task == CLASSIFICATION else "image-feature-extraction",
+            task_name=task,
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=split,
+            metric_type=kind,
+            metric_name=name,
+            metric_config=config,
+            metric_value=_pct(value),
         )
         for task, kind, name, config, value in entries
     ]
@@ -186,7 +215,7 @@ def hub_base_models(cfg) -> list[str]:
         if teacher.weights or resolve_source(teacher) != "hub":
             continue
         if teacher.name.startswith("hf-hub:"):
-            found.append(teacher.name[len("hf-hub:"):].split("@")[0])
+            found.append(teacher.name[len("hf-hub:") :].split("@")[0])
             continue
         import timm
 
@@ -223,15 +252,21 @@ def _preprocessing_lines(meta: dict, side: int) -> list[str]:
     crop_text = f"resized each image's shorter side to {resize} px (round({side} / {EVAL_CROP_PCT:g}), bicubic) and cropped the centre {side} px"
     squash_text = f"resized each image straight to {side} x {side} px (bicubic)"
     if pre["reproduces"] == "all" and pre["declared"] == "resize":
-        return [f"The evaluation below {squash_text}, as this transform does (crop_pct 1.0, crop_mode squash): all its images "
-                f"are at most {NATIVE_MAX_SIDE} px a side. The snippet reproduces its figures."]
+        return [
+            f"The evaluation below {squash_text}, as this transform does (crop_pct 1.0, crop_mode squash): all its images "
+            f"are at most {NATIVE_MAX_SIDE} px a side. The snippet reproduces its figures."
+        ]
     if pre["reproduces"] == "all":
-        return [f"The evaluation below {crop_text}, as this transform does: all its images are larger than {NATIVE_MAX_SIDE} px. "
-                "The snippet reproduces its figures."]
+        return [
+            f"The evaluation below {crop_text}, as this transform does: all its images are larger than {NATIVE_MAX_SIDE} px. "
+            "The snippet reproduces its figures."
+        ]
     if pre["reproduces"].startswith("unknown"):
-        return [f"The evaluation below {crop_text} for images larger than {NATIVE_MAX_SIDE} px, and {squash_text} for smaller "
-                "ones; this transform is the first case. The evaluation images could not be read at export time to check "
-                "which case they were."]
+        return [
+            f"The evaluation below {crop_text} for images larger than {NATIVE_MAX_SIDE} px, and {squash_text} for smaller "
+            "ones; this transform is the first case. The evaluation images could not be read at export time to check "
+            "which case they were."
+        ]
     return [
         f"No single timm transform reproduces the evaluation below: it {crop_text} for images larger than {NATIVE_MAX_SIDE} px "
         f"and {squash_text} for the others. Of the {plural(counts['examined'], 'evaluation image')} examined, "
@@ -240,8 +275,8 @@ def _preprocessing_lines(meta: dict, side: int) -> list[str]:
         "",
         "```python",
         "config = timm.data.resolve_data_config({}, model=model)",
-        "crop = timm.data.create_transform(**{**config, \"crop_pct\": %s, \"crop_mode\": \"center\"})" % crop_pct_for(side),
-        "resize = timm.data.create_transform(**{**config, \"crop_pct\": 1.0, \"crop_mode\": \"squash\"})",
+        f'crop = timm.data.create_transform(**{{**config, "crop_pct": {crop_pct_for(side)}, "crop_mode": "center"}})',
+        'resize = timm.data.create_transform(**{**config, "crop_pct": 1.0, "crop_mode": "squash"})',
         f"transform = lambda image: crop(image) if max(image.size) > {NATIVE_MAX_SIDE} else resize(image)",
         "```",
     ]
@@ -274,12 +309,19 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
     licence_id, licence_name = licence_fields(licence)
     base = hub_base_models(cfg)  # one Hub teacher: a string, several: a list (the Hub's base_model forms)
     data = ModelCardData(
-        model_name=name, library_name="timm", license=licence_id, license_name=licence_name,
-        pipeline_tag="image-feature-extraction", tags=["image-feature-extraction", "timm", "ssdistill", "knowledge-distillation"],
-        base_model=(base[0] if len(base) == 1 else base or None), datasets=list(dict.fromkeys([train["name"], val["name"]])),
+        model_name=name,
+        library_name="timm",
+        license=licence_id,
+        license_name=licence_name,
+        pipeline_tag="image-feature-extraction",
+        tags=["image-feature-extraction", "timm", "ssdistill", "knowledge-distillation"],
+        base_model=(base[0] if len(base) == 1 else base or None),
+        datasets=list(dict.fromkeys([train["name"], val["name"]])),
         eval_results=eval_results(results, figures.get("row", "student"), val["name"], val["split"]) or None,
     )
-    student = ((results.get("evaluation") or {}).get("models") or {}).get(figures.get("row")) or (results.get("knn") or {}).get(figures.get("row")) or {}
+    student = (
+        ((results.get("evaluation") or {}).get("models") or {}).get(figures.get("row")) or (results.get("knn") or {}).get(figures.get("row")) or {}
+    )
     warmup = cfg.optim.warmup_epochs
     lines = [
         f"# {name}",
@@ -295,13 +337,13 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
         "from PIL import ImageOps",
         f'model = timm.create_model("{where}", pretrained=True).eval()',
         "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))",
-        "image = ImageOps.exif_transpose(image).convert(\"RGB\")  # image: a PIL image, upright as the evaluation read it",
+        'image = ImageOps.exif_transpose(image).convert("RGB")  # image: a PIL image, upright as the evaluation read it',
         "features = model(transform(image).unsqueeze(0))",
         "```",
         "",
         "This reads an image as ssdistill's evaluation did (upright by its EXIF orientation, as RGB) except for "
-        "transparent images, which the evaluation laid on white (`convert(\"RGB\")` drops the alpha channel instead), and "
-        "16-bit images, which it scaled to 8 bits (divided by 257; `convert(\"RGB\")` does not scale them): for those the "
+        'transparent images, which the evaluation laid on white (`convert("RGB")` drops the alpha channel instead), and '
+        '16-bit images, which it scaled to 8 bits (divided by 257; `convert("RGB")` does not scale them): for those the '
         "features differ from the evaluation's.",
         "",
         *_preprocessing_lines(meta, side),
@@ -318,8 +360,11 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
             f"{_machine(results)})."
         )
     else:
-        lines.append(f"Not measured: {missing}, and export again." if missing else
-                     "Not measured (the run has no evaluation): run `ssdistill eval RUN` and export again.")
+        lines.append(
+            f"Not measured: {missing}, and export again."
+            if missing
+            else "Not measured (the run has no evaluation): run `ssdistill eval RUN` and export again."
+        )
     lines += [
         "",
         "## Teachers",
@@ -328,13 +373,15 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
         "",
         "## Training",
         "",
-        f"- data: `{train['name']}`" + (f" ({train['split']} split)" if train.get("split") else "")
+        f"- data: `{train['name']}`"
+        + (f" ({train['split']} split)" if train.get("split") else "")
         + (f", {plural(train['images'], 'image')}" if train.get("images") else "")
         + (f" (fingerprint {train['fingerprint']})" if train.get("fingerprint") else ""),
         f"- schedule: {meta['epochs']} of {plural(meta['planned_epochs'], 'planned epoch')}"
         + (f", {plural(meta['steps'], 'step')}" if meta.get("steps") else "")
         + f", batch {cfg.data.batch_size}, {cfg.optim.optimizer} lr {cfg.optim.lr:g} (cosine, "
-        + (f"{plural(warmup, 'warm-up epoch')})" if warmup else "no warm-up)") + f", seed {meta['seed']}",
+        + (f"{plural(warmup, 'warm-up epoch')})" if warmup else "no warm-up)")
+        + f", seed {meta['seed']}",
         f"- recorded departures from the published method: {'; '.join(marks) if marks else 'none'}",
         f"- ssdistill {meta['version']}",
         "",
@@ -342,8 +389,11 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
         "",
     ]
     if evaluation:
-        knn = (f"k-NN with k={protocol['k']}, temperature {protocol['temperature']:g}" if protocol.get("k") is not None
-               and protocol.get("temperature") is not None else "k-NN (its k and temperature were not recorded)")
+        knn = (
+            f"k-NN with k={protocol['k']}, temperature {protocol['temperature']:g}"
+            if protocol.get("k") is not None and protocol.get("temperature") is not None
+            else "k-NN (its k and temperature were not recorded)"
+        )
         lines += [
             f"On `{val['name']}` ({val['split']} split), measured on the exported checkpoint (step {figures.get('step')}); "
             f"{knn}; the {'teacher' if len(teachers) == 1 else 'teachers'} and a random-init "
@@ -361,10 +411,15 @@ def model_card(cfg, config: dict, results: dict | None, repo: str | None = None,
         "## Licence",
         "",
         "The weights are derived from the teachers' weights and the training images; their terms (above) apply to "
-        + (f"this model, released as `{licence}`." if licence else "this model (`license: other` until the owner sets one with `ssdistill export --license`)."),
+        + (
+            f"this model, released as `{licence}`."
+            if licence
+            else "this model (`license: other` until the owner sets one with `ssdistill export --license`)."
+        ),
         "",
     ]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
 
 def push_to_hub(folder: Path, repo: str, private: bool = False, token: str | None = None) -> str:
     """Upload an export folder to the Hugging Face Hub repository ``repo`` (created if missing); returns its URL."""

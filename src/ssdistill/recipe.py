@@ -34,8 +34,10 @@ def load_recipe(name: str | Path) -> dict[str, Any]:
     """A shipped recipe by name, or a recipe file by path (it may not name a recipe itself)."""
     path = RECIPES / f"{name}.yaml" if str(name) in recipe_names() else Path(name)
     if not path.is_file():
-        raise ConfigError(f"unknown recipe '{name}'{_did_you_mean(str(name), recipe_names())}; the shipped recipes are "
-                          f"{', '.join(recipe_names())} (or give the path of a recipe file)")
+        raise ConfigError(
+            f"unknown recipe '{name}'{_did_you_mean(str(name), recipe_names())}; the shipped recipes are "
+            f"{', '.join(recipe_names())} (or give the path of a recipe file)"
+        )
     raw = load_yaml(path)
     if "recipe" in raw:
         raise ConfigError(f"recipe {path} names another recipe ({raw['recipe']}); a recipe must be self-contained")

@@ -21,8 +21,7 @@ def test_cifar_slice_takes_the_first_images_of_every_class(tmp_path):
                     tar.addfile(info, io.BytesIO(data))
     dest = cifar10_slice({"train": 2, "test": 1}, dest=tmp_path / "slice", archive=archive)
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*.jpg"))
-    assert files == ["test/cat/0000.jpg", "test/dog/0000.jpg", "train/cat/0000.jpg", "train/cat/0001.jpg",
-                     "train/dog/0000.jpg", "train/dog/0001.jpg"]
+    assert files == ["test/cat/0000.jpg", "test/dog/0000.jpg", "train/cat/0000.jpg", "train/cat/0001.jpg", "train/dog/0000.jpg", "train/dog/0001.jpg"]
     assert (dest / "train" / "dog" / "0001.jpg").read_bytes() == b"train/dog/1"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
     archive.unlink()
@@ -54,11 +53,18 @@ def test_demo_blocks_are_rendered_from_the_demo_record(tmp_path):
 
     row = lambda top1, speed: {"top1": top1, "params_m": 1.52, "images_per_s": speed}  # noqa: E731
     record = {
-        "created": "2026-12-01T10:00:00+00:00", "epochs": 20, "steps": 300, "retained_pct": 47.5,
-        "student": {"resolution": 96}, "data": {"train_size": 1000}, "protocol": {"knn": {"k": 20, "temperature": 0.07}},
+        "created": "2026-12-01T10:00:00+00:00",
+        "epochs": 20,
+        "steps": 300,
+        "retained_pct": 47.5,
+        "student": {"resolution": 96},
+        "data": {"train_size": 1000},
+        "protocol": {"knn": {"k": 20, "temperature": 0.07}},
         "knn": {"teacher": row(94.0, 40.0), "random_init": row(21.0, 2400.0), "student": row(44.65, 2200.0)},
-        "timing": {"train_seconds": 91.4}, "versions": {"ssdistill": "0.1.0", "torch": "2.x"},
-        "machine": {"cpus": 2, "cpu_model": "Some CPU", "torch_cpu_capability": "AVX2"}, "printed": "model ...\nrun directory: runs/demo",
+        "timing": {"train_seconds": 91.4},
+        "versions": {"ssdistill": "0.1.0", "torch": "2.x"},
+        "machine": {"cpus": 2, "cpu_model": "Some CPU", "torch_cpu_capability": "AVX2"},
+        "printed": "model ...\nrun directory: runs/demo",
     }
     block = demo.results_block(record)
     assert "| **distilled student** (feature distillation, 20 epochs, 91 s of training) | **44.6 %** | 1.52 M | 2,200 |" in block

@@ -21,8 +21,11 @@ def _row(student, random_init=20.0, teacher=80.0, losses=(3.0, 2.5, 2.0), dcor2=
         "teacher": {"name": "cifar_resnet56"},
         "machine": {"cpus": 2, "gpu": None},
         "versions": {"torch": "2.x"},
-        "knn": {"teacher": {"top1": teacher}, "random_init": {"top1": random_init, **aligned(dcor2[1])},
-                "student": {"top1": student, **aligned(dcor2[0])}},
+        "knn": {
+            "teacher": {"top1": teacher},
+            "random_init": {"top1": random_init, **aligned(dcor2[1])},
+            "student": {"top1": student, **aligned(dcor2[0])},
+        },
         "timing": {"train_seconds": 90.0, "train_images_per_s": 250.0},
         "approximations": [],
         "epoch_losses": list(losses),
@@ -71,7 +74,10 @@ def test_table_is_built_from_the_row_files(tmp_path):
         }
     }
     evaluation["models"]["student"]["teacher_alignment"] = {"linear_cka": 0.612, "dcor2": 0.5849, "samples": 2048}
-    rows = {"feature": _row(40.0, evaluation=evaluation), "moco": _row(21.0, approximations=["something approximated"], deviations=["momentum: 0.99 (official: 0.999)"])}
+    rows = {
+        "feature": _row(40.0, evaluation=evaluation),
+        "moco": _row(21.0, approximations=["something approximated"], deviations=["momentum: 0.99 (official: 0.999)"]),
+    }
     for method, record in rows.items():
         path = row_path(tmp_path, "q2", method, "cpu")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +91,10 @@ def test_table_is_built_from_the_row_files(tmp_path):
     # 40 / 80 = 50 % of the teacher's k-NN, 41 / 81 = 51 % of its linear probe; 90 s of training at 250 img/s
     assert feature == "| feature regression | 40.0 | 39.0 | 41.0 | 50 | 51 | 0.61 | 0.58 | 90 s | 250 |  |"
     # a row without the full evaluation takes its teacher alignment from its k-NN record
-    assert moco == "| MoCo-v2 (no teacher) | 21.0 | – | – | 26 | – | 0.40 | 0.40 | 90 s | 250 | no teacher; something approximated; momentum: 0.99 (official: 0.999) |"
+    assert (
+        moco
+        == "| MoCo-v2 (no teacher) | 21.0 | – | – | 26 | – | 0.40 | 0.40 | 90 s | 250 | no teacher; something approximated; momentum: 0.99 (official: 0.999) |"
+    )
     assert "no q1 rows" in tables.table("q1", "cpu", tmp_path).lower()
 
 
@@ -105,8 +114,9 @@ def test_a_row_that_trained_an_ema_copy_shows_it_as_a_second_row_under_its_stude
     student, ema = lines[6:8]
     assert student.startswith("| RoB-DINO, k-means projection | 44.0 | 43.0 | 46.0 | 55 | 56 |")
     # 40 / 80 = 50 % of the teacher's k-NN, 42 / 82 = 51 % of its linear probe; no time of its own
-    assert ema == ("| RoB-DINO, k-means projection: its EMA copy (momentum 0.999) | 40.0 | 39.0 | 42.0 | 50 | 51 | – | – | – | – "
-                   "| trained in the run above |")
+    assert ema == (
+        "| RoB-DINO, k-means projection: its EMA copy (momentum 0.999) | 40.0 | 39.0 | 42.0 | 50 | 51 | – | – | – | – | trained in the run above |"
+    )
     assert len(lines) == 8  # a row without an EMA copy has no second row
     del record["knn"]["student_ema"], evaluation["models"]["student_ema"]
     path.write_text(json.dumps(record))
@@ -261,9 +271,15 @@ def test_cohort_rows_get_their_own_table_with_every_member(tmp_path):
 
 def _task_row(head=(40.0, 45.0), random_init=(30.0, 28.0), **extra):
     tasks = {
-        name: {"teacher": teacher, "head": "kmeans", "classes": 5,
-               "student_head": {"accuracy": h, "nmi": 10.0, "ari": 5.0}, "student_kmeans": {"accuracy": h - 1, "nmi": 9.0, "ari": 4.0},
-               "random_init_kmeans": {"accuracy": r, "nmi": 2.0, "ari": 1.0}, "teacher_head": {"accuracy": 90.0, "nmi": 80.0, "ari": 70.0}}
+        name: {
+            "teacher": teacher,
+            "head": "kmeans",
+            "classes": 5,
+            "student_head": {"accuracy": h, "nmi": 10.0, "ari": 5.0},
+            "student_kmeans": {"accuracy": h - 1, "nmi": 9.0, "ari": 4.0},
+            "random_init_kmeans": {"accuracy": r, "nmi": 2.0, "ari": 1.0},
+            "teacher_head": {"accuracy": 90.0, "nmi": 80.0, "ari": 70.0},
+        }
         for name, teacher, h, r in zip(("a", "b"), ("r56", "r44"), head, random_init)
     }
     return _row(35.0, tasks=tasks, **extra)
@@ -275,7 +291,9 @@ def test_cka_rows_must_beat_the_random_init_student_on_every_task():
     assert task_check(_task_row(), 5.0) == []
     assert task_check(_task_row(head=(40.0, 30.0)), 5.0) == ["task b: student head ACC 30.0 % is not 5.0 points above random-init k-means 28.0 %"]
     assert task_check(_row(35.0), 5.0) == ["no per-task evaluation in the record"]
-    assert smoke.check_row("cka", _task_row(head=(31.0, 45.0))) == ["cka: task a: student head ACC 31.0 % is not 5.0 points above random-init k-means 30.0 %"]
+    assert smoke.check_row("cka", _task_row(head=(31.0, 45.0))) == [
+        "cka: task a: student head ACC 31.0 % is not 5.0 points above random-init k-means 30.0 %"
+    ]
 
 
 def test_the_q3_table_shows_each_teacher_on_its_task_and_every_row_per_task(tmp_path):
@@ -308,8 +326,11 @@ def test_the_recipe_table_gives_time_to_a_share_of_the_teacher_from_the_monitor(
     record = _row(71.0, teacher=80.0, timing={"train_seconds": 70.0, "epoch_train_seconds": [10.0, 10.0, 12.0, 12.0, 13.0, 13.0]})
     record["knn"]["student_ema"] = {"top1": 70.5}
     curve = run.monitor_curve(run_dir, record)
-    assert curve == [{"epoch": 2, "train_seconds": 20.0, "student": 60.0, "ema": 58.0}, {"epoch": 4, "train_seconds": 44.0, "student": 66.0, "ema": 69.0},
-                     {"epoch": 6, "train_seconds": 70.0, "student": 71.0, "ema": 70.0}]
+    assert curve == [
+        {"epoch": 2, "train_seconds": 20.0, "student": 60.0, "ema": 58.0},
+        {"epoch": 4, "train_seconds": 44.0, "student": 66.0, "ema": 69.0},
+        {"epoch": 6, "train_seconds": 70.0, "student": 71.0, "ema": 70.0},
+    ]
     record["monitor_knn"] = curve
     # 70 % of 80 = 56 and 75 % = 60 (epoch 2, 20 s); 80 % = 64 (epoch 4, 44 s); 85 % = 68 (epoch 4 by the EMA copy's
     # 69); 90 % = 72 never
@@ -321,7 +342,9 @@ def test_the_recipe_table_gives_time_to_a_share_of_the_teacher_from_the_monitor(
     lines = tables.recipe_table("q1", "cpu", tmp_path).splitlines()
     assert "--only recipe_shared recommended" in lines[0]
     assert lines[4].startswith("| shared recipe (feature regression), k-NN monitored | 60.0 |") and lines[4].count("| – / – / – / – / – |") == 1
-    assert lines[5].startswith("| recommended recipe: the row above with the student at 128 px (1.7x its FLOPs) | 71.0 | – | 89 | 70.5 | 70 s | 20 s / 20 s / 44 s / 44 s / – |")
+    assert lines[5].startswith(
+        "| recommended recipe: the row above with the student at 128 px (1.7x its FLOPs) | 71.0 | – | 89 | 70.5 | 70 s | 20 s / 20 s / 44 s / 44 s / – |"
+    )
     method_rows = tables.table("q1", "cpu", tmp_path)
     assert "feature regression" in method_rows and "recommended recipe" not in method_rows and "k-NN monitored" not in method_rows
     assert tables.recipe_table("q2", "cpu", tmp_path) is None
@@ -353,6 +376,9 @@ def test_another_seed_of_a_row_has_its_own_run_directory_and_command(tmp_path, m
     assert json.loads((tmp_path / "seeds" / "q2" / "feature-seed1-smoke.json").read_text())["knn"]["student"]["top1"] == 30.0
     run.run_row("smoke", "q2", "feature", results_dir=tmp_path / "seeds", runs_dir=tmp_path / "runs", seed=2)
     assert [name for name, *_ in seen] == ["q2-feature-smoke-seed1", "q2-feature-smoke-seed2"]  # seed 2 is not seed 1's row read back
-    assert record["benchmark"]["command"] == f"python -m benchmarks.quality --tier smoke --bench q2 --only feature --seed 1 --results {tmp_path / 'seeds'}"
+    assert (
+        record["benchmark"]["command"]
+        == f"python -m benchmarks.quality --tier smoke --bench q2 --only feature --seed 1 --results {tmp_path / 'seeds'}"
+    )
     with pytest.raises(SystemExit, match="a folder of their own"):
         main(["--tier", "smoke", "--bench", "q2", "--only", "feature", "--seed", "1"])

@@ -45,7 +45,13 @@ def test_every_row_builds_the_run_it_built_before_the_rows_became_data():
 def test_the_rows_without_a_teacher_are_those_whose_method_declares_no_teacher_need():
     catalogue = rows.catalogue()
     assert [n for n in catalogue.names if not catalogue.has_teacher(n)] == [
-        "moco", "mcl", "mvmr_ssl", "mvmr_ssl_official", "mcl_independent", "mcl_supervised"]
+        "moco",
+        "mcl",
+        "mvmr_ssl",
+        "mvmr_ssl_official",
+        "mcl_independent",
+        "mcl_supervised",
+    ]
     from ssdistill.methods.registry import METHODS
     from ssdistill.recipe import build_config
 
@@ -61,8 +67,10 @@ def test_the_rows_without_a_teacher_are_those_whose_method_declares_no_teacher_n
 def test_every_smoke_row_is_tested_or_its_omission_explained():
     grouped = [row for pairs in smoke.smoke_tests().values() for row in pairs]
     assert sorted(grouped + list(smoke.smoke_untested())) == sorted(smoke.smoke_rows()) and len(set(grouped)) == len(grouped)
-    assert smoke.smoke_tests() == {"a": (("q2", "feature"), ("q2", "seed"), ("q2", "disco"), ("q3c", "cka")),
-                                   "b": (("q2", "bingo"), ("q2", "mvmr_kd"), ("q2", "mcl_supervised"))}
+    assert smoke.smoke_tests() == {
+        "a": (("q2", "feature"), ("q2", "seed"), ("q2", "disco"), ("q3c", "cka")),
+        "b": (("q2", "bingo"), ("q2", "mvmr_kd"), ("q2", "mcl_supervised")),
+    }
 
 
 NEW_ROW = """
@@ -97,29 +105,42 @@ def test_a_row_added_to_the_file_is_run_tabled_and_checked_without_code_changes(
 
 def _record(student: float) -> dict:
     aligned = lambda value: {"teacher_alignment": {"linear_cka": value, "dcor2": value, "samples": 500}}  # noqa: E731
-    return {"created": "2026-12-07T10:00:00+00:00", "run_dir": "/nonexistent", "student": {"arch": "resnet18", "resolution": 32},
-            "teacher": {"name": "cifar_resnet56"}, "knn": {"teacher": {"top1": 80.0}, "random_init": {"top1": 20.0, **aligned(0.1)},
-                                                           "student": {"top1": student, **aligned(0.5)}},
-            "epoch_losses": [2.0, 1.0], "config": {"method": {"name": "feature", "loss": "mse"}}}
+    return {
+        "created": "2026-12-07T10:00:00+00:00",
+        "run_dir": "/nonexistent",
+        "student": {"arch": "resnet18", "resolution": 32},
+        "teacher": {"name": "cifar_resnet56"},
+        "knn": {"teacher": {"top1": 80.0}, "random_init": {"top1": 20.0, **aligned(0.1)}, "student": {"top1": student, **aligned(0.5)}},
+        "epoch_losses": [2.0, 1.0],
+        "config": {"method": {"name": "feature", "loss": "mse"}},
+    }
 
 
 CHECKS = "smoke_checks: {knn_margin: 4.0, dcor2_margin: 0.05, loss_drop: 0.1, classifier_min: 20.0, task_margin: 5.0}\n"
 GOOD = {"benches": ["q2"], "label": "x", "group": "baseline", "recipe": "configs/q2/feature.yaml", "smoke": {"test": "a"}}
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"lable": "y"}, ("rows.yaml: row 'x' has an unknown key 'lable' (did you mean 'label'?); its keys are benches, label, group, "
-                      "recipe, overrides, tiers, labels, bench_labels, notes, smoke")),
-    ({"group": "baselines"}, "rows.yaml: row 'x' has group 'baselines', not one of baseline, published, ablation, recipe, cohort, task"),
-    ({"recipe": None}, "rows.yaml: row 'x' on q2: no recipe configs/q2/x.yaml; write it, or set the row's recipe"),
-    ({"benches": ["q4"]}, "rows.yaml: row 'x' lists benchmark 'q4', not one of q1, q2, q3, q3c"),
-    ({"label": None}, "rows.yaml: row 'x' has no 'label' (every row needs benches, label, group)"),
-    ({"smoke": {}}, "rows.yaml: row 'x' runs on the smoke tier (q2): give it smoke: {test: a} (or b), or smoke: {untested: <why>}, not neither"),
-    ({"smoke": {"test": "c"}}, "rows.yaml: row 'x': smoke test 'c' is not one of a, b"),
-    ({"smoke": {"test": "a", "margin": 2}}, "rows.yaml: row 'x': smoke has an unknown key 'margin'"),
-    ({"notes": ["terms"]}, "rows.yaml: row 'x' names note hook 'terms', not one of mvmr_representations (benchmarks/quality/hooks.py)"),
-    ({"tiers": {"tpu": {}}}, "rows.yaml: row 'x' has overrides for tier 'tpu', not one of smoke, cpu, gpu"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"lable": "y"},
+            (
+                "rows.yaml: row 'x' has an unknown key 'lable' (did you mean 'label'?); its keys are benches, label, group, "
+                "recipe, overrides, tiers, labels, bench_labels, notes, smoke"
+            ),
+        ),
+        ({"group": "baselines"}, "rows.yaml: row 'x' has group 'baselines', not one of baseline, published, ablation, recipe, cohort, task"),
+        ({"recipe": None}, "rows.yaml: row 'x' on q2: no recipe configs/q2/x.yaml; write it, or set the row's recipe"),
+        ({"benches": ["q4"]}, "rows.yaml: row 'x' lists benchmark 'q4', not one of q1, q2, q3, q3c"),
+        ({"label": None}, "rows.yaml: row 'x' has no 'label' (every row needs benches, label, group)"),
+        ({"smoke": {}}, "rows.yaml: row 'x' runs on the smoke tier (q2): give it smoke: {test: a} (or b), or smoke: {untested: <why>}, not neither"),
+        ({"smoke": {"test": "c"}}, "rows.yaml: row 'x': smoke test 'c' is not one of a, b"),
+        ({"smoke": {"test": "a", "margin": 2}}, "rows.yaml: row 'x': smoke has an unknown key 'margin'"),
+        ({"notes": ["terms"]}, "rows.yaml: row 'x' names note hook 'terms', not one of mvmr_representations (benchmarks/quality/hooks.py)"),
+        ({"tiers": {"tpu": {}}}, "rows.yaml: row 'x' has overrides for tier 'tpu', not one of smoke, cpu, gpu"),
+    ],
+)
 def test_a_bad_entry_is_one_line_naming_the_row_and_what_to_change(tmp_path, change, message):
     entry = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     path = tmp_path / "rows.yaml"

@@ -6,7 +6,6 @@ rows trained with labels lift every member's k-NN and classifier; CKA's task hea
 random-init student's features."""
 
 import pytest
-
 from bench.smoke import GROUPS, check, run_group
 
 
@@ -18,4 +17,3 @@ def smoke_rows(tmp_path_factory):
 @pytest.mark.parametrize("bench, method", GROUPS["a"])
 def test_smoke_row_learns(smoke_rows, bench, method):
     check(smoke_rows, bench, method)
-

@@ -8,8 +8,12 @@ from benchmarks import teacher_resolution
 
 def test_the_table_orders_the_sides_and_names_its_command(tmp_path):
     assert teacher_resolution.table("q1", tmp_path) is None
-    record = {"bench": "q1", "teacher": "efficientnet_lite0", "student_side": 96,
-              "rows": {"224": {"top1": 98.2, "top5": 99.9, "gflops": 0.8}, "96": {"top1": 90.5, "top5": 99.0}}}
+    record = {
+        "bench": "q1",
+        "teacher": "efficientnet_lite0",
+        "student_side": 96,
+        "rows": {"224": {"top1": 98.2, "top5": 99.9, "gflops": 0.8}, "96": {"top1": 90.5, "top5": 99.0}},
+    }
     out = teacher_resolution.path("q1", tmp_path)
     out.parent.mkdir(parents=True)
     out.write_text(json.dumps(record))

@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 import torch
-
 from integration.common import tiny_config
+
 from ssdistill import distill
 from ssdistill.cache.bank import cached_teacher_bank
 from ssdistill.config import AugConfig, TeacherConfig

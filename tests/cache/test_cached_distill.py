@@ -5,8 +5,8 @@ import platform
 
 import pytest
 import torch
-
 from integration.common import tiny_config
+
 from ssdistill import distill
 from ssdistill.api import load_student_from_run
 from ssdistill.cache.store import list_entries
@@ -56,7 +56,7 @@ def test_peak_memory_of_a_run_started_by_a_large_process_is_its_own():
     import sys
 
     ballast = bytearray(3 * 1024**3)
-    ballast[:: 4096] = b"x" * len(ballast[:: 4096])  # touch every page: the spawner's resident set is now > 3 GiB
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page: the spawner's resident set is now > 3 GiB
     code = "import resource; from ssdistill.engine.records import peak_rss_mb; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, peak_rss_mb())"
     inherited, peak = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
     del ballast

@@ -4,7 +4,6 @@ import multiprocessing as mp
 import os
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
@@ -40,8 +39,13 @@ def compute_in_batches(batch: int, fail_after: int | None = None):
 def test_every_key_field_changes_the_entry():
     digests = {KEY.digest()}
     for field, value in [
-        ("teacher", "u"), ("teacher_fingerprint", "fp2"), ("tap", "logits"), ("view", "original:64:1.0:bilinear"),
-        ("dataset_fingerprint", "dfp2"), ("n", 38), ("dtype", "float16"),
+        ("teacher", "u"),
+        ("teacher_fingerprint", "fp2"),
+        ("tap", "logits"),
+        ("view", "original:64:1.0:bilinear"),
+        ("dataset_fingerprint", "dfp2"),
+        ("n", 38),
+        ("dtype", "float16"),
     ]:
         digests.add(replace(KEY, **{field: value}).digest())
     assert len(digests) == 8
@@ -223,8 +227,10 @@ def test_no_room_for_an_entry_is_one_line_and_leaves_nothing(tmp_path, monkeypat
         entry.fill(compute_in_batches(4))
     message = str(caught.value)
     assert message.startswith(f"the teacher cache entry t (37 x {DIM} float32) needs 740 B in {tmp_path} (no space left on the device, ")
-    assert message.endswith("; free space there, or point the cache at another folder (cache.dir=PATH, `ssdistill cache --dir PATH` or "
-                            "$SSDISTILL_CACHE_DIR), or set cache.enabled=false")
+    assert message.endswith(
+        "; free space there, or point the cache at another folder (cache.dir=PATH, `ssdistill cache --dir PATH` or "
+        "$SSDISTILL_CACHE_DIR), or set cache.enabled=false"
+    )
     assert "\n" not in message and list(tmp_path.iterdir()) == []  # no claim, no staging file, no entry folder
 
 
@@ -254,8 +260,11 @@ def test_a_quota_and_a_read_only_folder_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(StorageError, match=rf"needs 740 B in {tmp_path} \(the disk quota is exceeded\); free space there"):
         Entry(tmp_path, KEY, DIM, chunk_rows=8).fill(compute_in_batches(4))
     monkeypatch.setattr(os, "posix_fallocate", _raise(errno.EROFS))
-    with pytest.raises(StorageError, match=rf"^cannot write the teacher cache entry t \(37 x {DIM} float32\) in {tmp_path}: the folder "
-                       r"is not writable \(Read-only file system\); make the folder writable, or point the cache"):
+    with pytest.raises(
+        StorageError,
+        match=rf"^cannot write the teacher cache entry t \(37 x {DIM} float32\) in {tmp_path}: the folder "
+        r"is not writable \(Read-only file system\); make the folder writable, or point the cache",
+    ):
         Entry(tmp_path, KEY, DIM, chunk_rows=8).fill(compute_in_batches(4))
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
+from conftest import write_images
 from PIL import Image
 
-from conftest import write_images
 from ssdistill.config import AugConfig
 from ssdistill.data.datasets import IndexedViews, SubsetImages, UnionImages, open_images, seeded_subset
 from ssdistill.data.views import augmented_view, original_view

@@ -228,8 +228,10 @@ def test_empty_and_fake_image_files_are_named(tmp_path):
         decode(tmp_path / "empty.jpg", str(tmp_path / "empty.jpg"))
     with pytest.raises(DataError) as info:
         decode(tmp_path / "notes.jpg", str(tmp_path / "notes.jpg"))
-    assert str(info.value) == (f"cannot read image {tmp_path / 'notes.jpg'} (not in an image format PIL can identify); replace or "
-                               "delete it, or set data.skip_corrupt=true to skip unreadable images")
+    assert str(info.value) == (
+        f"cannot read image {tmp_path / 'notes.jpg'} (not in an image format PIL can identify); replace or "
+        "delete it, or set data.skip_corrupt=true to skip unreadable images"
+    )
     Image.new("RGB", (4, 4)).save(tmp_path / "ok.JPG")  # an upper-case extension is an image
     source = open_images(str(tmp_path), skip_corrupt=True)
     assert [p.name for p in source.paths] == ["ok.JPG"] and sorted(p.name for p in source.skipped) == ["empty.jpg", "notes.jpg"]

@@ -50,7 +50,20 @@ def test_hue_after_a_bicubic_overshoot_stays_finite():
     one is negative (black next to green), the hue adjustment divides by that 0 and used to give NaN."""
     image = Image.new("RGB", (40, 40), (0, 0, 0))
     image.paste((0, 255, 0), (20, 0, 40, 40))
-    params = AugParams(top=0.0, left=0.0, height=1.0, width=1.0, flip=0, jitter=1, brightness=1.2, contrast=1.3,
-                       saturation=1.2, hue=-0.09, grayscale=0, blur_sigma=0.0, jitter_order=(3, 0, 1, 2))
+    params = AugParams(
+        top=0.0,
+        left=0.0,
+        height=1.0,
+        width=1.0,
+        flip=0,
+        jitter=1,
+        brightness=1.2,
+        contrast=1.3,
+        saturation=1.2,
+        hue=-0.09,
+        grayscale=0,
+        blur_sigma=0.0,
+        jitter_order=(3, 0, 1, 2),
+    )
     x = render(image, params, 224, "bicubic")
     assert torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1

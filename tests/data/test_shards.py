@@ -15,9 +15,9 @@ import threading
 import numpy as np
 import pytest
 import torch
-
 from conftest import DEMO_DATA, write_images, write_tar
 from integration.common import tiny_config
+
 from ssdistill import distill
 from ssdistill.data.datasets import FolderImages, ShardImages, open_images, seeded_subset
 from ssdistill.errors import DataError
@@ -89,8 +89,7 @@ def shards(tmp_path_factory):
     train, val = FolderImages(DEMO_DATA / "train"), FolderImages(DEMO_DATA / "val")
     served = root / "served"
     write_shards(train, served, 500, "shard", label="txt", pattern="%d")
-    return {"train": write_shards(train, root, 300, "train"), "val": write_shards(val, root, 1000, "val"), "root": root,
-            "served": served}
+    return {"train": write_shards(train, root, 300, "train"), "val": write_shards(val, root, 1000, "val"), "root": root, "served": served}
 
 
 def test_shards_give_the_folder_images_labels_and_a_location_free_fingerprint(shards, tmp_path):
@@ -217,8 +216,11 @@ def test_download_failures_are_one_line_and_leave_nothing_in_the_cache(shards, t
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    with pytest.raises(DataError, match=rf"^cannot download shard http://127.0.0.1:{port}/a-0.tar \(.*Connection refused\); "
-                                        r"check the URL and that the server is reachable$"):
+    with pytest.raises(
+        DataError,
+        match=rf"^cannot download shard http://127.0.0.1:{port}/a-0.tar \(.*Connection refused\); "
+        r"check the URL and that the server is reachable$",
+    ):
         open_images(f"wds:http://127.0.0.1:{port}/a-0.tar", root=str(root))
     with pytest.raises(DataError) as info:
         open_images(f"wds:pipe:cat {tmp_path}/nowhere.tar", root=str(root))
@@ -250,8 +252,10 @@ def test_a_cache_that_cannot_be_written_is_one_line(shards, tmp_path, monkeypatc
     folder = tmp_path / "wds-cache" / hashlib.sha1(spec[4:].encode()).hexdigest()[:16]
     with pytest.raises(DataError) as info:
         open_images(spec, root=str(tmp_path))
-    assert str(info.value) == (f"cannot write shard {spec[4:]} into the shard cache {folder} (No space left on device); free space "
-                               "there or set data.root to a writable folder with room")
+    assert str(info.value) == (
+        f"cannot write shard {spec[4:]} into the shard cache {folder} (No space left on device); free space "
+        "there or set data.root to a writable folder with room"
+    )
     assert [p.name for p in folder.iterdir()] == [".lock"]
 
 
@@ -290,8 +294,7 @@ def test_a_download_cut_short_is_never_trusted(shards, tmp_path):
     with pytest.raises(DataError) as info:
         open_images(f"wds:pipe:cat {tmp_path}/half.tar", root=str(tmp_path))
     assert str(info.value) == (
-        f"cannot index shard pipe:cat {tmp_path}/half.tar (unexpected end of data); shards must be uncompressed tar files of "
-        "WebDataset samples"
+        f"cannot index shard pipe:cat {tmp_path}/half.tar (unexpected end of data); shards must be uncompressed tar files of WebDataset samples"
     )
     assert not list((tmp_path / "wds-cache").glob("*/half.tar"))
 
@@ -299,8 +302,10 @@ def test_a_download_cut_short_is_never_trusted(shards, tmp_path):
 def test_shard_patterns_that_cannot_be_read_are_refused_in_one_line(tmp_path):
     with pytest.raises(DataError) as info:
         open_images(f"wds:{tmp_path}/missing-{{0000..0001}}.tar")
-    assert str(info.value) == (f"wds:{tmp_path}/missing-{{0000..0001}}.tar: shard {tmp_path}/missing-0000.tar not found; give local "
-                               ".tar shards, http(s):// URLs or pipe:<command> (brace patterns allowed)")
+    assert str(info.value) == (
+        f"wds:{tmp_path}/missing-{{0000..0001}}.tar: shard {tmp_path}/missing-0000.tar not found; give local "
+        ".tar shards, http(s):// URLs or pipe:<command> (brace patterns allowed)"
+    )
     with pytest.raises(DataError) as info:
         open_images("wds:s3://bucket/train-{000..009}.tar")
     assert str(info.value) == (
@@ -309,11 +314,16 @@ def test_shard_patterns_that_cannot_be_read_are_refused_in_one_line(tmp_path):
     )
     with pytest.raises(DataError) as info:
         open_images("wds:/data/${SSDISTILL_TEST_UNSET}/a-{0..1}.tar")
-    assert str(info.value) == ("wds:/data/${SSDISTILL_TEST_UNSET}/a-{0..1}.tar: ${SSDISTILL_TEST_UNSET} reads the environment "
-                               "variable WDS_SSDISTILL_TEST_UNSET, which is not set; set it or write the value into the pattern")
+    assert str(info.value) == (
+        "wds:/data/${SSDISTILL_TEST_UNSET}/a-{0..1}.tar: ${SSDISTILL_TEST_UNSET} reads the environment "
+        "variable WDS_SSDISTILL_TEST_UNSET, which is not set; set it or write the value into the pattern"
+    )
     write_tar(tmp_path / "text-0.tar", {"k0.txt": b"cat", "k0.json": b"{}"})
-    with pytest.raises(DataError, match=r"^wds:.*text-0.tar holds no images \(jpg, jpeg, .*members\); each sample needs an "
-                                        r"image member such as <key>.jpg$"):
+    with pytest.raises(
+        DataError,
+        match=r"^wds:.*text-0.tar holds no images \(jpg, jpeg, .*members\); each sample needs an "
+        r"image member such as <key>.jpg$",
+    ):
         open_images(f"wds:{tmp_path}/text-0.tar")
     (tmp_path / "notes.tar").write_bytes(b"<html>not a tar</html>")
     with pytest.raises(DataError, match=rf"^cannot index shard {tmp_path}/notes.tar \(.*\); shards must be uncompressed tar files"):
@@ -367,43 +377,66 @@ def test_class_names_that_look_like_captions_are_warned_about_once(tmp_path, cap
     captions = [{"txt": f"a photo of thing {i}".encode()} for i in range(19)] + [{"txt": b"a photo of thing 0"}]
     spec = _labelled(tmp_path, captions)
     assert len(open_images(spec).classes) == 19 and len(open_images(spec).classes) == 19
-    assert caplog.text.count("different class names") == 1 and (
-        f"{spec}: its 20 samples have 19 different class names; if the .txt / .json names are captions rather than classes, "
-        "give the k-NN a labelled memory split (data.knn_train)") in caplog.text
+    assert (
+        caplog.text.count("different class names") == 1
+        and (
+            f"{spec}: its 20 samples have 19 different class names; if the .txt / .json names are captions rather than classes, "
+            "give the k-NN a labelled memory split (data.knn_train)"
+        )
+        in caplog.text
+    )
     caplog.clear()
     open_images(_labelled(tmp_path, [{"txt": b"ab"[i % 2 : i % 2 + 1]} for i in range(20)], "classes-0.tar"))
     assert "different class names" not in caplog.text
 
 
 LABEL_CASES = [  # (label members of samples k0, k1; the one-line message after "wds:<shard>" or "sample k1 in shard <shard>")
-    ([{"cls": b"0"}, {"cls": b"cat\n"}],
-     ": its .cls member holds 'cat', not a class index; .cls must hold a non-negative integer (0, 1, ...)"),
-    ([{"cls": b"0"}, {"txt": b"cat"}],
-     " is labelled by a class index and sample k1 in shard {shard} by a class name; label every sample the same way (.cls or a "
-     ".json integer, or a .txt or .json class name)"),
-    ([{"txt": b"cat"}, {}],
-     ": 1 of 2 samples have a label and sample k1 in shard {shard} has none; label every sample (.cls, .json or .txt) or none"),
-    ([{"txt": b"cat"}, {"json": b'{"label": 3, "class": "dog"}'}],
-     ": its .json member gives two labels (\"label\": 3, \"class\": \"dog\"); keep one of the keys \"label\", \"cls\", \"class\""),
-    ([{"txt": b"cat"}, {"json": b'{"label": 2.5}'}],
-     ": its .json \"label\" holds 2.5, not a class; give a non-negative integer (a class index) or a class name"),
-    ([{"txt": b"cat"}, {"json": b"{label: 1}"}],
-     ": its .json member is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); fix "
-     "the member or remove it"),
-    ([{"txt": b"cat"}, {"txt": b"a cat\non a mat"}],
-     ": its .txt member holds more than one line ('a cat\\non a mat'); .txt must hold one class name"),
+    ([{"cls": b"0"}, {"cls": b"cat\n"}], ": its .cls member holds 'cat', not a class index; .cls must hold a non-negative integer (0, 1, ...)"),
+    (
+        [{"cls": b"0"}, {"txt": b"cat"}],
+        " is labelled by a class index and sample k1 in shard {shard} by a class name; label every sample the same way (.cls or a "
+        ".json integer, or a .txt or .json class name)",
+    ),
+    (
+        [{"txt": b"cat"}, {}],
+        ": 1 of 2 samples have a label and sample k1 in shard {shard} has none; label every sample (.cls, .json or .txt) or none",
+    ),
+    (
+        [{"txt": b"cat"}, {"json": b'{"label": 3, "class": "dog"}'}],
+        ': its .json member gives two labels ("label": 3, "class": "dog"); keep one of the keys "label", "cls", "class"',
+    ),
+    (
+        [{"txt": b"cat"}, {"json": b'{"label": 2.5}'}],
+        ': its .json "label" holds 2.5, not a class; give a non-negative integer (a class index) or a class name',
+    ),
+    (
+        [{"txt": b"cat"}, {"json": b"{label: 1}"}],
+        ": its .json member is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); fix "
+        "the member or remove it",
+    ),
+    (
+        [{"txt": b"cat"}, {"txt": b"a cat\non a mat"}],
+        ": its .txt member holds more than one line ('a cat\\non a mat'); .txt must hold one class name",
+    ),
     ([{"txt": b"cat"}, {"txt": b"  \n"}], ": its .txt member is empty; .txt must hold one class name"),
 ]
 
 
-@pytest.mark.parametrize("labels, message", LABEL_CASES, ids=["cls text", "index and name", "partly labelled", "two json keys",
-                                                            "json float", "bad json", "txt lines", "txt empty"])
+@pytest.mark.parametrize(
+    "labels, message",
+    LABEL_CASES,
+    ids=["cls text", "index and name", "partly labelled", "two json keys", "json float", "bad json", "txt lines", "txt empty"],
+)
 def test_bad_labels_are_refused_in_one_line(tmp_path, labels, message):
     spec = _labelled(tmp_path, labels)
     shard = tmp_path / "l-0.tar"
     with pytest.raises(DataError) as info:
         open_images(spec)
-    start = f"{spec}: sample k0 in shard {shard}" if "labelled by" in message else (spec if message.startswith(": 1 of") else f"sample k1 in shard {shard}")
+    start = (
+        f"{spec}: sample k0 in shard {shard}"
+        if "labelled by" in message
+        else (spec if message.startswith(": 1 of") else f"sample k1 in shard {shard}")
+    )
     assert str(info.value) == start + message.format(shard=shard)
 
 
@@ -424,8 +457,10 @@ def test_skip_corrupt_leaves_out_a_broken_image_of_a_list_and_of_a_remote_shard_
         members[f"s{i:02d}.jpg"], members[f"s{i:02d}.txt"] = p.read_bytes(), p.parent.name.encode()
     write_tar(served / "b-0.tar", members)
     with serving(served) as server:
-        for name, spec, shown in (("list", str(tmp_path / "list.txt"), str(broken)),
-                                  ("http", f"wds:{server.url}/b-0.tar", f"sample s07 in shard {server.url}/b-0.tar")):
+        for name, spec, shown in (
+            ("list", str(tmp_path / "list.txt"), str(broken)),
+            ("http", f"wds:{server.url}/b-0.tar", f"sample s07 in shard {server.url}/b-0.tar"),
+        ):
             data = {"train": spec, "val": None, "train_subset": None, "root": str(tmp_path / "root")}
             config = tiny_config(tmp_path, data=data, trainer={"epochs": 1}, run={"name": name})
             with pytest.raises(DataError, match=r"cannot read image .*set data.skip_corrupt=true to skip unreadable images$") as info:

@@ -6,8 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import DEMO_DATA, write_tar
+
 from ssdistill.data.datasets import FolderImages, ListImages, open_images
 from ssdistill.errors import DataError
 
@@ -70,10 +70,15 @@ def test_a_list_skips_unreadable_images_with_labels_aligned_and_its_own_fingerpr
 LIST_CASES = [  # (list text, the one-line message after the list's path)
     ("img/img000.jpg\ta\nimg/img001.jpg\tb\textra\n", " line 2 has 3 tab-separated columns; each line is `path` or `path<TAB>class`"),
     ("img/img000.jpg\ta\nimg/img001.jpg\t  \n", " line 2 has a tab but no class after it; each line is `path` or `path<TAB>class`"),
-    ("# two\nimg/img000.jpg\ta\n\nimg/img001.jpg\tb\n./img/img000.jpg\tb\n",
-     " lines 2 and 5 both list ./img/img000.jpg; list each image once (a repeated image counts twice in training and in the k-NN)"),
+    (
+        "# two\nimg/img000.jpg\ta\n\nimg/img001.jpg\tb\n./img/img000.jpg\tb\n",
+        " lines 2 and 5 both list ./img/img000.jpg; list each image once (a repeated image counts twice in training and in the k-NN)",
+    ),
     ("img/img000.jpg a\n", " line 1: img/img000.jpg a not found; separate the path and its class with a TAB, not spaces"),
-    ("img/img000.jpg\ta\nimg/img001.jpg\n", ": some lines name a class and some do not (line 2 names none); give every line a class (path<TAB>class) or none"),
+    (
+        "img/img000.jpg\ta\nimg/img001.jpg\n",
+        ": some lines name a class and some do not (line 2 names none); give every line a class (path<TAB>class) or none",
+    ),
     ("\tcat\n", " line 1 has a class but no path; each line is `path` or `path<TAB>class`"),
     ("img\tcat\n", " line 1: img is a folder, not an image; list image files"),
 ]
@@ -93,8 +98,10 @@ def test_a_list_in_another_format_is_named_as_a_file(tmp_path):
     (tmp_path / "train.csv").write_text("img/a.jpg,cat\n")
     with pytest.raises(DataError) as info:
         open_images(str(tmp_path / "train.csv"))
-    assert str(info.value) == (f"data path {tmp_path / 'train.csv'} is a file, not a folder; give a folder of images, a .txt list of "
-                               "images (`path` or `path<TAB>class` lines) or wds: shards")
+    assert str(info.value) == (
+        f"data path {tmp_path / 'train.csv'} is a file, not a folder; give a folder of images, a .txt list of "
+        "images (`path` or `path<TAB>class` lines) or wds: shards"
+    )
 
 
 def test_list_encodings_and_line_endings(tmp_path):
@@ -132,8 +139,7 @@ def test_a_folder_holding_the_splits_is_refused(tmp_path):
         open_images(str(tmp_path / "data"))
     data = tmp_path / "data"
     assert str(info.value) == (
-        f"{data} holds the splits train/, val/ rather than class folders; point data.train at {data / 'train'} and "
-        f"data.val at {data / 'val'}"
+        f"{data} holds the splits train/, val/ rather than class folders; point data.train at {data / 'train'} and data.val at {data / 'val'}"
     )
     write_images(tmp_path / "data" / "zebra", 1)  # one folder that is no split name: its sub-folders are classes
     assert open_images(str(tmp_path / "data")).classes == ["train", "val", "zebra"]
@@ -165,9 +171,10 @@ def test_skip_corrupt_remembers_each_source_by_one_short_digest(tmp_path, monkey
     changed file is decoded again."""
     import os
 
+    from conftest import write_images
+
     import ssdistill.data.datasets as datasets
     import ssdistill.data.shards as shards
-    from conftest import write_images
 
     identities, real = [], datasets.keep_readable
     for module in (datasets, shards):
@@ -195,6 +202,7 @@ def test_split_names_have_one_definition(tmp_path):
     """data.datasets refuses a folder of splits and the export names a data set after a split's parent folder with the
     same names, among them STL-10's unlabeled/ and a holdout/ split."""
     from conftest import write_images
+
     from ssdistill import export_config
     from ssdistill.data import datasets
 

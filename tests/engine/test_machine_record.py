@@ -21,7 +21,17 @@ def test_cpu_model_and_vector_extensions_are_read_from_cpuinfo():
     xeon = machine(XEON)
     assert xeon["cpu_model"] == "Intel(R) Xeon(R) Platinum 8480+"
     assert xeon["cpu_vector_extensions"] == [
-        "amx_bf16", "amx_tile", "avx", "avx2", "avx512_bf16", "avx512bw", "avx512f", "avx_vnni", "f16c", "fma", "sse4_2",
+        "amx_bf16",
+        "amx_tile",
+        "avx",
+        "avx2",
+        "avx512_bf16",
+        "avx512bw",
+        "avx512f",
+        "avx_vnni",
+        "f16c",
+        "fma",
+        "sse4_2",
     ]  # the first processor's flags; scalar and SSE1-4.1 flags left out
     arm = machine(GRAVITON)
     assert arm["cpu_vector_extensions"] == ["asimd", "sve", "sve2"] and arm["cpu_model"]

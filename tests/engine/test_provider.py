@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from integration.common import tiny_config
+
 from ssdistill.engine.contract import TeacherNeed
 from ssdistill.engine.provider import TeacherProvider
-from ssdistill.runs.assemble import train_source
 from ssdistill.errors import ConfigError
 from ssdistill.eval.features import extract_features
 from ssdistill.recipe import build_config
+from ssdistill.runs.assemble import train_source
 
 
 def test_a_need_over_a_subset_covers_that_subset_from_the_cache(tmp_path, demo_data):

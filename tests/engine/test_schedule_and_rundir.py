@@ -3,8 +3,8 @@ import math
 import pytest
 
 from ssdistill.engine.rundir import new_run_dir
-from ssdistill.files import atomic_write_text
 from ssdistill.engine.schedule import warmup_cosine
+from ssdistill.files import atomic_write_text
 
 
 def test_warmup_cosine_values():

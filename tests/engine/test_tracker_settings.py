@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 from integration.common import tiny_config
+
 from ssdistill import distill
 from ssdistill.cli import main
 from ssdistill.engine.resume import config_changes
@@ -27,7 +27,9 @@ def test_names_mappings_and_mixed_lists_are_one_form():
     assert trackers(["tensorboard", {"mlflow": {"tags": {"team": "vision"}}}]).run.loggers == expected
     assert trackers({"tensorboard": None, "mlflow": {"tags": {"team": "vision"}}}).run.loggers == expected  # `tensorboard:` in YAML
     assert trackers(["mlflow", {"mlflow": {"tags": {"team": "vision"}}}, "tensorboard", "mlflow"]).run.loggers == {
-        "mlflow": {"tags": {"team": "vision"}}, "tensorboard": {}}  # a name again adds nothing
+        "mlflow": {"tags": {"team": "vision"}},
+        "tensorboard": {},
+    }  # a name again adds nothing
     assert trackers("wandb").run.loggers == {"wandb": {}}  # run.loggers=wandb on the command line
     assert trackers(None).run.loggers == {} == build_config().run.loggers
     assert trackers(["csv", "wandb"]).run.tracker_names() == ["wandb"]
@@ -47,21 +49,35 @@ def test_settings_are_parameters_of_the_run():
     assert params["run.loggers.mlflow.tags.team"] == "vision" and params["run.loggers.tensorboard"] == "{}"
 
 
-@pytest.mark.parametrize("loggers, message", [
-    (["neptune"], "invalid value for 'run.loggers': unknown tracker 'neptune'; the trackers are csv, tensorboard, mlflow, wandb "
-                  "(got ['neptune'])"),
-    (3, "invalid value for 'run.loggers': expected tracker names or a mapping {name: {settings}}, for example "
-        "[tensorboard, mlflow] (got 3)"),
-    ({"mlflow": ["team"]}, "invalid value for 'run.loggers': the settings of tracker mlflow must be a mapping {setting: value} "
-                           "(got {'mlflow': ['team']})"),
-    ([{"mlflow": {"tags": {"a": 1}}}, {"mlflow": {"run_name": "x"}}],
-     "invalid value for 'run.loggers': tracker mlflow is given settings twice; give its settings once "
-     "(got [{'mlflow': {'tags': {'a': 1}}}, {'mlflow': {'run_name': 'x'}}])"),
-    ({"csv": {"flush_logs_every_n_steps": 10}}, "invalid value for 'run.loggers': the csv tracker takes no settings "
-                                                "(metrics.csv is written by ssdistill itself) (got {'csv': {'flush_logs_every_n_steps': 10}})"),
-    ([{"mlflow": {}, "wandb": {}}], "invalid value for 'run.loggers': each item is a tracker name or {name: {settings}}, for "
-                                    "example [tensorboard, {mlflow: {tags: {team: vision}}}] (got [{'mlflow': {}, 'wandb': {}}])"),
-])
+@pytest.mark.parametrize(
+    "loggers, message",
+    [
+        (
+            ["neptune"],
+            "invalid value for 'run.loggers': unknown tracker 'neptune'; the trackers are csv, tensorboard, mlflow, wandb (got ['neptune'])",
+        ),
+        (3, "invalid value for 'run.loggers': expected tracker names or a mapping {name: {settings}}, for example [tensorboard, mlflow] (got 3)"),
+        (
+            {"mlflow": ["team"]},
+            "invalid value for 'run.loggers': the settings of tracker mlflow must be a mapping {setting: value} (got {'mlflow': ['team']})",
+        ),
+        (
+            [{"mlflow": {"tags": {"a": 1}}}, {"mlflow": {"run_name": "x"}}],
+            "invalid value for 'run.loggers': tracker mlflow is given settings twice; give its settings once "
+            "(got [{'mlflow': {'tags': {'a': 1}}}, {'mlflow': {'run_name': 'x'}}])",
+        ),
+        (
+            {"csv": {"flush_logs_every_n_steps": 10}},
+            "invalid value for 'run.loggers': the csv tracker takes no settings "
+            "(metrics.csv is written by ssdistill itself) (got {'csv': {'flush_logs_every_n_steps': 10}})",
+        ),
+        (
+            [{"mlflow": {}, "wandb": {}}],
+            "invalid value for 'run.loggers': each item is a tracker name or {name: {settings}}, for "
+            "example [tensorboard, {mlflow: {tags: {team: vision}}}] (got [{'mlflow': {}, 'wandb': {}}])",
+        ),
+    ],
+)
 def test_a_malformed_tracker_list_is_one_line(loggers, message):
     with pytest.raises(ConfigError) as error:
         trackers(loggers)
@@ -71,28 +87,56 @@ def test_a_malformed_tracker_list_is_one_line(loggers, message):
 MLFLOW_TAKES = "artifact_location, experiment_name, log_model, prefix, run_name, synchronous, tags, tracking_uri"
 
 
-@pytest.mark.parametrize("loggers, message", [
-    ({"mlflow": {"tag": {"team": "vision"}}},
-     f"run.loggers.mlflow has no setting 'tag' (did you mean tags?); MLFlowLogger takes {MLFLOW_TAKES}"),
-    ({"mlflow": {"run_id": "0123"}}, "run.loggers.mlflow.run_id is set by ssdistill (ssdistill keeps the MLflow run id in "
-                                     "RUN/trackers.json so that a resume logs into the same run); remove the setting"),
-    ({"mlflow": {"save_dir": "mlruns"}}, "run.loggers.mlflow.save_dir is set by ssdistill (ssdistill always gives MLflow a "
-                                         "tracking URI: set tracking_uri (or run.mlflow_uri) instead); remove the setting"),
-    ({"tensorboard": {"save_dir": "tb"}}, "run.loggers.tensorboard.save_dir is set by ssdistill (TensorBoard's events are "
-                                          "written to RUN/tensorboard); remove the setting"),
-    ({"tensorboard": {"log_graphs": True}},
-     "run.loggers.tensorboard has no setting 'log_graphs' (did you mean log_graph?); TensorBoardLogger takes comment, "
-     "default_hp_metric, filename_suffix, flush_secs, log_graph, max_queue, prefix, purge_step, sub_dir"),
-    ({"wandb": {"id": "abc"}}, "run.loggers.wandb.id is set by ssdistill (ssdistill keeps the W&B run id in RUN/trackers.json "
-                               "so that a resume logs into the same run); remove the setting"),
-    ({"wandb": {"dir": "/tmp/wandb"}}, "run.loggers.wandb.dir is set by ssdistill (W&B's files are written to RUN/wandb); "
-                                       "remove the setting"),
-    ({"wandb": {"anonymous": True}}, "run.loggers.wandb.anonymous is set by ssdistill (W&B ignores it (deprecated, it has no "
-                                     "effect)); remove the setting"),
-    ({"wandb": {"offline": True, "log_model": True}},
-     "run.loggers.wandb: log_model cannot upload checkpoints offline; drop log_model or offline"),
-], ids=["mlflow.tag", "mlflow.run_id", "mlflow.save_dir", "tensorboard.save_dir", "tensorboard.log_graphs", "wandb.id", "wandb.dir",
-        "wandb.anonymous", "wandb.log_model offline"])
+@pytest.mark.parametrize(
+    "loggers, message",
+    [
+        ({"mlflow": {"tag": {"team": "vision"}}}, f"run.loggers.mlflow has no setting 'tag' (did you mean tags?); MLFlowLogger takes {MLFLOW_TAKES}"),
+        (
+            {"mlflow": {"run_id": "0123"}},
+            "run.loggers.mlflow.run_id is set by ssdistill (ssdistill keeps the MLflow run id in "
+            "RUN/trackers.json so that a resume logs into the same run); remove the setting",
+        ),
+        (
+            {"mlflow": {"save_dir": "mlruns"}},
+            "run.loggers.mlflow.save_dir is set by ssdistill (ssdistill always gives MLflow a "
+            "tracking URI: set tracking_uri (or run.mlflow_uri) instead); remove the setting",
+        ),
+        (
+            {"tensorboard": {"save_dir": "tb"}},
+            "run.loggers.tensorboard.save_dir is set by ssdistill (TensorBoard's events are written to RUN/tensorboard); remove the setting",
+        ),
+        (
+            {"tensorboard": {"log_graphs": True}},
+            "run.loggers.tensorboard has no setting 'log_graphs' (did you mean log_graph?); TensorBoardLogger takes comment, "
+            "default_hp_metric, filename_suffix, flush_secs, log_graph, max_queue, prefix, purge_step, sub_dir",
+        ),
+        (
+            {"wandb": {"id": "abc"}},
+            "run.loggers.wandb.id is set by ssdistill (ssdistill keeps the W&B run id in RUN/trackers.json "
+            "so that a resume logs into the same run); remove the setting",
+        ),
+        ({"wandb": {"dir": "/tmp/wandb"}}, "run.loggers.wandb.dir is set by ssdistill (W&B's files are written to RUN/wandb); remove the setting"),
+        (
+            {"wandb": {"anonymous": True}},
+            "run.loggers.wandb.anonymous is set by ssdistill (W&B ignores it (deprecated, it has no effect)); remove the setting",
+        ),
+        (
+            {"wandb": {"offline": True, "log_model": True}},
+            "run.loggers.wandb: log_model cannot upload checkpoints offline; drop log_model or offline",
+        ),
+    ],
+    ids=[
+        "mlflow.tag",
+        "mlflow.run_id",
+        "mlflow.save_dir",
+        "tensorboard.save_dir",
+        "tensorboard.log_graphs",
+        "wandb.id",
+        "wandb.dir",
+        "wandb.anonymous",
+        "wandb.log_model offline",
+    ],
+)
 def test_a_setting_the_logger_does_not_take_or_ssdistill_sets_is_refused_before_the_run_starts(tmp_path, capsys, loggers, message):
     """Through the CLI: exit code 2 and the one line on stderr, before the run directory exists (and so before any
     teacher signal or training)."""
@@ -121,12 +165,22 @@ def test_a_misspelled_wandb_setting_names_the_wandb_init_arguments():
 def test_mlflow_gets_its_defaults_from_the_run_section_and_its_settings_win(tmp_path):
     run_dir = tmp_path / "runs" / "r"
     plain = logger_arguments("mlflow", trackers(["mlflow"], dir=str(tmp_path / "runs"), experiment="exp"), run_dir)
-    assert plain == {"experiment_name": "exp", "run_name": "r", "artifact_location": (tmp_path / "runs" / "mlartifacts").as_uri(),
-                     "tracking_uri": f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}", "run_id": None}
+    assert plain == {
+        "experiment_name": "exp",
+        "run_name": "r",
+        "artifact_location": (tmp_path / "runs" / "mlartifacts").as_uri(),
+        "tracking_uri": f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}",
+        "run_id": None,
+    }
     by_section = logger_arguments("mlflow", trackers(["mlflow"], mlflow_uri=f"sqlite:///{tmp_path}/other.db"), run_dir)
     assert by_section["tracking_uri"] == f"sqlite:///{tmp_path}/other.db"
-    mine = {"experiment_name": "mine", "artifact_location": "s3://bucket/mine", "tracking_uri": "http://127.0.0.1:5000",
-            "tags": {"team": "vision"}, "log_model": True}
+    mine = {
+        "experiment_name": "mine",
+        "artifact_location": "s3://bucket/mine",
+        "tracking_uri": "http://127.0.0.1:5000",
+        "tags": {"team": "vision"},
+        "log_model": True,
+    }
     given = logger_arguments("mlflow", trackers({"mlflow": mine}, mlflow_uri="sqlite:///x.db", experiment="exp"), run_dir)
     assert given == {**mine, "run_name": "r", "run_id": None}
     server = logger_arguments("mlflow", trackers(["mlflow"], mlflow_uri="https://mlflow.example.org"), run_dir)
@@ -154,15 +208,28 @@ def test_wandb_and_tensorboard_arguments(tmp_path, monkeypatch):
     run_dir = tmp_path / "runs" / "r"
     cfg = trackers({"wandb": {"offline": True, "group": "ablation", "entity": "team"}, "tensorboard": {"log_graph": True}}, experiment="exp")
     arguments = logger_arguments("wandb", cfg, run_dir)
-    assert arguments == {"name": "r", "project": "exp", "mode": "offline", "group": "ablation", "entity": "team",
-                         "save_dir": str(run_dir), "id": None, "resume": "allow"}
+    assert arguments == {
+        "name": "r",
+        "project": "exp",
+        "mode": "offline",
+        "group": "ablation",
+        "entity": "team",
+        "save_dir": str(run_dir),
+        "id": None,
+        "resume": "allow",
+    }
     assert logger_arguments("wandb", trackers({"wandb": {"project": "mine"}}, experiment="exp"), run_dir)["project"] == "mine"
     logger = build_logger("wandb", cfg, run_dir)
     # what wandb.init will be given: no anonymous (wandb warns of any value), W&B's own offline mode
     assert "anonymous" not in logger._wandb_init and logger._wandb_init["mode"] == "offline"
     assert "WANDB_MODE" not in os.environ  # Lightning's offline=True would set it for the whole process
     assert logger_arguments("tensorboard", cfg, run_dir) == {
-        "default_hp_metric": False, "log_graph": True, "save_dir": str(run_dir), "name": "tensorboard", "version": ""}
+        "default_hp_metric": False,
+        "log_graph": True,
+        "save_dir": str(run_dir),
+        "name": "tensorboard",
+        "version": "",
+    }
 
 
 def test_files_a_tracker_cannot_take_after_the_run_are_a_warning_and_a_run_without_trackers_reads_nothing(tmp_path, caplog):
@@ -218,8 +285,9 @@ def test_after_a_spawned_run_the_final_figures_join_the_recorded_mlflow_run_and_
     (run_dir / "trackers.json").write_text(json.dumps({"mlflow": started, "mlflow_uri": uri}))
     (run_dir / "results.json").write_text("{}")
     never_started = build_logger("mlflow", build_config(tiny_config(tmp_path, run={"loggers": ["mlflow"]})), tmp_path / "elsewhere")
-    trainer = SimpleNamespace(loggers=[never_started], is_global_zero=True, global_step=7,
-                              strategy=SimpleNamespace(_launcher=SimpleNamespace(_start_method="spawn")))
+    trainer = SimpleNamespace(
+        loggers=[never_started], is_global_zero=True, global_step=7, strategy=SimpleNamespace(_launcher=SimpleNamespace(_start_method="spawn"))
+    )
     log_final(trainer, {"knn": {"student": {"top1": 41.5}}}, run_dir, cfg)
     record = MlflowClient(uri).get_run(started)
     assert record.data.metrics["final/student/knn_top1"] == 41.5 and record.info.status == "FINISHED"
@@ -228,8 +296,12 @@ def test_after_a_spawned_run_the_final_figures_join_the_recorded_mlflow_run_and_
     assert len(MlflowClient(uri).search_runs([record.info.experiment_id])) == 1
     # a tracker that fails after training: one warning, the run goes on
     broken = SimpleNamespace(log_metrics=lambda *a, **k: (_ for _ in ()).throw(RuntimeError("server gone")))
-    trainer = SimpleNamespace(loggers=[type("MLFlowLogger", (), {"log_metrics": broken.log_metrics})()], is_global_zero=True,
-                              global_step=7, strategy=SimpleNamespace(_launcher=None))
+    trainer = SimpleNamespace(
+        loggers=[type("MLFlowLogger", (), {"log_metrics": broken.log_metrics})()],
+        is_global_zero=True,
+        global_step=7,
+        strategy=SimpleNamespace(_launcher=None),
+    )
     with caplog.at_level("WARNING", logger="ssdistill"):
         log_final(trainer, {"knn": {"student": {"top1": 41.5}}}, run_dir, cfg)
     assert "did not take the run's final figures and files (server gone)" in caplog.text

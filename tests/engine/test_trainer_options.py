@@ -2,25 +2,25 @@
 trainer and the run record, and what Lightning would refuse (or fail on with a traceback) is one line through the CLI
 before a run directory exists; the progress bar keeps the loss and the alignment monitor at 80 columns."""
 
-import os
 import io
 import json
+import os
 import typing
 
 import lightning as L
 import pytest
 import torch
 import yaml
+from integration.common import tiny_config
 from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
-from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.cli import main
 from ssdistill.config import TrainerConfig
-from ssdistill.engine.progress import RunProgressBar, fitting, shown_items
 from ssdistill.engine.lightning_options import lightning_strategy
+from ssdistill.engine.progress import RunProgressBar, fitting, shown_items
 from ssdistill.recipe import build_config
 
 
@@ -56,26 +56,34 @@ def recipe(tmp_path_factory):
 
 
 CASES = [  # (override, the whole line the user sees)
-    ("trainer.extra.determinstic=true",
-     "error: trainer.extra.determinstic is not an argument of lightning.Trainer; did you mean 'deterministic'?"),
+    ("trainer.extra.determinstic=true", "error: trainer.extra.determinstic is not an argument of lightning.Trainer; did you mean 'deterministic'?"),
     ("trainer.extra.xyzzy=1", "error: trainer.extra.xyzzy is not an argument of lightning.Trainer; the ones it takes: limit_val_batches, "),
-    ("trainer.extra.max_steps=10", "error: trainer.extra.max_steps cannot be used: it stops training before trainer.epochs while the "
-     "record and the schedule say trainer.epochs; set trainer.epochs (and trainer.limit_train_batches) instead"),
+    (
+        "trainer.extra.max_steps=10",
+        "error: trainer.extra.max_steps cannot be used: it stops training before trainer.epochs while the "
+        "record and the schedule say trainer.epochs; set trainer.epochs (and trainer.limit_train_batches) instead",
+    ),
     ("trainer.extra.max_epochs=5", "error: trainer.extra.max_epochs is set by ssdistill from trainer.epochs; set trainer.epochs instead"),
     ("trainer.extra.logger=false", "error: trainer.extra.logger is set by ssdistill from run.loggers; set run.loggers instead"),
     ("trainer.extra.plugins=[]", "error: trainer.extra.plugins is set by ssdistill itself and cannot be passed; remove it from trainer.extra"),
-    ("trainer.extra.barebones=true",
-     "error: trainer.extra.barebones cannot be used: it switches off the checkpoints and logs every run writes"),
+    ("trainer.extra.barebones=true", "error: trainer.extra.barebones cannot be used: it switches off the checkpoints and logs every run writes"),
     ("trainer.strategy=dpp_spawn", "error: trainer.strategy=dpp_spawn is not a Lightning strategy; did you mean 'ddp_spawn'? valid: auto, ddp, "),
-    ("trainer.precision=transformer-engine",
-     "error: trainer.precision=transformer-engine needs a CUDA GPU and NVIDIA's Transformer Engine (pip install "
-     "'transformer-engine[pytorch]'); use trainer.precision=bf16-mixed or bf16-true instead"),
-    ("trainer.strategy=fsdp", "error: Lightning refuses trainer.accelerator=cpu, trainer.devices=1, trainer.strategy=fsdp, "
-     "trainer.precision=32: The strategy `fsdp` requires a GPU accelerator, but received `accelerator='cpu'`. Please set "
-     "`accelerator='cuda'`, `accelerator='gpu'`, or pass a `CUDAAccelerator()` instance to use FSDP."),
-    ("trainer.extra.gradient_clip_algorithm=clip",
-     "error: Lightning refuses trainer.accelerator=cpu, trainer.devices=1, trainer.strategy=auto, trainer.precision=32, "
-     "trainer.extra.gradient_clip_algorithm=clip: `gradient_clip_algorithm` clip is invalid. Allowed algorithms: ['value', 'norm']."),
+    (
+        "trainer.precision=transformer-engine",
+        "error: trainer.precision=transformer-engine needs a CUDA GPU and NVIDIA's Transformer Engine (pip install "
+        "'transformer-engine[pytorch]'); use trainer.precision=bf16-mixed or bf16-true instead",
+    ),
+    (
+        "trainer.strategy=fsdp",
+        "error: Lightning refuses trainer.accelerator=cpu, trainer.devices=1, trainer.strategy=fsdp, "
+        "trainer.precision=32: The strategy `fsdp` requires a GPU accelerator, but received `accelerator='cpu'`. Please set "
+        "`accelerator='cuda'`, `accelerator='gpu'`, or pass a `CUDAAccelerator()` instance to use FSDP.",
+    ),
+    (
+        "trainer.extra.gradient_clip_algorithm=clip",
+        "error: Lightning refuses trainer.accelerator=cpu, trainer.devices=1, trainer.strategy=auto, trainer.precision=32, "
+        "trainer.extra.gradient_clip_algorithm=clip: `gradient_clip_algorithm` clip is invalid. Allowed algorithms: ['value', 'norm'].",
+    ),
 ]
 
 
@@ -86,7 +94,7 @@ def test_a_trainer_setting_lightning_would_refuse_is_one_line_before_the_run_sta
     assert exit_code.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert (err[0].startswith(line) if line.endswith(" ") else err[0] == line), err[0]
+    assert err[0].startswith(line) if line.endswith(" ") else err[0] == line, err[0]
     assert not (recipe / "runs").exists()  # nothing was written
 
 
@@ -95,11 +103,22 @@ def test_trainer_extra_and_strategy_reach_lightning_and_the_run_record(tmp_path)
 
     class Look(L.Callback):
         def on_train_start(self, trainer, module):
-            seen.update(deterministic=torch.are_deterministic_algorithms_enabled(), clip=trainer.gradient_clip_algorithm.value,
-                        interval=trainer.val_check_interval)
+            seen.update(
+                deterministic=torch.are_deterministic_algorithms_enabled(),
+                clip=trainer.gradient_clip_algorithm.value,
+                interval=trainer.val_check_interval,
+            )
 
-    config = tiny_config(tmp_path, trainer={"epochs": 1, "accelerator": "cpu", "strategy": "auto", "extra": {
-        "deterministic": True, "gradient_clip_algorithm": "value", "val_check_interval": 0.5}}, optim={"grad_clip": 1.0})
+    config = tiny_config(
+        tmp_path,
+        trainer={
+            "epochs": 1,
+            "accelerator": "cpu",
+            "strategy": "auto",
+            "extra": {"deterministic": True, "gradient_clip_algorithm": "value", "val_check_interval": 0.5},
+        },
+        optim={"grad_clip": 1.0},
+    )
     try:
         results = distill(config, callbacks=[Look()], quiet=True)
     finally:  # Lightning sets deterministic algorithms for the whole process
@@ -114,14 +133,12 @@ def test_trainer_extra_and_strategy_reach_lightning_and_the_run_record(tmp_path)
 
 
 # ----- the progress bar at 80 columns ----------------------------------------------------------------------------------
-LOGGED = {"v_num": "", "train/loss_step": 2.345678, "img/s": 1234.56, "data_wait": 0.0312, "train/loss_epoch": 2.4,
-          "monitor/teacher_cka": 0.456789}
+LOGGED = {"v_num": "", "train/loss_step": 2.345678, "img/s": 1234.56, "data_wait": 0.0312, "train/loss_epoch": 2.4, "monitor/teacher_cka": 0.456789}
 
 
 def _bar(columns: int) -> Tqdm:
     """A training bar as Lightning draws it, mid-epoch 12, in a terminal of ``columns`` (tqdm draws columns - 1)."""
-    bar = Tqdm(total=1000, desc="Epoch 12", file=io.StringIO(), ncols=columns - 1, dynamic_ncols=False,
-               bar_format=TQDMProgressBar.BAR_FORMAT)
+    bar = Tqdm(total=1000, desc="Epoch 12", file=io.StringIO(), ncols=columns - 1, dynamic_ncols=False, bar_format=TQDMProgressBar.BAR_FORMAT)
     bar.n, bar.start_t, bar.last_print_t = 370, bar._time() - 80.0, bar._time()  # 370 batches in 80 s
     return bar
 

@@ -55,7 +55,15 @@ def test_alignment_is_a_headline_metric_but_not_a_retained_share():
     }
     assert headline_metrics(models["student"])["teacher_cka"] == 0.61
     assert retained(models) == {"knn_k20_t0.07": 50.0}  # the teacher has no alignment with itself to divide by
-    header, rows = model_rows({"evaluation": {"protocols": {"knn": ["k20_t0.07"]}, "models": {k: {**v, "params_m": 1.0, "gflops": 0.1, "images_per_s": 10} for k, v in models.items()}, "retained_pct": {}}})
+    header, rows = model_rows(
+        {
+            "evaluation": {
+                "protocols": {"knn": ["k20_t0.07"]},
+                "models": {k: {**v, "params_m": 1.0, "gflops": 0.1, "images_per_s": 10} for k, v in models.items()},
+                "retained_pct": {},
+            }
+        }
+    )
     assert "CKA with teacher" in header and "dCor² with teacher" in header
     student = next(r for r in rows if r[0] == "student")
     assert student[header.index("CKA with teacher")] == "0.61" and student[header.index("dCor² with teacher")] == "0.58"

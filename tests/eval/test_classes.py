@@ -82,9 +82,12 @@ def test_the_suite_scores_by_name_and_cuts_a_cached_teachers_rows():
     names = ["a", "b", "c"]
     memory = Labelled(names, [0, 1, 2] * 4)
     query = Labelled(["b", "c", "zz"], [0, 1, 2, 0, 1], "q")  # 'zz' is unknown to the memory
-    one_hot = lambda source: torch.nn.functional.one_hot(  # noqa: E731
-        torch.tensor([names.index(source.classes[l]) if source.classes[l] in names else 0 for l in source.labels]), 4
-    ).float() + 0.01 * torch.randn(len(source), 4)
+    one_hot = lambda source: (
+        torch.nn.functional.one_hot(  # noqa: E731
+            torch.tensor([names.index(source.classes[l]) if source.classes[l] in names else 0 for l in source.labels]), 4
+        ).float()
+        + 0.01 * torch.randn(len(source), 4)
+    )
     teacher = Candidate("teacher", Fixed(), None, 8, one_hot(memory), one_hot(query))
     options = SuiteOptions(knn=((3, 0.07),), linear=False, few_shot=False, clustering=False, embedding_points=0, shared_classes=True)
     import ssdistill.eval.suite as suite_module

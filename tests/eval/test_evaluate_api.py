@@ -43,7 +43,9 @@ def test_a_teacher_alone_is_evaluated_at_the_resolution_asked_for(weights, label
     """--resolution resizes the teacher's view (a student's input size): the row says the side, and a smaller side
     costs fewer FLOPs."""
     rows = {
-        side: evaluate(teacher="test_resnet", weights=str(weights), resolution=side, train=str(labelled_folder), val=str(renamed_copy), k=1, num_workers=0)["test_resnet"]
+        side: evaluate(
+            teacher="test_resnet", weights=str(weights), resolution=side, train=str(labelled_folder), val=str(renamed_copy), k=1, num_workers=0
+        )["test_resnet"]
         for side in (16, 48)
     }
     assert rows[16]["resolution"] == 16 and rows[48]["resolution"] == 48
@@ -62,7 +64,25 @@ def test_evaluate_needs_a_run_or_a_teacher_with_data():
 def test_the_cli_prints_the_teacher_row_with_its_side(weights, labelled_folder, renamed_copy, capsys):
     from ssdistill.cli import main
 
-    main(["eval", "--teacher", "test_resnet", "--weights", str(weights), "--resolution", "24", "--train", str(labelled_folder),
-          "--val", str(renamed_copy), "--knn-only", "--num-workers", "0", "--k", "1"])
+    main(
+        [
+            "eval",
+            "--teacher",
+            "test_resnet",
+            "--weights",
+            str(weights),
+            "--resolution",
+            "24",
+            "--train",
+            str(labelled_folder),
+            "--val",
+            str(renamed_copy),
+            "--knn-only",
+            "--num-workers",
+            "0",
+            "--k",
+            "1",
+        ]
+    )
     header, row = capsys.readouterr().out.splitlines()[-2:]
     assert header.split()[:2] == ["model", "px"] and row.split()[:3] == ["test_resnet", "24", "100.0%"]

@@ -28,7 +28,10 @@ def test_retained_is_the_student_share_of_each_teacher_metric():
     student = {"knn": {"k20_t0.07": {"top1": 40.0}}, "linear": {"top1": 45.0}, "clustering": {"accuracy": 25.0, "nmi": 30.0, "ari": 5.0}}
     assert headline_metrics(student) == {"knn_k20_t0.07": 40.0, "linear": 45.0, "cluster_accuracy": 25.0, "cluster_nmi": 30.0, "cluster_ari": 5.0}
     assert retained({"teacher": teacher, "student": student}) == {
-        "knn_k20_t0.07": 50.0, "linear": 50.0, "cluster_accuracy": 50.0, "cluster_nmi": 75.0,
+        "knn_k20_t0.07": 50.0,
+        "linear": 50.0,
+        "cluster_accuracy": 50.0,
+        "cluster_nmi": 75.0,
     }  # ARI: the teacher's 0 has no share
 
 

@@ -3,9 +3,8 @@
 from pathlib import Path
 
 import timm
-from safetensors.torch import save_file
-
 from conftest import DEMO_DATA
+from safetensors.torch import save_file
 
 
 def tiny_config(tmp_path: Path, **updates) -> dict:
@@ -51,8 +50,13 @@ def cka_tasks(tmp_path: Path, heads: tuple[str, str] = ("kmeans", "classifier"))
 
     def task(name: str, head: str) -> dict:
         root = tmp_path / "tasks" / name
-        return {"data": str(root / "train"), "val": str(root / "val"), "teacher": name, "head": head,
-                "classes": 5 if head == "kmeans" else [3, 1, 4, 5, 9]}
+        return {
+            "data": str(root / "train"),
+            "val": str(root / "val"),
+            "teacher": name,
+            "head": head,
+            "classes": 5 if head == "kmeans" else [3, 1, 4, 5, 9],
+        }
 
     teacher = {"name": "test_resnet", "weights": weights, "resolution": 32}
     return {

@@ -35,14 +35,14 @@ def test_queue_and_momentum_encoder_advance_once_per_optimiser_step(tmp_path):
         for b in cycle:  # every batch of a step saw the queue as the previous step left it
             assert watch.rows[b][1] == step and watch.rows[b][2] == pointer
         pointer += 8 * len(cycle)
-    for step, cycle in enumerate(cycles[1:], 1):  # the key encoder moves during a step's first batch, never later in it
+    for cycle in cycles[1:]:  # the key encoder moves during a step's first batch, never later in it
         assert not torch.equal(watch.rows[cycle[0]][3], watch.rows[cycle[1]][3])
         assert torch.equal(watch.rows[cycle[1]][3], watch.rows[cycle[-1]][3])
     state = torch.load(tmp_path / "runs" / "tiny" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     ids, start = state["queue.ids"], 0
     for cycle in cycles:  # each step's keys in consecutive slots: the ids of its batches, in batch order
         expected = torch.cat([watch.rows[b][4] for b in cycle])
-        assert torch.equal(ids[start:start + len(expected)], expected)
+        assert torch.equal(ids[start : start + len(expected)], expected)
         start += len(expected)
     assert int(state["queue.pointer"]) == 0  # 64 keys filled the 64-key queue once
     # the schedule counts optimiser steps: warm-up (1 epoch = 3 steps, the partial one included) ends at the last step

@@ -11,8 +11,8 @@ import zlib
 
 import pytest
 import yaml
-
 from conftest import DEMO_DATA
+
 from integration.common import tiny_config
 from ssdistill.cli import main
 
@@ -74,22 +74,35 @@ def workdir(tmp_path_factory):
 
 
 CASES = [  # (case, overrides after `distill --config recipe.yaml`, the whole error line)
-    ("list line with three columns", ["data.train={t}/three_columns.txt"],
-     "error: {t}/three_columns.txt line 5 has 3 tab-separated columns; each line is `path` or `path<TAB>class`"),
-    ("train holds the splits", ["data.train={t}/dataset"],
-     "error: {t}/dataset holds the splits train/, val/ rather than class folders; point data.train at {t}/dataset/train "
-     "and data.val at {t}/dataset/val"),
-    ("image too large", ["data.train={t}/huge"],
-     "error: image {t}/huge/n01440764/zz_huge.png is too large to decode safely (90,000,000 pixels, over PIL's limit of "
-     "89,478,485); downscale it or remove it, or set data.skip_corrupt=true to skip unreadable images"),
+    (
+        "list line with three columns",
+        ["data.train={t}/three_columns.txt"],
+        "error: {t}/three_columns.txt line 5 has 3 tab-separated columns; each line is `path` or `path<TAB>class`",
+    ),
+    (
+        "train holds the splits",
+        ["data.train={t}/dataset"],
+        "error: {t}/dataset holds the splits train/, val/ rather than class folders; point data.train at {t}/dataset/train "
+        "and data.val at {t}/dataset/val",
+    ),
+    (
+        "image too large",
+        ["data.train={t}/huge"],
+        "error: image {t}/huge/n01440764/zz_huge.png is too large to decode safely (90,000,000 pixels, over PIL's limit of "
+        "89,478,485); downscale it or remove it, or set data.skip_corrupt=true to skip unreadable images",
+    ),
     ("list naming an image twice", ["data.train={t}/duplicate.txt"], "error: {t}/duplicate.txt lines 2 and 6 both list "),
-    ("list line with a tab and no class", ["data.train={t}/no_class.txt"],
-     "error: {t}/no_class.txt line 4 has a tab but no class after it; each line is `path` or `path<TAB>class`"),
-    ("list with and without classes", ["data.train={t}/mixed.txt"],
-     "error: {t}/mixed.txt: some lines name a class and some do not (line 2 names none); give every line a class "
-     "(path<TAB>class) or none"),
-    ("list separating the class with a space", ["data.train={t}/spaces.txt"],
-     "error: {t}/spaces.txt line 1: "),
+    (
+        "list line with a tab and no class",
+        ["data.train={t}/no_class.txt"],
+        "error: {t}/no_class.txt line 4 has a tab but no class after it; each line is `path` or `path<TAB>class`",
+    ),
+    (
+        "list with and without classes",
+        ["data.train={t}/mixed.txt"],
+        "error: {t}/mixed.txt: some lines name a class and some do not (line 2 names none); give every line a class (path<TAB>class) or none",
+    ),
+    ("list separating the class with a space", ["data.train={t}/spaces.txt"], "error: {t}/spaces.txt line 1: "),
     ("list not in UTF-8", ["data.train={t}/latin1.txt"], "error: {t}/latin1.txt line 3 is not UTF-8 text; save the list as UTF-8"),
     ("data path that is a file but no list", ["data.train={t}/images.csv"], "error: data path {t}/images.csv is a file, not a folder"),
     ("shard whose .cls is not a number", ["data.train=wds:{t}/shard-000000.tar"], "error: sample k1 in shard "),

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 import yaml
-
 from conftest import DEMO_DATA
+
 from integration.common import tiny_config
 from ssdistill.cli import main
 
@@ -41,8 +41,16 @@ CASES = [  # (case, arguments after `distill --config recipe.yaml` unless they s
     ("data.val missing", ["data.val={t}/nothere"], "data path {t}/nothere not found"),
     ("data.val without class folders", [f"data.val={DEMO_DATA}/val/n01440764"], "has no class sub-folders"),
     ("batch larger than the data", ["data.batch_size=1000"], "lower the batch size"),
-    ("hub teacher unreachable", ["teacher.name=resnet18", "teacher.source=hub", "teacher.weights=null"], "set teacher.weights=PATH to a local weights file"),
-    ("corrupt JPEG read by two workers", ["data.train={t}/broken", "data.train_subset=null", "data.num_workers=2", "data.val=null"], "zz_truncated.JPEG"),
+    (
+        "hub teacher unreachable",
+        ["teacher.name=resnet18", "teacher.source=hub", "teacher.weights=null"],
+        "set teacher.weights=PATH to a local weights file",
+    ),
+    (
+        "corrupt JPEG read by two workers",
+        ["data.train={t}/broken", "data.train_subset=null", "data.num_workers=2", "data.val=null"],
+        "zz_truncated.JPEG",
+    ),
     ("resume of a folder that is no run", ["distill", "--resume", "{t}/a_file"], "is not a run directory"),
     ("export of a folder that is no run", ["export", "{t}"], "is not a run directory"),
 ]
@@ -77,13 +85,33 @@ def test_ctrl_c_during_a_cache_fill_is_one_line_and_the_fill_resumes(tmp_path):
     import sys
     import time
 
-    command = [sys.executable, "-m", "ssdistill", "cache", "--teacher", "efficientnet_lite0", "--data", str(DEMO_DATA / "val"),
-               "--dir", str(tmp_path), "--batch-size", "32", "--num-workers", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "ssdistill",
+        "cache",
+        "--teacher",
+        "efficientnet_lite0",
+        "--data",
+        str(DEMO_DATA / "val"),
+        "--dir",
+        str(tmp_path),
+        "--batch-size",
+        "32",
+        "--num-workers",
+        "0",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # SIGINT as a terminal delivers it: a test run started as a background job (its shell ignores SIGINT, and children
     # inherit that) would otherwise never see the signal
-    fill = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    fill = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while not any(tmp_path.glob("*/chunks")):
         assert fill.poll() is None and time.monotonic() < deadline, "the fill ended before it could be interrupted"

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 import yaml
-
 from conftest import DEMO_DATA
+
 from integration.common import tiny_config
 from ssdistill.cli import main
 
@@ -47,11 +47,18 @@ def _run(argv, capsys):
 
 REFUSED = [  # (case, overrides, message fragment)
     ("val with an extra class", ["data.val={t}/val_extra"], "has class 'zz_extra' that the k-NN memory data.train"),
-    ("renamed class", ["data.val={t}/val_renamed"], f"class 'tench' that the k-NN memory data.train ({DEMO_DATA}/train) does not have (its classes not in data.val ({{t}}/val_renamed): '{CLASSES[0]}')"),
+    (
+        "renamed class",
+        ["data.val={t}/val_renamed"],
+        f"class 'tench' that the k-NN memory data.train ({DEMO_DATA}/train) does not have (its classes not in data.val ({{t}}/val_renamed): '{CLASSES[0]}')",
+    ),
     ("one-class train", ["data.train={t}/one_class"], f"has only one class ('{CLASSES[0]}')"),
     ("val equal to train", [f"data.val={DEMO_DATA}/train", "data.train_subset=null"], "holds the same images as the k-NN memory"),
-    ("train with an empty class folder", ["data.train={t}/empty_class", "data.train_subset=null"],
-     f"data.val ({DEMO_DATA}/val) has class '{CLASSES[0]}' of which the k-NN memory data.train ({{t}}/empty_class) has no image"),
+    (
+        "train with an empty class folder",
+        ["data.train={t}/empty_class", "data.train_subset=null"],
+        f"data.val ({DEMO_DATA}/val) has class '{CLASSES[0]}' of which the k-NN memory data.train ({{t}}/empty_class) has no image",
+    ),
 ]
 
 
@@ -67,10 +74,10 @@ def _by_hand(run_dir, val):
     """k-NN top-1 of the run's student and teacher with the query labels mapped to the memory's by class name, by hand."""
     from ssdistill.data.datasets import open_images, seeded_subset
     from ssdistill.data.views import original_view
-    from ssdistill.runs.load import load_student_from_run
     from ssdistill.eval.features import extract_features
     from ssdistill.eval.knn import knn_accuracy
     from ssdistill.models.teachers import build_teacher
+    from ssdistill.runs.load import load_student_from_run
 
     cfg, student = load_student_from_run(run_dir)
     memory = seeded_subset(open_images(cfg.data.train), cfg.data.train_subset, cfg.trainer.seed)

@@ -13,13 +13,13 @@ import torch
 
 from integration.common import tiny_config
 from ssdistill import distill
-from ssdistill.runs.load import load_student_from_run
 from ssdistill.eval.tables import comparison_rows
 from ssdistill.export import export_run
-from ssdistill.methods.registry import METHODS
-from ssdistill.methods.feature import FeatureConfig, FeatureDistillation
-from ssdistill.report.html import build_report, load_run, markdown_report
 from ssdistill.losses.regression import center_batch, feature_regression_loss
+from ssdistill.methods.feature import FeatureConfig, FeatureDistillation
+from ssdistill.methods.registry import METHODS
+from ssdistill.report.html import build_report, load_run, markdown_report
+from ssdistill.runs.load import load_student_from_run
 
 
 class PairConfig(FeatureConfig):
@@ -49,8 +49,13 @@ def cohort_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("cohort")
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(METHODS, "pair_feature", PairFeature)
-        config = tiny_config(tmp_path, method={"name": "pair_feature", "projector_hidden": [32]}, run={"name": "pair"},
-                             eval={"teacher": True, "random_init": True, "monitor_every": 1, "suite": "full"}, trainer={"epochs": 2})
+        config = tiny_config(
+            tmp_path,
+            method={"name": "pair_feature", "projector_hidden": [32]},
+            run={"name": "pair"},
+            eval={"teacher": True, "random_init": True, "monitor_every": 1, "suite": "full"},
+            trainer={"epochs": 2},
+        )
         results = distill(config, quiet=True)
         yield tmp_path / "runs" / "pair", results
 
@@ -79,7 +84,7 @@ def test_members_start_from_their_own_seeds(cohort_run, registered):
     run, _ = cohort_run
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     first = next(k for k in state if k.startswith("student.") and k.endswith("weight"))
-    assert not torch.equal(state[first], state["peer." + first[len("student."):]])
+    assert not torch.equal(state[first], state["peer." + first[len("student.") :]])
 
 
 def test_each_member_loads_and_exports_on_its_own(cohort_run, registered):

@@ -8,15 +8,16 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from integration.common import tiny_config
 from ssdistill import distill
 
 
 def test_two_process_ddp_on_cpu_gives_each_rank_disjoint_samples(tmp_path):
-    config = tiny_config(tmp_path, trainer={"epochs": 2, "devices": 2, "accelerator": "cpu"},
-                         eval={"random_init": True, "align_images": 16, "monitor_every": 1})
+    config = tiny_config(
+        tmp_path, trainer={"epochs": 2, "devices": 2, "accelerator": "cpu"}, eval={"random_init": True, "align_images": 16, "monitor_every": 1}
+    )
     done = _ddp_run(tmp_path, config)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sync_dist" not in done.stdout + done.stderr  # the monitors say they are rank zero's; the loss is synced
@@ -40,7 +41,11 @@ def _ddp_run(tmp_path, config):
     env["OMP_NUM_THREADS"] = "1"
     return subprocess.run(
         [sys.executable, str(REPO / "tests" / "integration" / "ddp_worker.py"), str(recipe), str(tmp_path)],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
     )
 
 
@@ -71,8 +76,9 @@ def test_cka_trains_under_ddp_when_a_task_is_missing_from_a_batch(tmp_path):
     and its head and adapter must still take part in every step (DDP would stop on unused parameters)."""
     from integration.common import cka_tasks
 
-    config = tiny_config(tmp_path, trainer={"epochs": 1, "devices": 2, "accelerator": "cpu"}, run={"name": "cka"},
-                         data={"batch_size": 4, "train_subset": 48})
+    config = tiny_config(
+        tmp_path, trainer={"epochs": 1, "devices": 2, "accelerator": "cpu"}, run={"name": "cka"}, data={"batch_size": 4, "train_subset": 48}
+    )
     config.pop("teacher")
     for section, values in cka_tasks(tmp_path).items():
         config[section] = {**config.get(section, {}), **values}
@@ -107,7 +113,9 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
         for world, batch in ((1, 32), (2, 16)):
             run = tmp_path / f"{method['name']}-{world}"
             run.mkdir()
-            config = tiny_config(run, data={"batch_size": batch}, trainer={"epochs": 2, "devices": world, "accelerator": "cpu", "log_every_n_steps": 1})
+            config = tiny_config(
+                run, data={"batch_size": batch}, trainer={"epochs": 2, "devices": world, "accelerator": "cpu", "log_every_n_steps": 1}
+            )
             config["method"] = method
             if world == 1:
                 distill(config, quiet=True)
@@ -139,8 +147,12 @@ def test_ddp_spawn_with_two_cpu_processes_trains_evaluates_and_logs_without_sync
     (cloudpickle carries the views' closures); the global step, the clock and the weights come back to the launching
     process, which evaluates and writes the record. DisCo logs loss terms (synced: the mean over the processes) and the
     monitors log on rank zero: Lightning prints no sync_dist hint."""
-    config = tiny_config(tmp_path, trainer={"epochs": 2, "devices": 2, "accelerator": "cpu", "strategy": "ddp_spawn"},
-                         eval={"align_images": 16, "monitor_every": 1}, run={"loggers": ["mlflow"]})
+    config = tiny_config(
+        tmp_path,
+        trainer={"epochs": 2, "devices": 2, "accelerator": "cpu", "strategy": "ddp_spawn"},
+        eval={"align_images": 16, "monitor_every": 1},
+        run={"loggers": ["mlflow"]},
+    )
     config["method"] = {"name": "disco", "queue_size": 64}
     done = _ddp_run(tmp_path, config)
     assert done.returncode == 0, done.stderr[-3000:]

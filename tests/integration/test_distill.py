@@ -5,11 +5,11 @@ import json
 import subprocess
 import sys
 
-import pytest
 import lightning as L
+import pytest
 import torch
-
 from conftest import REPO
+
 from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.api import load_student_from_run
@@ -137,8 +137,9 @@ def test_a_moved_run_resumes_in_place_and_exports_its_final_student(tmp_path):
     stale one), which is what export ships."""
     import shutil
 
-    from ssdistill.export import export_run
     from safetensors.torch import load_file
+
+    from ssdistill.export import export_run
 
     with pytest.raises(RuntimeError, match="simulated kill"):
         distill(tiny_config(tmp_path), callbacks=[Interrupt(at=2)], quiet=True)
@@ -218,8 +219,9 @@ def test_corrupt_image_during_training_names_the_file(tmp_path):
 
     with pytest.raises(DataError, match="zz_broken.jpg"):
         distill(config, quiet=True)
-    skipped = distill(tiny_config(tmp_path, data={"train": str(data), "train_subset": None, "val": None, "skip_corrupt": True},
-                                  trainer={"epochs": 1}), quiet=True)
+    skipped = distill(
+        tiny_config(tmp_path, data={"train": str(data), "train_subset": None, "val": None, "skip_corrupt": True}, trainer={"epochs": 1}), quiet=True
+    )
     assert skipped["data"]["skipped_unreadable"] == [str(bad)]
     assert skipped["data"]["train_size"] == 100 and skipped["knn"] is None and "data.val" in skipped["knn_note"]
 

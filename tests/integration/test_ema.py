@@ -13,11 +13,11 @@ from integration.test_cohort import PairFeature
 from ssdistill import distill
 from ssdistill.cli import main
 from ssdistill.engine.module import ema_update
-from ssdistill.runs.load import build_students
 from ssdistill.errors import TrainingError
 from ssdistill.methods.feature import FeatureDistillation
 from ssdistill.methods.registry import METHODS
 from ssdistill.recipe import build_config
+from ssdistill.runs.load import build_students
 
 
 def test_ema_update_moves_parameters_and_batchnorm_statistics_and_copies_counters():
@@ -59,8 +59,8 @@ def test_the_ema_copy_follows_the_student_is_evaluated_and_exports(tmp_path, mom
     assert set(results["students"]) == {"student", "ema"}
     run_dir = tmp_path / "runs" / "tiny"
     state = _state(run_dir)
-    student = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
-    ema = {k[len("ema."):]: v for k, v in state.items() if k.startswith("ema.")}
+    student = {k[len("student.") :]: v for k, v in state.items() if k.startswith("student.")}
+    ema = {k[len("ema.") :]: v for k, v in state.items() if k.startswith("ema.")}
     assert ema.keys() == student.keys()
     initial = build_students(FeatureDistillation, build_config(raw))["student"].state_dict()
     moved = [k for k, v in student.items() if v.is_floating_point() and not torch.equal(v, initial[k])]
@@ -81,7 +81,10 @@ def test_a_cohort_gets_one_copy_per_trained_member_and_a_clash_is_a_clear_error(
         cfg = build_config(tiny_config(tmp_path, method={"name": "pair_feature", "projector_hidden": [32]}, trainer={"ema_momentum": 0.99}))
         assert list(PairFeature.run_members(cfg)) == ["student", "peer", "ema", "peer_ema"]
         assert PairFeature.run_copies(cfg) == {"ema": "student", "peer_ema": "peer"}
-        assert list(PairFeature.run_members(cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"ema_momentum": None})}))) == ["student", "peer"]
+        assert list(PairFeature.run_members(cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"ema_momentum": None})}))) == [
+            "student",
+            "peer",
+        ]
 
         class Clash(PairFeature):
             @classmethod
@@ -101,8 +104,19 @@ def test_the_recommended_recipe_runs_from_the_command_line_over_a_config(tmp_pat
     del config["method"]  # the recipe's method; the tiny config's data, teacher and student
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    main(["distill", "--recipe", "recommended", "--config", str(path), "trainer.epochs=1", "method.relational_weight=0.5",
-          "method.projector_hidden=[32]", "eval.align_images=0"])
+    main(
+        [
+            "distill",
+            "--recipe",
+            "recommended",
+            "--config",
+            str(path),
+            "trainer.epochs=1",
+            "method.relational_weight=0.5",
+            "method.projector_hidden=[32]",
+            "eval.align_images=0",
+        ]
+    )
     run_dir = tmp_path / "runs" / "tiny"
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["method"]["relational"] == "seed" and saved["method"]["relational_weight"] == 0.5

@@ -9,9 +9,7 @@ from ssdistill.cli import main
 
 
 def test_full_suite_after_training_and_knn_monitoring_during_it(tmp_path):
-    config = tiny_config(
-        tmp_path, eval={"teacher": True, "random_init": True, "suite": "full", "monitor_every": 2}, trainer={"epochs": 3}
-    )
+    config = tiny_config(tmp_path, eval={"teacher": True, "random_init": True, "suite": "full", "monitor_every": 2}, trainer={"epochs": 3})
     results = distill(config, quiet=True)
     evaluation = results["evaluation"]
     assert set(evaluation["models"]) == {"teacher", "random_init", "student"}

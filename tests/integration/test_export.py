@@ -50,6 +50,7 @@ def test_plain_timm_loads_the_exported_student_with_identical_features(finished_
 
 def test_onnx_export_matches_pytorch_in_onnxruntime(finished_run, tmp_path):
     import onnxruntime  # a dev dependency: the check must run, not skip
+
     main(["export", str(finished_run), "--onnx", "--output", str(tmp_path)])
     session = onnxruntime.InferenceSession(str(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"])
     _, student = load_student_from_run(finished_run)
@@ -85,8 +86,12 @@ def test_a_vit_student_trains_at_its_resolution_and_exports_its_img_size(tmp_pat
     assert "local-dir:" in capsys.readouterr().out
     config = json.loads((run / "export" / "config.json").read_text())
     assert config["model_args"]["img_size"] in (32, [32, 32])  # timm's writer records the factory's arguments
-    model = timm.create_model(config["architecture"], pretrained=True, pretrained_cfg_overlay=dict(file=str(run / "export" / "model.safetensors")),
-                              **{**config["model_args"], "num_classes": 0}).eval()
+    model = timm.create_model(
+        config["architecture"],
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(run / "export" / "model.safetensors")),
+        **{**config["model_args"], "num_classes": 0},
+    ).eval()
     assert torch.equal(timm.create_model(f"local-dir:{run / 'export'}", pretrained=True).state_dict()["pos_embed"], model.state_dict()["pos_embed"])
     _, student = load_student_from_run(run)
     images = torch.rand(3, 3, 32, 32)
@@ -129,8 +134,11 @@ def test_push_to_hub_creates_the_repository_and_uploads_the_export_folder(finish
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     main(["export", str(finished_run), "--output", str(tmp_path / "hub"), "--push-to-hub", "me/tiny-student", "--private"])
-    assert calls == [("token", None), ("create", "me/tiny-student", "model", True, True),
-                     ("upload", "me/tiny-student", ["README.md", "config.json", "model.safetensors"])]
+    assert calls == [
+        ("token", None),
+        ("create", "me/tiny-student", "model", True, True),
+        ("upload", "me/tiny-student", ["README.md", "config.json", "model.safetensors"]),
+    ]
     assert 'timm.create_model("hf-hub:me/tiny-student", pretrained=True)' in (tmp_path / "hub" / "README.md").read_text()
 
     class Refused(FakeApi):

@@ -16,10 +16,10 @@ import pytest
 import timm
 import torch
 import yaml
+from conftest import DEMO_DATA, write_images
 from huggingface_hub import ModelCard
 from PIL import Image
 
-from conftest import DEMO_DATA, write_images
 from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.api import load_student_from_run
@@ -126,9 +126,20 @@ def test_plain_timm_reproduces_the_recorded_knn_exactly(demo_run):
     script = run.parent / "plain_timm_knn.py"
     script.write_text(PLAIN_TIMM)
     done = subprocess.run(
-        [sys.executable, str(script), str(folder), str(DEMO_DATA / "train"), str(DEMO_DATA / "val"), str(protocol["k"]),
-         str(protocol["temperature"]), str(batch)],
-        capture_output=True, text=True, timeout=600, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            str(script),
+            str(folder),
+            str(DEMO_DATA / "train"),
+            str(DEMO_DATA / "val"),
+            str(protocol["k"]),
+            str(protocol["temperature"]),
+            str(batch),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
     )
     assert done.returncode == 0, done.stderr[-2000:]
     measured = json.loads(done.stdout.strip().splitlines()[-1])
@@ -242,10 +253,14 @@ def test_nothing_exported_holds_a_local_path_and_numbers_are_rounded(demo_run):
     for value in _floats(config["ssdistill"]):
         assert value == (round(value, 2) if abs(value) >= 1 else float(f"{value:.4g}")), value
     assert config["ssdistill"]["train_data"] == {
-        "name": "imagenette_mini", "split": "train", "fingerprint": json.loads((run / "results.json").read_text())["data"]["train_fingerprint"],
+        "name": "imagenette_mini",
+        "split": "train",
+        "fingerprint": json.loads((run / "results.json").read_text())["data"]["train_fingerprint"],
         "images": 1000,
     }
-    assert config["ssdistill"]["teacher"]["weights"]["file"] == "teacher.safetensors" and len(config["ssdistill"]["teacher"]["weights"]["sha256"]) == 64
+    assert (
+        config["ssdistill"]["teacher"]["weights"]["file"] == "teacher.safetensors" and len(config["ssdistill"]["teacher"]["weights"]["sha256"]) == 64
+    )
 
 
 def test_the_card_parses_with_huggingface_hub_and_its_model_index_is_the_recorded_figures(demo_run):
@@ -277,8 +292,8 @@ def test_the_card_parses_with_huggingface_hub_and_its_model_index_is_the_recorde
 
 
 def test_base_model_is_the_teacher_when_it_is_a_hub_model(demo_run):
-    from ssdistill.recipe import build_config
     from ssdistill.modelcard import model_card
+    from ssdistill.recipe import build_config
 
     run, folder = demo_run
     config = json.loads((folder / "config.json").read_text())
@@ -298,8 +313,12 @@ def mixed_run(tmp_path_factory):
         write_images(tmp_path / "small" / "val" / name, 8, size=32, seed=10 + c)
         for source in sorted((DEMO_DATA / "val" / sorted(p.name for p in (DEMO_DATA / "val").iterdir())[c]).iterdir())[:3]:
             shutil.copy(source, tmp_path / "small" / "val" / name / source.name)
-    config = tiny_config(tmp_path, trainer={"epochs": 1}, eval={"knn_k": 5},
-                         data={"train": str(tmp_path / "small" / "train"), "val": str(tmp_path / "small" / "val"), "train_subset": None})
+    config = tiny_config(
+        tmp_path,
+        trainer={"epochs": 1},
+        eval={"knn_k": 5},
+        data={"train": str(tmp_path / "small" / "train"), "val": str(tmp_path / "small" / "val"), "train_subset": None},
+    )
     distill(config, quiet=True)
     return tmp_path / "runs" / "tiny"
 
@@ -331,9 +350,13 @@ def test_export_refuses_a_folder_holding_files_it_did_not_write(demo_run, mixed_
         main(["export", str(run), "--output", str(target)])
     message = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and message.count("\n") == 0
-    assert message == (f"error: the export folder {target} already holds files that export did not write (notes.txt): export into "
-                       "a new or empty folder with --output, or pass --overwrite to write into it anyway")
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", "notes.txt"] and json.loads((target / "config.json").read_text()) == {"mine": True}
+    assert message == (
+        f"error: the export folder {target} already holds files that export did not write (notes.txt): export into "
+        "a new or empty folder with --output, or pass --overwrite to write into it anyway"
+    )
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "notes.txt"] and json.loads((target / "config.json").read_text()) == {
+        "mine": True
+    }
     (target / "notes.txt").unlink()  # only our file names, but not our export: refused as well
     with pytest.raises(SystemExit):
         main(["export", str(run), "--output", str(target)])
@@ -364,11 +387,14 @@ def test_an_older_timm_writer_without_data_config_gives_the_same_config(tmp_path
     data, _ = declared_preprocessing(32, student.mean, student.std, None)
     current = timm_hub_config(student.backbone, data, tmp_path / "new.json", "other")
     writer = hub.save_config_for_hf
-    monkeypatch.setattr(hub, "save_config_for_hf", lambda model, config_path, model_config=None, model_args=None: writer(model, config_path, model_config, model_args))
+    monkeypatch.setattr(
+        hub, "save_config_for_hf", lambda model, config_path, model_config=None, model_args=None: writer(model, config_path, model_config, model_args)
+    )
     assert timm_hub_config(student.backbone, data, tmp_path / "old.json", "other") == current
 
 
 # ----- the figures belong to the exported checkpoint; the export folder's run identity; the card's wording (review 2, 6, 7, 10, 14, 15)
+
 
 def _run_copy(run: Path, where: Path) -> Path:
     """A copy of a finished run (its records and checkpoints; no export, no features) to edit."""
@@ -430,7 +456,10 @@ def test_an_export_of_a_checkpoint_no_record_measured_carries_no_figures_and_say
     card = written["card"].read_text()
     assert f"No evaluation figures: {reason}; `ssdistill eval RUN` measures them, and export again." in card
     assert not ModelCard(card).data.eval_results and "images/s" not in card
-    assert f"the export of {run / 'checkpoints' / 'last.ckpt'} carries no evaluation figures: {reason}; `ssdistill eval {run}` measures them" in caplog.text
+    assert (
+        f"the export of {run / 'checkpoints' / 'last.ckpt'} carries no evaluation figures: {reason}; `ssdistill eval {run}` measures them"
+        in caplog.text
+    )
 
 
 def test_a_damaged_results_json_is_one_line_and_an_older_one_gives_no_figures(demo_run, tmp_path, capsys):
@@ -493,8 +522,12 @@ def test_the_size_census_of_a_skip_corrupt_run_decodes_no_image(tmp_path, monkey
         write_images(tmp_path / "data" / "train" / name, 3, size=32, seed=1)
         write_images(tmp_path / "data" / "val" / name, 2, size=32, seed=2)
     (tmp_path / "data" / "val" / "a" / "broken.jpg").write_bytes(b"not an image")
-    cfg = build_config(tiny_config(tmp_path, data={"train": str(tmp_path / "data" / "train"), "val": str(tmp_path / "data" / "val"),
-                                                   "skip_corrupt": True, "train_subset": None}))
+    cfg = build_config(
+        tiny_config(
+            tmp_path,
+            data={"train": str(tmp_path / "data" / "train"), "val": str(tmp_path / "data" / "val"), "skip_corrupt": True, "train_subset": None},
+        )
+    )
 
     def decoding(*args, **kwargs):
         raise AssertionError("the census decoded every image (skip_corrupt)")

@@ -111,8 +111,19 @@ def test_the_cache_command_into_a_full_folder_is_one_line(tmp_path, capsys):
     tiny_config(tmp_path)  # writes the teacher weights
     with mounted_tmpfs(tmp_path / "cache", "1m") as cache:
         fill_up(cache)
-        argv = ["cache", "--teacher", "test_resnet", "--weights", str(tmp_path / "teacher.safetensors"), "--data",
-                str(REPO / "data" / "imagenette_mini" / "val"), "--dir", str(cache), "--num-workers", "0"]
+        argv = [
+            "cache",
+            "--teacher",
+            "test_resnet",
+            "--weights",
+            str(tmp_path / "teacher.safetensors"),
+            "--data",
+            str(REPO / "data" / "imagenette_mini" / "val"),
+            "--dir",
+            str(cache),
+            "--num-workers",
+            "0",
+        ]
         code, err = _run_in_process(capsys, argv)
         assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: the teacher cache entry test_resnet (")
         assert f"in {cache} (no space left on the device, " in err
@@ -181,10 +192,14 @@ def test_a_checkpoint_folder_that_fails_is_one_line_naming_it(tmp_path, monkeypa
 
     state = {"state_dict": {"w": torch.zeros(1000)}, "epoch": 1}
     for code, expected in (
-        (errno.EROFS, f"cannot write checkpoint last.ckpt in {tmp_path}: the folder is not writable (Read-only file system); make the "
-                      "folder writable or set run.dir to another folder"),
+        (
+            errno.EROFS,
+            f"cannot write checkpoint last.ckpt in {tmp_path}: the folder is not writable (Read-only file system); make the "
+            "folder writable or set run.dir to another folder",
+        ),
         (errno.EIO, f"cannot write checkpoint last.ckpt in {tmp_path} (Input/output error); check the disk or set run.dir to another folder"),
     ):
+
         def failing(obj, target, *args, code=code, **kwargs):
             raise OSError(code, os.strerror(code))
 

@@ -134,11 +134,15 @@ def test_force_applies_a_changed_learning_rate_from_the_resumed_step(tmp_path, c
     assert all(changed[s] == pytest.approx(4 * plain[s], rel=1e-5) for s in range(4, 12) if plain[s] > 0)
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (["student.arch=resnet10t"], "--force cannot apply student.arch: 'test_resnet' -> 'resnet10t'"),
-    (["student.resolution=48"], "--force cannot apply student.resolution: 32 -> 48"),
-    (["method.projector_hidden=[64]"], "does not fit the resumed config"),  # found when the checkpoint is restored
-], ids=["student.arch", "student.resolution", "method.projector_hidden"])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (["student.arch=resnet10t"], "--force cannot apply student.arch: 'test_resnet' -> 'resnet10t'"),
+        (["student.resolution=48"], "--force cannot apply student.resolution: 32 -> 48"),
+        (["method.projector_hidden=[64]"], "does not fit the resumed config"),  # found when the checkpoint is restored
+    ],
+    ids=["student.arch", "student.resolution", "method.projector_hidden"],
+)
 def test_force_refuses_what_it_cannot_apply_and_leaves_the_config(tmp_path, capsys, change, fragment):
     run = _killed(tmp_path, "tiny", epochs=2)
     before = {name: (run / name).read_bytes() for name in ("config.yaml", "metrics.csv")}
@@ -148,8 +152,10 @@ def test_force_refuses_what_it_cannot_apply_and_leaves_the_config(tmp_path, caps
     assert (run / "config.yaml").read_bytes() == before["config.yaml"]
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == checkpoint and not (run / "results.json").exists()
     assert _cells(run) == collections.Counter(
-        (r["step"], k) for r in csv.DictReader(iter(before["metrics.csv"].decode().splitlines()))
-        for k, v in r.items() if v and k not in ("step", "epoch")
+        (r["step"], k)
+        for r in csv.DictReader(iter(before["metrics.csv"].decode().splitlines()))
+        for k, v in r.items()
+        if v and k not in ("step", "epoch")
     )
 
 
@@ -191,8 +197,9 @@ def test_sigterm_and_ctrl_c_end_with_a_resume_hint_and_a_locked_run_refuses_othe
     with its last checkpoint (exit 130), each with a one-line resume hint; the run then resumes to the very student an
     uninterrupted run reaches, with each step once in metrics.csv."""
     # 50 batches an epoch, a step checkpoint every 40: a SIGTERM between two of them saves a step of its own
-    config = tiny_config(tmp_path, trainer={"epochs": 4, "log_every_n_steps": 1, "checkpoint_every_n_steps": 40},
-                         data={"train_subset": 800, "num_workers": 2})
+    config = tiny_config(
+        tmp_path, trainer={"epochs": 4, "log_every_n_steps": 1, "checkpoint_every_n_steps": 40}, data={"train_subset": 800, "num_workers": 2}
+    )
     distill({**config, "run": {**config["run"], "name": "whole"}}, quiet=True)
     run = tmp_path / "runs" / "tiny"
     with pytest.raises(RuntimeError, match="simulated kill"):
@@ -203,8 +210,15 @@ def test_sigterm_and_ctrl_c_end_with_a_resume_hint_and_a_locked_run_refuses_othe
     def start():
         # signals as a terminal or a scheduler deliver them, to the whole process group (the data-loading workers too);
         # SIGINT restored (a test run started in the background has it ignored, and children inherit that)
-        return subprocess.Popen(resume, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        return subprocess.Popen(
+            resume,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
     def said(process):
         err = [line for line in process.communicate(timeout=120)[1].splitlines() if line.strip()]
@@ -241,7 +255,9 @@ def test_sigterm_and_ctrl_c_end_with_a_resume_hint_and_a_locked_run_refuses_othe
     assert interrupted.returncode == 130 and len(err) == 1, err
     kept = _step(run / "checkpoints" / "last.ckpt")
     at = int(err[0].split(" at step ")[1].split(";")[0])
-    assert kept <= at and err == [f"interrupted: Ctrl-C at step {at}; {run} resumes from its checkpoint of step {kept}: ssdistill distill --resume {run}"]
+    assert kept <= at and err == [
+        f"interrupted: Ctrl-C at step {at}; {run} resumes from its checkpoint of step {kept}: ssdistill distill --resume {run}"
+    ]
 
     assert _cli(capsys, "distill", "--resume", run)[0] == 0
     assert _same(_weights(run / "checkpoints" / "last.ckpt"), _weights(tmp_path / "runs" / "whole" / "checkpoints" / "last.ckpt"))
@@ -274,19 +290,39 @@ def _damaged_checkpoints(run):
 
 
 BAD = [  # (case, damage done to a copy of the finished run, arguments ({r}: the run, {c}: the recipe), message fragment)
-    ("batch-size-1-with-BatchNorm", None, ["distill", "--config", "{c}", "data.batch_size=1"],
-     "data.batch_size=1 cannot train this run: it has BatchNorm layers (BatchNorm2d), whose statistics need at least 2 images"),
-    ("fewer-images-than-a-batch-per-DDP-process", None, ["distill", "--config", "{c}", "trainer.devices=8", "trainer.accelerator=cpu"],
-     "has 64 images, fewer than data.batch_size=16 for each of its 8 processes; lower the batch size"),
-    ("run.name-with-a-slash", None, ["distill", "--config", "{c}", "run.name=a/b"],
-     "invalid value for 'run.name': run.name must be a plain folder name, not a path: put the parent folders in run.dir (got 'a/b')"),
+    (
+        "batch-size-1-with-BatchNorm",
+        None,
+        ["distill", "--config", "{c}", "data.batch_size=1"],
+        "data.batch_size=1 cannot train this run: it has BatchNorm layers (BatchNorm2d), whose statistics need at least 2 images",
+    ),
+    (
+        "fewer-images-than-a-batch-per-DDP-process",
+        None,
+        ["distill", "--config", "{c}", "trainer.devices=8", "trainer.accelerator=cpu"],
+        "has 64 images, fewer than data.batch_size=16 for each of its 8 processes; lower the batch size",
+    ),
+    (
+        "run.name-with-a-slash",
+        None,
+        ["distill", "--config", "{c}", "run.name=a/b"],
+        "invalid value for 'run.name': run.name must be a plain folder name, not a path: put the parent folders in run.dir (got 'a/b')",
+    ),
     ("report-of-a-truncated-results.json", _damaged_results, ["report", "{r}"], "{r}/results.json is damaged (not valid JSON"),
-    ("report-of-an-older-results.json", _older_results, ["report", "{r}"],
-     "{r}/results.json was written by an older ssdistill (results_version 1, this one reads 2)"),
+    (
+        "report-of-an-older-results.json",
+        _older_results,
+        ["report", "{r}"],
+        "{r}/results.json was written by an older ssdistill (results_version 1, this one reads 2)",
+    ),
     ("eval-without-a-readable-checkpoint", _damaged_checkpoints, ["eval", "{r}", "--knn-only"], "no checkpoint in {r}/checkpoints can be read"),
     ("export-without-a-readable-checkpoint", _damaged_checkpoints, ["export", "{r}"], "no checkpoint in {r}/checkpoints can be read"),
-    ("eval-of-a-damaged---checkpoint", _damaged_checkpoints, ["eval", "{r}", "--checkpoint", "{r}/checkpoints/epoch000.ckpt"],
-     "checkpoint {r}/checkpoints/epoch000.ckpt cannot be read"),
+    (
+        "eval-of-a-damaged---checkpoint",
+        _damaged_checkpoints,
+        ["eval", "{r}", "--checkpoint", "{r}/checkpoints/epoch000.ckpt"],
+        "checkpoint {r}/checkpoints/epoch000.ckpt cannot be read",
+    ),
 ]
 
 

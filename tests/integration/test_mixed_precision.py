@@ -41,8 +41,11 @@ def test_bf16_true_trains_bfloat16_weights_keeps_the_ema_in_float32_and_evaluate
     """trainer.precision=bf16-true: Lightning converts the module to bfloat16 (student, heads, DisCo's mean student and
     its queue); the engine's EMA copy stays float32 (its 1 % steps would round away in bfloat16); the monitors, the
     evaluation (in float32) and the record work; the checkpoint holds what was trained."""
-    config = tiny_config(tmp_path, trainer={"epochs": 2, "precision": "bf16-true", "ema_momentum": 0.99, "log_every_n_steps": 1},
-                         eval={"align_images": 16, "random_init": True})
+    config = tiny_config(
+        tmp_path,
+        trainer={"epochs": 2, "precision": "bf16-true", "ema_momentum": 0.99, "log_every_n_steps": 1},
+        eval={"align_images": 16, "random_init": True},
+    )
     config["method"] = {"name": "disco", "queue_size": 64}
     dtypes = Dtypes()
     results = distill(config, callbacks=[dtypes], quiet=True)

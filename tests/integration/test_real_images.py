@@ -8,6 +8,7 @@ import csv
 import json
 
 from conftest import REPO, epoch_means
+
 from ssdistill import distill
 
 

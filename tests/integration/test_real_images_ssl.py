@@ -3,6 +3,7 @@ images). Its own file (no teacher to embed), so pytest-xdist can run it beside t
 The figures asserted and their seed spread: benchmarks/results/spread-cpu.md (python -m benchmarks.spread)."""
 
 from conftest import REPO, epoch_means
+
 from ssdistill import distill
 
 

@@ -28,9 +28,13 @@ def two_runs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("report")
     runs = []
     for name, method in (("feat", {"name": "feature", "projector_hidden": [32]}), ("seedrun", {"name": "seed", "teacher_view": "original"})):
-        config = tiny_config(tmp_path, method=method, run={"name": name},
-                             eval={"teacher": True, "random_init": True, "suite": "full", "monitor_every": 1, "align_images": 64},
-                             trainer={"epochs": 2, "log_every_n_steps": 1})
+        config = tiny_config(
+            tmp_path,
+            method=method,
+            run={"name": name},
+            eval={"teacher": True, "random_init": True, "suite": "full", "monitor_every": 1, "align_images": 64},
+            trainer={"epochs": 2, "log_every_n_steps": 1},
+        )
         if name == "seedrun":
             config["method"].pop("projector_hidden")
         distill(config, quiet=True)
@@ -43,8 +47,7 @@ def cohort_run(tmp_path_factory):
     """An MCL cohort (members student and peer1) with the teacher evaluated, so that each member's alignment with it is
     monitored."""
     tmp_path = tmp_path_factory.mktemp("cohort")
-    config = tiny_config(tmp_path, method={"name": "mcl"}, run={"name": "cohort"}, trainer={"epochs": 2},
-                         eval={"teacher": True, "align_images": 32})
+    config = tiny_config(tmp_path, method={"name": "mcl"}, run={"name": "cohort"}, trainer={"epochs": 2}, eval={"teacher": True, "align_images": 32})
     config["method"].pop("projector_hidden")
     distill(config, quiet=True)
     return tmp_path / "runs" / "cohort"
@@ -120,8 +123,13 @@ def _browser():
 def _body_attribute(page, name, width=800):
     """The JSON a load handler of the page left in the body's ``name`` attribute, the page opened in a window
     ``width`` px wide."""
-    dom = subprocess.run([*_browser(), "--allow-file-access-from-files", f"--window-size={width},2000", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    dom = subprocess.run(
+        [*_browser(), "--allow-file-access-from-files", f"--window-size={width},2000", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     marker = f'{name}="'
     assert marker in dom, "the page's load handler did not run"
     return json.loads(html_unescape(dom.split(marker, 1)[1].split('"', 1)[0]))

@@ -21,7 +21,9 @@ from ssdistill.errors import ConfigError
 from ssdistill.recipe import build_config
 
 LOGGERS = [
-    "csv", "tensorboard", {"mlflow": {"tags": {"team": "vision"}}},
+    "csv",
+    "tensorboard",
+    {"mlflow": {"tags": {"team": "vision"}}},
     {"wandb": {"offline": True, "group": "ablation", "tags": ["tiny"], "job_type": "distill"}},
 ]
 
@@ -39,7 +41,9 @@ def tracked_run(tmp_path_factory):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     config = tiny_config(
-        tmp_path, trainer={"epochs": 2, "log_every_n_steps": 1}, eval={"teacher": True, "random_init": True, "suite": "full"},
+        tmp_path,
+        trainer={"epochs": 2, "log_every_n_steps": 1},
+        eval={"teacher": True, "random_init": True, "suite": "full"},
         run={"dir": str(tmp_path / "runs"), "name": "tracked", "loggers": LOGGERS},
     )
     printed = io.StringIO()
@@ -59,8 +63,7 @@ def tracked_run(tmp_path_factory):
             # the W&B service process writes and closes the record log after run.finish() returns (finish only informs
             # it): stopping the service waits for that
             wandb.teardown()
-    return {"run": tmp_path / "runs" / "tracked", "results": results, "printed": printed.getvalue(), "export": export,
-            "elsewhere": elsewhere}
+    return {"run": tmp_path / "runs" / "tracked", "results": results, "printed": printed.getvalue(), "export": export, "elsewhere": elsewhere}
 
 
 def test_tensorboard_events_hold_the_loss_curve_the_config_and_the_final_evaluation(tracked_run):
@@ -121,8 +124,10 @@ def test_mlflow_run_holds_the_config_the_settings_the_evaluation_and_the_run_fil
     assert list(tracked_run["elsewhere"].iterdir()) == []  # no ./mlruns (nor anything else) in the working folder
     downloaded = Path(client.download_artifacts(ids["mlflow"], "export/model.safetensors", str(run.parent / "download")))
     assert downloaded.read_bytes() == Path(tracked_run["export"]["weights"]).read_bytes()
-    assert client.download_artifacts(ids["mlflow"], "config.yaml", str(run.parent / "download")) and \
-        (run.parent / "download" / "config.yaml").read_text() == (run / "config.yaml").read_text()
+    assert (
+        client.download_artifacts(ids["mlflow"], "config.yaml", str(run.parent / "download"))
+        and (run.parent / "download" / "config.yaml").read_text() == (run / "config.yaml").read_text()
+    )
 
 
 def _wandb_records(path: Path):
@@ -137,8 +142,8 @@ def _wandb_records(path: Path):
         if left < 7:  # a block's tail too short for a chunk header is padding
             position += left
             continue
-        _, length, kind = struct.unpack("<IHB", raw[position:position + 7])
-        pending += raw[position + 7:position + 7 + length]
+        _, length, kind = struct.unpack("<IHB", raw[position : position + 7])
+        pending += raw[position + 7 : position + 7 + length]
         position += 7 + length
         if kind in (1, 4):  # FULL, LAST
             record = wandb_internal_pb2.Record()
@@ -155,18 +160,36 @@ def test_weights_and_biases_offline_run_holds_the_settings_config_evaluation_and
     # (each its own offline folder, named by its start time and the run id, with -1 and so on for the same second)
     assert len(folders) == 4 and all((f / f"run-{run_id}.wandb").is_file() for f in folders)
     # the run's files under files/ssdistill/, beside W&B's own config.yaml
-    holding = {name: [f for f in folders if (f / "files" / "ssdistill" / name).exists()] for name in ("config.yaml", "evaluation.json", "report.html", "export")}
+    holding = {
+        name: [f for f in folders if (f / "files" / "ssdistill" / name).exists()]
+        for name in ("config.yaml", "evaluation.json", "report.html", "export")
+    }
     assert all(len(found) == 1 for found in holding.values()) and len({found[0] for found in holding.values()}) == 4
     records = list(_wandb_records(holding["config.yaml"][0] / f"run-{run_id}.wandb"))
     [start] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-    assert (start.run_group, list(start.tags), start.job_type, start.display_name, start.project) == ("ablation", ["tiny"], "distill", "tracked", "ssdistill")
+    assert (start.run_group, list(start.tags), start.job_type, start.display_name, start.project) == (
+        "ablation",
+        ["tiny"],
+        "distill",
+        "tracked",
+        "ssdistill",
+    )
     config = {item.key: json.loads(item.value_json) for r in records if r.WhichOneof("record_type") == "config" for item in r.config.update}
     assert config["optim.lr"] == 0.05 and config["method.name"] == "feature" and config["run.loggers.wandb.group"] == "ablation"
-    summary = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
-               for r in records if r.WhichOneof("record_type") == "summary" for item in r.summary.update}
+    summary = {
+        item.key or "/".join(item.nested_key): json.loads(item.value_json)
+        for r in records
+        if r.WhichOneof("record_type") == "summary"
+        for item in r.summary.update
+    }
     assert summary["final/student/knn_top1"] == pytest.approx(results["knn"]["student"]["top1"])
-    steps = [json.loads(item.value_json) for r in records if r.WhichOneof("record_type") == "history"
-             for item in r.history.item if item.nested_key == ["trainer/global_step"] or item.key == "trainer/global_step"]
+    steps = [
+        json.loads(item.value_json)
+        for r in records
+        if r.WhichOneof("record_type") == "history"
+        for item in r.history.item
+        if item.nested_key == ["trainer/global_step"] or item.key == "trainer/global_step"
+    ]
     assert len(steps) >= results["steps"]
     saved = {f.path for r in records if r.WhichOneof("record_type") == "files" for f in r.files.files}
     assert {"ssdistill/config.yaml", "ssdistill/results.json", "ssdistill/metrics.csv"} <= saved
@@ -178,8 +201,11 @@ def test_weights_and_biases_offline_run_holds_the_settings_config_evaluation_and
     again = list(_wandb_records(holding["export"][0] / f"run-{run_id}.wandb"))
     assert [r.run.run_id for r in again if r.WhichOneof("record_type") == "run"] == [run_id]
     assert {"ssdistill/export/model.safetensors", "ssdistill/export/config.json", "ssdistill/export/README.md"} <= {
-        f.path for r in again if r.WhichOneof("record_type") == "files" for f in r.files.files}
-    assert (holding["export"][0] / "files" / "ssdistill" / "export" / "model.safetensors").read_bytes() == Path(tracked_run["export"]["weights"]).read_bytes()
+        f.path for r in again if r.WhichOneof("record_type") == "files" for f in r.files.files
+    }
+    assert (holding["export"][0] / "files" / "ssdistill" / "export" / "model.safetensors").read_bytes() == Path(
+        tracked_run["export"]["weights"]
+    ).read_bytes()
     # W&B spoke (the capture works) but printed no "anonymous" warning, nor counted one as printed
     from wandb.errors import term
 
@@ -189,8 +215,12 @@ def test_weights_and_biases_offline_run_holds_the_settings_config_evaluation_and
 
 def test_the_config_record_shows_the_tracker_settings_and_reads_back_equal(tracked_run):
     run, results = tracked_run["run"], tracked_run["results"]
-    expected = {"csv": {}, "tensorboard": {}, "mlflow": {"tags": {"team": "vision"}},
-                "wandb": {"offline": True, "group": "ablation", "tags": ["tiny"], "job_type": "distill"}}
+    expected = {
+        "csv": {},
+        "tensorboard": {},
+        "mlflow": {"tags": {"team": "vision"}},
+        "wandb": {"offline": True, "group": "ablation", "tags": ["tiny"], "job_type": "distill"},
+    }
     assert yaml.safe_load((run / "config.yaml").read_text())["run"]["loggers"] == expected
     assert results["config"]["run"]["loggers"] == expected
     assert build_config(run / "config.yaml").run.loggers == expected == build_config(overrides={"run": {"loggers": LOGGERS}}).run.loggers
@@ -199,7 +229,9 @@ def test_the_config_record_shows_the_tracker_settings_and_reads_back_equal(track
 def test_a_resumed_run_logs_into_the_same_mlflow_run(tmp_path):
     import mlflow
 
-    config = tiny_config(tmp_path, trainer={"epochs": 2, "log_every_n_steps": 1}, run={"dir": str(tmp_path / "runs"), "name": "tracked", "loggers": ["mlflow"]})
+    config = tiny_config(
+        tmp_path, trainer={"epochs": 2, "log_every_n_steps": 1}, run={"dir": str(tmp_path / "runs"), "name": "tracked", "loggers": ["mlflow"]}
+    )
     results = distill(config, quiet=True)
     run = tmp_path / "runs" / "tracked"
     ids = json.loads((run / "trackers.json").read_text())
@@ -215,8 +247,12 @@ def test_a_resumed_run_logs_into_the_same_mlflow_run(tmp_path):
     assert len(client.search_runs([client.get_run(ids["mlflow"]).info.experiment_id])) == 1
     steps = [m.step for m in client.get_metric_history(ids["mlflow"], "train/loss_step")]
     assert steps == list(range(len(steps))) and len(steps) == results["steps"] * 3 // 2
-    assert json.loads(client.download_artifacts(ids["mlflow"], "results.json", str(tmp_path / "dl")) and
-                      (tmp_path / "dl" / "results.json").read_text())["steps"] == results["steps"] * 3 // 2
+    assert (
+        json.loads(client.download_artifacts(ids["mlflow"], "results.json", str(tmp_path / "dl")) and (tmp_path / "dl" / "results.json").read_text())[
+            "steps"
+        ]
+        == results["steps"] * 3 // 2
+    )
 
 
 def test_trackers_section_is_checked_and_old_trainer_loggers_still_load(tmp_path):

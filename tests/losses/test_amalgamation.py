@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-
 from hand import kl_two, nce_row, unit
+
 from ssdistill.losses.amalgamation import (
     alignment,
     inter_contrast,

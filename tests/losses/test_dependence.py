@@ -9,6 +9,7 @@ from ssdistill.losses.regularisers import std_hinge
 
 def textbook_dcor(x: np.ndarray, y: np.ndarray) -> float:
     """Székely's V-statistic distance correlation with exact distances."""
+
     def centred(m):
         d = cdist(m, m)
         return d - d.mean(0, keepdims=True) - d.mean(1, keepdims=True) + d.mean()
@@ -99,6 +100,7 @@ def test_std_hinge_hand_computed():
 
 def textbook_unbiased_dcor2(x: np.ndarray, y: np.ndarray) -> float:
     """Bias-corrected squared distance correlation with explicit U-centring loops (Székely & Rizzo 2014)."""
+
     def u_centred(m):
         d = cdist(m, m)
         n = len(d)
@@ -128,6 +130,7 @@ def test_both_estimators_match_the_dcor_package():
     """Cross-check with the independent `dcor` package (test-only dependency): its V-statistic distance correlation
     (the paper's and official MV-MR code's estimator) and its bias-corrected squared distance correlation."""
     import dcor  # test-only dependency (the dev extra)
+
     for seed in range(3):
         x, y = _pair(n=40, seed=seed)
         ours_v = distance_correlation(torch.tensor(x), torch.tensor(y), clamp=1e-12, estimator="biased").item()

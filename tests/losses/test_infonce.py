@@ -116,6 +116,7 @@ def test_queue_nce_matches_lightlys_moco_loss():
     queries, positive keys and queue give the same loss; lightly has no exclusion mask, like the official codes
     (mask_same_id off)."""
     from lightly import loss as lightly_loss  # test-only dependency (the dev extra)
+
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
     queue = torch.nn.functional.normalize(torch.randn(50, 16, generator=g), dim=1)

@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from hand import kl_two, nce_row
 from torch.nn import functional as F
 
-from hand import kl_two, nce_row
 from ssdistill.losses.distill import distill_kl
 from ssdistill.losses.infonce import logits_nce, positive_first_ce, queue_logits
 from ssdistill.losses.mutual import class_positive_masks, mutual_contrastive_terms
@@ -124,19 +124,22 @@ def test_supervised_terms_by_hand(include_self_pair):
     terms = mutual_contrastive_terms(logits, contrastive, 3.0)
     # image 2 is the only one of its class: no positive, left out of the mean (never NaN) unless the self pair counts
     vcl = sum(
-        (_supervised_row(angles[m], angles[m], 0, [1], {0}, tau) + _supervised_row(angles[m], angles[m], 1, [0], {1}, tau)) / 2
-        for m in range(2)
+        (_supervised_row(angles[m], angles[m], 0, [1], {0}, tau) + _supervised_row(angles[m], angles[m], 1, [0], {1}, tau)) / 2 for m in range(2)
     )
     assert terms["vcl"].item() == pytest.approx(vcl, rel=1e-5)
     icl = 0.0
     for a, b in ((0, 1), (1, 0)):
         if include_self_pair:  # the same image in the other network is a positive, nothing is excluded
-            rows = [_supervised_row(angles[a], angles[b], 0, [0, 1], set(), tau), _supervised_row(angles[a], angles[b], 1, [0, 1], set(), tau),
-                    _supervised_row(angles[a], angles[b], 2, [2], set(), tau)]
+            rows = [
+                _supervised_row(angles[a], angles[b], 0, [0, 1], set(), tau),
+                _supervised_row(angles[a], angles[b], 1, [0, 1], set(), tau),
+                _supervised_row(angles[a], angles[b], 2, [2], set(), tau),
+            ]
         else:
             rows = [_supervised_row(angles[a], angles[b], 0, [1], {0}, tau), _supervised_row(angles[a], angles[b], 1, [0], {1}, tau)]
         icl += sum(rows) / len(rows)
     assert terms["icl"].item() == pytest.approx(icl, rel=1e-5)
+
     # soft terms: KL_T over full rows of the in-batch similarities, the diagonal included (no mask), written out here
     def row(anchor, contrast, i):
         return [math.cos(angles[anchor][i] - c) / tau for c in angles[contrast]]

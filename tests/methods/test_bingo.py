@@ -2,16 +2,16 @@
 
 import pytest
 import torch
-
 from conftest import write_images
-from ssdistill.recipe import build_config
+
+from ssdistill.cache.signals import TeacherSignal
 from ssdistill.data.datasets import FolderImages
-from ssdistill.errors import ConfigError
 from ssdistill.data.pairs import NeighbourPairViews
+from ssdistill.errors import ConfigError
 from ssdistill.losses.infonce import queue_nce
 from ssdistill.methods.registry import METHODS
-from ssdistill.cache.signals import TeacherSignal
 from ssdistill.models.students import Student
+from ssdistill.recipe import build_config
 
 
 class Keys(TeacherSignal):
@@ -43,7 +43,9 @@ def test_neighbour_pairs_draw_bag_members_only(tmp_path):
 
 
 def _module(**method):
-    cfg = build_config({"method": {"name": "bingo", "head_hidden": [16], "queue_size": 32, **method}, "student": {"arch": "test_resnet", "resolution": 32}})
+    cfg = build_config(
+        {"method": {"name": "bingo", "head_hidden": [16], "queue_size": 32, **method}, "student": {"arch": "test_resnet", "resolution": 32}}
+    )
     torch.manual_seed(0)
     module = METHODS["bingo"](cfg, Student("test_resnet"), {"teacher": Keys()}, dataset_size=100)
     module.log_loss = lambda loss, **terms: (setattr(module, "terms", terms), loss)[1]
@@ -120,7 +122,9 @@ def test_teacher_batch_statistics_need_online_keys_and_reach_the_signal():
             self.groups = bn_groups
             return torch.randn(len(images), 6)
 
-    cfg = build_config({"method": {"name": "bingo", "teacher_bn": "train", "teacher_bn_groups": 3}, "student": {"arch": "test_resnet", "resolution": 32}})
+    cfg = build_config(
+        {"method": {"name": "bingo", "teacher_bn": "train", "teacher_bn_groups": 3}, "student": {"arch": "test_resnet", "resolution": 32}}
+    )
     teacher = Teacher()
     module = METHODS["bingo"](cfg, Student("test_resnet"), {"teacher": OnlineSignal(teacher)}, dataset_size=100)
     module.log_loss = lambda loss, **terms: loss

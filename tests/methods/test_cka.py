@@ -7,16 +7,16 @@ import json
 
 import pytest
 import torch
+from integration.common import assembled, cka_tasks, tiny_config
 from torch.utils.data import DataLoader, DistributedSampler
 
-from integration.common import assembled, cka_tasks, tiny_config
 from ssdistill import distill
 from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.provider import TeacherProvider
-from ssdistill.runs.assemble import train_source
 from ssdistill.errors import ConfigError
 from ssdistill.methods.cka import CKA
 from ssdistill.recipe import build_config
+from ssdistill.runs.assemble import train_source
 
 
 def _raw(tmp_path, heads=("kmeans", "classifier"), **method):
@@ -149,6 +149,7 @@ def test_teachers_must_be_precomputed(tmp_path):
 def test_two_unlabelled_folders_and_two_teachers_from_the_command_line(tmp_path, capsys):
     """No class folders anywhere: the run trains and says why there are no k-NN or per-task scores."""
     from conftest import DEMO_DATA
+
     from ssdistill.cli import main
 
     weights = tiny_config(tmp_path)["teacher"]["weights"]
@@ -158,13 +159,23 @@ def test_two_unlabelled_folders_and_two_teachers_from_the_command_line(tmp_path,
         for i, path in enumerate(chunk):
             (tmp_path / name / f"{i}.jpg").symlink_to(path)
     teacher = f"{{name: test_resnet, weights: {weights}, resolution: 32}}"
-    main([
-        "distill", "method.name=cka", "student.arch=test_resnet", "student.resolution=32", "data.batch_size=16",
-        "data.num_workers=0", "trainer.epochs=1", "trainer.progress_bar=false", f"run.dir={tmp_path / 'runs'}", "run.name=cli",
-        f"teachers={{lite0: {teacher}, lite2: {teacher}}}",
-        f"method.tasks={{animals: {{data: {tmp_path / 'animals'}, teacher: lite0, head: kmeans, classes: 3}}, "
-        f"objects: {{data: {tmp_path / 'objects'}, teacher: lite2, head: kmeans, classes: 3}}}}",
-    ])
+    main(
+        [
+            "distill",
+            "method.name=cka",
+            "student.arch=test_resnet",
+            "student.resolution=32",
+            "data.batch_size=16",
+            "data.num_workers=0",
+            "trainer.epochs=1",
+            "trainer.progress_bar=false",
+            f"run.dir={tmp_path / 'runs'}",
+            "run.name=cli",
+            f"teachers={{lite0: {teacher}, lite2: {teacher}}}",
+            f"method.tasks={{animals: {{data: {tmp_path / 'animals'}, teacher: lite0, head: kmeans, classes: 3}}, "
+            f"objects: {{data: {tmp_path / 'objects'}, teacher: lite2, head: kmeans, classes: 3}}}}",
+        ]
+    )
     results = json.loads((tmp_path / "runs" / "cli" / "results.json").read_text())
     assert results["knn"] is None and "data.val" in results["knn_note"]  # no task has a labelled val split
     assert results["data"]["train"].startswith("union of animals:") and results["steps"] == 5

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from ssdistill.recipe import build_config
+from ssdistill.cache.signals import TeacherSignal
 from ssdistill.errors import ConfigError
 from ssdistill.methods.registry import METHODS
-from ssdistill.cache.signals import TeacherSignal
 from ssdistill.models.students import Student
+from ssdistill.recipe import build_config
 
 
 class Table(TeacherSignal):
@@ -66,8 +66,8 @@ def test_moco_step_trains_the_query_encoder_only_and_fills_the_queue():
 def test_moco_loss_is_log_of_queue_plus_one_for_uninformative_embeddings():
     module = _build("moco", out_dim=4, queue_size=50)
     q = torch.nn.functional.normalize(torch.ones(8, 4), dim=1)
-    module.query.forward = lambda images: q
-    module.keys = lambda images: q
+    module.query.forward = lambda images, q=q: q
+    module.keys = lambda images, q=q: q
     module.queue.keys.copy_(q[:1].expand(50, 4))
     loss = module.training_step(_two_view_batch(), 0)
     assert loss.item() == pytest.approx(torch.log(torch.tensor(51.0)).item(), rel=1e-5)  # every logit equal
@@ -119,12 +119,12 @@ def test_older_keys_of_the_same_image_are_negatives_unless_mask_same_id(name):
         dim = module.queue.keys.shape[1]
         q = torch.nn.functional.normalize(torch.ones(8, dim), dim=1)
         if name == "seed":
-            module.head.forward = lambda h: q
+            module.head.forward = lambda h, q=q: q
             module.signal = Constant(q)
             batch = {"index": torch.arange(8), "views": {"student": torch.rand(8, 3, 32, 32)}}
         else:
-            module.query.forward = lambda images: q
-            module.keys = lambda images: q
+            module.query.forward = lambda images, q=q: q
+            module.keys = lambda images, q=q: q
             batch = _two_view_batch()
         if name == "disco":
             module.signal = Constant(q)  # the distance terms vanish

@@ -19,8 +19,13 @@ N = 40
 
 def _config(**method):
     teachers = {"wide": {"name": "efficientnet_lite0"}, "narrow": {"name": "efficientnet_lite2"}}
-    return build_config({"method": {"name": "feature", "projector_hidden": [16], **method}, "teachers": teachers,
-                         "student": {"arch": "test_resnet", "resolution": 32}})
+    return build_config(
+        {
+            "method": {"name": "feature", "projector_hidden": [16], **method},
+            "teachers": teachers,
+            "student": {"arch": "test_resnet", "resolution": 32},
+        }
+    )
 
 
 def _module(cfg, widths=(12, 5)):
@@ -44,7 +49,10 @@ def _by_hand(module, tables, batch, names, loss="cosine"):
 
 def test_needs_one_signal_per_named_teacher():
     needs = METHODS["feature"].teacher_needs(_config())
-    assert {name: (n.teacher, n.view) for name, n in needs.items()} == {"teacher_wide": ("wide", "original"), "teacher_narrow": ("narrow", "original")}
+    assert {name: (n.teacher, n.view) for name, n in needs.items()} == {
+        "teacher_wide": ("wide", "original"),
+        "teacher_narrow": ("narrow", "original"),
+    }
     same = METHODS["feature"].teacher_needs(_config(teacher_view="same"))
     assert {n.view for n in same.values()} == {"augmented"}
     with pytest.raises(ConfigError, match="one augmentation bank is replayed per run"):
@@ -158,8 +166,13 @@ def test_mixing_shows_the_teacher_and_the_student_the_same_mixed_crops(mix):
     is what the teacher embeds and what the student's view is resized from."""
     from ssdistill.data.mixing import batch_cutmix
 
-    cfg = build_config({"method": {"name": "feature", "projector_hidden": [16], "teacher_view": "same", "mix": mix, "mix_alpha": 0.4},
-                        "teacher": {"name": "efficientnet_lite0"}, "student": {"arch": "test_resnet", "resolution": 32}})
+    cfg = build_config(
+        {
+            "method": {"name": "feature", "projector_hidden": [16], "teacher_view": "same", "mix": mix, "mix_alpha": 0.4},
+            "teacher": {"name": "efficientnet_lite0"},
+            "student": {"arch": "test_resnet", "resolution": 32},
+        }
+    )
     teacher = _OnlineTeacher()
     torch.manual_seed(0)
     module = METHODS["feature"](cfg, Student("test_resnet"), {"teacher": teacher}, dataset_size=N)

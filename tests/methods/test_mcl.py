@@ -7,17 +7,17 @@ from collections import Counter
 
 import pytest
 import torch
+from integration.common import tiny_config
 from torch.nn import functional as F
 
-from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.data.sampling import ClassPairBatchSampler
-from ssdistill.runs.load import build_students
 from ssdistill.errors import ConfigError, DataError
 from ssdistill.export import export_run
 from ssdistill.losses.distill import distill_kl
 from ssdistill.methods.mcl import MCL
 from ssdistill.recipe import build_config
+from ssdistill.runs.load import build_students
 
 
 def _module(dataset_size=40, classes=None, **method):
@@ -186,6 +186,7 @@ def test_classifiers_are_not_scored_against_a_memory_of_other_classes(supervised
     """The members' classifiers output data.train's class ids: with a k-NN memory (and val) of other classes, every
     evaluation reads val in the memory's ids, so the classifiers are left out rather than scored in the wrong ids."""
     from conftest import DEMO_DATA
+
     from ssdistill.api import evaluate
 
     run, _ = supervised_run

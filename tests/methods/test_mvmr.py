@@ -1,12 +1,11 @@
 import pytest
 import torch
 
-from integration.common import tiny_config
-from ssdistill.recipe import build_config
+from ssdistill.cache.signals import TeacherSignal
 from ssdistill.errors import ConfigError
 from ssdistill.methods.mvmr import MVMR
-from ssdistill.cache.signals import TeacherSignal
 from ssdistill.models.students import Student
+from ssdistill.recipe import build_config
 
 
 class Table(TeacherSignal):
@@ -21,7 +20,9 @@ class Table(TeacherSignal):
 
 
 def _method(mode: str, extra_teachers: int = 0, **method):
-    cfg = build_config({"method": {"name": "mvmr", "mode": mode, "projector": [16, 8], **method}, "student": {"arch": "test_resnet", "resolution": 32}})
+    cfg = build_config(
+        {"method": {"name": "mvmr", "mode": mode, "projector": [16, 8], **method}, "student": {"arch": "test_resnet", "resolution": 32}}
+    )
     student = Student("test_resnet")
     signals = {"teacher": Table(), **{f"teacher_t{i + 2}": Table(3 + i) for i in range(extra_teachers)}} if mode == "kd" else {}
     return MVMR(cfg, student, signals), cfg
@@ -98,6 +99,7 @@ def test_every_teacher_gets_its_own_weighted_term():
 def _released_dcor(x, y):
     """The released code's distance correlation, written out from its formulas (docs/methods/mvmr.md): distances from the
     raw Gram form, squared distances clamped at 1e-4, double centring, sqrt(mean(AB)/n²) / sqrt(dVarX dVarY)."""
+
     def centred(a):
         r = (a * a).sum(1, keepdim=True)
         d = (r - 2 * a @ a.T + r.T).clamp(min=1e-4).sqrt()

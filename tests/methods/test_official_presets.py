@@ -7,46 +7,100 @@ import pytest
 from pydantic import BaseModel
 
 from ssdistill.config import SELECTS
-from ssdistill.recipe import build_config
 from ssdistill.errors import ConfigError
 from ssdistill.methods.registry import METHODS
+from ssdistill.recipe import build_config
 
 # The official behaviour as the method pages document it (docs/methods/mvmr.md, bingo.md, baselines.md), written
 # out here independently of the fields' declarations.
 DOCUMENTED = {
     ("mvmr", "kd"): {
-        "dcor_estimator": "biased", "std_eps": 0.0, "dcor_input_scaling": "official", "dcor_clamp": 1e-4,
-        "projector": [8192, 8192, 8192], "std_gamma": 1.0, "weights": {}, "representations": [],
+        "dcor_estimator": "biased",
+        "std_eps": 0.0,
+        "dcor_input_scaling": "official",
+        "dcor_clamp": 1e-4,
+        "projector": [8192, 8192, 8192],
+        "std_gamma": 1.0,
+        "weights": {},
+        "representations": [],
     },
     ("mvmr", "ssl"): {
-        "dcor_estimator": "biased", "std_eps": 0.0, "dcor_input_scaling": "official", "handcrafted_sign": "released",
-        "hog_binning": "released", "representations": ["raw", "hog", "local_std", "scattering", "reaugmented"],
-        "projector": [8192, 8192, 8192], "dcor_clamp": 1e-4, "std_gamma": 1.0, "weights": {},
+        "dcor_estimator": "biased",
+        "std_eps": 0.0,
+        "dcor_input_scaling": "official",
+        "handcrafted_sign": "released",
+        "hog_binning": "released",
+        "representations": ["raw", "hog", "local_std", "scattering", "reaugmented"],
+        "projector": [8192, 8192, 8192],
+        "dcor_clamp": 1e-4,
+        "std_gamma": 1.0,
+        "weights": {},
     },
     ("bingo", None): {
-        "loss_form": "official", "warm_epochs": 10, "teacher_bn": "train", "teacher_keys": "online", "mask_same_id": False,
-        "temperature": 0.2, "queue_size": 65536, "bag_size": 5, "head_hidden": [2048],
+        "loss_form": "official",
+        "warm_epochs": 10,
+        "teacher_bn": "train",
+        "teacher_keys": "online",
+        "mask_same_id": False,
+        "temperature": 0.2,
+        "queue_size": 65536,
+        "bag_size": 5,
+        "head_hidden": [2048],
     },
     ("seed", None): {
-        "teacher_view": "same", "student_temperature": 0.2, "teacher_temperature": 1e-4, "mask_same_id": False, "queue_size": 65536,
+        "teacher_view": "same",
+        "student_temperature": 0.2,
+        "teacher_temperature": 1e-4,
+        "mask_same_id": False,
+        "queue_size": 65536,
         "head_hidden": None,  # one hidden layer as wide as the backbone
     },
     ("disco", None): {
-        "teacher_view": "same", "distill_weight": 32.0, "head_hidden": [2048], "momentum": 0.999, "temperature": 0.2,
-        "teacher_bn": "train", "mask_same_id": False, "queue_size": 65536, "out_dim": None,  # the teacher's width
+        "teacher_view": "same",
+        "distill_weight": 32.0,
+        "head_hidden": [2048],
+        "momentum": 0.999,
+        "temperature": 0.2,
+        "teacher_bn": "train",
+        "mask_same_id": False,
+        "queue_size": 65536,
+        "out_dim": None,  # the teacher's width
     },
     ("moco", None): {
-        "momentum": 0.999, "temperature": 0.2, "out_dim": 128, "queue_size": 65536, "mask_same_id": False, "head_hidden": None,
+        "momentum": 0.999,
+        "temperature": 0.2,
+        "out_dim": 128,
+        "queue_size": 65536,
+        "mask_same_id": False,
+        "head_hidden": None,
     },
     # docs/methods/mcl.md (MoCo+MCL: MoCo-v1 head, τ 0.07, K 65536, m 0.999, all weights 1, T 3) and 4.4 (CIFAR: Embed
     # Linear-ReLU-Linear to 128, τ 0.1, α = β = 0.1, γ = λ = 1, T 3, the diagonal mask reused in ICL, no logit KD)
     ("mcl", "label_free"): {
-        "head": "linear", "out_dim": 128, "temperature": 0.07, "kl_temperature": 3.0, "vcl_weight": 1.0, "icl_weight": 1.0,
-        "soft_vcl_weight": 1.0, "soft_icl_weight": 1.0, "momentum": 0.999, "queue_size": 65536, "mask_same_id": False,
+        "head": "linear",
+        "out_dim": 128,
+        "temperature": 0.07,
+        "kl_temperature": 3.0,
+        "vcl_weight": 1.0,
+        "icl_weight": 1.0,
+        "soft_vcl_weight": 1.0,
+        "soft_icl_weight": 1.0,
+        "momentum": 0.999,
+        "queue_size": 65536,
+        "mask_same_id": False,
     },
     ("mcl", "supervised"): {
-        "head": "mlp", "head_hidden": None, "out_dim": 128, "temperature": 0.1, "kl_temperature": 3.0, "vcl_weight": 0.1,
-        "icl_weight": 0.1, "soft_vcl_weight": 1.0, "soft_icl_weight": 1.0, "icl_include_self_pair": False, "logit_kd_weight": 0.0,
+        "head": "mlp",
+        "head_hidden": None,
+        "out_dim": 128,
+        "temperature": 0.1,
+        "kl_temperature": 3.0,
+        "vcl_weight": 0.1,
+        "icl_weight": 0.1,
+        "soft_vcl_weight": 1.0,
+        "soft_icl_weight": 1.0,
+        "icl_include_self_pair": False,
+        "logit_kd_weight": 0.0,
     },
 }
 MODES = {"mvmr": ("kd", "ssl"), "mcl": ("label_free", "supervised")}
@@ -55,12 +109,12 @@ WITH_OFFICIAL_CODE = sorted({name for name, _ in DOCUMENTED})
 # (settings under which a field has an effect, settings under which it has none): where it has none it is never
 # listed, since it changes nothing
 CONTEXT = {
-    "bank_repeats": {"seed": ({"teacher_view": "bank"}, {"teacher_view": "same"}),
-                     "bingo": ({"teacher_keys": "bank"}, {"teacher_keys": "online"})},
-    "teacher_bn_groups": {"bingo": ({"teacher_bn": "train"}, {"teacher_bn": "eval"}),
-                          "disco": ({"teacher_bn": "train"}, {"teacher_bn": "eval"})},
-    "teacher_bn": {"bingo": ({"teacher_keys": "online"}, {"teacher_keys": "bank"}),
-                   "disco": ({"teacher_view": "same"}, {"teacher_view": "original"})},
+    "bank_repeats": {"seed": ({"teacher_view": "bank"}, {"teacher_view": "same"}), "bingo": ({"teacher_keys": "bank"}, {"teacher_keys": "online"})},
+    "teacher_bn_groups": {"bingo": ({"teacher_bn": "train"}, {"teacher_bn": "eval"}), "disco": ({"teacher_bn": "train"}, {"teacher_bn": "eval"})},
+    "teacher_bn": {
+        "bingo": ({"teacher_keys": "online"}, {"teacher_keys": "bank"}),
+        "disco": ({"teacher_view": "same"}, {"teacher_view": "original"}),
+    },
     "warm_epochs": {"bingo": ({"loss_form": "official"}, {"loss_form": "paper"})},
     "handcrafted_sign": {"mvmr": ({"mode": "ssl"}, {"mode": "kd"})},
     "head_hidden": {"mcl": ({"head": "mlp"}, {"head": "linear"})},
@@ -194,7 +248,9 @@ def test_every_setting_that_departs_from_the_reference_is_reported(name):
                     except ConfigError:
                         continue  # not a valid value here (a bound or a cross-field rule)
                     listed = [d for d in config.deviations() if d.startswith(f"{field}: ")]
-                    same = config.effective(field) == reference or (isinstance(reference, float) and config.effective(field) == pytest.approx(reference))
+                    same = config.effective(field) == reference or (
+                        isinstance(reference, float) and config.effective(field) == pytest.approx(reference)
+                    )
                     if same or not enabled or (name, field) in MOOT:
                         assert listed == [], (name, mode, field, value, listed)
                         silent.add(field) if not same else None
@@ -216,8 +272,10 @@ def test_selecting_fields_are_only_modes():
         if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("selects")
     }
     assert exempt == {(name, "preset") for name in METHODS} | {
-        ("mvmr", "mode"), ("bingo", "neighbour_backend"),  # backend: same bags
-        ("mcl", "mode"), ("mcl", "cohort"),  # which cohort runs, in which of the two published settings
+        ("mvmr", "mode"),
+        ("bingo", "neighbour_backend"),  # backend: same bags
+        ("mcl", "mode"),
+        ("mcl", "cohort"),  # which cohort runs, in which of the two published settings
     }
     assert SELECTS == {"selects": True}
     assert all(issubclass(method.config_class, BaseModel) for method in METHODS.values())

@@ -2,9 +2,9 @@
 the student's images and the teacher's target of a batch all follow."""
 
 import torch
+from integration.common import tiny_config
 from torch.nn import functional as F
 
-from integration.common import tiny_config
 from ssdistill.cache.signals import TableSignal
 from ssdistill.engine.contract import TeacherNeed
 from ssdistill.engine.provider import TeacherProvider
@@ -23,17 +23,25 @@ class _Online:
 
 
 def test_each_teacher_view_decodes_to_its_need_views_images_and_target(tmp_path):
-    configs = {view: build_config(tiny_config(tmp_path, method={"name": "feature", "teacher_view": view, "bank_repeats": 3}, teacher={"resolution": 48}))
-               for view in ("original", "same", "bank")}
+    configs = {
+        view: build_config(tiny_config(tmp_path, method={"name": "feature", "teacher_view": view, "bank_repeats": 3}, teacher={"resolution": 48}))
+        for view in ("original", "same", "bank")
+    }
     needs = {view: paired_need(cfg.method, "t") for view, cfg in configs.items()}
     assert needs == {"original": TeacherNeed("original", "t"), "same": TeacherNeed("augmented", "t"), "bank": TeacherNeed("bank", "t", repeats=3)}
     assert [view for view, cfg in configs.items() if cfg.method.pairing.shared] == ["same"]
     assert {view: cfg.method.inactive() & {"bank_repeats"} for view, cfg in configs.items()} == {
-        "original": {"bank_repeats"}, "same": {"bank_repeats"}, "bank": set()}
+        "original": {"bank_repeats"},
+        "same": {"bank_repeats"},
+        "bank": set(),
+    }
     ctx = TeacherProvider(configs["same"], train_source(configs["same"]))
     views = {view: cfg.method.pairing.views(cfg, ctx) for view, cfg in configs.items()}
     assert {view: {name: v.resolution for name, v in found.items()} for view, found in views.items()} == {
-        "original": {"student": 32}, "same": {"shared": 48}, "bank": {}}  # the shared crop at the teacher's resolution
+        "original": {"student": 32},
+        "same": {"shared": 48},
+        "bank": {},
+    }  # the shared crop at the teacher's resolution
 
     shared, own = torch.rand(4, 3, 48, 48), torch.rand(4, 3, 32, 32)
     same = configs["same"].method.pairing

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from integration.common import assembled_run, cka_tasks, tiny_config
 from torch.utils.data import DataLoader
 
-from integration.common import assembled_run, cka_tasks, tiny_config
 from ssdistill.engine.datasets import layout
 from ssdistill.methods.registry import METHODS
 from ssdistill.recipe import build_config

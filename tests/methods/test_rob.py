@@ -6,16 +6,16 @@ import json
 
 import pytest
 import torch
+from integration.common import assembled, assembled_run, tiny_config
 from torch.nn import functional as F
 
-from integration.common import assembled, assembled_run, tiny_config
 from ssdistill import distill
 from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.provider import TeacherProvider
-from ssdistill.runs.assemble import train_source
 from ssdistill.errors import ConfigError
 from ssdistill.methods.rob.method import RoB
 from ssdistill.recipe import build_config
+from ssdistill.runs.assemble import train_source
 
 
 def _assembled(tmp_path, **method):
@@ -75,10 +75,16 @@ def test_the_constant_centre_is_seeded_per_image_whatever_the_workers_and_the_gl
     assert not torch.allclose(centres[0, 1, "moco_v2"], centres[0, 1, "none"], atol=1e-4)
 
 
-@pytest.mark.parametrize("base, method", [
-    ("dino", {}), ("regression", {"projection_init": "identity"}), ("msn", {"student_prototypes": "teacher_frozen"}),
-    ("dino", {"teacher_crops": "bank", "bank_repeats": 3}), ("msn", {"teacher_crops": "bank", "bank_repeats": 2}),
-])
+@pytest.mark.parametrize(
+    "base, method",
+    [
+        ("dino", {}),
+        ("regression", {"projection_init": "identity"}),
+        ("msn", {"student_prototypes": "teacher_frozen"}),
+        ("dino", {"teacher_crops": "bank", "bank_repeats": 3}),
+        ("msn", {"teacher_crops": "bank", "bank_repeats": 2}),
+    ],
+)
 def test_a_step_trains_the_student_and_never_the_teacher(tmp_path, base, method):
     cfg, ctx, prepared, module = _assembled(tmp_path, base=base, **method)
     from torch.utils.data import DataLoader
@@ -119,7 +125,9 @@ def test_logits_students_are_unbounded_and_can_fit_a_peaked_teacher_softmax(tmp_
     optimizer = torch.optim.Adam([*module.head.parameters(), module.prototypes], lr=0.05)
     for _ in range(60):  # fit a one-hot-like teacher target per image
         loss = F.cross_entropy(module.student_outputs(images), torch.arange(4))
-        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
     module.eval()
     assert torch.softmax(module.student_outputs(images), dim=1).diagonal().min() > 0.6
 
@@ -219,9 +227,16 @@ def test_logits_are_derived_from_pooled_only_when_the_head_is_the_classifier(tmp
 def _dino_head_checkpoint(path, dim=96, bottleneck=8, out=12):
     """A DINO full checkpoint's teacher head (3-layer MLP, bottleneck, unit last layer rows), nested as DINO saves it."""
     torch.manual_seed(5)
-    head = {"head.mlp.0.weight": torch.randn(24, dim) * 0.1, "head.mlp.0.bias": torch.zeros(24), "head.mlp.2.weight": torch.randn(24, 24) * 0.2,
-            "head.mlp.2.bias": torch.zeros(24), "head.mlp.4.weight": torch.randn(bottleneck, 24) * 0.2, "head.mlp.4.bias": torch.zeros(bottleneck),
-            "head.last_layer.weight_g": torch.ones(out, 1), "head.last_layer.weight_v": torch.randn(out, bottleneck)}
+    head = {
+        "head.mlp.0.weight": torch.randn(24, dim) * 0.1,
+        "head.mlp.0.bias": torch.zeros(24),
+        "head.mlp.2.weight": torch.randn(24, 24) * 0.2,
+        "head.mlp.2.bias": torch.zeros(24),
+        "head.mlp.4.weight": torch.randn(bottleneck, 24) * 0.2,
+        "head.mlp.4.bias": torch.zeros(bottleneck),
+        "head.last_layer.weight_g": torch.ones(out, 1),
+        "head.last_layer.weight_v": torch.randn(out, bottleneck),
+    }
     torch.save({"teacher": head, "epoch": 1}, path)
     return path
 
@@ -299,8 +314,8 @@ def test_every_configurable_base_is_one_small_class():
     import typing
 
     from ssdistill.methods.rob.base import RoBBase
-    from ssdistill.methods.rob.method import BASES
     from ssdistill.methods.rob.config import RoBConfig
+    from ssdistill.methods.rob.method import BASES
 
     assert set(BASES) == set(typing.get_args(RoBConfig.model_fields["base"].annotation))
     assert all(issubclass(base, RoBBase) for base in BASES.values())

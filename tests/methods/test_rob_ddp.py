@@ -7,12 +7,11 @@ import os
 import socket
 from pathlib import Path
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from integration.common import assembled, tiny_config
+
 from ssdistill.distributed import global_mean_nograd
 from ssdistill.losses.selfsup import memax, sinkhorn
 from ssdistill.recipe import build_config
@@ -76,8 +75,12 @@ def _worker(rank: int, port: int, folder: str) -> None:
         probabilities = torch.softmax(torch.randn(WORLD * B, 6, generator=generator), dim=1)[mine].requires_grad_()
         regulariser = memax(probabilities, all_ranks=True)
         regulariser.backward()
-        out["functions"] = {"sinkhorn": sinkhorn(matrix[mine], all_ranks=True), "mean": global_mean_nograd(matrix[mine]),
-                            "memax": regulariser.detach(), "memax_grad": probabilities.grad}
+        out["functions"] = {
+            "sinkhorn": sinkhorn(matrix[mine], all_ranks=True),
+            "mean": global_mean_nograd(matrix[mine]),
+            "memax": regulariser.detach(),
+            "memax_grad": probabilities.grad,
+        }
         torch.save(out, folder / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -146,14 +149,19 @@ def test_a_two_process_run_ends_with_the_one_process_run_s_ema_centre(tmp_path):
     epoch of 32 images. The EMA centre depends on the teacher's targets alone, and every global batch holds the same
     images with the same crops (seeded per image), so the final centres agree although the students do not."""
     from integration.test_ddp import _ddp_run
+
     from ssdistill import distill
 
     centres = {}
     for world, batch in ((1, 2 * 8), (2, 8)):
         run = tmp_path / f"world{world}"
         run.mkdir()
-        config = tiny_config(tmp_path, data={"batch_size": batch, "train_subset": 32}, trainer={"epochs": 1, "devices": world, "accelerator": "cpu"},
-                             run={"dir": str(run / "runs")})  # one teacher (tiny_config writes random weights once per folder)
+        config = tiny_config(
+            tmp_path,
+            data={"batch_size": batch, "train_subset": 32},
+            trainer={"epochs": 1, "devices": world, "accelerator": "cpu"},
+            run={"dir": str(run / "runs")},
+        )  # one teacher (tiny_config writes random weights once per folder)
         config["method"] = {"name": "rob", "projection_dim": 8, "local_crops": 1, "center": "ema", "center_momentum": 0.5}
         if world == 1:
             distill(config, quiet=True)

@@ -52,7 +52,8 @@ def test_a_dino_full_checkpoint_s_teacher_head(tmp_path, norm_last_layer, parame
     checkpoint = {
         "teacher": {"backbone.weight": torch.randn(3, 3), **{f"head.{k}": v for k, v in head.state_dict().items()}},
         "student": {"head.mlp.0.weight": torch.zeros(32, 12)},  # the student's head: not read
-        "args": argparse.Namespace(arch="vit_small", out_dim=20), "epoch": 100,
+        "args": argparse.Namespace(arch="vit_small", out_dim=20),
+        "epoch": 100,
     }
     torch.save(checkpoint, tmp_path / "dino.pth")
     params = read_ssl_head(tmp_path / "dino.pth", "teacher.head.")

@@ -1,9 +1,9 @@
 import pytest
 import timm
 import torch
+from conftest import shared_weights
 from safetensors.torch import save_file
 
-from conftest import shared_weights
 from ssdistill.config import TeacherConfig
 from ssdistill.data.datasets import open_images
 from ssdistill.data.views import original_view
@@ -192,6 +192,7 @@ def test_a_dinov2_backbone_is_a_rob_teacher_through_the_projection_target(dinov2
     """Its SSL head is not released, so RoB uses target=projection: k-means columns of its cached features; a step trains
     the student against it."""
     from integration.common import assembled, tiny_config
+
     from ssdistill.recipe import build_config
 
     path, _ = dinov2_download
@@ -214,12 +215,23 @@ def test_ssl_checkpoints_load_with_a_key_map_that_drops_the_rest(tmp_path):
 
     reference = timm.create_model("test_resnet", num_classes=0).eval()
     backbone = reference.state_dict()
-    dino = {"teacher": {**{f"backbone.{k}": v for k, v in backbone.items()}, "head.mlp.0.weight": torch.randn(8, 96)},
-            "student": {f"backbone.{k}": torch.zeros_like(v) for k, v in backbone.items()}, "args": argparse.Namespace(arch="x"), "epoch": 9}
+    dino = {
+        "teacher": {**{f"backbone.{k}": v for k, v in backbone.items()}, "head.mlp.0.weight": torch.randn(8, 96)},
+        "student": {f"backbone.{k}": torch.zeros_like(v) for k, v in backbone.items()},
+        "args": argparse.Namespace(arch="x"),
+        "epoch": 9,
+    }
     torch.save(dino, tmp_path / "dino_full.pth")
-    moco = {"state_dict": {**{f"module.encoder_q.{k}": v for k, v in backbone.items()}, "module.encoder_q.fc.0.weight": torch.randn(96, 96),
-                           **{f"module.encoder_k.{k}": torch.zeros_like(v) for k, v in backbone.items()}, "module.queue": torch.randn(16, 8)},
-            "arch": "resnet", "epoch": 200}
+    moco = {
+        "state_dict": {
+            **{f"module.encoder_q.{k}": v for k, v in backbone.items()},
+            "module.encoder_q.fc.0.weight": torch.randn(96, 96),
+            **{f"module.encoder_k.{k}": torch.zeros_like(v) for k, v in backbone.items()},
+            "module.queue": torch.randn(16, 8),
+        },
+        "arch": "resnet",
+        "epoch": 200,
+    }
     torch.save(moco, tmp_path / "moco.pth.tar")
     x = torch.rand(2, 3, 32, 32)
     maps = {"dino_full.pth": {"teacher.backbone.": "", "": None}, "moco.pth.tar": {"module.encoder_q.fc.": None, "module.encoder_q.": "", "": None}}
@@ -262,7 +274,10 @@ def test_a_misspelled_teacher_is_named_with_the_closest_before_the_hub_is_asked(
 def test_a_pretrained_tag_or_weights_timm_does_not_have_are_named(no_hub, tmp_path):
     with pytest.raises(ModelError) as caught:
         build_teacher(TeacherConfig(name="test_resnet.r160_in1kk"))
-    assert str(caught.value) == "timm model 'test_resnet' has no pretrained weights tagged 'r160_in1kk'; did you mean test_resnet.r160_in1k? (its tags: r160_in1k)"
+    assert (
+        str(caught.value)
+        == "timm model 'test_resnet' has no pretrained weights tagged 'r160_in1kk'; did you mean test_resnet.r160_in1k? (its tags: r160_in1k)"
+    )
     with pytest.raises(ModelError, match="^timm model 'coatnet_0_224' has no pretrained weights in timm; set teacher.weights=PATH"):
         build_teacher(TeacherConfig(name="coatnet_0_224", source="hub"))
     with pytest.raises(ModelError, match=r"^'cifar_resnet566' is not a built-in teacher; did you mean cifar_resnet56\? built-in: "):
@@ -275,8 +290,8 @@ def test_a_misspelled_teacher_through_the_cli_is_one_line(no_hub, tmp_path, caps
     import logging
 
     import yaml
-
     from integration.common import tiny_config
+
     from ssdistill.cli import main
 
     config = tiny_config(tmp_path)

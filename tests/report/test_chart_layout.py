@@ -27,7 +27,9 @@ def _fonts():
         pytest.skip("DejaVu Sans is not installed (fonts-dejavu-core)")
 
 
-def _boxes(svg: str) -> tuple[tuple[float, float], tuple[float, float, float, float], list[tuple[str, tuple[float, float, float, float]]], ET.Element]:
+def _boxes(
+    svg: str,
+) -> tuple[tuple[float, float], tuple[float, float, float, float], list[tuple[str, tuple[float, float, float, float]]], ET.Element]:
     """(viewBox size, plot area, [(text, box)], root) of a chart; boxes are (x0, y0, x1, y1) of each text's line box."""
     fonts = _fonts()
     root = ET.fromstring(svg)
@@ -61,7 +63,7 @@ def assert_laid_out(svg: str) -> None:
         assert box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height, f"{content!r} leaves the chart: {box}"
         assert not _overlap(box, plot), f"{content!r} is drawn over the plot area {plot}: {box}"
     for i, (first, a) in enumerate(boxes):
-        for second, b in boxes[i + 1:]:
+        for second, b in boxes[i + 1 :]:
             assert not _overlap(a, b), f"{first!r} {a} overlaps {second!r} {b}"
     for group in root.iter(f"{SVG}g"):  # legend marks (lines, dots) stay off the plot area too
         if group.get("class") == "legend":
@@ -97,8 +99,9 @@ def test_wide_y_tick_labels_push_the_axis_label_aside():
 def test_a_legend_of_many_long_names_wraps_below_the_plot():
     series = [(f"a-run-with-a-long-name-{i} [member_{i}]", [1, 2, 3], [i, i + 1, i + 0.5]) for i in range(12)]
     baselines = [(name, 0.5) for name, *_ in series[:3]]
-    svg = line_chart(series, "alignment with the teacher: linear CKA, no labels (a-run-with-a-long-name)", "epochs trained", "CKA",
-                     "cka", baselines=baselines)
+    svg = line_chart(
+        series, "alignment with the teacher: linear CKA, no labels (a-run-with-a-long-name)", "epochs trained", "CKA", "cka", baselines=baselines
+    )
     assert_laid_out(svg)
     assert svg.count('class="legend"') == 15 and svg.count('class="baseline"') == 3
 

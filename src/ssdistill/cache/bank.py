@@ -18,11 +18,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ssdistill.cache.fill import chunk_rows_for, teacher_compute
-from ssdistill.distributed import launch_rank_world
 from ssdistill.cache.store import Entry, EntryKey, cache_root, open_or_fill
 from ssdistill.config import AugConfig
 from ssdistill.data.datasets import ImageSource
 from ssdistill.data.replay import AugParams, render, sample_params
+from ssdistill.distributed import launch_rank_world
 from ssdistill.files import atomic_output, atomic_write_text
 from ssdistill.models.teachers import FrozenTeacher
 
@@ -136,7 +136,10 @@ def cached_teacher_bank(
             entry.dir.mkdir(parents=True, exist_ok=True)
             with atomic_output(params_path) as tmp, open(tmp, "wb") as handle:
                 np.save(handle, params)
-            atomic_write_text(entry.dir / "params-columns.txt", "top left height width flip jitter brightness contrast saturation hue grayscale blur_sigma jitter_order0 jitter_order1 jitter_order2 jitter_order3\n")
+            atomic_write_text(
+                entry.dir / "params-columns.txt",
+                "top left height width flip jitter brightness contrast saturation hue grayscale blur_sigma jitter_order0 jitter_order1 jitter_order2 jitter_order3\n",
+            )
         except OSError as exc:
             entry.discard_if_unused()
             raise entry.storage_error(exc, "writing", entry.nbytes + params.nbytes) from None

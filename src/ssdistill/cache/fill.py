@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -82,6 +82,8 @@ def filled_teacher_entry(
     )
     entry = Entry(cache_root(root), key, teacher.dim, chunk_rows_for(batch_size), label=dataset_name)
     rank, world = launch_rank_world()
-    compute = teacher_compute(teacher, ViewedImages(source, teacher.original_view()), batch_size, num_workers, device, f"teacher cache {dataset_name}")
+    compute = teacher_compute(
+        teacher, ViewedImages(source, teacher.original_view()), batch_size, num_workers, device, f"teacher cache {dataset_name}"
+    )
     open_or_fill(entry, compute, rank, world)
     return entry

@@ -26,9 +26,7 @@ def _normalised(features: torch.Tensor, start: int, stop: int, device: torch.dev
 
 
 @torch.no_grad()
-def topk_neighbours(
-    features: torch.Tensor, k: int, block: int = 4096, device: torch.device | str = "cpu", backend: str = "torch"
-) -> torch.Tensor:
+def topk_neighbours(features: torch.Tensor, k: int, block: int = 4096, device: torch.device | str = "cpu", backend: str = "torch") -> torch.Tensor:
     """Ids [N, k] of each row's k most cosine-similar other rows, most similar first.
 
     A row never lists itself (excluded by id, so duplicate images still count as neighbours);
@@ -151,7 +149,9 @@ def cached_neighbours(entry: Entry, k: int, block: int = 4096, device: torch.dev
     return ids
 
 
-def best_of_restarts(features: torch.Tensor, k: int, seed: int, restarts: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def best_of_restarts(
+    features: torch.Tensor, k: int, seed: int, restarts: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Spherical k-means from ``restarts`` seeds (seed, seed + 1, ...): the run with the highest total cosine of the
     points to their centroids."""
     best = None

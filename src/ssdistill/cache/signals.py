@@ -28,7 +28,7 @@ class TeacherSignal:
         images = batch["views"][self.batch_view] if self.batch_view else None
         return self(batch[self.index_key], images)
 
-    def to(self, device: torch.device | str) -> "TeacherSignal":
+    def to(self, device: torch.device | str) -> TeacherSignal:
         return self
 
 
@@ -42,7 +42,7 @@ class OnlineSignal(TeacherSignal):
         self.bn_groups = bn_groups  # None: running BatchNorm statistics (eval mode); n: statistics of n random sub-batches
         self.batch_view = batch_view
 
-    def with_batch_statistics(self, groups: int) -> "OnlineSignal":
+    def with_batch_statistics(self, groups: int) -> OnlineSignal:
         return OnlineSignal(self.teacher, bn_groups=groups, batch_view=self.batch_view)
 
     def __call__(self, index: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
@@ -50,7 +50,7 @@ class OnlineSignal(TeacherSignal):
             raise ValueError("an online teacher signal needs the images of the batch")
         return self.teacher(images, bn_groups=self.bn_groups)
 
-    def to(self, device: torch.device | str) -> "OnlineSignal":
+    def to(self, device: torch.device | str) -> OnlineSignal:
         self.teacher.to(device)
         return self
 
@@ -66,6 +66,6 @@ class TableSignal(TeacherSignal):
     def __call__(self, index: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         return self.table[index.to(self.table.device)].to(index.device).float()
 
-    def to(self, device: torch.device | str) -> "TableSignal":
+    def to(self, device: torch.device | str) -> TableSignal:
         self.table = self.table.to(device)
         return self

@@ -34,10 +34,10 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -391,8 +391,14 @@ def list_entries(root: str | Path | None = None) -> list[dict]:
             try:
                 manifest = json.loads(manifest_path.read_text())
                 rows.append(
-                    {"name": folder.name, "state": "complete", "bytes": size, **manifest["key"], "dataset": manifest.get("dataset", ""),
-                     "shape": manifest["shape"]}
+                    {
+                        "name": folder.name,
+                        "state": "complete",
+                        "bytes": size,
+                        **manifest["key"],
+                        "dataset": manifest.get("dataset", ""),
+                        "shape": manifest["shape"],
+                    }
                 )
             except (OSError, ValueError, KeyError, TypeError):  # rebuilt by the next run that opens it; `cache rm` removes it
                 rows.append({"name": folder.name, "state": "damaged", "bytes": size})

@@ -12,15 +12,15 @@ import hashlib
 import logging
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ssdistill.data.images import IMAGE_EXTENSIONS, UNREADABLE_EXTENSIONS
-from ssdistill.data.images import displayed_size, files_identity, is_image_file, keep_readable, load_rgb
+from ssdistill.data.images import IMAGE_EXTENSIONS, UNREADABLE_EXTENSIONS, displayed_size, files_identity, is_image_file, keep_readable, load_rgb  # noqa: F401 - IMAGE_EXTENSIONS re-exported (ssdistill.data.datasets is the public import)
 from ssdistill.data.shards import CACHE_FOLDER, SHARD_IMAGE_MEMBERS, ShardImages  # noqa: F401 (SHARD_IMAGE_MEMBERS: re-exported)
 from ssdistill.errors import DataError
 
@@ -57,8 +57,7 @@ class ImageSource(Protocol):
 
 # folder (or list file) names that name a split of a data set, not the data set: a folder whose sub-folders all have
 # such names is refused as a split (it is the data set), and an export names the data set after the split's parent
-SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing", "eval", "evaluation", "holdout",
-               "unlabeled", "unlabelled")
+SPLIT_NAMES = ("train", "training", "val", "valid", "validation", "test", "testing", "eval", "evaluation", "holdout", "unlabeled", "unlabelled")
 VAL_SPLIT_NAMES = ("val", "valid", "validation", "eval", "evaluation", "holdout", "test", "testing")  # what data.val points at
 # folders that file managers, archivers and NAS boxes leave behind: never a class
 JUNK_FOLDERS = {"__MACOSX", "@eaDir", "lost+found", "$RECYCLE.BIN", "System Volume Information", "__pycache__"}
@@ -112,8 +111,11 @@ class FolderImages:
             self.labels: list[int] | None = [c for _, c in pairs]
             empty = [d.name for d in folders if not images[d]]
             if empty:
-                log.warning("class folder(s) %s under %s hold no images; kept as classes without images so that class ids "
-                            "match the other splits", ", ".join(f"{name}/" for name in empty), self.root)
+                log.warning(
+                    "class folder(s) %s under %s hold no images; kept as classes without images so that class ids match the other splits",
+                    ", ".join(f"{name}/" for name in empty),
+                    self.root,
+                )
         else:
             self.classes = []
             self.paths = self._images(self.root)
@@ -146,11 +148,14 @@ class FolderImages:
                 found.append(path)
             elif path.is_symlink() and not path.exists():
                 dangling.append(path)
-        for what, paths in (("symlink(s) to missing files", dangling),
-                            ("photo(s) in a format PIL cannot read (convert them to JPEG or PNG)", foreign)):
+        for what, paths in (
+            ("symlink(s) to missing files", dangling),
+            ("photo(s) in a format PIL cannot read (convert them to JPEG or PNG)", foreign),
+        ):
             if paths:
-                log.warning("left out %d %s under %s: %s%s", len(paths), what, folder, ", ".join(str(p) for p in paths[:3]),
-                            " ..." if len(paths) > 3 else "")
+                log.warning(
+                    "left out %d %s under %s: %s%s", len(paths), what, folder, ", ".join(str(p) for p in paths[:3]), " ..." if len(paths) > 3 else ""
+                )
         return found
 
     def __len__(self) -> int:
@@ -224,7 +229,9 @@ class ListImages:
         try:
             text = self.list_file.read_bytes().decode("utf-8-sig")
         except OSError as exc:
-            raise DataError(f"cannot read the image list {self.list_file} ({exc.strerror or exc}); give a text file with one image path per line") from None
+            raise DataError(
+                f"cannot read the image list {self.list_file} ({exc.strerror or exc}); give a text file with one image path per line"
+            ) from None
         except UnicodeDecodeError as exc:
             line = self.list_file.read_bytes()[: exc.start].count(b"\n") + 1
             raise DataError(f"{self.list_file} line {line} is not UTF-8 text; save the list as UTF-8 ({LIST_FORMAT})") from None
@@ -420,7 +427,7 @@ def open_images(spec: str, root: str = "~/.cache/ssdistill/datasets", download: 
     if not spec:
         raise DataError("no data given; set data.train to an image folder (for example data.train=data/imagenette_mini/train)")
     if spec.startswith("wds:"):
-        return ShardImages(spec[len("wds:"):], skip_corrupt=skip_corrupt, cache=Path(root).expanduser() / CACHE_FOLDER)
+        return ShardImages(spec[len("wds:") :], skip_corrupt=skip_corrupt, cache=Path(root).expanduser() / CACHE_FOLDER)
     if spec.endswith(".txt") and Path(spec).expanduser().is_file():
         return ListImages(spec, skip_corrupt=skip_corrupt)
     name, _, split = spec.partition(":")

@@ -30,19 +30,37 @@ import logging
 import re
 import struct
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError, features
 
 from ssdistill.errors import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".apng", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
-                    ".pbm", ".pnm", ".gif") + ((".avif",) if features.check("avif") else ())
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".mpo",
+    ".png",
+    ".apng",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".pnm",
+    ".gif",
+) + ((".avif",) if features.check("avif") else ())
 # photo formats this PIL cannot read: files with these extensions are named in a warning rather than silently left out
 UNREADABLE_EXTENSIONS = (".heic", ".heif", ".jxl", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf", ".rw2", ".raf", ".svg") + (
-    () if features.check("avif") else (".avif",))
+    () if features.check("avif") else (".avif",)
+)
 ORIENTATION = 0x0112  # the EXIF orientation tag
 SKIP_HINT = "set data.skip_corrupt=true to skip unreadable images"
 # what PIL raises on a damaged file besides OSError (truncated headers, bad EXIF blocks, broken palettes)
@@ -113,9 +131,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return Image.fromarray(grey.astype(np.uint8), "L").convert("RGB")
     if mode == "La":  # premultiplied alpha: PIL converts La only to LA (or La)
         image, mode = image.convert("LA"), "LA"
-    if mode in ("RGBa", "LA", "PA") or (mode == "P" and "transparency" in image.info) or (
-        mode in ("L", "RGB") and "transparency" in image.info
-    ):
+    if mode in ("RGBa", "LA", "PA") or (mode == "P" and "transparency" in image.info) or (mode in ("L", "RGB") and "transparency" in image.info):
         image, mode = image.convert("RGBA"), "RGBA"
     if mode == "RGBA":
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -124,8 +140,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 # EXIF orientation -> the transposition that shows the image upright (as PIL.ImageOps.exif_transpose)
-UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def _orientation(image: Image.Image) -> int:

@@ -4,7 +4,7 @@ the neighbour as ``<name>p``) or, for a teacher augmentation bank, the bank rows
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from PIL import Image

@@ -21,7 +21,6 @@ from ssdistill.config import AugConfig
 from ssdistill.data.views import INTERPOLATION, blur_kernel
 
 
-
 @dataclass(frozen=True)
 class AugParams:
     top: float  # crop box as fractions of the image height / width
@@ -44,7 +43,7 @@ class AugParams:
         return [float(v) for v in values.values()] + [float(o) for o in order]
 
     @classmethod
-    def from_row(cls, row) -> "AugParams":
+    def from_row(cls, row) -> AugParams:
         row = [float(v) for v in row]
         (top, left, height, width, flip, jitter, b, c, s, h, gray, sigma), order = row[:12], row[12:]
         return cls(top, left, height, width, bool(flip), bool(jitter), b, c, s, h, tuple(int(o) for o in order), bool(gray), sigma)
@@ -72,11 +71,19 @@ def sample_params(width: int, height: int, aug: AugConfig, rng: random.Random, r
     blur = rng.random() < aug.blur_p
     sigma = rng.uniform(0.1, 2.0) / resolution if blur else 0.0
     return AugParams(
-        top=top / height, left=left / width, height=h / height, width=w / width,
-        flip=rng.random() < aug.flip_p, jitter=jitter,
-        brightness=rng.uniform(max(0, 1 - s), 1 + s), contrast=rng.uniform(max(0, 1 - s), 1 + s),
-        saturation=rng.uniform(max(0, 1 - s), 1 + s), hue=rng.uniform(-s / 4, s / 4),
-        jitter_order=tuple(order), grayscale=grayscale, blur_sigma=sigma,
+        top=top / height,
+        left=left / width,
+        height=h / height,
+        width=w / width,
+        flip=rng.random() < aug.flip_p,
+        jitter=jitter,
+        brightness=rng.uniform(max(0, 1 - s), 1 + s),
+        contrast=rng.uniform(max(0, 1 - s), 1 + s),
+        saturation=rng.uniform(max(0, 1 - s), 1 + s),
+        hue=rng.uniform(-s / 4, s / 4),
+        jitter_order=tuple(order),
+        grayscale=grayscale,
+        blur_sigma=sigma,
     )
 
 

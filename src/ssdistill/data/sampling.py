@@ -19,7 +19,7 @@ of (seed, epoch, rank): a resumed run sees the batches it would have seen, and u
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -142,7 +142,7 @@ class EpochKeyed(Sampler[list[int]]):
 
 
 class _EpochSetter:
-    def __init__(self, owner: "EpochKeyed") -> None:
+    def __init__(self, owner: EpochKeyed) -> None:
         self.owner = owner
 
     def set_epoch(self, epoch: int) -> None:

@@ -40,8 +40,8 @@ import urllib.parse
 import urllib.request
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from PIL import Image
 
@@ -71,9 +71,9 @@ def shard_name(url: str) -> str:
     downloaded shard fingerprints as a local copy of it."""
     if url.startswith("pipe:"):
         try:
-            words = shlex.split(url[len("pipe:"):])
+            words = shlex.split(url[len("pipe:") :])
         except ValueError:
-            words = url[len("pipe:"):].split()
+            words = url[len("pipe:") :].split()
         named = [w for w in words if ".tar" in w]
         name = named[-1].rstrip("/").rsplit("/", 1)[-1] if named else ""
     else:
@@ -89,8 +89,10 @@ def expand(pattern: str) -> list[str]:
         raise DataError("wds: shards need the webdataset package: pip install 'ssdistill[data]' (or pip install webdataset)") from None
     unset = [name for name in re.findall(r"\$\{(\w+)\}", pattern) if f"WDS_{name}" not in os.environ]
     if unset:  # webdataset reads ${name} from the environment variable WDS_name
-        raise DataError(f"wds:{pattern}: ${{{unset[0]}}} reads the environment variable WDS_{unset[0]}, which is not set; set it or "
-                        "write the value into the pattern")
+        raise DataError(
+            f"wds:{pattern}: ${{{unset[0]}}} reads the environment variable WDS_{unset[0]}, which is not set; set it or "
+            "write the value into the pattern"
+        )
     urls = expand_urls(pattern)
     for url in urls:
         scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", url)
@@ -180,7 +182,7 @@ def _download(url: str, temp: Path) -> None:
 def _run_command(url: str, temp: Path) -> None:
     """Run ``pipe:`` command ``url`` with its standard output into ``temp``; a non-zero exit status is one line with
     the last line the command wrote to its standard error."""
-    command = url[len("pipe:"):]
+    command = url[len("pipe:") :]
     with open(temp, "wb") as out, tempfile.TemporaryFile() as errors:
         status = subprocess.run(command, shell=True, stdout=out, stderr=errors, stdin=subprocess.DEVNULL).returncode
         errors.seek(0)
@@ -188,8 +190,7 @@ def _run_command(url: str, temp: Path) -> None:
     if status != 0:
         last = f": {said[-1][:200]}" if said else ""
         raise DataError(
-            f"shard command {command!r} failed (exit status {status}{last}); fix the command: it must write one tar shard to "
-            "its standard output"
+            f"shard command {command!r} failed (exit status {status}{last}); fix the command: it must write one tar shard to its standard output"
         )
 
 
@@ -209,9 +210,7 @@ def _label(sample: dict, name: str) -> tuple[str, int | str] | None:
     if "cls" in sample:
         text = sample["cls"].decode("utf-8", errors="replace").strip()
         if not text.isdigit() or not text.isascii():
-            raise DataError(
-                f"{name}: its .cls member holds {_shown(text)}, not a class index; .cls must hold a non-negative integer (0, 1, ...)"
-            )
+            raise DataError(f"{name}: its .cls member holds {_shown(text)}, not a class index; .cls must hold a non-negative integer (0, 1, ...)")
         return "index", int(text)
     if "json" in sample:
         try:
@@ -221,16 +220,18 @@ def _label(sample: dict, name: str) -> tuple[str, int | str] | None:
         found = {key: data[key] for key in JSON_LABEL_KEYS if isinstance(data, dict) and key in data}
         if len({json.dumps(v) for v in found.values()}) > 1:
             given = ", ".join(f'"{k}": {json.dumps(v)}' for k, v in found.items())
-            raise DataError(f"{name}: its .json member gives two labels ({given}); keep one of the keys "
-                            f"{', '.join(json.dumps(k) for k in JSON_LABEL_KEYS)}")
+            raise DataError(
+                f"{name}: its .json member gives two labels ({given}); keep one of the keys {', '.join(json.dumps(k) for k in JSON_LABEL_KEYS)}"
+            )
         if found:
             key, value = next(iter(found.items()))
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 return "index", value
             if isinstance(value, str) and value.strip():
                 return "name", value.strip()
-            raise DataError(f"{name}: its .json \"{key}\" holds {json.dumps(value)}, not a class; give a non-negative "
-                            "integer (a class index) or a class name")
+            raise DataError(
+                f'{name}: its .json "{key}" holds {json.dumps(value)}, not a class; give a non-negative integer (a class index) or a class name'
+            )
     if "txt" in sample:
         try:
             text = sample["txt"].decode("utf-8").strip()
@@ -305,8 +306,9 @@ class ShardImages:
             _SHARD_INDEX[stats] = self._index(pattern)
         self.samples = _SHARD_INDEX[stats]
         if not self.samples:
-            raise DataError(f"wds:{pattern} holds no images ({', '.join(SHARD_IMAGE_MEMBERS)} members); each sample needs an image "
-                            "member such as <key>.jpg")
+            raise DataError(
+                f"wds:{pattern} holds no images ({', '.join(SHARD_IMAGE_MEMBERS)} members); each sample needs an image member such as <key>.jpg"
+            )
         self.classes, labels = self._classes(pattern)
         self.description = f"wds:{pattern}"
         self._files = OpenShards()
@@ -350,7 +352,9 @@ class ShardImages:
                         elif ext in ("cls", "json", "txt"):
                             sample[ext] = tar.extractfile(member).read()
             except (tarfile.TarError, OSError) as exc:
-                raise DataError(f"cannot index shard {self.shown[shard_id]} ({exc}); shards must be uncompressed tar files of WebDataset samples") from None
+                raise DataError(
+                    f"cannot index shard {self.shown[shard_id]} ({exc}); shards must be uncompressed tar files of WebDataset samples"
+                ) from None
             for sample in found:  # labels once the shard's members are all seen (a .cls may follow its image)
                 label = _label(sample, f"sample {sample['key']} in shard {self.shown[shard_id]}")
                 for ext in ("cls", "json", "txt"):
@@ -384,9 +388,13 @@ class ShardImages:
         classes = sorted(set(values))
         if len(values) >= CAPTION_CHECK and len(classes) > len(values) / 2 and pattern not in _WARNED:
             _WARNED.add(pattern)  # a split is opened several times a run
-            log.warning("wds:%s: its %s samples have %s different class names; if the .txt / .json names are captions rather "
-                        "than classes, give the k-NN a labelled memory split (data.knn_train)", pattern, f"{len(values):,}",
-                        f"{len(classes):,}")
+            log.warning(
+                "wds:%s: its %s samples have %s different class names; if the .txt / .json names are captions rather "
+                "than classes, give the k-NN a labelled memory split (data.knn_train)",
+                pattern,
+                f"{len(values):,}",
+                f"{len(classes):,}",
+            )
         ids = {name: i for i, name in enumerate(classes)}
         return classes, [ids[value] for value in values]
 

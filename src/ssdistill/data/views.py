@@ -4,12 +4,11 @@ a student with different statistics."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
 from ssdistill.config import AugConfig
 
@@ -19,6 +18,8 @@ INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": Interpolatio
 def blur_kernel(resolution: int) -> int:
     """Gaussian-blur kernel side of a view at ``resolution`` (odd, about a tenth of the side)."""
     return max(3, 2 * int(0.05 * resolution) + 1)
+
+
 _TO_FLOAT = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
 
 # Images this small (CIFAR, STL-10) are never centre-cropped: they are resized straight to the model's side.

@@ -48,8 +48,7 @@ OWN_ARGUMENTS: dict[str, str | None] = {
 # Trainer arguments that would switch off what every run needs (checkpoints, logs): refused, with what to use instead
 NOT_FOR_A_RUN = {
     "barebones": "it switches off the checkpoints and logs every run writes",
-    "fast_dev_run": "it switches off the checkpoints and logs every run writes; for a quick check set trainer.epochs=1 "
-    "trainer.limit_train_batches=2",
+    "fast_dev_run": "it switches off the checkpoints and logs every run writes; for a quick check set trainer.epochs=1 trainer.limit_train_batches=2",
     # the run record says what was trained (trainer.epochs, the schedule over them, the data): these would make it wrong
     "max_steps": "it stops training before trainer.epochs while the record and the schedule say trainer.epochs; set trainer.epochs "
     "(and trainer.limit_train_batches) instead",
@@ -66,8 +65,12 @@ def quiet_lightning() -> None:
     """No third-party noise in a run's output: Lightning's banner lines (GPU / TPU available, tips for its cloud
     products, checkpoint restore notices) are informational, and a deprecation inside Lightning is not the user's to
     fix; warnings and errors still show."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.rank_zero",
-                 "lightning.pytorch.trainer.connectors.signal_connector"):  # "Received SIGTERM": the resume hint says it
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch.trainer.connectors.signal_connector",
+    ):  # "Received SIGTERM": the resume hint says it
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
@@ -118,7 +121,11 @@ def check_trainer_options(cfg: DistillConfig) -> None:
             raise ConfigError(f"trainer.extra.{key} cannot be used: {NOT_FOR_A_RUN[key]}")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"the ones it takes: {', '.join(k for k in known if k not in OWN_ARGUMENTS and k not in NOT_FOR_A_RUN)}"
+            hint = (
+                f"did you mean '{close[0]}'?"
+                if close
+                else f"the ones it takes: {', '.join(k for k in known if k not in OWN_ARGUMENTS and k not in NOT_FOR_A_RUN)}"
+            )
             raise ConfigError(f"trainer.extra.{key} is not an argument of lightning.Trainer; {hint}")
     check_precision(cfg)
     with warnings.catch_warnings(), process_settings_kept():
@@ -131,8 +138,13 @@ def process_settings_kept():
     """The process-wide torch settings a Trainer sets while it is built (``deterministic`` / ``benchmark``:
     deterministic algorithms, cuDNN's flags, cuBLAS's workspace variable), given back afterwards: the check's throwaway
     trainer changes nothing for a run that is then refused, or for other code in the process."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
     try:
         yield
     finally:
@@ -158,8 +170,10 @@ def check_precision(cfg: DistillConfig) -> None:
                 "(pip install 'transformer-engine[pytorch]'); use trainer.precision=bf16-mixed or bf16-true instead"
             )
     if t.precision in ("16", "16-mixed") and not on_gpu:
-        LOG.warning("trainer.precision=%s runs as bf16-mixed on the CPU (float16 autocast is a GPU feature); results.json "
-                    "records training.precision_used", t.precision)
+        LOG.warning(
+            "trainer.precision=%s runs as bf16-mixed on the CPU (float16 autocast is a GPU feature); results.json records training.precision_used",
+            t.precision,
+        )
 
 
 def _cuda() -> bool:
@@ -174,8 +188,13 @@ def lightning_trainer(cfg: DistillConfig, **arguments: Any) -> L.Trainer:
     t = cfg.trainer
     try:
         return L.Trainer(
-            accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=lightning_strategy(cfg),
-            precision=t.precision, **t.extra, **arguments,
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=lightning_strategy(cfg),
+            precision=t.precision,
+            **t.extra,
+            **arguments,
         )
     except (MisconfigurationException, ValueError, TypeError, ImportError, RuntimeError) as exc:
         given = [f"trainer.{key}={getattr(t, key)}" for key in ("accelerator", "devices", "strategy", "precision")]

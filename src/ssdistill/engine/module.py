@@ -20,10 +20,12 @@ and implements ``training_step``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
+
 from ssdistill.cache.signals import TeacherSignal
 from ssdistill.config import DistillConfig, MethodConfig, StudentConfig
 from ssdistill.data.sampling import seed_everything_from
@@ -38,6 +40,7 @@ from ssdistill.models.students import Student
 if TYPE_CHECKING:  # the provider is the context methods prepare their data with
     from ssdistill.data.datasets import ImageSource
     from ssdistill.engine.provider import TeacherProvider
+
 
 @torch.no_grad()
 def ema_update(target: torch.nn.Module, online: torch.nn.Module, momentum: float) -> None:
@@ -108,13 +111,13 @@ class DistillMethod(L.LightningModule):
         """The trainable students by member name (evaluation, k-NN monitor, checkpoint loading and export use it)."""
         return {member: getattr(self, member) for member in self.member_names}
 
-    def member_classifiers(self) -> dict[str, "torch.nn.Module"]:
+    def member_classifiers(self) -> dict[str, torch.nn.Module]:
         """{member: classifier on its pooled features} for a method that trains classifiers (supervised MCL); the
         evaluation scores each on the evaluation split (``classifier`` top-1). Default: none."""
         return {}
 
     @classmethod
-    def classifiers_from_checkpoint(cls, cfg: DistillConfig, state: dict) -> dict[str, "torch.nn.Module"]:
+    def classifiers_from_checkpoint(cls, cfg: DistillConfig, state: dict) -> dict[str, torch.nn.Module]:
         """``member_classifiers`` rebuilt from a checkpoint's state dict, so that ``ssdistill eval`` scores them again
         (the method reads its own keys). Default: none."""
         return {}
@@ -142,7 +145,9 @@ class DistillMethod(L.LightningModule):
         members = dict(cls.student_members(cfg))
         for source in cls.ema_sources(cfg):
             if ema_member(source) in members:
-                raise TrainingError(f"student member '{ema_member(source)}' clashes with the EMA copy of '{source}' (trainer.ema_momentum); rename it")
+                raise TrainingError(
+                    f"student member '{ema_member(source)}' clashes with the EMA copy of '{source}' (trainer.ema_momentum); rename it"
+                )
             members[ema_member(source)] = members[source]
         return members
 
@@ -161,37 +166,37 @@ class DistillMethod(L.LightningModule):
         return {PRIMARY_STUDENT: cfg.student}
 
     @classmethod
-    def train_views(cls, cfg: DistillConfig, ctx: "TeacherProvider") -> dict[str, Callable]:
+    def train_views(cls, cfg: DistillConfig, ctx: TeacherProvider) -> dict[str, Callable]:
         """{view name: view recipe} of the default dataset (``IndexedViews``); the provider adds the views its online
         signals read."""
         raise NotImplementedError
 
     @classmethod
-    def training_source(cls, cfg: DistillConfig, open_split: Callable[[str], "ImageSource"]) -> "ImageSource | None":
+    def training_source(cls, cfg: DistillConfig, open_split: Callable[[str], ImageSource]) -> ImageSource | None:
         """The training images when the method defines them itself (CKA: the union of its tasks' data, each image
         tagged with its part); None = ``data.train``. ``open_split(spec)`` opens a folder or dataset name."""
         return None
 
     @classmethod
-    def evaluation_source(cls, cfg: DistillConfig, open_split: Callable[[str], "ImageSource"]) -> "ImageSource | None":
+    def evaluation_source(cls, cfg: DistillConfig, open_split: Callable[[str], ImageSource]) -> ImageSource | None:
         """The labelled evaluation images when ``data.val`` is not given and the method defines them (CKA: the union of
         its tasks' evaluation splits); None = no evaluation split."""
         return None
 
-    def extra_evaluation(self, ctx: "TeacherProvider", initial: dict[str, Student] | None = None) -> dict[str, object]:
+    def extra_evaluation(self, ctx: TeacherProvider, initial: dict[str, Student] | None = None) -> dict[str, object]:
         """Evaluation only this method can make, after the common one (CKA: per-task clustering scores of its heads),
         merged into results.json by section name; ``initial``: the random-init students (None when not evaluated)."""
         return {}
 
     @classmethod
-    def prepare(cls, cfg: DistillConfig, ctx: "TeacherProvider") -> Preparation | None:
+    def prepare(cls, cfg: DistillConfig, ctx: TeacherProvider) -> Preparation | None:
         """The preparation hook, run once before training with the provider as context: a method-specific training
         dataset (for example neighbour pairs) and/or tensors computed from the cache; None = nothing to prepare (the
         engine's default dataset: the views of ``train_views``, or the bank's views)."""
         return None
 
     @classmethod
-    def batch_layout(cls, cfg: DistillConfig, ctx: "TeacherProvider") -> BatchLayout | None:
+    def batch_layout(cls, cfg: DistillConfig, ctx: TeacherProvider) -> BatchLayout | None:
         """What one item of the dataset of ``prepare`` holds (given the method's fulfilled signals); None for
         the engine's default dataset, whose layout the engine knows (``engine.datasets.layout``)."""
         return None
@@ -224,7 +229,7 @@ class DistillMethod(L.LightningModule):
             if any(p.dtype in (torch.float16, torch.bfloat16) for p in target.parameters()):
                 target.float()
                 prefix = f"{member}."
-                state = {key[len(prefix):]: value for key, value in restored.items() if key.startswith(prefix)}
+                state = {key[len(prefix) :]: value for key, value in restored.items() if key.startswith(prefix)}
                 if state:
                     target.load_state_dict(state)
         self._ema_checkpoint = {}
@@ -324,4 +329,3 @@ class DistillMethod(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.batches_trained += 1
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
-

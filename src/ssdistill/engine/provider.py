@@ -13,7 +13,7 @@ that a method's ``prepare`` reading the same table (``features``, ``bank``) gets
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -129,7 +129,11 @@ class TeacherProvider:
         return cached_subset_kmeans(self.entry(name, "k-means task heads", tap="pooled"), rows, k, seed, restarts, self.device)
 
     def bank(
-        self, repeats: int, name: str | None = None, what: str = "a teacher augmentation bank", tap: str | None = None,
+        self,
+        repeats: int,
+        name: str | None = None,
+        what: str = "a teacher augmentation bank",
+        tap: str | None = None,
         crop_scale: tuple[float, float] | None = None,
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Teacher outputs [N * R, D] (``tap``) of R fixed augmented views per training image and their parameters
@@ -139,7 +143,12 @@ class TeacherProvider:
         return table, params
 
     def _bank(
-        self, repeats: int, name: str | None, what: str, tap: str | None, crop_scale: tuple[float, float] | None,
+        self,
+        repeats: int,
+        name: str | None,
+        what: str,
+        tap: str | None,
+        crop_scale: tuple[float, float] | None,
     ) -> tuple[torch.Tensor, np.ndarray, bool]:
         """``bank()`` and whether its logits were derived from the pooled bank through the teacher's classifier."""
         self._cache_needed(what)
@@ -149,22 +158,38 @@ class TeacherProvider:
         return self._banks[key]
 
     def _read_bank(
-        self, repeats: int, name: str | None, tap: str | None, crop_scale: tuple[float, float] | None,
+        self,
+        repeats: int,
+        name: str | None,
+        tap: str | None,
+        crop_scale: tuple[float, float] | None,
     ) -> tuple[torch.Tensor, np.ndarray, bool]:
         data, cache, aug = self.cfg.data, self.cfg.cache, self.cfg.aug
         if crop_scale is not None:
             aug = aug.model_copy(update={"crop_scale_min": crop_scale[0], "crop_scale_max": crop_scale[1]})
         teacher, head = self._filled_tap(name, self.teacher(name, tap))
         table, params = cached_teacher_bank(
-            teacher, self.source, data.train, aug, repeats, self.cfg.trainer.seed,
-            data.eval_batch_size, data.num_workers, self.device, cache.dir, cache.dtype,
+            teacher,
+            self.source,
+            data.train,
+            aug,
+            repeats,
+            self.cfg.trainer.seed,
+            data.eval_batch_size,
+            data.num_workers,
+            self.device,
+            cache.dir,
+            cache.dtype,
         )
         if head is not None:
             table = _through(head, table)
         return table, params, head is not None
 
     def mean_output(
-        self, view: Callable, transform: Callable[[torch.Tensor], torch.Tensor] | None = None, name: str | None = None,
+        self,
+        view: Callable,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        name: str | None = None,
         tap: str | None = None,
     ) -> torch.Tensor:
         """The mean over the training images of ``transform`` (on the device, batch by batch; default: none) of the
@@ -218,9 +243,14 @@ class TeacherProvider:
                 approximations.append(f"teacher_bank({need.repeats})")
             signals[name] = signal
             records[name] = {
-                "teacher": teacher_name, "view": need.view, "tap": teacher.output, "fingerprint": signal.fingerprint,
-                "from": how, **({"repeats": need.repeats} if need.repeats else {}),
-                **({"crop_scale": list(need.crop_scale)} if need.crop_scale else {}), **({"subset": need.subset} if need.subset else {}),
+                "teacher": teacher_name,
+                "view": need.view,
+                "tap": teacher.output,
+                "fingerprint": signal.fingerprint,
+                "from": how,
+                **({"repeats": need.repeats} if need.repeats else {}),
+                **({"crop_scale": list(need.crop_scale)} if need.crop_scale else {}),
+                **({"subset": need.subset} if need.subset else {}),
             }
         seconds = time.perf_counter() - start if precomputed else None
         return Fulfilment(signals, records, tuple(approximations), bank, seconds)

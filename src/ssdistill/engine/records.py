@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import platform
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -86,5 +85,3 @@ def versions() -> dict[str, str]:
         "lightning": lightning.__version__,
         "python": platform.python_version(),
     }
-
-

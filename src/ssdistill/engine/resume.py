@@ -23,9 +23,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import lightning as L
+import torch
 
 from ssdistill.config import DistillConfig
 from ssdistill.errors import ConfigError, ModelError

@@ -86,8 +86,7 @@ def lock_run(run_dir: Path) -> None:
         raise ConfigError(f"{held}; wait for it to end (or stop it) before resuming the run") from None
     except OSError as exc:  # a file system without locks (some network and FUSE mounts): train unlocked, and say so
         os.close(fd)
-        log.warning("%s cannot be locked (%s): a second process training this run at the same time would not be refused",
-                    run_dir, exc.strerror)
+        log.warning("%s cannot be locked (%s): a second process training this run at the same time would not be refused", run_dir, exc.strerror)
         return
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())

@@ -126,8 +126,11 @@ def mlflow_uri(cfg: DistillConfig, run_dir: Path) -> str:
     every run of the runs folder (MLflow's plain-folder store is in maintenance mode and refused by MLflow 3 unless
     asked for)."""
     return (
-        cfg.run.loggers.get("mlflow", {}).get("tracking_uri") or cfg.run.mlflow_uri or _saved_ids(run_dir).get("mlflow_uri")
-        or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.parent.resolve() / 'mlflow.db'}"
+        cfg.run.loggers.get("mlflow", {}).get("tracking_uri")
+        or cfg.run.mlflow_uri
+        or _saved_ids(run_dir).get("mlflow_uri")
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{run_dir.parent.resolve() / 'mlflow.db'}"
     )
 
 
@@ -148,8 +151,12 @@ def logger_arguments(name: str, cfg: DistillConfig, run_dir: Path) -> dict[str, 
         found = {"experiment_name": cfg.run.experiment, "run_name": run_dir.name, "artifact_location": mlflow_artifact_root(uri, run_dir)}
         run_id = ids.get("mlflow")
         if run_id and ids.get("mlflow_uri", uri) != uri:  # a resume pointed at another store: the recorded run is not there
-            log.warning("the MLflow store changed since %s started (was %s, now %s): it is logged into a new MLflow run there",
-                        run_dir.name, ids["mlflow_uri"], uri)
+            log.warning(
+                "the MLflow store changed since %s started (was %s, now %s): it is logged into a new MLflow run there",
+                run_dir.name,
+                ids["mlflow_uri"],
+                uri,
+            )
             run_id = None
         return {**found, **settings, "tracking_uri": uri, "run_id": run_id}
     if settings.pop("offline", False):  # wandb.init's own mode: Lightning's offline=True sets $WANDB_MODE for the whole process
@@ -189,8 +196,10 @@ def _kind(logger: Logger) -> str:
 def config_params(cfg: DistillConfig) -> dict[str, Any]:
     """The resolved config as flat tracker parameters: ``optim.lr``, ``method.name``, ``run.loggers.mlflow.tags.team``
     ... (lists, empty mappings and None as text)."""
-    return {key: _without_password(value) if isinstance(value, (int, float, str, bool)) else json.dumps(value)
-            for key, value in flatten(cfg.to_dict()).items()}
+    return {
+        key: _without_password(value) if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+        for key, value in flatten(cfg.to_dict()).items()
+    }
 
 
 def _without_password(value: Any) -> Any:

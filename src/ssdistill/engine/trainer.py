@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
-from functools import partial
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -21,12 +21,12 @@ from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcess
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ssdistill.config import DistillConfig
-from ssdistill.models.checkpoints import save_checkpoint_file
-from ssdistill.errors import ConfigError, Interrupted, short
 from ssdistill.engine.lightning_options import lightning_trainer, quiet_lightning
 from ssdistill.engine.progress import RunProgressBar
 from ssdistill.engine.resume import newest_checkpoint
 from ssdistill.engine.trackers import TrackerStart, tracker_loggers
+from ssdistill.errors import ConfigError, Interrupted, short
+from ssdistill.models.checkpoints import save_checkpoint_file
 
 
 class TrainingClock(L.Callback):
@@ -87,16 +87,20 @@ class Throughput(L.Callback):
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         self.started = time.perf_counter()
         if self.ended is not None:
-            self.waits = [*self.waits, self.started - self.ended][-self.window:]
+            self.waits = [*self.waits, self.started - self.ended][-self.window :]
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.ended = time.perf_counter()
-        self.computes = [*self.computes, self.ended - self.started][-self.window:]
+        self.computes = [*self.computes, self.ended - self.started][-self.window :]
         wait, compute = sum(self.waits), sum(self.computes)
         if self.waits:
             seconds = wait * len(self.computes) / len(self.waits) + compute
-            module.log("img/s", self.images * trainer.world_size * len(self.computes) / seconds, prog_bar=True, logger=False, on_step=True, on_epoch=False)
-            module.log("data_wait", wait / (wait + compute * len(self.waits) / len(self.computes)), prog_bar=True, logger=False, on_step=True, on_epoch=False)
+            module.log(
+                "img/s", self.images * trainer.world_size * len(self.computes) / seconds, prog_bar=True, logger=False, on_step=True, on_epoch=False
+            )
+            module.log(
+                "data_wait", wait / (wait + compute * len(self.waits) / len(self.computes)), prog_bar=True, logger=False, on_step=True, on_epoch=False
+            )
 
 
 class SpawnedRunLauncher(_MultiProcessingLauncher):
@@ -202,7 +206,7 @@ class RunCheckpoint(ModelCheckpoint):
     def load_state_dict(self, state_dict: dict) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
         if old and new and old != new:
-            move = lambda path: new + path[len(old):] if isinstance(path, str) and path.startswith(old) else path  # noqa: E731
+            move = lambda path: new + path[len(old) :] if isinstance(path, str) and path.startswith(old) else path  # noqa: E731
             state_dict = {key: move(value) for key, value in state_dict.items()}
             state_dict["best_k_models"] = {move(path): score for path, score in state_dict.get("best_k_models", {}).items()}
         super().load_state_dict(state_dict)
@@ -225,9 +229,7 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
     )
     all_callbacks = [TrainingClock(), every_epoch, *callbacks, StopWatch()]
     if t.checkpoint_every_n_steps:
-        all_callbacks.append(
-            RunCheckpoint(dirpath=checkpoints, every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=0, save_last=True)
-        )
+        all_callbacks.append(RunCheckpoint(dirpath=checkpoints, every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=0, save_last=True))
     if t.progress_bar:
         all_callbacks += [RunProgressBar(refresh_rate=1), Throughput(cfg.data.batch_size)]
     loggers = [CSVLogger(save_dir=str(run_dir), name="", version=""), *tracker_loggers(cfg, run_dir)]
@@ -356,7 +358,9 @@ def interruption(run_dir: Path, what: str, where: str) -> Interrupted:
         return Interrupted(f"{what} {where}, before the first checkpoint of {run_dir}: nothing to resume; start the run again", code, run_dir)
     return Interrupted(
         f"{what} {where}; {run_dir} resumes from its checkpoint of step {found[1]}: ssdistill distill --resume {run_dir}",
-        code, run_dir, found[1],
+        code,
+        run_dir,
+        found[1],
     )
 
 

@@ -75,7 +75,9 @@ def class_note(record: dict[str, Any] | None) -> str | None:
         )
     if record.get("memory_classes_not_in_query"):
         absent = record["memory_classes_not_in_query"]
-        parts.append(f"scored on {record['scored_classes']} of the memory's {record['memory_classes']} classes ({len(absent)} absent from the evaluation split)")
+        parts.append(
+            f"scored on {record['scored_classes']} of the memory's {record['memory_classes']} classes ({len(absent)} absent from the evaluation split)"
+        )
     return "; ".join(parts) or None
 
 
@@ -164,7 +166,12 @@ def align_classes(
         record["query_images_left_out"] = len(query) - len(alignment.query)
         _warn_once(
             "%s: %d of its %d classes are not in %s and are left out (eval.shared_classes=true): %d images scored, %d left out",
-            query_name, len(missing), len(query_present), memory_name, len(alignment.query), len(query) - len(alignment.query),
+            query_name,
+            len(missing),
+            len(query_present),
+            memory_name,
+            len(alignment.query),
+            len(query) - len(alignment.query),
         )
     if k:
         few = [memory_names[c] for c in sorted(memory_counts) if 0 < memory_counts[c] < k]
@@ -172,6 +179,8 @@ def align_classes(
             record["classes_with_fewer_than_k_memory_images"] = few
             _warn_once(
                 "%s has fewer than k=%d images of class %s: its queries are outvoted by other classes' neighbours (lower eval.knn_k)",
-                memory_name, k, _listed(few),
+                memory_name,
+                k,
+                _listed(few),
             )
     return alignment

@@ -7,7 +7,7 @@ teacher cache and bank fills (``cache.fill.teacher_compute``) and the provider's
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -68,7 +68,12 @@ def extract_features(
 
 @torch.no_grad()
 def model_throughput(
-    model: nn.Module, resolution: int, batch_size: int = 64, repeats: int = 3, device: torch.device | str = "cpu", enough_seconds: float = 1.0,
+    model: nn.Module,
+    resolution: int,
+    batch_size: int = 64,
+    repeats: int = 3,
+    device: torch.device | str = "cpu",
+    enough_seconds: float = 1.0,
 ) -> float:
     """Images/s of the bare forward pass on an in-memory batch (after one warm-up pass): ``repeats`` timed passes, fewer
     once ``enough_seconds`` are timed (a large teacher on a CPU takes seconds a batch, and one such pass already times

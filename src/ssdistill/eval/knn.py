@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-
 SIMILARITY_BLOCK = 1 << 27
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 
 WEIGHT_DECAY_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 # Named in every evaluation record. Rows evaluated before 2026-12-04 read "L-BFGS logistic regression, L2 chosen on 20%
@@ -52,9 +51,7 @@ def logistic_objective(
     return loss, residual @ x + weight_decay * weight, residual.sum(1)
 
 
-def fit_logistic(
-    features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int = 300
-) -> LinearProbe:
+def fit_logistic(features: torch.Tensor, labels: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int = 300) -> LinearProbe:
     """argmin_W,b mean CE(x W + b, y) + weight_decay/2 ‖W‖² on standardised x (the bias is not penalised), by
     L-BFGS on the hand-written gradient of ``logistic_objective``."""
     if len(features) != len(labels):

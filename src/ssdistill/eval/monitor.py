@@ -9,14 +9,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import lightning as L
 import torch
 
 from ssdistill.data.datasets import ImageSource
-from ssdistill.eval.features import extract_features
 from ssdistill.eval.classes import align_classes
+from ssdistill.eval.features import extract_features
 from ssdistill.eval.knn import knn_accuracy
 from ssdistill.labels import is_primary, monitor_prefix
 from ssdistill.losses.dependence import linear_cka
@@ -53,19 +53,31 @@ class KNNMonitor(L.Callback):
             return
         for member, student in pl_module.students().items():
             view = self.views[member]
-            extract = lambda source, what: extract_features(  # noqa: E731
+            extract = lambda source, what, student=student, view=view: extract_features(
                 student, source, view, self.batch_size, self.num_workers, pl_module.device, f"monitor {what}"
             )
             scores = knn_accuracy(
-                extract(self.memory, "train"), torch.tensor(self.memory.labels), extract(self.query, "val"), torch.tensor(self.query.labels),
-                self.k, self.temperature, device=pl_module.device,
+                extract(self.memory, "train"),
+                torch.tensor(self.memory.labels),
+                extract(self.query, "val"),
+                torch.tensor(self.query.labels),
+                self.k,
+                self.temperature,
+                device=pl_module.device,
             )
             prefix = monitor_prefix(member)
             for name, value in scores.items():
                 # computed on rank zero only and declared so (rank_zero_only); with it sync_dist=True runs no collective
                 # (there is nothing to reduce) and stops Lightning suggesting one under DDP
-                pl_module.log(f"{prefix}knn_{name}", value, on_step=False, on_epoch=True, rank_zero_only=True, sync_dist=True,
-                              prog_bar=is_primary(member) and name == "top1")  # "knn" on the bar (engine/progress.py)
+                pl_module.log(
+                    f"{prefix}knn_{name}",
+                    value,
+                    on_step=False,
+                    on_epoch=True,
+                    rank_zero_only=True,
+                    sync_dist=True,
+                    prog_bar=is_primary(member) and name == "top1",
+                )  # "knn" on the bar (engine/progress.py)
 
 
 class AlignmentMonitor(L.Callback):
@@ -97,5 +109,12 @@ class AlignmentMonitor(L.Callback):
         for member, student in pl_module.students().items():
             features = extract_features(student, self.images, self.views[member], self.batch_size, 0, pl_module.device, "monitor alignment")
             name = f"{monitor_prefix(member)}teacher_cka{suffix}"
-            pl_module.log(name, float(linear_cka(features, self.target)), on_step=False, on_epoch=True,  # rank zero's: as KNNMonitor
-                          prog_bar=progress_bar and is_primary(member), rank_zero_only=True, sync_dist=True)
+            pl_module.log(
+                name,
+                float(linear_cka(features, self.target)),
+                on_step=False,
+                on_epoch=True,  # rank zero's: as KNNMonitor
+                prog_bar=progress_bar and is_primary(member),
+                rank_zero_only=True,
+                sync_dist=True,
+            )

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -23,10 +23,10 @@ from ssdistill.data.datasets import ImageSource
 from ssdistill.eval.alignment import teacher_alignment
 from ssdistill.eval.classes import align_classes
 from ssdistill.eval.clustering import kmeans_clustering
-from ssdistill.files import atomic_output
 from ssdistill.eval.features import extract_features, model_flops, model_throughput
 from ssdistill.eval.knn import knn_accuracy
 from ssdistill.eval.linear import LINEAR_PROTOCOL, few_shot, linear_probe
+from ssdistill.files import atomic_output
 from ssdistill.models.checkpoints import state_hash
 
 log = logging.getLogger("ssdistill")
@@ -65,7 +65,7 @@ class SuiteOptions:
     split_names: tuple[str, str] = ("the k-NN memory split", "the evaluation split")  # (memory, query) as messages name them
 
     @classmethod
-    def knn_only(cls, k: int, temperature: float) -> "SuiteOptions":
+    def knn_only(cls, k: int, temperature: float) -> SuiteOptions:
         """One k-NN protocol and nothing else; the alignment subset is that of seed 0 whatever the run's seed."""
         return cls(knn=((k, temperature),), linear=False, few_shot=False, clustering=False, embedding_points=0, alignment_seed=0)
 

@@ -54,8 +54,16 @@ def model_rows(record: dict, label_names: dict[str, str] | None = None) -> tuple
         for key in model_keys(knn):
             row = knn[key]
             if row:
-                rows.append([names.get(key, key), cell(row["top1"], suffix="%"), cell(row.get("top5"), suffix="%"),
-                             cell(row["params_m"], 2), cell(row.get("gflops"), 3), cell(row["images_per_s"], 0)])
+                rows.append(
+                    [
+                        names.get(key, key),
+                        cell(row["top1"], suffix="%"),
+                        cell(row.get("top5"), suffix="%"),
+                        cell(row["params_m"], 2),
+                        cell(row.get("gflops"), 3),
+                        cell(row["images_per_s"], 0),
+                    ]
+                )
         return header, rows
     columns = evaluation_columns(evaluation)
     header = ["model", *[title for _, title in columns], "params (M)", "GFLOPs", "images/s"]
@@ -64,8 +72,15 @@ def model_rows(record: dict, label_names: dict[str, str] | None = None) -> tuple
         row = evaluation["models"][key]
         if row:
             flat = headline_metrics(row)
-            rows.append([names.get(key, key), *[cell(flat.get(c), _digits(c)) for c, _ in columns],
-                         cell(row["params_m"], 2), cell(row["gflops"], 3), cell(row["images_per_s"], 0)])
+            rows.append(
+                [
+                    names.get(key, key),
+                    *[cell(flat.get(c), _digits(c)) for c, _ in columns],
+                    cell(row["params_m"], 2),
+                    cell(row["gflops"], 3),
+                    cell(row["images_per_s"], 0),
+                ]
+            )
     kept = evaluation.get("retained_pct") or {}
     if kept:
         rows.append(["% of teacher retained", *[cell(kept.get(c), suffix="%") for c, _ in columns], "", "", ""])
@@ -178,20 +193,32 @@ def task_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]] | No
     tasks = results.get("tasks")
     if not tasks:
         return None
-    header = ["task", "teacher head ACC / NMI / ARI", "student head ACC / NMI / ARI", "student k-means ACC",
-              "random-init k-means ACC", "student k-NN in the task", "pseudo-label purity"]
+    header = [
+        "task",
+        "teacher head ACC / NMI / ARI",
+        "student head ACC / NMI / ARI",
+        "student k-means ACC",
+        "random-init k-means ACC",
+        "student k-NN in the task",
+        "pseudo-label purity",
+    ]
 
     def scores(row: dict | None) -> str:
         return "–" if not row else f"{row['accuracy']:.1f} / {row['nmi']:.1f} / {row['ari']:.1f}"
 
     rows = []
     for name, row in tasks.items():
-        rows.append([
-            f"{name} ({row['teacher']}, {row['head']}, {row['classes']} classes)",
-            scores(row.get("teacher_head")), scores(row.get("student_head")),
-            cell((row.get("student_kmeans") or {}).get("accuracy")), cell((row.get("random_init_kmeans") or {}).get("accuracy")),
-            cell((row.get("student_knn") or {}).get("top1")), cell(row.get("pseudo_label_purity")),
-        ])
+        rows.append(
+            [
+                f"{name} ({row['teacher']}, {row['head']}, {row['classes']} classes)",
+                scores(row.get("teacher_head")),
+                scores(row.get("student_head")),
+                cell((row.get("student_kmeans") or {}).get("accuracy")),
+                cell((row.get("random_init_kmeans") or {}).get("accuracy")),
+                cell((row.get("student_knn") or {}).get("top1")),
+                cell(row.get("pseudo_label_purity")),
+            ]
+        )
     return header, rows
 
 
@@ -235,5 +262,3 @@ def format_summary(results: dict[str, Any]) -> str:
     lines.append("time: " + ", ".join(parts))
     lines.append(f"run directory: {results['run_dir']}")
     return "\n".join(lines)
-
-

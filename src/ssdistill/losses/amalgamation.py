@@ -18,7 +18,7 @@ Every function is pure (tensors in, a scalar out) and sends no gradient into wha
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.nn import functional as F

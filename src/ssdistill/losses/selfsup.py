@@ -19,7 +19,7 @@ Targets never receive gradient.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.nn import functional as F

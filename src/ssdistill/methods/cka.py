@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ssdistill.config import DistillConfig, MethodConfig, Section
-from ssdistill.data.datasets import IndexedViews, SubsetImages, UnionImages
+from ssdistill.data.datasets import IndexedViews, UnionImages
 from ssdistill.data.views import augmented_view, original_view
 from ssdistill.engine.contract import BatchLayout, Preparation, TeacherNeed
 from ssdistill.engine.module import DistillMethod
@@ -46,15 +46,16 @@ class TaskConfig(Section):
     val: str | None = Field(None, description="the task's labelled evaluation split (per-task clustering accuracy, NMI, ARI)")
     teacher: str = Field(description="the name of the teacher (a key of teachers) whose task this is")
     head: Literal["kmeans", "classifier"] = Field(
-        "kmeans", description="kmeans: spherical k-means on the teacher's features of the task's images; classifier: the "
-        "teacher's own logits restricted to `classes`"
+        "kmeans",
+        description="kmeans: spherical k-means on the teacher's features of the task's images; classifier: the "
+        "teacher's own logits restricted to `classes`",
     )
     classes: int | list[int] = Field(
         description="kmeans: the number of pseudo-classes C_t; classifier: the teacher's class indices that make up the task"
     )
 
     @model_validator(mode="after")
-    def _classes_fit_the_head(self) -> "TaskConfig":
+    def _classes_fit_the_head(self) -> TaskConfig:
         if self.head == "kmeans" and not (isinstance(self.classes, int) and self.classes >= 2):
             raise ValueError("a kmeans task head needs classes: the number of pseudo-classes (2 or more)")
         if self.head == "classifier" and not (isinstance(self.classes, list) and len(set(self.classes)) >= 2):
@@ -177,9 +178,7 @@ class CKA(DistillMethod):
         their pseudo-labels, and a dataset whose items carry their task id."""
         online = [task.teacher for task in _tasks(cfg).values() if not cfg.teachers[task.teacher].precompute]
         if online:
-            raise ConfigError(
-                f"cka reads every teacher's features of every image before training: set teachers.{online[0]}.precompute=true"
-            )
+            raise ConfigError(f"cka reads every teacher's features of every image before training: set teachers.{online[0]}.precompute=true")
         parts = torch.tensor(ctx.source.parts)
         tensors = {}
         for t, task in enumerate(_tasks(cfg).values()):
@@ -303,6 +302,8 @@ class CKA(DistillMethod):
             return None
         memory = extract_features(self.student, memory_images, view, *args, "student task memory")
         queries = aligned.rows(hidden)
-        knn = knn_accuracy(memory, torch.tensor(memory_images.labels), queries, torch.tensor(aligned.query.labels), self.cfg.eval.knn_k, self.cfg.eval.knn_t)
+        knn = knn_accuracy(
+            memory, torch.tensor(memory_images.labels), queries, torch.tensor(aligned.query.labels), self.cfg.eval.knn_k, self.cfg.eval.knn_t
+        )
         left_out = aligned.record.get("classes_left_out")
         return {"top1": knn["top1"], **({"classes_left_out": left_out} if left_out else {})}

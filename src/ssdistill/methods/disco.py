@@ -35,7 +35,9 @@ class DisCoConfig(MoCoConfig, TeacherBNConfig):
         None, description="embedding width; must be the teacher's width (default), which DisCo compares it with", json_schema_extra=official(None)
     )
     distill_weight: float = Field(
-        32.0, ge=0, description="weight w of each view's squared distance to the teacher (32: the official sum over 32 images)",
+        32.0,
+        ge=0,
+        description="weight w of each view's squared distance to the teacher (32: the official sum over 32 images)",
         json_schema_extra=official(32.0),
     )
     teacher_view: Literal["same", "original"] = Field(

@@ -27,9 +27,9 @@ from pydantic import Field
 from torch import nn
 
 from ssdistill.config import DistillConfig
+from ssdistill.data.mixing import batch_cutmix
 from ssdistill.engine.contract import Preparation
 from ssdistill.engine.module import DistillMethod
-from ssdistill.data.mixing import batch_cutmix
 from ssdistill.errors import ConfigError
 from ssdistill.labels import teacher_label
 from ssdistill.losses.infonce import batch_similarity_distribution_loss
@@ -59,23 +59,24 @@ class FeatureConfig(PairedViewConfig):
     teacher_weights: dict[str, float] = Field(
         default_factory=dict, description="weight of each named teacher's loss (default 1); the weighted losses are averaged"
     )
-    teacher_drop: float = Field(
-        0.0, ge=0, lt=1, description="probability that a teacher's term is left out of a step (at least one teacher kept)"
-    )
+    teacher_drop: float = Field(0.0, ge=0, lt=1, description="probability that a teacher's term is left out of a step (at least one teacher kept)")
     mix: Literal["none", "mixup", "cutmix"] = Field(
-        "none", description="mix each step's crops with a shuffled copy of the batch before both the student and the teacher see "
+        "none",
+        description="mix each step's crops with a shuffled copy of the batch before both the student and the teacher see "
         "them (function matching on mixed images; needs teacher_view=same, as the teacher must see the mixed image)",
     )
     mix_alpha: float = Field(1.0, gt=0, description="mixup: the mixing weight is drawn from Beta(mix_alpha, mix_alpha)")
     relational: Literal["none", "seed"] = Field(
-        "none", description="a relational term on top of the regression: seed = SEED's similarity-distribution loss with the "
+        "none",
+        description="a relational term on top of the regression: seed = SEED's similarity-distribution loss with the "
         "step's batch of targets as its keys (the module docstring)",
     )
     relational_weight: float = Field(1.0, ge=0, description="weight of the relational term against each teacher's regression term")
     relational_student_temperature: float = Field(0.2, gt=0, description="τ_s of the relational term (SEED's)")
     relational_teacher_temperature: float = Field(
-        0.05, gt=0, description="τ_t of the relational term: softer than SEED's 1e-4, which with batch keys would reduce the "
-        "target to the image's own key",
+        0.05,
+        gt=0,
+        description="τ_t of the relational term: softer than SEED's 1e-4, which with batch keys would reduce the target to the image's own key",
     )
 
     def inactive(self) -> set[str]:
@@ -108,8 +109,10 @@ class FeatureDistillation(DistillMethod):
     @classmethod
     def teacher_needs(cls, cfg: DistillConfig) -> dict:
         if cfg.method.mix != "none" and cfg.method.teacher_view != "same":
-            raise ConfigError(f"method.mix={cfg.method.mix} needs the teacher to see the mixed image: set method.teacher_view=same "
-                              "(a cached teacher output is of an unmixed image)")
+            raise ConfigError(
+                f"method.mix={cfg.method.mix} needs the teacher to see the mixed image: set method.teacher_view=same "
+                "(a cached teacher output is of an unmixed image)"
+            )
         if cfg.method.teacher_view == "bank" and len(cfg.teachers) > 1:
             raise ConfigError("several teachers need teacher_view=original or same (one augmentation bank is replayed per run)")
         return {teacher_label(name): paired_need(cfg.method, name) for name in cfg.teachers}
@@ -187,4 +190,3 @@ class FeatureDistillation(DistillMethod):
             return self.log_loss(next(iter(terms.values())))
         loss = sum(scale * weights[name] * value for name, value in terms.items()) / len(self.targets)
         return self.log_loss(loss, **{f"loss_{name}": value.detach() for name, value in terms.items()})
-

@@ -42,13 +42,31 @@ from ssdistill.models.momentum import momentum_copy, momentum_update
 # the official values of each mode (MoCo+MCL of github.com/winycg/MCL for label_free; its CIFAR code for supervised)
 OFFICIAL = {
     "label_free": {
-        "head": "linear", "head_hidden": None, "out_dim": 128, "temperature": 0.07, "kl_temperature": 3.0, "vcl_weight": 1.0,
-        "icl_weight": 1.0, "soft_vcl_weight": 1.0, "soft_icl_weight": 1.0, "momentum": 0.999, "queue_size": 65536,
+        "head": "linear",
+        "head_hidden": None,
+        "out_dim": 128,
+        "temperature": 0.07,
+        "kl_temperature": 3.0,
+        "vcl_weight": 1.0,
+        "icl_weight": 1.0,
+        "soft_vcl_weight": 1.0,
+        "soft_icl_weight": 1.0,
+        "momentum": 0.999,
+        "queue_size": 65536,
         "mask_same_id": False,
     },
     "supervised": {
-        "head": "mlp", "head_hidden": None, "out_dim": 128, "temperature": 0.1, "kl_temperature": 3.0, "vcl_weight": 0.1,
-        "icl_weight": 0.1, "soft_vcl_weight": 1.0, "soft_icl_weight": 1.0, "icl_include_self_pair": False, "logit_kd_weight": 0.0,
+        "head": "mlp",
+        "head_hidden": None,
+        "out_dim": 128,
+        "temperature": 0.1,
+        "kl_temperature": 3.0,
+        "vcl_weight": 0.1,
+        "icl_weight": 0.1,
+        "soft_vcl_weight": 1.0,
+        "soft_icl_weight": 1.0,
+        "icl_include_self_pair": False,
+        "logit_kd_weight": 0.0,
     },
 }
 # ssdistill's defaults where a field is left unset (None): label-free uses MoCo-v2's head and τ
@@ -83,8 +101,10 @@ class MCLConfig(QueueConfig):
         None, description="embedding head: mlp (MoCo-v2 head / the official Embed) or linear (MoCo-v1); default mlp"
     )
     head_hidden: int | None = Field(
-        None, gt=0, description="hidden width of the mlp head (default: the backbone's width label-free, as MoCo-v2; the "
-        "embedding width supervised, as the official Embed)"
+        None,
+        gt=0,
+        description="hidden width of the mlp head (default: the backbone's width label-free, as MoCo-v2; the "
+        "embedding width supervised, as the official Embed)",
     )
     out_dim: int = Field(128, gt=0, description="embedding width")
     temperature: float | None = Field(None, gt=0, description="contrastive temperature τ (default: 0.2 label-free, 0.1 supervised)")
@@ -96,8 +116,9 @@ class MCLConfig(QueueConfig):
     momentum: float = Field(0.999, ge=0, le=1, description="label_free: key-encoder EMA momentum")
     bn_groups: int = Field(4, ge=1, description="label_free: key batch split into this many sub-batches for BatchNorm (shuffle-BN stand-in)")
     icl_include_self_pair: bool = Field(
-        False, description="supervised: the same image in the other network is a positive of ICL (official: left out of "
-        "positives and denominator, the diagonal mask reused)"
+        False,
+        description="supervised: the same image in the other network is a positive of ICL (official: left out of "
+        "positives and denominator, the diagonal mask reused)",
     )
     logit_kd_weight: float = Field(
         0.0, ge=0, description="supervised: weight of KL_T(logits_m ‖ sg mean of the cohort's logits), applied to every member"
@@ -158,10 +179,7 @@ class MCL(DistillMethod):
     # ----- declarations --------------------------------------------------------------------------
     @classmethod
     def student_members(cls, cfg: DistillConfig) -> dict[str, StudentConfig]:
-        return {
-            member_name(i): cfg.student.model_copy(update={"arch": arch})
-            for i, arch in enumerate(cfg.method.architectures(cfg.student))
-        }
+        return {member_name(i): cfg.student.model_copy(update={"arch": arch}) for i, arch in enumerate(cfg.method.architectures(cfg.student))}
 
     @classmethod
     def teacher_needs(cls, cfg: DistillConfig) -> dict:
@@ -178,9 +196,7 @@ class MCL(DistillMethod):
             return None
         labels = ctx.source.labels
         if labels is None:
-            raise ConfigError(
-                f"method.mode=supervised needs labelled training images (class sub-folders in {cfg.data.train}); use mode=label_free"
-            )
+            raise ConfigError(f"method.mode=supervised needs labelled training images (class sub-folders in {cfg.data.train}); use mode=label_free")
         # the classifiers' class ids are data.train's: the evaluation reads data.val in them, matched by name (eval/classes.py)
         sampler = ClassPairBatchSampler(labels, cfg.data.batch_size, seed=cfg.trainer.seed)
         return Preparation(tensors={"classes": torch.tensor(max(labels) + 1)}, batch_sampler=sampler)
@@ -228,9 +244,7 @@ class MCL(DistillMethod):
             keys = [grouped_forward(key_encoder, views["key"], m.bn_groups) for key_encoder in self.key_encoders]
         own = excluded_keys(m, self.queue, ids)  # the queues share their ids, so one mask serves every pair
         tau = m.effective("temperature")
-        logits = [
-            [queue_logits(q, k, self.queue.member_keys(b), tau, own) for b, k in enumerate(keys)] for q in queries
-        ]
+        logits = [[queue_logits(q, k, self.queue.member_keys(b), tau, own) for b, k in enumerate(keys)] for q in queries]
         terms = mutual_contrastive_terms(logits, lambda block, within: positive_first_ce(block), m.kl_temperature)
         self.queue.stage(torch.stack(keys, dim=1), ids)
         return terms, {}

@@ -35,8 +35,10 @@ class MoCoConfig(QueueConfig):
     temperature: float = Field(0.2, gt=0, description="InfoNCE temperature τ", json_schema_extra=official(0.2))
     momentum: float = Field(0.999, ge=0, le=1, description="key-encoder EMA momentum", json_schema_extra=official(0.999))
     bn_groups: int = Field(
-        4, ge=1, description="key batch split into this many sub-batches for BatchNorm (single-process stand-in for "
-        "shuffle-BN; the official per-GPU batches of 32 correspond to batch / 32)"
+        4,
+        ge=1,
+        description="key batch split into this many sub-batches for BatchNorm (single-process stand-in for "
+        "shuffle-BN; the official per-GPU batches of 32 correspond to batch / 32)",
     )
 
 

@@ -128,13 +128,9 @@ class MVMR(DistillMethod):
         m, student = cfg.method, self.student
         for key in m.weights:
             if key.startswith("teacher") and key not in self.signals and key != "teacher":
-                raise ConfigError(
-                    f"method.weights.{key} names no teacher: this run's teacher terms are {', '.join(self.signals) or 'none'}"
-                )
+                raise ConfigError(f"method.weights.{key} names no teacher: this run's teacher terms are {', '.join(self.signals) or 'none'}")
         self.projector = mlp([student.dim, *m.projector], bn="hidden", bias=False)
-        self.representations = build_representations(
-            m.chosen_representations(), cfg.student.resolution, student.normalize, cfg.aug, m.hog_binning
-        )
+        self.representations = build_representations(m.chosen_representations(), cfg.student.resolution, student.normalize, cfg.aug, m.hog_binning)
 
     @classmethod
     def teacher_needs(cls, cfg: DistillConfig) -> dict:

@@ -23,7 +23,8 @@ from torch.nn import functional as F
 
 from ssdistill.config import DistillConfig, MethodConfig
 from ssdistill.data.views import augmented_view
-from ssdistill.engine.contract import TeacherNeed, TeacherView as NeedView
+from ssdistill.engine.contract import TeacherNeed
+from ssdistill.engine.contract import TeacherView as NeedView
 
 TeacherView = Literal["original", "same", "bank"]
 

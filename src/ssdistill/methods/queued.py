@@ -22,8 +22,7 @@ class QueueConfig(MethodConfig):
     )
     mask_same_id: bool = Field(
         False,
-        description="leave older queue keys of the query's own image (BINGO: and of its neighbour) out of the negatives "
-        "(off in every official code)",
+        description="leave older queue keys of the query's own image (BINGO: and of its neighbour) out of the negatives (off in every official code)",
         json_schema_extra=official(False),
     )
 

@@ -21,9 +21,7 @@ class TeacherBNConfig(MethodConfig):
         description="eval: running BatchNorm statistics; train: batch statistics as the official code (needs the online teacher)",
         json_schema_extra=official("train"),
     )
-    teacher_bn_groups: int = Field(
-        4, gt=0, description="teacher_bn=train: random sub-batches the statistics are taken over (shuffle-BN stand-in)"
-    )
+    teacher_bn_groups: int = Field(4, gt=0, description="teacher_bn=train: random sub-batches the statistics are taken over (shuffle-BN stand-in)")
 
     ONLINE: ClassVar[tuple[str, str]] = ("", "")  # (field, value) of a subclass that makes the teacher run online
 
@@ -40,7 +38,7 @@ class TeacherBNConfig(MethodConfig):
         return values
 
     @model_validator(mode="after")
-    def _batch_statistics_need_an_online_teacher(self) -> "TeacherBNConfig":
+    def _batch_statistics_need_an_online_teacher(self) -> TeacherBNConfig:
         if self.teacher_bn == "train" and not self.online_in(self.model_dump()):
             field, value = self.ONLINE
             raise ValueError(f"method.teacher_bn=train needs method.{field}={value} (cached teacher outputs were computed in eval mode)")

@@ -80,7 +80,7 @@ def remap_keys(state: dict[str, torch.Tensor], key_map: dict[str, str | None]) -
     for key, value in state.items():
         for prefix, replacement in key_map.items():
             if key.startswith(prefix):
-                key = None if replacement is None else replacement + key[len(prefix):]
+                key = None if replacement is None else replacement + key[len(prefix) :]
                 break
         if key is not None:
             remapped[key] = value
@@ -101,9 +101,7 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -
         )
     for key, tensor in expected.items():
         if tensor.shape != state[key].shape:
-            raise ModelError(
-                f"weights {source}: shape of '{key}' is {tuple(state[key].shape)} in the file but {tuple(tensor.shape)} in the model"
-            )
+            raise ModelError(f"weights {source}: shape of '{key}' is {tuple(state[key].shape)} in the file but {tuple(tensor.shape)} in the model")
     model.load_state_dict(state, strict=True)
 
 

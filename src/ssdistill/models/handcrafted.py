@@ -7,7 +7,7 @@ dependence measures). ``build_representations`` checks the names and optional de
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.nn import functional as F

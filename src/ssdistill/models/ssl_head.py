@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from ssdistill.errors import ModelError
 from ssdistill.models.checkpoints import flatten_tensors, load_checkpoint
 
+
 def read_checkpoint_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint (.pth / .ckpt / .safetensors), nested dicts flattened with dots."""
     return flatten_tensors(load_checkpoint(path, "method.teacher_head"))
@@ -27,7 +28,7 @@ def read_ssl_head(path: str | Path, prefix: str, prototypes: str | None = None) 
     """The head's tensors: ``linear{i}.weight/bias``, ``bn{i}.weight/bias/mean/var`` (BN after Linear i) and ``last``
     [K, d] (unit rows: the weight-normalised last layer, or the normalised ``prototypes``; absent for a projector)."""
     tensors = read_checkpoint_tensors(path)
-    head = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+    head = {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
     if not head:
         near = sorted({key.rsplit(".", 2)[0] for key in tensors if key.endswith("weight")})[:6]
         raise ModelError(f"no tensor of {path} starts with '{prefix}': set method.teacher_head_prefix (modules there: {', '.join(near)})")

@@ -38,7 +38,9 @@ class Normalize(nn.Module):
 class Student(nn.Module):
     """Images in [0, 1] at the student's resolution -> pooled features [B, dim]."""
 
-    def __init__(self, arch: str, mean=None, std=None, channels_last: bool = False, model_args: dict | None = None, resolution: int | None = None) -> None:
+    def __init__(
+        self, arch: str, mean=None, std=None, channels_last: bool = False, model_args: dict | None = None, resolution: int | None = None
+    ) -> None:
         super().__init__()
         self.arch, self.model_args = arch, dict(model_args or {})
         self.backbone = create_timm(arch, pretrained=False, num_classes=0, **self.model_args)
@@ -72,7 +74,7 @@ def fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
 
 
 @contextmanager
-def patch_dropout(student: "Student", rate: float):
+def patch_dropout(student: Student, rate: float):
     """While active, a ViT-family student in training mode keeps a random (1 - rate) share of each image's patch tokens
     (timm's PatchDropout; class / register tokens kept), as MSN masks its anchor views; no effect on a student without
     patch tokens, in eval mode, or with rate 0."""

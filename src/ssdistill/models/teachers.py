@@ -14,10 +14,10 @@ Sources (``teacher.source``):
 from __future__ import annotations
 
 import difflib
-import json
 import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import timm
 import torch
@@ -27,8 +27,8 @@ from torch.nn import functional as F
 from ssdistill.config import TeacherConfig
 from ssdistill.data.views import original_view
 from ssdistill.errors import ModelError, short
-from ssdistill.models.checkpoints import load_strict, read_state_dict, remap_keys, state_hash
 from ssdistill.models.batchnorm import batch_statistics, grouped_forward
+from ssdistill.models.checkpoints import load_strict, read_state_dict, remap_keys, state_hash
 from ssdistill.models.cifar_resnet import CifarResNet
 from ssdistill.models.students import Normalize, create_timm
 
@@ -66,7 +66,7 @@ class FrozenTeacher(nn.Module):
         pre = self.preprocess
         return original_view(pre.resolution, pre.crop_pct, pre.interpolation)
 
-    def train(self, mode: bool = True) -> "FrozenTeacher":
+    def train(self, mode: bool = True) -> FrozenTeacher:
         return super().train(False)
 
     @torch.no_grad()
@@ -200,9 +200,7 @@ def _efficientnet_lite(variant: str) -> Callable[[TeacherConfig], nn.Module]:
 def _cifar_resnet(depth: int) -> Callable[[TeacherConfig], nn.Module]:
     def build(cfg: TeacherConfig) -> nn.Module:
         if not cfg.weights:
-            raise ModelError(
-                f"teacher cifar_resnet{depth} needs teacher.weights=PATH (for example ../shared/weights/resnet{depth}-*.th)"
-            )
+            raise ModelError(f"teacher cifar_resnet{depth} needs teacher.weights=PATH (for example ../shared/weights/resnet{depth}-*.th)")
         model = CifarResNet(depth)
         load_strict(model, remap_keys(read_state_dict(cfg.weights), cfg.key_map), cfg.weights)
         return model

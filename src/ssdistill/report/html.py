@@ -16,10 +16,10 @@ from pathlib import Path
 
 from ssdistill.engine.records import RESULTS_VERSION
 from ssdistill.engine.rundir import busy, existing_run_dir
-from ssdistill.files import atomic_write_text
 from ssdistill.errors import ConfigError
 from ssdistill.eval.classes import class_note
 from ssdistill.eval.tables import comparison_rows, markdown_table, model_group, model_identities, model_keys, model_names, model_rows, task_rows
+from ssdistill.files import atomic_write_text
 from ssdistill.labels import is_primary
 from ssdistill.report.svg import line_chart, scatter_chart
 
@@ -98,8 +98,14 @@ def load_run(path: str | Path) -> dict:
         evaluated = read_record(run / "evaluation.json", f"remove it, or evaluate the run again with `ssdistill eval {run}`")
         step = evaluated.get("step")  # the checkpoint evaluated (a record without it is from before steps were recorded)
         if step is not None and step != results.get("steps"):
-            log.warning("%s evaluated the checkpoint of step %s, not the final one (step %s): the report shows results.json's "
-                        "evaluation; `ssdistill eval %s` renews it", run / "evaluation.json", step, results.get("steps"), run)
+            log.warning(
+                "%s evaluated the checkpoint of step %s, not the final one (step %s): the report shows results.json's "
+                "evaluation; `ssdistill eval %s` renews it",
+                run / "evaluation.json",
+                step,
+                results.get("steps"),
+                run,
+            )
         else:
             record.update(knn=evaluated["knn"], evaluation=evaluated.get("evaluation") or record["evaluation"])
     metrics_path = run / "metrics.csv"
@@ -109,8 +115,14 @@ def load_run(path: str | Path) -> dict:
         "dir": run,
         "method": results["method"],
         "results": results,
-        "record": {**record, "method": results["method"], "name": run.name, "run_dir": str(run), "names": model_names(results),
-                   "identities": model_identities(results)},
+        "record": {
+            **record,
+            "method": results["method"],
+            "name": run.name,
+            "run_dir": str(run),
+            "names": model_names(results),
+            "identities": model_identities(results),
+        },
         "metrics": metrics,
         "config": (run / "config.yaml").read_text(),
     }
@@ -153,8 +165,10 @@ def _run_charts(run: dict) -> list[str]:
     if len(steps[0]) >= 2:
         charts = [line_chart([("loss", *steps)], f"training loss ({name})", "step", "loss", f"loss-{name}")]
     else:  # short runs log no step values (trainer.log_every_n_steps): per-epoch means instead
-        charts = [line_chart([("loss", *_per_epoch(metrics, "train/loss_epoch"))], f"training loss ({name})", "epochs trained", "loss", f"loss-{name}")]
-    terms = sorted({k[len("train/"):-len("_epoch")] for r in metrics[:1] for k in r if k.startswith("train/") and k.endswith("_epoch")} - {"loss"})
+        charts = [
+            line_chart([("loss", *_per_epoch(metrics, "train/loss_epoch"))], f"training loss ({name})", "epochs trained", "loss", f"loss-{name}")
+        ]
+    terms = sorted({k[len("train/") : -len("_epoch")] for r in metrics[:1] for k in r if k.startswith("train/") and k.endswith("_epoch")} - {"loss"})
     if terms:
         series = [(term, *_per_epoch(metrics, f"train/{term}_epoch")) for term in terms]
         charts.append(line_chart(series, f"loss terms per epoch ({name})", "epochs trained", "value", f"terms-{name}"))
@@ -211,11 +225,14 @@ def monitor_series(run: dict) -> dict[str, dict[str, dict]]:
             if start is not None and math.isfinite(start):
                 curve["x"], curve["y"] = [0.0, *curve["x"]], [start, *curve["y"]]
             found.setdefault(metric, {})[member] = curve
+
     def rank(name: str, order: list[str]) -> tuple[int, str]:
         return order.index(name) if name in order else len(order), name
 
-    return {metric: {member: found[metric][member] for member in sorted(found[metric], key=lambda m: rank(m, members))}
-            for metric in sorted(found, key=lambda m: rank(m, list(MONITORS)))}
+    return {
+        metric: {member: found[metric][member] for member in sorted(found[metric], key=lambda m: rank(m, members))}
+        for metric in sorted(found, key=lambda m: rank(m, list(MONITORS)))
+    }
 
 
 def _monitor_chart(metric: str, curves: dict[str, dict], title: str, chart_id: str, baselines: bool) -> str:
@@ -244,7 +261,11 @@ def _embedding_charts(runs: list[dict]) -> list[str]:
                     continue
                 teachers_drawn.add(identities.get(key, display.get(key, key)))
             title = display.get(key, key) if is_teacher else f"{display.get(key, key)} ({run['name']})"
-            charts.append(scatter_chart(embedding["x"], embedding["y"], embedding["label"], f"{title}: 2-D PCA of val features", f"map-{key}-{run['name']}", classes))
+            charts.append(
+                scatter_chart(
+                    embedding["x"], embedding["y"], embedding["label"], f"{title}: 2-D PCA of val features", f"map-{key}-{run['name']}", classes
+                )
+            )
     return charts
 
 
@@ -279,8 +300,11 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
         overlaid = [line_chart(losses, "training loss per epoch", "epochs trained", "loss", "loss-all")]
         per_run = [(r, monitor_series(r)) for r in runs]
         for metric in dict.fromkeys(m for _, found in per_run for m in found):  # each monitor, every run's members overlaid
-            curves = {(r["name"] if is_primary(member) else f"{r['name']} [{member}]"): curve
-                      for r, found in per_run for member, curve in found.get(metric, {}).items()}
+            curves = {
+                (r["name"] if is_primary(member) else f"{r['name']} [{member}]"): curve
+                for r, found in per_run
+                for member, curve in found.get(metric, {}).items()
+            }
             title, _, chart_id = _monitor_names(metric)
             overlaid.append(_monitor_chart(metric, curves, title, f"{chart_id}-all", baselines=False))
         sections.append("<h2>Curves</h2><div class='charts'>" + "".join(c for c in overlaid if c) + "</div>")

@@ -10,9 +10,9 @@ the widest of the common sans-serif fonts, so that text set in a narrower font f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
-from typing import Callable
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 WIDTH = 520  # viewBox units; the page shows a chart at most about this many pixels wide and scales it down below that
@@ -21,6 +21,7 @@ PAD, GAP, TICK_LEN = 8, 6, 4
 TITLE, MIN_TITLE, LABEL, TICK, LEGEND = 16, 11, 14, 13, 13  # font sizes
 ASCENT, DESCENT = 0.93, 0.24  # of the font's line box, in em (DejaVu Sans: 1901/2048 and 483/2048)
 # DejaVu Sans and DejaVu Sans Bold advance widths of the characters ' ' (32) to '~' (126), in thousandths of an em
+# fmt: off
 _ADVANCE = (
     318, 401, 460, 838, 636, 950, 780, 275, 390, 390, 500, 838, 318, 361, 318, 337, 636, 636, 636, 636, 636, 636, 636, 636,
     636, 636, 337, 337, 838, 838, 838, 531, 1000, 684, 686, 698, 770, 632, 575, 775, 752, 295, 295, 656, 557, 863, 748, 787,
@@ -33,6 +34,7 @@ _BOLD_ADVANCE = (
     733, 850, 770, 720, 682, 812, 774, 1103, 771, 724, 725, 457, 365, 457, 838, 500, 500, 675, 716, 593, 716, 678, 435, 716,
     712, 343, 343, 665, 343, 1042, 712, 687, 716, 716, 493, 595, 478, 712, 652, 924, 645, 652, 582, 712, 365, 712, 838,
 )
+# fmt: on
 
 
 def text_width(text: str, size: float, bold: bool = False) -> float:
@@ -129,8 +131,16 @@ def _padded(low: float, high: float, share: float) -> tuple[float, float]:
     return low - margin, high + margin
 
 
-def layout(title: str, xlabel: str, ylabel: str, x_range: tuple[float, float], y_range: tuple[float, float],
-           legend: list[Legend], integer_x: bool = False, plot_height: float = PLOT_HEIGHT) -> Layout:
+def layout(
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+    legend: list[Legend],
+    integer_x: bool = False,
+    plot_height: float = PLOT_HEIGHT,
+) -> Layout:
     """The chart's geometry for data spanning ``x_range`` and ``y_range`` (already padded)."""
     (x0, x1), (y0, y1) = x_range, y_range
     if x1 <= x0:
@@ -182,10 +192,20 @@ def layout(title: str, xlabel: str, ylabel: str, x_range: tuple[float, float], y
                 x += w + 16
         bottom = legend_top + len(rows) * row_h - 5
     return Layout(
-        width=WIDTH, height=math.ceil(bottom + PAD), title=title, title_size=title_size, plot=(left, top, plot_w, plot_h),
-        x_ticks=placed_x, y_ticks=placed_y, x_label=(shorten(xlabel, LABEL, plot_w), x_label_base),
-        y_label=(shorten(ylabel, LABEL, plot_h), PAD + ASCENT * LABEL), legend=entries, place=place,
-        x_range=(x0, x1), y_range=(y0, y1), x_tick_base=x_tick_base,
+        width=WIDTH,
+        height=math.ceil(bottom + PAD),
+        title=title,
+        title_size=title_size,
+        plot=(left, top, plot_w, plot_h),
+        x_ticks=placed_x,
+        y_ticks=placed_y,
+        x_label=(shorten(xlabel, LABEL, plot_w), x_label_base),
+        y_label=(shorten(ylabel, LABEL, plot_h), PAD + ASCENT * LABEL),
+        legend=entries,
+        place=place,
+        x_range=(x0, x1),
+        y_range=(y0, y1),
+        x_tick_base=x_tick_base,
     )
 
 
@@ -196,8 +216,11 @@ def _draw(lay: Layout, chart_id: str, aria: str, body: list[str]) -> str:
         f'width="100%" preserveAspectRatio="xMidYMin meet" role="img" aria-label="{escape(aria)}" font-family="DejaVu Sans, sans-serif">',
         f'<rect x="0" y="0" width="{lay.width}" height="{lay.height}" fill="white"/>',
     ]
-    parts += [f'<text class="title" x="{lay.width / 2}" y="{base:.1f}" text-anchor="middle" font-size="{lay.title_size}" '
-              f'font-weight="bold">{escape(line)}</text>' for line, base in lay.title]
+    parts += [
+        f'<text class="title" x="{lay.width / 2}" y="{base:.1f}" text-anchor="middle" font-size="{lay.title_size}" '
+        f'font-weight="bold">{escape(line)}</text>'
+        for line, base in lay.title
+    ]
     for _, label, y in lay.y_ticks:
         parts.append(f'<line x1="{left:.1f}" y1="{y:.1f}" x2="{left + plot_w:.1f}" y2="{y:.1f}" stroke="#eee"/>')
         parts.append(f'<text class="tick y" x="{left - GAP:.1f}" y="{y + 0.35 * TICK:.1f}" text-anchor="end" font-size="{TICK}">{label}</text>')
@@ -206,14 +229,18 @@ def _draw(lay: Layout, chart_id: str, aria: str, body: list[str]) -> str:
         parts.append(f'<line x1="{x:.1f}" y1="{top + plot_h:.1f}" x2="{x:.1f}" y2="{top + plot_h + TICK_LEN:.1f}" stroke="#999"/>')
         parts.append(f'<text class="tick x" x="{x:.1f}" y="{base:.1f}" text-anchor="middle" font-size="{TICK}">{label}</text>')
     spans = f'data-x-range="{lay.x_range[0]!r} {lay.x_range[1]!r}" data-y-range="{lay.y_range[0]!r} {lay.y_range[1]!r}"'
-    parts.append(f'<rect class="plot-area" {spans} x="{left:.1f}" y="{top:.1f}" width="{plot_w:.1f}" height="{plot_h:.1f}" fill="none" stroke="#999"/>')
+    parts.append(
+        f'<rect class="plot-area" {spans} x="{left:.1f}" y="{top:.1f}" width="{plot_w:.1f}" height="{plot_h:.1f}" fill="none" stroke="#999"/>'
+    )
     parts += body  # inside the plot area: the ranges have a margin around the data
     text, base = lay.x_label
     parts.append(f'<text class="label x" x="{left + plot_w / 2:.1f}" y="{base:.1f}" text-anchor="middle" font-size="{LABEL}">{escape(text)}</text>')
     text, base = lay.y_label
     middle = top + plot_h / 2
-    parts.append(f'<text class="label y" x="{base:.1f}" y="{middle:.1f}" text-anchor="middle" font-size="{LABEL}" '
-                 f'transform="rotate(-90 {base:.1f} {middle:.1f})">{escape(text)}</text>')
+    parts.append(
+        f'<text class="label y" x="{base:.1f}" y="{middle:.1f}" text-anchor="middle" font-size="{LABEL}" '
+        f'transform="rotate(-90 {base:.1f} {middle:.1f})">{escape(text)}</text>'
+    )
     for entry, shown, x, base in lay.legend:
         mid = base - 0.35 * LEGEND
         if entry.mark == "dot":
@@ -231,8 +258,14 @@ def _data(points: list[tuple[float, float]]) -> str:
     return " ".join(f"{x!r},{y!r}" for x, y in points)
 
 
-def line_chart(series: list[tuple[str, list[float], list[float]]], title: str, xlabel: str, ylabel: str, chart_id: str,
-               baselines: list[tuple[str, float]] | None = None) -> str:
+def line_chart(
+    series: list[tuple[str, list[float], list[float]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    chart_id: str,
+    baselines: list[tuple[str, float]] | None = None,
+) -> str:
     """One polyline per (name, xs, ys), non-finite points dropped; a ``baselines`` entry (name of a series, value) is a
     dashed line across the plot in that series' colour (where the series started). Each series carries its values as
     ``data-points`` ("x,y x,y ...")."""
@@ -259,8 +292,10 @@ def line_chart(series: list[tuple[str, list[float], list[float]]], title: str, x
     body = []
     for name, value in lines:
         _, y = lay.place(0, value)
-        body.append(f'<line class="baseline" data-name="{escape(name)}" data-value="{value!r}" x1="{left:.1f}" y1="{y:.1f}" '
-                    f'x2="{left + plot_w:.1f}" y2="{y:.1f}" stroke="{colours[name]}" stroke-width="1.2" stroke-dasharray="4 3"/>')
+        body.append(
+            f'<line class="baseline" data-name="{escape(name)}" data-value="{value!r}" x1="{left:.1f}" y1="{y:.1f}" '
+            f'x2="{left + plot_w:.1f}" y2="{y:.1f}" stroke="{colours[name]}" stroke-width="1.2" stroke-dasharray="4 3"/>'
+        )
     for name, points in clean:
         colour, placed = colours[name], [lay.place(x, y) for x, y in points]
         data = f'data-name="{escape(name)}" data-points="{_data(points)}"'
@@ -281,8 +316,9 @@ def scatter_chart(xs: list[float], ys: list[float], labels: list[int], title: st
     classes = sorted(set(labels))
     name = lambda c: class_names[c] if class_names and c < len(class_names) else f"class {c}"  # noqa: E731
     legend = [Legend(name(c), PALETTE[c % len(PALETTE)], "dot") for c in classes] if len(classes) <= 10 else []
-    lay = layout(title, "component 1", "component 2", _padded(min(xs), max(xs), 0.04), _padded(min(ys), max(ys), 0.04), legend,
-                 plot_height=SCATTER_HEIGHT)
+    lay = layout(
+        title, "component 1", "component 2", _padded(min(xs), max(xs), 0.04), _padded(min(ys), max(ys), 0.04), legend, plot_height=SCATTER_HEIGHT
+    )
     body = []
     for x, y, label in zip(xs, ys, labels):
         px, py = lay.place(x, y)

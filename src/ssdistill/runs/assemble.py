@@ -143,8 +143,7 @@ def check_inputs(cfg: DistillConfig) -> None:
             tempfile.TemporaryFile(dir=folder).close()
         except OSError as exc:
             raise ConfigError(
-                f"the teacher cache folder {folder} is not writable ({exc.strerror}): set cache.dir to a writable folder or "
-                "cache.enabled=false"
+                f"the teacher cache folder {folder} is not writable ({exc.strerror}): set cache.dir to a writable folder or cache.enabled=false"
             ) from None
 
 
@@ -167,9 +166,7 @@ def check_teachers(cfg: DistillConfig, needs: dict) -> None:
     used = {need.teacher or cfg.primary_teacher for need in needs.values()}
     unused = [name for name in cfg.teachers if name not in used]
     if needs and unused:
-        raise ConfigError(
-            f"method '{cfg.method.name}' reads teacher {', '.join(sorted(used))} only; remove {', '.join(unused)} from teachers"
-        )
+        raise ConfigError(f"method '{cfg.method.name}' reads teacher {', '.join(sorted(used))} only; remove {', '.join(unused)} from teachers")
 
 
 def _teacher_rows(cfg: DistillConfig, ctx: TeacherProvider, spec: str, split: ImageSource, images: SubsetImages) -> torch.Tensor:
@@ -204,6 +201,5 @@ def monitors(cfg: DistillConfig, source: ImageSource, module: DistillMethod, ctx
     memory = seeded_subset(memory, min(cfg.eval.monitor_images, len(memory)), cfg.trainer.seed)
     return [
         *found,
-        KNNMonitor(memory, split[1], views, cfg.eval.monitor_every, cfg.eval.knn_k, cfg.eval.knn_t,
-                   cfg.data.eval_batch_size, cfg.data.num_workers)
+        KNNMonitor(memory, split[1], views, cfg.eval.monitor_every, cfg.eval.knn_k, cfg.eval.knn_t, cfg.data.eval_batch_size, cfg.data.num_workers),
     ]

@@ -25,9 +25,9 @@ from ssdistill.engine.rundir import busy
 from ssdistill.errors import DataError
 from ssdistill.eval.classes import class_names
 from ssdistill.eval.suite import KNN_PROTOCOLS, Candidate, SuiteOptions, evaluate_suite, protocol_name
+from ssdistill.files import atomic_write_text
 from ssdistill.labels import ENSEMBLE, student_label, teacher_label
 from ssdistill.models.students import CohortEnsemble, Student
-from ssdistill.files import atomic_write_text
 from ssdistill.recipe import build_config
 from ssdistill.runs.assemble import evaluation_split, memory_name, train_source
 from ssdistill.runs.load import build_students, load_run, send_to_run_trackers
@@ -130,9 +130,7 @@ def knn_table(suite: dict[str, Any], k: int, temperature: float) -> dict[str, di
     }
 
 
-def evaluate_saved_run(
-    run_dir: str | Path, checkpoint: str | Path | None, updates: dict[str, Any], device
-) -> dict[str, Any]:
+def evaluate_saved_run(run_dir: str | Path, checkpoint: str | Path | None, updates: dict[str, Any], device) -> dict[str, Any]:
     """Evaluate a run's students from its folder (the checkpoint read once) next to its teachers and random-init
     students, under its config with ``updates`` (evaluation settings: data.knn_train, data.val, eval.*); the record is
     written to ``RUN/evaluation.json`` and sent to the run's trackers."""
@@ -143,7 +141,14 @@ def evaluate_saved_run(
     cfg, method = build_config(loaded.cfg, updates), loaded.method
     ctx = TeacherProvider(cfg, train_source(cfg), device)
     knn, suite, note, classes = evaluate_run(
-        cfg, ctx, loaded.students, build_students(method, cfg), loaded.resolution, run, loaded.classifiers, split=evaluation_split(cfg),
+        cfg,
+        ctx,
+        loaded.students,
+        build_students(method, cfg),
+        loaded.resolution,
+        run,
+        loaded.classifiers,
+        split=evaluation_split(cfg),
         copies=set(method.run_copies(cfg)),
     )
     if knn is None:

@@ -41,7 +41,7 @@ def build_students(method: type[DistillMethod], cfg: DistillConfig) -> dict[str,
 def member_state(state: dict, member: str) -> dict:
     """The weights of student ``member`` in a checkpoint's state dict (its keys under ``<member>.``)."""
     prefix = f"{member}."
-    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
 
 @dataclass
@@ -86,9 +86,7 @@ def _read(run: Path, cfg: DistillConfig, checkpoint: str | Path | None, members:
     return LoadedRun(run, cfg, method, path, contents.get("global_step"), trained_epochs(contents), students, classifiers)
 
 
-def load_student_from_run(
-    run_dir: str | Path, checkpoint: str | Path | None = None, member: str | None = None
-) -> tuple[DistillConfig, Student]:
+def load_student_from_run(run_dir: str | Path, checkpoint: str | Path | None = None, member: str | None = None) -> tuple[DistillConfig, Student]:
     """Rebuild a run's student ``member`` (default: its first) and load its weights from ``checkpoint`` (default: the
     run's newest readable checkpoint, normally ``checkpoints/last.ckpt``)."""
     run = existing_run_dir(run_dir)

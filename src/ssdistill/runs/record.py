@@ -30,7 +30,9 @@ def _teacher_record(teacher) -> dict[str, Any]:
     return {"name": teacher.name, "fingerprint": teacher.fingerprint, "output": teacher.output, "preprocess": teacher.preprocess.__dict__}
 
 
-def results_record(run: Run, run_dir: Path, students: dict, knn, note: str | None, timing: dict, steps: int, val: str | None = None) -> dict[str, Any]:
+def results_record(
+    run: Run, run_dir: Path, students: dict, knn, note: str | None, timing: dict, steps: int, val: str | None = None
+) -> dict[str, Any]:
     """The run record (results.json) of assembled run ``run`` with trained ``students``; ``val``: the name of the evaluation
     split (``data.val`` or the method's own)."""
     cfg, method, ctx, source, teacher_in_training = run.cfg, run.method, run.ctx, run.source, bool(run.needs)
@@ -42,7 +44,10 @@ def results_record(run: Run, run_dir: Path, students: dict, knn, note: str | Non
     for name in cfg.teachers:  # every teacher that was built (trained with or evaluated), with its fingerprint
         if teacher_in_training or cfg.eval.teacher:
             teachers[name] = {**_teacher_record(ctx.teacher(name)), "weights": cfg.teachers[name].weights}
-    members = {member: {"arch": s.arch, "resolution": r.resolution, "dim": s.dim} for (member, s), r in zip(students.items(), method.run_members(cfg).values())}
+    members = {
+        member: {"arch": s.arch, "resolution": r.resolution, "dim": s.dim}
+        for (member, s), r in zip(students.items(), method.run_members(cfg).values())
+    }
     return {
         "results_version": RESULTS_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

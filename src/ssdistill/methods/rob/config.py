@@ -13,18 +13,20 @@ class RoBConfig(MethodConfig):
     name: Literal["rob"] = "rob"
     base: Literal["dino", "regression", "msn"] = Field("dino", description="the joint-embedding method whose target branch the teacher replaces")
     target: Literal["logits", "projection", "head"] = Field(
-        "projection", description="logits: the teacher's classifier logits; projection: n(teacher embedding) times K fixed unit columns; "
-        "head: the teacher checkpoint's own SSL head (teacher_head)"
+        "projection",
+        description="logits: the teacher's classifier logits; projection: n(teacher embedding) times K fixed unit columns; "
+        "head: the teacher checkpoint's own SSL head (teacher_head)",
     )
     teacher_head: str | None = Field(None, description="target=head: checkpoint holding the teacher's DINO / MSN / BYOL head")
     teacher_head_prefix: str = Field(
-        "teacher.head.", description="target=head: key prefix of the head's MLP and last layer (DINO full checkpoints: teacher.head.; "
-        "MSN: target_encoder.module.fc.)"
+        "teacher.head.",
+        description="target=head: key prefix of the head's MLP and last layer (DINO full checkpoints: teacher.head.; MSN: target_encoder.module.fc.)",
     )
     teacher_prototypes: str | None = Field(None, description="target=head: key of the head's prototypes (MSN: prototypes) instead of a last layer")
     projection_init: Literal["random", "kmeans", "identity"] = Field(
-        "kmeans", description="the K columns of the projection target: seeded random, k-means centroids of the cached teacher features, "
-        "or identity (the normalised embedding itself; regression base only)"
+        "kmeans",
+        description="the K columns of the projection target: seeded random, k-means centroids of the cached teacher features, "
+        "or identity (the normalised embedding itself; regression base only)",
     )
     projection_dim: int = Field(1024, gt=0, description="K, columns of the projection target (prototypes)")
     local_crops: int = Field(4, ge=0, description="local crops per image (dino, msn), besides the 2 global ones")
@@ -43,8 +45,9 @@ class RoBConfig(MethodConfig):
     teacher_temperature: float | None = Field(None, gt=0, description="dino: τ_t, fixed (default 0.04; 1 with target=logits)")
     student_temperature: float | None = Field(None, gt=0, description="dino: τ_s (default 0.1; 1 with target=logits)")
     student_prototypes: Literal["own", "teacher_frozen"] = Field(
-        "own", description="dino, msn: the student's last layer / prototypes are its own, or the target's columns (the projection "
-        "columns or the teacher head's last layer / prototypes), frozen"
+        "own",
+        description="dino, msn: the student's last layer / prototypes are its own, or the target's columns (the projection "
+        "columns or the teacher head's last layer / prototypes), frozen",
     )
     head_hidden: int = Field(1024, gt=0, description="hidden width of the student's projection head")
     bottleneck: int = Field(256, gt=0, description="dino, msn: width before the last layer / the prototypes")
@@ -53,8 +56,11 @@ class RoBConfig(MethodConfig):
     sharpen_temperature: float = Field(0.25, gt=0, description="msn: target sharpening T")
     memax_weight: float = Field(1.0, ge=0, description="msn: weight of ME-MAX (0: off)")
     patch_drop: float = Field(
-        0.15, ge=0, lt=1, description="msn, ViT students: share of patch tokens dropped from the global (anchor) crops, as MSN masks its "
-        "anchor view (no effect on students without patch tokens)"
+        0.15,
+        ge=0,
+        lt=1,
+        description="msn, ViT students: share of patch tokens dropped from the global (anchor) crops, as MSN masks its "
+        "anchor view (no effect on students without patch tokens)",
     )
 
     def inactive(self) -> set[str]:
@@ -73,7 +79,7 @@ class RoBConfig(MethodConfig):
         return super().effective(field)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "RoBConfig":
+    def _consistent(self) -> RoBConfig:
         if self.target == "projection" and self.projection_init == "identity" and self.base != "regression":
             raise ValueError("projection_init=identity is for base=regression only (dino and msn need K prototypes)")
         if self.student_prototypes == "teacher_frozen" and self.target == "logits":

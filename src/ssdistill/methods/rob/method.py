@@ -109,8 +109,10 @@ class RoB(DistillMethod):
             else:
                 targets = [project(self.signal(index, views[name]), self.prepared, m) for name in GLOBAL]
         size = (self.cfg.student.resolution,) * 2
-        crops = [views[name] if views[name].shape[-2:] == size else F.interpolate(views[name], size=size, mode="bilinear", antialias=True)
-                 for name in GLOBAL]
+        crops = [
+            views[name] if views[name].shape[-2:] == size else F.interpolate(views[name], size=size, mode="bilinear", antialias=True)
+            for name in GLOBAL
+        ]
         locals_ = [views[name] for name in sorted(views) if name.startswith("local")]
         # the student on every crop, batched per resolution
         with patch_dropout(self.student, self.variant.patch_drop):  # MSN's masked anchors (ViT students)

@@ -24,7 +24,7 @@ def target_tap(m: RoBConfig) -> str:
 
 def head_params(tensors: dict) -> dict[str, torch.Tensor]:
     """The teacher head's tensors among a preparation's (stored as ``head.<name>``)."""
-    return {key[len("head."):]: value for key, value in tensors.items() if key.startswith("head.")}
+    return {key[len("head.") :]: value for key, value in tensors.items() if key.startswith("head.")}
 
 
 def target_tensors(cfg: DistillConfig, ctx) -> dict[str, torch.Tensor]:
