@@ -28,9 +28,9 @@ def run_side(out: Path) -> None:
     import torch
 
     sys.path.insert(0, str(Path.cwd() / "tests"))
-    from integration.common import tiny_config
-
     from ssdistill import distill
+
+    from integration.common import tiny_config
 
     rows = {}
     for name in METHODS:

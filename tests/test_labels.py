@@ -3,9 +3,9 @@ monitor columns and EMA members are named by it, and no other module spells the 
 
 import re
 
-from conftest import REPO
-
 from ssdistill.labels import ema_member, member_suffix, monitor_prefix, student_label, teacher_label
+
+from conftest import REPO
 
 
 def test_one_student_and_a_cohorts_members_are_named_by_one_rule():

@@ -6,8 +6,9 @@ import re
 import subprocess
 import sys
 
-import conftest
 import pytest
+
+import conftest
 from conftest import REPO, SLOW_TESTS, is_slow
 
 # every part of the package has unit tests in the fast tier: a folder of tests or one test file

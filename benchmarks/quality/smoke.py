@@ -53,7 +53,9 @@ def first_comparable_epoch(method: str, record: dict) -> int:
 def check_row(method: str, record: dict) -> list[str]:
     """Smoke-tier learning check of one row: what failed (empty when it passed)."""
     catalogue = rows.catalogue()
-    checks, row = catalogue.checks, catalogue.rows[method]
+    checks, row = catalogue.checks, catalogue.rows.get(method)
+    if row is None:
+        return [f"{method}: not a row of benchmarks/rows.yaml, so it has no smoke check"]
     losses = record.get("epoch_losses") or []
     if not losses or not all(math.isfinite(loss) for loss in losses):
         return [f"{method}: losses missing or not finite: {losses}"]

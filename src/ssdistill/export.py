@@ -310,7 +310,7 @@ def export_run(
     the same run is refused unless ``overwrite``. The folder also goes to the run's MLflow and W&B runs (``run.loggers``),
     under ``export/``."""
     run_dir = existing_run_dir(run)
-    loaded = load_run(run_dir, checkpoint, [member] if member else None)  # the newest readable checkpoint unless one is named
+    loaded = load_run(run_dir, checkpoint, [member], classifiers=False)  # the newest readable checkpoint unless one is named
     cfg, last, epochs = loaded.cfg, loaded.checkpoint, loaded.epochs
     member = member or next(iter(loaded.students))
     student = loaded.students[member]

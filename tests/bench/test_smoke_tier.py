@@ -6,6 +6,7 @@ rows trained with labels lift every member's k-NN and classifier; CKA's task hea
 random-init student's features."""
 
 import pytest
+
 from bench.smoke import GROUPS, check, run_group
 
 

@@ -1,6 +1,7 @@
 """docs/benchmarks.md smoke tier, second half of the rows (see test_smoke_tier.py)."""
 
 import pytest
+
 from bench.smoke import GROUPS, check, run_group
 
 

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import torch
-from integration.common import tiny_config
 
 from ssdistill import distill
 from ssdistill.cache.bank import cached_teacher_bank
@@ -10,6 +9,8 @@ from ssdistill.config import AugConfig, TeacherConfig
 from ssdistill.data.datasets import open_images, seeded_subset
 from ssdistill.data.replay import AugParams, render
 from ssdistill.models.teachers import build_teacher
+
+from integration.common import tiny_config
 
 
 def test_bank_rows_are_the_teacher_on_the_replayed_views(tmp_path, demo_data):

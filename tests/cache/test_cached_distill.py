@@ -5,11 +5,12 @@ import platform
 
 import pytest
 import torch
-from integration.common import tiny_config
 
 from ssdistill import distill
 from ssdistill.api import load_student_from_run
 from ssdistill.cache.store import list_entries
+
+from integration.common import tiny_config
 
 
 def test_cached_run_equals_online_teacher_run_on_the_original_view(tmp_path):

@@ -81,12 +81,12 @@ def test_faiss_backend_gives_the_same_bags_without_ties():
 
 def test_bingo_selects_the_faiss_backend_for_its_cached_bags(tmp_path, monkeypatch):
     pytest.importorskip("faiss", reason="faiss-cpu is in the dev extra; without it the backend is optional")
-    from integration.common import tiny_config
-
     from ssdistill.engine.provider import TeacherProvider
     from ssdistill.methods.registry import METHODS
     from ssdistill.recipe import build_config
     from ssdistill.runs.assemble import train_source
+
+    from integration.common import tiny_config
 
     raw = tiny_config(tmp_path)
     raw["method"] = {"name": "bingo", "neighbour_backend": "faiss"}
@@ -109,11 +109,11 @@ def test_bingo_selects_the_faiss_backend_for_its_cached_bags(tmp_path, monkeypat
 def test_bingo_without_faiss_says_what_to_install(tmp_path, monkeypatch):
     import importlib.util
 
-    from integration.common import tiny_config
-
     from ssdistill.errors import ConfigError
     from ssdistill.methods.registry import METHODS
     from ssdistill.recipe import build_config
+
+    from integration.common import tiny_config
 
     raw = tiny_config(tmp_path)
     raw["method"] = {"name": "bingo", "neighbour_backend": "faiss"}

@@ -1,12 +1,13 @@
 import pytest
 import torch
-from conftest import write_images
 from PIL import Image
 
 from ssdistill.config import AugConfig
 from ssdistill.data.datasets import IndexedViews, SubsetImages, UnionImages, open_images, seeded_subset
 from ssdistill.data.views import augmented_view, original_view
 from ssdistill.errors import DataError
+
+from conftest import write_images
 
 
 def test_labelled_folder_has_classes_labels_and_indices(labelled_folder):

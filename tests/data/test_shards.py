@@ -15,12 +15,13 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import DEMO_DATA, write_images, write_tar
-from integration.common import tiny_config
 
 from ssdistill import distill
 from ssdistill.data.datasets import FolderImages, ShardImages, open_images, seeded_subset
 from ssdistill.errors import DataError
+
+from conftest import DEMO_DATA, write_images, write_tar
+from integration.common import tiny_config
 
 
 def write_shards(folder: FolderImages, out, per_shard: int, name: str, label: str = "cls", pattern: str = "%04d") -> str:

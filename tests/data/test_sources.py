@@ -6,10 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import DEMO_DATA, write_tar
 
 from ssdistill.data.datasets import FolderImages, ListImages, open_images
 from ssdistill.errors import DataError
+
+from conftest import DEMO_DATA, write_tar
 
 
 def test_a_path_list_gives_the_listed_images_with_their_classes(tmp_path):
@@ -171,10 +172,10 @@ def test_skip_corrupt_remembers_each_source_by_one_short_digest(tmp_path, monkey
     changed file is decoded again."""
     import os
 
-    from conftest import write_images
-
     import ssdistill.data.datasets as datasets
     import ssdistill.data.shards as shards
+
+    from conftest import write_images
 
     identities, real = [], datasets.keep_readable
     for module in (datasets, shards):
@@ -201,10 +202,10 @@ def test_skip_corrupt_remembers_each_source_by_one_short_digest(tmp_path, monkey
 def test_split_names_have_one_definition(tmp_path):
     """data.datasets refuses a folder of splits and the export names a data set after a split's parent folder with the
     same names, among them STL-10's unlabeled/ and a holdout/ split."""
-    from conftest import write_images
-
     from ssdistill import export_config
     from ssdistill.data import datasets
+
+    from conftest import write_images
 
     assert export_config.SPLIT_NAMES is datasets.SPLIT_NAMES
     assert export_config.dataset_name("/x/imagenette/holdout") == ("imagenette", "holdout")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from integration.common import tiny_config
 
 from ssdistill.engine.contract import TeacherNeed
 from ssdistill.engine.provider import TeacherProvider
@@ -13,6 +12,8 @@ from ssdistill.errors import ConfigError
 from ssdistill.eval.features import extract_features
 from ssdistill.recipe import build_config
 from ssdistill.runs.assemble import train_source
+
+from integration.common import tiny_config
 
 
 def test_a_need_over_a_subset_covers_that_subset_from_the_cache(tmp_path, demo_data):

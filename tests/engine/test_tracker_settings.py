@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
-from integration.common import tiny_config
 
 from ssdistill import distill
 from ssdistill.cli import main
@@ -16,6 +14,9 @@ from ssdistill.engine.resume import config_changes
 from ssdistill.engine.trackers import build_logger, check_trackers, config_params, logger_arguments, valid_settings
 from ssdistill.errors import ConfigError
 from ssdistill.recipe import build_config
+
+from conftest import REPO
+from integration.common import tiny_config
 
 
 def trackers(loggers, **run):

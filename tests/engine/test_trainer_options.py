@@ -11,7 +11,6 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from integration.common import tiny_config
 from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
@@ -22,6 +21,8 @@ from ssdistill.config import TrainerConfig
 from ssdistill.engine.lightning_options import lightning_strategy
 from ssdistill.engine.progress import RunProgressBar, fitting, shown_items
 from ssdistill.recipe import build_config
+
+from integration.common import tiny_config
 
 
 def _flat(annotation) -> set:

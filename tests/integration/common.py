@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import timm
-from conftest import DEMO_DATA
 from safetensors.torch import save_file
+
+from conftest import DEMO_DATA
 
 
 def tiny_config(tmp_path: Path, **updates) -> dict:

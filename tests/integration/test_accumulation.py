@@ -6,8 +6,9 @@ import lightning as L
 import pytest
 import torch
 
-from integration.common import tiny_config
 from ssdistill import distill
+
+from integration.common import tiny_config
 
 
 class Watch(L.Callback):

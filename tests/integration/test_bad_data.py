@@ -11,10 +11,11 @@ import zlib
 
 import pytest
 import yaml
-from conftest import DEMO_DATA
 
-from integration.common import tiny_config
 from ssdistill.cli import main
+
+from conftest import DEMO_DATA
+from integration.common import tiny_config
 
 
 def _class_folders(root, per_class: int) -> list:

@@ -5,10 +5,11 @@ import shutil
 
 import pytest
 import yaml
-from conftest import DEMO_DATA
 
-from integration.common import tiny_config
 from ssdistill.cli import main
+
+from conftest import DEMO_DATA
+from integration.common import tiny_config
 
 
 def _setup(tmp_path):

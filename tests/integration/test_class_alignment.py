@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import DEMO_DATA
 
-from integration.common import tiny_config
 from ssdistill.cli import main
+
+from conftest import DEMO_DATA
+from integration.common import tiny_config
 
 CLASSES = sorted(p.name for p in (DEMO_DATA / "val").iterdir() if p.is_dir())
 

@@ -11,7 +11,6 @@ from typing import Literal
 import pytest
 import torch
 
-from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.eval.tables import comparison_rows
 from ssdistill.export import export_run
@@ -20,6 +19,8 @@ from ssdistill.methods.feature import FeatureConfig, FeatureDistillation
 from ssdistill.methods.registry import METHODS
 from ssdistill.report.html import build_report, load_run, markdown_report
 from ssdistill.runs.load import load_student_from_run
+
+from integration.common import tiny_config
 
 
 class PairConfig(FeatureConfig):

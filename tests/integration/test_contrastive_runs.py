@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.api import load_student_from_run
+
+from integration.common import tiny_config
 
 
 @pytest.mark.parametrize(

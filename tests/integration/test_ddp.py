@@ -8,10 +8,11 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO
 
-from integration.common import tiny_config
 from ssdistill import distill
+
+from conftest import REPO
+from integration.common import tiny_config
 
 
 def test_two_process_ddp_on_cpu_gives_each_rank_disjoint_samples(tmp_path):

@@ -8,11 +8,12 @@ import sys
 import lightning as L
 import pytest
 import torch
-from conftest import REPO
 
-from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.api import load_student_from_run
+
+from conftest import REPO
+from integration.common import tiny_config
 
 
 def _epoch_losses(run_dir):

@@ -8,8 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from integration.common import tiny_config
-from integration.test_cohort import PairFeature
 from ssdistill import distill
 from ssdistill.cli import main
 from ssdistill.engine.module import ema_update
@@ -18,6 +16,9 @@ from ssdistill.methods.feature import FeatureDistillation
 from ssdistill.methods.registry import METHODS
 from ssdistill.recipe import build_config
 from ssdistill.runs.load import build_students
+
+from integration.common import tiny_config
+from integration.test_cohort import PairFeature
 
 
 def test_ema_update_moves_parameters_and_batchnorm_statistics_and_copies_counters():

@@ -3,9 +3,10 @@
 import csv
 import json
 
-from integration.common import tiny_config
 from ssdistill import distill, evaluate
 from ssdistill.cli import main
+
+from integration.common import tiny_config
 
 
 def test_full_suite_after_training_and_knn_monitoring_during_it(tmp_path):

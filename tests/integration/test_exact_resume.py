@@ -14,9 +14,10 @@ import pytest
 import torch
 import yaml
 
+from ssdistill import distill
+
 from integration.common import tiny_config
 from integration.test_distill import Interrupt
-from ssdistill import distill
 
 
 def _student(run_dir):

@@ -8,12 +8,13 @@ import pytest
 import timm
 import torch
 
-from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.api import load_student_from_run
 from ssdistill.cli import main
 from ssdistill.errors import ConfigError, ModelError
 from ssdistill.export import export_run
+
+from integration.common import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -16,17 +16,18 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import DEMO_DATA, write_images
 from huggingface_hub import ModelCard
 from PIL import Image
 
-from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.api import load_student_from_run
 from ssdistill.cli import main
 from ssdistill.data.views import original_view
 from ssdistill.export import export_run
 from ssdistill.export_config import DECLARED_KEYS, crop_pct_for, dataset_name, declared_preprocessing
+
+from conftest import DEMO_DATA, write_images
+from integration.common import tiny_config
 
 PLAIN_TIMM = r'''
 import json, sys

@@ -21,8 +21,9 @@ import pytest
 import torch
 import yaml
 
-from integration.common import tiny_config
 from ssdistill.cli import main
+
+from integration.common import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 

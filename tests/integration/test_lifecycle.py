@@ -17,11 +17,12 @@ import pytest
 import torch
 import yaml
 
+from ssdistill import distill
+from ssdistill.cli import main
+
 from integration.common import tiny_config
 from integration.test_distill import Interrupt
 from integration.test_exact_resume import Record
-from ssdistill import distill
-from ssdistill.cli import main
 
 
 def _cli(capsys, *argv):

@@ -8,8 +8,9 @@ import lightning as L
 import pytest
 import torch
 
-from integration.common import tiny_config
 from ssdistill import distill
+
+from integration.common import tiny_config
 
 
 class Dtypes(L.Callback):

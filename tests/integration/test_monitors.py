@@ -5,8 +5,9 @@ import csv
 
 import lightning as L
 
-from integration.common import tiny_config
 from ssdistill import distill
+
+from integration.common import tiny_config
 
 
 class ProgressBarMetrics(L.Callback):

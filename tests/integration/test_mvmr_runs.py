@@ -7,9 +7,10 @@ import pytest
 import timm
 from safetensors.torch import save_file
 
-from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.errors import ConfigError
+
+from integration.common import tiny_config
 
 
 def _second_teacher(tmp_path):

@@ -7,9 +7,9 @@ benchmarks/results/spread-cpu.md (python -m benchmarks.spread)."""
 import csv
 import json
 
-from conftest import REPO, epoch_means
-
 from ssdistill import distill
+
+from conftest import REPO, epoch_means
 
 
 def _epoch_losses(run_dir):

@@ -2,9 +2,9 @@
 images). Its own file (no teacher to embed), so pytest-xdist can run it beside the teacher runs of test_real_images.py.
 The figures asserted and their seed spread: benchmarks/results/spread-cpu.md (python -m benchmarks.spread)."""
 
-from conftest import REPO, epoch_means
-
 from ssdistill import distill
+
+from conftest import REPO, epoch_means
 
 
 def test_mvmr_self_supervised_mode_raises_dependence_with_every_representation(tmp_path, demo_data):

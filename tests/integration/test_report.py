@@ -14,11 +14,12 @@ from html import unescape as html_unescape
 import pytest
 from PIL import Image
 
-from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.cli import main
 from ssdistill.report.html import build_report
 from ssdistill.report.svg import PALETTE
+
+from integration.common import tiny_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from integration.common import tiny_config
 from ssdistill import distill
 from ssdistill.cli import main
 from ssdistill.errors import ConfigError
 from ssdistill.recipe import build_config
+
+from integration.common import tiny_config
 
 LOGGERS = [
     "csv",

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from conftest import write_images
 
 from ssdistill.cache.signals import TeacherSignal
 from ssdistill.data.datasets import FolderImages
@@ -12,6 +11,8 @@ from ssdistill.losses.infonce import queue_nce
 from ssdistill.methods.registry import METHODS
 from ssdistill.models.students import Student
 from ssdistill.recipe import build_config
+
+from conftest import write_images
 
 
 class Keys(TeacherSignal):

@@ -7,16 +7,18 @@ import json
 
 import pytest
 import torch
-from integration.common import assembled, cka_tasks, tiny_config
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ssdistill import distill
+from ssdistill.engine.contract import Fulfilment
 from ssdistill.engine.datasets import build_dataset
 from ssdistill.engine.provider import TeacherProvider
 from ssdistill.errors import ConfigError
 from ssdistill.methods.cka import CKA
 from ssdistill.recipe import build_config
 from ssdistill.runs.assemble import train_source
+
+from integration.common import assembled, cka_tasks, tiny_config
 
 
 def _raw(tmp_path, heads=("kmeans", "classifier"), **method):
@@ -54,12 +56,12 @@ def test_kmeans_heads_are_reproducible_from_a_seed_and_cached(tmp_path):
     logits = prepared.tensors["logits_0"]
     assert logits.shape == (64, 5) and torch.equal(prepared.tensors["pseudo_0"], logits.argmax(1))
     assert logits.abs().max() <= 1 / cfg.method.kmeans_temperature + 1e-4  # cosine / τ_km
-    again = build_dataset(CKA, cfg, TeacherProvider(cfg, train_source(cfg)))  # read back from the cache
+    again = build_dataset(CKA, cfg, TeacherProvider(cfg, train_source(cfg)), Fulfilment())  # read back from the cache
     assert torch.equal(again.tensors["logits_0"], logits)
     cached[0].unlink()  # refitted from scratch: the same centroids
-    assert torch.equal(build_dataset(CKA, cfg, TeacherProvider(cfg, train_source(cfg))).tensors["logits_0"], logits)
+    assert torch.equal(build_dataset(CKA, cfg, TeacherProvider(cfg, train_source(cfg)), Fulfilment()).tensors["logits_0"], logits)
     other = build_config(_raw(tmp_path, kmeans_restarts=3, kmeans_seed=4))
-    refit = build_dataset(CKA, other, TeacherProvider(other, train_source(other))).tensors["logits_0"]
+    refit = build_dataset(CKA, other, TeacherProvider(other, train_source(other)), Fulfilment()).tensors["logits_0"]
     assert len(sorted(ctx.entry("a").dir.glob("kmeans-k5-seed4-r3-*.npz"))) == 1 and not torch.equal(refit, logits)
 
 
@@ -83,7 +85,7 @@ def test_a_classifier_head_is_the_teacher_s_logits_restricted_to_the_task_classe
     bad["method"]["tasks"]["b"]["classes"] = [1, 5000]
     cfg_bad = build_config(bad)
     with pytest.raises(ConfigError, match="exceed teacher b's 1000 classes"):
-        build_dataset(CKA, cfg_bad, TeacherProvider(cfg_bad, train_source(cfg_bad)))
+        build_dataset(CKA, cfg_bad, TeacherProvider(cfg_bad, train_source(cfg_bad)), Fulfilment())
 
 
 def test_each_term_moves_what_it_should(tmp_path):
@@ -143,14 +145,14 @@ def test_teachers_must_be_precomputed(tmp_path):
     cfg = build_config(raw)
     ctx = TeacherProvider(cfg, train_source(cfg))
     with pytest.raises(ConfigError, match="set teachers.b.precompute=true"):
-        build_dataset(CKA, cfg, ctx)
+        build_dataset(CKA, cfg, ctx, Fulfilment())
 
 
 def test_two_unlabelled_folders_and_two_teachers_from_the_command_line(tmp_path, capsys):
     """No class folders anywhere: the run trains and says why there are no k-NN or per-task scores."""
-    from conftest import DEMO_DATA
-
     from ssdistill.cli import main
+
+    from conftest import DEMO_DATA
 
     weights = tiny_config(tmp_path)["teacher"]["weights"]
     images = sorted((DEMO_DATA / "train").rglob("*.jpg"))

@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 import torch
-from integration.common import tiny_config
 from torch.nn import functional as F
 
 from ssdistill import distill
@@ -18,6 +17,8 @@ from ssdistill.losses.distill import distill_kl
 from ssdistill.methods.mcl import MCL
 from ssdistill.recipe import build_config
 from ssdistill.runs.load import build_students
+
+from integration.common import tiny_config
 
 
 def _module(dataset_size=40, classes=None, **method):
@@ -185,9 +186,9 @@ def test_ssdistill_eval_scores_the_members_classifiers_again(supervised_run):
 def test_classifiers_are_not_scored_against_a_memory_of_other_classes(supervised_run, tmp_path):
     """The members' classifiers output data.train's class ids: with a k-NN memory (and val) of other classes, every
     evaluation reads val in the memory's ids, so the classifiers are left out rather than scored in the wrong ids."""
-    from conftest import DEMO_DATA
-
     from ssdistill.api import evaluate
+
+    from conftest import DEMO_DATA
 
     run, _ = supervised_run
     for split in ("train", "val"):

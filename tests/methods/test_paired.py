@@ -2,7 +2,6 @@
 the student's images and the teacher's target of a batch all follow."""
 
 import torch
-from integration.common import tiny_config
 from torch.nn import functional as F
 
 from ssdistill.cache.signals import TableSignal
@@ -11,6 +10,8 @@ from ssdistill.engine.provider import TeacherProvider
 from ssdistill.methods.paired import paired_need
 from ssdistill.recipe import build_config
 from ssdistill.runs.assemble import train_source
+
+from integration.common import tiny_config
 
 
 class _Online:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from integration.common import assembled_run, cka_tasks, tiny_config
 from torch.utils.data import DataLoader
 
 from ssdistill.engine.datasets import layout
 from ssdistill.methods.registry import METHODS
 from ssdistill.recipe import build_config
+
+from integration.common import assembled_run, cka_tasks, tiny_config
 
 
 def _assembled(tmp_path, name):

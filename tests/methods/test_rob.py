@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from integration.common import assembled, assembled_run, tiny_config
 from torch.nn import functional as F
 
 from ssdistill import distill
@@ -16,6 +15,8 @@ from ssdistill.errors import ConfigError
 from ssdistill.methods.rob.method import RoB
 from ssdistill.recipe import build_config
 from ssdistill.runs.assemble import train_source
+
+from integration.common import assembled, assembled_run, tiny_config
 
 
 def _assembled(tmp_path, **method):

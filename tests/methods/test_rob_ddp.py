@@ -10,11 +10,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from integration.common import assembled, tiny_config
 
 from ssdistill.distributed import global_mean_nograd
 from ssdistill.losses.selfsup import memax, sinkhorn
 from ssdistill.recipe import build_config
+
+from integration.common import assembled, tiny_config
 
 B, STEPS, WORLD = 4, 3, 2  # per-process batch, steps; the one-process run takes 2B per step
 
@@ -148,9 +149,9 @@ def test_a_two_process_run_ends_with_the_one_process_run_s_ema_centre(tmp_path):
     """Through Lightning's DDP (its broadcast of rank 0's buffers included): 2 processes x 8 images against 1 x 16, one
     epoch of 32 images. The EMA centre depends on the teacher's targets alone, and every global batch holds the same
     images with the same crops (seeded per image), so the final centres agree although the students do not."""
-    from integration.test_ddp import _ddp_run
-
     from ssdistill import distill
+
+    from integration.test_ddp import _ddp_run
 
     centres = {}
     for world, batch in ((1, 2 * 8), (2, 8)):

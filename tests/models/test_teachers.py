@@ -1,7 +1,6 @@
 import pytest
 import timm
 import torch
-from conftest import shared_weights
 from safetensors.torch import save_file
 
 from ssdistill.config import TeacherConfig
@@ -10,6 +9,8 @@ from ssdistill.data.views import original_view
 from ssdistill.errors import ModelError
 from ssdistill.models.cifar_resnet import CifarResNet
 from ssdistill.models.teachers import build_teacher
+
+from conftest import shared_weights
 
 IMAGENETTE_TO_IMAGENET = [0, 217, 482, 491, 497, 566, 569, 571, 574, 701]
 
@@ -191,9 +192,9 @@ def test_a_dinov2_backbone_loads_through_the_hub_path_at_a_smaller_size(dinov2_d
 def test_a_dinov2_backbone_is_a_rob_teacher_through_the_projection_target(dinov2_download, tmp_path):
     """Its SSL head is not released, so RoB uses target=projection: k-means columns of its cached features; a step trains
     the student against it."""
-    from integration.common import assembled, tiny_config
-
     from ssdistill.recipe import build_config
+
+    from integration.common import assembled, tiny_config
 
     path, _ = dinov2_download
     raw = tiny_config(tmp_path, teacher={"name": DINOV2, "source": "hub", "weights": str(path), "model_args": {"img_size": 56}, "resolution": None})
@@ -290,9 +291,10 @@ def test_a_misspelled_teacher_through_the_cli_is_one_line(no_hub, tmp_path, caps
     import logging
 
     import yaml
-    from integration.common import tiny_config
 
     from ssdistill.cli import main
+
+    from integration.common import tiny_config
 
     config = tiny_config(tmp_path)
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(config))

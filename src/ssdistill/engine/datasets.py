@@ -20,13 +20,12 @@ def _default_views(method: type, cfg: DistillConfig, ctx: TeacherProvider, fulfi
     return {**method.train_views(cfg, ctx), **fulfilment.batch_views()}
 
 
-def build_dataset(method: type, cfg: DistillConfig, ctx: TeacherProvider, fulfilment: Fulfilment | None = None) -> Preparation:
+def build_dataset(method: type, cfg: DistillConfig, ctx: TeacherProvider, fulfilment: Fulfilment) -> Preparation:
     """The method's ``prepare`` hook, then its own dataset or the default one for ``fulfilment`` (``ctx.fulfil`` of
-    the method's needs; None: no signals, as for a method that reads none or prepares its own dataset); the returned
-    preparation always holds a dataset."""
+    the method's needs); the returned preparation always holds a dataset."""
     prepared = method.prepare(cfg, ctx) or Preparation()
     if prepared.dataset is None:
-        prepared.dataset = default_dataset(method, cfg, ctx, fulfilment or Fulfilment())
+        prepared.dataset = default_dataset(method, cfg, ctx, fulfilment)
     return prepared
 
 

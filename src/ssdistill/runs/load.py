@@ -63,16 +63,19 @@ class LoadedRun:
         return {member: spec.resolution for member, spec in self.method.run_members(self.cfg).items()}
 
 
-def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, members: list[str] | None = None) -> LoadedRun:
+def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, members: list[str] | None = None, classifiers: bool = True) -> LoadedRun:
     """Read run ``run_dir`` back from ``checkpoint`` (default: its newest readable one, normally ``checkpoints/last.ckpt``),
-    reading the checkpoint once; ``members``: only those students (default: every member)."""
+    reading the checkpoint once; ``members``: only those students (default: every member; ``[None]``: the first);
+    ``classifiers``: also the classifiers the method trained (the evaluation scores them; an export leaves them)."""
     run = existing_run_dir(run_dir)
-    return _read(run, build_config(run / "config.yaml"), checkpoint, members)
+    return _read(run, build_config(run / "config.yaml"), checkpoint, members, classifiers)
 
 
-def _read(run: Path, cfg: DistillConfig, checkpoint: str | Path | None, members: list[str] | None) -> LoadedRun:
+def _read(run: Path, cfg: DistillConfig, checkpoint: str | Path | None, members: list[str | None] | None, classifiers: bool) -> LoadedRun:
     method = METHODS[cfg.method.name]
     specs = method.run_members(cfg)
+    if members is not None:
+        members = [member or next(iter(specs)) for member in members]
     for member in members or ():
         if member not in specs:
             raise ModelError(f"the run has no student member '{member}'; its members are {', '.join(specs)}")
@@ -82,8 +85,8 @@ def _read(run: Path, cfg: DistillConfig, checkpoint: str | Path | None, members:
     for member in members or specs:
         students[member] = build_student(specs[member], cfg.trainer.seed)
         students[member].load_state_dict(member_state(state, member))
-    classifiers = method.classifiers_from_checkpoint(cfg, state)
-    return LoadedRun(run, cfg, method, path, contents.get("global_step"), trained_epochs(contents), students, classifiers)
+    trained = method.classifiers_from_checkpoint(cfg, state) if classifiers else {}
+    return LoadedRun(run, cfg, method, path, contents.get("global_step"), trained_epochs(contents), students, trained)
 
 
 def load_student_from_run(run_dir: str | Path, checkpoint: str | Path | None = None, member: str | None = None) -> tuple[DistillConfig, Student]:
@@ -91,7 +94,7 @@ def load_student_from_run(run_dir: str | Path, checkpoint: str | Path | None = N
     run's newest readable checkpoint, normally ``checkpoints/last.ckpt``)."""
     run = existing_run_dir(run_dir)
     cfg = build_config(run / "config.yaml")
-    loaded = _read(run, cfg, checkpoint, [member or next(iter(METHODS[cfg.method.name].run_members(cfg)))])
+    loaded = _read(run, cfg, checkpoint, [member], classifiers=False)
     return cfg, next(iter(loaded.students.values()))
 
 
