@@ -202,8 +202,8 @@ def stage_maps(plan: StagePlan, images: torch.Tensor) -> tuple[list[torch.Tensor
 class AuxiliaryBranch(nn.Sequential):
     """Stage ``stage``'s feature map -> a pooled vector [B, out_dim]; ``kind`` is 'copy' or 'light'."""
 
-    def __init__(self, modules: list[nn.Module], kind: str, stage: int, out_dim: int) -> None:
-        super().__init__(*modules)
+    def __init__(self, *modules: nn.Module, kind: str = "", stage: int = -1, out_dim: int = 0) -> None:
+        super().__init__(*modules)  # keyword defaults: nn.Sequential's slicing rebuilds the class from the modules alone
         self.kind, self.stage, self.out_dim = kind, stage, out_dim
 
 
@@ -229,7 +229,7 @@ def auxiliary_branch(plan: StagePlan, stage_index: int, kind: str = "copy", widt
             nn.Linear(width, out_dim),
         ]
         param = next(plan.student.parameters())
-        return AuxiliaryBranch(layers, kind, stage_index, out_dim).to(param.device, param.dtype)
+        return AuxiliaryBranch(*layers, kind=kind, stage=stage_index, out_dim=out_dim).to(param.device, param.dtype)
     if width is not None or out_dim is not None:
         raise ModelError("auxiliary branch width and out_dim apply to kind 'light' only; a 'copy' branch has the student's width")
     if not plan.splittable:
@@ -240,7 +240,8 @@ def auxiliary_branch(plan: StagePlan, stage_index: int, kind: str = "copy", widt
     if plan.student.channels_last:
         fresh = fresh.to(memory_format=torch.channels_last)
     _, stages, head = _split(fresh, plan.names)
-    return AuxiliaryBranch([m for stage in stages[stage_index + 1 :] for m in stage] + head, kind, stage_index, plan.dim)
+    modules = [m for stage in stages[stage_index + 1 :] for m in stage] + head
+    return AuxiliaryBranch(*modules, kind=kind, stage=stage_index, out_dim=plan.dim)
 
 
 class StagedStudent(nn.Module):
