@@ -1,4 +1,4 @@
-"""Layer-wise Mutual Contrastive Learning (L-MCL, the TPAMI 2023 extension of MCL; METHODS.md §4.5, code
+"""Layer-wise Mutual Contrastive Learning (L-MCL, the TPAMI 2023 extension of MCL, docs/methods/mcl.md; code
 github.com/winycg/L-MCL): the MCL terms of ``losses/mutual.py`` exchanged between every stage of every member, each
 anchor weighted by a per-sample pair weight, and the aggregator over the stage classifiers. Pure tensor functions: the
 embedding heads, the weighting network's projections and the aggregator's MLP belong to the caller.
