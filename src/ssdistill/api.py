@@ -176,12 +176,7 @@ def evaluate(
         run = Path(checkpoint).resolve().parent.parent
     device = compute_device("auto")
     if run is not None:
-        cfg = build_config(existing_run_dir(run) / "config.yaml")
-        updates = {
-            "data": {"knn_train": train or cfg.data.knn_train, "val": val or cfg.data.val},
-            "eval": {"knn_k": k, "knn_t": temperature, "suite": "full" if full else "knn"},
-        }
-        return evaluate_saved_run(run, checkpoint, updates, device)
+        return evaluate_saved_run(run, checkpoint, device, train=train, val=val, k=k, temperature=temperature, full=full)
     if teacher is None:
         raise ConfigError("ssdistill eval needs a run directory, --checkpoint, or --teacher NAME")
     if not train or not val:

@@ -130,14 +130,29 @@ def knn_table(suite: dict[str, Any], k: int, temperature: float) -> dict[str, di
     }
 
 
-def evaluate_saved_run(run_dir: str | Path, checkpoint: str | Path | None, updates: dict[str, Any], device) -> dict[str, Any]:
+def evaluate_saved_run(
+    run_dir: str | Path,
+    checkpoint: str | Path | None,
+    device,
+    *,
+    train: str | None = None,
+    val: str | None = None,
+    k: int = 20,
+    temperature: float = 0.07,
+    full: bool = True,
+) -> dict[str, Any]:
     """Evaluate a run's students from its folder (the checkpoint read once) next to its teachers and random-init
-    students, under its config with ``updates`` (evaluation settings: data.knn_train, data.val, eval.*); the record is
-    written to ``RUN/evaluation.json`` and sent to the run's trackers."""
+    students, with k-NN under (``k``, ``temperature``), the full suite when ``full``, and the run's own memory and
+    evaluation splits unless ``train`` / ``val`` name others; the record is written to ``RUN/evaluation.json`` and sent
+    to the run's trackers."""
     loaded = load_run(run_dir, checkpoint)
     run = loaded.run_dir
     if held := busy(run):
         log.warning("%s: evaluating its checkpoint of step %s, not its final student", held, loaded.step)
+    updates = {
+        "data": {"knn_train": train or loaded.cfg.data.knn_train, "val": val or loaded.cfg.data.val},
+        "eval": {"knn_k": k, "knn_t": temperature, "suite": "full" if full else "knn"},
+    }
     cfg, method = build_config(loaded.cfg, updates), loaded.method
     ctx = TeacherProvider(cfg, train_source(cfg), device)
     knn, suite, note, classes = evaluate_run(
