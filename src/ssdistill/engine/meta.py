@@ -24,6 +24,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ssdistill.distributed import all_reduce_sum_nograd, world_size
+
 Params = dict[str, Tensor]
 Loss = Callable[[Params, Params], Tensor]
 """A loss of (parameters, buffers): the caller's closure, which runs ``torch.func.functional_call(model, (params,
@@ -115,8 +117,10 @@ def meta_step(
     after, buffers_after = _unroll(params, buffers, [inner_loss] * steps + [outer_loss] * outer_steps, lr, momentum, weight_decay)
     outer = outer_loss(after, buffers_after)
     grads = torch.autograd.grad(outer, phi, allow_unused=True)
-    for p, g in zip(phi, grads):
-        p.grad = torch.zeros_like(p) if g is None else g.detach()
+    processes = world_size()
+    for p, g in zip(phi, grads):  # under DDP every process unrolls its own batch: the hypergradient is their mean
+        g = torch.zeros_like(p) if g is None else g.detach()
+        p.grad = all_reduce_sum_nograd(g) / processes if processes > 1 else g
     norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in phi]))) if phi else 0.0
     weighting_optimizer.step()
     return MetaStepStats(float(outer.detach()), norm)

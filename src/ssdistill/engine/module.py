@@ -20,7 +20,7 @@ and implements ``training_step``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import lightning as L
@@ -271,10 +271,15 @@ class DistillMethod(L.LightningModule):
                     "last good state): lower optim.lr, set optim.grad_clip, or use trainer.precision=32"
                 )
 
+    def optimised_parameters(self) -> Iterator[torch.nn.Parameter]:
+        """The parameters the run's optimiser steps. Default: all of them (a method that steps some with an optimiser
+        of its own, as L-MCL's weighting network, leaves those out)."""
+        return self.parameters()
+
     def configure_optimizers(self):
         optim = self.cfg.optim
         decay, no_decay = [], []
-        for param in self.parameters():
+        for param in self.optimised_parameters():
             if param.requires_grad:
                 (no_decay if param.ndim <= 1 else decay).append(param)
         groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -84,6 +84,33 @@ def member_name(position: int) -> str:
     return PRIMARY_STUDENT if position == 0 else f"peer{position}"
 
 
+# ----- what a cohort method (MCL, L-MCL) declares, from explicit arguments ------------------------------------------
+def cohort_members(student: StudentConfig, architectures: list[str]) -> dict[str, StudentConfig]:
+    """``student``, ``peer1`` ... one per architecture, each the run's student config with its own arch."""
+    return {member_name(i): student.model_copy(update={"arch": arch}) for i, arch in enumerate(architectures)}
+
+
+def cohort_views(cfg: DistillConfig, supervised: bool) -> dict:
+    """One augmented view seen by every member (supervised), or two (label-free: query and key)."""
+    view = augmented_view(cfg.student.resolution, cfg.aug)
+    return {"student": view} if supervised else {"query": view, "key": view}
+
+
+def class_pair_preparation(cfg: DistillConfig, ctx) -> Preparation:
+    """The supervised cohort's batches: two images of each class in every batch, and the number of classes."""
+    labels = ctx.source.labels
+    if labels is None:
+        raise ConfigError(f"method.mode=supervised needs labelled training images (class sub-folders in {cfg.data.train}); use mode=label_free")
+    # the classifiers' class ids are data.train's: the evaluation reads data.val in them, matched by name (eval/classes.py)
+    sampler = ClassPairBatchSampler(labels, cfg.data.batch_size, seed=cfg.trainer.seed)
+    return Preparation(tensors={"classes": torch.tensor(max(labels) + 1)}, batch_sampler=sampler)
+
+
+def supervised_view_deviations(cfg: DistillConfig) -> list[str]:
+    """The official CIFAR codes of MCL and L-MCL train on padded crops and flips."""
+    return [f"aug.recipe: {cfg.aug.recipe} (official: cifar_basic)"] if cfg.aug.recipe != "cifar_basic" else []
+
+
 class MCLConfig(QueueConfig):
     name: Literal["mcl"] = "mcl"
     mode: Literal["label_free", "supervised"] = Field(
@@ -179,7 +206,7 @@ class MCL(DistillMethod):
     # ----- declarations --------------------------------------------------------------------------
     @classmethod
     def student_members(cls, cfg: DistillConfig) -> dict[str, StudentConfig]:
-        return {member_name(i): cfg.student.model_copy(update={"arch": arch}) for i, arch in enumerate(cfg.method.architectures(cfg.student))}
+        return cohort_members(cfg.student, cfg.method.architectures(cfg.student))
 
     @classmethod
     def teacher_needs(cls, cfg: DistillConfig) -> dict:
@@ -187,27 +214,16 @@ class MCL(DistillMethod):
 
     @classmethod
     def train_views(cls, cfg: DistillConfig, ctx) -> dict:
-        view = augmented_view(cfg.student.resolution, cfg.aug)
-        return {"query": view, "key": view} if cfg.method.mode == "label_free" else {"student": view}
+        return cohort_views(cfg, supervised=cfg.method.mode == "supervised")
 
     @classmethod
     def prepare(cls, cfg: DistillConfig, ctx) -> Preparation | None:
-        if cfg.method.mode == "label_free":
-            return None
-        labels = ctx.source.labels
-        if labels is None:
-            raise ConfigError(f"method.mode=supervised needs labelled training images (class sub-folders in {cfg.data.train}); use mode=label_free")
-        # the classifiers' class ids are data.train's: the evaluation reads data.val in them, matched by name (eval/classes.py)
-        sampler = ClassPairBatchSampler(labels, cfg.data.batch_size, seed=cfg.trainer.seed)
-        return Preparation(tensors={"classes": torch.tensor(max(labels) + 1)}, batch_sampler=sampler)
+        return class_pair_preparation(cfg, ctx) if cfg.method.mode == "supervised" else None
 
     @classmethod
     def deviations(cls, cfg: DistillConfig) -> list[str]:
         """The method's settings, and in supervised mode the view: the official CIFAR code trains on padded crops and flips."""
-        notes = super().deviations(cfg)
-        if cfg.method.mode == "supervised" and cfg.aug.recipe != "cifar_basic":
-            notes.append(f"aug.recipe: {cfg.aug.recipe} (official: cifar_basic)")
-        return notes
+        return super().deviations(cfg) + (supervised_view_deviations(cfg) if cfg.method.mode == "supervised" else [])
 
     def member_classifiers(self) -> dict[str, nn.Module]:
         if self.mode != "supervised":

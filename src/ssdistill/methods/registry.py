@@ -5,10 +5,11 @@ from ssdistill.methods.bingo import BINGO
 from ssdistill.methods.cka import CKA
 from ssdistill.methods.disco import DisCo
 from ssdistill.methods.feature import FeatureDistillation
+from ssdistill.methods.lmcl import LMCL
 from ssdistill.methods.mcl import MCL
 from ssdistill.methods.moco import MoCoV2
 from ssdistill.methods.mvmr import MVMR
 from ssdistill.methods.rob.method import RoB
 from ssdistill.methods.seed import SEED
 
-METHODS = {cls.name: cls for cls in (FeatureDistillation, MVMR, MoCoV2, SEED, DisCo, BINGO, MCL, CKA, RoB)}
+METHODS = {cls.name: cls for cls in (FeatureDistillation, MVMR, MoCoV2, SEED, DisCo, BINGO, MCL, LMCL, CKA, RoB)}
