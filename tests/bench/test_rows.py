@@ -62,7 +62,7 @@ def test_the_rows_without_a_teacher_are_those_whose_method_declares_no_teacher_n
             cfg = build_config(row.recipe_path(bench), row.overrides)
             assert bool(METHODS[cfg.method.name].teacher_needs(cfg)) == catalogue.has_teacher(name), (name, bench)
     assert sorted(rows.WITH_LABELS) == ["lmcl_supervised", "lmcl_supervised_nometa", "mcl_independent", "mcl_supervised"]
-    assert catalogue.in_group("cohort") == ("mcl", "mcl_independent", "mcl_supervised")
+    assert catalogue.in_group("cohort") == ("mcl", "mcl_independent", "mcl_supervised", "lmcl_supervised", "lmcl_supervised_nometa")
     assert catalogue.label("recommended", "q1") != catalogue.label("recommended", "q2")  # Q1's ablation step, Q2's recipe
 
 
