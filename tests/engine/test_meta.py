@@ -192,3 +192,29 @@ def test_a_name_the_model_does_not_have_is_refused():
     lin = nn.Linear(2, 1)
     with pytest.raises(ValueError, match=r"virtual_steps: \['wieght'\] are not parameters or buffers of the model"):
         virtual_steps(lin, {"wieght": lin.weight}, {}, lambda p, b: p["wieght"].sum(), 1, LR)
+
+
+class _Relu6Sigmoid(nn.Module):
+    def forward(self, x):
+        return F.relu6(x + 3) / 6
+
+
+def test_mobilenet_activations_differentiate_twice_and_give_the_hypergradient_of_their_composite_forms():
+    """PyTorch has no second derivative of hardsigmoid (MobileNetV3's SE gate): the meta step runs it as its equal relu6
+    form, so its hypergradient is that of a cohort built with the composite form (hardswish has one, and stays)."""
+    torch.manual_seed(0)
+    hard = Pair().double().train()
+    hard.a[2], hard.b[2] = nn.Hardswish(), nn.Hardsigmoid()
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
+    with pytest.raises(RuntimeError, match="hardsigmoid_backward is not implemented"):
+        torch.autograd.grad(torch.autograd.grad(hard(x)[1].sum(), hard.b[0].weight, create_graph=True)[0].sum(), hard.b[0].weight)
+    composite = copy.deepcopy(hard)
+    composite.b[2] = _Relu6Sigmoid()
+    grads = []
+    for cohort in (hard, composite):
+        torch.manual_seed(1)
+        weighting = nn.Linear(6, 1).double()
+        run_meta(cohort, weighting, x, y)
+        grads.append([p.grad.clone() for p in weighting.parameters()])
+    assert all(g.abs().sum() > 0 for g in grads[0])
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(*grads))

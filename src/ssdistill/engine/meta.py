@@ -13,7 +13,8 @@ Every gradient is taken with ``create_graph=True``, so θ_T is a differentiable 
 adjoint recursion of the official ``meta_backward``, done by autograd; the official port lost the weight decay there).
 The real parameters are read, never written; the buffers (BatchNorm running statistics) are cloned before the first
 virtual forward, so the model is left bitwise as it was, and no copy of the model is made: the cost is the unrolled
-graph, one extra set of parameters per step.
+graph, one extra set of parameters per step. An activation without a second derivative in PyTorch (hardsigmoid,
+in MobileNetV3) runs in an equal composite form during the unroll (``TwiceDifferentiable``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,22 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from ssdistill.distributed import all_reduce_sum_nograd, world_size
+
+
+class TwiceDifferentiable(TorchFunctionMode):
+    """Inside it, hardsigmoid, whose second derivative PyTorch does not implement (the gate of MobileNetV3's
+    squeeze-excitation), runs as its equal composite form relu6(x + 3) / 6, so that the unrolled steps differentiate
+    twice through such students. The values are the same; only the graph differs."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.hardsigmoid:
+            return F.relu6(args[0] + 3) / 6
+        return func(*args, **(kwargs or {}))
+
 
 Params = dict[str, Tensor]
 Loss = Callable[[Params, Params], Tensor]
@@ -88,7 +103,8 @@ def virtual_steps(
     the module the closure calls (its names are checked: ``functional_call`` would silently use a live tensor for a
     misspelt one); it may hold more than the cohort (e.g. the embedding heads, stepped virtually as in the official)."""
     _check_names(model, params, buffers)
-    return _unroll(params, buffers, [inner_loss] * steps, lr, momentum, weight_decay)
+    with TwiceDifferentiable():
+        return _unroll(params, buffers, [inner_loss] * steps, lr, momentum, weight_decay)
 
 
 def meta_step(
@@ -114,9 +130,10 @@ def meta_step(
     """
     params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
     phi = [p for p in weighting.parameters() if p.requires_grad]
-    after, buffers_after = _unroll(params, buffers, [inner_loss] * steps + [outer_loss] * outer_steps, lr, momentum, weight_decay)
-    outer = outer_loss(after, buffers_after)
-    grads = torch.autograd.grad(outer, phi, allow_unused=True)
+    with TwiceDifferentiable():
+        after, buffers_after = _unroll(params, buffers, [inner_loss] * steps + [outer_loss] * outer_steps, lr, momentum, weight_decay)
+        outer = outer_loss(after, buffers_after)
+        grads = torch.autograd.grad(outer, phi, allow_unused=True)
     processes = world_size()
     for p, g in zip(phi, grads):  # under DDP every process unrolls its own batch: the hypergradient is their mean
         g = torch.zeros_like(p) if g is None else g.detach()

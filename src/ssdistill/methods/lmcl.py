@@ -53,7 +53,7 @@ DEFAULTS = {
     "supervised": {"temperature": 0.1, "vcl_weight": 0.1, "icl_weight": 0.1},
 }
 SUPERVISED_ONLY = {"aggregator", "logit_kd_weight", "icl_include_self_pair"}
-META_ONLY = {"meta_every", "meta_steps", "meta_outer_step", "weighting_dim"}
+META_ONLY = {"meta_every", "meta_steps", "meta_outer_step", "meta_lr", "weighting_dim"}
 
 
 class LMCLConfig(MethodConfig):
@@ -111,6 +111,12 @@ class LMCLConfig(MethodConfig):
     meta_outer_step: bool = Field(
         True, description="one more virtual step on the outer loss before it is evaluated (official, from L2T-ww)", json_schema_extra=official(True)
     )
+    meta_lr: float | None = Field(
+        None,
+        gt=0,
+        description="peak learning rate of the virtual SGD steps and of the weighting network, following the run's schedule; "
+        "default: optim.lr (official, where the run is SGD: set it for adam/adamw, whose step sizes are not SGD's)",
+    )
     weighting_dim: int = Field(128, gt=0, description="width of the weighting network's projections", json_schema_extra=official(128))
 
     @field_validator("cohort")
@@ -147,7 +153,7 @@ class LMCLConfig(MethodConfig):
             selects = isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("selects")
             if name in ("name", "preset") or selects or name in inactive or getattr(self, name) == field.default:
                 continue
-            notes.append(f"{name}: {getattr(self, name)} (ssdistill default: {self.effective(name) if field.default is None else field.default})")
+            notes.append(f"{name}: {getattr(self, name)} (ssdistill default: {DEFAULTS[self.mode].get(name, field.default)})")
         return notes
 
     def architectures(self, student: StudentConfig) -> list[str]:
@@ -361,6 +367,8 @@ class LMCL(DistillMethod):
         m, o = self.cfg.method, self.cfg.optim
         cohort = self.cohort()
         lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer is not None else o.lr
+        if m.meta_lr is not None:
+            lr = m.meta_lr * lr / o.lr  # the run's schedule, at the meta step's own peak
         for group in self.weighting_optimizer.param_groups:
             group["lr"] = lr
 
@@ -402,7 +410,12 @@ class LMCL(DistillMethod):
         )
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """Every step: ``train/meta_step`` (1 where a meta step ran after it, else 0); ``meta_outer`` and
+        ``meta_grad_norm`` are the latest meta step's (Lightning repeats a value on the steps that do not log one)."""
         super().on_train_batch_end(outputs, batch, batch_idx)
+        if self.weighting is None:
+            return
+        self.log("train/meta_step", float(self._meta_stats is not None), on_step=True, on_epoch=False)
         if self._meta_stats is not None:
             stats, self._meta_stats = self._meta_stats, None
             self.log("train/meta_outer", stats.outer_loss, on_step=True, on_epoch=False)
