@@ -2,6 +2,7 @@
 
     python -m benchmarks.speed --tier cpu              # P1-P5 on this machine (P5: peak memory of Q1 runs)
     python -m benchmarks.speed --tier smoke --only P4  # seconds, for CI
+    python -m benchmarks.speed --tier cpu --only P7    # the cost of L-MCL's meta step
 
 Writes benchmarks/results/speed-<tier>.json (every timing, the machine, versions) and speed-<tier>.md.
 """
@@ -32,7 +33,15 @@ Q1_TRAIN_IMAGES = 9469
 
 TIERS = {
     # images for P1 (cache fill), images per epoch for P3, (train, query) feature counts for P4
-    "smoke": {"p1_images": 64, "p3_images": 128, "p4_sizes": [(2_000, 500)], "p5_methods": ["feature"], "p5_steps": 2, "p6_demo": False},
+    "smoke": {
+        "p1_images": 64,
+        "p3_images": 128,
+        "p4_sizes": [(2_000, 500)],
+        "p5_methods": ["feature"],
+        "p5_steps": 2,
+        "p6_demo": False,
+        "p7_batch": 16,
+    },
     "cpu": {
         "p1_images": 1024,
         "p3_images": 1024,
@@ -40,6 +49,7 @@ TIERS = {
         "p5_methods": ["feature", "mvmr_kd", "moco"],
         "p5_steps": 30,
         "p6_demo": True,
+        "p7_batch": 128,
     },
     "gpu": {
         "p1_images": 9469,
@@ -48,9 +58,10 @@ TIERS = {
         "p5_methods": ["feature", "mvmr_kd", "moco"],
         "p5_steps": 74,
         "p6_demo": True,
+        "p7_batch": 128,
     },
 }
-FIGURES = ("P1", "P2", "P3", "P4", "P5", "P6")
+FIGURES = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
 
 
 def _train_folder() -> Path:
@@ -189,6 +200,53 @@ def p2_step_overhead(method: str, batch_size: int = 64, repeats: int = 10) -> di
         "views": len(passes),
         "recipe": recipe,
         "queue": None if queue is None else len(queue.keys),
+    }
+
+
+def p7_meta_step(cohort: list[str], batch_size: int, rounds: int = 3) -> dict:
+    """L-MCL's meta step (2 virtual steps, 1 on the cross-entropy, the hypergradient) against one real L-MCL step and
+    one supervised MCL step of the same cohort, on one batch of 32 px images (two per class, 10 classes), interleaved
+    rounds, minimum taken. The amortised overhead is the meta step over ``meta_every`` (50) real steps."""
+    from ssdistill.methods.registry import METHODS
+    from ssdistill.recipe import build_config
+    from ssdistill.runs.load import build_students
+
+    def module(name: str):
+        cfg = build_config({"method": {"name": name, "mode": "supervised", "cohort": cohort}, "student": {"arch": cohort[0], "resolution": 32}})
+        torch.manual_seed(0)
+        built = METHODS[name](cfg, build_students(METHODS[name], cfg), {}, dataset_size=10_000, prepared={"classes": torch.tensor(10)})
+        built.log_loss = lambda loss, **terms: loss
+        return built
+
+    mcl, lmcl = module("mcl"), module("lmcl")
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(batch_size // 2).repeat_interleave(2) % 10
+    batch = {"views": {"student": torch.rand(batch_size, 3, 32, 32, generator=generator)}, "label": labels, "index": torch.arange(batch_size)}
+
+    def step(m) -> None:
+        m.zero_grad(set_to_none=True)
+        m.training_step(batch, 0).backward()
+
+    timings: dict[str, list[float]] = {}
+    for name, run in [("mcl_step", lambda: step(mcl)), ("lmcl_step", lambda: step(lmcl)), ("meta_step", lambda: lmcl.meta_update(batch))] * (
+        rounds + 1
+    ):
+        start = time.perf_counter()
+        run()
+        timings.setdefault(name, []).append(time.perf_counter() - start)
+    best = {name: min(values[1:]) for name, values in timings.items()}  # the first round warms up
+    every = lmcl.cfg.method.meta_every
+    return {
+        "figure": f"P7 L-MCL meta step, {' + '.join(cohort)}",
+        "ratio": best["meta_step"] / best["lmcl_step"],
+        "goal": "measured (official: amortised over 50 steps)",
+        "meta_seconds": best["meta_step"],
+        "lmcl_step_seconds": best["lmcl_step"],
+        "mcl_step_seconds": best["mcl_step"],
+        "lmcl_over_mcl": best["lmcl_step"] / best["mcl_step"],
+        "amortised_overhead": best["meta_step"] / (every * best["lmcl_step"]),
+        "meta_every": every,
+        "batch_size": batch_size,
     }
 
 
@@ -371,6 +429,11 @@ def _markdown(record: dict) -> str:
             detail = f"{row['step_seconds'] * 1000:.0f} ms vs bare student {row['bare_seconds'] * 1000:.0f} ms ({row['views']} view(s) of {row['batch_size']}, `{row['recipe']}`)"
             if row.get("bare_with_head_seconds"):
                 detail += f"; student + the method's trainable head alone {row['bare_with_head_seconds'] * 1000:.0f} ms"
+        elif row["figure"].startswith("P7"):
+            detail = (
+                f"meta step {row['meta_seconds']:.2f} s vs one L-MCL step {row['lmcl_step_seconds']:.2f} s (batch {row['batch_size']}, 32 px): "
+                f"+{100 * row['amortised_overhead']:.0f} % over {row['meta_every']} steps; an L-MCL step is x{row['lmcl_over_mcl']:.2f} a supervised MCL step"
+            )
         elif row["figure"].startswith("P1"):
             detail = f"fill {row['fill_images_per_s']:.1f} img/s vs bare forward {row['bare_forward_images_per_s']:.1f} img/s ({row['images']} images); second open {row['second_open_seconds']:.2f} s"
         elif row["figure"].startswith("P5"):
@@ -431,6 +494,10 @@ def main() -> None:
     if "P6" in args.only:
         rows.append(p6_bf16(tier["p6_demo"]))
         print(rows[-1])
+    if "P7" in args.only:
+        for cohort in (["cifar_resnet20", "cifar_resnet20"], ["cifar_resnet20", "mobilenetv3_small_100"]):
+            rows.append(p7_meta_step(cohort, tier["p7_batch"]))
+            print(rows[-1])
     record = {
         "tier": args.tier,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),

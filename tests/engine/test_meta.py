@@ -10,6 +10,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ssdistill.engine.meta import meta_step, virtual_steps
+from ssdistill.errors import TrainingError
 
 LR, MOMENTUM, WD = 0.1, 0.9, 0.05
 
@@ -218,3 +219,17 @@ def test_mobilenet_activations_differentiate_twice_and_give_the_hypergradient_of
         grads.append([p.grad.clone() for p in weighting.parameters()])
     assert all(g.abs().sum() > 0 for g in grads[0])
     assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(*grads))
+
+
+def test_an_op_without_a_second_derivative_is_one_line_that_says_what_to_do():
+    class FunctionalGate(nn.Module):  # F.hardsigmoid without an nn.Hardsigmoid module: the mode is not switched on
+        def forward(self, x):
+            return F.hardsigmoid(x)
+
+    torch.manual_seed(0)
+    cohort = Pair().double().train()
+    cohort.b[2] = FunctionalGate()
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
+    with pytest.raises(TrainingError, match=r"no second derivative of aten::hardsigmoid_backward; set method.meta=false") as caught:
+        run_meta(cohort, nn.Linear(6, 1).double(), x, y)
+    assert "\n" not in str(caught.value)

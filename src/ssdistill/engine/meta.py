@@ -20,6 +20,7 @@ in MobileNetV3) runs in an equal composite form during the unroll (``TwiceDiffer
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -28,6 +29,7 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 from ssdistill.distributed import all_reduce_sum_nograd, world_size
+from ssdistill.errors import TrainingError
 
 
 class TwiceDifferentiable(TorchFunctionMode):
@@ -39,6 +41,24 @@ class TwiceDifferentiable(TorchFunctionMode):
         if func is F.hardsigmoid:
             return F.relu6(args[0] + 3) / 6
         return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def twice_differentiable(model: nn.Module):
+    """The unroll's context: ``TwiceDifferentiable`` where ``model`` holds an ``nn.Hardsigmoid`` (the mode intercepts
+    every torch call, so it is used only where needed); an op PyTorch cannot differentiate twice becomes one line."""
+    mode = TwiceDifferentiable() if any(isinstance(m, nn.Hardsigmoid) for m in model.modules()) else nullcontext()
+    try:
+        with mode:
+            yield
+    except RuntimeError as error:
+        if "is not implemented" not in str(error):
+            raise
+        op = str(error).split("derivative for ")[-1].split(" is not")[0]
+        raise TrainingError(
+            f"the meta step differentiates twice through the students and PyTorch has no second derivative of {op}; "
+            "set method.meta=false or use students without it"
+        ) from None
 
 
 Params = dict[str, Tensor]
@@ -103,7 +123,7 @@ def virtual_steps(
     the module the closure calls (its names are checked: ``functional_call`` would silently use a live tensor for a
     misspelt one); it may hold more than the cohort (e.g. the embedding heads, stepped virtually as in the official)."""
     _check_names(model, params, buffers)
-    with TwiceDifferentiable():
+    with twice_differentiable(model):
         return _unroll(params, buffers, [inner_loss] * steps, lr, momentum, weight_decay)
 
 
@@ -130,7 +150,7 @@ def meta_step(
     """
     params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
     phi = [p for p in weighting.parameters() if p.requires_grad]
-    with TwiceDifferentiable():
+    with twice_differentiable(model):
         after, buffers_after = _unroll(params, buffers, [inner_loss] * steps + [outer_loss] * outer_steps, lr, momentum, weight_decay)
         outer = outer_loss(after, buffers_after)
         grads = torch.autograd.grad(outer, phi, allow_unused=True)
