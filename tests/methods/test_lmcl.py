@@ -9,7 +9,8 @@ from torch.nn import functional as F
 
 from ssdistill.errors import ConfigError, ModelError
 from ssdistill.losses.layerwise import layerwise_mutual_terms
-from ssdistill.methods.lmcl import LMCL, final_instance_nce
+from ssdistill.methods.lmcl.cohort import final_instance_nce
+from ssdistill.methods.lmcl.method import LMCL
 from ssdistill.recipe import build_config
 from ssdistill.runs.load import build_students
 

@@ -276,6 +276,8 @@ def test_selecting_fields_are_only_modes():
         ("bingo", "neighbour_backend"),  # backend: same bags
         ("mcl", "mode"),
         ("mcl", "cohort"),  # which cohort runs, in which of the two published settings
+        ("lmcl", "mode"),
+        ("lmcl", "cohort"),  # as MCL's: the official setting is supervised, label_free is ours
     }
     assert SELECTS == {"selects": True}
     assert all(issubclass(method.config_class, BaseModel) for method in METHODS.values())

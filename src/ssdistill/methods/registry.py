@@ -5,7 +5,7 @@ from ssdistill.methods.bingo import BINGO
 from ssdistill.methods.cka import CKA
 from ssdistill.methods.disco import DisCo
 from ssdistill.methods.feature import FeatureDistillation
-from ssdistill.methods.lmcl import LMCL
+from ssdistill.methods.lmcl.method import LMCL
 from ssdistill.methods.mcl import MCL
 from ssdistill.methods.moco import MoCoV2
 from ssdistill.methods.mvmr import MVMR

@@ -1,39 +1,16 @@
-"""L-MCL, Layer-wise Mutual Contrastive Learning (docs/methods/mcl.md, the TPAMI 2023 extension of MCL; official code
-github.com/winycg/L-MCL, CIFAR, supervised): MCL's four terms exchanged between every stage of every member.
-
-Each member gets an auxiliary branch on every stage but its last (``branch: copy``: a freshly initialised copy of its
-remaining stages and head, as the official code builds them; ``light``: a small conv head, for students where a copy
-is not meaningful), so member i has S_i stage features f_ik, the last its own pooled feature. Per (member, stage):
-an embedding head (Linear-ReLU-Linear to 128, L2-normalised), a classifier (supervised) and a projection of the
-weighting network. The loss (``losses/layerwise.py``) contrasts every stage of a member with every stage of every
-other member, each anchor weighted by ω = sigmoid(cos(P f, P f)); supervised runs add every stage's cross-entropy,
-the aggregator (softmax over the stages, from their concatenated features, mixing the stage logits) with its
-cross-entropy, and the final head's KD towards every member's aggregated logits.
-
-The weighting network is trained only by the meta step (``engine/meta.py``): every ``meta_every`` optimiser steps,
-right after the real step and on its batch, ``meta_steps`` virtual SGD steps of the cohort on the weighted mutual loss
-(ω live), one more on the outer loss (``meta_outer_step``), and the outer loss at the virtual parameters
-differentiated into the weighting network; the cohort itself is read, never written. Outer loss: supervised, the
-cross-entropy of every stage (official); label-free (ours, the official code has no label-free mode), each member's
-unweighted final-stage InfoNCE between the two views, the quantity the k-NN evaluation rewards, which the weighted
-inner loss does not contain as such. ``meta: false`` fixes ω ≡ 1 (the paper's ablation).
-
-``mode: label_free`` (ours): two augmented views; the keys of a view are the other view's embeddings of the same
-(member, stage), in-batch (every other image of the batch a negative), both directions averaged; no key encoder, no
-queue, no classifier, no aggregator.
-"""
+"""``LMCL``, the method module (the registry's ``lmcl``): the members' branches and heads, the real step, the meta
+step and the stage heads' evaluation (the package docstring describes the method)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, field_validator
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from ssdistill.config import SELECTS, DistillConfig, MethodConfig, StudentConfig, official
+from ssdistill.config import DistillConfig, StudentConfig
 from ssdistill.data.views import original_view
 from ssdistill.engine.meta import MetaStepStats, meta_step
 from ssdistill.engine.module import DistillMethod
@@ -41,166 +18,12 @@ from ssdistill.eval.classes import class_names
 from ssdistill.eval.features import extract_features
 from ssdistill.eval.knn import knn_accuracy
 from ssdistill.eval.suite import classifier_accuracy
-from ssdistill.losses.infonce import logits_nce
 from ssdistill.losses.layerwise import aggregate_logits, aggregation_loss, layerwise_mutual_terms, pair_weights
+from ssdistill.methods.lmcl.cohort import Cohort, Features, StageHead, final_instance_nce, nodes
+from ssdistill.methods.lmcl.config import LMCLConfig
 from ssdistill.methods.mcl import class_pair_preparation, cohort_members, cohort_views, supervised_view_deviations
 from ssdistill.models.heads import mlp
-from ssdistill.models.stages import StagePlan, auxiliary_branch, stage_maps, student_stages
-
-# ssdistill's defaults where a field is left unset (None); supervised = the official CIFAR values
-DEFAULTS = {
-    "label_free": {"temperature": 0.2, "vcl_weight": 1.0, "icl_weight": 1.0},
-    "supervised": {"temperature": 0.1, "vcl_weight": 0.1, "icl_weight": 0.1},
-}
-SUPERVISED_ONLY = {"aggregator", "logit_kd_weight", "icl_include_self_pair"}
-META_ONLY = {"meta_every", "meta_steps", "meta_outer_step", "meta_lr", "weighting_dim"}
-
-
-class LMCLConfig(MethodConfig):
-    name: Literal["lmcl"] = "lmcl"
-    mode: Literal["label_free", "supervised"] = Field(
-        "label_free",
-        description="supervised: the official setting (cross-entropy, class positives, two images per class, needs class "
-        "sub-folders); label_free: ours, two views, instance positives",
-        json_schema_extra=SELECTS,
-    )
-    cohort: list[str] | None = Field(
-        None, description="timm architectures of the members, M >= 2 (heterogeneous allowed); default: two of student.arch", json_schema_extra=SELECTS
-    )
-    branch: Literal["copy", "light"] = Field(
-        "copy",
-        description="auxiliary branch on each stage but the last: copy = fresh copy of the remaining stages and head (official); "
-        "light = conv3x3-BN-ReLU-pool-Linear",
-        json_schema_extra=official("copy"),
-    )
-    branch_width: int | None = Field(None, gt=0, description="branch: light, its conv width (default: the stage's width)")
-    out_dim: int = Field(128, gt=0, description="embedding width of every (member, stage) head", json_schema_extra=official(128))
-    temperature: float | None = Field(None, gt=0, description="contrastive temperature τ (default 0.1 supervised, 0.2 label-free)")
-    kl_temperature: float = Field(3.0, gt=0, description="temperature T of the soft terms and of the logit KD", json_schema_extra=official(3.0))
-    vcl_weight: float | None = Field(None, ge=0, description="α, vanilla contrastive (default 0.1 supervised, 1 label-free)")
-    icl_weight: float | None = Field(None, ge=0, description="β, interactive contrastive (default 0.1 supervised, 1 label-free)")
-    soft_vcl_weight: float = Field(1.0, ge=0, description="γ, soft vanilla", json_schema_extra=official(1.0))
-    soft_icl_weight: float = Field(1.0, ge=0, description="λ, soft interactive", json_schema_extra=official(1.0))
-    pair_count: Literal["official", "unordered"] = Field(
-        "official",
-        description="official: every ordered pair of stages of different members (each unordered pair twice, as the official "
-        "loop); unordered: once (for M = 2 and one stage, exactly MCL's terms)",
-        json_schema_extra=official("official"),
-    )
-    icl_include_self_pair: bool = Field(
-        False,
-        description="supervised: the same image in the other member counts as a positive of ICL (official: left out)",
-        json_schema_extra=official(False),
-    )
-    aggregator: bool = Field(
-        True,
-        description="supervised: the attention aggregator over each member's stage logits, its cross-entropy and the final "
-        "heads' KD towards it (official); off: stage cross-entropy only",
-        json_schema_extra=official(True),
-    )
-    logit_kd_weight: float = Field(
-        1.0, ge=0, description="supervised: weight of KL_T(final logits ‖ sg aggregated logits)", json_schema_extra=official(1.0)
-    )
-    meta: bool = Field(
-        True,
-        description="meta-learn the pair weights ω (official); off: ω ≡ 1, the ablation, no weighting network",
-        json_schema_extra=official(True),
-    )
-    meta_every: int = Field(50, ge=1, description="a meta step every this many optimiser steps", json_schema_extra=official(50))
-    meta_steps: int = Field(2, ge=1, description="virtual SGD steps on the weighted mutual loss per meta step", json_schema_extra=official(2))
-    meta_outer_step: bool = Field(
-        True, description="one more virtual step on the outer loss before it is evaluated (official, from L2T-ww)", json_schema_extra=official(True)
-    )
-    meta_lr: float | None = Field(
-        None,
-        gt=0,
-        description="peak learning rate of the virtual SGD steps and of the weighting network, following the run's schedule; "
-        "default: optim.lr (official, where the run is SGD: set it for adam/adamw, whose step sizes are not SGD's)",
-    )
-    weighting_dim: int = Field(128, gt=0, description="width of the weighting network's projections", json_schema_extra=official(128))
-
-    @field_validator("cohort")
-    @classmethod
-    def _a_cohort(cls, cohort: list[str] | None) -> list[str] | None:
-        if cohort is not None and len(cohort) < 2:
-            raise ValueError(f"method.cohort lists M >= 2 timm architectures, got {cohort}")
-        return cohort
-
-    @classmethod
-    def official_values(cls, data: dict[str, Any] | None = None) -> dict[str, Any]:
-        mode = (data or {}).get("mode") or cls.model_fields["mode"].default
-        if mode != "supervised":
-            return {}  # the official code is supervised only
-        return {**super().official_values(data), **DEFAULTS["supervised"]}
-
-    def inactive(self) -> set[str]:
-        off = set() if self.mode == "supervised" else set(SUPERVISED_ONLY)
-        off |= set() if self.meta else set(META_ONLY)
-        off |= {"logit_kd_weight"} if not self.aggregator else set()
-        return off | ({"branch_width"} if self.branch == "copy" else set())
-
-    def effective(self, field: str) -> Any:
-        value = getattr(self, field)
-        return DEFAULTS[self.mode][field] if value is None and field in DEFAULTS[self.mode] else value
-
-    def deviations(self) -> list[str]:
-        """Supervised: every departure from the official code. Label-free (ours): that, then every field set away
-        from ssdistill's default."""
-        if self.mode == "supervised":
-            return super().deviations()
-        notes, inactive = ["mode: label_free (ours: the official code is supervised only)"], self.inactive()
-        for name, field in type(self).model_fields.items():
-            selects = isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("selects")
-            if name in ("name", "preset") or selects or name in inactive or getattr(self, name) == field.default:
-                continue
-            notes.append(f"{name}: {getattr(self, name)} (ssdistill default: {DEFAULTS[self.mode].get(name, field.default)})")
-        return notes
-
-    def architectures(self, student: StudentConfig) -> list[str]:
-        return list(self.cohort) if self.cohort is not None else [student.arch, student.arch]
-
-
-Features = list[list[torch.Tensor]]  # [member][stage] -> [B, d]
-
-
-class _Cohort(nn.Module):
-    """What the virtual steps move, the official's target parameters: the members with their branches, the
-    embedding heads and the stage classifiers (not the aggregators, not the weighting network). Built on demand
-    around the method's own modules (no copies, never registered, so nothing is saved twice)."""
-
-    def __init__(
-        self, members: list[nn.Module], plans: list[StagePlan], branches: nn.ModuleList, embeds: nn.ModuleList, classifiers: nn.ModuleList | None
-    ):
-        super().__init__()
-        self.members, self.branches, self.embeds, self.classifiers = nn.ModuleList(members), branches, embeds, classifiers
-        self.plans = plans
-
-    def forward(self, images: torch.Tensor) -> tuple[Features, Features, Features | None]:
-        """(stage features, normalised embeddings, stage logits or None), each [member][stage], shallow -> deep."""
-        features, embeddings, logits = [], [], []
-        for i, plan in enumerate(self.plans):
-            maps, final = stage_maps(plan, images)
-            member = [branch(maps[branch.stage]) for branch in self.branches[i]] + [final]
-            features.append(member)
-            embeddings.append([F.normalize(head(f), dim=1) for head, f in zip(self.embeds[i], member)])
-            if self.classifiers is not None:
-                logits.append([classifier(f) for classifier, f in zip(self.classifiers[i], member)])
-        return features, embeddings, logits if self.classifiers is not None else None
-
-
-def _nodes(per_member: Features) -> dict[tuple[int, int], torch.Tensor]:
-    return {(i, k): t for i, stages in enumerate(per_member) for k, t in enumerate(stages)}
-
-
-class _StageHead(nn.Module):
-    """Images -> the pooled output of one auxiliary branch (for the stage heads' evaluation)."""
-
-    def __init__(self, plan: StagePlan, branch: nn.Module):
-        super().__init__()
-        self.branch, self.plan = branch, plan
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.branch(stage_maps(self.plan, images)[0][self.branch.stage])
+from ssdistill.models.stages import auxiliary_branch, student_stages
 
 
 class LMCL(DistillMethod):
@@ -240,8 +63,8 @@ class LMCL(DistillMethod):
         self._meta_batch: dict | None = None
         self._meta_stats: MetaStepStats | None = None
 
-    def cohort(self) -> _Cohort:
-        return _Cohort(list(self.students().values()), self.plans, self.branches, self.embeds, self.classifiers)
+    def cohort(self) -> Cohort:
+        return Cohort(list(self.students().values()), self.plans, self.branches, self.embeds, self.classifiers)
 
     def optimised_parameters(self):
         excluded = {id(p) for p in self.weighting.parameters()} if self.weighting is not None else set()
@@ -291,19 +114,19 @@ class LMCL(DistillMethod):
         without the meta step."""
         if self.weighting is None:
             return None
-        return pair_weights({(i, k): self.weighting[i][k](f) for (i, k), f in _nodes(features).items()})
+        return pair_weights({(i, k): self.weighting[i][k](f) for (i, k), f in nodes(features).items()})
 
     def mutual(
         self, embeddings: Features, weights: dict | None, labels: torch.Tensor | None = None, keys: Features | None = None
     ) -> dict[str, torch.Tensor]:
         m = self.cfg.method
         return layerwise_mutual_terms(
-            _nodes(embeddings),
+            nodes(embeddings),
             weights,
             temperature=m.effective("temperature"),
             kl_temperature=m.kl_temperature,
             labels=labels,
-            keys=None if keys is None else _nodes(keys),
+            keys=None if keys is None else nodes(keys),
             include_self_pair=m.icl_include_self_pair,
             pair_count=m.pair_count,
         )
@@ -448,7 +271,7 @@ class LMCL(DistillMethod):
         rows: dict[str, Any] = {}
         for i, member in enumerate(self.member_names):
             for k, branch in enumerate(self.branches[i]):
-                head = _StageHead(self.plans[i], branch)
+                head = StageHead(self.plans[i], branch)
                 memory = extract_features(head, ctx.source, view, *args, f"{member} stage {k + 1} (train)")
                 queries = extract_features(head, val, view, *args, f"{member} stage {k + 1} (val)")
                 row: dict[str, Any] = {
@@ -460,12 +283,3 @@ class LMCL(DistillMethod):
                         row["classifier"] = classifier_accuracy(self.classifiers[i][k], queries, val_labels)
                 rows[f"{member}/stage{k + 1}"] = row
         return {"stage_heads": rows}
-
-
-def final_instance_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: float) -> torch.Tensor:
-    """½ [InfoNCE(q → k) + InfoNCE(k → q)] in-batch, row n's positive the other view of image n, unweighted: the
-    label-free outer loss of the meta step (one member's final stage)."""
-    own = torch.eye(len(queries), device=queries.device)
-    return (
-        logits_nce(queries.float() @ keys.float().T / temperature, own).loss + logits_nce(keys.float() @ queries.float().T / temperature, own).loss
-    ) / 2
