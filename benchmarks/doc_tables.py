@@ -346,6 +346,50 @@ def recommended(results: Path, page: str) -> str:
     )
 
 
+COHORT_ROWS = (
+    ("q1", "mcl"),
+    ("q1", "moco"),
+    ("q2", "mcl"),
+    ("q2", "moco"),
+    ("q2", "mcl_independent"),
+    ("q2", "mcl_supervised"),
+    ("q2", "lmcl_supervised"),
+    ("q2", "lmcl_supervised_nometa"),
+    ("q2", "lmcl_supervised_hetero"),
+    ("q2", "lmcl"),
+    ("q1", "lmcl"),
+)
+LMCL_ROWS = ("lmcl_supervised", "lmcl_supervised_nometa", "lmcl_supervised_hetero", "lmcl")
+
+
+def lmcl_stage_heads(results: Path, page: str) -> str:
+    """L-MCL's auxiliary branches (``stage_heads`` of its Q2 records), beside each member's own head."""
+    lines = [
+        "| row | member | branch on stage | k-NN k20 | classifier top-1 | the member's own k-NN k20 / classifier |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for method in LMCL_ROWS:
+        record = _load(results, "q2", method)
+        if record is None:
+            continue
+        for key, head in (record.get("stage_heads") or {}).items():
+            if not isinstance(head, dict) or "knn" not in head:
+                continue
+            member, stage = key.split("/")
+            label = "student" if member == "student" else f"student_{member}"
+            own = (record.get("knn") or {}).get(label) or {}
+            classifier = (own.get("classifier") or {}).get("top1")
+            lines.append(
+                f"| {LABELS[method]} | {member} | {stage.removeprefix('stage')} ({head['branch']}) | {cell(head['knn']['top1'])} | "
+                f"{cell((head.get('classifier') or {}).get('top1'))} | {cell(_metrics(record, label)['k20'])} / {cell(classifier)} |"
+            )
+    return (
+        "L-MCL's stage heads on Q2 (tier `cpu`, one seed; `stage_heads` of the records in `benchmarks/results/q2/`), rendered by "
+        "`python -m benchmarks.doc_tables`: each branch's pooled output scored by k-NN (training images as memory) and by its "
+        "stage classifier, beside the member's own head.\n\n" + "\n".join(lines) + "\n"
+    )
+
+
 def mcl(results: Path, page: str) -> str:
     """Every member of the cohort rows, and MoCo-v2 alone, as the cohort tables give them."""
     link = _benchmarks_link(page)
@@ -353,7 +397,7 @@ def mcl(results: Path, page: str) -> str:
         "| where | row, member | k-NN k20 | linear | classifier top-1 | its random init (k-NN k20) |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for bench, method in (("q1", "mcl"), ("q1", "moco"), ("q2", "mcl"), ("q2", "moco"), ("q2", "mcl_independent"), ("q2", "mcl_supervised")):
+    for bench, method in COHORT_ROWS:
         record = _load(results, bench, method)
         if record is None:
             continue
@@ -448,6 +492,7 @@ BLOCKS: dict[str, tuple[str, Callable[[Path, str], str]]] = {  # marker name -> 
     "method-mvmr": ("methods/mvmr.md", mvmr),
     "method-recommended": ("methods/recommended.md", recommended),
     "method-mcl": ("methods/mcl.md", mcl),
+    "method-lmcl-stages": ("methods/mcl.md", lmcl_stage_heads),
     "method-cka": ("methods/cka.md", cka),
     "evaluation-example": ("evaluation.md", evaluation_example),
 }

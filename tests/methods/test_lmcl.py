@@ -177,11 +177,12 @@ def test_preset_official_is_the_supervised_cifar_code_and_label_free_records_tha
     assert "pair_count: unordered (official: official)" in LMCL.deviations(changed) and "branch: light (official: copy)" in LMCL.deviations(changed)
     with pytest.raises(ConfigError, match="no official code"):
         build_config({"method": {"name": "lmcl", "mode": "label_free", "preset": "official"}})
-    ours = build_config({"method": {"name": "lmcl", "meta_every": 10, "temperature": 0.5}})
-    assert LMCL.deviations(ours) == [
+    ours = build_config({"method": {"name": "lmcl", "meta_every": 10, "temperature": 0.5, "vcl_weight": 1.0, "meta_lr": 0.1}})
+    assert LMCL.deviations(ours) == [  # vcl_weight 1 is the label-free default: not a departure
         "mode: label_free (ours: the official code is supervised only)",
         "temperature: 0.5 (ssdistill default: 0.2)",
         "meta_every: 10 (ssdistill default: 50)",
+        "meta_lr: 0.1 (ssdistill default: unset)",
     ]
     with pytest.raises(ConfigError, match="M >= 2"):
         build_config({"method": {"name": "lmcl", "cohort": ["test_resnet"]}})

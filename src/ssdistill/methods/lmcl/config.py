@@ -112,9 +112,10 @@ class LMCLConfig(MethodConfig):
         notes, inactive = ["mode: label_free (ours: the official code is supervised only)"], self.inactive()
         for name, field in type(self).model_fields.items():
             selects = isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("selects")
-            if name in ("name", "preset") or selects or name in inactive or getattr(self, name) == field.default:
+            default = DEFAULTS[self.mode].get(name, field.default)
+            if name in ("name", "preset") or selects or name in inactive or self.effective(name) == default:
                 continue
-            notes.append(f"{name}: {getattr(self, name)} (ssdistill default: {DEFAULTS[self.mode].get(name, field.default)})")
+            notes.append(f"{name}: {getattr(self, name)} (ssdistill default: {'unset' if default is None else default})")
         return notes
 
     def architectures(self, student: StudentConfig) -> list[str]:
