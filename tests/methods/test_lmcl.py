@@ -15,6 +15,10 @@ from ssdistill.recipe import build_config
 from ssdistill.runs.load import build_students
 
 LABELS = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+CIFAR_RECIPE_SECTIONS = {
+    "aug": {"recipe": "cifar_basic"},
+    "optim": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "warmup_epochs": 0},
+}
 
 
 def _module(mode="supervised", cohort=None, student="test_resnet", **method):
@@ -154,15 +158,16 @@ def test_meta_off_is_the_ablation_with_uniform_weights_and_is_recorded():
             {(i, k): e for i, m in enumerate(embeddings) for k, e in enumerate(m)}, None, temperature=0.1, kl_temperature=3.0, labels=LABELS
         )
     assert module.terms["vcl"].item() == pytest.approx(uniform["vcl"].item(), rel=1e-6) and "omega_mean" not in module.terms
-    assert LMCL.deviations(module.cfg) == [
+    assert LMCL.deviations(module.cfg)[:3] == [
         "out_dim: 16 (official: 128)",
         "meta: False (official: True)",
         "aug.recipe: moco_v2 (official: cifar_basic)",
     ]
+    assert "optim.nesterov: false (official: true)" in LMCL.deviations(module.cfg)  # the official CIFAR optimiser
 
 
 def test_preset_official_is_the_supervised_cifar_code_and_label_free_records_that_it_is_ours():
-    cfg = build_config({"method": {"name": "lmcl", "mode": "supervised", "preset": "official"}, "aug": {"recipe": "cifar_basic"}})
+    cfg = build_config({"method": {"name": "lmcl", "mode": "supervised", "preset": "official"}, **CIFAR_RECIPE_SECTIONS})
     m = cfg.method
     assert (m.effective("temperature"), m.effective("vcl_weight"), m.effective("icl_weight"), m.soft_vcl_weight, m.soft_icl_weight) == (
         0.1,
@@ -208,13 +213,55 @@ def test_each_members_final_stage_classifier_is_rebuilt_from_the_checkpoint():
     assert LMCL.classifiers_from_checkpoint(_module("label_free").cfg, {}) == {}
 
 
-def test_the_weighting_optimisers_state_goes_into_the_checkpoint_and_comes_back():
+def test_the_weighting_optimisers_state_comes_back_from_the_checkpoint_on_the_parameters_device_and_dtype():
+    """Lightning restores a checkpoint before it moves the module to the run's device: the state is kept aside and
+    loaded at fit start, where the optimiser casts it to its parameters (float64 here standing in for a device)."""
     module = _module(meta_every=1)
     module.meta_update(_batch())
     checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
     fresh = _module(meta_every=1)
     fresh.on_load_checkpoint(checkpoint)
+    assert not fresh.weighting_optimizer.state_dict()["state"]  # not yet: the parameters may still move
+    fresh.double()
+    fresh.on_fit_start()
     saved, loaded = module.weighting_optimizer.state_dict()["state"], fresh.weighting_optimizer.state_dict()["state"]
     assert saved and saved.keys() == loaded.keys()
-    assert all(torch.equal(saved[i]["momentum_buffer"], loaded[i]["momentum_buffer"]) for i in saved)
+    assert all(loaded[i]["momentum_buffer"].dtype == torch.float64 for i in loaded)
+    assert all(torch.equal(saved[i]["momentum_buffer"].double(), loaded[i]["momentum_buffer"]) for i in saved)
+
+
+def test_the_stage_plans_follow_modules_lightning_replaces_and_stage_heads_evaluate_in_eval_mode():
+    """sync_batchnorm swaps BatchNorm modules after the method is built: fit start rebuilds the plans from the module
+    tree. A stage head holds its student, so eval() reaches the trunk: one image alone gives what it gives in a batch."""
+    from ssdistill.methods.lmcl.cohort import StageHead
+
+    module = _module()
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    tree = {id(m) for m in module.modules()}
+    stale = [m for m in module.plans[0].stem.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in tree]
+    assert stale  # the stem's BatchNorm, which the plan references directly, was replaced in the tree
+    module.on_fit_start()
+    tree = {id(m) for m in module.modules()}
+    assert all(id(m) in tree for plan in module.plans for part in (plan.stem, *plan.stages) for m in part.modules() if m is not part)
+    plain = _module()
+    head = StageHead(plain.plans[0], plain.branches[0][1]).eval()
+    assert head.student is plain.student and not plain.student.training
+    images = _batch()["views"]["student"]
+    with torch.no_grad():
+        assert torch.allclose(head(images)[:1], head(images[:1]), atol=1e-5)
+
+
+def test_bad_settings_are_one_line_errors():
+    with pytest.raises(ConfigError, match="method.meta_lr is needed with optim.optimizer=adamw"):
+        _adamw_module()
+    with pytest.raises(ConfigError, match="branch_width sets the conv width of a light branch"):
+        build_config({"method": {"name": "lmcl", "branch_width": 8}})
+    plain = build_config({"method": {"name": "lmcl", "mode": "supervised"}, "optim": {"momentum": 0.0}, "student": {"arch": "test_resnet"}})
+    module = LMCL(plain, build_students(LMCL, plain), {}, dataset_size=40, prepared={"classes": torch.tensor(4)})  # no Nesterov without momentum
+    assert module.weighting_optimizer.defaults["nesterov"] is False
+
+
+def _adamw_module():
+    cfg = build_config({"method": {"name": "lmcl"}, "optim": {"optimizer": "adamw", "lr": 0.002}, "student": {"arch": "test_resnet"}})
+    return LMCL(cfg, build_students(LMCL, cfg), {}, dataset_size=40)

@@ -102,8 +102,27 @@ DOCUMENTED = {
         "icl_include_self_pair": False,
         "logit_kd_weight": 0.0,
     },
+    ("lmcl", "supervised"): {
+        "branch": "copy",
+        "out_dim": 128,
+        "temperature": 0.1,
+        "kl_temperature": 3.0,
+        "vcl_weight": 0.1,
+        "icl_weight": 0.1,
+        "soft_vcl_weight": 1.0,
+        "soft_icl_weight": 1.0,
+        "pair_count": "official",
+        "icl_include_self_pair": False,
+        "aggregator": True,
+        "logit_kd_weight": 1.0,
+        "meta": True,
+        "meta_every": 50,
+        "meta_steps": 2,
+        "meta_outer_step": True,
+        "weighting_dim": 128,
+    },
 }
-MODES = {"mvmr": ("kd", "ssl"), "mcl": ("label_free", "supervised")}
+MODES = {"mvmr": ("kd", "ssl"), "mcl": ("label_free", "supervised"), "lmcl": ("supervised", "label_free")}
 WITH_OFFICIAL_CODE = sorted({name for name, _ in DOCUMENTED})
 
 # (settings under which a field has an effect, settings under which it has none): where it has none it is never
@@ -118,9 +137,20 @@ CONTEXT = {
     "warm_epochs": {"bingo": ({"loss_form": "official"}, {"loss_form": "paper"})},
     "handcrafted_sign": {"mvmr": ({"mode": "ssl"}, {"mode": "kd"})},
     "head_hidden": {"mcl": ({"head": "mlp"}, {"head": "linear"})},
-    **{field: {"mcl": ({"mode": "supervised"}, {"mode": "label_free"})} for field in ("icl_include_self_pair", "logit_kd_weight")},
+    "icl_include_self_pair": {"mcl": ({"mode": "supervised"}, {"mode": "label_free"}), "lmcl": ({"mode": "supervised"}, {"mode": "label_free"})},
+    "logit_kd_weight": {
+        "mcl": ({"mode": "supervised"}, {"mode": "label_free"}),
+        "lmcl": ({"mode": "supervised", "aggregator": True}, {"mode": "supervised", "aggregator": False}),
+    },
     **{field: {"mcl": ({"mode": "label_free"}, {"mode": "supervised"})} for field in ("momentum", "bn_groups", "queue_size", "mask_same_id")},
     "hog_binning": {"mvmr": ({"mode": "ssl"}, {"mode": "kd"})},
+    # L-MCL: the supervised-only fields, the meta step's, the light branch's width
+    "aggregator": {"lmcl": ({"mode": "supervised"}, {"mode": "label_free"})},
+    **{
+        f: {"lmcl": ({"meta": True}, {"meta": False})}
+        for f in ("meta_every", "meta_steps", "meta_outer_step", "meta_lr", "meta_weight_decay", "weighting_dim")
+    },
+    "branch_width": {"lmcl": ({"branch": "light"}, {"branch": "copy"})},
 }
 
 
@@ -143,7 +173,11 @@ def test_official_preset_sets_every_documented_switch_and_deviates_from_nothing(
         assert METHODS[name].deviations(build_config({"method": {"name": name, "preset": "official", **mode_setting}})) != []
 
 
-RECIPE_SECTIONS = {("mcl", "supervised"): {"aug": {"recipe": "cifar_basic"}}}
+CIFAR_RECIPE = {  # the official supervised CIFAR recipe of MCL and L-MCL: its view and optimiser
+    "aug": {"recipe": "cifar_basic"},
+    "optim": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "warmup_epochs": 0},
+}
+RECIPE_SECTIONS = {("mcl", "supervised"): CIFAR_RECIPE, ("lmcl", "supervised"): CIFAR_RECIPE}
 
 
 def test_explicit_settings_win_over_the_preset_and_are_recorded():
@@ -224,7 +258,10 @@ def _fields(name):
 
 
 # fields that only ever restate a fact fixed elsewhere (never departures); listed so that a new one is a decision
-MOOT = {("disco", "out_dim")}  # DisCo's embedding must be as wide as the teacher's: build time rejects anything else
+MOOT = {("disco", "out_dim")}
+REFUSED_WITHOUT_EFFECT = {
+    ("lmcl", "branch_width")
+}  # set with branch=copy it is an error, not a silent no-op  # DisCo's embedding must be as wide as the teacher's: build time rejects anything else
 
 
 @pytest.mark.parametrize("name", WITH_OFFICIAL_CODE)
@@ -241,7 +278,8 @@ def test_every_setting_that_departs_from_the_reference_is_reported(name):
             contexts = CONTEXT.get(field, {}).get(name)
             for enabled in (True, False) if contexts else (True,):
                 settings = {**base, **(contexts[0 if enabled else 1] if contexts else {})}
-                reference = config_class.official_values(settings).get(field, default)
+                # a knob the official code lacks: our default, as it takes effect (a None default resolves by mode)
+                reference = config_class.official_values(settings).get(field, _method(name, **settings).effective(field))
                 for value in _candidates(info.annotation, default, reference):
                     try:
                         config = _method(name, **settings, **{field: value})
@@ -259,8 +297,11 @@ def test_every_setting_that_departs_from_the_reference_is_reported(name):
                         checked.add(field)
     every = {field for field, _ in _fields(name)}
     assert checked == every - {field for n, field in MOOT if n == name}  # every field had a departing value, listed
-    # ... and was silent where it has no effect (teacher_bn's one valid value with cached outputs is its reference there)
-    assert {field for field in CONTEXT if name in CONTEXT[field]} - {"teacher_bn"} <= silent
+    # ... and was silent where it has no effect
+    # (teacher_bn's one valid value with cached outputs is its reference there; a field refused where it has no effect
+    # is never silent)
+    refused = {field for n, field in REFUSED_WITHOUT_EFFECT if n == name}
+    assert {field for field in CONTEXT if name in CONTEXT[field]} - {"teacher_bn"} - refused <= silent
 
 
 def test_selecting_fields_are_only_modes():

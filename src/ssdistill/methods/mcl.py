@@ -16,6 +16,7 @@ each seeded with ``trainer.seed + i``; all share ``student.resolution``.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -106,9 +107,30 @@ def class_pair_preparation(cfg: DistillConfig, ctx) -> Preparation:
     return Preparation(tensors={"classes": torch.tensor(max(labels) + 1)}, batch_sampler=sampler)
 
 
-def supervised_view_deviations(cfg: DistillConfig) -> list[str]:
-    """The official CIFAR codes of MCL and L-MCL train on padded crops and flips."""
-    return [f"aug.recipe: {cfg.aug.recipe} (official: cifar_basic)"] if cfg.aug.recipe != "cifar_basic" else []
+# the official CIFAR codes of MCL and L-MCL: padded crops and flips, SGD with Nesterov momentum, no warm-up
+CIFAR_RECIPE = {
+    "aug.recipe": "cifar_basic",
+    "optim.optimizer": "sgd",
+    "optim.lr": 0.1,
+    "optim.momentum": 0.9,
+    "optim.nesterov": True,
+    "optim.weight_decay": 5e-4,
+    "optim.warmup_epochs": 0.0,
+}
+
+
+def supervised_recipe_deviations(cfg: DistillConfig) -> list[str]:
+    """Where the run's view and optimiser differ from the official supervised CIFAR recipe (``CIFAR_RECIPE``)."""
+    notes = []
+    for key, official in CIFAR_RECIPE.items():
+        section, field = key.split(".")
+        value = getattr(getattr(cfg, section), field)
+        same = math.isclose(value, official) if isinstance(official, float) else value == official
+        if not same:
+            notes.append(
+                f"{key}: {str(value).lower() if isinstance(value, bool) else value} (official: {str(official).lower() if isinstance(official, bool) else official})"
+            )
+    return notes
 
 
 class MCLConfig(QueueConfig):
@@ -223,7 +245,7 @@ class MCL(DistillMethod):
     @classmethod
     def deviations(cls, cfg: DistillConfig) -> list[str]:
         """The method's settings, and in supervised mode the view: the official CIFAR code trains on padded crops and flips."""
-        return super().deviations(cfg) + (supervised_view_deviations(cfg) if cfg.method.mode == "supervised" else [])
+        return super().deviations(cfg) + (supervised_recipe_deviations(cfg) if cfg.method.mode == "supervised" else [])
 
     def member_classifiers(self) -> dict[str, nn.Module]:
         if self.mode != "supervised":

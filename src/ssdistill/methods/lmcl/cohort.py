@@ -43,11 +43,13 @@ def nodes(per_member: Features) -> dict[tuple[int, int], torch.Tensor]:
 
 
 class StageHead(nn.Module):
-    """Images -> the pooled output of one auxiliary branch (for the stage heads' evaluation)."""
+    """Images -> the pooled output of one auxiliary branch (for the stage heads' evaluation). It holds the student as
+    a submodule, so that ``eval()`` and ``.to()`` reach the stages the branch reads (BatchNorm with its running
+    statistics, not the batch's)."""
 
     def __init__(self, plan: StagePlan, branch: nn.Module):
         super().__init__()
-        self.branch, self.plan = branch, plan
+        self.student, self.branch, self.plan = plan.student, branch, plan
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.branch(stage_maps(self.plan, images)[0][self.branch.stage])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ssdistill.config import SELECTS, MethodConfig, StudentConfig, official
 
@@ -14,7 +14,7 @@ DEFAULTS = {
     "supervised": {"temperature": 0.1, "vcl_weight": 0.1, "icl_weight": 0.1},
 }
 SUPERVISED_ONLY = {"aggregator", "logit_kd_weight", "icl_include_self_pair"}
-META_ONLY = {"meta_every", "meta_steps", "meta_outer_step", "meta_lr", "weighting_dim"}
+META_ONLY = {"meta_every", "meta_steps", "meta_outer_step", "meta_lr", "meta_weight_decay", "weighting_dim"}
 
 
 class LMCLConfig(MethodConfig):
@@ -78,7 +78,19 @@ class LMCLConfig(MethodConfig):
         description="peak learning rate of the virtual SGD steps and of the weighting network, following the run's schedule; "
         "default: optim.lr (official, where the run is SGD: set it for adam/adamw, whose step sizes are not SGD's)",
     )
+    meta_weight_decay: float | None = Field(
+        None,
+        ge=0,
+        description="weight decay (L2, as SGD's) of the virtual steps and the weighting network; default: optim.weight_decay "
+        "(official, where the run is SGD: set it for adamw, whose decoupled decay is not SGD's)",
+    )
     weighting_dim: int = Field(128, gt=0, description="width of the weighting network's projections", json_schema_extra=official(128))
+
+    @model_validator(mode="after")
+    def _branch_width_for_light(self) -> LMCLConfig:
+        if self.branch_width is not None and self.branch != "light":
+            raise ValueError("method.branch_width sets the conv width of a light branch; with branch=copy remove it or set method.branch=light")
+        return self
 
     @field_validator("cohort")
     @classmethod

@@ -14,6 +14,7 @@ from ssdistill.config import DistillConfig, StudentConfig
 from ssdistill.data.views import original_view
 from ssdistill.engine.meta import MetaStepStats, meta_step
 from ssdistill.engine.module import DistillMethod
+from ssdistill.errors import ConfigError
 from ssdistill.eval.classes import class_names
 from ssdistill.eval.features import extract_features
 from ssdistill.eval.knn import knn_accuracy
@@ -21,7 +22,7 @@ from ssdistill.eval.suite import classifier_accuracy
 from ssdistill.losses.layerwise import aggregate_logits, aggregation_loss, layerwise_mutual_terms, pair_weights
 from ssdistill.methods.lmcl.cohort import Cohort, Features, StageHead, final_instance_nce, nodes
 from ssdistill.methods.lmcl.config import LMCLConfig
-from ssdistill.methods.mcl import class_pair_preparation, cohort_members, cohort_views, supervised_view_deviations
+from ssdistill.methods.mcl import class_pair_preparation, cohort_members, cohort_views, supervised_recipe_deviations
 from ssdistill.models.heads import mlp
 from ssdistill.models.stages import auxiliary_branch, student_stages
 
@@ -33,7 +34,12 @@ class LMCL(DistillMethod):
 
     def __init__(self, cfg, students, signals, **context) -> None:
         super().__init__(cfg, students, signals, **context)
-        m = cfg.method
+        m, o = cfg.method, cfg.optim
+        if m.meta and o.optimizer != "sgd" and m.meta_lr is None:
+            raise ConfigError(
+                f"method.meta_lr is needed with optim.optimizer={o.optimizer}: the meta step's virtual steps are SGD, and "
+                f"optim.lr={o.lr:g} is an {o.optimizer} step size; set method.meta_lr (the official SGD peak is 0.1) or method.meta=false"
+            )
         members = list(self.students().values())
         self.plans = [student_stages(student) for student in members]
         self.branches = nn.ModuleList(
@@ -54,14 +60,29 @@ class LMCL(DistillMethod):
         self.weighting = self.weighting_optimizer = None
         if m.meta:
             self.weighting = nn.ModuleList(nn.ModuleList(nn.Linear(d, m.weighting_dim) for d in member) for member in dims)
-            o = cfg.optim  # official: SGD, Nesterov, the cohort's momentum, weight decay and learning rate (set each meta step)
+            # official: SGD, Nesterov, the cohort's momentum, weight decay and learning rate (set each meta step)
             self.weighting_optimizer = torch.optim.SGD(
-                self.weighting.parameters(), lr=o.lr, momentum=o.momentum, nesterov=True, weight_decay=o.weight_decay
+                self.weighting.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0, weight_decay=self.meta_weight_decay()
             )
             # stepped by the meta step only: never in the run's optimiser, never reduced by DDP in the real step
             self._ddp_params_and_buffers_to_ignore = [f"weighting.{name}" for name, _ in self.weighting.named_parameters()]
         self._meta_batch: dict | None = None
         self._meta_stats: MetaStepStats | None = None
+        self._weighting_state: dict | None = None
+
+    def meta_weight_decay(self) -> float:
+        m = self.cfg.method
+        return self.cfg.optim.weight_decay if m.meta_weight_decay is None else m.meta_weight_decay
+
+    def on_fit_start(self) -> None:
+        """The stage plans again, from the modules as Lightning left them (``sync_batchnorm`` replaces BatchNorm
+        modules, which the plans of ``__init__`` reference); the weighting optimiser's state of a resumed run, now that
+        its parameters are on the run's device."""
+        super().on_fit_start()
+        self.plans = [student_stages(student) for student in self.students().values()]
+        if self._weighting_state is not None:
+            self.weighting_optimizer.load_state_dict(self._weighting_state)  # its buffers follow the parameters' device
+            self._weighting_state = None
 
     def cohort(self) -> Cohort:
         return Cohort(list(self.students().values()), self.plans, self.branches, self.embeds, self.classifiers)
@@ -89,7 +110,7 @@ class LMCL(DistillMethod):
 
     @classmethod
     def deviations(cls, cfg: DistillConfig) -> list[str]:
-        return super().deviations(cfg) + (supervised_view_deviations(cfg) if cfg.method.mode == "supervised" else [])
+        return super().deviations(cfg) + (supervised_recipe_deviations(cfg) if cfg.method.mode == "supervised" else [])
 
     def member_classifiers(self) -> dict[str, nn.Module]:
         """Each member's final-stage classifier (its own head; the stage heads are in ``extra_evaluation``)."""
@@ -228,7 +249,7 @@ class LMCL(DistillMethod):
             m.meta_steps,
             lr,
             o.momentum,
-            o.weight_decay,
+            self.meta_weight_decay(),
             outer_steps=int(m.meta_outer_step),
         )
 
@@ -252,33 +273,36 @@ class LMCL(DistillMethod):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         if self.weighting_optimizer is not None and "lmcl_weighting_optimizer" in checkpoint:
-            self.weighting_optimizer.load_state_dict(checkpoint["lmcl_weighting_optimizer"])
+            self._weighting_state = checkpoint["lmcl_weighting_optimizer"]  # loaded in on_fit_start, on the run's device
 
     # ----- evaluation of the stage heads ---------------------------------------------------------
     def extra_evaluation(self, ctx, initial=None) -> dict[str, object]:
         """``stage_heads``: per member, per auxiliary branch, the weighted k-NN (k, τ of ``eval``) of its pooled
-        output, with the training images as memory and ``data.val`` as queries, and (supervised) its classifier's
-        top-1. Training aids only: the exported student is each member's own network."""
+        output, with the members' k-NN memory (``data.knn_train``, else the training images) and ``data.val`` as
+        queries, and (supervised, when data.val has the training images' classes) its classifier's top-1. Training
+        aids only: the exported student is each member's own network."""
         cfg = self.cfg
-        if cfg.data.val is None or ctx.source.labels is None:
-            return {"stage_heads": {"skipped": "needs labelled training images and data.val"}}
+        if cfg.data.val is None:
+            return {"stage_heads": {"skipped": "no data.val"}}
         val = ctx.open(cfg.data.val)
-        if val.labels is None or class_names(val) != class_names(ctx.source):
-            return {"stage_heads": {"skipped": f"data.val ({cfg.data.val}) does not have the training images' class folders"}}
+        memory = ctx.open(cfg.data.knn_train) if cfg.data.knn_train else ctx.source
+        if memory.labels is None or val.labels is None or class_names(val) != class_names(memory):
+            return {"stage_heads": {"skipped": f"data.val ({cfg.data.val}) does not have the k-NN memory's class folders"}}
+        scored = self.classifiers is not None and ctx.source.labels is not None and class_names(ctx.source) == class_names(val)
         view = original_view(cfg.student.resolution)
         args = (cfg.data.eval_batch_size, cfg.data.num_workers, ctx.device)
-        train_labels, val_labels = torch.tensor(ctx.source.labels), torch.tensor(val.labels)
+        memory_labels, val_labels = torch.tensor(memory.labels), torch.tensor(val.labels)
         rows: dict[str, Any] = {}
         for i, member in enumerate(self.member_names):
             for k, branch in enumerate(self.branches[i]):
                 head = StageHead(self.plans[i], branch)
-                memory = extract_features(head, ctx.source, view, *args, f"{member} stage {k + 1} (train)")
+                known = extract_features(head, memory, view, *args, f"{member} stage {k + 1} (memory)")
                 queries = extract_features(head, val, view, *args, f"{member} stage {k + 1} (val)")
                 row: dict[str, Any] = {
                     "branch": branch.kind,
-                    "knn": knn_accuracy(memory, train_labels, queries, val_labels, cfg.eval.knn_k, cfg.eval.knn_t),
+                    "knn": knn_accuracy(known, memory_labels, queries, val_labels, cfg.eval.knn_k, cfg.eval.knn_t),
                 }
-                if self.classifiers is not None:
+                if scored:
                     with torch.no_grad():
                         row["classifier"] = classifier_accuracy(self.classifiers[i][k], queries, val_labels)
                 rows[f"{member}/stage{k + 1}"] = row
