@@ -72,6 +72,28 @@ def test_an_mcl_cohort_trains_under_ddp_with_gathered_queues_and_self_sharding_b
             assert sorted(state["queue.ids"].tolist()) == list(range(64)) and state["queue.keys"].shape == (64, 2, 128)
 
 
+def test_an_lmcl_cohort_runs_its_meta_steps_under_ddp(tmp_path):
+    """The weighting network is outside DDP's reduction (the real step never gives it a gradient, which DDP would
+    otherwise stop on) and its hypergradient is averaged over the processes: two processes train with a meta step
+    after every step, and the weighting network moved."""
+    import csv
+
+    import torch
+
+    config = tiny_config(tmp_path, trainer={"epochs": 1, "devices": 2, "accelerator": "cpu", "log_every_n_steps": 1}, run={"name": "lmcl"})
+    config["method"] = {"name": "lmcl", "mode": "supervised", "meta_every": 1}
+    config["optim"] = {"warmup_epochs": 0}
+    done = _ddp_run(tmp_path, config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "lmcl"
+    results = json.loads((run / "results.json").read_text())
+    assert results["steps"] == 2 and set(results["knn"]) == {"student", "student_peer1", "student_ensemble"}
+    rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("train/meta_step")]
+    assert [r["train/meta_step"] for r in rows] == ["1.0", "1.0"] and all(float(r["train/meta_grad_norm"]) > 0 for r in rows)
+    trained = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert trained["lmcl_weighting_optimizer"]["state"]  # it stepped
+
+
 def test_cka_trains_under_ddp_when_a_task_is_missing_from_a_batch(tmp_path):
     """Task b holds one class (a sixth of the union), batches of 4: some batches on some process hold no image of it,
     and its head and adapter must still take part in every step (DDP would stop on unused parameters)."""
