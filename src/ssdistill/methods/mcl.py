@@ -85,28 +85,6 @@ def member_name(position: int) -> str:
     return PRIMARY_STUDENT if position == 0 else f"peer{position}"
 
 
-# ----- what a cohort method (MCL, L-MCL) declares, from explicit arguments ------------------------------------------
-def cohort_members(student: StudentConfig, architectures: list[str]) -> dict[str, StudentConfig]:
-    """``student``, ``peer1`` ... one per architecture, each the run's student config with its own arch."""
-    return {member_name(i): student.model_copy(update={"arch": arch}) for i, arch in enumerate(architectures)}
-
-
-def cohort_views(cfg: DistillConfig, supervised: bool) -> dict:
-    """One augmented view seen by every member (supervised), or two (label-free: query and key)."""
-    view = augmented_view(cfg.student.resolution, cfg.aug)
-    return {"student": view} if supervised else {"query": view, "key": view}
-
-
-def class_pair_preparation(cfg: DistillConfig, ctx) -> Preparation:
-    """The supervised cohort's batches: two images of each class in every batch, and the number of classes."""
-    labels = ctx.source.labels
-    if labels is None:
-        raise ConfigError(f"method.mode=supervised needs labelled training images (class sub-folders in {cfg.data.train}); use mode=label_free")
-    # the classifiers' class ids are data.train's: the evaluation reads data.val in them, matched by name (eval/classes.py)
-    sampler = ClassPairBatchSampler(labels, cfg.data.batch_size, seed=cfg.trainer.seed)
-    return Preparation(tensors={"classes": torch.tensor(max(labels) + 1)}, batch_sampler=sampler)
-
-
 # the official CIFAR codes of MCL and L-MCL: padded crops and flips, SGD with Nesterov momentum, no warm-up
 CIFAR_RECIPE = {
     "aug.recipe": "cifar_basic",
@@ -121,15 +99,16 @@ CIFAR_RECIPE = {
 
 def supervised_recipe_deviations(cfg: DistillConfig) -> list[str]:
     """Where the run's view and optimiser differ from the official supervised CIFAR recipe (``CIFAR_RECIPE``)."""
+
+    def shown(value: Any) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
     notes = []
     for key, official in CIFAR_RECIPE.items():
         section, field = key.split(".")
         value = getattr(getattr(cfg, section), field)
-        same = math.isclose(value, official) if isinstance(official, float) else value == official
-        if not same:
-            notes.append(
-                f"{key}: {str(value).lower() if isinstance(value, bool) else value} (official: {str(official).lower() if isinstance(official, bool) else official})"
-            )
+        if not (math.isclose(value, official) if isinstance(official, float) else value == official):
+            notes.append(f"{key}: {shown(value)} (official: {shown(official)})")
     return notes
 
 
@@ -198,7 +177,71 @@ class MCLConfig(QueueConfig):
         return list(self.cohort) if self.cohort is not None else [student.arch, student.arch]
 
 
-class MCL(DistillMethod):
+class CohortMethod(DistillMethod):
+    """What MCL and L-MCL declare alike. Their configs have ``mode`` (label_free | supervised) and
+    ``architectures(student)``; their losses the four mutual terms (``vcl``, ``icl``, ``soft_vcl``, ``soft_icl``)
+    weighted by ``vcl_weight``, ``icl_weight`` (resolved by mode), ``soft_vcl_weight`` and ``soft_icl_weight``.
+
+    The members are ``student``, ``peer1`` ..., one per architecture; no teacher; one augmented view seen by every
+    member (supervised) or two (label-free: query and key); supervised batches hold two images of every class, and a
+    view or optimiser other than the official CIFAR recipe's is a recorded departure. A supervised member's classifier
+    is rebuilt from a checkpoint's ``classifier_prefix`` keys."""
+
+    @classmethod
+    def student_members(cls, cfg: DistillConfig) -> dict[str, StudentConfig]:
+        return {member_name(i): cfg.student.model_copy(update={"arch": arch}) for i, arch in enumerate(cfg.method.architectures(cfg.student))}
+
+    @classmethod
+    def teacher_needs(cls, cfg: DistillConfig) -> dict:
+        return {}
+
+    @classmethod
+    def train_views(cls, cfg: DistillConfig, ctx) -> dict:
+        view = augmented_view(cfg.student.resolution, cfg.aug)
+        return {"student": view} if cfg.method.mode == "supervised" else {"query": view, "key": view}
+
+    @classmethod
+    def prepare(cls, cfg: DistillConfig, ctx) -> Preparation | None:
+        if cfg.method.mode != "supervised":
+            return None
+        labels = ctx.source.labels
+        if labels is None:
+            raise ConfigError(f"method.mode=supervised needs labelled training images (class sub-folders in {cfg.data.train}); use mode=label_free")
+        # the classifiers' class ids are data.train's: the evaluation reads data.val in them, matched by name (eval/classes.py)
+        sampler = ClassPairBatchSampler(labels, cfg.data.batch_size, seed=cfg.trainer.seed)
+        return Preparation(tensors={"classes": torch.tensor(max(labels) + 1)}, batch_sampler=sampler)
+
+    @classmethod
+    def deviations(cls, cfg: DistillConfig) -> list[str]:
+        """The method's settings, and in supervised mode the view and optimiser (``CIFAR_RECIPE``)."""
+        return super().deviations(cfg) + (supervised_recipe_deviations(cfg) if cfg.method.mode == "supervised" else [])
+
+    @classmethod
+    def classifier_prefix(cls, position: int, state: dict) -> str:
+        """The state-dict prefix of member ``position``'s classifier (``<prefix>weight``, ``<prefix>bias``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def classifiers_from_checkpoint(cls, cfg: DistillConfig, state: dict) -> dict[str, nn.Module]:
+        if cfg.method.mode != "supervised":
+            return {}
+        rebuilt = {}
+        for i, member in enumerate(cls.student_members(cfg)):
+            prefix = cls.classifier_prefix(i, state)
+            weight, bias = state[f"{prefix}weight"], state[f"{prefix}bias"]
+            classifier = nn.Linear(weight.shape[1], weight.shape[0])
+            classifier.load_state_dict({"weight": weight, "bias": bias})
+            rebuilt[member] = classifier.eval()
+        return rebuilt
+
+    def mutual_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """α VCL + β ICL + γ soft VCL + λ soft ICL."""
+        m = self.cfg.method
+        weights = {"vcl": m.effective("vcl_weight"), "icl": m.effective("icl_weight"), "soft_vcl": m.soft_vcl_weight, "soft_icl": m.soft_icl_weight}
+        return sum(weights[name] * value for name, value in terms.items())
+
+
+class MCL(CohortMethod):
     name = "mcl"
     config_class = MCLConfig
     description = "MCL: a cohort of students teaching each other (vanilla + interactive contrast and their soft KL); no teacher"
@@ -225,51 +268,19 @@ class MCL(DistillMethod):
         hidden = m.head_hidden or (dim if m.mode == "label_free" else m.out_dim)
         return mlp([dim, hidden, m.out_dim], bn="none")
 
-    # ----- declarations --------------------------------------------------------------------------
-    @classmethod
-    def student_members(cls, cfg: DistillConfig) -> dict[str, StudentConfig]:
-        return cohort_members(cfg.student, cfg.method.architectures(cfg.student))
-
-    @classmethod
-    def teacher_needs(cls, cfg: DistillConfig) -> dict:
-        return {}
-
-    @classmethod
-    def train_views(cls, cfg: DistillConfig, ctx) -> dict:
-        return cohort_views(cfg, supervised=cfg.method.mode == "supervised")
-
-    @classmethod
-    def prepare(cls, cfg: DistillConfig, ctx) -> Preparation | None:
-        return class_pair_preparation(cfg, ctx) if cfg.method.mode == "supervised" else None
-
-    @classmethod
-    def deviations(cls, cfg: DistillConfig) -> list[str]:
-        """The method's settings, and in supervised mode the view: the official CIFAR code trains on padded crops and flips."""
-        return super().deviations(cfg) + (supervised_recipe_deviations(cfg) if cfg.method.mode == "supervised" else [])
-
     def member_classifiers(self) -> dict[str, nn.Module]:
         if self.mode != "supervised":
             return {}
         return dict(zip(self.member_names, self.classifiers))
 
     @classmethod
-    def classifiers_from_checkpoint(cls, cfg: DistillConfig, state: dict) -> dict[str, nn.Module]:
-        if cfg.method.mode != "supervised":
-            return {}
-        rebuilt = {}
-        for i, member in enumerate(cls.student_members(cfg)):
-            weight, bias = state[f"classifiers.{i}.weight"], state[f"classifiers.{i}.bias"]
-            classifier = nn.Linear(weight.shape[1], weight.shape[0])
-            classifier.load_state_dict({"weight": weight, "bias": bias})
-            rebuilt[member] = classifier.eval()
-        return rebuilt
+    def classifier_prefix(cls, position: int, state: dict) -> str:
+        return f"classifiers.{position}."
 
     # ----- training ------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        m = self.cfg.method
         terms, extra = self.label_free_terms(batch) if self.mode == "label_free" else self.supervised_terms(batch)
-        weights = {"vcl": m.effective("vcl_weight"), "icl": m.effective("icl_weight"), "soft_vcl": m.soft_vcl_weight, "soft_icl": m.soft_icl_weight}
-        loss = sum(weights[name] * value for name, value in terms.items()) + sum(extra.values())
+        loss = self.mutual_loss(terms) + sum(extra.values())
         return self.log_loss(loss, **terms, **extra)
 
     def label_free_terms(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

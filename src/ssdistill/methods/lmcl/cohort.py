@@ -62,3 +62,8 @@ def final_instance_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: f
     return (
         logits_nce(queries.float() @ keys.float().T / temperature, own).loss + logits_nce(keys.float() @ queries.float().T / temperature, own).loss
     ) / 2
+
+
+def stage_cross_entropy(logits: Features, labels: torch.Tensor) -> torch.Tensor:
+    """Σ over members and stages of CE(z, y): the supervised stage classifiers' loss, and the meta step's outer loss."""
+    return torch.stack([F.cross_entropy(z.float(), labels) for member in logits for z in member]).sum()

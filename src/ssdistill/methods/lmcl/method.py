@@ -8,26 +8,23 @@ from typing import Any
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.nn import functional as F
 
-from ssdistill.config import DistillConfig, StudentConfig
 from ssdistill.data.views import original_view
 from ssdistill.engine.meta import MetaStepStats, meta_step
-from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
 from ssdistill.eval.classes import class_names
 from ssdistill.eval.features import extract_features
 from ssdistill.eval.knn import knn_accuracy
 from ssdistill.eval.suite import classifier_accuracy
 from ssdistill.losses.layerwise import aggregate_logits, aggregation_loss, layerwise_mutual_terms, pair_weights
-from ssdistill.methods.lmcl.cohort import Cohort, Features, StageHead, final_instance_nce, nodes
+from ssdistill.methods.lmcl.cohort import Cohort, Features, StageHead, final_instance_nce, nodes, stage_cross_entropy
 from ssdistill.methods.lmcl.config import LMCLConfig
-from ssdistill.methods.mcl import class_pair_preparation, cohort_members, cohort_views, supervised_recipe_deviations
+from ssdistill.methods.mcl import CohortMethod
 from ssdistill.models.heads import mlp
 from ssdistill.models.stages import auxiliary_branch, student_stages
 
 
-class LMCL(DistillMethod):
+class LMCL(CohortMethod):
     name = "lmcl"
     config_class = LMCLConfig
     description = "L-MCL: MCL between every stage of a cohort (auxiliary branches), with meta-learned pair weights; no teacher"
@@ -91,43 +88,16 @@ class LMCL(DistillMethod):
         excluded = {id(p) for p in self.weighting.parameters()} if self.weighting is not None else set()
         return (p for p in self.parameters() if id(p) not in excluded)
 
-    # ----- declarations --------------------------------------------------------------------------
-    @classmethod
-    def student_members(cls, cfg: DistillConfig) -> dict[str, StudentConfig]:
-        return cohort_members(cfg.student, cfg.method.architectures(cfg.student))
-
-    @classmethod
-    def teacher_needs(cls, cfg: DistillConfig) -> dict:
-        return {}
-
-    @classmethod
-    def train_views(cls, cfg: DistillConfig, ctx) -> dict:
-        return cohort_views(cfg, supervised=cfg.method.mode == "supervised")
-
-    @classmethod
-    def prepare(cls, cfg: DistillConfig, ctx):
-        return class_pair_preparation(cfg, ctx) if cfg.method.mode == "supervised" else None
-
-    @classmethod
-    def deviations(cls, cfg: DistillConfig) -> list[str]:
-        return super().deviations(cfg) + (supervised_recipe_deviations(cfg) if cfg.method.mode == "supervised" else [])
-
+    # ----- declarations (the rest: CohortMethod) ----------------------------------------------------
     def member_classifiers(self) -> dict[str, nn.Module]:
         """Each member's final-stage classifier (its own head; the stage heads are in ``extra_evaluation``)."""
         return {} if self.classifiers is None else {member: heads[-1] for member, heads in zip(self.member_names, self.classifiers)}
 
     @classmethod
-    def classifiers_from_checkpoint(cls, cfg: DistillConfig, state: dict) -> dict[str, nn.Module]:
-        if cfg.method.mode != "supervised":
-            return {}
-        rebuilt = {}
-        for i, member in enumerate(cls.student_members(cfg)):
-            last = max(int(key.split(".")[2]) for key in state if key.startswith(f"classifiers.{i}.") and key.endswith(".weight"))
-            weight, bias = state[f"classifiers.{i}.{last}.weight"], state[f"classifiers.{i}.{last}.bias"]
-            classifier = nn.Linear(weight.shape[1], weight.shape[0])
-            classifier.load_state_dict({"weight": weight, "bias": bias})
-            rebuilt[member] = classifier.eval()
-        return rebuilt
+    def classifier_prefix(cls, position: int, state: dict) -> str:
+        """Member ``position``'s last-stage classifier (``classifiers.<member>.<stage>.``)."""
+        stages = [int(key.split(".")[2]) for key in state if key.startswith(f"classifiers.{position}.") and key.endswith(".weight")]
+        return f"classifiers.{position}.{max(stages)}."
 
     # ----- the losses ----------------------------------------------------------------------------
     def pair_weights(self, features: Features) -> dict | None:
@@ -152,17 +122,13 @@ class LMCL(DistillMethod):
             pair_count=m.pair_count,
         )
 
-    def weighted_sum(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        m = self.cfg.method
-        weights = {"vcl": m.effective("vcl_weight"), "icl": m.effective("icl_weight"), "soft_vcl": m.soft_vcl_weight, "soft_icl": m.soft_icl_weight}
-        return sum(weights[name] * value for name, value in terms.items())
-
-    def label_free_terms(self, cohort: nn.Module, views: dict, live_weights: bool) -> tuple[dict[str, torch.Tensor], tuple]:
-        """The mutual terms of both directions (each view's embeddings against the other's as keys), averaged."""
+    def label_free_terms(self, cohort: nn.Module, views: dict, live_weights: bool) -> tuple[dict[str, torch.Tensor], dict | None]:
+        """The mutual terms of both directions (each view's embeddings against the other's as keys), averaged, and the
+        query view's pair weights (for the log)."""
         (f_q, e_q, _), (f_k, e_k, _) = cohort(views["query"]), cohort(views["key"])
         w_q, w_k = self._weights(f_q, live_weights), self._weights(f_k, live_weights)
         one, two = self.mutual(e_q, w_q, keys=e_k), self.mutual(e_k, w_k, keys=e_q)
-        return {name: (one[name] + two[name]) / 2 for name in one}, (e_q, e_k, w_q)
+        return {name: (one[name] + two[name]) / 2 for name in one}, w_q
 
     def _weights(self, features: Features, live: bool) -> dict | None:
         if live:
@@ -175,7 +141,7 @@ class LMCL(DistillMethod):
         if m.meta and self.opens_optimiser_step and self.global_step % m.meta_every == 0:
             self._meta_batch = batch  # the meta step runs right after this optimiser step, on this batch (official)
         if m.mode == "label_free":
-            terms, (_, _, weights) = self.label_free_terms(self.cohort(), batch["views"], live_weights=False)
+            terms, weights = self.label_free_terms(self.cohort(), batch["views"], live_weights=False)
             extra: dict[str, torch.Tensor] = {}
         else:
             images, labels = batch["views"]["student"], batch["label"]
@@ -183,7 +149,7 @@ class LMCL(DistillMethod):
             weights = self._weights(features, live=False)
             terms = self.mutual(embeddings, weights, labels=labels)
             extra = self.classification(features, logits, labels)
-        loss = self.weighted_sum(terms) + sum(extra.values())
+        loss = self.mutual_loss(terms) + sum(extra.values())
         if weights is not None:
             omega = torch.stack(list(weights.values()))
             extra = {**extra, "omega_mean": omega.mean(), "omega_std": omega.std()}
@@ -193,7 +159,7 @@ class LMCL(DistillMethod):
         """Every stage's cross-entropy; with the aggregator its cross-entropy and the final heads' KD (official)."""
         m = self.cfg.method
         if self.aggregators is None:
-            return {"ce": torch.stack([F.cross_entropy(z.float(), labels) for member in logits for z in member]).sum()}
+            return {"ce": stage_cross_entropy(logits, labels)}
         aggregated = {i: aggregate_logits(logits[i], self.aggregators[i](torch.cat(features[i], dim=1))) for i in range(len(logits))}
         terms = aggregation_loss(dict(enumerate(logits)), aggregated, labels, m.kl_temperature)
         terms["logit_kd"] = m.logit_kd_weight * terms["logit_kd"]
@@ -224,7 +190,7 @@ class LMCL(DistillMethod):
 
             def inner(params, buffers):
                 terms, _ = self.label_free_terms(lambda images: run(params, buffers, images), views, live_weights=True)
-                return self.weighted_sum(terms)
+                return self.mutual_loss(terms)
 
             def outer(params, buffers):
                 (_, e_q, _), (_, e_k, _) = run(params, buffers, views["query"]), run(params, buffers, views["key"])
@@ -234,11 +200,11 @@ class LMCL(DistillMethod):
 
             def inner(params, buffers):
                 features, embeddings, _ = run(params, buffers, images)
-                return self.weighted_sum(self.mutual(embeddings, self.pair_weights(features), labels=labels))
+                return self.mutual_loss(self.mutual(embeddings, self.pair_weights(features), labels=labels))
 
             def outer(params, buffers):
                 _, _, logits = run(params, buffers, images)
-                return torch.stack([F.cross_entropy(z.float(), labels) for member in logits for z in member]).sum()
+                return stage_cross_entropy(logits, labels)
 
         return meta_step(
             cohort,
