@@ -480,6 +480,13 @@ def evaluation_example(results: Path, page: str) -> str:
     )
 
 
+def frontier_block(bench: str, results: Path) -> str:
+    """The frontier's table and plot (benchmarks/frontier.py), from ``results``/frontier."""
+    from benchmarks.frontier import docs_block
+
+    return docs_block(bench, Path(results) / "frontier")
+
+
 BLOCKS: dict[str, tuple[str, Callable[[Path, str], str]]] = {  # marker name -> (page under docs/, renderer)
     "choosing-cost": ("choosing-a-method.md", choosing_cost),
     "choosing-recipe": ("choosing-a-method.md", choosing_recipe),
@@ -495,6 +502,8 @@ BLOCKS: dict[str, tuple[str, Callable[[Path, str], str]]] = {  # marker name -> 
     "method-lmcl-stages": ("methods/mcl.md", lmcl_stage_heads),
     "method-cka": ("methods/cka.md", cka),
     "evaluation-example": ("evaluation.md", evaluation_example),
+    "frontier-q1": ("benchmarks.md", lambda results, page: frontier_block("q1", results)),
+    "frontier-q2": ("benchmarks.md", lambda results, page: frontier_block("q2", results)),
 }
 MARKER = re.compile(r"<!-- rows:([\w-]+) -->")
 

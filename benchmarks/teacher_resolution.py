@@ -5,7 +5,7 @@ A student that sees 96-px images is measured, like every row, at 96 px, while it
 student's side answer that: a student distilled at 96 px can hardly hold more of the class structure than the teacher
 itself holds at 96 px.
 
-    python -m benchmarks.teacher_resolution                       # Q1: EfficientNet-Lite0 at 96, 128, 160 and 224 px
+    python -m benchmarks.teacher_resolution                       # Q1: EfficientNet-Lite0 at 64, 96, 128, 160 and 224 px
     python -m benchmarks.teacher_resolution --table-only --docs # re-render the table (and its block in docs/benchmarks.md)
 
 Each side is written to benchmarks/results/<bench>/teacher_resolution-cpu.json as soon as it is measured and is not
@@ -25,7 +25,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-SIDES = (96, 128, 160, 224)
+SIDES = (64, 96, 128, 160, 224)
 K, T = 20, 0.07  # the k-NN protocol of every bench table
 
 

@@ -155,7 +155,7 @@ def test_a_recipe_lies_under_the_config_and_the_overrides(tmp_path):
     shipped = load_recipe("recommended")
     cfg = build_config({"recipe": "recommended", "data": {"train": "x"}, "trainer": {"epochs": 3}}, ["method.relational_weight=0.5"])
     assert cfg.method.name == shipped["method"]["name"] == "feature" and cfg.method.relational == "seed"
-    assert cfg.method.target_norm == "center" and cfg.trainer.ema_momentum == shipped["trainer"]["ema_momentum"]
+    assert cfg.method.target_norm == "center" and cfg.trainer.ema_horizon == shipped["trainer"]["ema_horizon"]
     assert cfg.trainer.epochs == 3 and cfg.method.relational_weight == 0.5 and cfg.data.train == "x"
     assert "recipe" not in cfg.to_dict()
     assert build_config({"data": {"train": "x"}}, ["recipe=recommended"]).method.relational == "seed"  # what --recipe passes

@@ -28,8 +28,6 @@ def run_row(
     seed: int | None = None,
 ) -> dict:
     """Measure one row (or read it back when finished) and write its JSON; returns the row record."""
-    from ssdistill import distill
-
     if tier_name != "smoke":
         from benchmarks.datasets import q3_data, unpack_benchmark_data
 
@@ -37,18 +35,7 @@ def run_row(
     out = row_path(results_dir, bench, method if seed is None else f"{method}-seed{seed}", tier_name)  # as benchmarks/results/seeds/q3c
     run_dir, overrides = run_dir_and_overrides(TIERS[tier_name], bench, method, runs_dir, seed)
     recipe = rows.recipe_path(bench, method)
-    if out.is_file() and not force:
-        record = json.loads(out.read_text())
-    else:
-        if force and run_dir.exists():
-            shutil.rmtree(run_dir)
-        if (run_dir / "results.json").is_file():  # finished before its row was written
-            record = json.loads((run_dir / "results.json").read_text())
-        elif (run_dir / "checkpoints" / "last.ckpt").is_file():
-            record = distill(resume=run_dir, quiet=quiet, trainer={"progress_bar": False})
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)  # never got to its first checkpoint
-            record = distill(recipe, overrides=overrides, quiet=quiet)
+    record = json.loads(out.read_text()) if out.is_file() and not force else train_or_resume(recipe, overrides, run_dir, force, quiet)
     if overrides.get("eval", {}).get("suite") == "full" and not record.get("evaluation"):
         record["evaluation"] = _full_evaluation(Path(record["run_dir"]))
     record["benchmark"] = {
@@ -70,6 +57,22 @@ def run_row(
         add_task_scores(bench, record)  # rows without task heads: k-means of their student per task
     write_json(out, record)
     return record
+
+
+def train_or_resume(recipe: Path, overrides: dict, run_dir: Path, force: bool = False, quiet: bool = True) -> dict:
+    """The results record of the run ``recipe`` + ``overrides`` makes in ``run_dir``: read back when it finished,
+    resumed from its last checkpoint when it was interrupted, else trained from the start (``force``: from the start
+    in any case)."""
+    from ssdistill import distill
+
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if (run_dir / "results.json").is_file():  # finished before its row was written
+        return json.loads((run_dir / "results.json").read_text())
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return distill(resume=run_dir, quiet=quiet, trainer={"progress_bar": False})
+    shutil.rmtree(run_dir, ignore_errors=True)  # never got to its first checkpoint
+    return distill(recipe, overrides=overrides, quiet=quiet)
 
 
 def run_tier(

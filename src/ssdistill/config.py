@@ -171,6 +171,26 @@ class TrainerConfig(Section):
         "with the key to use",
     )
 
+    @model_validator(mode="after")
+    def _one_ema_setting(self) -> TrainerConfig:
+        if self.ema_momentum is not None and self.ema_horizon is not None:
+            raise ValueError(
+                "trainer.ema_momentum and trainer.ema_horizon are both set (the recommended recipe sets ema_horizon): set the other "
+                "to null, e.g. trainer.ema_horizon=null"
+            )
+        return self
+
+    @property
+    def ema(self) -> bool:
+        """Whether the run keeps an EMA copy of its trained members."""
+        return self.ema_momentum is not None or self.ema_horizon is not None
+
+    def ema_momentum_for(self, steps: int) -> float | None:
+        """The EMA copy's momentum in a run of ``steps`` optimiser steps (None: no copy)."""
+        if self.ema_horizon is None:
+            return self.ema_momentum
+        return max(0.0, 1.0 - 1.0 / (self.ema_horizon * max(1, steps)))
+
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:
@@ -195,7 +215,15 @@ class TrainerConfig(Section):
         lt=1,
         description="also keep an EMA copy of the student (of each trained member of a cohort), updated after "
         "every optimiser step with this momentum (parameters and BatchNorm statistics) and evaluated as the row student_ema; "
-        "export it with `ssdistill export --member ema` (null: off)",
+        "export it with `ssdistill export --member ema` (null: off; see also ema_horizon)",
+    )
+    ema_horizon: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="the same EMA copy with its time constant set as a share of the run's optimiser steps instead of a "
+        "momentum: momentum = 1 - 1 / (share x steps) (0 when that is negative: the copy is the student), so the copy averages "
+        "the same part of a short run as of a long one (the recommended recipe: 0.05; null: off; not with ema_momentum)",
     )
     limit_train_batches: int | None = Field(None, gt=0, description="cap steps per epoch (debugging)")
 

@@ -122,9 +122,35 @@ def test_the_recommended_recipe_runs_from_the_command_line_over_a_config(tmp_pat
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["method"]["relational"] == "seed" and saved["method"]["relational_weight"] == 0.5
     assert saved["method"]["target_norm"] == "center" and saved["method"]["teacher_view"] == "original"
-    assert saved["trainer"]["epochs"] == 1 and saved["trainer"]["ema_momentum"] == 0.999 and "recipe" not in saved
+    assert saved["trainer"]["epochs"] == 1 and saved["trainer"]["ema_horizon"] == 0.05 and "recipe" not in saved
     results = json.loads((run_dir / "results.json").read_text())
+    # the copy's time constant is 5 % of the run's optimiser steps: the record says the momentum it came to
+    assert results["training"]["ema_momentum"] == pytest.approx(max(0.0, 1 - 1 / (0.05 * results["steps"])))  # 0 under 20 steps
     assert set(results["knn"]) == {"student", "student_ema"}
     with pytest.raises(SystemExit):
         main(["distill", "--recipe", "recommended", "--resume", str(run_dir)])
     assert "drop --recipe" in capsys.readouterr().err
+
+
+def test_a_time_constant_given_as_a_share_of_the_run_sets_the_momentum_from_the_runs_steps(tmp_path):
+    """trainer.ema_horizon=h: the copy's momentum is 1 - 1 / (h x the run's optimiser steps), so an EMA over a tenth of
+    a 2-epoch run moves as fast as ema_momentum set to that value by hand (bitwise the same copy)."""
+    runs = {}
+    for name, trainer in (("share", {"ema_horizon": 0.5}), ("by_hand", None)):
+        if trainer is None:  # the momentum the share gave, typed in
+            trainer = {"ema_momentum": runs["share"]["training"]["ema_momentum"]}
+        raw = tiny_config(tmp_path, trainer={"epochs": 2, **trainer}, run={"dir": str(tmp_path / "runs"), "name": name})
+        runs[name] = distill(raw, quiet=True)
+    steps = runs["share"]["steps"]
+    assert steps > 2 and runs["share"]["training"]["ema_momentum"] == pytest.approx(1 - 1 / (0.5 * steps))
+    share, by_hand = (_state(tmp_path / "runs" / n) for n in ("share", "by_hand"))
+    assert all(torch.equal(share[k], by_hand[k]) for k in share if k.startswith("ema."))
+
+
+def test_momentum_and_share_together_are_one_clear_error():
+    from ssdistill.config import TrainerConfig
+
+    with pytest.raises(ValueError, match="both set .* trainer.ema_horizon=null"):
+        TrainerConfig(ema_momentum=0.99, ema_horizon=0.1)
+    assert TrainerConfig(ema_horizon=0.1).ema_momentum_for(1000) == pytest.approx(0.99)
+    assert TrainerConfig(ema_horizon=1.0).ema_momentum_for(1) == 0.0 and TrainerConfig().ema_momentum_for(50) is None

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from PIL import ImageFont
 
-from ssdistill.report.svg import PAD, WIDTH, _fmt, _ticks, fit_title, line_chart, scatter_chart, text_width
+from ssdistill.report.svg import PAD, WIDTH, _ticks, fit_title, fmt, line_chart, scatter_chart, text_width
 
 SVG = "{http://www.w3.org/2000/svg}"
 STUDENT_MAP_TITLE = "distilled mobilenetv3_small_100 (feature) (q1-feature-long-run-name): 2-D PCA of val features"
@@ -122,7 +122,7 @@ def test_one_point_and_constant_series_still_draw():
 def test_tick_values_and_labels():
     assert _ticks(0, 4, integer=True) == [0, 1, 2, 3, 4] and _ticks(0, 2, integer=True) == [0, 1, 2]
     assert _ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
-    assert [_fmt(v) for v in (0, 2000, 0.15, 0.0015, 12345.5)] == ["0", "2000", "0.15", "1.5e-03", "1.2e+04"]
+    assert [fmt(v) for v in (0, 2000, 0.15, 0.0015, 12345.5)] == ["0", "2000", "0.15", "1.5e-03", "1.2e+04"]
 
 
 def test_the_svg_scales_with_its_container():

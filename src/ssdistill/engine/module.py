@@ -133,7 +133,7 @@ class DistillMethod(L.LightningModule):
     @classmethod
     def ema_sources(cls, cfg: DistillConfig) -> list[str]:
         """The members the engine keeps an EMA copy of (``trainer.ema_momentum``): every trained member."""
-        if cfg.trainer.ema_momentum is None:
+        if not cfg.trainer.ema:
             return []
         copies = cls.copied_members(cfg)
         return [member for member in cls.student_members(cfg) if member not in copies]
@@ -295,12 +295,14 @@ class DistillMethod(L.LightningModule):
         batches = getattr(self, "batches_per_epoch", None)
         per_epoch = -(-batches() // self.cfg.trainer.accumulate_grad_batches) if batches else None
         total = max(1, per_epoch * self.cfg.trainer.epochs if per_epoch else int(self.trainer.estimated_stepping_batches))
+        self.planned_steps = total  # the EMA copy's momentum when its time constant is a share of the run
         steps_per_epoch = total / max(1, self.cfg.trainer.epochs)
         warmup = int(round(optim.warmup_epochs * steps_per_epoch))
         end = optim.min_lr / optim.lr
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, 1.0, 0.0, end))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    planned_steps = 1  # optimiser steps of the whole run (configure_optimizers)
     micro_batch = 0  # index of the current batch inside its optimiser step (trainer.accumulate_grad_batches)
     batches_trained = 0  # batches of this process in this attempt (for images/s)
 
@@ -327,7 +329,7 @@ class DistillMethod(L.LightningModule):
         for module in self.modules():
             if isinstance(module, KeyQueue):
                 module.commit()
-        momentum = self.cfg.trainer.ema_momentum
+        momentum = self.cfg.trainer.ema_momentum_for(self.planned_steps)
         for source in type(self).ema_sources(self.cfg):  # the engine's EMA copies follow the step just taken
             ema_update(getattr(self, ema_member(source)), getattr(self, source), momentum)
 

@@ -58,6 +58,7 @@ class CifarResNet(nn.Module):
         self.num_classes = num_classes
         self.linear = nn.Linear(64, num_classes) if num_classes > 0 else nn.Identity()
         self.pretrained_cfg = {
+            "architecture": f"cifar_resnet{depth}",  # timm's config.json names the model by it (export)
             "input_size": (3, 32, 32),
             "crop_pct": 1.0,
             "interpolation": "bilinear",

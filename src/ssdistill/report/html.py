@@ -153,7 +153,7 @@ def _class_names(results: dict) -> list[str] | None:
     return None
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
+def html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<div class='table'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
@@ -283,7 +283,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
     sections = [f"<h1>{escape(title)}</h1>", f'<p class="note">written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>']
     first = runs[0]["results"]
     protocol = first["protocol"]["knn"]
-    sections.append("<h2>Results</h2>" + _html_table(header, rows))
+    sections.append("<h2>Results</h2>" + html_table(header, rows))
     sections.append(
         f'<p class="note">Evaluated on {escape(str(first["data"]["val"]))}; k-NN memory {escape(str(first["data"]["knn_train"]))}; '
         f"weighted k-NN k={protocol['k']}, T={protocol['temperature']} unless the column says otherwise; linear and few-shot probes "
@@ -294,7 +294,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
             sections.append(f'<p class="note">{escape(run["name"])}: classes matched by name: {escape(note)}.</p>')
     for run in runs:
         if (tasks := task_rows(run["results"])) is not None:
-            sections.append(f"<h2>Tasks: {escape(run['name'])}</h2>" + _html_table(*tasks))
+            sections.append(f"<h2>Tasks: {escape(run['name'])}</h2>" + html_table(*tasks))
     if len(runs) > 1:
         losses = [(r["name"], *_per_epoch(r["metrics"], "train/loss_epoch")) for r in runs]
         overlaid = [line_chart(losses, "training loss per epoch", "epochs trained", "loss", "loss-all")]

@@ -84,7 +84,7 @@ def _ticks(low: float, high: float, count: int = 5, integer: bool = False) -> li
     return [round(first + i * step, 12) for i in range(int((high - first) / step + 1e-9) + 1)]
 
 
-def _fmt(value: float) -> str:
+def fmt(value: float) -> str:
     if value == 0:
         return "0"
     if value == int(value) and abs(value) < 1e6:
@@ -123,7 +123,7 @@ class Layout:
     x_tick_base: float  # the baseline of the x tick labels
 
 
-def _padded(low: float, high: float, share: float) -> tuple[float, float]:
+def padded(low: float, high: float, share: float) -> tuple[float, float]:
     if high <= low:
         half = abs(low) * 0.1 or 1.0
         return low - half, high + half
@@ -140,19 +140,21 @@ def layout(
     legend: list[Legend],
     integer_x: bool = False,
     plot_height: float = PLOT_HEIGHT,
+    x_ticks: list[tuple[float, str]] | None = None,
 ) -> Layout:
-    """The chart's geometry for data spanning ``x_range`` and ``y_range`` (already padded)."""
+    """The chart's geometry for data spanning ``x_range`` and ``y_range`` (already padded); ``x_ticks``: (value, label)
+    of each x tick instead of evenly spaced values (a log axis: the values are logarithms, the labels are not)."""
     (x0, x1), (y0, y1) = x_range, y_range
     if x1 <= x0:
-        x0, x1 = _padded(x0, x1, 0)
+        x0, x1 = padded(x0, x1, 0)
     if y1 <= y0:
-        y0, y1 = _padded(y0, y1, 0)
+        y0, y1 = padded(y0, y1, 0)
     lines, title_size = fit_title(title, WIDTH - 2 * PAD)
     step = 1.2 * title_size + 4  # room for the line boxes a browser rounds up at small sizes (a phone)
     title = [(line, PAD + ASCENT * title_size + i * step) for i, line in enumerate(lines)]
     top = title[-1][1] + DESCENT * title_size + GAP + 0.6 * TICK
-    y_ticks = [(v, _fmt(v)) for v in _ticks(y0, y1, count=6)]
-    x_ticks = [(v, _fmt(v)) for v in _ticks(x0, x1, integer=integer_x)]
+    y_ticks = [(v, fmt(v)) for v in _ticks(y0, y1, count=6)]
+    x_ticks = [(v, fmt(v)) for v in _ticks(x0, x1, integer=integer_x)] if x_ticks is None else [t for t in x_ticks if x0 <= t[0] <= x1]
     widest_y = max((text_width(label, TICK) for _, label in y_ticks), default=0)
     left = PAD + (ASCENT + DESCENT) * LABEL + GAP + widest_y + GAP
     right = PAD + max((text_width(label, TICK) / 2 for _, label in x_ticks), default=0)
@@ -209,7 +211,7 @@ def layout(
     )
 
 
-def _draw(lay: Layout, chart_id: str, aria: str, body: list[str]) -> str:
+def draw(lay: Layout, chart_id: str, aria: str, body: list[str]) -> str:
     left, top, plot_w, plot_h = lay.plot
     parts = [
         f'<svg class="chart" id="{escape(chart_id)}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {lay.width} {lay.height}" '
@@ -286,8 +288,8 @@ def line_chart(
             legend.append(Legend(name, colours[name]))
             legend += [Legend(f"{name}: at start", colours[name], "dash") for line, _ in lines if line == name]
     integer_x = all(x == int(x) for x in all_x)
-    x_range = _padded(min(all_x), max(all_x), 0.025) if len(set(all_x)) > 1 else (min(all_x), max(all_x))
-    lay = layout(title, xlabel, ylabel, x_range, _padded(min(all_y), max(all_y), 0.06), legend, integer_x)
+    x_range = padded(min(all_x), max(all_x), 0.025) if len(set(all_x)) > 1 else (min(all_x), max(all_x))
+    lay = layout(title, xlabel, ylabel, x_range, padded(min(all_y), max(all_y), 0.06), legend, integer_x)
     left, _, plot_w, _ = lay.plot
     body = []
     for name, value in lines:
@@ -306,7 +308,7 @@ def line_chart(
         body.append(f'<polyline class="series" {data} points="{path}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
         if len(points) <= 40:  # few points (per-epoch values): mark each
             body += [f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.4" fill="{colour}"/>' for px, py in placed]
-    return _draw(lay, chart_id, title, body)
+    return draw(lay, chart_id, title, body)
 
 
 def scatter_chart(xs: list[float], ys: list[float], labels: list[int], title: str, chart_id: str, class_names: list[str] | None = None) -> str:
@@ -317,10 +319,10 @@ def scatter_chart(xs: list[float], ys: list[float], labels: list[int], title: st
     name = lambda c: class_names[c] if class_names and c < len(class_names) else f"class {c}"  # noqa: E731
     legend = [Legend(name(c), PALETTE[c % len(PALETTE)], "dot") for c in classes] if len(classes) <= 10 else []
     lay = layout(
-        title, "component 1", "component 2", _padded(min(xs), max(xs), 0.04), _padded(min(ys), max(ys), 0.04), legend, plot_height=SCATTER_HEIGHT
+        title, "component 1", "component 2", padded(min(xs), max(xs), 0.04), padded(min(ys), max(ys), 0.04), legend, plot_height=SCATTER_HEIGHT
     )
     body = []
     for x, y, label in zip(xs, ys, labels):
         px, py = lay.place(x, y)
         body.append(f'<circle class="series" cx="{px:.1f}" cy="{py:.1f}" r="2.2" fill="{PALETTE[label % len(PALETTE)]}" fill-opacity="0.75"/>')
-    return _draw(lay, chart_id, title, body)
+    return draw(lay, chart_id, title, body)

@@ -32,6 +32,7 @@ from ssdistill.errors import ConfigError, DataError, ModelError
 from ssdistill.eval.classes import align_classes
 from ssdistill.eval.features import extract_features
 from ssdistill.eval.monitor import AlignmentMonitor, KNNMonitor
+from ssdistill.labels import is_primary
 from ssdistill.methods.registry import METHODS
 from ssdistill.models.students import Student
 from ssdistill.runs.load import build_students
@@ -83,6 +84,32 @@ def assemble(cfg: DistillConfig, device: torch.device | str = "cpu") -> Run:
     module = method(cfg, students, fulfilment.signals, dataset_size=len(source), prepared=prepared.tensors)
     refuse_single_image_batches(cfg.data.batch_size, [module])  # the method's heads too
     return Run(cfg, method, module, device, source, ctx, needs, fulfilment, prepared, initial_states)
+
+
+# A student whose input side is under this share of its teacher's own side is warned about: the teacher's own features
+# lose what they hold as its images shrink (docs/benchmarks.md, teacher resolution: EfficientNet-Lite0 on Imagenette has
+# 98.2 % k-NN at its 224 px, 92.2 % at 96 px and 80.9 % at 64 px), and a student distilled at that side can hardly hold more
+SIDE_WARNING_SHARE = 0.35
+
+
+def student_side_warnings(run: Run) -> list[str]:
+    """One line per student member whose input side is under SIDE_WARNING_SHARE of the primary teacher's side (runs
+    that read a teacher only), saying what to do."""
+    if not run.needs:
+        return []
+    teacher = run.ctx.teacher()
+    side = teacher.preprocess.resolution
+    lines = []
+    for member, spec in run.method.student_members(run.cfg).items():
+        if spec.resolution < SIDE_WARNING_SHARE * side:
+            key = "student.resolution" if is_primary(member) else f"{member}.resolution"
+            lines.append(
+                f"{key}={spec.resolution} is {spec.resolution / side:.0%} of the teacher's {side} px: at that side the teacher's own "
+                f"features keep less of what they hold, which bounds the student (measure it: ssdistill eval --teacher "
+                f"{teacher.name} --train DIR --val DIR --resolution {spec.resolution}); raise {key}, or pick a wider student at the "
+                "same latency (docs/benchmarks.md#frontier)"
+            )
+    return lines
 
 
 def memory_name(cfg: DistillConfig) -> str:

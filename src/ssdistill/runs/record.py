@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ssdistill.distributed import world_size
 from ssdistill.engine.records import RESULTS_VERSION, machine, versions
 from ssdistill.labels import student_label, teacher_label
+from ssdistill.runs.assemble import student_side_warnings
 
 if TYPE_CHECKING:
     from ssdistill.runs.assemble import Run
@@ -61,6 +62,8 @@ def results_record(
             "accumulate_grad_batches": cfg.trainer.accumulate_grad_batches,
             "images_per_optimiser_step": cfg.data.batch_size * cfg.trainer.accumulate_grad_batches * world_size(),
             "student_channels_last": {member: spec.channels_last for member, spec in method.run_members(cfg).items()},
+            # the EMA copies' momentum (trainer.ema_momentum, or 1 - 1 / (trainer.ema_horizon x the run's steps)); null: none
+            "ema_momentum": cfg.trainer.ema_momentum_for(steps) if cfg.trainer.ema else None,
         },
         "student": next(iter(members.values())),
         "students": members,
@@ -81,6 +84,7 @@ def results_record(
         "retained_pct": retained,
         "timing": timing,
         "approximations": list(run.fulfilment.approximations),
+        "warnings": student_side_warnings(run),  # said at the run's start too
         "deviations": method.deviations(cfg),
         "teacher_cache": cfg.cache.enabled,
         "teacher_in_training": teacher_in_training,

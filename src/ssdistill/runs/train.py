@@ -5,6 +5,7 @@ side by side with its teachers and random-init students (``runs.evaluation``), a
 from __future__ import annotations
 
 import json
+import logging
 import time
 from functools import partial
 from pathlib import Path
@@ -23,9 +24,11 @@ from ssdistill.engine.trackers import log_final
 from ssdistill.engine.trainer import TrainingClock, build_trainer, fit
 from ssdistill.eval.tables import format_summary
 from ssdistill.files import atomic_write_text
-from ssdistill.runs.assemble import assemble, evaluation_split, initial_students, monitors
+from ssdistill.runs.assemble import assemble, evaluation_split, initial_students, monitors, student_side_warnings
 from ssdistill.runs.evaluation import evaluate_run
 from ssdistill.runs.record import images_per_second, results_record
+
+log = logging.getLogger("ssdistill")
 
 
 def run_distillation(
@@ -34,6 +37,8 @@ def run_distillation(
     """Train and evaluate; ``record``: entries added to the run record (results.json)."""
     run = assemble(cfg, compute_device(cfg.trainer.accelerator))
     module, ctx = run.module, run.ctx
+    for line in student_side_warnings(run):
+        log.warning(line)
     # data order and every item's augmentations are functions of (seed, epoch, image): a resumed run sees exactly the
     # batches an uninterrupted one would (the samplers shard themselves across DDP processes)
     size = len(run.prepared.dataset)
