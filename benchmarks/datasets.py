@@ -6,6 +6,7 @@ extracted straight from the archive: seconds, no full unpack.
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import tarfile
 import tempfile
@@ -108,3 +109,44 @@ def q3_data(bench: str, data_root: Path = REPO / ".data") -> Path:
     if bench == "q3":
         return task_folders(unpack_benchmark_data("q1", data_root), Path(data_root) / "q3", Q3_TASKS)
     return task_folders(cifar10_slice(Q3C_IMAGES), Path(data_root) / "q3c", Q3_TASKS)
+
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+FASHION_CLASSES = ("t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot")
+
+
+def _idx(path: Path):
+    """The array in an IDX file (gzipped): unsigned bytes, shape from its header."""
+    import numpy as np
+
+    data = gzip.decompress(Path(path).read_bytes())
+    if data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise SystemExit(f"{path} is not an IDX file of unsigned bytes")
+    dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def fashion_mnist_folders(per_class: dict[str, int], dest: Path | None = None, source: Path = FASHION_MNIST) -> Path:
+    """``dest/<split>/<class>/NNNNN.png``: the first ``per_class[split]`` images of every class of Fashion-MNIST's
+    ``train`` and ``test`` splits (28 px grayscale, written as RGB PNG), read from Debian's package; written once."""
+    from PIL import Image
+
+    name = "fashion-mnist-" + "-".join(f"{split}{n}" for split, n in sorted(per_class.items()))
+    dest = Path(dest) if dest is not None else REPO / ".data" / name
+    if dest.is_dir():
+        return dest
+    files = {"train": "train", "test": "t10k"}
+    if not (Path(source) / "train-images-idx3-ubyte.gz").is_file():
+        raise SystemExit(f"Fashion-MNIST not found in {source}: apt-get install dataset-fashion-mnist")
+    with _staged_folder(dest) as staging:
+        for split, n in per_class.items():
+            images = _idx(Path(source) / f"{files[split]}-images-idx3-ubyte.gz")
+            labels = _idx(Path(source) / f"{files[split]}-labels-idx1-ubyte.gz")
+            if len(images) != len(labels):
+                raise SystemExit(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels")
+            for label, folder in enumerate(FASHION_CLASSES):
+                (staging / split / folder).mkdir(parents=True)
+                for index in [i for i in range(len(labels)) if labels[i] == label][:n]:
+                    Image.fromarray(images[index]).convert("RGB").save(staging / split / folder / f"{index:05d}.png")
+    return dest
