@@ -55,6 +55,7 @@ def test_the_rows_without_a_teacher_are_those_whose_method_declares_no_teacher_n
         "lmcl_supervised_hetero",
         "lmcl",
         "lmcl_supervised_nometa",
+        "mvmr_ssl_budget",
     ]
     from ssdistill.methods.registry import METHODS
     from ssdistill.recipe import build_config
