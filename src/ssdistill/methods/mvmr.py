@@ -148,6 +148,17 @@ class MVMR(DistillMethod):
         return self.cfg.method.weights.get(term, 1.0)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        terms = self.loss_terms(batch)
+        loss = sum(self._weight(name) * value for name, value in terms.items())
+        return self.log_loss(loss, **terms)
+
+    def weighted_terms(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Each term of the step's loss times its weight (their sum is the loss): what a diagnostic differentiates one
+        at a time (benchmarks/mvmr_diagnostics.py)."""
+        return {name: self._weight(name) * value for name, value in self.loss_terms(batch).items()}
+
+    def loss_terms(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The step's unweighted terms: mse, std, views, each hand-crafted representation's and each teacher's."""
         m = self.cfg.method
         augmented, original = batch["views"]["aug"], batch["views"]["original"]
         z_aug = self.projector(self.student(augmented))  # two passes: separate BatchNorm statistics per view
@@ -165,5 +176,4 @@ class MVMR(DistillMethod):
             terms[name] = (1 - dependence) if m.handcrafted_sign == "paper" else dependence
         for name, signal in self.signals.items():  # teacher terms are always maximised (1 - dCor)
             terms[name] = 1 - dcor(signal.for_batch(batch).detach().float() / m.dcor_divisor("teacher"), z_aug_dcor)
-        loss = sum(self._weight(name) * value for name, value in terms.items())
-        return self.log_loss(loss, **terms)
+        return terms
