@@ -153,3 +153,13 @@ def test_official_preset_reproduces_the_released_objective_term_by_term():
         assert official.terms[name].item() == pytest.approx(value.item(), abs=1e-5), name
     changed = {name: abs(official.terms[name].item() - unscaled.terms[name].item()) for name in ("raw", "hog", "local_std", "views")}
     assert changed["hog"] > 1e-4 and changed["local_std"] > 1e-4, changed  # only z̃ is scaled in these: not neutral
+
+
+def test_gradient_accumulation_is_recorded_as_not_enlarging_the_dcor_batch():
+    """dCor is a batch statistic: accumulating 4 batches of 128 sums four dCor gradients, it is not one dCor over 512."""
+    base = {"data": {"train": "x", "batch_size": 128}, "method": {"name": "mvmr"}}
+    plain = build_config(base)
+    accumulated = build_config(base, ["trainer.accumulate_grad_batches=4"])
+    assert not any(d.startswith("dcor_batch") for d in MVMR.deviations(plain))
+    (line,) = [d for d in MVMR.deviations(accumulated) if d.startswith("dcor_batch")]
+    assert "4 dCor values, each over one batch of 128" in line and "not one dCor over 512" in line and "data.batch_size" in line

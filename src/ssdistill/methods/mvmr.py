@@ -140,6 +140,19 @@ class MVMR(DistillMethod):
         return {teacher_label(name): TeacherNeed("original", name) for name in cfg.teachers}
 
     @classmethod
+    def deviations(cls, cfg: DistillConfig) -> list[str]:
+        """Also: dCor is a statistic of the batch it sees, so gradient accumulation does not give it a larger batch."""
+        found = super().deviations(cfg)
+        steps = cfg.trainer.accumulate_grad_batches
+        if steps > 1:
+            found.append(
+                f"dcor_batch: {cfg.data.batch_size} images (accumulate_grad_batches={steps} sums the gradients of {steps} dCor "
+                f"values, each over one batch of {cfg.data.batch_size}; it is not one dCor over {steps * cfg.data.batch_size}: raise "
+                "data.batch_size for that)"
+            )
+        return found
+
+    @classmethod
     def train_views(cls, cfg: DistillConfig, ctx) -> dict:
         size = cfg.student.resolution
         return {"aug": augmented_view(size, cfg.aug), "original": original_view(size)}
