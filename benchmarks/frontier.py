@@ -210,6 +210,7 @@ def measure_row(spec: Bench, row: Row, tier: str, results: Path = FRONTIER, runs
 def teacher_onnx(run_dir: Path, path: Path) -> tuple[Path, int]:
     """The run's teacher (its preprocessing included: images in [0, 1] at its own side) exported to ONNX once."""
     from ssdistill.export import export_onnx
+    from ssdistill.files import atomic_write_text
     from ssdistill.models.teachers import build_teacher
     from ssdistill.recipe import build_config
 
@@ -219,7 +220,7 @@ def teacher_onnx(run_dir: Path, path: Path) -> tuple[Path, int]:
     stamp = path.with_suffix(".json")
     if not path.is_file() or not stamp.is_file() or json.loads(stamp.read_text()).get("fingerprint") != teacher.fingerprint:
         export_onnx(teacher, side, path)
-        stamp.write_text(json.dumps({"teacher": cfg.teacher.name, "side": side, "fingerprint": teacher.fingerprint}))
+        atomic_write_text(stamp, json.dumps({"teacher": cfg.teacher.name, "side": side, "fingerprint": teacher.fingerprint}))
     return path, side
 
 
