@@ -355,11 +355,12 @@ COHORT_ROWS = (
     ("q2", "mcl_supervised"),
     ("q2", "lmcl_supervised"),
     ("q2", "lmcl_supervised_nometa"),
+    ("q2", "lmcl_supervised_matched"),
     ("q2", "lmcl_supervised_hetero"),
     ("q2", "lmcl"),
     ("q1", "lmcl"),
 )
-LMCL_ROWS = ("lmcl_supervised", "lmcl_supervised_nometa", "lmcl_supervised_hetero", "lmcl")
+LMCL_ROWS = ("lmcl_supervised", "lmcl_supervised_nometa", "lmcl_supervised_matched", "lmcl_supervised_hetero", "lmcl")
 
 
 def lmcl_stage_heads(results: Path, page: str) -> str:

@@ -55,6 +55,7 @@ def test_the_rows_without_a_teacher_are_those_whose_method_declares_no_teacher_n
         "lmcl_supervised_hetero",
         "lmcl",
         "lmcl_supervised_nometa",
+        "lmcl_supervised_matched",
         "mvmr_ssl_budget",
     ]
     from ssdistill.methods.registry import METHODS
@@ -64,7 +65,14 @@ def test_the_rows_without_a_teacher_are_those_whose_method_declares_no_teacher_n
         for bench in row.benches:
             cfg = build_config(row.recipe_path(bench), row.overrides)
             assert bool(METHODS[cfg.method.name].teacher_needs(cfg)) == catalogue.has_teacher(name), (name, bench)
-    assert sorted(rows.WITH_LABELS) == ["lmcl_supervised", "lmcl_supervised_hetero", "lmcl_supervised_nometa", "mcl_independent", "mcl_supervised"]
+    assert sorted(rows.WITH_LABELS) == [
+        "lmcl_supervised",
+        "lmcl_supervised_hetero",
+        "lmcl_supervised_matched",
+        "lmcl_supervised_nometa",
+        "mcl_independent",
+        "mcl_supervised",
+    ]
     assert catalogue.in_group("cohort") == (
         "mcl",
         "mcl_independent",
@@ -73,6 +81,7 @@ def test_the_rows_without_a_teacher_are_those_whose_method_declares_no_teacher_n
         "lmcl_supervised_hetero",
         "lmcl",
         "lmcl_supervised_nometa",
+        "lmcl_supervised_matched",
     )
     assert catalogue.label("recommended", "q1") != catalogue.label("recommended", "q2")  # Q1's ablation step, Q2's recipe
 
