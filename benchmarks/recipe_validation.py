@@ -87,17 +87,13 @@ def record_path(results: Path, data: str, row: str) -> Path:
 
 
 def measure(data: str, rows: list[str], results: Path = VALIDATION, runs_dir: Path | None = None, force: bool = False) -> None:
-    from benchmarks.quality.run import train_or_resume, write_json
+    from benchmarks.quality.run import study_row
 
     runs_dir = Path(runs_dir) if runs_dir is not None else REPO / "runs"
     for row in rows:
-        out = record_path(results, data, row)
-        if out.is_file() and not force:
-            continue
         base, overrides = row_config(data, row, runs_dir)
-        record = train_or_resume(base, overrides, runs_dir / overrides["run"]["name"], force=force)
-        record["validation"] = {"data": data, "row": row, "label": ROWS[row][0], "command": f"{COMMAND} --data {data} --only {row}"}
-        write_json(out, record)
+        extra = {"validation": {"data": data, "row": row, "label": ROWS[row][0], "command": f"{COMMAND} --data {data} --only {row}"}}
+        record = study_row(record_path(results, data, row), base, overrides, runs_dir, extra, force)
         print(f"{data} {row}: k-NN {record['knn']['student']['top1']:.1f}", flush=True)
 
 

@@ -75,6 +75,18 @@ def train_or_resume(recipe: Path, overrides: dict, run_dir: Path, force: bool = 
     return distill(recipe, overrides=overrides, quiet=quiet)
 
 
+def study_row(out: Path, base, overrides: dict, runs_dir: Path, extra: dict, force: bool = False) -> dict:
+    """One row of a study outside the bench tables (benchmarks/recipe_validation.py, benchmarks/mvmr_study.py): read
+    back from ``out`` when on record, else trained, resumed or read back from its run (``overrides["run"]["name"]``
+    under ``runs_dir``), given the entries of ``extra`` and written to ``out``."""
+    if out.is_file() and not force:
+        return json.loads(out.read_text())
+    record = train_or_resume(base, overrides, Path(runs_dir) / overrides["run"]["name"], force=force)
+    record.update(extra)
+    write_json(out, record)
+    return record
+
+
 def run_tier(
     tier: str,
     benches=None,
