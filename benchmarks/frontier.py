@@ -12,7 +12,7 @@ student exported to ONNX (``ssdistill export --onnx``) and the teacher exported 
 at its own input side), timed by onnxruntime in one process in interleaved rounds, at batch 1 and 32
 (:mod:`ssdistill.eval.latency`); the row keeps the ratio, and the milliseconds beside the machine. Each row's record
 is written to ``benchmarks/results/frontier/<bench>/<arch>-<side>-<tier>.json`` as soon as it is measured; the table,
-the plot (docs/frontier-<bench>.svg) and a self-contained page (benchmarks/results/frontier/<bench>-<tier>.html) are
+the plot (inline in docs/benchmarks.md) and a self-contained page (benchmarks/results/frontier/<bench>-<tier>.html) are
 rebuilt after each row.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -99,9 +100,10 @@ def overrides(spec: Bench, row: Row, tier: str, runs_dir: Path) -> dict:
 # ---------------------------------------------------------------------------------------------------------- the plan
 
 
-def student_cost(arch: str, side: int, batch: int = 32, steps: int = 2) -> dict:
+def student_cost(arch: str, side: int, batch: int = 128, steps: int = 2) -> dict:
     """Parameters, GFLOPs per image and the measured seconds of one training step per image (forward and backward of
-    the student alone on random images at ``batch``, best of ``steps`` after one warm-up) on this machine."""
+    the student alone on random images at ``batch``, the run's batch size, best of ``steps`` after one warm-up) on this
+    machine, with torch's thread count as it is."""
     import torch
 
     from ssdistill.eval.features import model_flops
@@ -122,34 +124,43 @@ def student_cost(arch: str, side: int, batch: int = 32, steps: int = 2) -> dict:
 def plan(spec: Bench, tier: str = "cpu", calibrate: dict | None = None) -> dict:
     """Every row's cost: GFLOPs x images x epochs, and a time estimate = epochs x images x (the measured training step
     per image of its student + the rest of a step per image, the data pipeline and the loss, taken from the bench's
-    recipe row as its measured seconds per image less its student's step). ``calibrate``: the recipe row's record
-    (default: read from benchmarks/results/<bench>/<calibration row>-cpu.json)."""
+    recipe row as the seconds per image of its batches less its student's step) + the recipe row's evaluation time.
+    ``calibrate``: the recipe row's record (default: read from benchmarks/results/<bench>/<calibration row>-cpu.json)."""
+    import torch
+
     from ssdistill.recipe import build_config
 
     cfg = build_config(spec.recipe, overrides(spec, spec.rows[0], tier, REPO / "runs"))
-    images = train_images(cfg)
+    images, batch = train_images(cfg), cfg.data.batch_size
     rows = []
     for row in spec.rows:
-        cost = student_cost(row.arch, row.side)
+        cost = student_cost(row.arch, row.side, batch)
         rows.append({"row": row.name, "arch": row.arch, "side": row.side, **cost, "gflops_total": cost["gflops"] * 3 * images * spec.epochs})
     record = calibrate if calibrate is not None else _calibration_record(spec)
-    overhead, source = 0.0, "the students' measured steps alone (no recipe row on record)"
+    overhead, evaluation, source = 0.0, 0.0, "the students' measured steps alone (no recipe row on record)"
     if record is not None:
-        student = record["student"]
-        per_image = record["timing"]["train_seconds"] / (record["epochs"] * record["data"]["train_size"])
-        own = student_cost(student["arch"], student["resolution"])["step_s_per_image"]
-        overhead = max(0.0, per_image - own)
-        source = f"the recipe row's {per_image * 1000:.1f} ms per image of which its student's step is {own * 1000:.1f} ms"
+        student, timing = record["student"], record["timing"]
+        # the batches' own time: a row's train_seconds also holds its k-NN monitor, which frontier rows do not run
+        seconds = sum(timing["epoch_train_seconds"]) if timing.get("epoch_train_seconds") else timing["train_seconds"]
+        per_image = seconds / (record["epochs"] * record["data"]["train_size"])
+        own = student_cost(student["arch"], student["resolution"], batch)["step_s_per_image"]
+        overhead, evaluation = max(0.0, per_image - own), timing.get("eval_seconds") or 0.0
+        source = (
+            f"the recipe row's {per_image * 1000:.1f} ms per image (its batches) of which its student's step is {own * 1000:.1f} ms "
+            f"now, plus its {evaluation:.0f} s of evaluation per row"
+        )
     for row in rows:
-        row["hours"] = spec.epochs * images * (row["step_s_per_image"] + overhead) / 3600
-    total = sum(r["hours"] for r in rows)
+        row["hours"] = (spec.epochs * images * (row["step_s_per_image"] + overhead) + evaluation) / 3600
     return {
         "bench": spec.name,
         "tier": tier,
         "epochs": spec.epochs,
         "images": images,
+        "batch_size": batch,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "rows": rows,
-        "hours": total,
+        "hours": sum(r["hours"] for r in rows),
         "budget_hours": spec.budget_hours,
         "source": source,
     }
@@ -175,6 +186,7 @@ def print_plan(p: dict) -> None:
         print(f"{r['row']:<30} {r['params_m']:>9.2f} {r['gflops']:>8.3f} {r['step_s_per_image'] * 1000:>12.2f} {r['hours']:>11.2f}")
     fits = "within" if not p["budget_hours"] or p["hours"] <= p["budget_hours"] else "OVER"
     print(f"estimate: {p['hours']:.1f} h in all ({fits} the budget of {p['budget_hours']:g} h); from {p['source']}")
+    print(f"(steps measured with {p['torch_threads']} torch threads at a load average of {p['load_average']}: a busy machine inflates them)")
 
 
 # ------------------------------------------------------------------------------------------------------- measuring
@@ -199,7 +211,7 @@ def measure_row(spec: Bench, row: Row, tier: str, results: Path = FRONTIER, runs
         "row": row.name,
         "arch": row.arch,
         "side": row.side,
-        "epochs": spec.epochs,
+        "epochs": record["epochs"],  # what the run trained (train_or_resume refuses a run of another config)
         "recipe": str(spec.recipe.relative_to(REPO)),
         "command": f"{COMMAND} --tier {tier} --bench {spec.name} --only {row.name}",
     }
@@ -362,8 +374,8 @@ def _calibration(spec: Bench, figures: list[dict]) -> str | None:
     return (
         f"Schedule: the frontier trains every row {spec.epochs} epochs; the recipe's own student ({cal['arch']} at {cal['side']} px) reaches "
         f"{cell(long)} % k-NN at the recipe's {record['epochs']} epochs (benchmarks/results/{spec.name}/{cal['row']}-cpu.json) against "
-        f"{cell(mine['k20'])} % here: read every row as about {cell(long - mine['k20'])} points short of what the full schedule gives it, "
-        "an offset measured on one student only."
+        f"{cell(mine['k20'])} % here: {cell(long - mine['k20'])} points, for this student; larger students may lose more on a "
+        "shorter schedule, so the other rows' offsets are not known."
     )
 
 
@@ -391,12 +403,13 @@ def docs_block(bench: str, results: Path = FRONTIER) -> str:
     markdown = table(bench, "cpu", results)
     if markdown is None:
         return f"No {bench.upper()} frontier row is on record yet: `{command}` measures them (`--plan` first prints their cost).\n"
-    return f"![{bench.upper()}: student k-NN against deployed latency](frontier-{bench}.svg)\n\n{markdown}\n`{command}` (`--table-only --docs` rebuilds this from the records).\n"
+    svg = chart(bench, "cpu", results)
+    return f"<div class='frontier-chart' markdown='0'>\n{svg}\n</div>\n\n{markdown}\n`{command}` (`--table-only --docs` rebuilds this from the records).\n"
 
 
 def write_outputs(bench: str, tier: str, results: Path = FRONTIER, docs: Path | None = None) -> str | None:
     """The table (returned), the self-contained page beside the records and, with ``docs`` (docs/benchmarks.md) on the
-    cpu tier, the plot (docs/frontier-<bench>.svg) and the page's ``frontier-<bench>`` block."""
+    cpu tier, the page's ``frontier-<bench>`` block (the plot inline, then the table)."""
     from ssdistill.files import atomic_write_text
     from ssdistill.report.frontier import frontier_page
 
@@ -408,7 +421,6 @@ def write_outputs(bench: str, tier: str, results: Path = FRONTIER, docs: Path | 
     if docs is not None and tier == "cpu":
         from benchmarks.quality.docs import replace_block
 
-        atomic_write_text(Path(docs).parent / f"frontier-{bench}.svg", svg + "\n")
         replace_block(Path(docs), f"rows:frontier-{bench}", docs_block(bench, results))
     return markdown
 

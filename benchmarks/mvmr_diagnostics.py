@@ -19,7 +19,10 @@ start (after its first optimiser step: the two training batches it keeps are the
 
 The figures go to the run's metrics.csv (``diag/...`` columns) and to ``RUN/diagnostics.json``. Nothing the
 diagnostics compute reaches the training: the gradients are taken with ``torch.autograd.grad`` (no ``.grad`` is
-written), and the BatchNorm statistics the extra forward passes touch are put back.
+written), the BatchNorm statistics the extra forward passes touch and every submodule's mode are put back, and the
+random state is forked. The two training batches are saved beside the run (diagnostics_batches.pt) so a resumed run
+measures on the same ones, and diagnostics.json is rewritten after each measurement. The feature-regression gradient
+goes through a fresh head: it is the gradient a feature-regression run sends at its start, not a trained one's.
 """
 
 from __future__ import annotations
@@ -37,13 +40,13 @@ COMMAND = "python -m benchmarks.mvmr_diagnostics"
 SAVED_BATCHES = 2
 
 
-def _to(batch, device):
+def _to(batch, device, clone: bool = False):
     if isinstance(batch, torch.Tensor):
-        return batch.to(device)
+        return batch.to(device).clone() if clone else batch.to(device)
     if isinstance(batch, dict):
-        return {k: _to(v, device) for k, v in batch.items()}
+        return {k: _to(v, device, clone) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(_to(v, device) for v in batch)
+        return type(batch)(_to(v, device, clone) for v in batch)
     return batch
 
 
@@ -90,12 +93,15 @@ def diagnose(module, batches: list[dict], val_images: torch.Tensor, val_teacher:
     """The diagnostics of ``module`` (an MV-MR method module) now: per-term gradient norms at the backbone on
     ``batches`` (averaged), feature regression's beside them, and the dCor² figures (training batches' original
     views against their cached teacher rows; ``val_images`` against ``val_teacher``)."""
+    from ssdistill.labels import teacher_label
+
     student, projector = module.student, module.projector
     params = [p for p in student.parameters() if p.requires_grad]
-    signal = next(iter(module.signals.values()))
+    signal = module.signals[teacher_label(module.cfg.primary_teacher)]
     grads: dict[str, list[float]] = {}
     z_train, t_train = [], []
-    with Buffers(module):
+    modes = {m: m.training for m in module.modules()}  # each submodule's own mode, put back at the end
+    with Buffers(module), torch.random.fork_rng(devices=[]):  # no random draw of the run's is consumed here
         module.train()
         for batch in batches:
             terms = module.weighted_terms(batch)
@@ -113,7 +119,8 @@ def diagnose(module, batches: list[dict], val_images: torch.Tensor, val_teacher:
                 t_train.append(signal.for_batch(batch).detach().float())
             backbone_val = torch.cat([student(chunk) for chunk in val_images.split(128)]).float()
             z_val = projector(backbone_val).float()
-    module.train()
+    for m, training in modes.items():
+        m.train(training)
     mean = {name: sum(v) / len(v) for name, v in grads.items()}
     fr = mean.pop("feature_regression")
     return {
@@ -131,18 +138,30 @@ class MVMRDiagnostics(L.Callback):
     """Keeps the run's first training batches and, at the start and every ``every`` epochs, logs :func:`diagnose`
     (``diag/...`` in metrics.csv) and appends it to ``history`` (written to RUN/diagnostics.json by the command)."""
 
-    def __init__(self, val_images: torch.Tensor, val_teacher: torch.Tensor, every: int = 1) -> None:
-        self.val_images, self.val_teacher, self.every = val_images, val_teacher, every
+    def __init__(self, run_dir: Path, val_images: torch.Tensor, val_teacher: torch.Tensor, every: int = 1) -> None:
+        self.run_dir, self.val_images, self.val_teacher, self.every = Path(run_dir), val_images, val_teacher, every
         self.batches: list[dict] = []
-        self.history: list[dict] = []
+        saved = self.run_dir / "diagnostics.json"
+        self.history: list[dict] = json.loads(saved.read_text()) if saved.is_file() else []  # a resumed run's so far
         self.pending_start = False
+
+    @property
+    def kept(self) -> Path:
+        return self.run_dir / "diagnostics_batches.pt"
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.pending_start = trainer.global_step == 0  # a fresh run: measured once both batches are kept (after step 1)
+        if not self.pending_start and self.kept.is_file():  # a resumed run measures on the batches it kept at its start
+            self.batches = torch.load(self.kept, weights_only=False)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if len(self.batches) < SAVED_BATCHES:
-            self.batches.append(_to(copy.copy(batch), "cpu"))
+            self.batches.append(_to(copy.copy(batch), "cpu", clone=True))
+            if len(self.batches) == SAVED_BATCHES and trainer.is_global_zero:
+                from ssdistill.files import atomic_output
+
+                with atomic_output(self.kept) as tmp:
+                    torch.save(self.batches, tmp)
         if self.pending_start and len(self.batches) == SAVED_BATCHES:
             self.pending_start = False
             self._measure(trainer, pl_module, epoch=0)
@@ -157,7 +176,10 @@ class MVMRDiagnostics(L.Callback):
             return
         device = pl_module.device
         found = diagnose(pl_module, [_to(b, device) for b in self.batches], self.val_images.to(device), self.val_teacher.to(device))
-        self.history.append({"epoch": epoch, "step": trainer.global_step, **found})
+        self.history = [h for h in self.history if h["epoch"] != epoch] + [{"epoch": epoch, "step": trainer.global_step, **found}]
+        from ssdistill.files import atomic_write_text
+
+        atomic_write_text(self.run_dir / "diagnostics.json", json.dumps(self.history, indent=2))  # kept if the run is killed
         if epoch:  # the start is before the first step: nothing may be logged there
             flat = {"diag/dcor2_train": found["dcor2_projector_teacher_train"], "diag/dcor2_val": found["dcor2_projector_teacher_val"]}
             flat["diag/dcor2_backbone_val"] = found["dcor2_backbone_teacher_val"]
@@ -170,17 +192,18 @@ class MVMRDiagnostics(L.Callback):
 def validation_set(cfg, images: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``images`` fixed validation images (the seeded subset the alignment monitor would take) in the student's
     original view, and the teacher's pooled features of the same images."""
-    from ssdistill.api import teacher_split_features
     from ssdistill.data.datasets import seeded_subset
     from ssdistill.data.views import original_view
-    from ssdistill.engine.provider import open_split
+    from ssdistill.engine.provider import TeacherProvider, open_split
 
     split = open_split(cfg, cfg.data.val)
     subset = seeded_subset(split, min(images, len(split)), cfg.trainer.seed)
     positions = subset.positions if hasattr(subset, "positions") else list(range(len(subset)))
     view = original_view(cfg.student.resolution)
     pixels = torch.stack([view(subset.load(i)) for i in range(len(subset))])
-    teacher = teacher_split_features(cfg, cfg.data.val)[torch.tensor(positions)]
+    name = cfg.primary_teacher  # the teacher term's teacher, with the output the run distils (cfg.teacher.output)
+    table = TeacherProvider(cfg, split, "cpu").features(name, cfg.data.val, split, cfg.teachers[name].output)
+    teacher = table[torch.tensor(positions)].float()
     return pixels, teacher
 
 
@@ -202,27 +225,28 @@ def table(history: list[dict]) -> str:
 def run(config: str | Path, overrides: list[str], every: int = 1, val_images: int = 256) -> tuple[Path, list[dict]]:
     """Train (or resume) the run with the diagnostics attached; returns its directory and the history."""
     from ssdistill import distill
-    from ssdistill.files import atomic_write_text
     from ssdistill.recipe import build_config
 
     cfg = build_config(config, overrides)
     if cfg.method.name != "mvmr" or cfg.method.mode != "kd":
         raise SystemExit(f"{COMMAND} diagnoses MV-MR in distillation mode (method.name=mvmr, method.mode=kd), not {cfg.method.name}")
-    pixels, teacher = validation_set(cfg, val_images)
-    callback = MVMRDiagnostics(pixels, teacher, every)
+    if cfg.trainer.devices not in (1, "auto") or cfg.trainer.num_nodes != 1:
+        raise SystemExit(f"{COMMAND} measures on one process: set trainer.devices=1 and trainer.num_nodes=1")
     if not cfg.run.name:
         raise SystemExit(f"{COMMAND} resumes its run by name: set run.name")
     run_dir = Path(cfg.run.dir) / cfg.run.name
+    if (run_dir / "results.json").is_file():
+        raise SystemExit(f"{run_dir} has finished: its diagnostics are in {run_dir / 'diagnostics.json'}")
+    pixels, teacher = validation_set(cfg, val_images)
+    callback = MVMRDiagnostics(run_dir, pixels, teacher, every)
     resume = run_dir if (run_dir / "checkpoints" / "last.ckpt").is_file() else None
     if resume is not None:
         record = distill(resume=resume, callbacks=[callback], quiet=True)
     else:
         record = distill(cfg, callbacks=[callback], quiet=True)
-    run_dir = Path(record["run_dir"])
-    saved = run_dir / "diagnostics.json"
-    history = (json.loads(saved.read_text()) if saved.is_file() and resume is not None else []) + callback.history
-    atomic_write_text(saved, json.dumps(history, indent=2))
-    return run_dir, history
+    if Path(record["run_dir"]) != run_dir:
+        raise SystemExit(f"the run went to {record['run_dir']} instead of {run_dir}: its diagnostics are in {run_dir / 'diagnostics.json'}")
+    return run_dir, callback.history
 
 
 def main(argv: list[str] | None = None) -> int:

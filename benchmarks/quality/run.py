@@ -59,6 +59,36 @@ def run_row(
     return record
 
 
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def same_config(run_dir: Path, recipe, overrides: dict) -> None:
+    """Refuse (one line) to read back or resume a run whose saved config is not the one asked for: a row would
+    otherwise report another schedule's or another recipe's figures under its own name. The run's place and the
+    progress bar do not count."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    from ssdistill.recipe import build_config
+
+    want, have = (_flat(build_config(c, o).to_dict()) for c, o in ((recipe, overrides), (saved, None)))
+    ignored = lambda key: key.startswith("run.") or key == "trainer.progress_bar"  # noqa: E731
+    differ = [key for key in sorted(set(want) | set(have)) if not ignored(key) and want.get(key) != have.get(key)]
+    if differ:
+        key = differ[0]
+        raise SystemExit(
+            f"{run_dir} was trained with {key}={have.get(key)!r} but this row asks for {want.get(key)!r}"
+            f"{f' (and {len(differ) - 1} more keys)' if len(differ) > 1 else ''}: move that run folder away or measure the row with --force"
+        )
+
+
 def train_or_resume(recipe: Path, overrides: dict, run_dir: Path, force: bool = False, quiet: bool = True) -> dict:
     """The results record of the run ``recipe`` + ``overrides`` makes in ``run_dir``: read back when it finished,
     resumed from its last checkpoint when it was interrupted, else trained from the start (``force``: from the start
@@ -67,6 +97,7 @@ def train_or_resume(recipe: Path, overrides: dict, run_dir: Path, force: bool = 
 
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
+    same_config(run_dir, recipe, overrides)
     if (run_dir / "results.json").is_file():  # finished before its row was written
         return json.loads((run_dir / "results.json").read_text())
     if (run_dir / "checkpoints" / "last.ckpt").is_file():

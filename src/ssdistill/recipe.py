@@ -189,10 +189,12 @@ def build_config(
 def _one_line(exc: ValidationError, prefix: str = "") -> str:
     error = exc.errors()[0]
     key = prefix + ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
-    value = error.get("input")
+    value, message = error.get("input"), error["msg"]
+    if error.get("type") == "value_error":  # our own validators' sentences, without pydantic's prefix
+        message = message.removeprefix("Value error, ")
     if not key.strip("."):
-        return f"invalid config: {error['msg']}"
-    return f"invalid value for '{key.rstrip('.')}': {error['msg']} (got {value!r})"
+        return f"invalid config: {message}"
+    return f"invalid value for '{key.rstrip('.')}': {message} (got {value!r})"
 
 
 def describe_options() -> list[tuple[str, str, str]]:

@@ -70,10 +70,10 @@ def test_the_plot_fills_the_front_and_uses_a_log_axis(results):
 def test_outputs_go_to_the_page_the_svg_and_the_docs_block(results, tmp_path):
     docs = tmp_path / "docs" / "benchmarks.md"
     docs.parent.mkdir()
-    docs.write_text("# B\n<!-- rows:frontier-q1 -->\nold\n<!-- /rows:frontier-q1 -->\nend\n")
+    docs.write_text("# B\n<!-- rows:frontier-q1 -->\nOLD-BLOCK\n<!-- /rows:frontier-q1 -->\nend\n")
     markdown = frontier.write_outputs("q1", "cpu", results, docs)
-    assert markdown in docs.read_text() and "old" not in docs.read_text()
-    assert (tmp_path / "docs" / "frontier-q1.svg").read_text().startswith("<svg")
+    assert markdown in docs.read_text() and "OLD-BLOCK" not in docs.read_text()
+    assert "<svg" in docs.read_text() and "markdown='0'" in docs.read_text()  # the plot inline, regenerated with the table
     page = (results / "q1-cpu.html").read_text()
     assert "<svg" in page and "<td>mobilenetv3_small_050</td>" in page and "interleaved rounds" in page
     assert frontier.write_outputs("q2", "cpu", results, None) is None  # nothing on record
@@ -82,7 +82,9 @@ def test_outputs_go_to_the_page_the_svg_and_the_docs_block(results, tmp_path):
 def test_the_plan_adds_the_recipe_rows_overhead_to_each_students_measured_step(monkeypatch):
     steps = {("mobilenetv3_small_100", 128): 0.004, ("mobilenetv3_small_100", 96): 0.002, ("resnet18", 128): 0.010}
     monkeypatch.setattr(frontier, "train_images", lambda cfg: 1000)
-    monkeypatch.setattr(frontier, "student_cost", lambda arch, side, **_: {"params_m": 1.0, "gflops": 0.5, "step_s_per_image": steps[(arch, side)]})
+    monkeypatch.setattr(
+        frontier, "student_cost", lambda arch, side, *_, **__: {"params_m": 1.0, "gflops": 0.5, "step_s_per_image": steps[(arch, side)]}
+    )
     spec = frontier.Bench(
         "q1", frontier.REPO / "configs/recommended/q1.yaml", 20, 1.0, (frontier.Row("mobilenetv3_small_100", 96), frontier.Row("resnet18", 128)), None
     )
@@ -106,3 +108,13 @@ def test_bad_requests_are_refused_in_one_line():
         frontier.load_spec("q1", "smoke")
     with pytest.raises(SystemExit, match="unknown frontier row"):
         frontier.main(["--bench", "q1", "--only", "nothing-1"])
+
+
+def test_the_plan_counts_the_recipe_rows_batches_not_its_monitor_and_adds_its_evaluation(monkeypatch):
+    monkeypatch.setattr(frontier, "train_images", lambda cfg: 1000)
+    monkeypatch.setattr(frontier, "student_cost", lambda arch, side, *_, **__: {"params_m": 1.0, "gflops": 0.5, "step_s_per_image": 0.004})
+    spec = frontier.Bench("q1", frontier.REPO / "configs/recommended/q1.yaml", 20, 1.0, (frontier.Row("mobilenetv3_small_100", 128),), None)
+    timing = {"train_seconds": 900.0, "epoch_train_seconds": [10.0] * 60, "eval_seconds": 180.0}  # 300 s of it was the monitor
+    recipe_row = {"student": {"arch": "mobilenetv3_small_100", "resolution": 128}, "timing": timing, "epochs": 60, "data": {"train_size": 1000}}
+    (row,) = frontier.plan(spec, calibrate=recipe_row)["rows"]
+    assert row["hours"] == pytest.approx((20 * 1000 * (600.0 / 60000) + 180.0) / 3600)

@@ -382,3 +382,19 @@ def test_another_seed_of_a_row_has_its_own_run_directory_and_command(tmp_path, m
     )
     with pytest.raises(SystemExit, match="a folder of their own"):
         main(["--tier", "smoke", "--bench", "q2", "--only", "feature", "--seed", "1"])
+
+
+def test_a_run_of_another_config_is_not_read_back_under_a_rows_name(tmp_path):
+    """train_or_resume refuses a run folder whose saved config differs from the row's (here: its epochs)."""
+    import yaml
+
+    from benchmarks.quality.run import same_config
+
+    recipe = {"data": {"train": "x"}, "method": {"name": "feature"}, "trainer": {"epochs": 20}}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**recipe, "run": {"name": "elsewhere"}, "trainer": {"epochs": 20, "progress_bar": True}}))
+    same_config(run_dir, recipe, {"run": {"name": "here"}, "trainer": {"progress_bar": False}})  # place and bar do not count
+    with pytest.raises(SystemExit, match=r"trained with trainer.epochs=20 but this row asks for 30: move that run folder away"):
+        same_config(run_dir, recipe, {"trainer": {"epochs": 30}})
+    same_config(tmp_path / "no-run-yet", recipe, {})

@@ -29,5 +29,5 @@ def test_a_student_far_below_the_teachers_side_is_warned_about_with_what_to_do()
 
 def test_each_member_of_a_cohort_is_checked_and_runs_without_a_teacher_are_not():
     lines = student_side_warnings(fake_run({"student": 128, "peer1": 48}))
-    assert len(lines) == 1 and lines[0].startswith("peer1.resolution=48")
+    assert len(lines) == 1 and lines[0].startswith("member peer1's input side (48 px) is 21% of")
     assert student_side_warnings(fake_run({"student": 32}, needs=False)) == []

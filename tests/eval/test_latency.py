@@ -47,7 +47,8 @@ def test_medians_are_the_time_per_call_and_ratios_divide_by_the_reference():
     assert result["threads"] == 1 and result["rounds"] == 3
     assert result["ms"]["1"] == pytest.approx({"student": 1.0, "teacher": 4.0})
     assert result["ms"]["4"] == pytest.approx({"student": 4.0, "teacher": 16.0})
-    assert result["calls"]["1"] == {"student": 10, "teacher": 3}  # ceil(0.01 s / the slower warm-up call)
+    assert result["calls"]["1"] == {"student": 10, "teacher": 3}  # ceil(0.01 s / the second warm-up call)
+    assert "load_before" in result and "load_after" in result
     ratios = latency_ratios(result, "teacher")
     assert set(ratios) == {"1", "4"} and all(r == pytest.approx({"student": 0.25, "teacher": 1.0}) for r in ratios.values())
     with pytest.raises(ValueError, match="no model named 'other'"):

@@ -35,6 +35,10 @@ def test_the_diagnostics_over_a_run_and_the_run_they_leave_unchanged(tmp_path):
         assert h["grad_ratio_to_feature_regression"]["teacher"] == pytest.approx(h["grad_norm"]["teacher"] / h["grad_norm_feature_regression"])
         assert all(-1 <= h[k] <= 1 for k in ("dcor2_projector_teacher_train", "dcor2_projector_teacher_val", "dcor2_backbone_teacher_val"))
         assert h["val_images"] == 32
+    kept = torch.load(run_dir / "diagnostics_batches.pt", weights_only=False)  # what a resumed run measures on
+    assert len(kept) == 2 and kept[0]["views"]["aug"].shape[0] == 16
+    with pytest.raises(SystemExit, match="has finished: its diagnostics are in"):
+        diag.main(["--config", str(path)])
     columns = next(csv.reader((run_dir / "metrics.csv").open()))
     assert {"diag/dcor2_train", "diag/dcor2_val", "diag/grad_teacher", "diag/grad_feature_regression"} <= set(columns)
     assert "| epoch | dCor² train |" in diag.table(history)

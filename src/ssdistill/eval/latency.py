@@ -48,6 +48,8 @@ def onnx_session(path: Path, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    # no busy-waiting: a session's idle workers would otherwise spin and take the cores from the model timed next
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda images: session.run(None, {name: images})
@@ -66,7 +68,7 @@ def measure_latency(
     """Milliseconds per call of every model at every batch size, timed in ``rounds`` interleaved rounds.
 
     Before the rounds each model runs twice (warm-up) and is given a number of calls per round that lasts at least
-    ``min_seconds`` (from the slower of the warm-up calls); a round times that many calls of each model in turn, the
+    ``min_seconds`` (from the second warm-up call: the first one also allocates); a round times that many calls of each model in turn, the
     first model of round r being model r mod n. Returns ``{"threads", "rounds", "ms": {batch: {name: median}},
     "spread": {batch: {name: (lowest, highest)}}, "calls": {batch: {name: calls per round}}}``; batch sizes are
     strings (JSON keys). ``runner`` and ``clock`` are onnxruntime and the wall clock; tests pass their own."""
@@ -76,18 +78,17 @@ def measure_latency(
         raise ValueError("measure_latency: at least one round and one batch size")
     models, threads = list(models), threads or default_threads()
     run = {m.name: runner(m.path, threads) for m in models}
-    result: dict = {"threads": threads, "rounds": rounds, "ms": {}, "spread": {}, "calls": {}}
+    result: dict = {"threads": threads, "rounds": rounds, "ms": {}, "spread": {}, "calls": {}, "load_before": _load()}
     generator = np.random.default_rng(0)
     for batch in batch_sizes:
         images = {m.name: generator.random((batch, 3, m.side, m.side), dtype=np.float32) for m in models}
         calls = {}
         for m in models:
-            slowest = 0.0
             for _ in range(2):
                 start = clock()
                 run[m.name](images[m.name])
-                slowest = max(slowest, clock() - start)
-            calls[m.name] = max(1, math.ceil(min_seconds / slowest)) if slowest > 0 else 1
+                second = clock() - start
+            calls[m.name] = max(1, math.ceil(min_seconds / second)) if second > 0 else 1
         per_call: dict[str, list[float]] = {m.name: [] for m in models}
         for r in range(rounds):
             for m in models[r % len(models) :] + models[: r % len(models)]:
@@ -99,7 +100,15 @@ def measure_latency(
         result["ms"][key] = {name: 1000 * median(times) for name, times in per_call.items()}
         result["spread"][key] = {name: (1000 * min(times), 1000 * max(times)) for name, times in per_call.items()}
         result["calls"][key] = calls
+    result["load_after"] = _load()  # the 1-minute load average: other work on the machine while it was timed
     return result
+
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def latency_ratios(measured: dict, reference: str) -> dict[str, dict[str, float]]:

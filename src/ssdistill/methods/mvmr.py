@@ -148,7 +148,7 @@ class MVMR(DistillMethod):
             found.append(
                 f"dcor_batch: {cfg.data.batch_size} images (accumulate_grad_batches={steps} sums the gradients of {steps} dCor "
                 f"values, each over one batch of {cfg.data.batch_size}; it is not one dCor over {steps * cfg.data.batch_size}: raise "
-                "data.batch_size for that)"
+                "data.batch_size for that; under DDP, too, each process computes dCor over its own batch)"
             )
         return found
 

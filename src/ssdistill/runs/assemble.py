@@ -102,9 +102,10 @@ def student_side_warnings(run: Run) -> list[str]:
     lines = []
     for member, spec in run.method.student_members(run.cfg).items():
         if spec.resolution < SIDE_WARNING_SHARE * side:
-            key = "student.resolution" if is_primary(member) else f"{member}.resolution"
+            key = "student.resolution" if is_primary(member) else f"member {member}'s input side"
+            shown = f"{key}={spec.resolution}" if is_primary(member) else f"{key} ({spec.resolution} px)"
             lines.append(
-                f"{key}={spec.resolution} is {spec.resolution / side:.0%} of the teacher's {side} px: at that side the teacher's own "
+                f"{shown} is {spec.resolution / side:.0%} of the teacher's {side} px: at that side the teacher's own "
                 f"features keep less of what they hold, which bounds the student (measure it: ssdistill eval --teacher "
                 f"{teacher.name} --train DIR --val DIR --resolution {spec.resolution}); raise {key}, or pick a wider student at the "
                 "same latency (docs/benchmarks.md#frontier)"

@@ -63,7 +63,7 @@ def results_record(
             "images_per_optimiser_step": cfg.data.batch_size * cfg.trainer.accumulate_grad_batches * world_size(),
             "student_channels_last": {member: spec.channels_last for member, spec in method.run_members(cfg).items()},
             # the EMA copies' momentum (trainer.ema_momentum, or 1 - 1 / (trainer.ema_horizon x the run's steps)); null: none
-            "ema_momentum": cfg.trainer.ema_momentum_for(steps) if cfg.trainer.ema else None,
+            "ema_momentum": cfg.trainer.ema_momentum_for(run.module.planned_steps) if cfg.trainer.ema else None,
         },
         "student": next(iter(members.values())),
         "students": members,
