@@ -37,6 +37,7 @@ COMMAND = "python -m benchmarks.frontier"
 BATCHES = (1, 32)
 SMOKE_EPOCHS = 2
 SMOKE_STUDENTS = (("cifar_resnet20", 32), ("mobilenetv3_small_050", 32))
+GPU_SIDE, GPU_EPOCHS = 224, 100  # the gpu tier: the teacher's own side, the quality benchmarks' gpu schedule
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,10 @@ def load_spec(bench: str, tier: str = "cpu", path: Path = SPEC) -> Bench:
     epochs = int(entry["epochs"])
     if tier == "smoke":
         rows, epochs = tuple(Row(a, s) for a, s in SMOKE_STUDENTS), SMOKE_EPOCHS
+    if tier == "gpu":  # every student at 224 px for GPU_EPOCHS (scripts/gpu_frontier.sh)
+        if bench != "q1":
+            raise SystemExit("the gpu tier of the frontier is Q1's: --bench q1")
+        rows, epochs = tuple(Row(a, GPU_SIDE) for a in dict.fromkeys(r.arch for r in rows)), GPU_EPOCHS
     return Bench(bench, REPO / entry["recipe"], epochs, float(entry.get("budget_hours", 0)), rows, entry.get("calibration"))
 
 
@@ -94,6 +99,10 @@ def overrides(spec: Bench, row: Row, tier: str, runs_dir: Path) -> dict:
         changes["data"] = {"train": str(data / "train"), "val": str(data / "test"), "train_subset": None, "batch_size": 64, "num_workers": 0}
         changes["teacher"] = {"weights": str(SHARED_WEIGHTS / "resnet56-4bfd9763.th")}
         changes["eval"] = {"suite": "knn", "monitor_every": 0}
+    if tier == "gpu":  # as the quality benchmarks' gpu tier (benchmarks/quality/tiers.py)
+        changes["student"]["channels_last"] = True
+        changes["data"] = {"batch_size": 256, "num_workers": 8}
+        changes["trainer"].update({"precision": "bf16-mixed", "accelerator": "gpu"})
     return changes
 
 
@@ -427,7 +436,9 @@ def write_outputs(bench: str, tier: str, results: Path = FRONTIER, docs: Path | 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tier", default="cpu", choices=("smoke", "cpu"))
+    parser.add_argument(
+        "--tier", default="cpu", choices=("smoke", "cpu", "gpu"), help="gpu: Q1 at 224 px, 100 epochs, bf16 (scripts/gpu_frontier.sh)"
+    )
     parser.add_argument("--bench", required=True, help="q1 or q2 (benchmarks/frontier.yaml)")
     parser.add_argument("--only", nargs="*", help="rows by name (ARCH-SIDE)")
     parser.add_argument("--plan", action="store_true", help="print the rows and the estimate of their cost, and stop")

@@ -118,3 +118,16 @@ def test_the_plan_counts_the_recipe_rows_batches_not_its_monitor_and_adds_its_ev
     recipe_row = {"student": {"arch": "mobilenetv3_small_100", "resolution": 128}, "timing": timing, "epochs": 60, "data": {"train_size": 1000}}
     (row,) = frontier.plan(spec, calibrate=recipe_row)["rows"]
     assert row["hours"] == pytest.approx((20 * 1000 * (600.0 / 60000) + 180.0) / 3600)
+
+
+def test_the_gpu_tier_is_every_q1_student_at_224_px_in_bf16(tmp_path):
+    from ssdistill.recipe import build_config
+
+    spec = frontier.load_spec("q1", "gpu")
+    assert {r.side for r in spec.rows} == {224} and spec.epochs == 100
+    assert len(spec.rows) == len({r.arch for r in frontier.load_spec("q1").rows})  # one row per student
+    cfg = build_config(spec.recipe, frontier.overrides(spec, spec.rows[0], "gpu", tmp_path))
+    assert (cfg.trainer.precision, cfg.trainer.accelerator, cfg.data.batch_size, cfg.student.channels_last) == ("bf16-mixed", "gpu", 256, True)
+    assert cfg.run.name.endswith("-224-gpu")
+    with pytest.raises(SystemExit, match="--bench q1"):
+        frontier.load_spec("q2", "gpu")
