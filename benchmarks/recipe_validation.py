@@ -18,6 +18,8 @@ The rows (each 60 epochs, seed 0, AdamW 2e-3 as the recipe):
   augmentation: crops down to a fifth of the image, blur on half the images);
 * ``recipe``: the recipe with the Q1 config's augmentation, as the Q1 rows ran it (the ``feature`` row is this row
   without SEED's relational term and without the EMA copy, which only watches);
+* ``recipe_noblur``: the recipe as typed with blur off (the Q2 configs' augmentation), which tells the blur from the
+  crop scale apart;
 * ``recipe_ema999``: the same with the EMA copy at the earlier fixed momentum 0.999 instead of a time constant of 5 %
   of the run (the student is trained bitwise as in ``recipe``: only the copy differs).
 
@@ -59,6 +61,11 @@ ROWS = {  # name -> (label, base config, overrides on top of the data set's)
     "feature": ("plain feature regression, the Q1 config (its augmentation), 60 epochs", REPO / "configs" / "q1" / "feature.yaml", {}),
     "recipe_typed": ("the recommended recipe as typed (default augmentation)", "recommended", {}),
     "recipe": ("the recommended recipe with the Q1 config's augmentation", "recommended", {"aug": Q1_AUG}),
+    "recipe_noblur": (
+        "the recipe as typed without blur (crops down to a fifth of the image, as the Q2 configs)",
+        "recommended",
+        {"aug": {"blur_p": 0.0}},
+    ),
     "recipe_ema999": (
         "the recipe row with the EMA copy at momentum 0.999 (the recipe's earlier setting)",
         "recommended",

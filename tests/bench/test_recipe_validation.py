@@ -56,6 +56,7 @@ def test_each_row_changes_only_what_it_names(tmp_path, monkeypatch):
         == (cfgs["feature"].aug.crop_scale_min, cfgs["feature"].aug.blur_p)
     )
     assert (cfgs["recipe_typed"].aug.crop_scale_min, cfgs["recipe_typed"].aug.blur_p) == (0.2, 0.5)  # the defaults
+    assert (cfgs["recipe_noblur"].aug.crop_scale_min, cfgs["recipe_noblur"].aug.blur_p) == (0.2, 0.0)
     assert cfgs["recipe_ema999"].trainer.ema_momentum == 0.999 and cfgs["recipe_ema999"].trainer.ema_horizon is None
     assert {c.trainer.epochs for c in cfgs.values()} == {60} and {c.student.resolution for c in cfgs.values()} == {28}
     assert cfgs["recipe"].run.name == "validation-fake-recipe" and cfgs["recipe"].run.dir == str(tmp_path)
