@@ -413,7 +413,7 @@ def docs_block(bench: str, results: Path = FRONTIER) -> str:
     if markdown is None:
         return f"No {bench.upper()} frontier row is on record yet: `{command}` measures them (`--plan` first prints their cost).\n"
     svg = chart(bench, "cpu", results)
-    return f"<div class='frontier-chart' markdown='0'>\n{svg}\n</div>\n\n{markdown}\n`{command}` (`--table-only --docs` rebuilds this from the records).\n"
+    return f"<div class='frontier-chart'>\n{svg}\n</div>\n\n{markdown}\n`{command}` (`--table-only --docs` rebuilds this from the records).\n"
 
 
 def write_outputs(bench: str, tier: str, results: Path = FRONTIER, docs: Path | None = None) -> str | None:

@@ -73,7 +73,7 @@ def test_outputs_go_to_the_page_the_svg_and_the_docs_block(results, tmp_path):
     docs.write_text("# B\n<!-- rows:frontier-q1 -->\nOLD-BLOCK\n<!-- /rows:frontier-q1 -->\nend\n")
     markdown = frontier.write_outputs("q1", "cpu", results, docs)
     assert markdown in docs.read_text() and "OLD-BLOCK" not in docs.read_text()
-    assert "<svg" in docs.read_text() and "markdown='0'" in docs.read_text()  # the plot inline, regenerated with the table
+    assert "<svg" in docs.read_text() and "<div class='frontier-chart'>" in docs.read_text()  # the plot inline, regenerated with the table
     page = (results / "q1-cpu.html").read_text()
     assert "<svg" in page and "<td>mobilenetv3_small_050</td>" in page and "interleaved rounds" in page
     assert frontier.write_outputs("q2", "cpu", results, None) is None  # nothing on record
