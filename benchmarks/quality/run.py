@@ -59,16 +59,6 @@ def run_row(
     return record
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def same_config(run_dir: Path, recipe, overrides: dict) -> None:
     """Refuse (one line) to read back or resume a run whose saved config is not the one asked for: a row would
     otherwise report another schedule's or another recipe's figures under its own name. The run's place and the
@@ -76,15 +66,16 @@ def same_config(run_dir: Path, recipe, overrides: dict) -> None:
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         return
+    from ssdistill.engine.resume import config_changes
     from ssdistill.recipe import build_config
 
-    want, have = (_flat(build_config(c, o).to_dict()) for c, o in ((recipe, overrides), (saved, None)))
-    ignored = lambda key: key.startswith("run.") or key == "trainer.progress_bar"  # noqa: E731
-    differ = [key for key in sorted(set(want) | set(have)) if not ignored(key) and want.get(key) != have.get(key)]
+    changes = config_changes(build_config(saved), build_config(recipe, overrides))
+    differ = sorted(key for key in changes if not (key.startswith("run.") or key == "trainer.progress_bar"))
     if differ:
         key = differ[0]
+        have, want = changes[key]
         raise SystemExit(
-            f"{run_dir} was trained with {key}={have.get(key)!r} but this row asks for {want.get(key)!r}"
+            f"{run_dir} was trained with {key}={have!r} but this row asks for {want!r}"
             f"{f' (and {len(differ) - 1} more keys)' if len(differ) > 1 else ''}: move that run folder away or measure the row with --force"
         )
 
