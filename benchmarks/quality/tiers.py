@@ -23,12 +23,17 @@ def _smoke_overrides(bench: str, method: str) -> dict:
     from benchmarks.datasets import Q3_TASKS, cifar10_slice, task_folders
 
     data = cifar10_slice(SMOKE_IMAGES)
-    if bench in TASK_BENCHES:  # the tasks' folders over the same slice, the teachers' weights as the recipe names them
-        tasks = task_folders(data, data.parent / f"{data.name}-tasks", Q3_TASKS)
+    if bench in TASK_BENCHES:  # the teachers' weights as the recipe names them
+        recipe = _recipe(bench, method)
+        tasks = task_folders(data, data.parent / f"{data.name}-tasks", Q3_TASKS)  # the tasks' folders over the slice
+        overrides = {"data": {"train_subset": None, "batch_size": 64, "num_workers": 0}}
+        if (recipe.get("method") or {}).get("tasks"):
+            overrides["method"] = {"tasks": {name: {"data": str(tasks / name / "train"), "val": str(tasks / name / "test")} for name in Q3_TASKS}}
+        else:  # a row trained on the union of the tasks' images (multi-teacher feature distillation), as on the cpu tier
+            overrides["data"] = {"train": str(tasks / "union" / "train"), "val": str(tasks / "union" / "test"), **overrides["data"]}
         return {
-            "data": {"train_subset": None, "batch_size": 64, "num_workers": 0},
-            "method": {"tasks": {name: {"data": str(tasks / name / "train"), "val": str(tasks / name / "test")} for name in Q3_TASKS}},
-            "teachers": {name: {"weights": str(SHARED_WEIGHTS / Path(t["weights"]).name)} for name, t in _recipe_teachers(bench, method).items()},
+            **overrides,
+            "teachers": {name: {"weights": str(SHARED_WEIGHTS / Path(t["weights"]).name)} for name, t in (recipe.get("teachers") or {}).items()},
             "student": {"arch": "resnet18", "resolution": 32},
             "trainer": {"epochs": SMOKE_EPOCHS},
             "eval": {"suite": "knn", "random_init": True},
@@ -42,10 +47,10 @@ def _smoke_overrides(bench: str, method: str) -> dict:
     }
 
 
-def _recipe_teachers(bench: str, method: str) -> dict:
+def _recipe(bench: str, method: str) -> dict:
     import yaml
 
-    return yaml.safe_load(rows.recipe_path(bench, method).read_text()).get("teachers") or {}
+    return yaml.safe_load(rows.recipe_path(bench, method).read_text()) or {}
 
 
 def _cpu_overrides(bench: str, method: str) -> dict:
