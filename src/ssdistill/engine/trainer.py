@@ -70,6 +70,25 @@ class TrainingClock(L.Callback):
         self.epochs = [float(s) for s in state.get("epoch_seconds", [])]
 
 
+class LogStep(L.Callback):
+    """The step a resumed run logs under (metrics.csv's ``step``, the trackers' x axis). Lightning keeps a count of the
+    batches that stepped the optimiser for its loggers and, on a resume, re-derives it from the checkpoint's progress
+    counters; a checkpoint taken at some moments of a batch's end comes back one behind, and the resumed run then logs
+    two batches under one step. With ssdistill's one automatic optimiser that count is ``global_step`` at the start of
+    every batch, so the first batch of each attempt sets it so."""
+
+    def __init__(self) -> None:
+        self.first = True
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if not self.first:
+            return
+        self.first = False
+        loop = trainer.fit_loop.epoch_loop
+        if module.automatic_optimization and len(trainer.optimizers) == 1 and loop._batches_that_stepped != trainer.global_step:
+            loop._batches_that_stepped = trainer.global_step
+
+
 class Throughput(L.Callback):
     """Images per second and the share of wall time spent waiting for the next batch, over the last ``window``
     batches, on the progress bar (not in the logs: timings would make two identical runs' metrics differ). The wait
@@ -227,7 +246,7 @@ def build_trainer(cfg: DistillConfig, run_dir: Path, callbacks: list | tuple = (
         save_last=True,
         on_sigterm=True,
     )
-    all_callbacks = [TrainingClock(), every_epoch, *callbacks, StopWatch()]
+    all_callbacks = [TrainingClock(), LogStep(), every_epoch, *callbacks, StopWatch()]
     if t.checkpoint_every_n_steps:
         all_callbacks.append(RunCheckpoint(dirpath=checkpoints, every_n_train_steps=t.checkpoint_every_n_steps, save_top_k=0, save_last=True))
     if t.progress_bar:
