@@ -11,7 +11,7 @@ longer run read early); the official preset (with its 8192-wide projector, 143 M
 1,024-wide embedding) runs 30 and 100 epochs only. The levers: the official projector width (8192, three layers) with
 our dCor; a batch of 512 at the same number of optimiser steps as the 30-epoch row (120 epochs, the warm-up 4 epochs so
 it spans the same steps; dCor is a statistic of the batch it is computed on: gradient accumulation would sum four dCor
-values of 128 images, so the batch itself is 512); and the teacher term weighted 4 and 16 against the invariance terms. The 30-epoch rows of MV-MR-KD and feature regression are the Q2
+values of 128 images, so the batch itself is 512); and the teacher term weighted 4 and 16 against the invariance terms, and alone (the invariance terms weighted 0). The 30-epoch rows of MV-MR-KD and feature regression are the Q2
 table's (``benchmarks/results/q2/mvmr_kd-cpu.json``, ``feature-cpu.json``) and are read from there.
 
 Each row's record: ``benchmarks/results/mvmr_study/<row>-cpu.json``."""
@@ -39,6 +39,12 @@ ROWS: dict[str, tuple[str, Path, dict, int]] = {  # name -> (label, recipe, over
     "mvmr_kd_official_e30": ("MV-MR-KD, official preset (8192-wide projector)", MVMR, OFFICIAL, 30),
     "mvmr_kd_teacher4_e30": ("MV-MR-KD, ours, teacher term x4", MVMR, {"method": {"weights": {"teacher": 4.0}}}, 30),
     "mvmr_kd_teacher16_e30": ("MV-MR-KD, ours, teacher term x16", MVMR, {"method": {"weights": {"teacher": 16.0}}}, 30),
+    "mvmr_kd_teacheronly_e30": (
+        "MV-MR-KD, ours, the teacher term alone (MSE, std and two-view terms weighted 0)",
+        MVMR,
+        {"method": {"weights": {"mse": 0.0, "std": 0.0, "views": 0.0}}},
+        30,
+    ),
     "mvmr_kd_batch512_e120": (
         "MV-MR-KD, ours, batch 512 at the same optimiser steps (120 epochs, warm-up 4)",
         MVMR,
