@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -60,3 +61,36 @@ def test_only_mvmr_distillation_is_diagnosed(tmp_path):
     path.write_text(yaml.safe_dump(tiny_config(tmp_path)))
     with pytest.raises(SystemExit, match="diagnoses MV-MR in distillation mode"):
         diag.main(["--config", str(path)])
+
+
+class KillInSecondEpoch(L.Callback):
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.current_epoch == 1 and batch_idx == 1:
+            raise RuntimeError("simulated kill")
+
+
+def test_a_killed_diagnosed_run_resumes_with_the_history_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Killed in its second epoch, the run resumes from its epoch checkpoint: it measures on the two batches it kept at
+    its start, each epoch once in diagnostics.json, with the figures of the same run diagnosed without a break."""
+    import ssdistill
+
+    for name in ("whole", "killed"):
+        config = mvmr_config(tmp_path, name)
+        config["trainer"]["epochs"] = 3
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    assert diag.main(["--config", str(tmp_path / "whole.yaml"), "--val-images", "32"]) == 0
+    plain = ssdistill.distill
+    monkeypatch.setattr(ssdistill, "distill", lambda *a, callbacks=(), **k: plain(*a, callbacks=[*callbacks, KillInSecondEpoch()], **k))
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        diag.main(["--config", str(tmp_path / "killed.yaml"), "--val-images", "32"])
+    killed = tmp_path / "runs" / "killed"
+    assert [h["epoch"] for h in json.loads((killed / "diagnostics.json").read_text())] == [0, 1]
+    monkeypatch.setattr(ssdistill, "distill", plain)
+    assert diag.main(["--config", str(tmp_path / "killed.yaml"), "--val-images", "32"]) == 0
+    resumed = json.loads((killed / "diagnostics.json").read_text())
+    whole = json.loads((tmp_path / "runs" / "whole" / "diagnostics.json").read_text())
+    assert [h["epoch"] for h in resumed] == [0, 1, 2, 3] and [h["step"] for h in resumed] == [h["step"] for h in whole]
+    for got, want in zip(resumed, whole):
+        for key in ("dcor2_projector_teacher_train", "dcor2_projector_teacher_val", "dcor2_backbone_teacher_val", "grad_norm_feature_regression"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (got["epoch"], key)
+        assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-4, abs=1e-6)
