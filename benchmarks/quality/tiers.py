@@ -23,7 +23,7 @@ def _smoke_overrides(bench: str, method: str) -> dict:
     from benchmarks.datasets import Q3_TASKS, cifar10_slice, task_folders
 
     data = cifar10_slice(SMOKE_IMAGES)
-    if bench in TASK_BENCHES:  # the teachers' weights as the recipe names them
+    if bench in TASK_BENCHES:
         recipe = _recipe(bench, method)
         tasks = task_folders(data, data.parent / f"{data.name}-tasks", Q3_TASKS)  # the tasks' folders over the slice
         overrides = {"data": {"train_subset": None, "batch_size": 64, "num_workers": 0}}
@@ -33,6 +33,7 @@ def _smoke_overrides(bench: str, method: str) -> dict:
             overrides["data"] = {"train": str(tasks / "union" / "train"), "val": str(tasks / "union" / "test"), **overrides["data"]}
         return {
             **overrides,
+            # the teachers' weights as the recipe names them, from the shared weights folder
             "teachers": {name: {"weights": str(SHARED_WEIGHTS / Path(t["weights"]).name)} for name, t in (recipe.get("teachers") or {}).items()},
             "student": {"arch": "resnet18", "resolution": 32},
             "trainer": {"epochs": SMOKE_EPOCHS},
