@@ -163,3 +163,35 @@ def test_gradient_accumulation_is_recorded_as_not_enlarging_the_dcor_batch():
     assert not any(d.startswith("dcor_batch") for d in MVMR.deviations(plain))
     (line,) = [d for d in MVMR.deviations(accumulated) if d.startswith("dcor_batch")]
     assert "4 dCor values, each over one batch of 128" in line and "not one dCor over 512" in line and "data.batch_size" in line
+
+
+def test_whitened_teacher_term_is_dcor_with_the_whitened_embedding():
+    """teacher_whitening=pca: prepare fits the whitening on the teacher's table of the training images, and the teacher
+    term is 1 - dCor with (t - mean) @ W instead of t; recorded as a departure from the official code."""
+    from ssdistill.losses.dependence import distance_correlation
+    from ssdistill.losses.regression import pca_whitening, whiten_with
+
+    table = torch.randn(50, 5, generator=torch.Generator().manual_seed(1)) * torch.tensor([4.0, 1.0, 1.0, 0.5, 0.1])
+
+    class Provider:
+        def features(self, name=None, spec=None, source=None, tap=None):
+            return table
+
+    method, cfg = _method("kd", teacher_whitening="pca", whitening_shrinkage=0.2)
+    prepared = MVMR.prepare(cfg, Provider()).tensors
+    mean, matrix = pca_whitening(table, 0.2)
+    assert torch.equal(prepared["teacher:mean"], mean) and torch.equal(prepared["teacher:whitening"], matrix)
+    method.prepared = prepared
+    batch = {"index": torch.arange(8), "views": {"aug": torch.rand(8, 3, 32, 32), "original": torch.rand(8, 3, 32, 32)}}
+    torch.manual_seed(0)
+    terms = method.loss_terms(batch)
+    torch.manual_seed(0)
+    z = method.projector(method.student(batch["views"]["aug"]))
+    target = whiten_with(method.signals["teacher"].last.detach(), mean, matrix)
+    expected = 1 - distance_correlation(target, z, clamp=cfg.method.dcor_clamp, estimator="unbiased")
+    plain = 1 - distance_correlation(method.signals["teacher"].last.detach(), z, clamp=cfg.method.dcor_clamp, estimator="unbiased")
+    assert terms["teacher"].item() == pytest.approx(expected.item(), abs=1e-5)
+    assert abs(terms["teacher"].item() - plain.item()) > 1e-3  # the whitening changes the term
+    assert any(d.startswith("teacher_whitening") for d in MVMR.deviations(cfg))
+    assert MVMR.prepare(_method("kd")[1], Provider()) is None  # off by default: nothing fitted
+    assert "whitening_shrinkage" in _method("kd")[1].method.inactive()

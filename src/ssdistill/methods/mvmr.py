@@ -24,11 +24,12 @@ from torch.nn import functional as F
 
 from ssdistill.config import SELECTS, DistillConfig, MethodConfig, official
 from ssdistill.data.views import augmented_view, original_view
-from ssdistill.engine.contract import TeacherNeed
+from ssdistill.engine.contract import Preparation, TeacherNeed
 from ssdistill.engine.module import DistillMethod
 from ssdistill.errors import ConfigError
 from ssdistill.labels import teacher_label
 from ssdistill.losses.dependence import distance_correlation
+from ssdistill.losses.regression import pca_whitening, whiten_with
 from ssdistill.losses.regularisers import std_hinge
 from ssdistill.models.handcrafted import HANDCRAFTED, build_representations
 from ssdistill.models.heads import mlp
@@ -78,6 +79,16 @@ class MVMRConfig(MethodConfig):
     )
     std_gamma: float = Field(1.0, gt=0, description="std hinge margin γ", json_schema_extra=official(1.0))
     std_eps: float = Field(1e-4, ge=0, description="std hinge ε (official code: 0)", json_schema_extra=official(0.0))
+    teacher_whitening: Literal["none", "pca"] = Field(
+        "none",
+        description="pca: each teacher's embedding is PCA-whitened (with shrinkage), fitted once on the training images' "
+        "cached embeddings, before its dCor term, so that every direction of the teacher counts and not mostly its first "
+        "(ours, docs/methods/mvmr.md#whitened-teacher); none: the teacher's embedding as it is (paper, official code)",
+        json_schema_extra=official("none"),
+    )
+    whitening_shrinkage: float = Field(
+        0.1, gt=0, description="teacher_whitening=pca: each direction of variance λ is scaled by (λ + s · mean λ)^-1/2, s this value"
+    )
     hog_binning: Literal["fractional", "released"] = Field(
         "fractional", description="HOG vote split (released = official)", json_schema_extra=official("released")
     )
@@ -109,7 +120,12 @@ class MVMRConfig(MethodConfig):
 
     def inactive(self) -> set[str]:
         chosen = self.chosen_representations()
-        return ({"handcrafted_sign"} if not chosen else set()) | ({"hog_binning"} if "hog" not in chosen else set())
+        unused = ({"handcrafted_sign"} if not chosen else set()) | ({"hog_binning"} if "hog" not in chosen else set())
+        if self.mode != "kd":
+            unused |= {"teacher_whitening"}
+        if self.mode != "kd" or self.teacher_whitening == "none":
+            unused |= {"whitening_shrinkage"}
+        return unused
 
     def dcor_divisor(self, representation: str) -> float:
         """What the dCor input ``representation`` (embedding, teacher or a hand-crafted name) is divided by."""
@@ -153,6 +169,19 @@ class MVMR(DistillMethod):
         return found
 
     @classmethod
+    def prepare(cls, cfg: DistillConfig, ctx) -> Preparation | None:
+        """teacher_whitening=pca: each teacher's whitening, fitted on its cached original-view embeddings of the
+        training images (what its signal reads)."""
+        m = cfg.method
+        if m.mode != "kd" or m.teacher_whitening == "none":
+            return None
+        tensors = {}
+        for name in cfg.teachers:
+            label = teacher_label(name)
+            tensors[f"{label}:mean"], tensors[f"{label}:whitening"] = pca_whitening(ctx.features(name).float(), m.whitening_shrinkage)
+        return Preparation(tensors=tensors)
+
+    @classmethod
     def train_views(cls, cfg: DistillConfig, ctx) -> dict:
         size = cfg.student.resolution
         return {"aug": augmented_view(size, cfg.aug), "original": original_view(size)}
@@ -188,5 +217,8 @@ class MVMR(DistillMethod):
             dependence = dcor(represent(original) / m.dcor_divisor(name), z_aug_dcor)
             terms[name] = (1 - dependence) if m.handcrafted_sign == "paper" else dependence
         for name, signal in self.signals.items():  # teacher terms are always maximised (1 - dCor)
-            terms[name] = 1 - dcor(signal.for_batch(batch).detach().float() / m.dcor_divisor("teacher"), z_aug_dcor)
+            target = signal.for_batch(batch).detach().float()
+            if m.teacher_whitening == "pca":
+                target = whiten_with(target, self.prepared[f"{name}:mean"], self.prepared[f"{name}:whitening"])
+            terms[name] = 1 - dcor(target / m.dcor_divisor("teacher"), z_aug_dcor)
         return terms
