@@ -1,6 +1,7 @@
 """Which of the teacher's directions a student holds: the reading behind MV-MR's distillation (docs/methods/mvmr.md).
 
-    python -m benchmarks.teacher_directions RUN [RUN ...] [--components 10] [--out FILE.json]
+    python -m benchmarks.teacher_directions RUN[=LABEL] [RUN ...] [--components 10] [--out FILE.json] [--docs]
+    python -m benchmarks.teacher_directions --table-only --docs     # render the record on file into the method page
 
 For the teacher of the first run (every run must have the same teacher and data), on its original-view features of the
 run's k-NN memory (the training images) and of its evaluation split:
@@ -21,12 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 import torch
 
 COMMAND = "python -m benchmarks.teacher_directions"
 PREFIXES = (1, 2, 3, 5)
+RECORD = Path(__file__).resolve().parent / "results" / "mvmr_study" / "directions-q2.json"  # the Q2 reading on the MV-MR page
+DOCS_BLOCK = "bench:mvmr-directions"
 DCOR_ROWS = 2048  # dCor² is O(n²) in memory: a seeded subset of the validation images, as the evaluation's alignment
 
 
@@ -80,7 +84,7 @@ def student_profile(memory, val, teacher_memory, teacher_val, basis, memory_labe
     }
 
 
-def measure(runs: list[Path], components: int = 10) -> dict:
+def measure(runs: list[Path], components: int = 10, labels: list[str] | None = None) -> dict:
     from ssdistill.api import teacher_split_features
     from ssdistill.data.datasets import seeded_subset
     from ssdistill.data.views import original_view
@@ -108,7 +112,7 @@ def measure(runs: list[Path], components: int = 10) -> dict:
         return tuple(extract_features(student, source, view, data.eval_batch_size, 0, "cpu", "features") for source in (memory_source, val_source))
 
     students = {"random_init": (build_student(first.student, seed), first.student.resolution)}
-    for run in runs:
+    for run, label in zip(runs, labels or [Path(r).name for r in runs]):
         cfg, student = load_student_from_run(run)
         if (cfg.data.train, cfg.data.val, cfg.data.train_subset, cfg.primary_teacher, dict(cfg.teachers)) != (
             data.train,
@@ -118,7 +122,7 @@ def measure(runs: list[Path], components: int = 10) -> dict:
             dict(first.teachers),
         ):
             raise SystemExit(f"{run} has another teacher or other data than {runs[0]}: compare runs of one teacher and one data set")
-        students[Path(run).name] = (student, cfg.student.resolution)
+        students[label] = (student, cfg.student.resolution)
     models = {}
     for label, (student, resolution) in students.items():
         memory, val = features(student, resolution)
@@ -129,6 +133,8 @@ def measure(runs: list[Path], components: int = 10) -> dict:
 def table(result: dict) -> str:
     teacher = result["teacher"]
     lines = [
+        f"One seed each; dCor² on {result['dcor_rows']} validation images, R² on the whole evaluation split. `{result['command']}`",
+        "",
         "| teacher's first k directions | " + " | ".join(str(p["directions"]) for p in teacher["prefixes"]) + " |",
         "| --- |" + " ---: |" * len(teacher["prefixes"]),
         "| dCor² with the whole teacher | " + " | ".join(f"{p['dcor2_with_teacher']:.2f}" for p in teacher["prefixes"]) + " |",
@@ -149,18 +155,37 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run directories (same teacher and data)")
+    parser.add_argument("runs", nargs="*", help="run directories (same teacher and data), each optionally =LABEL (its row's name)")
     parser.add_argument("--components", type=int, default=10, help="teacher directions to report (default 10)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--table-only", action="store_true", help=f"render the record (--out, default {RECORD.name}) and measure nothing")
+    parser.add_argument("--docs", action="store_true", help=f"also fill the block {DOCS_BLOCK} of docs/methods/mvmr.md")
     args = parser.parse_args(argv)
-    result = measure(args.runs, args.components)
-    if args.out:
+    if args.table_only:
+        record = args.out or RECORD
+        if not record.is_file():
+            raise SystemExit(f"no record at {record}: measure it first ({COMMAND} RUN ... --out {record})")
+        result = json.loads(record.read_text())
+    elif not args.runs:
+        raise SystemExit("name at least one run directory, or pass --table-only to render a record")
+    else:
+        paths = [Path(run.split("=", 1)[0]) for run in args.runs]
+        labels = [run.split("=", 1)[1] if "=" in run else Path(run).name for run in args.runs]
+        result = measure(paths, args.components, labels)
+        result["command"] = " ".join([COMMAND, *map(shlex.quote, args.runs), f"--components {args.components}"])
+    if args.out and not args.table_only:
         from ssdistill.files import atomic_output
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(args.out) as tmp:
             Path(tmp).write_text(json.dumps(result, indent=1))
-    print(table(result))
+    markdown = table(result)
+    print(markdown)
+    if args.docs:
+        from benchmarks.quality.docs import replace_block
+        from benchmarks.quality.paths import REPO
+
+        replace_block(REPO / "docs" / "methods" / "mvmr.md", DOCS_BLOCK, f"{markdown}\n")
     return 0
 
 

@@ -35,11 +35,12 @@ def test_the_directions_of_a_tiny_run(tmp_path):
     distill(config, quiet=True)
     run = tmp_path / "runs" / "tiny"
     out = tmp_path / "directions.json"
-    assert td.main([str(run), "--components", "3", "--out", str(out)]) == 0
+    assert td.main([f"{run}=tiny run", "--components", "3", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert len(result["teacher"]["variance_share"]) == 3 and [p["directions"] for p in result["teacher"]["prefixes"]] == [1, 2, 3, 5]
     assert result["teacher"]["prefixes"][-1]["dcor2_with_teacher"] == pytest.approx(1.0, abs=0.02)  # 5 of test_resnet's directions: nearly all of it
-    assert set(result["models"]) == {"random_init", "tiny"}
+    assert set(result["models"]) == {"random_init", "tiny run"}
+    assert td.main(["--table-only", "--out", str(out)]) == 0  # rendered from the record, nothing measured
     assert all(len(m["r2_per_direction"]) == 3 and 0 <= m["knn"] <= 100 for m in result["models"].values())
     other = dict(config, data={**config["data"], "train_subset": 32}, run={**config["run"], "name": "other"})
     distill(other, quiet=True)
