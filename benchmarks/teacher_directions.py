@@ -64,9 +64,8 @@ def teacher_profile(memory: torch.Tensor, val: torch.Tensor, memory_labels, val_
     for k in sorted({*PREFIXES, components}):
         top_memory, top_val = ((memory - mean) @ directions[:k].T).float(), ((val - mean) @ directions[:k].T).float()
         dcor2 = float(distance_correlation(top_val[rows], val[rows].float(), estimator="unbiased"))
-        knn = (
-            knn_accuracy(top_memory, memory_labels, top_val, val_labels, 20, 0.07)["top1"] if k > 1 else None
-        )  # cosine k-NN of one number is its sign
+        # a cosine k-NN of a single number sees only its sign: no k-NN for the first direction alone
+        knn = knn_accuracy(top_memory, memory_labels, top_val, val_labels, 20, 0.07)["top1"] if k > 1 else None
         prefixes.append({"directions": k, "dcor2_with_teacher": dcor2, "knn": knn})
     return {"variance_share": share[:components].tolist(), "prefixes": prefixes, "_basis": (mean, directions[:components])}
 
