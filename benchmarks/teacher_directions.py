@@ -12,7 +12,9 @@ run's k-NN memory (the training images) and of its evaluation split:
   many of the teacher's directions it takes;
 
 and for the random-init student and each run's trained student (the backbone's pooled features, what is evaluated
-and exported): k-NN top-1, dCor² with the teacher, and for each teacher direction the R² with which a ridge regression
+and exported): k-NN top-1, dCor² with the teacher, the effective rank of its features on the validation images (and
+its first principal direction's share of their variance: a collapsed student has most of it on one), and for each
+teacher direction the R² with which a ridge regression
 from the student's features (fitted on the memory, scored on the validation images) predicts it. A student that holds
 one direction of the teacher and not the others has a high R² on the first and about the random-init student's on the
 rest.
@@ -55,6 +57,15 @@ def ridge_r2(train: torch.Tensor, val: torch.Tensor, train_targets: torch.Tensor
     return 1 - residual / ((val_targets.double() - val_targets.double().mean(0)) ** 2).sum(0)
 
 
+def effective_rank(features: torch.Tensor) -> tuple[float, float]:
+    """(effective rank, the first principal direction's share of the variance) of ``features`` [N, D]: the exponential
+    of the entropy of the variance shares of its principal directions (Roy and Vetterli), 1 for features on a line and D
+    for isotropic ones."""
+    _, _, share = principal_directions(features)
+    entropy = -(share * share.clamp_min(1e-30).log()).sum()
+    return float(entropy.exp()), float(share[0])
+
+
 def teacher_profile(memory: torch.Tensor, val: torch.Tensor, memory_labels, val_labels, components: int, rows: torch.Tensor) -> dict:
     from ssdistill.eval.knn import knn_accuracy
     from ssdistill.losses.dependence import distance_correlation
@@ -80,6 +91,7 @@ def student_profile(memory, val, teacher_memory, teacher_val, basis, memory_labe
         "knn": knn_accuracy(memory, memory_labels, val, val_labels, 20, 0.07)["top1"],
         "dcor2_with_teacher": float(distance_correlation(val[rows].float(), teacher_val[rows].float(), estimator="unbiased")),
         "r2_per_direction": [float(x) for x in r2],
+        **dict(zip(("effective_rank", "first_direction_share"), effective_rank(val))),
     }
 
 
@@ -142,13 +154,14 @@ def table(result: dict) -> str:
     ]
     n = len(teacher["variance_share"])
     lines += [
-        "| model | k-NN k20 | dCor² | " + " | ".join(f"R² d{i + 1}" for i in range(n)) + " |",
-        "| --- | ---: | ---: |" + " ---: |" * n,
-        "| (teacher variance share) | | | " + " | ".join(f"{s:.2f}" for s in teacher["variance_share"]) + " |",
+        "| model | k-NN k20 | dCor² | effective rank (first direction's share) | " + " | ".join(f"R² d{i + 1}" for i in range(n)) + " |",
+        "| --- | ---: | ---: | ---: |" + " ---: |" * n,
+        "| (teacher variance share) | | | | " + " | ".join(f"{s:.2f}" for s in teacher["variance_share"]) + " |",
     ]
     for label, row in result["models"].items():
         r2 = " | ".join(f"{x:.2f}" for x in row["r2_per_direction"])
-        lines.append(f"| {label} | {row['knn']:.1f} | {row['dcor2_with_teacher']:.2f} | {r2} |")
+        rank = f"{row['effective_rank']:.1f} ({row['first_direction_share']:.2f})"
+        lines.append(f"| {label} | {row['knn']:.1f} | {row['dcor2_with_teacher']:.2f} | {rank} | {r2} |")
     return "\n".join(lines)
 
 

@@ -41,8 +41,19 @@ def test_the_directions_of_a_tiny_run(tmp_path):
     assert result["teacher"]["prefixes"][-1]["dcor2_with_teacher"] == pytest.approx(1.0, abs=0.02)  # 5 of test_resnet's directions: nearly all of it
     assert set(result["models"]) == {"random_init", "tiny run"}
     assert td.main(["--table-only", "--out", str(out)]) == 0  # rendered from the record, nothing measured
-    assert all(len(m["r2_per_direction"]) == 3 and 0 <= m["knn"] <= 100 for m in result["models"].values())
+    assert all(len(m["r2_per_direction"]) == 3 and 0 <= m["knn"] <= 100 and m["effective_rank"] >= 1 for m in result["models"].values())
     other = dict(config, data={**config["data"], "train_subset": 32}, run={**config["run"], "name": "other"})
     distill(other, quiet=True)
     with pytest.raises(SystemExit, match="another teacher or other data"):
         td.main([str(run), str(tmp_path / "runs" / "other")])
+
+
+def test_effective_rank_counts_the_directions_the_features_use():
+    g = torch.Generator().manual_seed(0)
+    isotropic = torch.randn(4000, 8, generator=g)
+    line = torch.randn(4000, 1, generator=g) * torch.ones(1, 8)
+    assert td.effective_rank(isotropic)[0] == pytest.approx(8, abs=0.1) and td.effective_rank(isotropic)[1] < 0.15
+    assert td.effective_rank(line)[0] == pytest.approx(1, abs=1e-3) and td.effective_rank(line)[1] == pytest.approx(1, abs=1e-6)
+    # two equal directions and no others: exp(ln 2) = 2
+    two = torch.cat([torch.randn(4000, 2, generator=g), torch.zeros(4000, 6)], 1)
+    assert td.effective_rank(two)[0] == pytest.approx(2, abs=0.01)
