@@ -33,7 +33,6 @@ COMMAND = "python -m benchmarks.teacher_directions"
 PREFIXES = (1, 2, 3, 5)
 RECORD = Path(__file__).resolve().parent / "results" / "mvmr_study" / "directions-q2.json"  # the Q2 reading on the MV-MR page
 DOCS_BLOCK = "bench:mvmr-directions"
-DCOR_ROWS = 2048  # dCor² is O(n²) in memory: a seeded subset of the validation images, as the evaluation's alignment
 
 
 def principal_directions(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -66,30 +65,38 @@ def effective_rank(features: torch.Tensor) -> tuple[float, float]:
     return float(entropy.exp()), float(share[0])
 
 
-def teacher_profile(memory: torch.Tensor, val: torch.Tensor, memory_labels, val_labels, components: int, rows: torch.Tensor) -> dict:
+def dcor2(features: torch.Tensor, teacher: torch.Tensor) -> tuple[float, int]:
+    """(bias-corrected dCor², rows used): the evaluation's teacher alignment, on its seeded subset of the rows."""
+    from ssdistill.eval.alignment import teacher_alignment
+
+    alignment = teacher_alignment(features, teacher, seed=0)
+    return alignment["dcor2"], alignment["samples"]
+
+
+def teacher_profile(memory: torch.Tensor, val: torch.Tensor, memory_labels, val_labels, components: int) -> tuple[dict, tuple, int]:
+    """(the profile, the basis (mean, first ``components`` directions) the students' R² is measured in, the rows the
+    dCor² figures use)."""
     from ssdistill.eval.knn import knn_accuracy
-    from ssdistill.losses.dependence import distance_correlation
 
     mean, directions, share = principal_directions(memory)
     prefixes = []
     for k in sorted({*PREFIXES, components}):
         top_memory, top_val = ((memory - mean) @ directions[:k].T).float(), ((val - mean) @ directions[:k].T).float()
-        dcor2 = float(distance_correlation(top_val[rows], val[rows].float(), estimator="unbiased"))
+        dependence, samples = dcor2(top_val, val)
         # a cosine k-NN of a single number sees only its sign: no k-NN for the first direction alone
         knn = knn_accuracy(top_memory, memory_labels, top_val, val_labels, 20, 0.07)["top1"] if k > 1 else None
-        prefixes.append({"directions": k, "dcor2_with_teacher": dcor2, "knn": knn})
-    return {"variance_share": share[:components].tolist(), "prefixes": prefixes, "_basis": (mean, directions[:components])}
+        prefixes.append({"directions": k, "dcor2_with_teacher": dependence, "knn": knn})
+    return {"variance_share": share[:components].tolist(), "prefixes": prefixes}, (mean, directions[:components]), samples
 
 
-def student_profile(memory, val, teacher_memory, teacher_val, basis, memory_labels, val_labels, rows: torch.Tensor) -> dict:
+def student_profile(memory, val, teacher_memory, teacher_val, basis, memory_labels, val_labels) -> dict:
     from ssdistill.eval.knn import knn_accuracy
-    from ssdistill.losses.dependence import distance_correlation
 
     mean, directions = basis
     r2 = ridge_r2(memory, val, (teacher_memory - mean) @ directions.T, (teacher_val - mean) @ directions.T)
     return {
         "knn": knn_accuracy(memory, memory_labels, val, val_labels, 20, 0.07)["top1"],
-        "dcor2_with_teacher": float(distance_correlation(val[rows].float(), teacher_val[rows].float(), estimator="unbiased")),
+        "dcor2_with_teacher": dcor2(val, teacher_val)[0],
         "r2_per_direction": [float(x) for x in r2],
         **dict(zip(("effective_rank", "first_direction_share"), effective_rank(val))),
     }
@@ -114,9 +121,7 @@ def measure(runs: list[Path], components: int = 10, labels: list[str] | None = N
         memory_teacher = table[memory_source.positions] if hasattr(memory_source, "positions") else table
     val_source, val_teacher = open_split(first, data.val), teacher_split_features(first, data.val)
     memory_labels, val_labels = torch.tensor(memory_source.labels), torch.tensor(val_source.labels)
-    rows = torch.randperm(len(val_source), generator=torch.Generator().manual_seed(0))[:DCOR_ROWS].sort().values
-    profile = teacher_profile(memory_teacher.float(), val_teacher.float(), memory_labels, val_labels, components, rows)
-    basis = profile.pop("_basis")
+    profile, basis, dcor_rows = teacher_profile(memory_teacher.float(), val_teacher.float(), memory_labels, val_labels, components)
 
     def features(student, resolution: int):
         view = original_view(resolution)
@@ -137,8 +142,8 @@ def measure(runs: list[Path], components: int = 10, labels: list[str] | None = N
     models = {}
     for label, (student, resolution) in students.items():
         memory, val = features(student, resolution)
-        models[label] = student_profile(memory, val, memory_teacher.float(), val_teacher.float(), basis, memory_labels, val_labels, rows)
-    return {"teacher": profile, "models": models, "runs": [str(r) for r in runs], "dcor_rows": len(rows), "command": COMMAND}
+        models[label] = student_profile(memory, val, memory_teacher.float(), val_teacher.float(), basis, memory_labels, val_labels)
+    return {"teacher": profile, "models": models, "runs": [str(r) for r in runs], "dcor_rows": dcor_rows, "command": COMMAND}
 
 
 def table(result: dict) -> str:
