@@ -12,7 +12,9 @@ longer run read early); the official preset (with its 8192-wide projector, 143 M
 our dCor; a batch of 512 at the same number of optimiser steps as the 30-epoch row (120 epochs, the warm-up 4 epochs so
 it spans the same steps; dCor is a statistic of the batch it is computed on: gradient accumulation would sum four dCor
 values of 128 images, so the batch itself is 512); and the teacher term weighted 4 and 16 against the invariance terms, and alone (the invariance terms weighted 0); and the teacher's
-embedding PCA-whitened before its dCor term (``teacher_whitening: pca``, docs/methods/mvmr.md#whitened-teacher). The 30-epoch rows of MV-MR-KD and feature regression are the Q2
+embedding PCA-whitened before its dCor term (``teacher_whitening: pca``, docs/methods/mvmr.md#whitened-teacher); and the
+teacher term on the backbone's pooled features instead of the projector's output (``teacher_on: backbone``), at weight 1
+and 16. The 30-epoch rows of MV-MR-KD and feature regression are the Q2
 table's (``benchmarks/results/q2/mvmr_kd-cpu.json``, ``feature-cpu.json``) and are read from there.
 
 Each row's record: ``benchmarks/results/mvmr_study/<row>-cpu.json``."""
@@ -50,6 +52,18 @@ ROWS: dict[str, tuple[str, Path, dict, int]] = {  # name -> (label, recipe, over
         "MV-MR-KD, ours, whitened teacher (teacher_whitening: pca, shrinkage 0.1)",
         MVMR,
         {"method": {"teacher_whitening": "pca"}},
+        30,
+    ),
+    "mvmr_kd_backbone_e30": (
+        "MV-MR-KD, ours, teacher term on the backbone's pooled features (teacher_on: backbone)",
+        MVMR,
+        {"method": {"teacher_on": "backbone"}},
+        30,
+    ),
+    "mvmr_kd_backbone_teacher16_e30": (
+        "MV-MR-KD, ours, teacher term on the backbone's pooled features, weighted 16",
+        MVMR,
+        {"method": {"teacher_on": "backbone", "weights": {"teacher": 16.0}}},
         30,
     ),
     "mvmr_kd_batch512_e120": (

@@ -19,6 +19,8 @@ def test_each_row_is_the_q2_recipe_with_one_change(tmp_path):
     assert cfgs["mvmr_kd_e100"].method == base.method
     assert cfgs["mvmr_kd_teacher16_e30"].method.weights == {"teacher": 16.0}
     assert cfgs["mvmr_kd_teacheronly_e30"].method.weights == {"mse": 0.0, "std": 0.0, "views": 0.0}
+    assert cfgs["mvmr_kd_backbone_e30"].method.teacher_on == "backbone" and cfgs["mvmr_kd_backbone_e30"].method.weights == {}
+    assert cfgs["mvmr_kd_backbone_teacher16_e30"].method.weights == {"teacher": 16.0}
     big = cfgs["mvmr_kd_batch512_e120"]
     assert (big.data.batch_size, big.optim.lr, big.trainer.epochs, big.optim.warmup_epochs) == (512, base.optim.lr, 120, 4)
     assert big.trainer.accumulate_grad_batches == 1  # a real batch of 512, not accumulated

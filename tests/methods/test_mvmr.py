@@ -195,3 +195,26 @@ def test_whitened_teacher_term_is_dcor_with_the_whitened_embedding():
     assert any(d.startswith("teacher_whitening") for d in MVMR.deviations(cfg))
     assert MVMR.prepare(_method("kd")[1], Provider()) is None  # off by default: nothing fitted
     assert "whitening_shrinkage" in _method("kd")[1].method.inactive()
+
+
+def test_teacher_on_backbone_ties_the_pooled_features_not_the_projector():
+    """teacher_on=backbone: the teacher term is 1 - dCor between the teacher's rows and the student's pooled backbone
+    features of the augmented view, so its gradient reaches the backbone and none of the projector; recorded."""
+    from ssdistill.losses.dependence import distance_correlation
+
+    method, cfg = _method("kd", teacher_on="backbone")
+    batch = {"index": torch.arange(8), "views": {"aug": torch.rand(8, 3, 32, 32), "original": torch.rand(8, 3, 32, 32)}}
+    torch.manual_seed(0)
+    terms = method.loss_terms(batch)
+    torch.manual_seed(0)
+    h = method.student(batch["views"]["aug"])
+    target = method.signals["teacher"].last.detach()
+    expected = 1 - distance_correlation(target, h, clamp=cfg.method.dcor_clamp, estimator="unbiased")
+    on_projector = 1 - distance_correlation(target, method.projector(h), clamp=cfg.method.dcor_clamp, estimator="unbiased")
+    assert terms["teacher"].item() == pytest.approx(expected.item(), abs=1e-5)
+    assert abs(terms["teacher"].item() - on_projector.item()) > 1e-3
+    terms["teacher"].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in method.projector.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.parameters())
+    assert any(d.startswith("teacher_on") for d in MVMR.deviations(cfg))
+    assert "teacher_on" in _method("ssl")[1].method.inactive() and "teacher_on" not in cfg.method.inactive()

@@ -145,6 +145,7 @@ CONTEXT = {
     **{field: {"mcl": ({"mode": "label_free"}, {"mode": "supervised"})} for field in ("momentum", "bn_groups", "queue_size", "mask_same_id")},
     "hog_binning": {"mvmr": ({"mode": "ssl"}, {"mode": "kd"})},
     "teacher_whitening": {"mvmr": ({"mode": "kd"}, {"mode": "ssl"})},
+    "teacher_on": {"mvmr": ({"mode": "kd"}, {"mode": "ssl"})},
     "whitening_shrinkage": {"mvmr": ({"mode": "kd", "teacher_whitening": "pca"}, {"mode": "kd", "teacher_whitening": "none"})},
     # L-MCL: the supervised-only fields, the meta step's, the light branch's width
     "aggregator": {"lmcl": ({"mode": "supervised"}, {"mode": "label_free"})},

@@ -86,6 +86,13 @@ class MVMRConfig(MethodConfig):
         "(ours, docs/methods/mvmr.md#whitened-teacher); none: the teacher's embedding as it is (paper, official code)",
         json_schema_extra=official("none"),
     )
+    teacher_on: Literal["embedding", "backbone"] = Field(
+        "embedding",
+        description="what each teacher's dCor term ties to the teacher: embedding = the projector's output z̃ (paper, official "
+        "code); backbone = the student's pooled backbone features of the augmented view, the features that are evaluated and "
+        "exported (ours, docs/methods/mvmr.md#teacher-on-the-backbone)",
+        json_schema_extra=official("embedding"),
+    )
     whitening_shrinkage: float = Field(
         0.1, gt=0, description="teacher_whitening=pca: each direction of variance λ is scaled by (λ + s · mean λ)^-1/2, s this value"
     )
@@ -122,7 +129,7 @@ class MVMRConfig(MethodConfig):
         chosen = self.chosen_representations()
         unused = ({"handcrafted_sign"} if not chosen else set()) | ({"hog_binning"} if "hog" not in chosen else set())
         if self.mode != "kd":
-            unused |= {"teacher_whitening"}
+            unused |= {"teacher_whitening", "teacher_on"}
         if self.mode != "kd" or self.teacher_whitening == "none":
             unused |= {"whitening_shrinkage"}
         return unused
@@ -203,10 +210,12 @@ class MVMR(DistillMethod):
         """The step's unweighted terms: mse, std, views, each hand-crafted representation's and each teacher's."""
         m = self.cfg.method
         augmented, original = batch["views"]["aug"], batch["views"]["original"]
-        z_aug = self.projector(self.student(augmented))  # two passes: separate BatchNorm statistics per view
+        h_aug = self.student(augmented)
+        z_aug = self.projector(h_aug)  # two passes: separate BatchNorm statistics per view
         z_orig = self.projector(self.student(original))
         scale = m.dcor_divisor("embedding")
         z_aug_dcor, z_orig_dcor = z_aug / scale, z_orig / scale  # the released code's fp16 device (dcor_input_scaling)
+        tied_to_teacher = h_aug / scale if m.teacher_on == "backbone" else z_aug_dcor
         dcor = lambda a, b: distance_correlation(a, b, clamp=m.dcor_clamp, estimator=m.dcor_estimator)  # noqa: E731
         terms = {
             "mse": F.mse_loss(z_orig.float(), z_aug.float()),
@@ -220,5 +229,5 @@ class MVMR(DistillMethod):
             target = signal.for_batch(batch).detach().float()
             if m.teacher_whitening == "pca":
                 target = whiten_with(target, self.prepared[f"{name}:mean"], self.prepared[f"{name}:whitening"])
-            terms[name] = 1 - dcor(target / m.dcor_divisor("teacher"), z_aug_dcor)
+            terms[name] = 1 - dcor(target / m.dcor_divisor("teacher"), tied_to_teacher)
         return terms
